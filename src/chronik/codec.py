@@ -1,0 +1,211 @@
+"""The event type registry (an allowlist), msgspec JSON encoding and upcaster chains.
+
+A registry maps type names such as ``customer.created`` to user classes (dataclasses or msgspec
+Structs) at a current schema version. Stored events of older versions are brought to the current
+shape on read by upcasters keyed by (type, from_version), each turning a payload dict of one
+version into the next. A name that is not registered is an error (UnknownEventType), never an
+import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import msgspec
+
+from chronik.errors import (
+    ConfigurationError,
+    DeserializationError,
+    InvalidEventType,
+    UnknownEventType,
+    UpcastError,
+)
+from chronik.messages import JSON, EventData, Metadata, RecordedEvent
+
+__all__ = ["EventRegistry", "Upcaster"]
+
+T = TypeVar("T")
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,127}")
+_encoder = msgspec.json.Encoder()
+_dict_decoder = msgspec.json.Decoder(dict[str, Any])
+
+
+class _Entry(msgspec.Struct, frozen=True):
+    name: str
+    cls: type[Any]
+    version: int
+    decoder: msgspec.json.Decoder[Any]
+
+
+class EventRegistry:
+    """Which event classes exist, under which names and versions, and how old versions upcast."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, _Entry] = {}
+        self._by_class: dict[type[Any], _Entry] = {}
+        self._upcasters: dict[tuple[str, int], Upcaster] = {}
+
+    # --- registration -------------------------------------------------------------------------
+
+    def register(self, cls: type[T], name: str | None = None, *, version: int = 1) -> type[T]:
+        """Allow ``cls`` (a dataclass or msgspec Struct) under ``name`` at schema ``version``."""
+        if not isinstance(cls, type) or not (
+            issubclass(cls, msgspec.Struct) or dataclasses.is_dataclass(cls)
+        ):
+            raise ConfigurationError(f"{cls!r} is not a dataclass or msgspec Struct")
+        name = name or cls.__name__
+        if not _NAME_RE.fullmatch(name):
+            raise InvalidEventType(f"invalid event type name {name!r}", field="type")
+        if type(version) is not int or version < 1:
+            raise ConfigurationError(f"schema version of {name} must be an int >= 1")
+        existing = self._by_name.get(name)
+        if existing is not None and existing.cls is not cls:
+            raise ConfigurationError(f"{name!r} is already registered to {existing.cls!r}")
+        if cls in self._by_class and self._by_class[cls].name != name:
+            raise ConfigurationError(f"{cls!r} is already registered as {self._by_class[cls].name}")
+        entry = _Entry(name, cls, version, msgspec.json.Decoder(cls))
+        self._by_name[name] = entry
+        self._by_class[cls] = entry
+        return cls
+
+    def event(self, name: str | None = None, *, version: int = 1) -> Callable[[type[T]], type[T]]:
+        """Class decorator form of ``register``."""
+
+        def decorate(cls: type[T]) -> type[T]:
+            return self.register(cls, name, version=version)
+
+        return decorate
+
+    def add_upcaster(self, type_name: str, from_version: int, upcaster: Upcaster) -> None:
+        """Turn payloads of ``type_name`` at ``from_version`` into ``from_version + 1``."""
+        key = (type_name, from_version)
+        if key in self._upcasters:
+            raise ConfigurationError(f"an upcaster for {type_name} v{from_version} exists")
+        self._upcasters[key] = upcaster
+
+    def upcaster(self, type_name: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
+        """Decorator form of ``add_upcaster``."""
+
+        def decorate(fn: Upcaster) -> Upcaster:
+            self.add_upcaster(type_name, from_version, fn)
+            return fn
+
+        return decorate
+
+    # --- lookup -------------------------------------------------------------------------------
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def names(self) -> list[str]:
+        """The registered type names, sorted."""
+        return sorted(self._by_name)
+
+    def class_for(self, name: str) -> type[Any]:
+        """The class registered as ``name``; UnknownEventType if none."""
+        return self._entry(name).cls
+
+    def name_of(self, event: object) -> str:
+        """The type name of an event instance or class."""
+        cls = event if isinstance(event, type) else type(event)
+        entry = self._by_class.get(cls)
+        if entry is None:
+            raise UnknownEventType(getattr(cls, "__qualname__", repr(cls)))
+        return entry.name
+
+    def version_of(self, name: str) -> int:
+        """The current schema version of ``name``."""
+        return self._entry(name).version
+
+    def _entry(self, name: str) -> _Entry:
+        entry = self._by_name.get(name)
+        if entry is None:
+            raise UnknownEventType(name)
+        return entry
+
+    # --- encoding -----------------------------------------------------------------------------
+
+    def to_event_data(
+        self,
+        event: object,
+        metadata: Metadata | Mapping[str, str] | None = None,
+        event_id: str | None = None,
+    ) -> EventData:
+        """An EventData for a registered event instance, at its current schema version."""
+        entry = self._by_class.get(type(event))
+        if entry is None:
+            raise UnknownEventType(type(event).__qualname__)
+        data = EventData(entry.name, event, metadata, schema_version=entry.version)
+        if event_id is not None:
+            data.event_id = event_id
+        return data
+
+    # --- decoding and upcasting ---------------------------------------------------------------
+
+    def upcast_payload(
+        self, name: str, version: int, payload: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        """Run the upcaster chain from ``version`` to the current one; returns both."""
+        current = self._entry(name).version
+        if version > current:
+            raise UpcastError(
+                f"{name} v{version} is newer than the registered v{current}: upgrade the code"
+            )
+        while version < current:
+            step = self._upcasters.get((name, version))
+            if step is None:
+                raise UpcastError(f"no upcaster from {name} v{version} to v{version + 1}")
+            try:
+                payload = step(payload)
+            except Exception as exc:
+                raise UpcastError(f"upcaster {name} v{version} failed: {exc!r}") from exc
+            if not isinstance(payload, dict):
+                raise UpcastError(f"upcaster {name} v{version} returned {type(payload).__name__}")
+            version += 1
+        return version, payload
+
+    def upcast(self, event: RecordedEvent) -> RecordedEvent:
+        """The event with its payload in the current shape (the same object if already current)."""
+        current = self._entry(event.type).version
+        if event.schema_version == current:
+            return event
+        version, payload = self.upcast_payload(
+            event.type, event.schema_version, self._decode_dict(event)
+        )
+        return msgspec.structs.replace(
+            event, payload=_encoder.encode(payload), schema_version=version
+        )
+
+    def decode(self, event: RecordedEvent) -> Any:
+        """The event's payload as an instance of its registered class, upcast as needed."""
+        entry = self._entry(event.type)
+        if event.content_type != JSON:
+            raise DeserializationError(
+                f"{event.type} {event.event_id} has content type {event.content_type}; "
+                "decode it yourself"
+            )
+        try:
+            if event.schema_version == entry.version:
+                return entry.decoder.decode(event.payload)
+            _, payload = self.upcast_payload(
+                event.type, event.schema_version, self._decode_dict(event)
+            )
+            return msgspec.convert(payload, entry.cls)
+        except msgspec.ValidationError as exc:
+            raise DeserializationError(
+                f"{event.type} {event.event_id} does not fit {entry.cls.__qualname__}: {exc}"
+            ) from exc
+        except msgspec.DecodeError as exc:
+            raise DeserializationError(f"{event.type} {event.event_id}: {exc}") from exc
+
+    def _decode_dict(self, event: RecordedEvent) -> dict[str, Any]:
+        try:
+            return _dict_decoder.decode(event.payload)
+        except msgspec.DecodeError as exc:
+            raise DeserializationError(
+                f"{event.type} {event.event_id} is not a JSON object: {exc}"
+            ) from exc

@@ -1,0 +1,160 @@
+"""Every exception chronik raises, in one module.
+
+    ChronikError
+    ├── ConfigurationError          bad store URL, unknown scheme, option out of range
+    │   └── MissingExtraError       a backend whose optional dependency is not installed
+    ├── ValidationError             bad input from a caller; nothing was stored
+    │   ├── InvalidStreamId         domain / aggregate id / tenant out of shape
+    │   ├── InvalidEventType        an event type name out of shape
+    │   ├── PayloadTooLarge         payload over the store's max_payload_bytes
+    │   ├── TooManyEvents           more events in one append than max_append_events
+    │   ├── SerializationError      a payload or metadata value that cannot be encoded as JSON
+    │   └── InvalidExpectedVersion  an expectation that is not ANY/NO_STREAM/STREAM_EXISTS/int >= 0
+    ├── ConcurrencyError            optimistic concurrency lost
+    │   └── WrongExpectedVersion    the stream was not at the expected version (expected, actual)
+    ├── DuplicateEventError         an event id already stored with different content
+    ├── UnknownEventType            a type name the registry does not allow
+    ├── DeserializationError        stored bytes that do not decode into the registered class
+    ├── UpcastError                 an upcaster chain with a missing step or a failing step
+    ├── StoreUnavailable            the store could not be reached; outcome may be unknown
+    └── StoreClosed                 an operation on a store that was closed
+
+Adapters translate driver errors to these once, at their boundary, with ``raise ... from``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ChronikError",
+    "ConcurrencyError",
+    "ConfigurationError",
+    "DeserializationError",
+    "DuplicateEventError",
+    "InvalidEventType",
+    "InvalidExpectedVersion",
+    "InvalidStreamId",
+    "MissingExtraError",
+    "PayloadTooLarge",
+    "SerializationError",
+    "StoreClosed",
+    "StoreUnavailable",
+    "TooManyEvents",
+    "UnknownEventType",
+    "UpcastError",
+    "ValidationError",
+    "WrongExpectedVersion",
+]
+
+
+class ChronikError(Exception):
+    """Base class of every error chronik raises on purpose."""
+
+
+class ConfigurationError(ChronikError):
+    """A store URL, option or registration that cannot work."""
+
+
+class MissingExtraError(ConfigurationError):
+    """A backend needs an optional dependency that is not installed."""
+
+    def __init__(self, extra: str, module: str) -> None:
+        self.extra = extra
+        self.module = module
+        super().__init__(
+            f"this feature needs the {module!r} package: pip install 'chronik[{extra}]'"
+        )
+
+
+class ValidationError(ChronikError):
+    """Input that chronik refuses; nothing was stored."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+class InvalidStreamId(ValidationError):
+    """A domain, aggregate id or tenant that is out of shape."""
+
+
+class InvalidEventType(ValidationError):
+    """An event type name that is out of shape."""
+
+
+class PayloadTooLarge(ValidationError):
+    """A payload larger than the store accepts."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(f"payload of {size} bytes exceeds the limit of {limit} bytes")
+
+
+class TooManyEvents(ValidationError):
+    """More events in one append than the store accepts."""
+
+    def __init__(self, count: int, limit: int) -> None:
+        self.count = count
+        self.limit = limit
+        super().__init__(f"{count} events in one append exceed the limit of {limit}")
+
+
+class SerializationError(ValidationError):
+    """A value that cannot be encoded (or a bytes payload that is not what it claims)."""
+
+
+class InvalidExpectedVersion(ValidationError):
+    """An expectation that is not ANY, NO_STREAM, STREAM_EXISTS or a sequence >= 0."""
+
+
+class ConcurrencyError(ChronikError):
+    """Optimistic concurrency was lost."""
+
+
+class WrongExpectedVersion(ConcurrencyError):
+    """The stream was not at the version the caller expected; nothing was written."""
+
+    def __init__(self, stream: Any, expected: Any, actual: int | None) -> None:
+        self.stream = stream
+        self.expected = expected
+        self.actual = actual
+        shown = "no stream" if actual is None else f"version {actual}"
+        super().__init__(f"stream {stream} expected {expected}, found {shown}")
+
+
+class DuplicateEventError(ChronikError):
+    """An event id that is already stored with different content."""
+
+    def __init__(self, event_id: str, reason: str) -> None:
+        self.event_id = event_id
+        super().__init__(f"event {event_id} is already stored {reason}")
+
+
+class UnknownEventType(ChronikError):
+    """An event type name (or class) that is not registered."""
+
+    def __init__(self, type_name: str) -> None:
+        self.type_name = type_name
+        super().__init__(f"unknown event type {type_name!r}: register it first")
+
+
+class DeserializationError(ChronikError):
+    """Stored bytes that do not decode into the registered class."""
+
+
+class UpcastError(ChronikError):
+    """An upcaster chain with a missing or failing step."""
+
+
+class StoreUnavailable(ChronikError):
+    """The store could not be reached; ``outcome_unknown`` says whether a write may have landed."""
+
+    def __init__(self, message: str, *, outcome_unknown: bool = False) -> None:
+        self.outcome_unknown = outcome_unknown
+        super().__init__(message)
+
+
+class StoreClosed(ChronikError):
+    """An operation on a store that has been closed."""

@@ -1,0 +1,299 @@
+"""The core value types: streams, positions, events, metadata and event ids."""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any, Final, TypeAlias
+
+import msgspec
+
+from chronik.errors import InvalidStreamId, ValidationError
+
+__all__ = [
+    "ANY",
+    "JSON",
+    "NO_STREAM",
+    "STREAM_EXISTS",
+    "AppendResult",
+    "EventData",
+    "Expected",
+    "ExpectedState",
+    "Metadata",
+    "Position",
+    "RecordedEvent",
+    "StreamId",
+    "StreamInfo",
+    "new_event_id",
+]
+
+JSON: Final = "application/json"
+
+_DOMAIN_RE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
+_TENANT_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+MAX_AGGREGATE_ID = 256
+
+# --- event ids (UUIDv7, RFC 9562: 48-bit unix ms, then a 12-bit counter, then random) ---------
+
+_uuid_lock = threading.Lock()
+_last_ms = 0
+_counter = 0
+
+
+def new_event_id() -> str:
+    """A new UUIDv7 as canonical text; ids from one process sort in creation order."""
+    global _last_ms, _counter
+    ms = time.time_ns() // 1_000_000
+    with _uuid_lock:
+        if ms > _last_ms:
+            _last_ms = ms
+            _counter = int.from_bytes(os.urandom(2)) & 0x3FF  # leave room to count up
+        else:
+            _counter += 1
+            if _counter > 0xFFF:  # counter exhausted within one ms: borrow the next ms
+                _last_ms += 1
+                _counter = 0
+            ms = _last_ms
+        counter = _counter
+    rand = int.from_bytes(os.urandom(8)) & 0x3FFF_FFFF_FFFF_FFFF
+    n = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | rand
+    h = f"{n:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+# --- streams and positions --------------------------------------------------------------------
+
+
+class StreamId(msgspec.Struct, frozen=True, order=True):
+    """A stream: one aggregate instance of a domain, optionally within a tenant."""
+
+    domain: str
+    aggregate_id: str
+    tenant: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.domain, str) or not _DOMAIN_RE.fullmatch(self.domain):
+            raise InvalidStreamId(
+                f"invalid domain {self.domain!r}: expected [a-z][a-z0-9_.-]{{0,63}}",
+                field="domain",
+            )
+        aid = self.aggregate_id
+        if (
+            not isinstance(aid, str)
+            or not 0 < len(aid) <= MAX_AGGREGATE_ID
+            or not aid.isprintable()
+        ):
+            raise InvalidStreamId(
+                f"invalid aggregate id {aid!r}: "
+                f"expected 1..{MAX_AGGREGATE_ID} printable characters",
+                field="aggregate_id",
+            )
+        if self.tenant and (
+            not isinstance(self.tenant, str) or not _TENANT_RE.fullmatch(self.tenant)
+        ):
+            raise InvalidStreamId(
+                f"invalid tenant {self.tenant!r}: expected [a-z0-9][a-z0-9_.-]{{0,63}}",
+                field="tenant",
+            )
+
+    @classmethod
+    def parse(cls, text: str) -> StreamId:
+        """Parse ``domain/aggregate_id`` or ``tenant:domain/aggregate_id``."""
+        tenant = ""
+        head, sep, aggregate_id = text.partition("/")
+        if not sep:
+            raise InvalidStreamId(f"invalid stream {text!r}: expected DOMAIN/AGGREGATE_ID")
+        if ":" in head:
+            tenant, _, head = head.partition(":")
+        return cls(head, aggregate_id, tenant)
+
+    def __str__(self) -> str:
+        base = f"{self.domain}/{self.aggregate_id}"
+        return f"{self.tenant}:{base}" if self.tenant else base
+
+
+class Position(msgspec.Struct, frozen=True, order=True):
+    """A place in the store's global order; compare positions with ``<``.
+
+    Opaque to callers: ``str(position)`` and ``Position.parse`` round-trip it. SQLite and memory
+    use ``commit`` alone (the row id); PostgreSQL uses (transaction id, row id).
+    """
+
+    commit: int
+    index: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> Position:
+        """Parse the text form produced by ``str(position)``."""
+        try:
+            if ":" in text:
+                a, _, b = text.partition(":")
+                return cls(int(a), int(b))
+            return cls(int(text))
+        except ValueError:
+            raise ValidationError(f"invalid position {text!r}", field="position") from None
+
+    def __str__(self) -> str:
+        return f"{self.commit}:{self.index}" if self.index else str(self.commit)
+
+
+class ExpectedState(enum.Enum):
+    """What a writer expects of a stream, besides an exact last sequence."""
+
+    ANY = "any"
+    NO_STREAM = "no_stream"
+    STREAM_EXISTS = "stream_exists"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+ANY: Final = ExpectedState.ANY
+NO_STREAM: Final = ExpectedState.NO_STREAM
+STREAM_EXISTS: Final = ExpectedState.STREAM_EXISTS
+Expected: TypeAlias = ExpectedState | int
+
+# --- metadata ---------------------------------------------------------------------------------
+
+
+class Metadata(Mapping[str, str]):
+    """Immutable string-to-string metadata; ``correlation_id`` and ``causation_id`` are named."""
+
+    __slots__ = ("_data",)
+    _data: dict[str, str]
+
+    def __init__(self, data: Mapping[str, str] | None = None, /, **kwargs: str | None) -> None:
+        merged: dict[str, str] = {}
+        for source in (data or {}, kwargs):
+            for key, value in source.items():
+                if value is None:
+                    continue
+                if not isinstance(key, str) or not isinstance(value, str):
+                    raise ValidationError(
+                        f"metadata must map strings to strings, got {key!r}: {value!r}",
+                        field="metadata",
+                    )
+                merged[key] = value
+        object.__setattr__(self, "_data", merged)
+
+    @classmethod
+    def of(cls, value: Metadata | Mapping[str, str] | None) -> Metadata:
+        """Coerce a mapping (or None) to Metadata."""
+        if isinstance(value, Metadata):
+            return value
+        if value is None:
+            return EMPTY_METADATA
+        if not isinstance(value, Mapping):
+            raise ValidationError(f"metadata must be a mapping, got {value!r}", field="metadata")
+        return cls(value)
+
+    @property
+    def correlation_id(self) -> str | None:
+        """The id shared by every message of one business flow."""
+        return self._data.get("correlation_id")
+
+    @property
+    def causation_id(self) -> str | None:
+        """The id of the message that caused this one."""
+        return self._data.get("causation_id")
+
+    def with_values(self, **values: str | None) -> Metadata:
+        """A copy with keys added or replaced."""
+        return Metadata(self._data, **values)
+
+    def to_dict(self) -> dict[str, str]:
+        """A plain dict copy."""
+        return dict(self._data)
+
+    def __getitem__(self, key: str) -> str:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Metadata is immutable")
+
+    def __repr__(self) -> str:
+        return f"Metadata({self._data!r})"
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self._data.items())))
+
+
+EMPTY_METADATA: Final = Metadata()
+_metadata_decoder = msgspec.json.Decoder(dict[str, str])
+
+# --- events -----------------------------------------------------------------------------------
+
+
+class EventData(msgspec.Struct):
+    """An event a caller appends.
+
+    ``payload`` is any JSON-encodable value (dict, dataclass, msgspec Struct) or ``bytes`` that are
+    stored as they are, with ``content_type`` (default JSON; use another type for encrypted or
+    compressed payloads). ``event_id`` defaults to a new UUIDv7 when the object is made, so
+    appending the same EventData again after an unknown outcome is idempotent.
+    """
+
+    type: str
+    payload: Any = msgspec.field(default_factory=dict)
+    metadata: Metadata | Mapping[str, str] | None = None
+    event_id: str = msgspec.field(default_factory=new_event_id)
+    schema_version: int = 1
+    content_type: str = JSON
+
+
+class RecordedEvent(msgspec.Struct, frozen=True):
+    """An event as stored: its stream, gapless sequence, global position and payload bytes."""
+
+    event_id: str
+    stream: StreamId
+    sequence: int
+    type: str
+    schema_version: int
+    payload: bytes
+    position: Position
+    recorded_at_us: int
+    raw_metadata: bytes | None = None
+    content_type: str = JSON
+
+    @property
+    def metadata(self) -> Metadata:
+        """The event's metadata (decoded on access)."""
+        if not self.raw_metadata:
+            return EMPTY_METADATA
+        return Metadata(_metadata_decoder.decode(self.raw_metadata))
+
+    @property
+    def recorded_at(self) -> datetime:
+        """When the store recorded the event (UTC)."""
+        return datetime.fromtimestamp(self.recorded_at_us / 1_000_000, UTC)
+
+    def json(self) -> Any:
+        """The payload decoded from JSON into builtins (dict, list, str, ...)."""
+        return msgspec.json.decode(self.payload)
+
+
+class AppendResult(msgspec.Struct, frozen=True):
+    """What one append stored: the sequences it took and the position of its last event."""
+
+    stream: StreamId
+    first_sequence: int
+    last_sequence: int
+    position: Position
+
+
+class StreamInfo(msgspec.Struct, frozen=True):
+    """A stream and its current last sequence."""
+
+    stream: StreamId
+    version: int

@@ -1,0 +1,516 @@
+"""The event store port: what every adapter provides, and the checks they all share.
+
+Adapters implement a handful of primitives (``_write``, the page readers, ``_head`` ...); the
+public methods here validate input once, page through reads and build subscriptions, so every
+adapter has the same semantics and the conformance suite in ``chronik.testing`` holds them to it.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import re
+from collections.abc import AsyncIterator, Iterable, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Final, NamedTuple, Self
+
+import msgspec
+
+from chronik.errors import (
+    DuplicateEventError,
+    InvalidEventType,
+    InvalidExpectedVersion,
+    PayloadTooLarge,
+    SerializationError,
+    StoreClosed,
+    TooManyEvents,
+    ValidationError,
+)
+from chronik.messages import (
+    ANY,
+    JSON,
+    NO_STREAM,
+    STREAM_EXISTS,
+    AppendResult,
+    EventData,
+    Expected,
+    ExpectedState,
+    Metadata,
+    Position,
+    RecordedEvent,
+    StreamId,
+    StreamInfo,
+)
+
+if TYPE_CHECKING:
+    from chronik.subscriptions import Subscription
+
+__all__ = [
+    "DEFAULT_MAX_APPEND_EVENTS",
+    "DEFAULT_MAX_PAYLOAD_BYTES",
+    "AppendRequest",
+    "EventStore",
+    "PreparedEvent",
+    "UnitOfWork",
+]
+
+DEFAULT_MAX_PAYLOAD_BYTES: Final = 1024 * 1024
+DEFAULT_MAX_APPEND_EVENTS: Final = 1000
+READ_PAGE: Final = 1000
+_TYPE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,127}")
+_CONTENT_TYPE_RE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+(;.{0,64})?", re.I)
+_encoder = msgspec.json.Encoder()
+
+
+class PreparedEvent(NamedTuple):
+    """An event validated and encoded, ready for an adapter to store."""
+
+    event_id: str
+    type: str
+    schema_version: int
+    payload: bytes
+    metadata: bytes | None  # None when empty
+    content_type: str
+
+
+class AppendRequest(NamedTuple):
+    """One append of a unit: a stream, its events and the expectation."""
+
+    stream: StreamId
+    events: list[PreparedEvent]
+    expected: Expected
+
+
+def check_expected(expected: Expected, actual: int | None) -> bool:
+    """Whether a stream at ``actual`` (None: missing) meets ``expected``."""
+    if expected is ANY:
+        return True
+    if expected is NO_STREAM:
+        return actual is None
+    if expected is STREAM_EXISTS:
+        return actual is not None
+    return actual == expected
+
+
+def match_duplicate(
+    request: AppendRequest, stored: Sequence[tuple[PreparedEvent, StreamId, int, Position]]
+) -> AppendResult:
+    """The original result of a retried append, or DuplicateEventError if it differs.
+
+    ``stored`` holds, for each event id of ``request`` found in the store, the stored event with
+    its stream, sequence and position, in the request's order.
+    """
+    events = request.events
+    if len(stored) != len(events):
+        raise DuplicateEventError(
+            events[0].event_id if not stored else stored[0][0].event_id,
+            "but the retried append does not match the stored one event for event",
+        )
+    first_seq = stored[0][2]
+    for i, (new, (old, stream, seq, _pos)) in enumerate(zip(events, stored, strict=True)):
+        if stream != request.stream:
+            raise DuplicateEventError(new.event_id, f"in another stream ({stream})")
+        if seq != first_seq + i:
+            raise DuplicateEventError(new.event_id, "at a different place in the stream")
+        if old != new:
+            raise DuplicateEventError(new.event_id, "with different content")
+    return AppendResult(request.stream, first_seq, first_seq + len(events) - 1, stored[-1][3])
+
+
+class EventStore(abc.ABC):
+    """An append-only store of event streams with a global order; an async context manager."""
+
+    url: str
+
+    def __init__(
+        self,
+        *,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        max_append_events: int = DEFAULT_MAX_APPEND_EVENTS,
+    ) -> None:
+        self.max_payload_bytes = max_payload_bytes
+        self.max_append_events = max_append_events
+        self._state = "new"
+        self._open_lock: asyncio.Lock | None = None
+        self._change: asyncio.Event | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def open(self) -> Self:
+        """Open the store (create the schema if needed); idempotent."""
+        if self._state == "open":
+            return self
+        if self._state == "closed":
+            raise StoreClosed(f"{self!r} is closed")
+        if self._open_lock is None:
+            self._open_lock = asyncio.Lock()
+        async with self._open_lock:
+            if self._state == "new":
+                await self._open()
+                self._state = "open"
+        return self
+
+    async def close(self) -> None:
+        """Close the store; pending subscriptions end."""
+        if self._state == "open":
+            self._state = "closed"
+            self._notify()
+            await self._close()
+        self._state = "closed"
+
+    async def __aenter__(self) -> Self:
+        return await self.open()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url} {self._state}>"
+
+    @property
+    def closed(self) -> bool:
+        """True once the store has been closed."""
+        return self._state == "closed"
+
+    async def _ready(self) -> None:
+        if self._state != "open":
+            await self.open()
+
+    # --- writing ------------------------------------------------------------------------------
+
+    async def append(
+        self, stream: StreamId, events: Iterable[EventData], expected: Expected = ANY
+    ) -> AppendResult:
+        """Append events to one stream atomically if it is at ``expected``.
+
+        Raises WrongExpectedVersion (nothing written) if it is not. Re-appending events whose ids
+        are stored returns the original result; the same id with other content raises
+        DuplicateEventError.
+        """
+        request = self.prepare(stream, events, expected)
+        if self._state != "open":
+            await self.open()
+        return (await self._write([request]))[0]
+
+    def transaction(self) -> UnitOfWork:
+        """A unit of work: appends to several streams, committed all or nothing."""
+        return UnitOfWork(self)
+
+    def prepare(
+        self, stream: StreamId, events: Iterable[EventData], expected: Expected
+    ) -> AppendRequest:
+        """Validate and encode one append; raises a ValidationError subclass on bad input."""
+        if not isinstance(stream, StreamId):
+            raise ValidationError(f"stream must be a StreamId, got {stream!r}", field="stream")
+        if not isinstance(expected, ExpectedState) and (type(expected) is not int or expected < 0):
+            raise InvalidExpectedVersion(
+                f"expected must be ANY, NO_STREAM, STREAM_EXISTS or a sequence >= 0, "
+                f"got {expected!r}",
+                field="expected",
+            )
+        if isinstance(events, EventData):
+            raise ValidationError("events must be a list of EventData", field="events")
+        prepared = [self._prepare_event(e) for e in events]
+        if not prepared:
+            raise ValidationError("an append needs at least one event", field="events")
+        if len(prepared) > self.max_append_events:
+            raise TooManyEvents(len(prepared), self.max_append_events)
+        if len(prepared) > 1 and len({p.event_id for p in prepared}) != len(prepared):
+            raise ValidationError("the same event id appears twice in one append", field="events")
+        return AppendRequest(stream, prepared, expected)
+
+    def _prepare_event(self, event: EventData) -> PreparedEvent:
+        if type(event) is not EventData:
+            raise ValidationError(f"expected EventData, got {event!r}", field="events")
+        etype = event.type
+        if not isinstance(etype, str) or not _TYPE_RE.fullmatch(etype):
+            raise InvalidEventType(
+                f"invalid event type {etype!r}: expected [A-Za-z][A-Za-z0-9_.:-]{{0,127}}",
+                field="type",
+            )
+        version = event.schema_version
+        if type(version) is not int or not 1 <= version <= 1_000_000:
+            raise ValidationError(
+                f"schema_version must be an int >= 1, got {version!r}", field="schema_version"
+            )
+        event_id = event.event_id
+        if not isinstance(event_id, str) or not 0 < len(event_id) <= 64:
+            raise ValidationError(f"invalid event id {event_id!r}", field="event_id")
+        content_type = event.content_type
+        payload = event.payload
+        if isinstance(payload, bytes | bytearray | memoryview):
+            data = bytes(payload)
+            if content_type == JSON:
+                try:
+                    msgspec.json.decode(data)
+                except msgspec.DecodeError as exc:
+                    raise SerializationError(
+                        f"payload bytes of {etype} are not valid JSON (set content_type "
+                        f"for other encodings): {exc}",
+                        field="payload",
+                    ) from None
+            elif not isinstance(content_type, str) or not _CONTENT_TYPE_RE.fullmatch(content_type):
+                raise ValidationError(
+                    f"invalid content type {content_type!r}", field="content_type"
+                )
+        else:
+            if content_type != JSON:
+                raise ValidationError(
+                    "content_type applies to bytes payloads only", field="content_type"
+                )
+            try:
+                data = _encoder.encode(payload)
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise SerializationError(
+                    f"payload of {etype} cannot be encoded as JSON: {exc}", field="payload"
+                ) from None
+        if len(data) > self.max_payload_bytes:
+            raise PayloadTooLarge(len(data), self.max_payload_bytes)
+        md = event.metadata
+        if md is None or (isinstance(md, Metadata) and not md):
+            meta = None
+        else:
+            md = Metadata.of(md)
+            meta = _encoder.encode(md.to_dict()) if md else None
+        return PreparedEvent(event_id, etype, version, data, meta, content_type)
+
+    # --- reading ------------------------------------------------------------------------------
+
+    async def stream_version(self, stream: StreamId) -> int | None:
+        """The last sequence of ``stream``, or None when it has no events."""
+        await self._ready()
+        return await self._stream_version(stream)
+
+    async def head(self) -> Position | None:
+        """The position of the last committed event, or None when the store is empty."""
+        await self._ready()
+        return await self._head()
+
+    async def read_stream(
+        self,
+        stream: StreamId,
+        from_sequence: int | None = None,
+        backward: bool = False,
+        limit: int | None = None,
+    ) -> AsyncIterator[RecordedEvent]:
+        """The events of one stream from ``from_sequence`` (inclusive) in either direction.
+
+        ``from_sequence=None`` starts at the beginning (forward) or the end (backward).
+        """
+        _check_limit(limit)
+        if from_sequence is not None and (type(from_sequence) is not int or from_sequence < 0):
+            raise ValidationError(f"invalid from_sequence {from_sequence!r}", field="from")
+        await self._ready()
+        remaining = limit
+        cursor = from_sequence
+        while remaining is None or remaining > 0:
+            size = READ_PAGE if remaining is None else min(READ_PAGE, remaining)
+            page = await self._read_stream_page(stream, cursor, backward, size)
+            for event in page:
+                yield event
+            if len(page) < size:
+                return
+            if remaining is not None:
+                remaining -= len(page)
+            cursor = page[-1].sequence + (-1 if backward else 1)
+            if cursor < 0:
+                return
+
+    async def read_all(
+        self,
+        after: Position | None = None,
+        domains: Sequence[str] | None = None,
+        types: Sequence[str] | None = None,
+        limit: int | None = None,
+        backward: bool = False,
+        before: Position | None = None,
+    ) -> AsyncIterator[RecordedEvent]:
+        """All events in commit order (newest first with ``backward=True``).
+
+        Only events strictly after ``after`` and strictly before ``before`` are read; pass the last
+        position you saw as ``after`` (forward) or ``before`` (backward) to page on.
+        """
+        _check_limit(limit)
+        domains_t, types_t = _check_filters(domains, types)
+        await self._ready()
+        remaining = limit
+        while remaining is None or remaining > 0:
+            size = READ_PAGE if remaining is None else min(READ_PAGE, remaining)
+            page = await self._read_all_page(after, before, domains_t, types_t, size, backward)
+            for event in page:
+                yield event
+            if len(page) < size:
+                return
+            if remaining is not None:
+                remaining -= len(page)
+            if backward:
+                before = page[-1].position
+            else:
+                after = page[-1].position
+
+    def subscribe(
+        self,
+        after: Position | None = None,
+        domains: Sequence[str] | None = None,
+        types: Sequence[str] | None = None,
+        *,
+        batch_size: int = 500,
+    ) -> Subscription:
+        """Every event after ``after`` in commit order: catch up, then follow live appends."""
+        from chronik.subscriptions import Subscription
+
+        domains_t, types_t = _check_filters(domains, types)
+        return Subscription(self, after, domains_t, types_t, batch_size)
+
+    async def list_streams(
+        self,
+        domain: str | None = None,
+        prefix: str | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[StreamInfo]:
+        """Streams with their versions, oldest first; filter by domain and aggregate id prefix."""
+        _check_limit(limit)
+        await self._ready()
+        remaining = limit
+        cursor: int | None = None
+        while remaining is None or remaining > 0:
+            size = READ_PAGE if remaining is None else min(READ_PAGE, remaining)
+            page, cursor = await self._list_streams_page(domain, prefix, cursor, size)
+            for info in page:
+                yield info
+            if len(page) < size or cursor is None:
+                return
+            if remaining is not None:
+                remaining -= len(page)
+
+    # --- change notification (for subscriptions) ----------------------------------------------
+
+    def change_signal(self) -> asyncio.Event:
+        """An event that is set at the next commit; take it before reading, then wait on it."""
+        if self._change is None:
+            self._change = asyncio.Event()
+        return self._change
+
+    def _notify(self) -> None:
+        change = self._change
+        if change is not None:
+            self._change = None
+            change.set()
+
+    def _watch(self, delta: int) -> None:  # noqa: B027 - optional hook
+        """A subscription starts (+1) or stops (-1) waiting for changes; adapters may poll."""
+
+    # --- what adapters implement --------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def _open(self) -> None: ...
+
+    @abc.abstractmethod
+    async def _close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def _write(self, requests: list[AppendRequest]) -> list[AppendResult]:
+        """Commit the requests as one unit (all or nothing) and notify subscribers."""
+
+    @abc.abstractmethod
+    async def _stream_version(self, stream: StreamId) -> int | None: ...
+
+    @abc.abstractmethod
+    async def _head(self) -> Position | None: ...
+
+    @abc.abstractmethod
+    async def _read_stream_page(
+        self, stream: StreamId, from_sequence: int | None, backward: bool, limit: int
+    ) -> list[RecordedEvent]: ...
+
+    @abc.abstractmethod
+    async def _read_all_page(
+        self,
+        after: Position | None,
+        before: Position | None,
+        domains: tuple[str, ...] | None,
+        types: tuple[str, ...] | None,
+        limit: int,
+        backward: bool,
+    ) -> list[RecordedEvent]: ...
+
+    @abc.abstractmethod
+    async def _list_streams_page(
+        self, domain: str | None, prefix: str | None, cursor: int | None, limit: int
+    ) -> tuple[list[StreamInfo], int | None]: ...
+
+
+class UnitOfWork:
+    """Appends to several streams committed as one transaction; use with ``async with``."""
+
+    def __init__(self, store: EventStore) -> None:
+        self._store = store
+        self._requests: list[AppendRequest] = []
+        self._event_ids: set[str] = set()
+        self._results: list[AppendResult] | None = None
+
+    def append(
+        self, stream: StreamId, events: Iterable[EventData], expected: Expected = ANY
+    ) -> None:
+        """Add an append to the unit (validated now, written at commit)."""
+        if self._results is not None:
+            raise ValidationError("this unit of work is already committed")
+        request = self._store.prepare(stream, events, expected)
+        ids = {e.event_id for e in request.events}
+        if not ids.isdisjoint(self._event_ids):
+            raise ValidationError("the same event id appears twice in one unit of work")
+        self._event_ids |= ids
+        self._requests.append(request)
+
+    @property
+    def results(self) -> list[AppendResult]:
+        """One AppendResult per append, in order; available after commit."""
+        if self._results is None:
+            raise ValidationError("the unit of work has not been committed")
+        return self._results
+
+    async def commit(self) -> list[AppendResult]:
+        """Write the unit; raises WrongExpectedVersion naming the stream if any append fails."""
+        if self._results is None:
+            if self._requests:
+                await self._store._ready()
+                self._results = await self._store._write(self._requests)
+            else:
+                self._results = []
+        return self._results
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            await self.commit()
+
+
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and (type(limit) is not int or limit < 0):
+        raise ValidationError(f"invalid limit {limit!r}", field="limit")
+
+
+def _check_filters(
+    domains: Sequence[str] | None, types: Sequence[str] | None
+) -> tuple[tuple[str, ...] | None, tuple[str, ...] | None]:
+    out: list[tuple[str, ...] | None] = []
+    for name, values in (("domains", domains), ("types", types)):
+        if values is None:
+            out.append(None)
+            continue
+        if isinstance(values, str) or not all(isinstance(v, str) for v in values):
+            raise ValidationError(f"{name} must be a list of strings", field=name)
+        out.append(tuple(values))
+    return out[0], out[1]

@@ -1,0 +1,159 @@
+"""The in-memory event store: the reference adapter (``memory://``), for tests and prototypes."""
+
+from __future__ import annotations
+
+import bisect
+import time
+
+from chronik.errors import WrongExpectedVersion
+from chronik.messages import AppendResult, Position, RecordedEvent, StreamId, StreamInfo
+from chronik.store.base import (
+    AppendRequest,
+    EventStore,
+    PreparedEvent,
+    check_expected,
+    match_duplicate,
+)
+
+__all__ = ["MemoryEventStore"]
+
+
+class MemoryEventStore(EventStore):
+    """Keeps every event in lists; one process, lost on exit."""
+
+    def __init__(self, url: str = "memory://", **options: int) -> None:
+        super().__init__(**options)
+        self.url = url
+        self._events: list[RecordedEvent] = []
+        self._streams: dict[StreamId, list[RecordedEvent]] = {}
+        self._stream_order: list[StreamId] = []
+        self._by_id: dict[str, tuple[PreparedEvent, RecordedEvent]] = {}
+
+    async def _open(self) -> None:
+        pass
+
+    async def _close(self) -> None:
+        pass
+
+    async def _write(self, requests: list[AppendRequest]) -> list[AppendResult]:
+        # Check every request against the state as earlier requests of the unit leave it.
+        versions: dict[StreamId, int | None] = {}
+        plan: list[AppendResult | None] = []
+        for req in requests:
+            actual = versions[req.stream] if req.stream in versions else self._version(req.stream)
+            dup = self._find_duplicate(req)
+            if dup is not None:
+                plan.append(dup)
+                continue
+            if not check_expected(req.expected, actual):
+                raise WrongExpectedVersion(req.stream, req.expected, actual)
+            versions[req.stream] = (-1 if actual is None else actual) + len(req.events)
+            plan.append(None)
+        # All checks passed: apply.
+        now = time.time_ns() // 1000
+        results: list[AppendResult] = []
+        for req, done in zip(requests, plan, strict=True):
+            if done is not None:
+                results.append(done)
+                continue
+            stream_events = self._streams.get(req.stream)
+            if stream_events is None:
+                stream_events = self._streams[req.stream] = []
+                self._stream_order.append(req.stream)
+            first = len(stream_events)
+            for i, p in enumerate(req.events):
+                rec = RecordedEvent(
+                    p.event_id,
+                    req.stream,
+                    first + i,
+                    p.type,
+                    p.schema_version,
+                    p.payload,
+                    Position(len(self._events) + 1),
+                    now,
+                    p.metadata,
+                    p.content_type,
+                )
+                self._events.append(rec)
+                stream_events.append(rec)
+                self._by_id[p.event_id] = (p, rec)
+            results.append(
+                AppendResult(req.stream, first, len(stream_events) - 1, self._events[-1].position)
+            )
+        self._notify()
+        return results
+
+    def _find_duplicate(self, req: AppendRequest) -> AppendResult | None:
+        stored = []
+        for p in req.events:
+            hit = self._by_id.get(p.event_id)
+            if hit is not None:
+                old, rec = hit
+                stored.append((old, rec.stream, rec.sequence, rec.position))
+        return match_duplicate(req, stored) if stored else None
+
+    def _version(self, stream: StreamId) -> int | None:
+        events = self._streams.get(stream)
+        return len(events) - 1 if events else None
+
+    async def _stream_version(self, stream: StreamId) -> int | None:
+        return self._version(stream)
+
+    async def _head(self) -> Position | None:
+        return self._events[-1].position if self._events else None
+
+    async def _read_stream_page(
+        self, stream: StreamId, from_sequence: int | None, backward: bool, limit: int
+    ) -> list[RecordedEvent]:
+        events = self._streams.get(stream, [])
+        if backward:
+            start = (
+                len(events) - 1 if from_sequence is None else min(from_sequence, len(events) - 1)
+            )
+            return [events[i] for i in range(start, max(start - limit, -1), -1)]
+        start = from_sequence or 0
+        return events[start : start + limit]
+
+    async def _read_all_page(
+        self,
+        after: Position | None,
+        before: Position | None,
+        domains: tuple[str, ...] | None,
+        types: tuple[str, ...] | None,
+        limit: int,
+        backward: bool,
+    ) -> list[RecordedEvent]:
+        events = self._events
+        lo = 0 if after is None else bisect.bisect_right(events, after, key=_position)
+        hi = len(events) if before is None else bisect.bisect_left(events, before, key=_position)
+        indices = range(hi - 1, lo - 1, -1) if backward else range(lo, hi)
+        out: list[RecordedEvent] = []
+        for i in indices:
+            e = events[i]
+            if (domains is None or e.stream.domain in domains) and (
+                types is None or e.type in types
+            ):
+                out.append(e)
+                if len(out) == limit:
+                    break
+        return out
+
+    async def _list_streams_page(
+        self, domain: str | None, prefix: str | None, cursor: int | None, limit: int
+    ) -> tuple[list[StreamInfo], int | None]:
+        out: list[StreamInfo] = []
+        start = 0 if cursor is None else cursor
+        i = start
+        for i in range(start, len(self._stream_order)):
+            s = self._stream_order[i]
+            if (domain is None or s.domain == domain) and (
+                prefix is None or s.aggregate_id.startswith(prefix)
+            ):
+                out.append(StreamInfo(s, len(self._streams[s]) - 1))
+                if len(out) == limit:
+                    return out, i + 1
+        return out, None
+
+
+def _position(event: RecordedEvent) -> Position:
+    return event.position

@@ -1,0 +1,657 @@
+"""The SQLite event store (``sqlite:///path/to/events.db``): one file, WAL, group commit.
+
+One connection writes, owned by the event loop at ``synchronous=normal`` (a commit costs about as
+much as a hop to a thread, and a process crash loses nothing) or by one writer thread at
+``synchronous=full`` (fsync per commit, survives power loss). Appends that arrive while a commit
+is pending are committed together in one transaction, each with its own expectation check (a
+savepoint each) and its own result. Readers use their own connection, in bounded pages. WAL
+checkpoints run on a background thread. Another process writing the same file is seen by
+subscribers through ``PRAGMA data_version`` polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Final
+from urllib.parse import parse_qs, urlsplit
+
+from chronik.errors import (
+    ChronikError,
+    ConfigurationError,
+    StoreUnavailable,
+    WrongExpectedVersion,
+)
+from chronik.messages import (
+    JSON,
+    AppendResult,
+    Position,
+    RecordedEvent,
+    StreamId,
+    StreamInfo,
+)
+from chronik.store.base import (
+    AppendRequest,
+    EventStore,
+    PreparedEvent,
+    check_expected,
+    match_duplicate,
+)
+
+__all__ = ["SQLiteEventStore"]
+
+SCHEMA_VERSION: Final = 1
+MIGRATIONS: Final[dict[int, list[str]]] = {
+    1: [
+        """CREATE TABLE chronik_streams (
+            id INTEGER PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            domain TEXT NOT NULL,
+            aggregate_id TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            UNIQUE (tenant, domain, aggregate_id))""",
+        """CREATE TABLE chronik_events (
+            position INTEGER PRIMARY KEY,
+            stream_id INTEGER NOT NULL,
+            sequence INTEGER NOT NULL,
+            event_id TEXT NOT NULL,
+            type TEXT NOT NULL,
+            schema_version INTEGER NOT NULL,
+            payload BLOB NOT NULL,
+            metadata BLOB,
+            content_type TEXT,
+            recorded_at INTEGER NOT NULL)""",
+        "CREATE UNIQUE INDEX chronik_events_stream ON chronik_events (stream_id, sequence)",
+        "CREATE UNIQUE INDEX chronik_events_event_id ON chronik_events (event_id)",
+    ],
+}
+
+_COLS = (
+    "position, stream_id, sequence, event_id, type, schema_version, payload, metadata, "
+    "content_type, recorded_at"
+)
+_SELECT_STREAM = (
+    "SELECT id, version FROM chronik_streams WHERE tenant = ? AND domain = ? AND aggregate_id = ?"
+)
+_INSERT_EVENT = (
+    "INSERT INTO chronik_events (stream_id, sequence, event_id, type, schema_version, payload, "
+    "metadata, content_type, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+MAX_BATCH_REQUESTS: Final = 512
+CHECKPOINT_BYTES: Final = 8 * 1024 * 1024
+_STREAM_CACHE_LIMIT: Final = 200_000
+
+
+class _Busy(Exception):
+    """Another connection holds the write lock."""
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and (
+        "locked" in str(exc) or "busy" in str(exc)
+    )
+
+
+Outcome = list[AppendResult] | BaseException
+Pending = tuple[list[AppendRequest], "asyncio.Future[list[AppendResult]]"]
+
+
+class SQLiteEventStore(EventStore):
+    """An event store in one SQLite file (WAL); several processes may share the file."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        synchronous: str = "normal",
+        busy_timeout_ms: int = 5000,
+        poll_interval: float = 0.01,
+        **limits: int,
+    ) -> None:
+        super().__init__(**limits)
+        self.url = url
+        self.path = _path_from_url(url)
+        if synchronous not in ("normal", "full"):
+            raise ConfigurationError(f"synchronous must be 'normal' or 'full', not {synchronous!r}")
+        self.synchronous = synchronous
+        self.busy_timeout_ms = busy_timeout_ms
+        self.poll_interval = poll_interval
+        self._inline = synchronous == "normal"
+        self._queue: list[Pending] = []
+        self._flush_scheduled = False
+        self._flush_task: asyncio.Task[None] | None = None
+        self._busy_since: float | None = None
+        self._stream_ids: dict[StreamId, int] = {}
+        self._streams_by_id: dict[int, StreamId] = {}
+        self._watchers = 0
+        self._poll_task: asyncio.Task[None] | None = None
+        self._checkpoint_bytes = 0
+        self._checkpoint_future: asyncio.Future[None] | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def _open(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="chronik-sqlite-writer")
+        self._background = ThreadPoolExecutor(1, thread_name_prefix="chronik-sqlite-checkpoint")
+        try:
+            await loop.run_in_executor(None, _make_parent, self.path)
+            self._wconn = await loop.run_in_executor(self._writer_thread, self._connect_writer)
+            self._rconn = self._connect(query_only=True)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
+        self._data_version = self._rconn.execute("PRAGMA data_version").fetchone()[0]
+        self._idle = asyncio.Event()  # set while no append is queued or being written
+        self._idle.set()
+
+    def _connect(self, query_only: bool = False) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, cached_statements=256
+        )
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        conn.execute("PRAGMA mmap_size = 268435456")
+        if query_only:
+            conn.execute("PRAGMA query_only = 1")
+        return conn
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        conn = self._connect()
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            conn.close()
+            raise ConfigurationError(f"{self.path}: cannot switch to WAL (journal mode {mode})")
+        conn.execute("PRAGMA wal_autocheckpoint = 0")  # our background thread checkpoints
+        conn.execute("PRAGMA cache_size = -16000")
+        _migrate(conn)
+        if self._inline:
+            # On the event loop a lock held by another process is waited for with
+            # asyncio sleeps, never by blocking the loop.
+            conn.execute("PRAGMA busy_timeout = 0")
+        return conn
+
+    async def _close(self) -> None:
+        await self._idle.wait()  # pending appends finish first
+        if self._poll_task is not None:
+            self._poll_task.cancel()
+        if self._checkpoint_future is not None:
+            await asyncio.wait([self._checkpoint_future])
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._writer_thread, self._wconn.close)
+        self._rconn.close()
+        self._writer_thread.shutdown(wait=False)
+        self._background.shutdown(wait=False)
+
+    # --- writing: group commit ----------------------------------------------------------------
+
+    async def _write(self, requests: list[AppendRequest]) -> list[AppendResult]:
+        loop = self._loop
+        fut: asyncio.Future[list[AppendResult]] = loop.create_future()
+        self._queue.append((requests, fut))
+        self._idle.clear()
+        if self._inline:
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                loop.call_soon(self._flush_inline)
+        elif self._flush_task is None or self._flush_task.done():
+            self._flush_task = loop.create_task(self._flush_threaded())
+        return await fut
+
+    def _take_batch(self) -> list[Pending]:
+        batch = self._queue[:MAX_BATCH_REQUESTS]
+        del self._queue[:MAX_BATCH_REQUESTS]
+        return batch
+
+    def _flush_inline(self) -> None:
+        self._flush_scheduled = False
+        if self.closed and not self._queue:
+            return
+        batch = self._take_batch()
+        try:
+            outcomes = self._write_batch(batch)
+        except _Busy:
+            self._queue[:0] = batch
+            now = time.monotonic()
+            if self._busy_since is None:
+                self._busy_since = now
+            if (now - self._busy_since) * 1000 > self.busy_timeout_ms:
+                self._busy_since = None
+                batch = self._take_batch()
+                error = StoreUnavailable(
+                    f"{self.path} stayed locked by another writer for over "
+                    f"{self.busy_timeout_ms} ms"
+                )
+                self._deliver(batch, [error] * len(batch))
+            else:
+                self._flush_scheduled = True
+                self._loop.call_later(0.002, self._flush_inline)
+            return
+        self._busy_since = None
+        self._deliver(batch, outcomes)
+        if self._queue and not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush_inline)
+
+    async def _flush_threaded(self) -> None:
+        loop = self._loop
+        while self._queue:
+            batch = self._take_batch()
+            try:
+                outcomes = await loop.run_in_executor(self._writer_thread, self._write_batch, batch)
+            except _Busy:
+                error = StoreUnavailable(f"{self.path} is locked by another writer")
+                outcomes = [error] * len(batch)
+            self._deliver(batch, outcomes)
+
+    def _deliver(self, batch: list[Pending], outcomes: Sequence[Outcome]) -> None:
+        wrote = False
+        for (_requests, fut), outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                if not fut.done():
+                    fut.set_exception(outcome)
+            else:
+                wrote = True
+                if not fut.done():
+                    fut.set_result(outcome)
+        if wrote:
+            self._notify()
+            self._maybe_checkpoint(batch)
+        if not self._queue:
+            self._idle.set()
+
+    def _write_batch(self, batch: list[Pending]) -> list[Outcome]:
+        """Write a batch in one transaction (runs on the loop or the writer thread)."""
+        conn = self._wconn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            if _is_busy(exc):
+                raise _Busy from exc
+            return [StoreUnavailable(f"cannot write to {self.path}: {exc}")] * len(batch)
+        now = time.time_ns() // 1000
+        outcomes: list[Outcome] = []
+        savepoints = len(batch) > 1
+        try:
+            for requests, _fut in batch:
+                if savepoints:
+                    conn.execute("SAVEPOINT unit")
+                try:
+                    outcomes.append(self._write_unit(conn, requests, now))
+                except ChronikError as exc:
+                    if not savepoints:
+                        conn.execute("ROLLBACK")
+                        return [exc]
+                    conn.execute("ROLLBACK TO unit")
+                    outcomes.append(exc)
+                if savepoints:
+                    conn.execute("RELEASE unit")
+        except sqlite3.Error as exc:
+            _rollback(conn)
+            return [StoreUnavailable(f"write to {self.path} failed: {exc}")] * len(batch)
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            _rollback(conn)
+            error = StoreUnavailable(f"commit to {self.path} failed: {exc}", outcome_unknown=True)
+            return [error] * len(batch)
+        return outcomes
+
+    def _write_unit(
+        self, conn: sqlite3.Connection, requests: list[AppendRequest], now: int
+    ) -> list[AppendResult]:
+        results = []
+        for req in requests:
+            stream = req.stream
+            key = (stream.tenant, stream.domain, stream.aggregate_id)
+            row = conn.execute(_SELECT_STREAM, key).fetchone()
+            actual: int | None = None if row is None else row[1]
+            if not check_expected(req.expected, actual):
+                dup = self._find_duplicate(conn, req)
+                if dup is None:
+                    raise WrongExpectedVersion(stream, req.expected, actual)
+                results.append(dup)
+                continue
+            if row is None:
+                stream_id = conn.execute(
+                    "INSERT INTO chronik_streams (tenant, domain, aggregate_id, version) "
+                    "VALUES (?, ?, ?, -1)",
+                    key,
+                ).lastrowid
+                assert stream_id is not None
+            else:
+                stream_id = row[0]
+            first = 0 if actual is None else actual + 1
+            events = req.events
+            try:
+                if len(events) == 1:
+                    e = events[0]
+                    last_pos = conn.execute(
+                        _INSERT_EVENT,
+                        (
+                            stream_id,
+                            first,
+                            e.event_id,
+                            e.type,
+                            e.schema_version,
+                            e.payload,
+                            e.metadata,
+                            None if e.content_type == JSON else e.content_type,
+                            now,
+                        ),
+                    ).lastrowid
+                else:
+                    conn.executemany(
+                        _INSERT_EVENT,
+                        [
+                            (
+                                stream_id,
+                                first + i,
+                                e.event_id,
+                                e.type,
+                                e.schema_version,
+                                e.payload,
+                                e.metadata,
+                                None if e.content_type == JSON else e.content_type,
+                                now,
+                            )
+                            for i, e in enumerate(events)
+                        ],
+                    )
+                    last_pos = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+            except sqlite3.IntegrityError as exc:
+                if "event_id" not in str(exc):
+                    raise
+                # An event id is already stored: undo this request's rows, then either it is
+                # a retry of a stored append (return its result) or a real duplicate.
+                conn.execute(
+                    "DELETE FROM chronik_events WHERE stream_id = ? AND sequence >= ?",
+                    (stream_id, first),
+                )
+                if row is None:
+                    conn.execute("DELETE FROM chronik_streams WHERE id = ?", (stream_id,))
+                dup = self._find_duplicate(conn, req)
+                if dup is None:  # pragma: no cover - the index said it exists
+                    raise
+                results.append(dup)
+                continue
+            last = first + len(events) - 1
+            conn.execute("UPDATE chronik_streams SET version = ? WHERE id = ?", (last, stream_id))
+            assert last_pos is not None
+            results.append(AppendResult(stream, first, last, Position(last_pos)))
+        return results
+
+    def _find_duplicate(self, conn: sqlite3.Connection, req: AppendRequest) -> AppendResult | None:
+        ids = [e.event_id for e in req.events]
+        marks = ",".join("?" * len(ids))
+        rows = conn.execute(
+            "SELECT e.event_id, e.type, e.schema_version, e.payload, e.metadata, e.content_type, "
+            "s.tenant, s.domain, s.aggregate_id, e.sequence, e.position FROM chronik_events e "
+            f"JOIN chronik_streams s ON s.id = e.stream_id WHERE e.event_id IN ({marks})",
+            ids,
+        ).fetchall()
+        if not rows:
+            return None
+        by_id = {r[0]: r for r in rows}
+        stored = []
+        for event_id in ids:
+            r = by_id.get(event_id)
+            if r is not None:
+                old = PreparedEvent(r[0], r[1], r[2], r[3], r[4], r[5] or JSON)
+                stored.append((old, StreamId(r[7], r[8], r[6]), r[9], Position(r[10])))
+        return match_duplicate(req, stored)
+
+    # --- checkpoints and cross-process notification --------------------------------------------
+
+    def _maybe_checkpoint(self, batch: list[Pending]) -> None:
+        for requests, _ in batch:
+            for req in requests:
+                for e in req.events:
+                    self._checkpoint_bytes += len(e.payload) + 200
+        if self._checkpoint_bytes < CHECKPOINT_BYTES or self._checkpoint_future is not None:
+            return
+        self._checkpoint_bytes = 0
+        fut = self._loop.run_in_executor(self._background, self._checkpoint)
+        self._checkpoint_future = fut
+        fut.add_done_callback(self._checkpoint_done)
+
+    def _checkpoint_done(self, fut: asyncio.Future[None]) -> None:
+        self._checkpoint_future = None
+        if not fut.cancelled():
+            fut.exception()  # a failed checkpoint is retried at the next threshold
+
+    def _checkpoint(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            conn.close()
+
+    def _watch(self, delta: int) -> None:
+        self._watchers += delta
+        if self._watchers > 0 and (self._poll_task is None or self._poll_task.done()):
+            self._poll_task = self._loop.create_task(self._poll())
+
+    async def _poll(self) -> None:
+        while self._watchers > 0 and not self.closed:
+            await asyncio.sleep(self.poll_interval)
+            try:
+                version = self._rconn.execute("PRAGMA data_version").fetchone()[0]
+            except sqlite3.Error:
+                continue
+            if version != self._data_version:
+                self._data_version = version
+                self._notify()
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def _read(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        try:
+            return self._rconn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"read from {self.path} failed: {exc}") from exc
+
+    def _stream_key_id(self, stream: StreamId) -> int | None:
+        sid = self._stream_ids.get(stream)
+        if sid is None:
+            rows = self._read(
+                "SELECT id FROM chronik_streams WHERE tenant = ? AND domain = ? "
+                "AND aggregate_id = ?",
+                (stream.tenant, stream.domain, stream.aggregate_id),
+            )
+            if not rows:
+                return None
+            sid = rows[0][0]
+            self._remember(sid, stream)
+        return sid
+
+    def _remember(self, sid: int, stream: StreamId) -> None:
+        if len(self._stream_ids) > _STREAM_CACHE_LIMIT:
+            self._stream_ids.clear()
+            self._streams_by_id.clear()
+        self._stream_ids[stream] = sid
+        self._streams_by_id[sid] = stream
+
+    def _resolve_streams(self, ids: set[int]) -> None:
+        missing = [i for i in ids if i not in self._streams_by_id]
+        for start in range(0, len(missing), 500):
+            chunk = missing[start : start + 500]
+            rows = self._read(
+                "SELECT id, tenant, domain, aggregate_id FROM chronik_streams "
+                f"WHERE id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            for sid, tenant, domain, aggregate_id in rows:
+                self._remember(sid, StreamId(domain, aggregate_id, tenant))
+
+    async def _stream_version(self, stream: StreamId) -> int | None:
+        rows = self._read(_SELECT_STREAM, (stream.tenant, stream.domain, stream.aggregate_id))
+        return rows[0][1] if rows else None
+
+    async def _head(self) -> Position | None:
+        rows = self._read("SELECT max(position) FROM chronik_events", ())
+        return None if rows[0][0] is None else Position(rows[0][0])
+
+    async def _read_stream_page(
+        self, stream: StreamId, from_sequence: int | None, backward: bool, limit: int
+    ) -> list[RecordedEvent]:
+        sid = self._stream_key_id(stream)
+        if sid is None:
+            return []
+        if backward:
+            bound = "" if from_sequence is None else "AND sequence <= ?"
+            order = "DESC"
+        else:
+            bound = "" if from_sequence is None else "AND sequence >= ?"
+            order = "ASC"
+        params: list[Any] = [sid]
+        if from_sequence is not None:
+            params.append(from_sequence)
+        params.append(limit)
+        rows = self._read(
+            f"SELECT {_COLS} FROM chronik_events WHERE stream_id = ? {bound} "
+            f"ORDER BY sequence {order} LIMIT ?",
+            params,
+        )
+        return [
+            RecordedEvent(
+                r[3], stream, r[2], r[4], r[5], r[6], Position(r[0]), r[9], r[7], r[8] or JSON
+            )
+            for r in rows
+        ]
+
+    async def _read_all_page(
+        self,
+        after: Position | None,
+        before: Position | None,
+        domains: tuple[str, ...] | None,
+        types: tuple[str, ...] | None,
+        limit: int,
+        backward: bool,
+    ) -> list[RecordedEvent]:
+        where: list[str] = []
+        params: list[Any] = []
+        if after is not None:
+            where.append("position > ?")
+            params.append(after.commit)
+        if before is not None:
+            where.append("position < ?")
+            params.append(before.commit)
+        if domains is not None:
+            where.append(
+                "stream_id IN (SELECT id FROM chronik_streams WHERE domain IN "
+                f"({','.join('?' * len(domains))}))"
+            )
+            params.extend(domains)
+        if types is not None:
+            where.append(f"type IN ({','.join('?' * len(types))})")
+            params.extend(types)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        params.append(limit)
+        rows = self._read(
+            f"SELECT {_COLS} FROM chronik_events {clause} "
+            f"ORDER BY position {'DESC' if backward else 'ASC'} LIMIT ?",
+            params,
+        )
+        streams = self._streams_by_id
+        out = []
+        for r in rows:
+            stream = streams.get(r[1])
+            if stream is None:
+                self._resolve_streams({row[1] for row in rows})
+                stream = streams[r[1]]
+            out.append(
+                RecordedEvent(
+                    r[3], stream, r[2], r[4], r[5], r[6], Position(r[0]), r[9], r[7], r[8] or JSON
+                )
+            )
+        return out
+
+    async def _list_streams_page(
+        self, domain: str | None, prefix: str | None, cursor: int | None, limit: int
+    ) -> tuple[list[StreamInfo], int | None]:
+        where = ["id > ?", "version >= 0"]
+        params: list[Any] = [cursor or 0]
+        if domain is not None:
+            where.append("domain = ?")
+            params.append(domain)
+        if prefix:
+            where.append("substr(aggregate_id, 1, ?) = ?")
+            params.extend([len(prefix), prefix])
+        params.append(limit)
+        rows = self._read(
+            "SELECT id, tenant, domain, aggregate_id, version FROM chronik_streams "
+            f"WHERE {' AND '.join(where)} ORDER BY id LIMIT ?",
+            params,
+        )
+        infos = [StreamInfo(StreamId(r[2], r[3], r[1]), r[4]) for r in rows]
+        return infos, (rows[-1][0] if rows else None)
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    with contextlib.suppress(sqlite3.Error):
+        conn.execute("ROLLBACK")
+
+
+def _make_parent(path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring the schema to SCHEMA_VERSION, one migration at a time, in one transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("CREATE TABLE IF NOT EXISTS chronik_schema (version INTEGER NOT NULL)")
+        current = conn.execute("SELECT max(version) FROM chronik_schema").fetchone()[0] or 0
+        if current > SCHEMA_VERSION:
+            raise ConfigurationError(
+                f"the database has schema version {current}, newer than this chronik "
+                f"({SCHEMA_VERSION}): upgrade chronik"
+            )
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[version]:
+                conn.execute(statement)
+            conn.execute("INSERT INTO chronik_schema (version) VALUES (?)", (version,))
+        conn.execute("COMMIT")
+    except BaseException:
+        _rollback(conn)
+        raise
+
+
+def _path_from_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        raise ConfigurationError(f"not a sqlite URL: {url!r}")
+    path = parts.netloc + parts.path
+    if path.startswith("/") and not parts.netloc:
+        path = path[1:]  # sqlite:///rel/path -> rel/path; sqlite:////abs -> /abs
+    if not path:
+        raise ConfigurationError(f"{url!r} names no file: use sqlite:///path/to/events.db")
+    if path == ":memory:":
+        raise ConfigurationError("use memory:// for an in-memory store")
+    return path
+
+
+def options_from_url(url: str) -> dict[str, Any]:
+    """Store options given in the URL's query string (synchronous=full, busy_timeout_ms=...)."""
+    converters: dict[str, Callable[[str], Any]] = {
+        "synchronous": str.lower,
+        "busy_timeout_ms": int,
+        "poll_interval": float,
+        "max_payload_bytes": int,
+        "max_append_events": int,
+    }
+    options: dict[str, Any] = {}
+    for key, values in parse_qs(urlsplit(url).query).items():
+        if key not in converters:
+            raise ConfigurationError(f"unknown sqlite option {key!r} in {url!r}")
+        try:
+            options[key] = converters[key](values[-1])
+        except ValueError:
+            raise ConfigurationError(f"invalid value for {key!r} in {url!r}") from None
+    return options
