@@ -49,10 +49,11 @@ def new_event_id() -> str:
     """A new UUIDv7 as canonical text; ids from one process sort in creation order."""
     global _last_ms, _counter
     ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10))
     with _uuid_lock:
         if ms > _last_ms:
             _last_ms = ms
-            _counter = int.from_bytes(os.urandom(2)) & 0x3FF  # leave room to count up
+            _counter = rand >> 70  # a random start in the lower half leaves room to count up
         else:
             _counter += 1
             if _counter > 0xFFF:  # counter exhausted within one ms: borrow the next ms
@@ -60,8 +61,7 @@ def new_event_id() -> str:
                 _counter = 0
             ms = _last_ms
         counter = _counter
-    rand = int.from_bytes(os.urandom(8)) & 0x3FFF_FFFF_FFFF_FFFF
-    n = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | rand
+    n = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | (rand & 0x3FFF_FFFF_FFFF_FFFF)
     h = f"{n:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 

@@ -16,10 +16,9 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
-from urllib.parse import parse_qs, urlsplit
 
 from chronik.errors import (
     ChronikError,
@@ -42,34 +41,9 @@ from chronik.store.base import (
     check_expected,
     match_duplicate,
 )
+from chronik.store.sqlite_schema import migrate, options_from_url, path_from_url
 
-__all__ = ["SQLiteEventStore"]
-
-SCHEMA_VERSION: Final = 1
-MIGRATIONS: Final[dict[int, list[str]]] = {
-    1: [
-        """CREATE TABLE chronik_streams (
-            id INTEGER PRIMARY KEY,
-            tenant TEXT NOT NULL,
-            domain TEXT NOT NULL,
-            aggregate_id TEXT NOT NULL,
-            version INTEGER NOT NULL,
-            UNIQUE (tenant, domain, aggregate_id))""",
-        """CREATE TABLE chronik_events (
-            position INTEGER PRIMARY KEY,
-            stream_id INTEGER NOT NULL,
-            sequence INTEGER NOT NULL,
-            event_id TEXT NOT NULL,
-            type TEXT NOT NULL,
-            schema_version INTEGER NOT NULL,
-            payload BLOB NOT NULL,
-            metadata BLOB,
-            content_type TEXT,
-            recorded_at INTEGER NOT NULL)""",
-        "CREATE UNIQUE INDEX chronik_events_stream ON chronik_events (stream_id, sequence)",
-        "CREATE UNIQUE INDEX chronik_events_event_id ON chronik_events (event_id)",
-    ],
-}
+__all__ = ["SQLiteEventStore", "options_from_url"]
 
 _COLS = (
     "position, stream_id, sequence, event_id, type, schema_version, payload, metadata, "
@@ -115,7 +89,7 @@ class SQLiteEventStore(EventStore):
     ) -> None:
         super().__init__(**limits)
         self.url = url
-        self.path = _path_from_url(url)
+        self.path = path_from_url(url)
         if synchronous not in ("normal", "full"):
             raise ConfigurationError(f"synchronous must be 'normal' or 'full', not {synchronous!r}")
         self.synchronous = synchronous
@@ -169,7 +143,7 @@ class SQLiteEventStore(EventStore):
             raise ConfigurationError(f"{self.path}: cannot switch to WAL (journal mode {mode})")
         conn.execute("PRAGMA wal_autocheckpoint = 0")  # our background thread checkpoints
         conn.execute("PRAGMA cache_size = -16000")
-        _migrate(conn)
+        migrate(conn)
         if self._inline:
             # On the event loop a lock held by another process is waited for with
             # asyncio sleeps, never by blocking the loop.
@@ -184,7 +158,7 @@ class SQLiteEventStore(EventStore):
             await asyncio.wait([self._checkpoint_future])
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._writer_thread, self._wconn.close)
-        self._rconn.close()
+        await loop.run_in_executor(self._writer_thread, self._rconn.close)  # may checkpoint
         self._writer_thread.shutdown(wait=False)
         self._background.shutdown(wait=False)
 
@@ -600,58 +574,3 @@ def _rollback(conn: sqlite3.Connection) -> None:
 
 def _make_parent(path: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-
-
-def _migrate(conn: sqlite3.Connection) -> None:
-    """Bring the schema to SCHEMA_VERSION, one migration at a time, in one transaction."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.execute("CREATE TABLE IF NOT EXISTS chronik_schema (version INTEGER NOT NULL)")
-        current = conn.execute("SELECT max(version) FROM chronik_schema").fetchone()[0] or 0
-        if current > SCHEMA_VERSION:
-            raise ConfigurationError(
-                f"the database has schema version {current}, newer than this chronik "
-                f"({SCHEMA_VERSION}): upgrade chronik"
-            )
-        for version in range(current + 1, SCHEMA_VERSION + 1):
-            for statement in MIGRATIONS[version]:
-                conn.execute(statement)
-            conn.execute("INSERT INTO chronik_schema (version) VALUES (?)", (version,))
-        conn.execute("COMMIT")
-    except BaseException:
-        _rollback(conn)
-        raise
-
-
-def _path_from_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme != "sqlite":
-        raise ConfigurationError(f"not a sqlite URL: {url!r}")
-    path = parts.netloc + parts.path
-    if path.startswith("/") and not parts.netloc:
-        path = path[1:]  # sqlite:///rel/path -> rel/path; sqlite:////abs -> /abs
-    if not path:
-        raise ConfigurationError(f"{url!r} names no file: use sqlite:///path/to/events.db")
-    if path == ":memory:":
-        raise ConfigurationError("use memory:// for an in-memory store")
-    return path
-
-
-def options_from_url(url: str) -> dict[str, Any]:
-    """Store options given in the URL's query string (synchronous=full, busy_timeout_ms=...)."""
-    converters: dict[str, Callable[[str], Any]] = {
-        "synchronous": str.lower,
-        "busy_timeout_ms": int,
-        "poll_interval": float,
-        "max_payload_bytes": int,
-        "max_append_events": int,
-    }
-    options: dict[str, Any] = {}
-    for key, values in parse_qs(urlsplit(url).query).items():
-        if key not in converters:
-            raise ConfigurationError(f"unknown sqlite option {key!r} in {url!r}")
-        try:
-            options[key] = converters[key](values[-1])
-        except ValueError:
-            raise ConfigurationError(f"invalid value for {key!r} in {url!r}") from None
-    return options

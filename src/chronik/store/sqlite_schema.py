@@ -1,0 +1,95 @@
+"""The SQLite store's schema, its migrations, and its URL."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Callable
+from typing import Any, Final
+from urllib.parse import parse_qs, urlsplit
+
+from chronik.errors import ConfigurationError
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate", "options_from_url", "path_from_url"]
+
+SCHEMA_VERSION: Final = 1
+MIGRATIONS: Final[dict[int, list[str]]] = {
+    1: [
+        """CREATE TABLE chronik_streams (
+            id INTEGER PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            domain TEXT NOT NULL,
+            aggregate_id TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            UNIQUE (tenant, domain, aggregate_id))""",
+        """CREATE TABLE chronik_events (
+            position INTEGER PRIMARY KEY,
+            stream_id INTEGER NOT NULL,
+            sequence INTEGER NOT NULL,
+            event_id TEXT NOT NULL,
+            type TEXT NOT NULL,
+            schema_version INTEGER NOT NULL,
+            payload BLOB NOT NULL,
+            metadata BLOB,
+            content_type TEXT,
+            recorded_at INTEGER NOT NULL)""",
+        "CREATE UNIQUE INDEX chronik_events_stream ON chronik_events (stream_id, sequence)",
+        "CREATE UNIQUE INDEX chronik_events_event_id ON chronik_events (event_id)",
+    ],
+}
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring the schema to SCHEMA_VERSION, one migration at a time, in one transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("CREATE TABLE IF NOT EXISTS chronik_schema (version INTEGER NOT NULL)")
+        current = conn.execute("SELECT max(version) FROM chronik_schema").fetchone()[0] or 0
+        if current > SCHEMA_VERSION:
+            raise ConfigurationError(
+                f"the database has schema version {current}, newer than this chronik "
+                f"({SCHEMA_VERSION}): upgrade chronik"
+            )
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[version]:
+                conn.execute(statement)
+            conn.execute("INSERT INTO chronik_schema (version) VALUES (?)", (version,))
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+
+
+def path_from_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        raise ConfigurationError(f"not a sqlite URL: {url!r}")
+    path = parts.netloc + parts.path
+    if path.startswith("/") and not parts.netloc:
+        path = path[1:]  # sqlite:///rel/path -> rel/path; sqlite:////abs -> /abs
+    if not path:
+        raise ConfigurationError(f"{url!r} names no file: use sqlite:///path/to/events.db")
+    if path == ":memory:":
+        raise ConfigurationError("use memory:// for an in-memory store")
+    return path
+
+
+def options_from_url(url: str) -> dict[str, Any]:
+    """Store options given in the URL's query string (synchronous=full, busy_timeout_ms=...)."""
+    converters: dict[str, Callable[[str], Any]] = {
+        "synchronous": str.lower,
+        "busy_timeout_ms": int,
+        "poll_interval": float,
+        "max_payload_bytes": int,
+        "max_append_events": int,
+    }
+    options: dict[str, Any] = {}
+    for key, values in parse_qs(urlsplit(url).query).items():
+        if key not in converters:
+            raise ConfigurationError(f"unknown sqlite option {key!r} in {url!r}")
+        try:
+            options[key] = converters[key](values[-1])
+        except ValueError:
+            raise ConfigurationError(f"invalid value for {key!r} in {url!r}") from None
+    return options
