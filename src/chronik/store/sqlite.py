@@ -18,7 +18,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Final
+from typing import Final
 
 from chronik.errors import (
     ChronikError,
@@ -30,9 +30,7 @@ from chronik.messages import (
     JSON,
     AppendResult,
     Position,
-    RecordedEvent,
     StreamId,
-    StreamInfo,
 )
 from chronik.store.base import (
     AppendRequest,
@@ -41,24 +39,17 @@ from chronik.store.base import (
     check_expected,
     match_duplicate,
 )
+from chronik.store.sqlite_read import SELECT_STREAM, SQLiteReader
 from chronik.store.sqlite_schema import migrate, options_from_url, path_from_url
 
 __all__ = ["SQLiteEventStore", "options_from_url"]
 
-_COLS = (
-    "position, stream_id, sequence, event_id, type, schema_version, payload, metadata, "
-    "content_type, recorded_at"
-)
-_SELECT_STREAM = (
-    "SELECT id, version FROM chronik_streams WHERE tenant = ? AND domain = ? AND aggregate_id = ?"
-)
 _INSERT_EVENT = (
     "INSERT INTO chronik_events (stream_id, sequence, event_id, type, schema_version, payload, "
     "metadata, content_type, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 MAX_BATCH_REQUESTS: Final = 512
 CHECKPOINT_BYTES: Final = 8 * 1024 * 1024
-_STREAM_CACHE_LIMIT: Final = 200_000
 
 
 class _Busy(Exception):
@@ -75,7 +66,7 @@ Outcome = list[AppendResult] | BaseException
 Pending = tuple[list[AppendRequest], "asyncio.Future[list[AppendResult]]"]
 
 
-class SQLiteEventStore(EventStore):
+class SQLiteEventStore(SQLiteReader, EventStore):
     """An event store in one SQLite file (WAL); several processes may share the file."""
 
     def __init__(
@@ -100,8 +91,7 @@ class SQLiteEventStore(EventStore):
         self._flush_scheduled = False
         self._flush_task: asyncio.Task[None] | None = None
         self._busy_since: float | None = None
-        self._stream_ids: dict[StreamId, int] = {}
-        self._streams_by_id: dict[int, StreamId] = {}
+        self._init_reader()
         self._watchers = 0
         self._poll_task: asyncio.Task[None] | None = None
         self._checkpoint_bytes = 0
@@ -283,7 +273,7 @@ class SQLiteEventStore(EventStore):
         for req in requests:
             stream = req.stream
             key = (stream.tenant, stream.domain, stream.aggregate_id)
-            row = conn.execute(_SELECT_STREAM, key).fetchone()
+            row = conn.execute(SELECT_STREAM, key).fetchone()
             actual: int | None = None if row is None else row[1]
             if not check_expected(req.expected, actual):
                 dup = self._find_duplicate(conn, req)
@@ -421,150 +411,6 @@ class SQLiteEventStore(EventStore):
             if version != self._data_version:
                 self._data_version = version
                 self._notify()
-
-    # --- reading ------------------------------------------------------------------------------
-
-    def _read(self, sql: str, params: Sequence[Any]) -> list[Any]:
-        try:
-            return self._rconn.execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"read from {self.path} failed: {exc}") from exc
-
-    def _stream_key_id(self, stream: StreamId) -> int | None:
-        sid = self._stream_ids.get(stream)
-        if sid is None:
-            rows = self._read(
-                "SELECT id FROM chronik_streams WHERE tenant = ? AND domain = ? "
-                "AND aggregate_id = ?",
-                (stream.tenant, stream.domain, stream.aggregate_id),
-            )
-            if not rows:
-                return None
-            sid = rows[0][0]
-            self._remember(sid, stream)
-        return sid
-
-    def _remember(self, sid: int, stream: StreamId) -> None:
-        if len(self._stream_ids) > _STREAM_CACHE_LIMIT:
-            self._stream_ids.clear()
-            self._streams_by_id.clear()
-        self._stream_ids[stream] = sid
-        self._streams_by_id[sid] = stream
-
-    def _resolve_streams(self, ids: set[int]) -> None:
-        missing = [i for i in ids if i not in self._streams_by_id]
-        for start in range(0, len(missing), 500):
-            chunk = missing[start : start + 500]
-            rows = self._read(
-                "SELECT id, tenant, domain, aggregate_id FROM chronik_streams "
-                f"WHERE id IN ({','.join('?' * len(chunk))})",
-                chunk,
-            )
-            for sid, tenant, domain, aggregate_id in rows:
-                self._remember(sid, StreamId(domain, aggregate_id, tenant))
-
-    async def _stream_version(self, stream: StreamId) -> int | None:
-        rows = self._read(_SELECT_STREAM, (stream.tenant, stream.domain, stream.aggregate_id))
-        return rows[0][1] if rows else None
-
-    async def _head(self) -> Position | None:
-        rows = self._read("SELECT max(position) FROM chronik_events", ())
-        return None if rows[0][0] is None else Position(rows[0][0])
-
-    async def _read_stream_page(
-        self, stream: StreamId, from_sequence: int | None, backward: bool, limit: int
-    ) -> list[RecordedEvent]:
-        sid = self._stream_key_id(stream)
-        if sid is None:
-            return []
-        if backward:
-            bound = "" if from_sequence is None else "AND sequence <= ?"
-            order = "DESC"
-        else:
-            bound = "" if from_sequence is None else "AND sequence >= ?"
-            order = "ASC"
-        params: list[Any] = [sid]
-        if from_sequence is not None:
-            params.append(from_sequence)
-        params.append(limit)
-        rows = self._read(
-            f"SELECT {_COLS} FROM chronik_events WHERE stream_id = ? {bound} "
-            f"ORDER BY sequence {order} LIMIT ?",
-            params,
-        )
-        return [
-            RecordedEvent(
-                r[3], stream, r[2], r[4], r[5], r[6], Position(r[0]), r[9], r[7], r[8] or JSON
-            )
-            for r in rows
-        ]
-
-    async def _read_all_page(
-        self,
-        after: Position | None,
-        before: Position | None,
-        domains: tuple[str, ...] | None,
-        types: tuple[str, ...] | None,
-        limit: int,
-        backward: bool,
-    ) -> list[RecordedEvent]:
-        where: list[str] = []
-        params: list[Any] = []
-        if after is not None:
-            where.append("position > ?")
-            params.append(after.commit)
-        if before is not None:
-            where.append("position < ?")
-            params.append(before.commit)
-        if domains is not None:
-            where.append(
-                "stream_id IN (SELECT id FROM chronik_streams WHERE domain IN "
-                f"({','.join('?' * len(domains))}))"
-            )
-            params.extend(domains)
-        if types is not None:
-            where.append(f"type IN ({','.join('?' * len(types))})")
-            params.extend(types)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        params.append(limit)
-        rows = self._read(
-            f"SELECT {_COLS} FROM chronik_events {clause} "
-            f"ORDER BY position {'DESC' if backward else 'ASC'} LIMIT ?",
-            params,
-        )
-        streams = self._streams_by_id
-        out = []
-        for r in rows:
-            stream = streams.get(r[1])
-            if stream is None:
-                self._resolve_streams({row[1] for row in rows})
-                stream = streams[r[1]]
-            out.append(
-                RecordedEvent(
-                    r[3], stream, r[2], r[4], r[5], r[6], Position(r[0]), r[9], r[7], r[8] or JSON
-                )
-            )
-        return out
-
-    async def _list_streams_page(
-        self, domain: str | None, prefix: str | None, cursor: int | None, limit: int
-    ) -> tuple[list[StreamInfo], int | None]:
-        where = ["id > ?", "version >= 0"]
-        params: list[Any] = [cursor or 0]
-        if domain is not None:
-            where.append("domain = ?")
-            params.append(domain)
-        if prefix:
-            where.append("substr(aggregate_id, 1, ?) = ?")
-            params.extend([len(prefix), prefix])
-        params.append(limit)
-        rows = self._read(
-            "SELECT id, tenant, domain, aggregate_id, version FROM chronik_streams "
-            f"WHERE {' AND '.join(where)} ORDER BY id LIMIT ?",
-            params,
-        )
-        infos = [StreamInfo(StreamId(r[2], r[3], r[1]), r[4]) for r in rows]
-        return infos, (rows[-1][0] if rows else None)
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
