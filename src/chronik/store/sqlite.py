@@ -49,7 +49,8 @@ _INSERT_EVENT = (
     "metadata, content_type, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 MAX_BATCH_REQUESTS: Final = 512
-CHECKPOINT_BYTES: Final = 8 * 1024 * 1024
+CHECKPOINT_BYTES: Final = 4 * 1024 * 1024  # a background checkpoint after this much written
+WAL_LIMIT: Final = 4 * CHECKPOINT_BYTES  # past this, writes pause while a checkpoint completes
 
 
 class _Busy(Exception):
@@ -95,7 +96,8 @@ class SQLiteEventStore(SQLiteReader, EventStore):
         self._watchers = 0
         self._poll_task: asyncio.Task[None] | None = None
         self._checkpoint_bytes = 0
-        self._checkpoint_future: asyncio.Future[None] | None = None
+        self._checkpoint_future: asyncio.Future[int] | None = None
+        self._hold = False  # writes paused while a checkpoint catches up
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -132,6 +134,7 @@ class SQLiteEventStore(SQLiteReader, EventStore):
             conn.close()
             raise ConfigurationError(f"{self.path}: cannot switch to WAL (journal mode {mode})")
         conn.execute("PRAGMA wal_autocheckpoint = 0")  # our background thread checkpoints
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")
         conn.execute("PRAGMA cache_size = -16000")
         migrate(conn)
         if self._inline:
@@ -174,7 +177,7 @@ class SQLiteEventStore(SQLiteReader, EventStore):
 
     def _flush_inline(self) -> None:
         self._flush_scheduled = False
-        if self.closed and not self._queue:
+        if self._hold or not self._queue:
             return
         batch = self._take_batch()
         try:
@@ -204,7 +207,7 @@ class SQLiteEventStore(SQLiteReader, EventStore):
 
     async def _flush_threaded(self) -> None:
         loop = self._loop
-        while self._queue:
+        while self._queue and not self._hold:
             batch = self._take_batch()
             try:
                 outcomes = await loop.run_in_executor(self._writer_thread, self._write_batch, batch)
@@ -377,24 +380,42 @@ class SQLiteEventStore(SQLiteReader, EventStore):
             for req in requests:
                 for e in req.events:
                     self._checkpoint_bytes += len(e.payload) + 200
-        if self._checkpoint_bytes < CHECKPOINT_BYTES or self._checkpoint_future is not None:
-            return
+        if self._checkpoint_bytes >= CHECKPOINT_BYTES and self._checkpoint_future is None:
+            self._start_checkpoint()
+
+    def _start_checkpoint(self) -> None:
         self._checkpoint_bytes = 0
         fut = self._loop.run_in_executor(self._background, self._checkpoint)
         self._checkpoint_future = fut
         fut.add_done_callback(self._checkpoint_done)
 
-    def _checkpoint_done(self, fut: asyncio.Future[None]) -> None:
+    def _checkpoint_done(self, fut: asyncio.Future[int]) -> None:
+        """Writes go on during a checkpoint; if the WAL still outgrew WAL_LIMIT, they pause."""
         self._checkpoint_future = None
-        if not fut.cancelled():
-            fut.exception()  # a failed checkpoint is retried at the next threshold
+        wal_size = 0 if fut.cancelled() or fut.exception() else fut.result()
+        if self._hold:
+            self._hold = False
+            if self._inline:
+                if self._queue and not self._flush_scheduled:
+                    self._flush_scheduled = True
+                    self._loop.call_soon(self._flush_inline)
+            elif self._queue and (self._flush_task is None or self._flush_task.done()):
+                self._flush_task = self._loop.create_task(self._flush_threaded())
+        elif wal_size > WAL_LIMIT and not self.closed:
+            self._hold = True
+            self._start_checkpoint()
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self) -> int:
+        """Copy the WAL into the database (PASSIVE); returns the WAL file's size afterwards."""
         conn = sqlite3.connect(self.path, isolation_level=None)
         try:
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         finally:
             conn.close()
+        try:
+            return os.path.getsize(f"{self.path}-wal")
+        except OSError:
+            return 0
 
     def _watch(self, delta: int) -> None:
         self._watchers += delta
