@@ -8,14 +8,22 @@ async def main() -> None:
         ada = chronik.StreamId("customer", chronik.new_event_id())
         first = await store.append(
             ada,
-            [chronik.EventData("customer.registered", {"name": "Ada"}, {"correlation_id": "req-1"})],
+            [
+                chronik.EventData(
+                    "customer.registered", {"name": "Ada"}, {"correlation_id": "req-1"}
+                )
+            ],
             expected=chronik.NO_STREAM,  # ANY | NO_STREAM | STREAM_EXISTS | last sequence
         )
-        await store.append(ada, [chronik.EventData("customer.renamed", {"name": "Ada L."})],
-                           expected=first.last_sequence)
+        await store.append(
+            ada,
+            [chronik.EventData("customer.renamed", {"name": "Ada L."})],
+            expected=first.last_sequence,
+        )
         try:  # a writer holding a stale version loses, and nothing is written
-            await store.append(ada, [chronik.EventData("customer.renamed", {"name": "X"})],
-                               expected=0)
+            await store.append(
+                ada, [chronik.EventData("customer.renamed", {"name": "X"})], expected=0
+            )
         except chronik.WrongExpectedVersion as err:
             print("rejected:", err)
 

@@ -22,8 +22,9 @@ def v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:  # v1 had one "contact"
 async def main() -> None:
     async with chronik.open_store("memory://") as store:
         live = store.subscribe(types=["customer.registered"])  # catch up, then follow
-        old = chronik.EventData("customer.registered", {"name": "Bo", "contact": "bo@x"},
-                                schema_version=1)
+        old = chronik.EventData(
+            "customer.registered", {"name": "Bo", "contact": "bo@x"}, schema_version=1
+        )
         await store.append(chronik.StreamId("customer", "c1"), [old])
         new = registry.to_event_data(CustomerRegistered("Ada", "ada@x"))
         await store.append(chronik.StreamId("customer", "c2"), [new])

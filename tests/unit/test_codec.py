@@ -24,8 +24,14 @@ class CustomerRenamed:
 
 def recorded(etype: str, payload: bytes, version: int = 1) -> chronik.RecordedEvent:
     return chronik.RecordedEvent(
-        "e-1", chronik.StreamId("customer", "c1"), 0, etype, version, payload,
-        chronik.Position(1), 0,
+        "e-1",
+        chronik.StreamId("customer", "c1"),
+        0,
+        etype,
+        version,
+        payload,
+        chronik.Position(1),
+        0,
     )
 
 
@@ -78,11 +84,13 @@ def test_unknown_type_is_a_typed_error_never_an_import(registry: chronik.EventRe
     with pytest.raises(chronik.UnknownEventType):
         registry.to_event_data(chronik.StreamId("a", "b"))
     assert "customer.renamed" in registry and registry.names() == [
-        "customer.registered", "customer.renamed"]
+        "customer.registered",
+        "customer.renamed",
+    ]
 
 
 def test_missing_or_failing_upcaster_is_an_upcast_error() -> None:
-    """A gap in the chain, a raising step, a non-dict result or a newer version raise UpcastError."""
+    """A chain gap, a raising step, a non-dict result or a newer version raise UpcastError."""
     reg = chronik.EventRegistry()
     reg.register(CustomerRenamed, "renamed", version=3)
     reg.add_upcaster("renamed", 2, lambda p: {"name": p["nom"]})

@@ -105,8 +105,15 @@ def test_metadata_is_an_immutable_string_mapping() -> None:
 def test_recorded_event_decodes_lazily() -> None:
     """A RecordedEvent decodes its payload, metadata and timestamp on access."""
     e = chronik.RecordedEvent(
-        "id-1", chronik.StreamId("a", "b"), 0, "t", 1, b'{"k": [1, 2]}',
-        chronik.Position(1), 1_700_000_000_000_000, b'{"correlation_id": "c"}',
+        "id-1",
+        chronik.StreamId("a", "b"),
+        0,
+        "t",
+        1,
+        b'{"k": [1, 2]}',
+        chronik.Position(1),
+        1_700_000_000_000_000,
+        b'{"correlation_id": "c"}',
     )
     assert e.json() == {"k": [1, 2]}
     assert e.metadata.correlation_id == "c"

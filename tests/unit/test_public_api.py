@@ -52,8 +52,16 @@ def test_import_needs_only_msgspec() -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["", "events.db", "mysql://x", "sqlite://", "sqlite://:memory:", "sqlite:///x.db?bogus=1",
-     "sqlite:///x.db?synchronous=sometimes", "sqlite:///x.db?busy_timeout_ms=soon"],
+    [
+        "",
+        "events.db",
+        "mysql://x",
+        "sqlite://",
+        "sqlite://:memory:",
+        "sqlite:///x.db?bogus=1",
+        "sqlite:///x.db?synchronous=sometimes",
+        "sqlite:///x.db?busy_timeout_ms=soon",
+    ],
 )
 def test_bad_store_urls_are_configuration_errors(url: str) -> None:
     """A malformed or unknown store URL raises ConfigurationError naming the problem."""
