@@ -122,7 +122,6 @@ class SQLiteEventStore(SQLiteReader, EventStore):
         )
         conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-        conn.execute("PRAGMA mmap_size = 268435456")
         if query_only:
             conn.execute("PRAGMA query_only = 1")
         return conn

@@ -1,0 +1,345 @@
+"""`make bench`: chronik's workloads beside a raw sqlite3 baseline measured in the same run.
+
+Prints one JSON line per figure. value and raw are medians of the runs; ratio is value/raw for
+rates and raw/value for durations, so 1.0 means "as fast as raw sqlite3" either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import chronik
+from bench import raw
+
+DURABILITY = "WAL synchronous=NORMAL"
+PAYLOAD = {"customer": "cust-17", "amount": 42, "note": "some text for the order line"}
+
+
+def log(*parts: object) -> None:
+    print(*parts, file=sys.stderr, flush=True)
+
+
+class Scale:
+    def __init__(self, quick: bool) -> None:
+        d = 10 if quick else 1
+        self.w1 = 5_000 // d
+        self.w1_streams = 500 // d
+        self.w2 = 50_000 // d
+        self.w3 = 10_000 // d
+        self.w4 = 100_000 // d
+        self.w6 = 20_000 // d
+
+
+def store_url(path: str) -> str:
+    return f"sqlite:///{path}"
+
+
+# --- chronik workloads (each returns a rate in events/s or a duration in ms) -----------------
+
+
+async def w1_chronik(path: str, sc: Scale) -> float:
+    async with chronik.open_store(store_url(path)) as store:
+        streams = [chronik.StreamId("bench", f"s{i}") for i in range(sc.w1_streams)]
+        versions: list[chronik.Expected] = [chronik.NO_STREAM] * len(streams)
+        start = time.perf_counter()
+        for i in range(sc.w1):
+            j = i % len(streams)
+            r = await store.append(
+                streams[j], [chronik.EventData("bench.event", PAYLOAD)], versions[j]
+            )
+            versions[j] = r.last_sequence
+        return sc.w1 / (time.perf_counter() - start)
+
+
+async def w2_chronik(path: str, sc: Scale) -> float:
+    async with chronik.open_store(store_url(path)) as store:
+        start = time.perf_counter()
+        for i in range(sc.w2 // 10):
+            events = [chronik.EventData("bench.event", PAYLOAD) for _ in range(10)]
+            await store.append(chronik.StreamId("bench", f"b{i}"), events, chronik.NO_STREAM)
+        return sc.w2 / (time.perf_counter() - start)
+
+
+async def w3_chronik(path: str, sc: Scale) -> float:
+    async with chronik.open_store(store_url(path)) as store:
+        stream = chronik.StreamId("bench", "big")
+        start = time.perf_counter()
+        n = 0
+        async for e in store.read_stream(stream):
+            e.json()
+            n += 1
+        elapsed = (time.perf_counter() - start) * 1000
+        assert n == sc.w3, n
+        return elapsed
+
+
+async def w4_chronik(path: str, sc: Scale) -> float:
+    async with chronik.open_store(store_url(path)) as store:
+        start = time.perf_counter()
+        n, after = 0, None
+        while True:
+            page = 0
+            async for e in store.read_all(after=after, limit=1000):
+                e.json()
+                after = e.position
+                page += 1
+            n += page
+            if page == 0:
+                break
+        assert n == sc.w4, n
+        return n / (time.perf_counter() - start)
+
+
+async def w6_chronik(path: str, sc: Scale) -> float:
+    tasks, per_task = 32, sc.w6 // 32
+    async with chronik.open_store(store_url(path)) as store:
+
+        async def worker(k: int) -> None:
+            streams = [chronik.StreamId("bench", f"w{k}-{i}") for i in range(8)]
+            versions: list[chronik.Expected] = [chronik.NO_STREAM] * 8
+            for i in range(per_task):
+                j = i % 8
+                r = await store.append(
+                    streams[j], [chronik.EventData("bench.event", PAYLOAD)], versions[j]
+                )
+                versions[j] = r.last_sequence
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(k) for k in range(tasks)))
+        return tasks * per_task / (time.perf_counter() - start)
+
+
+# --- raw workloads ---------------------------------------------------------------------------
+
+
+def w1_raw(path: str, sc: Scale) -> float:
+    conn = raw.connect(path)
+    versions: list[int | None] = [None] * sc.w1_streams
+    start = time.perf_counter()
+    for i in range(sc.w1):
+        j = i % sc.w1_streams
+        versions[j] = raw.append(conn, f"s{j}", [PAYLOAD], versions[j])
+    rate = sc.w1 / (time.perf_counter() - start)
+    conn.close()
+    return rate
+
+
+def w2_raw(path: str, sc: Scale) -> float:
+    conn = raw.connect(path)
+    start = time.perf_counter()
+    for i in range(sc.w2 // 10):
+        raw.append(conn, f"b{i}", [PAYLOAD] * 10, None)
+    rate = sc.w2 / (time.perf_counter() - start)
+    conn.close()
+    return rate
+
+
+def w3_raw(path: str, sc: Scale) -> float:
+    conn = raw.connect(path)
+    start = time.perf_counter()
+    n = raw.read_stream(conn, "big")
+    elapsed = (time.perf_counter() - start) * 1000
+    assert n == sc.w3, n
+    conn.close()
+    return elapsed
+
+
+def w4_raw(path: str, sc: Scale) -> float:
+    conn = raw.connect(path)
+    start = time.perf_counter()
+    n = raw.read_all(conn)
+    rate = n / (time.perf_counter() - start)
+    assert n == sc.w4, n
+    conn.close()
+    return rate
+
+
+# --- fixtures (not timed) ----------------------------------------------------------------------
+
+
+def fill(path: str, streams: list[tuple[str, int]]) -> None:
+    """Write (aggregate_id, count) streams quickly, in big transactions, through the raw path."""
+    conn = raw.connect(path)
+    for aggregate_id, count in streams:
+        version = None
+        for start in range(0, count, 1000):
+            version = raw.append(conn, aggregate_id, [PAYLOAD] * min(1000, count - start), version)
+    conn.close()
+
+
+# --- runner ------------------------------------------------------------------------------------
+
+
+def run_many(
+    runs: int,
+    fn: Callable[[str, Scale], Any],
+    sc: Scale,
+    setup: Callable[[str], None] | None = None,
+) -> list[float]:
+    out = []
+    for _ in range(runs):
+        d = tempfile.mkdtemp(prefix="chronik-bench-")
+        path = os.path.join(d, "events.db")
+        try:
+            if setup is not None:
+                setup(path)
+            result = fn(path, sc)
+            if isinstance(result, Coroutine):
+                result = asyncio.run(result)
+            out.append(float(result))
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+    return out
+
+
+def emit(
+    workload: str,
+    unit: str,
+    runs: list[float],
+    raw_runs: list[float],
+    *,
+    duration: bool = False,
+    note: str = "",
+    raw_value: float | None = None,
+) -> None:
+    value = statistics.median(runs)
+    raw_median = statistics.median(raw_runs) if raw_value is None else raw_value
+    ratio = raw_median / value if duration else value / raw_median
+    line = {
+        "workload": workload,
+        "backend": "sqlite",
+        "value": round(value, 2),
+        "unit": unit,
+        "raw": round(raw_median, 2),
+        "ratio": round(ratio, 3),
+        "runs": [round(r, 2) for r in runs],
+        "raw_runs": [round(r, 2) for r in raw_runs],
+        "durability": DURABILITY,
+    }
+    if note:
+        line["note"] = note
+    print(json.dumps(line), flush=True)
+
+
+def memory_mb(which: str, path: str) -> float:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.memory", which, path],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(out.stdout.strip())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", default="W1,W2,W3,W4,W4-memory,W6")
+    parser.add_argument("--quick", action="store_true", help="sizes / 10, for a smoke test")
+    args = parser.parse_args()
+    sc = Scale(args.quick)
+    only = set(args.only.split(","))
+    runs = args.runs
+    w1_raw_runs: list[float] = []
+    if only & {"W1", "W6"}:
+        log("W1 append-1 ...")
+        w1_raw_runs = run_many(runs, w1_raw, sc)
+        if "W1" in only:
+            emit(
+                "W1",
+                "events/s",
+                run_many(runs, w1_chronik, sc),
+                w1_raw_runs,
+                note=f"append-1: {sc.w1} events over {sc.w1_streams} streams, exact expectation",
+            )
+    if "W2" in only:
+        log("W2 append-batch10 ...")
+        raw_runs = run_many(runs, w2_raw, sc)
+        emit(
+            "W2",
+            "events/s",
+            run_many(runs, w2_chronik, sc),
+            raw_runs,
+            note=f"append-batch10: {sc.w2} events, 10 per call, new stream each",
+        )
+    if "W3" in only:
+        log("W3 rehydrate ...")
+
+        def setup3(p: str) -> None:
+            fill(p, [("big", sc.w3)])
+
+        raw_runs = run_many(runs, w3_raw, sc, setup3)
+        emit(
+            "W3",
+            "ms",
+            run_many(runs, w3_chronik, sc, setup3),
+            raw_runs,
+            duration=True,
+            note=f"rehydrate: read and decode a {sc.w3}-event stream",
+        )
+    if only & {"W4", "W4-memory"}:
+        streams = [(f"r{i}", sc.w4 // 100) for i in range(100)]
+
+        def setup4(p: str) -> None:
+            fill(p, streams)
+
+        if "W4" in only:
+            log("W4 read-all ...")
+            raw_runs = run_many(runs, w4_raw, sc, setup4)
+            emit(
+                "W4",
+                "events/s",
+                run_many(runs, w4_chronik, sc, setup4),
+                raw_runs,
+                note=f"read-all: {sc.w4} events in pages of 1,000, decoded",
+            )
+        if "W4-memory" in only:
+            log("W4 memory ...")
+            d = tempfile.mkdtemp(prefix="chronik-bench-")
+            path = os.path.join(d, "events.db")
+            try:
+                setup4(path)
+                mine = [memory_mb("chronik", path) for _ in range(runs)]
+                theirs = [memory_mb("raw", path) for _ in range(runs)]
+            finally:
+                shutil.rmtree(d, ignore_errors=True)
+            value = statistics.median(mine)
+            line = {
+                "workload": "W4-memory",
+                "backend": "sqlite",
+                "value": round(value, 2),
+                "unit": "MB",
+                "raw": round(statistics.median(theirs), 2),
+                "ratio": round(value / 50, 3),
+                "runs": [round(r, 2) for r in mine],
+                "raw_runs": [round(r, 2) for r in theirs],
+                "durability": DURABILITY,
+                "note": f"peak RSS added by reading {sc.w4} events; target < 50 MB, "
+                "ratio = value / 50",
+            }
+            print(json.dumps(line), flush=True)
+    if "W6" in only:
+        log("W6 concurrent-append ...")
+        emit(
+            "W6",
+            "events/s",
+            run_many(runs, w6_chronik, sc),
+            w1_raw_runs,
+            note=f"32 tasks, 1 event per call, {sc.w6} events; raw = raw single-caller W1 "
+            "of this run, target ratio >= 1.5",
+        )
+
+
+if __name__ == "__main__":
+    main()

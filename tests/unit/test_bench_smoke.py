@@ -1,0 +1,28 @@
+"""`make bench` prints one well-formed JSON line per workload."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+KEYS = {"workload", "backend", "value", "unit", "raw", "ratio", "runs", "durability"}
+
+
+def test_quick_bench_prints_every_workload() -> None:
+    """A quick one-run bench prints W1, W2, W3, W4, W4-memory and W6 with positive figures."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--runs", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [d["workload"] for d in lines] == ["W1", "W2", "W3", "W4", "W4-memory", "W6"]
+    for d in lines:
+        assert KEYS <= d.keys()
+        assert d["value"] > 0 and d["raw"] > 0 and d["ratio"] > 0 and len(d["runs"]) == 1
