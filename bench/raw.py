@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
-import os
 from typing import Any
 
 import msgspec

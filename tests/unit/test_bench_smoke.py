@@ -24,5 +24,5 @@ def test_quick_bench_prints_every_workload() -> None:
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert [d["workload"] for d in lines] == ["W1", "W2", "W3", "W4", "W4-memory", "W6"]
     for d in lines:
-        assert KEYS <= d.keys()
+        assert d.keys() >= KEYS
         assert d["value"] > 0 and d["raw"] > 0 and d["ratio"] > 0 and len(d["runs"]) == 1
