@@ -12,8 +12,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def run_scenario(cwd: Path) -> str:
     out = subprocess.run(
-        [sys.executable, "-m", "examples.shop.run"], cwd=cwd, capture_output=True, text=True,
-        timeout=60, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        [sys.executable, "-m", "examples.shop.run"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
     )
     assert out.returncode == 0, out.stderr
     return out.stdout

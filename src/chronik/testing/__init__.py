@@ -1,0 +1,1 @@
+"""Test helpers for chronik users and adapter authors (needs pytest)."""

@@ -1,0 +1,430 @@
+"""The event store conformance suite: the semantics every adapter must meet.
+
+Written once against the EventStore port and run against every adapter. To check an adapter,
+subclass ``EventStoreConformance`` in a pytest module (pytest-asyncio in auto mode) and provide
+a ``make_store`` fixture that returns an async factory of fresh, empty, opened stores accepting
+the common options (``max_payload_bytes``, ``max_append_events``)::
+
+    class TestMyStore(EventStoreConformance):
+        @pytest.fixture
+        async def make_store(self, tmp_path):
+            stores = []
+            async def make(**options):
+                store = await MyStore(f"my://{tmp_path}/{len(stores)}", **options).open()
+                stores.append(store)
+                return store
+            yield make
+            for store in stores:
+                await store.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+import chronik
+from chronik import NO_STREAM, EventData, StreamId
+from chronik.store.base import EventStore
+
+__all__ = ["EventStoreConformance", "StoreFactory"]
+
+StoreFactory = Callable[..., Awaitable[EventStore]]
+
+
+def ev(n: int = 0, etype: str = "thing.happened", **kw: Any) -> EventData:
+    """A small event for tests."""
+    return EventData(etype, {"n": n}, **kw)
+
+
+async def collect(it: AsyncIterator[chronik.RecordedEvent]) -> list[chronik.RecordedEvent]:
+    """All events of an async iterator."""
+    return [e async for e in it]
+
+
+class EventStoreConformance:
+    """Subclass with a ``make_store`` fixture; every test here must pass for the adapter."""
+
+    @pytest.fixture
+    async def store(self, make_store: StoreFactory) -> EventStore:
+        return await make_store()
+
+    # --- appends and versions -----------------------------------------------------------------
+
+    async def test_sequences_are_zero_based_and_gapless(self, store: EventStore) -> None:
+        """Appends number events 0, 1, 2... per stream; AppendResult reports the range taken."""
+        s = StreamId("order", "o1")
+        assert await store.stream_version(s) is None
+        r1 = await store.append(s, [ev(0), ev(1)], NO_STREAM)
+        r2 = await store.append(s, [ev(2)], 1)
+        assert (r1.stream, r1.first_sequence, r1.last_sequence) == (s, 0, 1)
+        assert (r2.first_sequence, r2.last_sequence) == (2, 2)
+        assert r1.position < r2.position
+        assert await store.stream_version(s) == 2
+        events = await collect(store.read_stream(s))
+        assert [e.sequence for e in events] == [0, 1, 2]
+        assert [e.json()["n"] for e in events] == [0, 1, 2]
+        assert events[-1].position == r2.position
+
+    @pytest.mark.parametrize(
+        ("expected", "ok_when_missing", "ok_at_0", "ok_at_1"),
+        [
+            (chronik.ANY, True, True, True),
+            (chronik.NO_STREAM, True, False, False),
+            (chronik.STREAM_EXISTS, False, True, True),
+            (0, False, True, False),
+            (1, False, False, True),
+        ],
+    )
+    async def test_every_expectation_kind(
+        self,
+        make_store: StoreFactory,
+        expected: chronik.Expected,
+        ok_when_missing: bool,
+        ok_at_0: bool,
+        ok_at_1: bool,
+    ) -> None:
+        """Each expectation kind accepts exactly the stream states it names."""
+        for version, ok in ((None, ok_when_missing), (0, ok_at_0), (1, ok_at_1)):
+            store = await make_store()
+            s = StreamId("acct", "a1")
+            if version is not None:
+                await store.append(s, [ev(i) for i in range(version + 1)])
+            head = await store.head()
+            if ok:
+                await store.append(s, [ev(9)], expected)
+            else:
+                with pytest.raises(chronik.WrongExpectedVersion) as info:
+                    await store.append(s, [ev(9)], expected)
+                assert info.value.expected == expected and info.value.actual == version
+                assert info.value.stream == s
+                assert await store.head() == head
+                assert await store.stream_version(s) == version
+
+    async def test_concurrent_appenders_exactly_one_wins_each_version(
+        self, store: EventStore
+    ) -> None:
+        """Of 20 concurrent appenders with the same expectation, exactly one wins each round."""
+        s = StreamId("race", "r1")
+        expected: chronik.Expected = NO_STREAM
+        for round_ in range(5):
+            outcomes = await asyncio.gather(
+                *(store.append(s, [ev(i)], expected) for i in range(20)), return_exceptions=True
+            )
+            wins = [o for o in outcomes if isinstance(o, chronik.AppendResult)]
+            assert len(wins) == 1
+            assert all(
+                isinstance(o, chronik.WrongExpectedVersion) for o in outcomes if o not in wins
+            )
+            assert wins[0].last_sequence == round_
+            expected = round_
+        assert len(await collect(store.read_stream(s))) == 5
+
+    # --- idempotency --------------------------------------------------------------------------
+
+    async def test_retry_after_nothing_returns_the_original_result(self, store: EventStore) -> None:
+        """Re-appending the same events with the same expectation returns the first result."""
+        s = StreamId("idem", "i1")
+        batch = [ev(0), ev(1)]
+        first = await store.append(s, batch, NO_STREAM)
+        for expected in (NO_STREAM, chronik.ANY):
+            assert await store.append(s, batch, expected) == first
+        assert len(await collect(store.read_all())) == 2
+
+    async def test_retry_after_later_appends_returns_the_original_result(
+        self, store: EventStore
+    ) -> None:
+        """A retry after other events were appended still returns the original result."""
+        s = StreamId("idem", "i2")
+        await store.append(s, [ev(0)], NO_STREAM)
+        batch = [ev(1), ev(2)]
+        first = await store.append(s, batch, 0)
+        await store.append(s, [ev(3)], 2)
+        assert await store.append(s, batch, 0) == first
+        assert await store.append(s, batch, chronik.ANY) == first
+        assert [e.json()["n"] for e in await collect(store.read_stream(s))] == [0, 1, 2, 3]
+
+    async def test_same_id_with_different_content_is_a_duplicate(self, store: EventStore) -> None:
+        """An event id reused with other content, type, or in another stream is refused."""
+        s = StreamId("idem", "i3")
+        original = ev(0)
+        await store.append(s, [original], NO_STREAM)
+        head = await store.head()
+        variants = [
+            (s, EventData(original.type, {"n": 99}, event_id=original.event_id)),
+            (s, EventData("other.type", {"n": 0}, event_id=original.event_id)),
+            (
+                StreamId("idem", "elsewhere"),
+                EventData(original.type, {"n": 0}, event_id=original.event_id),
+            ),
+        ]
+        for stream, variant in variants:
+            with pytest.raises(chronik.DuplicateEventError):
+                await store.append(stream, [variant])
+            with pytest.raises(chronik.DuplicateEventError):
+                await store.append(stream, [variant], NO_STREAM)
+        partial = [original, ev(1)]  # one stored id, one new: not the same append
+        with pytest.raises(chronik.DuplicateEventError):
+            await store.append(s, partial)
+        assert await store.head() == head
+
+    # --- reading ------------------------------------------------------------------------------
+
+    async def test_read_stream_directions_bounds_and_pages(self, store: EventStore) -> None:
+        """read_stream pages over 2,500 events forward and backward, from any sequence."""
+        s = StreamId("big", "b1")
+        for start in range(0, 2500, 500):
+            await store.append(s, [ev(start + i) for i in range(500)])
+        seqs = [e.sequence for e in await collect(store.read_stream(s))]
+        assert seqs == list(range(2500))
+        back = [e.sequence for e in await collect(store.read_stream(s, backward=True))]
+        assert back == list(range(2499, -1, -1))
+        assert [e.sequence for e in await collect(store.read_stream(s, 1998, limit=5))] == [
+            1998,
+            1999,
+            2000,
+            2001,
+            2002,
+        ]
+        assert [
+            e.sequence for e in await collect(store.read_stream(s, 1001, backward=True, limit=3))
+        ] == [1001, 1000, 999]
+        assert len(await collect(store.read_stream(s, 1200, limit=1500))) == 1300
+        assert await collect(store.read_stream(s, 2500)) == []
+        assert await collect(store.read_stream(s, limit=0)) == []
+        assert await collect(store.read_stream(StreamId("big", "missing"))) == []
+        assert await collect(store.read_stream(StreamId("big", "missing"), backward=True)) == []
+
+    async def test_read_all_order_bounds_filters_and_pages(self, store: EventStore) -> None:
+        """read_all is in commit order both ways, honours after/before/limit and filters."""
+        assert await store.head() is None
+        for i in range(1200):
+            domain = "alpha" if i % 3 else "beta"
+            etype = "t.even" if i % 2 == 0 else "t.odd"
+            await store.append(StreamId(domain, f"s{i % 7}"), [ev(i, etype)])
+        events = await collect(store.read_all())
+        assert [e.json()["n"] for e in events] == list(range(1200))
+        positions = [e.position for e in events]
+        assert all(a < b for a, b in itertools.pairwise(positions))
+        assert await store.head() == positions[-1]
+        newest = await collect(store.read_all(backward=True))
+        assert newest == events[::-1]
+        assert await collect(store.read_all(after=positions[9], limit=3)) == events[10:13]
+        assert await collect(store.read_all(before=positions[10], backward=True, limit=3)) == [
+            events[9],
+            events[8],
+            events[7],
+        ]
+        assert await collect(store.read_all(after=positions[5], before=positions[9])) == events[6:9]
+        beta = await collect(store.read_all(domains=["beta"]))
+        assert beta == [e for e in events if e.stream.domain == "beta"]
+        odd = await collect(store.read_all(types=["t.odd"]))
+        assert odd == [e for e in events if e.type == "t.odd"]
+        both = await collect(store.read_all(domains=["beta"], types=["t.odd"], backward=True))
+        assert both == [e for e in newest if e.stream.domain == "beta" and e.type == "t.odd"]
+        assert await collect(store.read_all(domains=["nobody"])) == []
+        assert await collect(store.read_all(after=positions[-1])) == []
+
+    async def test_appends_and_units_are_never_interleaved(self, store: EventStore) -> None:
+        """Concurrent batch appends and units each occupy a contiguous run of read_all."""
+
+        async def batch(k: int) -> None:
+            await store.append(StreamId("batch", f"b{k}"), [ev(k) for _ in range(7)])
+
+        async def unit(k: int) -> None:
+            async with store.transaction() as tx:
+                tx.append(StreamId("unit", f"u{k}"), [ev(k) for _ in range(3)])
+                tx.append(StreamId("unit", f"v{k}"), [ev(k) for _ in range(4)])
+
+        await asyncio.gather(*(batch(k) for k in range(15)), *(unit(k + 100) for k in range(15)))
+        labels = [e.json()["n"] for e in await collect(store.read_all())]
+        runs = [labels[i : i + 7] for i in range(0, len(labels), 7)]
+        assert len(runs) == 30
+        assert all(len(set(r)) == 1 for r in runs)
+        assert sorted(r[0] for r in runs) == sorted([*range(15), *range(100, 115)])
+
+    # --- units of work ------------------------------------------------------------------------
+
+    async def test_unit_of_work_commits_all_streams(self, store: EventStore) -> None:
+        """A unit appends to several streams (and twice to one), one result per append."""
+        a, b = StreamId("account", "a1"), StreamId("account", "a2")
+        await store.append(a, [ev(0)])
+        async with store.transaction() as tx:
+            tx.append(a, [ev(1)], 0)
+            tx.append(b, [ev(2), ev(3)], NO_STREAM)
+            tx.append(a, [ev(4)], 1)
+        assert [(r.stream, r.first_sequence, r.last_sequence) for r in tx.results] == [
+            (a, 1, 1),
+            (b, 0, 1),
+            (a, 2, 2),
+        ]
+        assert await store.stream_version(a) == 2 and await store.stream_version(b) == 1
+
+    async def test_unit_of_work_with_a_wrong_expectation_writes_nothing(
+        self, store: EventStore
+    ) -> None:
+        """One failing expectation fails the unit, naming the stream, and nothing is written."""
+        a, b = StreamId("account", "a1"), StreamId("account", "a2")
+        await store.append(a, [ev(0)])
+        head = await store.head()
+        with pytest.raises(chronik.WrongExpectedVersion) as info:
+            async with store.transaction() as tx:
+                tx.append(b, [ev(1)], NO_STREAM)
+                tx.append(a, [ev(2)], 5)
+        assert info.value.stream == a and info.value.actual == 0
+        assert await store.head() == head
+        assert await store.stream_version(b) is None
+
+    async def test_exception_inside_a_unit_writes_nothing(self, store: EventStore) -> None:
+        """An exception raised in the ``async with`` body discards the unit."""
+        with pytest.raises(RuntimeError):
+            async with store.transaction() as tx:
+                tx.append(StreamId("account", "a1"), [ev(0)])
+                raise RuntimeError("changed my mind")
+        assert await store.head() is None
+
+    # --- subscriptions ------------------------------------------------------------------------
+
+    async def test_subscribe_catches_up_then_follows_live(self, store: EventStore) -> None:
+        """A subscription delivers stored then live events once each, in order, from writers."""
+        for i in range(30):
+            await store.append(StreamId("sub", f"s{i % 3}"), [ev(i)])
+        sub = store.subscribe()
+        got: list[chronik.RecordedEvent] = []
+
+        async def consume() -> None:
+            async for e in sub:
+                got.append(e)
+                if len(got) == 130:
+                    return
+
+        task = asyncio.create_task(consume())
+
+        async def writer(k: int) -> None:
+            for i in range(25):
+                await store.append(StreamId("sub", f"w{k}"), [ev(1000 * k + i)])
+                if i % 5 == 0:
+                    await asyncio.sleep(0.001)
+
+        await asyncio.gather(*(writer(k) for k in range(1, 5)))
+        await asyncio.wait_for(task, 10)
+        assert sub.caught_up
+        assert got == await collect(store.read_all())
+        await sub.close()
+
+    async def test_subscribe_resumes_and_filters(self, store: EventStore) -> None:
+        """A subscription starts after a position and sees only the domains/types asked for."""
+        for i in range(10):
+            await store.append(StreamId("a" if i % 2 else "b", "x"), [ev(i, f"t.{i % 3}")])
+        events = await collect(store.read_all())
+        async with store.subscribe(after=events[4].position) as sub:
+            resumed = [await anext(sub) for _ in range(5)]
+        assert resumed == events[5:]
+        async with store.subscribe(domains=["a"], types=["t.1", "t.2"]) as sub:
+            wanted = [e for e in events if e.stream.domain == "a" and e.type != "t.0"]
+            got = [await anext(sub) for _ in range(len(wanted))]
+            assert got == wanted
+            live = await store.append(StreamId("a", "x"), [ev(99, "t.1")])
+            await store.append(StreamId("b", "x"), [ev(100, "t.1")])
+            nxt = await asyncio.wait_for(anext(sub), 5)
+            assert nxt.position == live.position
+
+    async def test_closing_a_subscription_ends_iteration(self, store: EventStore) -> None:
+        """close() ends a subscription that is waiting for live events."""
+        sub = store.subscribe()
+
+        async def drain() -> int:
+            return len([e async for e in sub])
+
+        task = asyncio.create_task(drain())
+        await store.append(StreamId("sub", "s"), [ev()])
+        await asyncio.sleep(0.05)
+        await sub.close()
+        assert await asyncio.wait_for(task, 5) == 1
+
+    # --- bad input ----------------------------------------------------------------------------
+
+    async def test_bad_input_is_typed_and_stores_nothing(self, make_store: StoreFactory) -> None:
+        """Each kind of bad input raises its ValidationError subclass; nothing is stored."""
+        store = await make_store(max_payload_bytes=1000, max_append_events=5)
+        s = StreamId("ok", "fine")
+        cases: list[tuple[type[Exception], Callable[[], Awaitable[Any]]]] = [
+            (chronik.InvalidEventType, lambda: store.append(s, [EventData("bad type!", {})])),
+            (chronik.InvalidEventType, lambda: store.append(s, [EventData("", {})])),
+            (chronik.PayloadTooLarge, lambda: store.append(s, [EventData("t", {"x": "y" * 1000})])),
+            (chronik.PayloadTooLarge, lambda: store.append(s, [EventData("t", b"1" * 1001)])),
+            (chronik.TooManyEvents, lambda: store.append(s, [ev(i) for i in range(6)])),
+            (chronik.SerializationError, lambda: store.append(s, [EventData("t", {"x": {1j}})])),
+            (chronik.SerializationError, lambda: store.append(s, [EventData("t", object())])),
+            (chronik.SerializationError, lambda: store.append(s, [EventData("t", b"{nope")])),
+            (chronik.ValidationError, lambda: store.append(s, [])),
+            (chronik.ValidationError, lambda: store.append(s, [ev(), {"type": "x"}])),  # type: ignore[list-item]
+            (chronik.ValidationError, lambda: store.append(s, [EventData("t", {}, {"k": 1})])),  # type: ignore[dict-item]
+            (
+                chronik.ValidationError,
+                lambda: store.append(s, [EventData("t", {}, schema_version=0)]),
+            ),
+            (chronik.ValidationError, lambda: store.append("ok/fine", [ev()])),  # type: ignore[arg-type]
+        ]
+        same = ev()
+        cases.append((chronik.ValidationError, lambda: store.append(s, [same, same])))
+        for bad in ("foo", -1, True, 1.5, None):
+            cases.append(
+                (chronik.InvalidExpectedVersion, lambda bad=bad: store.append(s, [ev()], bad))  # type: ignore[misc]
+            )
+        for error, call in cases:
+            with pytest.raises(error):
+                await call()
+        assert await store.head() is None
+        with pytest.raises(chronik.InvalidStreamId):
+            StreamId("Bad Domain", "x")
+        default = await make_store()
+        with pytest.raises(chronik.PayloadTooLarge):
+            await default.append(s, [EventData("t", {"x": "y" * (1024 * 1024)})])
+        with pytest.raises(chronik.TooManyEvents):
+            await default.append(s, [ev(i) for i in range(1001)])
+        assert await default.head() is None
+
+    async def test_bytes_payloads_are_stored_as_they_are(self, store: EventStore) -> None:
+        """Bytes with a content type round-trip untouched; JSON bytes are stored verbatim."""
+        s = StreamId("blob", "b1")
+        secret = bytes(range(256))
+        await store.append(
+            s,
+            [
+                EventData("secret.sealed", secret, content_type="application/octet-stream"),
+                EventData("json.raw", b'{"b": 1,  "a": 2}'),
+            ],
+        )
+        sealed, raw_json = await collect(store.read_stream(s))
+        assert sealed.payload == secret and sealed.content_type == "application/octet-stream"
+        assert raw_json.payload == b'{"b": 1,  "a": 2}' and raw_json.content_type == chronik.JSON
+        with pytest.raises(chronik.ValidationError):
+            await store.append(s, [EventData("t", {"a": 1}, content_type="text/plain")])
+
+    async def test_metadata_and_timestamps_round_trip(self, store: EventStore) -> None:
+        """Metadata keys come back as stored; recorded_at is aware UTC and close to now."""
+        s = StreamId("meta", "m1")
+        md = {"correlation_id": "corr-1", "causation_id": "cmd-1", "user": "ada"}
+        await store.append(s, [EventData("t", {}, md), EventData("t", {})])
+        with_md, without = await collect(store.read_stream(s))
+        assert dict(with_md.metadata) == md and with_md.metadata.correlation_id == "corr-1"
+        assert dict(without.metadata) == {}
+        assert with_md.recorded_at.tzinfo is UTC
+        assert abs((datetime.now(UTC) - with_md.recorded_at).total_seconds()) < 60
+
+    async def test_list_streams_filters_and_pages(self, store: EventStore) -> None:
+        """list_streams yields each stream once with its version, by domain and prefix."""
+        for i in range(1100):
+            await store.append(StreamId("many" if i % 2 else "few", f"id-{i}"), [ev()])
+        await store.append(StreamId("few", "id-0"), [ev()])
+        infos = [i async for i in store.list_streams()]
+        assert len(infos) == 1100 and len({i.stream for i in infos}) == 1100
+        few = [i async for i in store.list_streams(domain="few", prefix="id-0")]
+        assert [(i.stream.aggregate_id, i.version) for i in few] == [("id-0", 1)]
+        assert len([i async for i in store.list_streams(domain="many", limit=10)]) == 10
