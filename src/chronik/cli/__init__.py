@@ -1,0 +1,223 @@
+"""The ``chronik`` command: look at and manage a store from the shell (extra ``cli``)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from chronik.errors import ChronikError
+from chronik.messages import JSON, Position, RecordedEvent, StreamId
+from chronik.store import open_store
+
+try:
+    import typer
+    from rich.console import Console
+    from rich.table import Table
+except ImportError:  # pragma: no cover - exercised without the extra
+    typer = None  # type: ignore[assignment]
+
+__all__ = ["main"]
+
+DEFAULT_STORE = "sqlite:///data/events.db"
+T = TypeVar("T")
+
+
+def _store_url(store: str | None) -> str:
+    return store or os.environ.get("CHRONIK_STORE") or DEFAULT_STORE
+
+
+def _run(make: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine; chronik errors become a one-line message and exit code 1."""
+    try:
+        return asyncio.run(make())  # type: ignore[arg-type]
+    except ChronikError as err:
+        Console(stderr=True).print(f"[red]error:[/red] {err}", highlight=False)
+        raise typer.Exit(1) from None
+
+
+def event_json(e: RecordedEvent) -> dict[str, Any]:
+    """An event as a JSON-ready dict (payload decoded when it is JSON, else base64)."""
+    payload: Any = e.json() if e.content_type == JSON else base64.b64encode(e.payload).decode()
+    return {
+        "event_id": e.event_id,
+        "stream": str(e.stream),
+        "sequence": e.sequence,
+        "type": e.type,
+        "schema_version": e.schema_version,
+        "payload": payload,
+        "content_type": e.content_type,
+        "metadata": dict(e.metadata),
+        "recorded_at": e.recorded_at.isoformat(),
+        "position": str(e.position),
+    }
+
+
+def _short(e: RecordedEvent, width: int = 60) -> str:
+    text = (
+        json.dumps(e.json(), separators=(",", ":"))
+        if e.content_type == JSON
+        else f"<{len(e.payload)} bytes {e.content_type}>"
+    )
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _print_event(console: Console, e: RecordedEvent, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(event_json(e)), flush=True)
+    else:
+        console.print(
+            f"[dim]@{e.position}[/dim] {e.stream} #{e.sequence} [bold]{e.type}[/bold] {_short(e)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def _build() -> typer.Typer:
+    app = typer.Typer(
+        help="chronik: event sourcing for Python.", no_args_is_help=True, add_completion=False
+    )
+    db = typer.Typer(help="Database schema.", no_args_is_help=True)
+    streams = typer.Typer(help="Streams.", no_args_is_help=True)
+    events = typer.Typer(help="Events.", no_args_is_help=True)
+    app.add_typer(db, name="db")
+    app.add_typer(streams, name="streams")
+    app.add_typer(events, name="events")
+    store_opt = typer.Option(
+        None, "--store", help=f"Store URL [env CHRONIK_STORE; default {DEFAULT_STORE}]"
+    )
+    console = Console()
+
+    def version_callback(value: bool) -> None:
+        if value:
+            from chronik import __version__
+
+            print(f"chronik {__version__}")
+            raise typer.Exit()
+
+    @app.callback()
+    def root(
+        version: bool = typer.Option(
+            False,
+            "--version",
+            callback=version_callback,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ) -> None:
+        """chronik: event sourcing for Python."""
+
+    @db.command("init")
+    def db_init(store: str | None = store_opt) -> None:
+        """Create or migrate the store's schema."""
+        url = _store_url(store)
+
+        async def go() -> str:
+            async with open_store(url) as s:
+                head = await s.head()
+            return f"store {url} is ready (head position: {head or 'empty'})"
+
+        console.print(_run(go), highlight=False)
+
+    @streams.command("list")
+    def streams_list(
+        store: str | None = store_opt,
+        domain: str | None = typer.Option(None, help="Only this domain."),
+        prefix: str | None = typer.Option(None, help="Only aggregate ids with this prefix."),
+        limit: int = typer.Option(100, help="At most this many streams."),
+        as_json: bool = typer.Option(False, "--json", help="JSON lines."),
+    ) -> None:
+        """List streams and their versions."""
+
+        async def go() -> list[tuple[str, int]]:
+            async with open_store(_store_url(store)) as s:
+                return [
+                    (str(i.stream), i.version) async for i in s.list_streams(domain, prefix, limit)
+                ]
+
+        rows = _run(go)
+        if as_json:
+            for name, version in rows:
+                print(json.dumps({"stream": name, "version": version}))
+            return
+        table = Table("stream", "version")
+        for name, version in rows:
+            table.add_row(name, str(version))
+        console.print(table)
+
+    @events.command("read")
+    def events_read(
+        stream: str = typer.Argument(..., help="DOMAIN/AGGREGATE_ID"),
+        store: str | None = store_opt,
+        from_: int | None = typer.Option(None, "--from", help="Start at this sequence."),
+        backward: bool = typer.Option(False, help="Newest first."),
+        limit: int | None = typer.Option(None, help="At most this many events."),
+        as_json: bool = typer.Option(False, "--json", help="JSON lines."),
+    ) -> None:
+        """Read the events of one stream."""
+
+        async def go() -> list[RecordedEvent]:
+            sid = StreamId.parse(stream)
+            async with open_store(_store_url(store)) as s:
+                return [e async for e in s.read_stream(sid, from_, backward, limit)]
+
+        found = _run(go)
+        if as_json:
+            for e in found:
+                print(json.dumps(event_json(e)))
+            return
+        table = Table("seq", "type", "position", "recorded at", "payload")
+        for e in found:
+            table.add_row(
+                str(e.sequence),
+                e.type,
+                str(e.position),
+                e.recorded_at.strftime("%Y-%m-%d %H:%M:%S"),
+                _short(e),
+            )
+        console.print(table)
+
+    @events.command("tail")
+    def events_tail(
+        store: str | None = store_opt,
+        domain: list[str] | None = typer.Option(None, help="Only these domains."),
+        type_: list[str] | None = typer.Option(None, "--type", help="Only these types."),
+        from_start: bool = typer.Option(False, "--from-start", help="Replay stored events."),
+        after: str | None = typer.Option(None, help="Start after this position."),
+        count: int | None = typer.Option(None, hidden=True, help="Stop after N events."),
+        as_json: bool = typer.Option(False, "--json", help="JSON lines."),
+    ) -> None:
+        """Follow new events live (Ctrl-C to stop)."""
+
+        async def go() -> None:
+            async with open_store(_store_url(store)) as s:
+                start = Position.parse(after) if after else (None if from_start else await s.head())
+                if not as_json:
+                    Console(stderr=True).print(
+                        f"following {s.url} after {start or 'start'}", style="dim"
+                    )
+                seen = 0
+                async with s.subscribe(start, domain or None, type_ or None) as sub:
+                    async for e in sub:
+                        _print_event(console, e, as_json)
+                        seen += 1
+                        if count is not None and seen >= count:
+                            return
+
+        with contextlib.suppress(KeyboardInterrupt):
+            _run(go)
+
+    return app
+
+
+def main() -> None:
+    """Entry point of the ``chronik`` command."""
+    if typer is None:
+        print("the chronik command needs: pip install 'chronik[cli]'", file=sys.stderr)
+        raise SystemExit(2)
+    _build()()

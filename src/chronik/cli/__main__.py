@@ -1,0 +1,5 @@
+"""python -m chronik.cli"""
+
+from chronik.cli import main
+
+main()
