@@ -185,8 +185,8 @@ def _build() -> typer.Typer:
     @events.command("tail")
     def events_tail(
         store: str | None = store_opt,
-        domain: list[str] | None = typer.Option(None, help="Only these domains."),
-        type_: list[str] | None = typer.Option(None, "--type", help="Only these types."),
+        domain: list[str] | None = typer.Option(None, help="Only these domains."),  # noqa: B008
+        type_: list[str] | None = typer.Option(None, "--type", help="Only these types."),  # noqa: B008
         from_start: bool = typer.Option(False, "--from-start", help="Replay stored events."),
         after: str | None = typer.Option(None, help="Start after this position."),
         count: int | None = typer.Option(None, hidden=True, help="Stop after N events."),
