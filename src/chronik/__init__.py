@@ -6,6 +6,7 @@ URL through ``open_store``.
 
 from chronik.codec import EventRegistry
 from chronik.errors import (
+    CheckpointFenced,
     ChronikError,
     ConcurrencyError,
     ConfigurationError,
@@ -31,12 +32,14 @@ from chronik.messages import (
     NO_STREAM,
     STREAM_EXISTS,
     AppendResult,
+    Checkpoint,
     EventData,
     Expected,
     ExpectedState,
     Metadata,
     Position,
     RecordedEvent,
+    Snapshot,
     StreamId,
     StreamInfo,
     new_event_id,
@@ -49,6 +52,8 @@ __version__ = "0.1.0"
 __all__ = [
     "ANY",
     "AppendResult",
+    "Checkpoint",
+    "CheckpointFenced",
     "ChronikError",
     "ConcurrencyError",
     "ConfigurationError",
@@ -71,6 +76,7 @@ __all__ = [
     "RecordedEvent",
     "STREAM_EXISTS",
     "SerializationError",
+    "Snapshot",
     "StoreClosed",
     "StoreUnavailable",
     "StreamId",

@@ -11,7 +11,8 @@
     │   ├── SerializationError      a payload or metadata value that cannot be encoded as JSON
     │   └── InvalidExpectedVersion  an expectation that is not ANY/NO_STREAM/STREAM_EXISTS/int >= 0
     ├── ConcurrencyError            optimistic concurrency lost
-    │   └── WrongExpectedVersion    the stream was not at the expected version (expected, actual)
+    │   ├── WrongExpectedVersion    the stream was not at the expected version (expected, actual)
+    │   └── CheckpointFenced        a checkpoint write from an older lease epoch than the stored one
     ├── DuplicateEventError         an event id already stored with different content
     ├── UnknownEventType            a type name the registry does not allow
     ├── DeserializationError        stored bytes that do not decode into the registered class
@@ -27,6 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "CheckpointFenced",
     "ChronikError",
     "ConcurrencyError",
     "ConfigurationError",
@@ -122,6 +124,20 @@ class WrongExpectedVersion(ConcurrencyError):
         self.actual = actual
         shown = "no stream" if actual is None else f"version {actual}"
         super().__init__(f"stream {stream} expected {expected}, found {shown}")
+
+
+class CheckpointFenced(ConcurrencyError):
+    """A checkpoint write whose lease epoch is older than the stored one; nothing was written."""
+
+    def __init__(self, name: str, partition: int, epoch: int, stored_epoch: int) -> None:
+        self.name = name
+        self.partition = partition
+        self.epoch = epoch
+        self.stored_epoch = stored_epoch
+        super().__init__(
+            f"checkpoint {name}[{partition}] is held at epoch {stored_epoch}; "
+            f"a write from epoch {epoch} is fenced off"
+        )
 
 
 class DuplicateEventError(ChronikError):

@@ -21,12 +21,14 @@ __all__ = [
     "NO_STREAM",
     "STREAM_EXISTS",
     "AppendResult",
+    "Checkpoint",
     "EventData",
     "Expected",
     "ExpectedState",
     "Metadata",
     "Position",
     "RecordedEvent",
+    "Snapshot",
     "StreamId",
     "StreamInfo",
     "new_event_id",
@@ -297,3 +299,28 @@ class StreamInfo(msgspec.Struct, frozen=True):
 
     stream: StreamId
     version: int
+
+
+class Snapshot(msgspec.Struct, frozen=True):
+    """A cached state of one stream after ``sequence``: derived data, safe to drop at any time.
+
+    ``type`` names what the state is (an aggregate or decider), ``schema_version`` its shape, so
+    a snapshot of an older shape is ignored and the stream replayed instead.
+    """
+
+    stream: StreamId
+    sequence: int
+    type: str
+    schema_version: int
+    state: bytes
+    taken_at_us: int = 0
+
+
+class Checkpoint(msgspec.Struct, frozen=True):
+    """How far a processor (one partition of it) has got, and the lease epoch that wrote it."""
+
+    name: str
+    partition: int
+    position: Position
+    epoch: int = 0
+    updated_at_us: int = 0

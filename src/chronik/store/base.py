@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import re
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, NamedTuple, Self
@@ -32,12 +33,14 @@ from chronik.messages import (
     NO_STREAM,
     STREAM_EXISTS,
     AppendResult,
+    Checkpoint,
     EventData,
     Expected,
     ExpectedState,
     Metadata,
     Position,
     RecordedEvent,
+    Snapshot,
     StreamId,
     StreamInfo,
 )
@@ -48,14 +51,17 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MAX_APPEND_EVENTS",
     "DEFAULT_MAX_PAYLOAD_BYTES",
+    "DEFAULT_MAX_SNAPSHOT_BYTES",
     "AppendRequest",
     "EventStore",
     "PreparedEvent",
     "UnitOfWork",
+    "WriteUnit",
 ]
 
 DEFAULT_MAX_PAYLOAD_BYTES: Final = 1024 * 1024
 DEFAULT_MAX_APPEND_EVENTS: Final = 1000
+DEFAULT_MAX_SNAPSHOT_BYTES: Final = 16 * 1024 * 1024
 READ_PAGE: Final = 1000
 _TYPE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,127}")
 _CONTENT_TYPE_RE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+(;.{0,64})?", re.I)
@@ -79,6 +85,14 @@ class AppendRequest(NamedTuple):
     stream: StreamId
     events: list[PreparedEvent]
     expected: Expected
+
+
+class WriteUnit(NamedTuple):
+    """What an adapter commits as one transaction: appends, checkpoints and snapshots."""
+
+    appends: list[AppendRequest]
+    checkpoints: list[Checkpoint]
+    snapshots: list[Snapshot]
 
 
 def check_expected(expected: Expected, actual: int | None) -> bool:
@@ -195,7 +209,7 @@ class EventStore(abc.ABC):
         request = self.prepare(stream, events, expected)
         if self._state != "open":
             await self.open()
-        return (await self._write([request]))[0]
+        return (await self._write(WriteUnit([request], [], [])))[0]
 
     def transaction(self) -> UnitOfWork:
         """A unit of work: appends to several streams, committed all or nothing."""
@@ -388,6 +402,60 @@ class EventStore(abc.ABC):
             if remaining is not None:
                 remaining -= len(page)
 
+    async def get_event(self, event_id: str) -> RecordedEvent | None:
+        """The stored event with this id, or None."""
+        if not isinstance(event_id, str) or not 0 < len(event_id) <= 64:
+            raise ValidationError(f"invalid event id {event_id!r}", field="event_id")
+        await self._ready()
+        return await self._get_event(event_id)
+
+    # --- snapshots and checkpoints ------------------------------------------------------------
+
+    async def load_snapshot(self, stream: StreamId) -> Snapshot | None:
+        """The latest snapshot of ``stream``, or None."""
+        if not isinstance(stream, StreamId):
+            raise ValidationError(f"expected a StreamId, got {stream!r}", field="stream")
+        await self._ready()
+        return await self._load_snapshot(stream)
+
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Store a snapshot; one with a lower sequence than the stored one is ignored."""
+        unit = WriteUnit([], [], [self.check_snapshot(snapshot)])
+        await self._ready()
+        await self._write(unit)
+
+    async def load_checkpoint(self, name: str, partition: int = 0) -> Checkpoint | None:
+        """The stored checkpoint of processor ``name`` (one partition of it), or None."""
+        _check_checkpoint_key(name, partition)
+        await self._ready()
+        return await self._load_checkpoint(name, partition)
+
+    async def save_checkpoint(
+        self, name: str, position: Position, partition: int = 0, epoch: int = 0
+    ) -> None:
+        """Store a checkpoint on its own; CheckpointFenced if a newer epoch holds it."""
+        async with self.transaction() as tx:
+            tx.save_checkpoint(name, position, partition, epoch)
+
+    def check_snapshot(self, snapshot: Snapshot) -> Snapshot:
+        """Validate a snapshot (raises ValidationError) and stamp it with the time."""
+        if not isinstance(snapshot, Snapshot) or not isinstance(snapshot.stream, StreamId):
+            raise ValidationError(f"expected a Snapshot, got {snapshot!r}", field="snapshot")
+        if type(snapshot.sequence) is not int or snapshot.sequence < 0:
+            raise ValidationError(f"invalid snapshot sequence {snapshot.sequence!r}")
+        if not isinstance(snapshot.type, str) or not _TYPE_RE.fullmatch(snapshot.type):
+            raise InvalidEventType(f"invalid snapshot type {snapshot.type!r}", field="type")
+        if type(snapshot.schema_version) is not int or snapshot.schema_version < 1:
+            raise ValidationError(
+                f"invalid snapshot schema_version {snapshot.schema_version!r}",
+                field="schema_version",
+            )
+        if not isinstance(snapshot.state, bytes):
+            raise ValidationError("snapshot state must be bytes", field="state")
+        if len(snapshot.state) > DEFAULT_MAX_SNAPSHOT_BYTES:
+            raise PayloadTooLarge(len(snapshot.state), DEFAULT_MAX_SNAPSHOT_BYTES)
+        return msgspec.structs.replace(snapshot, taken_at_us=time.time_ns() // 1000)
+
     # --- change notification (for subscriptions) ----------------------------------------------
 
     def change_signal(self) -> asyncio.Event:
@@ -414,8 +482,22 @@ class EventStore(abc.ABC):
     async def _close(self) -> None: ...
 
     @abc.abstractmethod
-    async def _write(self, requests: list[AppendRequest]) -> list[AppendResult]:
-        """Commit the requests as one unit (all or nothing) and notify subscribers."""
+    async def _write(self, unit: WriteUnit) -> list[AppendResult]:
+        """Commit the unit (all or nothing), notify subscribers; one result per append.
+
+        Checkpoints are written only if no stored epoch of the same (name, partition) is newer
+        (else CheckpointFenced); a snapshot replaces the stored one of its stream unless that
+        one has a higher sequence.
+        """
+
+    @abc.abstractmethod
+    async def _get_event(self, event_id: str) -> RecordedEvent | None: ...
+
+    @abc.abstractmethod
+    async def _load_snapshot(self, stream: StreamId) -> Snapshot | None: ...
+
+    @abc.abstractmethod
+    async def _load_checkpoint(self, name: str, partition: int) -> Checkpoint | None: ...
 
     @abc.abstractmethod
     async def _stream_version(self, stream: StreamId) -> int | None: ...
@@ -451,6 +533,8 @@ class UnitOfWork:
     def __init__(self, store: EventStore) -> None:
         self._store = store
         self._requests: list[AppendRequest] = []
+        self._checkpoints: list[Checkpoint] = []
+        self._snapshots: list[Snapshot] = []
         self._event_ids: set[str] = set()
         self._results: list[AppendResult] | None = None
 
@@ -467,6 +551,25 @@ class UnitOfWork:
         self._event_ids |= ids
         self._requests.append(request)
 
+    def save_checkpoint(
+        self, name: str, position: Position, partition: int = 0, epoch: int = 0
+    ) -> None:
+        """Commit a processor's checkpoint with the unit (fenced by ``epoch``)."""
+        if self._results is not None:
+            raise ValidationError("this unit of work is already committed")
+        _check_checkpoint_key(name, partition)
+        if not isinstance(position, Position):
+            raise ValidationError(f"expected a Position, got {position!r}", field="position")
+        if type(epoch) is not int or epoch < 0:
+            raise ValidationError(f"invalid epoch {epoch!r}", field="epoch")
+        self._checkpoints.append(Checkpoint(name, partition, position, epoch))
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Commit a snapshot with the unit."""
+        if self._results is not None:
+            raise ValidationError("this unit of work is already committed")
+        self._snapshots.append(self._store.check_snapshot(snapshot))
+
     @property
     def results(self) -> list[AppendResult]:
         """One AppendResult per append, in order; available after commit."""
@@ -477,9 +580,11 @@ class UnitOfWork:
     async def commit(self) -> list[AppendResult]:
         """Write the unit; raises WrongExpectedVersion naming the stream if any append fails."""
         if self._results is None:
-            if self._requests:
+            if self._requests or self._checkpoints or self._snapshots:
                 await self._store._ready()
-                self._results = await self._store._write(self._requests)
+                self._results = await self._store._write(
+                    WriteUnit(self._requests, self._checkpoints, self._snapshots)
+                )
             else:
                 self._results = []
         return self._results
@@ -495,6 +600,16 @@ class UnitOfWork:
     ) -> None:
         if exc_type is None:
             await self.commit()
+
+
+_CHECKPOINT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}")
+
+
+def _check_checkpoint_key(name: str, partition: int) -> None:
+    if not isinstance(name, str) or not _CHECKPOINT_NAME_RE.fullmatch(name):
+        raise ValidationError(f"invalid processor name {name!r}", field="name")
+    if type(partition) is not int or not 0 <= partition < 65536:
+        raise ValidationError(f"invalid partition {partition!r}", field="partition")
 
 
 def _check_limit(limit: int | None) -> None:

@@ -5,12 +5,23 @@ from __future__ import annotations
 import bisect
 import time
 
-from chronik.errors import WrongExpectedVersion
-from chronik.messages import AppendResult, Position, RecordedEvent, StreamId, StreamInfo
+import msgspec
+
+from chronik.errors import CheckpointFenced, WrongExpectedVersion
+from chronik.messages import (
+    AppendResult,
+    Checkpoint,
+    Position,
+    RecordedEvent,
+    Snapshot,
+    StreamId,
+    StreamInfo,
+)
 from chronik.store.base import (
     AppendRequest,
     EventStore,
     PreparedEvent,
+    WriteUnit,
     check_expected,
     match_duplicate,
 )
@@ -28,6 +39,8 @@ class MemoryEventStore(EventStore):
         self._streams: dict[StreamId, list[RecordedEvent]] = {}
         self._stream_order: list[StreamId] = []
         self._by_id: dict[str, tuple[PreparedEvent, RecordedEvent]] = {}
+        self._snapshots: dict[StreamId, Snapshot] = {}
+        self._checkpoints: dict[tuple[str, int], Checkpoint] = {}
 
     async def _open(self) -> None:
         pass
@@ -35,8 +48,13 @@ class MemoryEventStore(EventStore):
     async def _close(self) -> None:
         pass
 
-    async def _write(self, requests: list[AppendRequest]) -> list[AppendResult]:
+    async def _write(self, unit: WriteUnit) -> list[AppendResult]:
         # Check every request against the state as earlier requests of the unit leave it.
+        requests = unit.appends
+        for cp in unit.checkpoints:
+            stored = self._checkpoints.get((cp.name, cp.partition))
+            if stored is not None and stored.epoch > cp.epoch:
+                raise CheckpointFenced(cp.name, cp.partition, cp.epoch, stored.epoch)
         versions: dict[StreamId, int | None] = {}
         plan: list[AppendResult | None] = []
         for req in requests:
@@ -80,8 +98,27 @@ class MemoryEventStore(EventStore):
             results.append(
                 AppendResult(req.stream, first, len(stream_events) - 1, self._events[-1].position)
             )
-        self._notify()
+        for cp in unit.checkpoints:
+            self._checkpoints[(cp.name, cp.partition)] = msgspec.structs.replace(
+                cp, updated_at_us=now
+            )
+        for snap in unit.snapshots:
+            old = self._snapshots.get(snap.stream)
+            if old is None or old.sequence <= snap.sequence:
+                self._snapshots[snap.stream] = snap
+        if requests:
+            self._notify()
         return results
+
+    async def _get_event(self, event_id: str) -> RecordedEvent | None:
+        hit = self._by_id.get(event_id)
+        return None if hit is None else hit[1]
+
+    async def _load_snapshot(self, stream: StreamId) -> Snapshot | None:
+        return self._snapshots.get(stream)
+
+    async def _load_checkpoint(self, name: str, partition: int) -> Checkpoint | None:
+        return self._checkpoints.get((name, partition))
 
     def _find_duplicate(self, req: AppendRequest) -> AppendResult | None:
         stored = []

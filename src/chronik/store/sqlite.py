@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
 from chronik.errors import (
+    CheckpointFenced,
     ChronikError,
     ConfigurationError,
     StoreUnavailable,
@@ -36,6 +37,7 @@ from chronik.store.base import (
     AppendRequest,
     EventStore,
     PreparedEvent,
+    WriteUnit,
     check_expected,
     match_duplicate,
 )
@@ -64,7 +66,7 @@ def _is_busy(exc: sqlite3.Error) -> bool:
 
 
 Outcome = list[AppendResult] | BaseException
-Pending = tuple[list[AppendRequest], "asyncio.Future[list[AppendResult]]"]
+Pending = tuple[WriteUnit, "asyncio.Future[list[AppendResult]]"]
 
 
 class SQLiteEventStore(SQLiteReader, EventStore):
@@ -156,10 +158,10 @@ class SQLiteEventStore(SQLiteReader, EventStore):
 
     # --- writing: group commit ----------------------------------------------------------------
 
-    async def _write(self, requests: list[AppendRequest]) -> list[AppendResult]:
+    async def _write(self, unit: WriteUnit) -> list[AppendResult]:
         loop = self._loop
         fut: asyncio.Future[list[AppendResult]] = loop.create_future()
-        self._queue.append((requests, fut))
+        self._queue.append((unit, fut))
         self._idle.clear()
         if self._inline:
             if not self._flush_scheduled:
@@ -217,7 +219,7 @@ class SQLiteEventStore(SQLiteReader, EventStore):
 
     def _deliver(self, batch: list[Pending], outcomes: Sequence[Outcome]) -> None:
         wrote = False
-        for (_requests, fut), outcome in zip(batch, outcomes, strict=True):
+        for (_unit, fut), outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 if not fut.done():
                     fut.set_exception(outcome)
@@ -244,11 +246,11 @@ class SQLiteEventStore(SQLiteReader, EventStore):
         outcomes: list[Outcome] = []
         savepoints = len(batch) > 1
         try:
-            for requests, _fut in batch:
+            for unit, _fut in batch:
                 if savepoints:
                     conn.execute("SAVEPOINT unit")
                 try:
-                    outcomes.append(self._write_unit(conn, requests, now))
+                    outcomes.append(self._write_unit(conn, unit, now))
                 except ChronikError as exc:
                     if not savepoints:
                         conn.execute("ROLLBACK")
@@ -269,10 +271,42 @@ class SQLiteEventStore(SQLiteReader, EventStore):
         return outcomes
 
     def _write_unit(
-        self, conn: sqlite3.Connection, requests: list[AppendRequest], now: int
+        self, conn: sqlite3.Connection, unit: WriteUnit, now: int
     ) -> list[AppendResult]:
+        for cp in unit.checkpoints:
+            row = conn.execute(
+                "SELECT epoch FROM chronik_checkpoints WHERE name = ? AND partition = ?",
+                (cp.name, cp.partition),
+            ).fetchone()
+            if row is not None and row[0] > cp.epoch:
+                raise CheckpointFenced(cp.name, cp.partition, cp.epoch, row[0])
+            conn.execute(
+                "INSERT OR REPLACE INTO chronik_checkpoints (name, partition, commit_pos, "
+                "index_pos, epoch, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (cp.name, cp.partition, cp.position.commit, cp.position.index, cp.epoch, now),
+            )
+        for snap in unit.snapshots:
+            st = snap.stream
+            conn.execute(
+                "INSERT INTO chronik_snapshots (tenant, domain, aggregate_id, sequence, type, "
+                "schema_version, state, taken_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (tenant, domain, aggregate_id) DO UPDATE SET "
+                "sequence = excluded.sequence, type = excluded.type, "
+                "schema_version = excluded.schema_version, state = excluded.state, "
+                "taken_at = excluded.taken_at WHERE excluded.sequence >= sequence",
+                (
+                    st.tenant,
+                    st.domain,
+                    st.aggregate_id,
+                    snap.sequence,
+                    snap.type,
+                    snap.schema_version,
+                    snap.state,
+                    snap.taken_at_us,
+                ),
+            )
         results = []
-        for req in requests:
+        for req in unit.appends:
             stream = req.stream
             key = (stream.tenant, stream.domain, stream.aggregate_id)
             row = conn.execute(SELECT_STREAM, key).fetchone()
@@ -375,8 +409,8 @@ class SQLiteEventStore(SQLiteReader, EventStore):
     # --- checkpoints and cross-process notification --------------------------------------------
 
     def _maybe_checkpoint(self, batch: list[Pending]) -> None:
-        for requests, _ in batch:
-            for req in requests:
+        for unit, _ in batch:
+            for req in unit.appends:
                 for e in req.events:
                     self._checkpoint_bytes += len(e.payload) + 200
         if self._checkpoint_bytes >= CHECKPOINT_BYTES and self._checkpoint_future is None:

@@ -7,7 +7,15 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from chronik.errors import StoreUnavailable
-from chronik.messages import JSON, Position, RecordedEvent, StreamId, StreamInfo
+from chronik.messages import (
+    JSON,
+    Checkpoint,
+    Position,
+    RecordedEvent,
+    Snapshot,
+    StreamId,
+    StreamInfo,
+)
 
 __all__ = ["SQLiteReader"]
 
@@ -106,6 +114,32 @@ class SQLiteReader:
             for r in rows
         ]
 
+    async def _get_event(self, event_id: str) -> RecordedEvent | None:
+        rows = self._read(f"SELECT {_COLS} FROM chronik_events WHERE event_id = ?", (event_id,))
+        return self._recorded(rows)[0] if rows else None
+
+    async def _load_snapshot(self, stream: StreamId) -> Snapshot | None:
+        rows = self._read(
+            "SELECT sequence, type, schema_version, state, taken_at FROM chronik_snapshots "
+            "WHERE tenant = ? AND domain = ? AND aggregate_id = ?",
+            (stream.tenant, stream.domain, stream.aggregate_id),
+        )
+        if not rows:
+            return None
+        seq, stype, version, state, taken_at = rows[0]
+        return Snapshot(stream, seq, stype, version, state, taken_at)
+
+    async def _load_checkpoint(self, name: str, partition: int) -> Checkpoint | None:
+        rows = self._read(
+            "SELECT commit_pos, index_pos, epoch, updated_at FROM chronik_checkpoints "
+            "WHERE name = ? AND partition = ?",
+            (name, partition),
+        )
+        if not rows:
+            return None
+        commit, index, epoch, updated_at = rows[0]
+        return Checkpoint(name, partition, Position(commit, index), epoch, updated_at)
+
     async def _read_all_page(
         self,
         after: Position | None,
@@ -139,6 +173,9 @@ class SQLiteReader:
             f"ORDER BY position {'DESC' if backward else 'ASC'} LIMIT ?",
             params,
         )
+        return self._recorded(rows)
+
+    def _recorded(self, rows: list[Any]) -> list[RecordedEvent]:
         streams = self._streams_by_id
         out = []
         for r in rows:

@@ -12,7 +12,7 @@ from chronik.errors import ConfigurationError
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate", "options_from_url", "path_from_url"]
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 MIGRATIONS: Final[dict[int, list[str]]] = {
     1: [
         """CREATE TABLE chronik_streams (
@@ -35,6 +35,26 @@ MIGRATIONS: Final[dict[int, list[str]]] = {
             recorded_at INTEGER NOT NULL)""",
         "CREATE UNIQUE INDEX chronik_events_stream ON chronik_events (stream_id, sequence)",
         "CREATE UNIQUE INDEX chronik_events_event_id ON chronik_events (event_id)",
+    ],
+    2: [
+        """CREATE TABLE chronik_snapshots (
+            tenant TEXT NOT NULL,
+            domain TEXT NOT NULL,
+            aggregate_id TEXT NOT NULL,
+            sequence INTEGER NOT NULL,
+            type TEXT NOT NULL,
+            schema_version INTEGER NOT NULL,
+            state BLOB NOT NULL,
+            taken_at INTEGER NOT NULL,
+            PRIMARY KEY (tenant, domain, aggregate_id))""",
+        """CREATE TABLE chronik_checkpoints (
+            name TEXT NOT NULL,
+            partition INTEGER NOT NULL,
+            commit_pos INTEGER NOT NULL,
+            index_pos INTEGER NOT NULL,
+            epoch INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL,
+            PRIMARY KEY (name, partition))""",
     ],
 }
 

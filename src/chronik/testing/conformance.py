@@ -428,3 +428,78 @@ class EventStoreConformance:
         few = [i async for i in store.list_streams(domain="few", prefix="id-0")]
         assert [(i.stream.aggregate_id, i.version) for i in few] == [("id-0", 1)]
         assert len([i async for i in store.list_streams(domain="many", limit=10)]) == 10
+
+    # --- lookups, snapshots, checkpoints ------------------------------------------------------
+
+    async def test_get_event_by_id(self, store: EventStore) -> None:
+        """get_event finds a stored event by its id, and None for an unknown id."""
+        s = StreamId("lookup", "l1")
+        first, second = ev(0), ev(1)
+        await store.append(s, [first, second])
+        found = await store.get_event(second.event_id)
+        assert found is not None and (found.stream, found.sequence) == (s, 1)
+        assert found.json() == {"n": 1}
+        assert await store.get_event(chronik.new_event_id()) is None
+        with pytest.raises(chronik.ValidationError):
+            await store.get_event("")
+
+    async def test_snapshots_keep_the_latest(self, store: EventStore) -> None:
+        """A snapshot is stored per stream; an older sequence never replaces a newer one."""
+        s, other = StreamId("snap", "s1"), StreamId("snap", "s2")
+        assert await store.load_snapshot(s) is None
+        await store.save_snapshot(chronik.Snapshot(s, 9, "counter", 1, b'{"n":10}'))
+        await store.save_snapshot(chronik.Snapshot(s, 4, "counter", 1, b'{"n":5}'))
+        snap = await store.load_snapshot(s)
+        assert snap is not None and (snap.sequence, snap.state) == (9, b'{"n":10}')
+        assert snap.taken_at_us > 0
+        await store.save_snapshot(chronik.Snapshot(s, 19, "counter", 2, b'{"n":20}'))
+        snap = await store.load_snapshot(s)
+        assert snap is not None and (snap.sequence, snap.schema_version) == (19, 2)
+        assert await store.load_snapshot(other) is None
+        for bad in (
+            chronik.Snapshot(s, -1, "counter", 1, b"{}"),
+            chronik.Snapshot(s, 1, "no spaces", 1, b"{}"),
+            chronik.Snapshot(s, 1, "counter", 0, b"{}"),
+        ):
+            with pytest.raises(chronik.ValidationError):
+                await store.save_snapshot(bad)
+        snap = await store.load_snapshot(s)
+        assert snap is not None and snap.sequence == 19
+
+    async def test_checkpoints_commit_with_the_unit(self, store: EventStore) -> None:
+        """A checkpoint saved in a unit is written with its appends, or not at all."""
+        s = StreamId("proj", "p1")
+        assert await store.load_checkpoint("receipts") is None
+        r = await store.append(s, [ev(0)])
+        async with store.transaction() as tx:
+            tx.append(s, [ev(1)], 0)
+            tx.save_checkpoint("receipts", r.position)
+        cp = await store.load_checkpoint("receipts")
+        assert cp is not None and (cp.position, cp.partition, cp.epoch) == (r.position, 0, 0)
+        with pytest.raises(chronik.WrongExpectedVersion):
+            async with store.transaction() as tx:
+                tx.append(s, [ev(2)], 0)
+                tx.save_checkpoint("receipts", tx_position := chronik.Position(10**9))
+        cp = await store.load_checkpoint("receipts")
+        assert cp is not None and cp.position == r.position != tx_position
+        await store.save_checkpoint("receipts", r.position, partition=3)
+        assert (await store.load_checkpoint("receipts", 3)) is not None
+        with pytest.raises(chronik.ValidationError):
+            await store.load_checkpoint("bad name")
+
+    async def test_checkpoint_epochs_fence_older_writers(self, store: EventStore) -> None:
+        """A write from an older lease epoch raises CheckpointFenced and changes nothing."""
+        p1, p2 = chronik.Position(1), chronik.Position(2)
+        await store.save_checkpoint("summary", p1, partition=1, epoch=2)
+        await store.save_checkpoint("summary", p2, partition=1, epoch=2)
+        with pytest.raises(chronik.CheckpointFenced) as info:
+            async with store.transaction() as tx:
+                tx.append(StreamId("fenced", "f1"), [ev(0)])
+                tx.save_checkpoint("summary", p1, partition=1, epoch=1)
+        assert info.value.stored_epoch == 2
+        assert await store.stream_version(StreamId("fenced", "f1")) is None
+        cp = await store.load_checkpoint("summary", 1)
+        assert cp is not None and (cp.position, cp.epoch) == (p2, 2)
+        await store.save_checkpoint("summary", p1, partition=1, epoch=3)
+        cp = await store.load_checkpoint("summary", 1)
+        assert cp is not None and (cp.position, cp.epoch) == (p1, 3)
