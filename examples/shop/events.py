@@ -1,6 +1,8 @@
-"""The shop's events: customers, orders and their lines."""
+"""The shop's messages: commands (payload schemas) and events (registered, versioned)."""
 
 from __future__ import annotations
+
+from typing import Annotated
 
 import msgspec
 
@@ -8,31 +10,60 @@ import chronik
 
 registry = chronik.EventRegistry()
 
+Cents = Annotated[int, msgspec.Meta(ge=0)]
+Positive = Annotated[int, msgspec.Meta(ge=1)]
 
-@registry.event("customer.registered")
-class CustomerRegistered(msgspec.Struct):
+
+class Item(msgspec.Struct, frozen=True):
+    """One line of a transaction."""
+
+    sku: str
+    price_cents: Cents
+    qty: Positive
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+class CreateCustomer(msgspec.Struct, forbid_unknown_fields=True):
     name: str
     email: str
 
 
-@registry.event("order.placed")
-class OrderPlaced(msgspec.Struct):
+class AddLoyaltyPoints(msgspec.Struct, forbid_unknown_fields=True):
+    points: Positive
+
+
+class CreateTransaction(msgspec.Struct, forbid_unknown_fields=True):
     customer_id: str
+    items: list[Item]
 
 
-@registry.event("order.item_added")
-class ItemAdded(msgspec.Struct):
-    sku: str
-    quantity: int
-    unit_price_cents: int
+class CompleteTransaction(msgspec.Struct, forbid_unknown_fields=True):
+    pass
 
 
-@registry.event("order.submitted")
-class OrderSubmitted(msgspec.Struct):
-    total_cents: int
+# --- events -----------------------------------------------------------------------------------
 
 
-@registry.event("loyalty.points_awarded")
-class PointsAwarded(msgspec.Struct):
-    order_id: str
+@registry.event()
+class CustomerCreated(msgspec.Struct):
+    name: str
+    email: str
+
+
+@registry.event()
+class LoyaltyPointsAdded(msgspec.Struct):
     points: int
+
+
+@registry.event()
+class TransactionCreated(msgspec.Struct):
+    customer_id: str
+    items: list[Item]
+
+
+@registry.event()
+class TransactionCompleted(msgspec.Struct):
+    customer_id: str
+    amount_cents: int

@@ -1,8 +1,8 @@
-"""`make run`: a short shop scenario on the SQLite store, printing what it does.
+"""`make run`: the shop driven in-process through commands, on ./data/events.db.
 
-Registers a customer, places an order, awards loyalty points atomically with the order's
-submission, shows a stale write being refused and a retry being idempotent, reads everything
-back, and prints what a live subscription saw. Store: $CHRONIK_STORE or ./data/events.db.
+Creates a customer, shows an idempotent retry, a rejection, a payload that fails its schema,
+a transaction created and completed, loyalty points added for it, a stale command refused,
+the streams read back, and what a live subscription saw. Store: $CHRONIK_STORE or the file.
 """
 
 from __future__ import annotations
@@ -11,14 +11,7 @@ import asyncio
 import os
 
 import chronik
-from examples.shop.events import (
-    CustomerRegistered,
-    ItemAdded,
-    OrderPlaced,
-    OrderSubmitted,
-    PointsAwarded,
-    registry,
-)
+from examples.shop.app import build_app
 
 STORE = os.environ.get("CHRONIK_STORE", "sqlite:///data/events.db")
 
@@ -28,8 +21,9 @@ def say(text: str) -> None:
 
 
 async def main() -> None:
-    async with chronik.open_store(STORE) as store:
-        say(f"chronik {chronik.__version__}: store {STORE}")
+    async with build_app(STORE) as app:
+        store, registry = app.store, app.registry
+        say(f"chronik {chronik.__version__}: store {STORE}, domains {', '.join(app.bus.domains)}")
         seen: list[chronik.RecordedEvent] = []
         live = store.subscribe(after=await store.head())
 
@@ -39,66 +33,78 @@ async def main() -> None:
                 if len(seen) == count:
                     return
 
-        follower = asyncio.create_task(follow(7))  # this scenario appends 7 events
+        follower = asyncio.create_task(follow(4))  # this scenario appends 4 events
         run = chronik.new_event_id()[-8:]
-        meta = {"correlation_id": f"demo-{run}"}
+        cust, txn = f"cust-{run}", f"txn-{run}"
 
-        customer = chronik.StreamId("customer", f"cust-{run}")
-        await store.append(
-            customer,
-            [registry.to_event_data(CustomerRegistered("Ada", "ada@example.com"), meta)],
-            expected=chronik.NO_STREAM,
-        )
-        say(f"registered {customer}")
-
-        order = chronik.StreamId("order", f"ord-{run}")
-        lines = [ItemAdded("book-42", 2, 1500), ItemAdded("pen-7", 3, 250)]
-        placed = await store.append(
-            order,
-            [registry.to_event_data(e, meta) for e in [OrderPlaced(customer.aggregate_id), *lines]],
-            expected=chronik.NO_STREAM,
-        )
-        say(f"placed {order}: sequences {placed.first_sequence}..{placed.last_sequence}")
-
-        total = sum(line.quantity * line.unit_price_cents for line in lines)
-        loyalty = chronik.StreamId("loyalty", customer.aggregate_id)
-        async with store.transaction() as tx:  # both streams or neither
-            tx.append(
-                order,
-                [registry.to_event_data(OrderSubmitted(total), meta)],
-                expected=placed.last_sequence,
+        def cmd(
+            domain: str, aggregate_id: str, type_: str, payload: object, **kw: object
+        ) -> chronik.Command:
+            return chronik.Command(
+                domain=domain,
+                aggregate_id=aggregate_id,
+                type=type_,
+                payload=payload,
+                metadata={"correlation_id": f"demo-{run}"},
+                **kw,  # type: ignore[arg-type]
             )
-            tx.append(
-                loyalty,
-                [registry.to_event_data(PointsAwarded(order.aggregate_id, total // 100), meta)],
-                expected=chronik.NO_STREAM,
-            )
-        say(f"submitted {order} and awarded {total // 100} points in one unit of work")
 
+        create = cmd(
+            "customer",
+            cust,
+            "CreateCustomer",
+            {"name": "Ada", "email": "ada@example.com"},
+            command_id=f"create-{run}",
+        )
+        first = await app.dispatch(create)
+        event = first.events[0]
+        say(
+            f"CreateCustomer -> {event.type} at sequence {event.sequence}, metadata {dict(event.metadata)}"
+        )
+        again = await app.dispatch(create)
+        say(
+            f"dispatched the same command id again: duplicate = {again.duplicate}, "
+            f"same events = {again.events == first.events}"
+        )
+
+        for bad in (
+            cmd("customer", cust, "CreateCustomer", {"name": "Ada", "email": "x@y"}),
+            cmd("customer", cust, "CreateCustomer", {"name": 42}),
+            cmd("warehouse", "w1", "Restock", {}),
+        ):
+            try:
+                await app.dispatch(bad)
+            except (chronik.CommandRejected, chronik.ValidationError, chronik.UnknownDomain) as err:
+                say(f"refused {bad.domain}/{bad.type}: {type(err).__name__}: {err}")
+
+        items = [
+            {"sku": "book-42", "price_cents": 1500, "qty": 2},
+            {"sku": "pen-7", "price_cents": 250, "qty": 3},
+        ]
+        await app.dispatch(
+            cmd("transaction", txn, "CreateTransaction", {"customer_id": cust, "items": items})
+        )
+        done = await app.dispatch(cmd("transaction", txn, "CompleteTransaction", {}))
+        completed = registry.decode(done.events[0])
+        say(f"completed {txn}: {completed}")
         try:
-            await store.append(
-                order,
-                [registry.to_event_data(ItemAdded("late", 1, 1))],
-                expected=placed.last_sequence,
+            await app.dispatch(cmd("transaction", txn, "CompleteTransaction", {}))
+        except chronik.CommandRejected as err:
+            say(f"completing it twice is rejected: {err.reason}")
+
+        points = completed.amount_cents // 100
+        await app.dispatch(cmd("customer", cust, "AddLoyaltyPoints", {"points": points}))
+        try:
+            await app.dispatch(
+                cmd("customer", cust, "AddLoyaltyPoints", {"points": 1}, expected_sequence=0)
             )
         except chronik.WrongExpectedVersion as err:
-            say(f"refused a stale write: {err}")
+            say(f"refused a command for a stale version: {err}")
 
-        retry = [registry.to_event_data(ItemAdded("gift-wrap", 1, 300), meta)]
-        first = await store.append(order, retry, expected=tx.results[0].last_sequence)
-        again = await store.append(order, retry, expected=tx.results[0].last_sequence)
-        say(
-            f"retried an append with the same event ids: same result = {first == again}, "
-            f"stream version {await store.stream_version(order)}"
-        )
-
-        say(f"{order}:")
-        async for event in store.read_stream(order):
-            say(f"  {event.sequence}  {event.type:<18} {registry.decode(event)}")
-
-        say("newest 5 events in the store:")
-        async for event in store.read_all(backward=True, limit=5):
-            say(f"  @{event.position}  {event.stream}  {event.type}")
+        say(f"{txn}:")
+        async for e in store.read_stream(chronik.StreamId("transaction", txn)):
+            say(f"  {e.sequence}  {e.type:<22} {registry.decode(e)}")
+        say(f"customer state: {await app.load('customer', cust)}")
 
         await asyncio.wait_for(follower, 5)
         await live.close()

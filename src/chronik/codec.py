@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -51,8 +51,19 @@ class EventRegistry:
 
     # --- registration -------------------------------------------------------------------------
 
-    def register(self, cls: type[T], name: str | None = None, *, version: int = 1) -> type[T]:
-        """Allow ``cls`` (a dataclass or msgspec Struct) under ``name`` at schema ``version``."""
+    def register(
+        self,
+        cls: type[T],
+        name: str | None = None,
+        *,
+        version: int = 1,
+        aliases: Sequence[str] = (),
+    ) -> type[T]:
+        """Allow ``cls`` (a dataclass or msgspec Struct) under ``name`` at schema ``version``.
+
+        ``aliases`` are former names of the type: stored events under them still decode into
+        ``cls`` (their versions continue the same upcaster chain); new events use ``name``.
+        """
         if not isinstance(cls, type) or not (
             issubclass(cls, msgspec.Struct) or dataclasses.is_dataclass(cls)
         ):
@@ -67,16 +78,25 @@ class EventRegistry:
             raise ConfigurationError(f"{name!r} is already registered to {existing.cls!r}")
         if cls in self._by_class and self._by_class[cls].name != name:
             raise ConfigurationError(f"{cls!r} is already registered as {self._by_class[cls].name}")
+        for alias in aliases:
+            if not _NAME_RE.fullmatch(alias):
+                raise InvalidEventType(f"invalid event type alias {alias!r}", field="type")
+            taken = self._by_name.get(alias)
+            if taken is not None and taken.cls is not cls:
+                raise ConfigurationError(f"{alias!r} is already registered to {taken.cls!r}")
         entry = _Entry(name, cls, version, msgspec.json.Decoder(cls))
-        self._by_name[name] = entry
+        for key in (name, *aliases):
+            self._by_name[key] = entry
         self._by_class[cls] = entry
         return cls
 
-    def event(self, name: str | None = None, *, version: int = 1) -> Callable[[type[T]], type[T]]:
+    def event(
+        self, name: str | None = None, *, version: int = 1, aliases: Sequence[str] = ()
+    ) -> Callable[[type[T]], type[T]]:
         """Class decorator form of ``register``."""
 
         def decorate(cls: type[T]) -> type[T]:
-            return self.register(cls, name, version=version)
+            return self.register(cls, name, version=version, aliases=aliases)
 
         return decorate
 
@@ -102,8 +122,12 @@ class EventRegistry:
         return name in self._by_name
 
     def names(self) -> list[str]:
-        """The registered type names, sorted."""
-        return sorted(self._by_name)
+        """The registered type names (current names, not aliases), sorted."""
+        return sorted({e.name for e in self._by_name.values()})
+
+    def canonical(self, name: str) -> str:
+        """The current name of a type registered as ``name`` (itself or an alias)."""
+        return self._entry(name).name
 
     def class_for(self, name: str) -> type[Any]:
         """The class registered as ``name``; UnknownEventType if none."""
@@ -150,7 +174,8 @@ class EventRegistry:
         self, name: str, version: int, payload: dict[str, Any]
     ) -> tuple[int, dict[str, Any]]:
         """Run the upcaster chain from ``version`` to the current one; returns both."""
-        current = self._entry(name).version
+        entry = self._entry(name)
+        name, current = entry.name, entry.version
         if version > current:
             raise UpcastError(
                 f"{name} v{version} is newer than the registered v{current}: upgrade the code"
@@ -170,14 +195,16 @@ class EventRegistry:
 
     def upcast(self, event: RecordedEvent) -> RecordedEvent:
         """The event with its payload in the current shape (the same object if already current)."""
-        current = self._entry(event.type).version
-        if event.schema_version == current:
-            return event
+        entry = self._entry(event.type)
+        if event.schema_version == entry.version:
+            if event.type == entry.name:
+                return event
+            return msgspec.structs.replace(event, type=entry.name)
         version, payload = self.upcast_payload(
             event.type, event.schema_version, self._decode_dict(event)
         )
         return msgspec.structs.replace(
-            event, payload=_encoder.encode(payload), schema_version=version
+            event, type=entry.name, payload=_encoder.encode(payload), schema_version=version
         )
 
     def decode(self, event: RecordedEvent) -> Any:

@@ -9,14 +9,21 @@
     │   ├── PayloadTooLarge         payload over the store's max_payload_bytes
     │   ├── TooManyEvents           more events in one append than max_append_events
     │   ├── SerializationError      a payload or metadata value that cannot be encoded as JSON
-    │   └── InvalidExpectedVersion  an expectation that is not ANY/NO_STREAM/STREAM_EXISTS/int >= 0
+    │   ├── InvalidExpectedVersion  an expectation that is not ANY/NO_STREAM/STREAM_EXISTS/int >= 0
+    │   └── InvalidCommand          a command payload that fails its declared schema (fields)
     ├── ConcurrencyError            optimistic concurrency lost
     │   ├── WrongExpectedVersion    the stream was not at the expected version (expected, actual)
     │   └── CheckpointFenced        a checkpoint write from an older lease epoch than the stored one
+    ├── CommandRejected             business logic refused a command (reason)
+    ├── UnknownDomain               a command for a domain nobody handles
+    ├── UnknownCommandType          a command type its domain does not declare
+    ├── HandlerError                a command handler failed unexpectedly; nothing was stored
     ├── DuplicateEventError         an event id already stored with different content
     ├── UnknownEventType            a type name the registry does not allow
     ├── DeserializationError        stored bytes that do not decode into the registered class
     ├── UpcastError                 an upcaster chain with a missing step or a failing step
+    ├── ReadModelError              a read-model write or query the database refused
+    ├── ProjectionStopped           a projection stopped (error policy or shutdown) while awaited
     ├── StoreUnavailable            the store could not be reached; outcome may be unknown
     └── StoreClosed                 an operation on a store that was closed
 
@@ -30,20 +37,28 @@ from typing import Any
 __all__ = [
     "CheckpointFenced",
     "ChronikError",
+    "CommandRejected",
     "ConcurrencyError",
     "ConfigurationError",
     "DeserializationError",
     "DuplicateEventError",
+    "HandlerError",
+    "InvalidCommand",
     "InvalidEventType",
     "InvalidExpectedVersion",
     "InvalidStreamId",
     "MissingExtraError",
     "PayloadTooLarge",
+    "ProjectionStopped",
+    "ReadModelError",
     "SerializationError",
     "StoreClosed",
     "StoreUnavailable",
     "TooManyEvents",
+    "UnknownCommandType",
+    "UnknownDomain",
     "UnknownEventType",
+    "UnknownProjection",
     "UpcastError",
     "ValidationError",
     "WrongExpectedVersion",
@@ -111,6 +126,63 @@ class InvalidExpectedVersion(ValidationError):
     """An expectation that is not ANY, NO_STREAM, STREAM_EXISTS or a sequence >= 0."""
 
 
+class InvalidCommand(ValidationError):
+    """A command payload that does not fit the command's declared schema."""
+
+    def __init__(self, command_type: str, problems: dict[str, str]) -> None:
+        self.command_type = command_type
+        self.problems = problems
+        self.fields = sorted(problems)
+        listed = "; ".join(f"{k}: {v}" for k, v in sorted(problems.items()))
+        super().__init__(f"invalid {command_type} payload: {listed}", field=",".join(self.fields))
+
+
+class CommandRejected(ChronikError):
+    """The business logic refused the command; ``reason`` says why. Nothing was stored."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class UnknownDomain(ChronikError):
+    """A command addressed to a domain that no handler is registered for."""
+
+    def __init__(self, domain: str, known: list[str] | None = None) -> None:
+        self.domain = domain
+        hint = f" (known: {', '.join(sorted(known))})" if known else ""
+        super().__init__(f"unknown domain {domain!r}{hint}")
+
+
+class UnknownCommandType(ChronikError):
+    """A command type that its domain does not declare."""
+
+    def __init__(self, domain: str, command_type: str, known: list[str] | None = None) -> None:
+        self.domain = domain
+        self.command_type = command_type
+        hint = f" (known: {', '.join(sorted(known))})" if known else ""
+        super().__init__(f"domain {domain!r} has no command {command_type!r}{hint}")
+
+
+class HandlerError(ChronikError):
+    """A command handler raised an unexpected exception; the command stored nothing."""
+
+    def __init__(self, domain: str, command_type: str, cause: BaseException) -> None:
+        self.domain = domain
+        self.command_type = command_type
+        super().__init__(f"handler of {domain}/{command_type} failed: {cause!r}")
+
+
+class UnknownProjection(ValidationError):
+    """A projection name that no processor registered; the message lists the known ones."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        self.known = known
+        shown = ", ".join(known) if known else "none yet"
+        super().__init__(f"unknown projection {name!r}; known projections: {shown}", field="name")
+
+
 class ConcurrencyError(ChronikError):
     """Optimistic concurrency was lost."""
 
@@ -162,6 +234,15 @@ class DeserializationError(ChronikError):
 
 class UpcastError(ChronikError):
     """An upcaster chain with a missing or failing step."""
+
+
+class ReadModelError(ChronikError):
+    """A read-model write or query the database refused (missing table, constraint); the
+    unit of work it belonged to wrote nothing."""
+
+
+class ProjectionStopped(ChronikError):
+    """A projection stopped (its error policy said stop, or it was shut down) while awaited."""
 
 
 class StoreUnavailable(ChronikError):

@@ -22,6 +22,7 @@ __all__ = [
     "STREAM_EXISTS",
     "AppendResult",
     "Checkpoint",
+    "Command",
     "EventData",
     "Expected",
     "ExpectedState",
@@ -286,12 +287,18 @@ class RecordedEvent(msgspec.Struct, frozen=True):
 
 
 class AppendResult(msgspec.Struct, frozen=True):
-    """What one append stored: the sequences it took and the position of its last event."""
+    """What one append stored: the sequences it took and the position of its last event.
+
+    ``positions`` (one per event) and ``recorded_at_us`` are filled by adapters that know them
+    without a read; they are empty / 0 otherwise (and on an idempotent retry).
+    """
 
     stream: StreamId
     first_sequence: int
     last_sequence: int
     position: Position
+    positions: tuple[Position, ...] = ()
+    recorded_at_us: int = 0
 
 
 class StreamInfo(msgspec.Struct, frozen=True):
@@ -324,3 +331,28 @@ class Checkpoint(msgspec.Struct, frozen=True):
     position: Position
     epoch: int = 0
     updated_at_us: int = 0
+
+
+class Command(msgspec.Struct, kw_only=True):
+    """A request to change one aggregate: routed by ``domain``, decided by its business logic.
+
+    ``command_id`` makes dispatch idempotent: dispatching the same id again returns the first
+    result and appends nothing (None: a new id is assigned, no duplicate check). The events it
+    produces carry ``correlation_id`` from ``metadata`` (the command id if absent) and
+    ``causation_id`` = the command id. ``expected_sequence`` makes the command valid only
+    against that version of the aggregate (no retry on conflict).
+    """
+
+    domain: str
+    aggregate_id: str
+    type: str
+    payload: Any = msgspec.field(default_factory=dict)
+    command_id: str | None = None
+    metadata: Metadata | Mapping[str, str] | None = None
+    expected_sequence: int | None = None
+    tenant: str = ""
+
+    @property
+    def stream(self) -> StreamId:
+        """The stream of the aggregate this command addresses (validates the names)."""
+        return StreamId(self.domain, self.aggregate_id, self.tenant)

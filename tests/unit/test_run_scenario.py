@@ -26,10 +26,14 @@ def run_scenario(cwd: Path) -> str:
 def test_scenario_writes_what_it_prints_and_runs_twice(tmp_path: Path) -> None:
     """Two runs in one directory both succeed; data/events.db holds every event they report."""
     first = run_scenario(tmp_path)
-    assert "refused a stale write" in first and "same result = True" in first
-    assert "the live subscription received 7 events" in first
+    assert "duplicate = True, same events = True" in first
+    assert "CommandRejected: Customer already exists" in first
+    assert "InvalidCommand" in first and "UnknownDomain" in first
+    assert "amount_cents=3750" in first and "already completed" in first
+    assert "points=37" in first
+    assert "the live subscription received 4 events" in first
     second = run_scenario(tmp_path)
-    assert "head position 14" in second
+    assert "head position 8" in second
     with sqlite3.connect(tmp_path / "data" / "events.db") as db:
-        assert db.execute("SELECT count(*) FROM chronik_events").fetchone()[0] == 14
-        assert db.execute("SELECT count(*) FROM chronik_streams").fetchone()[0] == 6
+        assert db.execute("SELECT count(*) FROM chronik_events").fetchone()[0] == 8
+        assert db.execute("SELECT count(*) FROM chronik_streams").fetchone()[0] == 4

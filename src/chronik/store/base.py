@@ -13,11 +13,12 @@ import re
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, NamedTuple, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple, Self
 
 import msgspec
 
 from chronik.errors import (
+    ConfigurationError,
     DuplicateEventError,
     InvalidEventType,
     InvalidExpectedVersion,
@@ -55,8 +56,11 @@ __all__ = [
     "AppendRequest",
     "EventStore",
     "PreparedEvent",
+    "TableSpec",
+    "TableWrite",
     "UnitOfWork",
     "WriteUnit",
+    "check_identifier",
 ]
 
 DEFAULT_MAX_PAYLOAD_BYTES: Final = 1024 * 1024
@@ -87,12 +91,77 @@ class AppendRequest(NamedTuple):
     expected: Expected
 
 
+class TableSpec(NamedTuple):
+    """A read-model table: validated identifiers, SQL column types, primary key columns."""
+
+    name: str
+    columns: tuple[tuple[str, str], ...]  # (column, one of SQL_TYPES)
+    primary_key: tuple[str, ...]
+    indexes: tuple[tuple[str, ...], ...] = ()
+
+
+class TableWrite(NamedTuple):
+    """One read-model write committed with a unit of work.
+
+    ``op`` is ``ensure`` (create ``spec`` if missing), ``drop``, ``clear`` (delete every row),
+    ``upsert`` (insert ``values``, or update the given columns of the row with the same primary
+    key) or ``delete`` (the row whose primary key is ``values``). Values are bound parameters.
+    """
+
+    op: str
+    table: str
+    values: tuple[tuple[str, Any], ...] = ()
+    spec: TableSpec | None = None
+    key: tuple[str, ...] = ()  # upsert: the primary key columns
+
+
 class WriteUnit(NamedTuple):
-    """What an adapter commits as one transaction: appends, checkpoints and snapshots."""
+    """What an adapter commits as one transaction: appends, checkpoints, snapshots, tables."""
 
     appends: list[AppendRequest]
     checkpoints: list[Checkpoint]
     snapshots: list[Snapshot]
+    tables: Sequence[TableWrite] = ()
+
+
+SQL_TYPES: Final = frozenset({"INTEGER", "TEXT", "REAL", "BLOB"})
+TABLE_OPS: Final = frozenset({"ensure", "drop", "clear", "upsert", "delete"})
+_IDENT_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def check_identifier(name: object, what: str = "table") -> str:
+    """``name`` if it is a safe SQL identifier (``[a-z_][a-z0-9_]{0,62}``), else ValidationError."""
+    if not isinstance(name, str) or not _IDENT_RE.fullmatch(name):
+        raise ValidationError(
+            f"invalid {what} name {name!r}: expected [a-z_][a-z0-9_]{{0,62}}", field=what
+        )
+    return name
+
+
+def check_table_write(w: TableWrite) -> TableWrite:
+    """Validate every identifier of a read-model write (values are bound, never spliced)."""
+    if not isinstance(w, TableWrite) or w.op not in TABLE_OPS:
+        raise ValidationError(f"expected a TableWrite, got {w!r}", field="tables")
+    check_identifier(w.table)
+    for column, _ in w.values:
+        check_identifier(column, "column")
+    for column in w.key:
+        check_identifier(column, "column")
+    if w.op == "ensure":
+        spec = w.spec
+        if spec is None or spec.name != w.table or not spec.columns or not spec.primary_key:
+            raise ValidationError(f"ensure of {w.table} needs its TableSpec", field="tables")
+        names = {check_identifier(c, "column") for c, _ in spec.columns}
+        if any(t not in SQL_TYPES for _, t in spec.columns):
+            raise ValidationError(f"column types of {w.table} must be in {sorted(SQL_TYPES)}")
+        for cols in (spec.primary_key, *spec.indexes):
+            if not cols or not set(cols) <= names:
+                raise ValidationError(f"key or index {cols!r} names unknown columns of {w.table}")
+    elif w.op == "upsert" and (not w.key or not set(w.key) <= {c for c, _ in w.values}):
+        raise ValidationError(f"an upsert into {w.table} needs every primary key column")
+    elif w.op == "delete" and not w.values:
+        raise ValidationError(f"a delete from {w.table} needs the primary key")
+    return w
 
 
 def check_expected(expected: Expected, actual: int | None) -> bool:
@@ -106,13 +175,22 @@ def check_expected(expected: Expected, actual: int | None) -> bool:
     return actual == expected
 
 
-def match_duplicate(
-    request: AppendRequest, stored: Sequence[tuple[PreparedEvent, StreamId, int, Position]]
-) -> AppendResult:
+class StoredEvent(NamedTuple):
+    """An event found in the store by id, as ``match_duplicate`` compares it."""
+
+    event: PreparedEvent
+    stream: StreamId
+    sequence: int
+    position: Position
+    recorded_at_us: int
+
+
+def match_duplicate(request: AppendRequest, stored: Sequence[StoredEvent]) -> AppendResult:
     """The original result of a retried append, or DuplicateEventError if it differs.
 
     ``stored`` holds, for each event id of ``request`` found in the store, the stored event with
-    its stream, sequence and position, in the request's order.
+    its stream, sequence, position and record time, in the request's order. The result equals
+    the one the original append returned.
     """
     events = request.events
     if len(stored) != len(events):
@@ -121,20 +199,29 @@ def match_duplicate(
             "but the retried append does not match the stored one event for event",
         )
     first_seq = stored[0][2]
-    for i, (new, (old, stream, seq, _pos)) in enumerate(zip(events, stored, strict=True)):
+    for i, (new, (old, stream, seq, _pos, _at)) in enumerate(zip(events, stored, strict=True)):
         if stream != request.stream:
             raise DuplicateEventError(new.event_id, f"in another stream ({stream})")
         if seq != first_seq + i:
             raise DuplicateEventError(new.event_id, "at a different place in the stream")
         if old != new:
             raise DuplicateEventError(new.event_id, "with different content")
-    return AppendResult(request.stream, first_seq, first_seq + len(events) - 1, stored[-1][3])
+    return AppendResult(
+        request.stream,
+        first_seq,
+        first_seq + len(events) - 1,
+        stored[-1].position,
+        tuple(s.position for s in stored),
+        stored[0].recorded_at_us,
+    )
 
 
 class EventStore(abc.ABC):
     """An append-only store of event streams with a global order; an async context manager."""
 
     url: str
+    #: Whether the adapter commits read-model tables (``TableWrite``) with its units of work.
+    supports_tables: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -207,6 +294,12 @@ class EventStore(abc.ABC):
         DuplicateEventError.
         """
         request = self.prepare(stream, events, expected)
+        if self._state != "open":
+            await self.open()
+        return (await self._write(WriteUnit([request], [], [])))[0]
+
+    async def append_prepared(self, request: AppendRequest) -> AppendResult:
+        """Append a request made by ``prepare`` (callers that need the encoded events)."""
         if self._state != "open":
             await self.open()
         return (await self._write(WriteUnit([request], [], [])))[0]
@@ -409,6 +502,43 @@ class EventStore(abc.ABC):
         await self._ready()
         return await self._get_event(event_id)
 
+    async def read_table(
+        self,
+        table: str,
+        where: dict[str, Any] | None = None,
+        order_by: Sequence[str] = (),
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Committed rows of a read-model table whose columns equal ``where``, as dicts.
+
+        ``order_by`` names columns (prefix one with ``-`` for descending). Raises ReadModelError
+        if the table does not exist.
+        """
+        check_identifier(table)
+        conds = tuple((check_identifier(c, "column"), v) for c, v in (where or {}).items())
+        order = tuple(
+            (check_identifier(c.removeprefix("-"), "column"), c.startswith("-")) for c in order_by
+        )
+        _check_limit(limit)
+        self._require_tables()
+        await self._ready()
+        return await self._read_table(table, conds, order, limit)
+
+    def _require_tables(self) -> None:
+        if not self.supports_tables:
+            raise ConfigurationError(
+                f"{type(self).__name__} does not support read-model tables yet"
+            )
+
+    async def _read_table(
+        self,
+        table: str,
+        where: tuple[tuple[str, Any], ...],
+        order_by: tuple[tuple[str, bool], ...],
+        limit: int | None,
+    ) -> list[dict[str, Any]]:
+        raise NotImplementedError  # adapters with supports_tables implement it
+
     # --- snapshots and checkpoints ------------------------------------------------------------
 
     async def load_snapshot(self, stream: StreamId) -> Snapshot | None:
@@ -535,6 +665,7 @@ class UnitOfWork:
         self._requests: list[AppendRequest] = []
         self._checkpoints: list[Checkpoint] = []
         self._snapshots: list[Snapshot] = []
+        self._tables: list[TableWrite] = []
         self._event_ids: set[str] = set()
         self._results: list[AppendResult] | None = None
 
@@ -570,6 +701,13 @@ class UnitOfWork:
             raise ValidationError("this unit of work is already committed")
         self._snapshots.append(self._store.check_snapshot(snapshot))
 
+    def write_tables(self, writes: Iterable[TableWrite]) -> None:
+        """Commit read-model table writes with the unit (validated now, in order)."""
+        if self._results is not None:
+            raise ValidationError("this unit of work is already committed")
+        self._store._require_tables()
+        self._tables.extend(check_table_write(w) for w in writes)
+
     @property
     def results(self) -> list[AppendResult]:
         """One AppendResult per append, in order; available after commit."""
@@ -580,10 +718,10 @@ class UnitOfWork:
     async def commit(self) -> list[AppendResult]:
         """Write the unit; raises WrongExpectedVersion naming the stream if any append fails."""
         if self._results is None:
-            if self._requests or self._checkpoints or self._snapshots:
+            if self._requests or self._checkpoints or self._snapshots or self._tables:
                 await self._store._ready()
                 self._results = await self._store._write(
-                    WriteUnit(self._requests, self._checkpoints, self._snapshots)
+                    WriteUnit(self._requests, self._checkpoints, self._snapshots, self._tables)
                 )
             else:
                 self._results = []

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import bisect
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 
-from chronik.errors import CheckpointFenced, WrongExpectedVersion
+from chronik.errors import CheckpointFenced, ReadModelError, WrongExpectedVersion
 from chronik.messages import (
     AppendResult,
     Checkpoint,
@@ -21,6 +23,9 @@ from chronik.store.base import (
     AppendRequest,
     EventStore,
     PreparedEvent,
+    StoredEvent,
+    TableSpec,
+    TableWrite,
     WriteUnit,
     check_expected,
     match_duplicate,
@@ -32,6 +37,8 @@ __all__ = ["MemoryEventStore"]
 class MemoryEventStore(EventStore):
     """Keeps every event in lists; one process, lost on exit."""
 
+    supports_tables = True
+
     def __init__(self, url: str = "memory://", **options: int) -> None:
         super().__init__(**options)
         self.url = url
@@ -41,6 +48,7 @@ class MemoryEventStore(EventStore):
         self._by_id: dict[str, tuple[PreparedEvent, RecordedEvent]] = {}
         self._snapshots: dict[StreamId, Snapshot] = {}
         self._checkpoints: dict[tuple[str, int], Checkpoint] = {}
+        self._tables: dict[str, tuple[TableSpec, dict[tuple[Any, ...], dict[str, Any]]]] = {}
 
     async def _open(self) -> None:
         pass
@@ -67,6 +75,8 @@ class MemoryEventStore(EventStore):
                 raise WrongExpectedVersion(req.stream, req.expected, actual)
             versions[req.stream] = (-1 if actual is None else actual) + len(req.events)
             plan.append(None)
+        if unit.tables:
+            _check_tables(self._tables, unit.tables)
         # All checks passed: apply.
         now = time.time_ns() // 1000
         results: list[AppendResult] = []
@@ -95,8 +105,16 @@ class MemoryEventStore(EventStore):
                 self._events.append(rec)
                 stream_events.append(rec)
                 self._by_id[p.event_id] = (p, rec)
+            added = stream_events[first:]
             results.append(
-                AppendResult(req.stream, first, len(stream_events) - 1, self._events[-1].position)
+                AppendResult(
+                    req.stream,
+                    first,
+                    len(stream_events) - 1,
+                    added[-1].position,
+                    tuple(e.position for e in added),
+                    now,
+                )
             )
         for cp in unit.checkpoints:
             self._checkpoints[(cp.name, cp.partition)] = msgspec.structs.replace(
@@ -106,9 +124,30 @@ class MemoryEventStore(EventStore):
             old = self._snapshots.get(snap.stream)
             if old is None or old.sequence <= snap.sequence:
                 self._snapshots[snap.stream] = snap
+        for w in unit.tables:
+            _apply_table_write(self._tables, w)
         if requests:
             self._notify()
         return results
+
+    async def _read_table(
+        self,
+        table: str,
+        where: tuple[tuple[str, Any], ...],
+        order_by: tuple[tuple[str, bool], ...],
+        limit: int | None,
+    ) -> list[dict[str, Any]]:
+        if table not in self._tables:
+            raise ReadModelError(f"no read-model table {table!r}")
+        spec, rows = self._tables[table]
+        names = {c for c, _ in spec.columns}
+        for column in [c for c, _ in where] + [c for c, _ in order_by]:
+            if column not in names:
+                raise ReadModelError(f"table {table!r} has no column {column!r}")
+        out = [dict(r) for r in rows.values() if all(r.get(c) == v for c, v in where)]
+        for column, desc in reversed(order_by):
+            out.sort(key=lambda r: _sort_key(r[column]), reverse=desc)
+        return out if limit is None else out[:limit]
 
     async def _get_event(self, event_id: str) -> RecordedEvent | None:
         hit = self._by_id.get(event_id)
@@ -126,7 +165,9 @@ class MemoryEventStore(EventStore):
             hit = self._by_id.get(p.event_id)
             if hit is not None:
                 old, rec = hit
-                stored.append((old, rec.stream, rec.sequence, rec.position))
+                stored.append(
+                    StoredEvent(old, rec.stream, rec.sequence, rec.position, rec.recorded_at_us)
+                )
         return match_duplicate(req, stored) if stored else None
 
     def _version(self, stream: StreamId) -> int | None:
@@ -194,3 +235,53 @@ class MemoryEventStore(EventStore):
 
 def _position(event: RecordedEvent) -> Position:
     return event.position
+
+
+def _sort_key(value: Any) -> tuple[bool, Any]:
+    return (value is not None, value)
+
+
+def _check_tables(
+    tables: dict[str, tuple[TableSpec, dict[tuple[Any, ...], dict[str, Any]]]],
+    writes: Sequence[TableWrite],
+) -> None:
+    """Raise ReadModelError before anything is applied if a write would fail."""
+    columns = {name: {c for c, _ in spec.columns} for name, (spec, _) in tables.items()}
+    for w in writes:
+        if w.op == "ensure":
+            assert w.spec is not None
+            columns.setdefault(w.table, {c for c, _ in w.spec.columns})
+        elif w.op == "drop":
+            columns.pop(w.table, None)
+        elif w.table not in columns:
+            raise ReadModelError(f"no read-model table {w.table!r}")
+        else:
+            unknown = {c for c, _ in w.values} - columns[w.table]
+            if unknown:
+                raise ReadModelError(f"table {w.table!r} has no column(s) {sorted(unknown)}")
+
+
+def _apply_table_write(
+    tables: dict[str, tuple[TableSpec, dict[tuple[Any, ...], dict[str, Any]]]], w: TableWrite
+) -> None:
+    if w.op == "ensure":
+        assert w.spec is not None
+        tables.setdefault(w.table, (w.spec, {}))
+        return
+    if w.op == "drop":
+        tables.pop(w.table, None)
+        return
+    spec, rows = tables[w.table]
+    if w.op == "clear":
+        rows.clear()
+        return
+    values = dict(w.values)
+    key = tuple(values.get(c) for c in spec.primary_key)
+    if w.op == "delete":
+        rows.pop(key, None)
+        return
+    row = rows.get(key)
+    if row is None:
+        rows[key] = {c: values.get(c) for c, _ in spec.columns}
+    else:
+        row.update(values)

@@ -24,6 +24,7 @@ from chronik.errors import (
     CheckpointFenced,
     ChronikError,
     ConfigurationError,
+    ReadModelError,
     StoreUnavailable,
     WrongExpectedVersion,
 )
@@ -37,6 +38,8 @@ from chronik.store.base import (
     AppendRequest,
     EventStore,
     PreparedEvent,
+    StoredEvent,
+    TableWrite,
     WriteUnit,
     check_expected,
     match_duplicate,
@@ -71,6 +74,8 @@ Pending = tuple[WriteUnit, "asyncio.Future[list[AppendResult]]"]
 
 class SQLiteEventStore(SQLiteReader, EventStore):
     """An event store in one SQLite file (WAL); several processes may share the file."""
+
+    supports_tables = True
 
     def __init__(
         self,
@@ -285,6 +290,11 @@ class SQLiteEventStore(SQLiteReader, EventStore):
                 "index_pos, epoch, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
                 (cp.name, cp.partition, cp.position.commit, cp.position.index, cp.epoch, now),
             )
+        if unit.tables:
+            try:
+                _write_tables(conn, unit.tables)
+            except sqlite3.Error as exc:
+                raise ReadModelError(f"read-model write refused: {exc}") from exc
         for snap in unit.snapshots:
             st = snap.stream
             conn.execute(
@@ -383,7 +393,9 @@ class SQLiteEventStore(SQLiteReader, EventStore):
             last = first + len(events) - 1
             conn.execute("UPDATE chronik_streams SET version = ? WHERE id = ?", (last, stream_id))
             assert last_pos is not None
-            results.append(AppendResult(stream, first, last, Position(last_pos)))
+            # One transaction, one writer: the rows of one request take consecutive rowids.
+            positions = tuple(Position(p) for p in range(last_pos - len(events) + 1, last_pos + 1))
+            results.append(AppendResult(stream, first, last, Position(last_pos), positions, now))
         return results
 
     def _find_duplicate(self, conn: sqlite3.Connection, req: AppendRequest) -> AppendResult | None:
@@ -391,7 +403,8 @@ class SQLiteEventStore(SQLiteReader, EventStore):
         marks = ",".join("?" * len(ids))
         rows = conn.execute(
             "SELECT e.event_id, e.type, e.schema_version, e.payload, e.metadata, e.content_type, "
-            "s.tenant, s.domain, s.aggregate_id, e.sequence, e.position FROM chronik_events e "
+            "s.tenant, s.domain, s.aggregate_id, e.sequence, e.position, e.recorded_at "
+            "FROM chronik_events e "
             f"JOIN chronik_streams s ON s.id = e.stream_id WHERE e.event_id IN ({marks})",
             ids,
         ).fetchall()
@@ -403,7 +416,8 @@ class SQLiteEventStore(SQLiteReader, EventStore):
             r = by_id.get(event_id)
             if r is not None:
                 old = PreparedEvent(r[0], r[1], r[2], r[3], r[4], r[5] or JSON)
-                stored.append((old, StreamId(r[7], r[8], r[6]), r[9], Position(r[10])))
+                stream = StreamId(r[7], r[8], r[6])
+                stored.append(StoredEvent(old, stream, r[9], Position(r[10]), r[11]))
         return match_duplicate(req, stored)
 
     # --- checkpoints and cross-process notification --------------------------------------------
@@ -413,6 +427,7 @@ class SQLiteEventStore(SQLiteReader, EventStore):
             for req in unit.appends:
                 for e in req.events:
                     self._checkpoint_bytes += len(e.payload) + 200
+            self._checkpoint_bytes += 100 * len(unit.tables)
         if self._checkpoint_bytes >= CHECKPOINT_BYTES and self._checkpoint_future is None:
             self._start_checkpoint()
 
@@ -465,6 +480,69 @@ class SQLiteEventStore(SQLiteReader, EventStore):
             if version != self._data_version:
                 self._data_version = version
                 self._notify()
+
+
+_table_sql: dict[tuple[str, str, tuple[str, ...], tuple[str, ...]], str] = {}
+
+
+def _table_statement(w: TableWrite) -> str:
+    """The SQL of one validated read-model write (identifiers checked; values bound)."""
+    columns = tuple(c for c, _ in w.values)
+    cache_key = (w.op, w.table, columns, w.key)
+    sql = _table_sql.get(cache_key)
+    if sql is not None:
+        return sql
+    t = w.table
+    if w.op == "upsert":
+        updates = [f"{c} = excluded.{c}" for c in columns if c not in w.key]
+        action = f"DO UPDATE SET {', '.join(updates)}" if updates else "DO NOTHING"
+        sql = (
+            f"INSERT INTO {t} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+            f"ON CONFLICT ({', '.join(w.key)}) {action}"
+        )
+    elif w.op == "delete":
+        sql = f"DELETE FROM {t} WHERE {' AND '.join(f'{c} = ?' for c in columns)}"
+    elif w.op == "clear":
+        sql = f"DELETE FROM {t}"
+    elif w.op == "drop":
+        sql = f"DROP TABLE IF EXISTS {t}"
+    else:
+        raise AssertionError(w.op)
+    if len(_table_sql) > 4096:
+        _table_sql.clear()
+    _table_sql[cache_key] = sql
+    return sql
+
+
+def _write_tables(conn: sqlite3.Connection, writes: Sequence[TableWrite]) -> None:
+    """Run read-model writes in order; runs of the same statement go through executemany."""
+    i, n = 0, len(writes)
+    while i < n:
+        w = writes[i]
+        if w.op == "ensure":
+            spec = w.spec
+            assert spec is not None
+            cols = ", ".join(f"{c} {t}" for c, t in spec.columns)
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {w.table} ({cols}, "
+                f"PRIMARY KEY ({', '.join(spec.primary_key)}))"
+            )
+            for index in spec.indexes:
+                conn.execute(
+                    f"CREATE INDEX IF NOT EXISTS {w.table}__{'_'.join(index)} "
+                    f"ON {w.table} ({', '.join(index)})"
+                )
+            i += 1
+            continue
+        sql = _table_statement(w)
+        j = i + 1
+        while j < n and writes[j].op == w.op and _table_statement(writes[j]) is sql:
+            j += 1
+        if j == i + 1:
+            conn.execute(sql, [v for _, v in w.values])
+        else:
+            conn.executemany(sql, [[v for _, v in x.values] for x in writes[i:j]])
+        i = j
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

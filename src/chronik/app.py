@@ -1,0 +1,129 @@
+"""The embedded facade: one store, one event registry, the command bus and its domains."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any, Self
+
+from chronik.aggregate import Aggregate, AggregateModel, Decider, DomainModel, Snapshots
+from chronik.codec import EventRegistry
+from chronik.commands import (
+    CommandBus,
+    CommandResult,
+    DispatchMiddleware,
+    HandlerMiddleware,
+    RetryPolicy,
+)
+from chronik.messages import Command, StreamId
+from chronik.store import open_store
+from chronik.store.base import EventStore
+
+__all__ = ["Chronik"]
+
+
+class Chronik:
+    """chronik in one process: ``async with Chronik(store=URL) as app: await app.dispatch(...)``.
+
+    ``store`` is a URL (``memory://``, ``sqlite:///path.db``, ``postgresql://...``) or an
+    EventStore; ``registry`` allows the event classes the business logic emits.
+    """
+
+    def __init__(
+        self,
+        store: str | EventStore = "sqlite:///data/events.db",
+        *,
+        registry: EventRegistry | None = None,
+        retry: RetryPolicy | None = None,
+        cache_size: int = 10_000,
+    ) -> None:
+        self.store = open_store(store) if isinstance(store, str) else store
+        self.registry = registry if registry is not None else EventRegistry()
+        self.bus = CommandBus(self.store, self.registry, retry=retry, cache_size=cache_size)
+
+    # --- business logic -----------------------------------------------------------------------
+
+    def add_decider(
+        self,
+        domain: str,
+        decide: Callable[[Command, Any], Any],
+        evolve: Callable[[Any, Any], Any],
+        initial: Callable[[], Any] = dict,
+        *,
+        commands: Mapping[str, type[Any] | None] | None = None,
+        snapshots: Snapshots | None = None,
+        state_type: Any = None,
+        state_version: int = 1,
+    ) -> Decider:
+        """Handle ``domain`` with decide/evolve functions (see ``chronik.Decider``)."""
+        decider = Decider(
+            domain,
+            decide,
+            evolve,
+            initial,
+            commands=commands,
+            snapshots=snapshots,
+            state_type=state_type,
+            state_version=state_version,
+        )
+        self.bus.register(decider)
+        return decider
+
+    def add_aggregate(self, cls: type[Aggregate]) -> type[Aggregate]:
+        """Handle ``cls.domain`` with an Aggregate class."""
+        self.bus.register(AggregateModel(cls))
+        return cls
+
+    def add_model(self, model: DomainModel) -> DomainModel:
+        """Handle ``model.domain`` with any DomainModel (e.g. one made elsewhere)."""
+        return self.bus.register(model)
+
+    def use(self, middleware: DispatchMiddleware) -> None:
+        """Wrap every dispatch (logging, auth, tracing): ``async def mw(command, call_next)``."""
+        self.bus.use(middleware)
+
+    def use_handler(self, middleware: HandlerMiddleware) -> None:
+        """Wrap every business-logic call: ``async def mw(command, state, call_next)``."""
+        self.bus.use_handler(middleware)
+
+    # --- use ----------------------------------------------------------------------------------
+
+    async def dispatch(self, command: Command) -> CommandResult:
+        """Handle one command: load, decide, append (retrying on conflict); idempotent by id."""
+        await self.store.open()
+        return await self.bus.dispatch(command)
+
+    async def load(self, domain: str, aggregate_id: str, tenant: str = "") -> Any:
+        """The current state of one aggregate, read from the store (snapshot + tail)."""
+        await self.store.open()
+        model = self.bus.model(domain)
+        loaded = await self.bus.repository.load(
+            model, StreamId(domain, aggregate_id, tenant), use_cache=False
+        )
+        return loaded.state
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def open(self) -> Self:
+        """Open the store."""
+        await self.store.open()
+        return self
+
+    async def close(self) -> None:
+        """Finish background snapshot writes, then close the store."""
+        await self.bus.close()
+        await self.store.close()
+
+    async def __aenter__(self) -> Self:
+        return await self.open()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<Chronik {self.store!r} domains={self.bus.domains}>"

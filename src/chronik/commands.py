@@ -1,0 +1,373 @@
+"""The command bus: route a command to its domain, load, decide, append, retry on conflict.
+
+One dispatch: check the command (domain, type, payload schema), take the stream's in-process
+lock, return the earlier result if this command id was already handled, load the state
+(cached, or snapshot + tail), run the business logic, append its events with the loaded
+version as expectation, and on a concurrent write reload and decide again (bounded, jittered).
+Event ids derive from the command id, so a retried command can never append twice: a
+concurrent duplicate loses the append race and then finds the winner's events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import msgspec
+
+from chronik.aggregate import Decision, DomainModel
+from chronik.codec import EventRegistry
+from chronik.errors import (
+    ChronikError,
+    ConcurrencyError,
+    ConfigurationError,
+    DuplicateEventError,
+    HandlerError,
+    SerializationError,
+    UnknownDomain,
+    UnknownEventType,
+    ValidationError,
+    WrongExpectedVersion,
+)
+from chronik.messages import (
+    NO_STREAM,
+    AppendResult,
+    Command,
+    EventData,
+    Metadata,
+    Position,
+    RecordedEvent,
+    StreamId,
+    new_event_id,
+)
+from chronik.repository import Loaded, Repository
+from chronik.store.base import AppendRequest, EventStore
+
+__all__ = [
+    "CommandBus",
+    "CommandResult",
+    "DispatchMiddleware",
+    "HandlerMiddleware",
+    "RetryPolicy",
+    "event_id_for",
+]
+
+_NAMESPACE: Final = uuid.UUID("6f1d3c52-7a0e-4c3b-9d61-2f8e5b7a9c14")
+MAX_COMMAND_ID: Final = 128
+
+
+def event_id_for(command_id: str, index: int) -> str:
+    """The id of the ``index``-th event a command produces (the same on every retry)."""
+    return str(uuid.uuid5(_NAMESPACE, f"{command_id}\x00{index}"))
+
+
+class RetryPolicy(msgspec.Struct, frozen=True):
+    """How often a command is decided again after losing an append race, and the pauses."""
+
+    attempts: int = 10
+    base_delay: float = 0.002
+    max_delay: float = 0.2
+
+    def __post_init__(self) -> None:
+        if type(self.attempts) is not int or self.attempts < 1:
+            raise ConfigurationError("RetryPolicy.attempts must be an int >= 1")
+
+    def delay(self, attempt: int) -> float:
+        """The jittered pause before retry number ``attempt`` (0-based)."""
+        return min(self.max_delay, self.base_delay * 2.0**attempt) * random.uniform(0.5, 1.5)
+
+
+class CommandResult(msgspec.Struct, frozen=True):
+    """What a command did: the events it appended and the stream's version afterwards.
+
+    ``duplicate`` is true when the command id had been handled before and nothing new was
+    appended; ``events`` are then the ones the first dispatch appended.
+    """
+
+    command_id: str
+    stream: StreamId
+    events: list[RecordedEvent]
+    version: int | None
+    duplicate: bool = False
+
+    @property
+    def position(self) -> Position | None:
+        """The position of the last event appended (for read-your-writes waits)."""
+        return self.events[-1].position if self.events else None
+
+
+DispatchFn = Callable[[Command], Awaitable[CommandResult]]
+DispatchMiddleware = Callable[[Command, DispatchFn], Awaitable[CommandResult]]
+HandlerFn = Callable[[Command, Any], Awaitable[Decision]]
+HandlerMiddleware = Callable[[Command, Any, HandlerFn], Awaitable[Decision]]
+
+
+class CommandBus:
+    """Dispatches commands to in-process domain models over one event store."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        registry: EventRegistry,
+        *,
+        retry: RetryPolicy | None = None,
+        cache_size: int = 10_000,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.retry = retry or RetryPolicy()
+        self.repository = Repository(store, registry, cache_size)
+        self._models: dict[str, DomainModel] = {}
+        self._dispatch_middleware: list[DispatchMiddleware] = []
+        self._handler_middleware: list[HandlerMiddleware] = []
+        self._locks: dict[StreamId, list[Any]] = {}
+        self._chain: DispatchFn = self._dispatch
+
+    # --- configuration ------------------------------------------------------------------------
+
+    def register(self, model: DomainModel) -> DomainModel:
+        """Route the model's domain to it."""
+        if model.domain in self._models:
+            raise ConfigurationError(f"domain {model.domain!r} is already registered")
+        self._models[model.domain] = model
+        return model
+
+    @property
+    def domains(self) -> list[str]:
+        """The registered domains, sorted."""
+        return sorted(self._models)
+
+    def model(self, domain: str) -> DomainModel:
+        """The model of ``domain``; UnknownDomain if none."""
+        model = self._models.get(domain)
+        if model is None:
+            raise UnknownDomain(domain, list(self._models))
+        return model
+
+    def use(self, middleware: DispatchMiddleware) -> None:
+        """Wrap every dispatch: ``async def mw(command, call_next) -> CommandResult``.
+
+        The first added is the outermost. Middleware may refuse (raise), change the command
+        (e.g. add metadata) or observe the result.
+        """
+        self._dispatch_middleware.append(middleware)
+        chain: DispatchFn = self._dispatch
+        for mw in reversed(self._dispatch_middleware):
+            chain = _bind_dispatch(mw, chain)
+        self._chain = chain
+
+    def use_handler(self, middleware: HandlerMiddleware) -> None:
+        """Wrap every call of business logic: ``async def mw(command, state, call_next)``.
+
+        It runs inside the retry loop, once per decision, with the parsed command.
+        """
+        self._handler_middleware.append(middleware)
+
+    # --- dispatch -----------------------------------------------------------------------------
+
+    async def dispatch(self, command: Command) -> CommandResult:
+        """Handle one command; see the module docstring for the steps."""
+        if not isinstance(command, Command):
+            raise ValidationError(f"expected a Command, got {command!r}", field="command")
+        return await self._chain(command)
+
+    async def _dispatch(self, command: Command) -> CommandResult:
+        model = self.model(command.domain)
+        stream = command.stream
+        command = model.parse(command)
+        expected_sequence = command.expected_sequence
+        if expected_sequence is not None and (
+            type(expected_sequence) is not int or expected_sequence < -1
+        ):
+            raise ValidationError(
+                f"invalid expected_sequence {expected_sequence!r}", field="expected_sequence"
+            )
+        command_id = command.command_id
+        known_id = command_id is not None
+        if command_id is None:
+            command_id = new_event_id()
+        elif not isinstance(command_id, str) or not 0 < len(command_id) <= MAX_COMMAND_ID:
+            raise ValidationError(f"invalid command id {command_id!r}", field="command_id")
+        metadata = Metadata.of(command.metadata)
+        metadata = metadata.with_values(
+            correlation_id=metadata.correlation_id or command_id, causation_id=command_id
+        )
+        lock = self._lock(stream)
+        try:
+            async with lock[0]:
+                return await self._run(
+                    model, command, stream, command_id, known_id, metadata, expected_sequence
+                )
+        finally:
+            lock[1] -= 1
+            if lock[1] == 0:
+                del self._locks[stream]
+
+    def _lock(self, stream: StreamId) -> list[Any]:
+        entry = self._locks.get(stream)
+        if entry is None:
+            entry = self._locks[stream] = [asyncio.Lock(), 0]
+        entry[1] += 1
+        return entry
+
+    async def _run(
+        self,
+        model: DomainModel,
+        command: Command,
+        stream: StreamId,
+        command_id: str,
+        known_id: bool,
+        metadata: Metadata,
+        expected_sequence: int | None,
+    ) -> CommandResult:
+        repository = self.repository
+        last_error: WrongExpectedVersion | None = None
+        for attempt in range(self.retry.attempts):
+            if known_id:
+                previous = await self._previous(command_id, stream)
+                if previous is not None:
+                    return previous
+            loaded = await repository.load(model, stream, use_cache=attempt == 0)
+            if expected_sequence is not None:
+                actual = loaded.version
+                if actual != (None if expected_sequence == -1 else expected_sequence):
+                    repository.forget(stream)
+                    raise WrongExpectedVersion(stream, expected_sequence, actual)
+            try:
+                decision = await self._decide(model, command, loaded.state)
+                if not decision.events:
+                    return CommandResult(command_id, stream, [], loaded.version)
+                events = [
+                    self._event_data(e, command_id, i, metadata)
+                    for i, e in enumerate(decision.events)
+                ]
+                expected = NO_STREAM if loaded.version is None else loaded.version
+                request = self.store.prepare(stream, events, expected)
+            except BaseException:
+                repository.forget(stream)  # the state may have been changed in place
+                raise
+            try:
+                result = await self.store.append_prepared(request)
+            except WrongExpectedVersion as exc:
+                repository.forget(stream)
+                last_error = exc
+                await asyncio.sleep(self.retry.delay(attempt))
+                continue
+            except DuplicateEventError:
+                repository.forget(stream)
+                previous = await self._previous(command_id, stream)
+                if previous is None:
+                    raise
+                return previous
+            except BaseException:
+                repository.forget(stream)
+                raise
+            after = Loaded(
+                decision.state,
+                result.last_sequence,
+                loaded.snapshot_sequence,
+                loaded.replayed,
+                loaded.load_ms,
+            )
+            repository.remember(stream, after)
+            repository.maybe_snapshot(model, stream, after)
+            return CommandResult(
+                command_id, stream, await self._recorded(request, result), result.last_sequence
+            )
+        raise ConcurrencyError(
+            f"{command.type} on {stream} lost the append race {self.retry.attempts} times"
+        ) from last_error
+
+    async def _decide(self, model: DomainModel, command: Command, state: Any) -> Decision:
+        async def base(cmd: Command, st: Any) -> Decision:
+            decision: Any = model.decide(cmd, st)
+            if inspect.isawaitable(decision):
+                decision = await decision
+            return decision  # type: ignore[no-any-return]
+
+        call: HandlerFn = base
+        for mw in reversed(self._handler_middleware):
+            call = _bind_handler(mw, call)
+        try:
+            return await call(command, state)
+        except ChronikError:
+            raise
+        except Exception as exc:
+            raise HandlerError(command.domain, command.type, exc) from exc
+
+    def _event_data(self, event: Any, command_id: str, index: int, metadata: Metadata) -> EventData:
+        registry = self.registry
+        event_id = event_id_for(command_id, index)
+        if isinstance(event, EventData):
+            cls = registry.class_for(event.type)
+            try:
+                payload = msgspec.convert(event.payload, cls)
+            except msgspec.ValidationError as exc:
+                raise SerializationError(
+                    f"{event.type} payload does not fit {cls.__qualname__}: {exc}", field="payload"
+                ) from None
+            merged = Metadata({**metadata, **Metadata.of(event.metadata)})
+            return registry.to_event_data(payload, merged, event_id)
+        if isinstance(event, type) or event is None:
+            raise UnknownEventType(repr(event))
+        return registry.to_event_data(event, metadata, event_id)
+
+    async def _recorded(self, request: AppendRequest, result: AppendResult) -> list[RecordedEvent]:
+        events = request.events
+        if len(result.positions) != len(events) or not result.recorded_at_us:
+            got = self.store.read_stream(request.stream, result.first_sequence, limit=len(events))
+            return [e async for e in got]
+        return [
+            RecordedEvent(
+                p.event_id,
+                request.stream,
+                result.first_sequence + i,
+                p.type,
+                p.schema_version,
+                p.payload,
+                result.positions[i],
+                result.recorded_at_us,
+                p.metadata,
+                p.content_type,
+            )
+            for i, p in enumerate(events)
+        ]
+
+    async def _previous(self, command_id: str, stream: StreamId) -> CommandResult | None:
+        """The result of an earlier dispatch of ``command_id``, if it appended events."""
+        first = await self.store.get_event(event_id_for(command_id, 0))
+        if first is None:
+            return None
+        if first.stream != stream:
+            raise ValidationError(
+                f"command id {command_id!r} was already used for {first.stream}",
+                field="command_id",
+            )
+        events: list[RecordedEvent] = []
+        async for event in self.store.read_stream(stream, first.sequence):
+            if event.event_id != event_id_for(command_id, len(events)):
+                break
+            events.append(event)
+        return CommandResult(command_id, stream, events, events[-1].sequence, duplicate=True)
+
+    async def close(self) -> None:
+        """Wait for background snapshot writes."""
+        await self.repository.drain()
+
+
+def _bind_dispatch(mw: DispatchMiddleware, call_next: DispatchFn) -> DispatchFn:
+    async def call(command: Command) -> CommandResult:
+        return await mw(command, call_next)
+
+    return call
+
+
+def _bind_handler(mw: HandlerMiddleware, call_next: HandlerFn) -> HandlerFn:
+    async def call(command: Command, state: Any) -> Decision:
+        return await mw(command, state, call_next)
+
+    return call

@@ -1,0 +1,135 @@
+"""Load aggregates (snapshot + tail, upcast) and keep recently used ones; snapshots off the hot path.
+
+A snapshot is a cache: one that is missing, corrupt, of another state type or of another schema
+version is ignored and the stream replayed in full. The repository also keeps the last state of
+recently used streams with their version; the command bus uses it without a read, because its
+append checks the version anyway, and drops the entry whenever an append fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from typing import Any
+
+import msgspec
+
+from chronik.aggregate import DomainModel
+from chronik.codec import EventRegistry
+from chronik.messages import Snapshot, StreamId
+from chronik.store.base import EventStore
+
+__all__ = ["Loaded", "Repository"]
+
+log = logging.getLogger("chronik.repository")
+
+
+class Loaded(msgspec.Struct):
+    """An aggregate's state at ``version`` (None: no events yet)."""
+
+    state: Any
+    version: int | None
+    snapshot_sequence: int | None = None  # the newest snapshot known for the stream
+    replayed: int = 0  # events folded by this load
+    load_ms: float = 0.0
+
+
+class Repository:
+    """Loads and caches aggregate states of one store; saves snapshots in the background."""
+
+    def __init__(
+        self, store: EventStore, registry: EventRegistry, cache_size: int = 10_000
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.cache_size = cache_size
+        self._cache: OrderedDict[StreamId, Loaded] = OrderedDict()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def load(self, model: DomainModel, stream: StreamId, use_cache: bool = True) -> Loaded:
+        """The stream's state: from the cache, else the latest usable snapshot plus the tail."""
+        if use_cache:
+            hit = self._cache.get(stream)
+            if hit is not None:
+                self._cache.move_to_end(stream)
+                return hit
+        start = time.perf_counter()
+        state: Any = None
+        version: int | None = None
+        snap_seq: int | None = None
+        snapshot = await self.store.load_snapshot(stream) if model.snapshots else None
+        if snapshot is not None:
+            snap_seq = snapshot.sequence
+            if (snapshot.type, snapshot.schema_version) == (model.state_type, model.state_version):
+                try:
+                    state = model.decode_state(snapshot.state, stream.aggregate_id)
+                    version = snapshot.sequence
+                except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as exc:
+                    log.warning("ignoring unreadable snapshot of %s: %s", stream, exc)
+        if version is None:
+            state = model.initial(stream.aggregate_id)
+        replayed = 0
+        decode = self.registry.decode
+        evolve = model.evolve
+        from_sequence = None if version is None else version + 1
+        async for event in self.store.read_stream(stream, from_sequence):
+            state = evolve(state, decode(event))
+            version = event.sequence
+            replayed += 1
+        loaded = Loaded(state, version, snap_seq, replayed, (time.perf_counter() - start) * 1000)
+        return loaded
+
+    def remember(self, stream: StreamId, loaded: Loaded) -> None:
+        """Keep a state for the next command on the stream (evicting the least recent)."""
+        if self.cache_size <= 0:
+            return
+        self._cache[stream] = loaded
+        self._cache.move_to_end(stream)
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+    def forget(self, stream: StreamId) -> None:
+        """Drop a cached state (after a failed or unknown append)."""
+        self._cache.pop(stream, None)
+
+    def clear(self) -> None:
+        """Drop every cached state."""
+        self._cache.clear()
+
+    def maybe_snapshot(self, model: DomainModel, stream: StreamId, loaded: Loaded) -> None:
+        """Snapshot ``loaded`` in the background if the model's policy asks for it."""
+        policy = model.snapshots
+        if policy is None or loaded.version is None:
+            return
+        due = policy.every is not None and (
+            loaded.version - (-1 if loaded.snapshot_sequence is None else loaded.snapshot_sequence)
+            >= policy.every
+        )
+        if not due and policy.slower_than_ms is not None:
+            due = loaded.load_ms > policy.slower_than_ms and loaded.replayed > 0
+        if not due:
+            return
+        try:  # encoded now: the state object may change with the next command
+            state = model.encode_state(loaded.state)
+        except (TypeError, ValueError, msgspec.EncodeError) as exc:
+            log.warning("cannot snapshot %s: %s", stream, exc)
+            return
+        loaded.snapshot_sequence = loaded.version
+        loaded.load_ms = 0.0
+        snap = Snapshot(stream, loaded.version, model.state_type, model.state_version, state)
+        task = asyncio.get_running_loop().create_task(self._save(snap))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _save(self, snapshot: Snapshot) -> None:
+        try:
+            await self.store.save_snapshot(snapshot)
+        except Exception as exc:  # a snapshot is a cache: losing one is harmless
+            log.warning("snapshot of %s not saved: %s", snapshot.stream, exc)
+
+    async def drain(self) -> None:
+        """Wait for pending snapshot writes."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
