@@ -4,7 +4,7 @@ The public API is what this module exports; adapters live in ``chronik.store.*``
 URL through ``open_store``.
 """
 
-from chronik.aggregate import Aggregate, CommandSpec, Decider, Decision, Snapshots, apply, command
+from chronik.aggregate import Aggregate, CommandSpec, Decider, DomainModel, Snapshots, apply, command
 from chronik.app import Chronik
 from chronik.codec import EventRegistry
 from chronik.commands import CommandBus, CommandResult, RetryPolicy
@@ -77,7 +77,7 @@ __all__ = [
     "ConcurrencyError",
     "ConfigurationError",
     "Decider",
-    "Decision",
+    "DomainModel",
     "DeserializationError",
     "DuplicateEventError",
     "EventData",

@@ -26,7 +26,6 @@ __all__ = [
     "Aggregate",
     "CommandSpec",
     "Decider",
-    "Decision",
     "DomainModel",
     "Snapshots",
     "apply",
@@ -122,13 +121,6 @@ class CommandSpec:
 # --- the model the bus runs -------------------------------------------------------------------
 
 
-class Decision(msgspec.Struct):
-    """What handling one command produced: the new events and the state after them."""
-
-    events: list[Any]
-    state: Any
-
-
 class DomainModel(abc.ABC):
     """The in-process business logic of one domain."""
 
@@ -161,8 +153,14 @@ class DomainModel(abc.ABC):
         """The state after one (decoded) event."""
 
     @abc.abstractmethod
-    def decide(self, command: Command, state: Any) -> Decision:
-        """The events a (parsed) command produces and the state after them."""
+    def decide(self, command: Command, state: Any) -> list[Any]:
+        """The events a (parsed) command produces (an empty list: none)."""
+
+    def settle(self, state: Any, events: list[Any]) -> Any:
+        """The state after the events ``decide`` returned (checked and typed by the bus)."""
+        for event in events:
+            state = self.evolve(state, event)
+        return state
 
     @abc.abstractmethod
     def encode_state(self, state: Any) -> bytes:
@@ -222,11 +220,8 @@ class Decider(DomainModel):
     def evolve(self, state: Any, event: Any) -> Any:
         return self._evolve(state, event)
 
-    def decide(self, command: Command, state: Any) -> Decision:
-        events = _events_of(self._decide(command, state))
-        for event in events:
-            state = self._evolve(state, event)
-        return Decision(events, state)
+    def decide(self, command: Command, state: Any) -> list[Any]:
+        return _events_of(self._decide(command, state))
 
     def encode_state(self, state: Any) -> bytes:
         return _encoder.encode(state)
@@ -394,7 +389,7 @@ class AggregateModel(DomainModel):
         state._apply(event)
         return state
 
-    def decide(self, command: Command, state: Any) -> Decision:
+    def decide(self, command: Command, state: Any) -> list[Any]:
         _, method, wants_command = self.cls._command_specs[command.type]
         state._pending = []
         handler = getattr(state, method)
@@ -402,8 +397,12 @@ class AggregateModel(DomainModel):
             handler(command.payload, command)
         else:
             handler(command.payload)
-        events, state._pending = state._pending, []
-        return Decision(events, state)
+        events: list[Any] = state._pending
+        state._pending = []
+        return events
+
+    def settle(self, state: Any, events: list[Any]) -> Any:
+        return state  # emit applied each event already
 
     def encode_state(self, state: Any) -> bytes:
         fields = {n: getattr(state, n) for n in self.cls._state_fields}

@@ -19,7 +19,7 @@ from typing import Any, Final
 
 import msgspec
 
-from chronik.aggregate import Decision, DomainModel
+from chronik.aggregate import DomainModel
 from chronik.codec import EventRegistry
 from chronik.errors import (
     ChronikError,
@@ -84,8 +84,9 @@ class RetryPolicy(msgspec.Struct, frozen=True):
 class CommandResult(msgspec.Struct, frozen=True):
     """What a command did: the events it appended and the stream's version afterwards.
 
-    ``duplicate`` is true when the command id had been handled before and nothing new was
-    appended; ``events`` are then the ones the first dispatch appended.
+    ``duplicate`` is true when the bus found that the command id had been handled before and
+    appended nothing; ``events`` are then the ones the first dispatch appended. (Two dispatches
+    of one id that race may both report False: the store still appends the events only once.)
     """
 
     command_id: str
@@ -102,8 +103,8 @@ class CommandResult(msgspec.Struct, frozen=True):
 
 DispatchFn = Callable[[Command], Awaitable[CommandResult]]
 DispatchMiddleware = Callable[[Command, DispatchFn], Awaitable[CommandResult]]
-HandlerFn = Callable[[Command, Any], Awaitable[Decision]]
-HandlerMiddleware = Callable[[Command, Any, HandlerFn], Awaitable[Decision]]
+HandlerFn = Callable[[Command, Any], Awaitable[list[Any]]]
+HandlerMiddleware = Callable[[Command, Any, HandlerFn], Awaitable[list[Any]]]
 
 
 class CommandBus:
@@ -238,15 +239,20 @@ class CommandBus:
                     repository.forget(stream)
                     raise WrongExpectedVersion(stream, expected_sequence, actual)
             try:
-                decision = await self._decide(model, command, loaded.state)
-                if not decision.events:
+                decided = await self._decide(model, command, loaded.state)
+                if not decided:
                     return CommandResult(command_id, stream, [], loaded.version)
-                events = [
-                    self._event_data(e, command_id, i, metadata)
-                    for i, e in enumerate(decision.events)
-                ]
+                events = [self._typed(e) for e in decided]
+                state = self._settle(model, command, loaded.state, events)
                 expected = NO_STREAM if loaded.version is None else loaded.version
-                request = self.store.prepare(stream, events, expected)
+                request = self.store.prepare(
+                    stream,
+                    [
+                        self.registry.to_event_data(e, metadata, event_id_for(command_id, i))
+                        for i, e in enumerate(events)
+                    ],
+                    expected,
+                )
             except BaseException:
                 repository.forget(stream)  # the state may have been changed in place
                 raise
@@ -267,7 +273,7 @@ class CommandBus:
                 repository.forget(stream)
                 raise
             after = Loaded(
-                decision.state,
+                state,
                 result.last_sequence,
                 loaded.snapshot_sequence,
                 loaded.replayed,
@@ -282,12 +288,12 @@ class CommandBus:
             f"{command.type} on {stream} lost the append race {self.retry.attempts} times"
         ) from last_error
 
-    async def _decide(self, model: DomainModel, command: Command, state: Any) -> Decision:
-        async def base(cmd: Command, st: Any) -> Decision:
-            decision: Any = model.decide(cmd, st)
-            if inspect.isawaitable(decision):
-                decision = await decision
-            return decision  # type: ignore[no-any-return]
+    async def _decide(self, model: DomainModel, command: Command, state: Any) -> list[Any]:
+        async def base(cmd: Command, st: Any) -> list[Any]:
+            events: Any = model.decide(cmd, st)
+            if inspect.isawaitable(events):
+                events = await events
+            return list(events)
 
         call: HandlerFn = base
         for mw in reversed(self._handler_middleware):
@@ -299,22 +305,28 @@ class CommandBus:
         except Exception as exc:
             raise HandlerError(command.domain, command.type, exc) from exc
 
-    def _event_data(self, event: Any, command_id: str, index: int, metadata: Metadata) -> EventData:
-        registry = self.registry
-        event_id = event_id_for(command_id, index)
+    def _settle(self, model: DomainModel, command: Command, state: Any, events: list[Any]) -> Any:
+        try:
+            return model.settle(state, events)
+        except ChronikError:
+            raise
+        except Exception as exc:
+            raise HandlerError(command.domain, command.type, exc) from exc
+
+    def _typed(self, event: Any) -> Any:
+        """A registered event instance (an EventData's payload converted to its class)."""
         if isinstance(event, EventData):
-            cls = registry.class_for(event.type)
+            cls = self.registry.class_for(event.type)
             try:
-                payload = msgspec.convert(event.payload, cls)
+                return msgspec.convert(event.payload, cls)
             except msgspec.ValidationError as exc:
                 raise SerializationError(
                     f"{event.type} payload does not fit {cls.__qualname__}: {exc}", field="payload"
                 ) from None
-            merged = Metadata({**metadata, **Metadata.of(event.metadata)})
-            return registry.to_event_data(payload, merged, event_id)
         if isinstance(event, type) or event is None:
             raise UnknownEventType(repr(event))
-        return registry.to_event_data(event, metadata, event_id)
+        self.registry.name_of(event)
+        return event
 
     async def _recorded(self, request: AppendRequest, result: AppendResult) -> list[RecordedEvent]:
         events = request.events
@@ -367,7 +379,7 @@ def _bind_dispatch(mw: DispatchMiddleware, call_next: DispatchFn) -> DispatchFn:
 
 
 def _bind_handler(mw: HandlerMiddleware, call_next: HandlerFn) -> HandlerFn:
-    async def call(command: Command, state: Any) -> Decision:
+    async def call(command: Command, state: Any) -> list[Any]:
         return await mw(command, state, call_next)
 
     return call
