@@ -6,7 +6,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any, Final
 
-from chronik.errors import StoreUnavailable
+from chronik.errors import ReadModelError, StoreUnavailable
 from chronik.messages import (
     JSON,
     Checkpoint,
@@ -174,6 +174,33 @@ class SQLiteReader:
             params,
         )
         return self._recorded(rows)
+
+    async def _read_table(
+        self,
+        table: str,
+        where: tuple[tuple[str, Any], ...],
+        order_by: tuple[tuple[str, bool], ...],
+        limit: int | None,
+    ) -> list[dict[str, Any]]:
+        sql = f"SELECT * FROM {table}"  # identifiers validated by EventStore.read_table
+        if where:
+            sql += " WHERE " + " AND ".join(f"{c} IS ?" for c, _ in where)
+        if order_by:
+            sql += " ORDER BY " + ", ".join(f"{c} {'DESC' if d else 'ASC'}" for c, d in order_by)
+        params = [v for _, v in where]
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        try:
+            cur = self._rconn.execute(sql, params)
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        except sqlite3.OperationalError as exc:
+            if "no such" in str(exc):
+                raise ReadModelError(f"read-model query on {table!r} failed: {exc}") from exc
+            raise StoreUnavailable(f"read from {self.path} failed: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"read from {self.path} failed: {exc}") from exc
 
     def _recorded(self, rows: list[Any]) -> list[RecordedEvent]:
         streams = self._streams_by_id

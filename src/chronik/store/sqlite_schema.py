@@ -12,7 +12,7 @@ from chronik.errors import ConfigurationError
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate", "options_from_url", "path_from_url"]
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 MIGRATIONS: Final[dict[int, list[str]]] = {
     1: [
         """CREATE TABLE chronik_streams (
@@ -55,6 +55,49 @@ MIGRATIONS: Final[dict[int, list[str]]] = {
             epoch INTEGER NOT NULL,
             updated_at INTEGER NOT NULL,
             PRIMARY KEY (name, partition))""",
+    ],
+    3: [  # projections: status, control requests, dead letters (see chronik.projections.system)
+        """CREATE TABLE IF NOT EXISTS chronik_projections (
+            name TEXT NOT NULL,
+            version INTEGER,
+            generation INTEGER,
+            building INTEGER,
+            building_version INTEGER,
+            state TEXT,
+            position TEXT,
+            build_position TEXT,
+            head TEXT,
+            lag_events INTEGER,
+            lag_seconds REAL,
+            events_per_s REAL,
+            processed INTEGER,
+            last_error TEXT,
+            heartbeat INTEGER,
+            owner TEXT,
+            PRIMARY KEY (name))""",
+        """CREATE TABLE IF NOT EXISTS chronik_projection_requests (
+            id TEXT NOT NULL,
+            projection TEXT,
+            action TEXT,
+            arg TEXT,
+            created_at INTEGER,
+            PRIMARY KEY (id))""",
+        """CREATE TABLE IF NOT EXISTS chronik_dead_letters (
+            projection TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            generation INTEGER,
+            position INTEGER,
+            position_index INTEGER,
+            stream TEXT,
+            sequence INTEGER,
+            type TEXT,
+            error TEXT,
+            attempts INTEGER,
+            blocked INTEGER,
+            parked_at INTEGER,
+            PRIMARY KEY (projection, generation, event_id))""",
+        "CREATE INDEX IF NOT EXISTS chronik_dead_letters_projection_stream "
+        "ON chronik_dead_letters (projection, stream)",
     ],
 }
 

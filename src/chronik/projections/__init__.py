@@ -1,0 +1,52 @@
+"""Projections: events in, read models out, effectively once.
+
+Declare a ``Projection`` with its ``Table``s and handlers, run it with a ``ProjectionRunner``
+(or one ``ProjectionProcessor``), read its rows with ``query``; ``ProjectionAdmin`` shows
+status and sends pause / resume / reset / rebuild / retry requests from any process.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chronik.errors import ReadModelError
+from chronik.projections.processor import ProjectionProcessor
+from chronik.projections.projection import ErrorPolicy, Handler, Projection
+from chronik.projections.readmodel import ReadModel, Table, physical_name
+from chronik.projections.runner import ProjectionRunner
+from chronik.projections.system import STATUS, DeadLetter, ProjectionAdmin, ProjectionStatus
+from chronik.store.base import EventStore
+
+__all__ = [
+    "DeadLetter",
+    "ErrorPolicy",
+    "Handler",
+    "Projection",
+    "ProjectionAdmin",
+    "ProjectionProcessor",
+    "ProjectionRunner",
+    "ProjectionStatus",
+    "ReadModel",
+    "Table",
+    "query",
+]
+
+
+async def query(
+    store: EventStore,
+    projection: str,
+    table: str,
+    where: dict[str, Any] | None = None,
+    order_by: tuple[str, ...] = (),
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Committed rows of a projection's table, from the generation that serves now."""
+    for attempt in range(2):
+        rows = await store.read_table(STATUS.name, {"name": projection}, limit=1)
+        generation = rows[0]["generation"] if rows else 1
+        try:
+            return await store.read_table(physical_name(table, generation), where, order_by, limit)
+        except ReadModelError:
+            if attempt:  # the generation may have been swapped under us: look once more
+                raise
+    raise AssertionError("unreachable")

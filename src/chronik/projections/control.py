@@ -1,0 +1,176 @@
+"""What a processor does on request: pause, resume, reset, rebuild, retry dead letters; takeover.
+
+Requests are rows of ``chronik_projection_requests`` (written by ``ProjectionAdmin``, from any
+process); the processor applies each one and deletes it in the same unit of work.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from chronik.errors import ValidationError
+from chronik.messages import Position
+from chronik.projections.readmodel import ReadModel
+from chronik.projections.system import DEAD_LETTERS, REQUESTS
+from chronik.store.base import TableSpec, TableWrite
+
+if TYPE_CHECKING:
+    from chronik.projections.processor import ProjectionProcessor
+
+__all__ = ["Lane", "drop_tables", "maybe_take_over", "poll_requests", "specs"]
+
+START = Position(0)
+
+
+class Lane:
+    """One generation of a projection's tables with its own checkpoint and parked streams."""
+
+    def __init__(self, generation: int, version: int, frozen: bool = False) -> None:
+        self.generation = generation
+        self.version = version
+        self.frozen = frozen  # built by another version: serves reads, is not advanced
+        self.position: Position | None = None
+        self.parked: set[str] = set()
+        self.dirty = False  # position advanced (scanned) without a checkpoint write yet
+        self.caught_up = False
+        self.isolate_until: Position | None = None  # one event per commit up to here
+
+    def checkpoint(self, projection: str) -> str:
+        """The checkpoint name of this generation."""
+        return f"projection:{projection}:g{self.generation}"
+
+    def __repr__(self) -> str:
+        return f"<Lane g{self.generation} v{self.version} at {self.position}>"
+
+
+def specs(proc: ProjectionProcessor, generation: int) -> list[TableSpec]:
+    """The table specs of one generation of the projection."""
+    return [t.spec(generation) for t in proc.projection.tables.values()]
+
+
+def drop_tables(proc: ProjectionProcessor, generation: int) -> list[TableWrite]:
+    """Writes that drop one generation's tables."""
+    return [TableWrite("drop", s.name) for s in specs(proc, generation)]
+
+
+async def _forget_dead_letters(proc: ProjectionProcessor, generation: int) -> list[TableWrite]:
+    rows = await proc.store.read_table(
+        DEAD_LETTERS.name, {"projection": proc.projection.name, "generation": generation}
+    )
+    return [_delete_letter(proc.projection.name, generation, r["event_id"]) for r in rows]
+
+
+def _delete_letter(name: str, generation: int, event_id: str) -> TableWrite:
+    values = (("projection", name), ("generation", generation), ("event_id", event_id))
+    return TableWrite("delete", DEAD_LETTERS.name, values)
+
+
+async def poll_requests(proc: ProjectionProcessor) -> None:
+    """Apply the pending requests for this projection, oldest first."""
+    rows = await proc.store.read_table(
+        REQUESTS.name, {"projection": proc.projection.name}, order_by=("id",)
+    )
+    for r in rows:
+        done = TableWrite("delete", REQUESTS.name, (("id", r["id"]),))
+        action, arg = r["action"], r["arg"] or ""
+        if action == "pause":
+            proc.state = "paused"
+            await proc._commit([done])
+        elif action == "resume":
+            proc.state = "running"
+            proc.last_error = None
+            await proc._commit([done])
+        elif action == "rebuild" or (action == "reset" and not arg and proc.active.frozen):
+            await _rebuild(proc, [done])
+        elif action == "reset":
+            await _reset(proc, arg, [done])
+        elif action == "retry":
+            await _retry(proc, arg or None, [done])
+        else:  # refresh (dead letters dropped elsewhere), or unknown: just reload
+            await proc._load_parked(proc.active)
+            await proc._commit([done])
+
+
+async def _rebuild(proc: ProjectionProcessor, writes: list[TableWrite]) -> None:
+    """Start a new generation that builds while the current one serves (blue/green)."""
+    old = proc.building
+    generation = max(proc.active.generation, old.generation if old else 0) + 1
+    if old is not None:
+        writes += drop_tables(proc, old.generation) + await _forget_dead_letters(
+            proc, old.generation
+        )
+    lane = proc.building = Lane(generation, proc.projection.version)
+    writes += [TableWrite("ensure", s.name, spec=s) for s in specs(proc, generation)]
+    if proc.state == "stopped":
+        proc.state = "running"
+    await proc._commit(writes, lane, START)
+    lane.position = START
+
+
+async def _reset(proc: ProjectionProcessor, arg: str, writes: list[TableWrite]) -> None:
+    """Reset the serving generation: to the start (tables cleared) or to a position."""
+    lane = proc.active
+    if arg:
+        try:
+            position = Position.parse(arg)
+        except ValidationError as exc:
+            proc.last_error = f"reset ignored: {exc}"
+            await proc._commit(writes)
+            return
+    else:
+        position = START
+        writes += [TableWrite("clear", s.name) for s in specs(proc, lane.generation)]
+        writes += await _forget_dead_letters(proc, lane.generation)
+        lane.parked = set()
+    if proc.state == "stopped":
+        proc.state = "running"
+    await proc._commit(writes, lane, position)
+    lane.position = position
+    lane.caught_up = False
+
+
+async def _retry(proc: ProjectionProcessor, stream: str | None, writes: list[TableWrite]) -> None:
+    """Apply the parked events again, per stream in order; a stream with none left flows on."""
+    lane, name = proc.active, proc.projection.name
+    rows = await proc.store.read_table(
+        DEAD_LETTERS.name,
+        {"projection": name, "generation": lane.generation},
+        order_by=("position", "position_index"),
+    )
+    failed: set[str] = set()
+    rm = ReadModel(proc.store, proc.projection.tables, lane.generation)
+    for r in rows:
+        if (stream is not None and r["stream"] != stream) or r["stream"] in failed:
+            continue
+        event = await proc.store.get_event(r["event_id"])
+        if event is not None and event.type in proc.projection.handlers:
+            rm.begin(event)
+            try:
+                await proc.projection.handle(event, rm)
+            except Exception as exc:
+                rm.discard()
+                failed.add(r["stream"])
+                error = f"{type(exc).__name__}: {exc}"
+                values = (*((k, v) for k, v in r.items() if k not in ("error", "attempts")),)
+                values += (("error", error), ("attempts", (r["attempts"] or 0) + 1))
+                writes.append(
+                    TableWrite("upsert", DEAD_LETTERS.name, values, key=DEAD_LETTERS.primary_key)
+                )
+                continue
+            rm.keep()
+        writes.append(_delete_letter(name, lane.generation, r["event_id"]))
+    await proc._commit(rm.writes + writes)
+    await proc._load_parked(lane)
+
+
+async def maybe_take_over(proc: ProjectionProcessor) -> None:
+    """Switch to the building generation once it has caught up with the serving one."""
+    new, old = proc.building, proc.active
+    if new is None or not new.caught_up or new.position is None:
+        return
+    if not old.frozen and old.position is not None and new.position < old.position:
+        return
+    writes = drop_tables(proc, old.generation) + await _forget_dead_letters(proc, old.generation)
+    proc.active, proc.building = new, None
+    await proc._commit(writes, new, new.position)
+    proc._resolve_waiters()

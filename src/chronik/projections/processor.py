@@ -1,0 +1,433 @@
+"""The projection processor: catch-up then live, in batches, checkpoint and rows in one commit.
+
+One task per projection reads pages of the event types it handles after its checkpoint, runs the
+handlers in order (so per-stream order always holds), and commits the staged read-model writes,
+the dead letters, the new checkpoint and its status row as one unit of work: a crash at any
+point leaves the read model exactly at the checkpoint (effectively once). It reads the next
+page only after the commit (backpressure). A blue/green rebuild is a second lane with its own
+generation of tables and checkpoint, run by the same task; it takes over once caught up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from collections import deque
+from typing import Any
+
+from chronik.errors import (
+    CheckpointFenced,
+    ProjectionStopped,
+    ReadModelError,
+    StoreClosed,
+)
+from chronik.messages import Position, RecordedEvent
+from chronik.projections import control
+from chronik.projections.control import Lane
+from chronik.projections.projection import Projection
+from chronik.projections.readmodel import ReadModel
+from chronik.projections.system import DEAD_LETTERS, STATUS, ensure_writes
+from chronik.store.base import EventStore, TableWrite
+
+__all__ = ["ProjectionProcessor"]
+
+RATE_WINDOW = 5.0  # seconds of history behind events/s
+
+
+class ProjectionProcessor:
+    """Runs one projection against a store; ``async with`` it or call start() and stop().
+
+    ``state`` is one of new, running, paused, rebuilding, failing, stopped. ``position`` is how
+    far the serving generation has read (every event up to it is applied or parked).
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        projection: Projection,
+        *,
+        heartbeat: float = 1.0,
+        owner: str | None = None,
+    ) -> None:
+        if not projection.handlers:
+            from chronik.errors import ConfigurationError
+
+            raise ConfigurationError(f"projection {projection.name!r} has no handlers")
+        self.store = store
+        self.projection = projection
+        self.heartbeat = heartbeat
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
+        self.state = "new"
+        self.last_error: str | None = None
+        self.processed = 0
+        self.active = Lane(1, projection.version)
+        self.building: Lane | None = None
+        self._types = projection.types
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._wake = asyncio.Event()
+        self._waiters: list[tuple[Position, asyncio.Future[None]]] = []
+        self._rate: deque[tuple[float, int]] = deque()
+        self._head: Position | None = None
+        self._last_event_us = 0
+        self._last_status = 0.0
+        self._next_poll = 0.0
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Set up (tables, checkpoint, parked streams, pending requests) and start the loop."""
+        if self._task is None:
+            await self._setup()
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"projection-{self.projection.name}"
+            )
+
+    async def stop(self) -> None:
+        """Finish the current batch, record state ``stopped`` and end the loop."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._fail_waiters(ProjectionStopped(f"projection {self.projection.name} was stopped"))
+        if not self.store.closed and self.state != "new":
+            self.state = "stopped"
+            with contextlib.suppress(Exception):
+                await self._commit([])
+
+    async def __aenter__(self) -> ProjectionProcessor:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def __repr__(self) -> str:
+        return f"<ProjectionProcessor {self.projection.name} {self.state} at {self.position}>"
+
+    @property
+    def position(self) -> Position | None:
+        """How far the serving generation has read."""
+        return self.active.position
+
+    async def wait_for(self, position: Position) -> None:
+        """Return once every event up to ``position`` is applied (read-your-writes).
+
+        Raises ProjectionStopped if the projection stops first; bound the wait with
+        ``asyncio.timeout``.
+        """
+        if self.state == "stopped":
+            raise ProjectionStopped(f"projection {self.projection.name} is stopped")
+        if self._reached(position):
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((position, fut))
+        try:
+            await fut
+        finally:
+            self._waiters = [(p, f) for p, f in self._waiters if f is not fut]
+
+    def _reached(self, position: Position) -> bool:
+        mine = self.active.position
+        return not self.active.frozen and mine is not None and mine >= position
+
+    def _resolve_waiters(self) -> None:
+        if self._waiters:
+            for position, fut in self._waiters:
+                if not fut.done() and self._reached(position):
+                    fut.set_result(None)
+
+    def _fail_waiters(self, exc: Exception) -> None:
+        for _, fut in self._waiters:
+            if not fut.done():
+                fut.set_exception(exc)
+
+    # --- setup --------------------------------------------------------------------------------
+
+    async def _setup(self) -> None:
+        store, p = self.store, self.projection
+        async with store.transaction() as tx:
+            tx.write_tables(ensure_writes())
+        rows = await store.read_table(STATUS.name, {"name": p.name}, limit=1)
+        row: dict[str, Any] = rows[0] if rows else {}
+        generation = row.get("generation") or 1
+        version = row.get("version") or p.version
+        self.active = Lane(generation, version, frozen=version != p.version)
+        building, building_version = row.get("building"), row.get("building_version")
+        drop: list[int] = []
+        if building:
+            if building_version == p.version:
+                self.building = Lane(building, p.version)
+            else:
+                drop.append(building)
+        if self.active.frozen and self.building is None:
+            self.building = Lane(max(generation, building or 0) + 1, p.version)
+        self.state = row.get("state") or "running"
+        if self.state not in ("paused", "stopped"):
+            self.state = "running"
+        writes: list[TableWrite] = []
+        for gen in drop:
+            writes += control.drop_tables(self, gen)
+        for lane in self._lanes(include_frozen=False):
+            writes += [
+                TableWrite("ensure", s.name, spec=s) for s in control.specs(self, lane.generation)
+            ]
+            checkpoint = await store.load_checkpoint(lane.checkpoint(p.name))
+            lane.position = checkpoint.position if checkpoint else None
+            await self._load_parked(lane)
+        if self.active.frozen:
+            checkpoint = await store.load_checkpoint(self.active.checkpoint(p.name))
+            self.active.position = checkpoint.position if checkpoint else None
+        await self._commit(writes)
+
+    def _lanes(self, include_frozen: bool = True) -> list[Lane]:
+        lanes = [self.active] if include_frozen or not self.active.frozen else []
+        return lanes + ([self.building] if self.building is not None else [])
+
+    async def _load_parked(self, lane: Lane) -> None:
+        rows = await self.store.read_table(
+            DEAD_LETTERS.name, {"projection": self.projection.name, "generation": lane.generation}
+        )
+        lane.parked = {r["stream"] for r in rows}
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        errors = 0
+        while not self._stopping and not self.store.closed:
+            signal = self.store.change_signal()
+            try:
+                now = time.monotonic()
+                if now >= self._next_poll:
+                    self._next_poll = now + self.heartbeat
+                    await control.poll_requests(self)
+                progressed = False
+                if self.state not in ("paused", "stopped"):
+                    for lane in self._lanes(include_frozen=False):
+                        progressed = await self._step(lane) or progressed
+                    await control.maybe_take_over(self)
+                if not progressed:
+                    if time.monotonic() - self._last_status >= self.heartbeat:
+                        await self._commit([])
+                    await self._idle(signal)
+                errors = 0
+            except (StoreClosed, asyncio.CancelledError):
+                return
+            except CheckpointFenced as exc:
+                self._stop_with(f"fenced off by another owner: {exc}")
+            except Exception as exc:  # never let a store or handler error end the loop
+                errors += 1
+                self.state = "failing"
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                await asyncio.sleep(min(5.0, 0.05 * 2 ** min(errors, 7)))
+
+    async def _idle(self, signal: asyncio.Event) -> None:
+        timeout = max(0.0, self._next_poll - time.monotonic())
+        if self._stopping:
+            return
+        self.store._watch(1)
+        waits = [asyncio.ensure_future(signal.wait()), asyncio.ensure_future(self._wake.wait())]
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.store._watch(-1)
+            for w in waits:
+                w.cancel()
+            self._wake.clear()
+
+    def _stop_with(self, error: str) -> None:
+        self.state = "stopped"
+        self.last_error = error
+        self._fail_waiters(ProjectionStopped(f"projection {self.projection.name}: {error}"))
+
+    async def _step(self, lane: Lane) -> bool:
+        """Process one page of ``lane``; False when there was nothing to do."""
+        store, p = self.store, self.projection
+        head = self._head = await store.head()
+        limit = 1 if lane.isolate_until is not None else p.batch_size
+        page = await store._read_all_page(lane.position, None, p.domains, self._types, limit, False)
+        if not page:
+            lane.caught_up = True
+            if head is not None and (lane.position is None or head > lane.position):
+                lane.position = head  # scanned: no event of ours up to the head
+                lane.dirty = True
+                self._resolve_waiters()
+            return False
+        lane.caught_up = False
+        rm = ReadModel(store, p.tables, lane.generation)
+        dead: list[TableWrite] = []
+        position = lane.position
+        stop_error: str | None = None
+        parked = set(lane.parked)
+        for e in page:
+            if parked and str(e.stream) in parked:
+                dead.append(self._dead_letter(lane, e, None, 0, blocked=True))
+                position = e.position
+                continue
+            error = await self._apply(e, rm)
+            if error is not None:
+                then = p.policy.then
+                self.last_error = f"{e.type} {e.event_id} ({e.stream}): {error}"
+                if then == "stop":
+                    stop_error = self.last_error
+                    break
+                if then == "park":
+                    parked.add(str(e.stream))
+                    dead.append(self._dead_letter(lane, e, error, p.policy.retries + 1))
+            position = e.position
+        if stop_error is None and len(page) < limit and head is not None:
+            position = max(position, head) if position is not None else head
+        state = "stopped" if stop_error is not None else self.state
+        if state == "failing":
+            state = "running"
+        try:
+            await self._advance(lane, position, state, rm.writes + dead, page)
+        except ReadModelError as exc:
+            if len(page) > 1:  # find the event the database refuses: one event per commit
+                lane.isolate_until = page[-1].position
+                return True
+            error = f"{type(exc).__name__}: {exc}"
+            self.last_error = f"{page[0].type} {page[0].event_id} ({page[0].stream}): {error}"
+            if p.policy.then == "stop":
+                self._stop_with(self.last_error)
+                return False
+            dead = []
+            parked = set(lane.parked)
+            if p.policy.then == "park":
+                parked.add(str(page[0].stream))
+                dead = [self._dead_letter(lane, page[0], error, 1)]
+            await self._advance(lane, page[0].position, state, dead, page)
+        lane.parked = parked
+        until = lane.isolate_until
+        if until is not None and lane.position is not None and lane.position >= until:
+            lane.isolate_until = None
+        if lane is self.active:
+            self._resolve_waiters()
+        if stop_error is not None:
+            self._stop_with(stop_error)
+        return stop_error is None
+
+    async def _advance(
+        self,
+        lane: Lane,
+        position: Position | None,
+        state: str,
+        writes: list[TableWrite],
+        page: list[RecordedEvent],
+    ) -> None:
+        """Commit a processed page; the lane and counters move only if the commit succeeds."""
+        before = (lane.position, self.state, self.processed, self._last_event_us)
+        lane.position, self.state = position, state
+        self.processed += len(page)
+        if lane is self.active:
+            self._last_event_us = page[-1].recorded_at_us
+        try:
+            await self._commit(writes, lane, position)
+        except BaseException:
+            lane.position, self.state, self.processed, self._last_event_us = before
+            raise
+
+    async def _apply(self, event: RecordedEvent, rm: ReadModel) -> str | None:
+        """Run the handler with the policy's retries; the error text if it kept failing."""
+        policy = self.projection.policy
+        attempt = 0
+        while True:
+            rm.begin(event)
+            try:
+                await self.projection.handle(event, rm)
+            except Exception as exc:
+                rm.discard()
+                attempt += 1
+                error = f"{type(exc).__name__}: {exc}"
+                if attempt > policy.retries or self._stopping:
+                    return error
+                self.state = "failing"
+                self.last_error = f"{event.type} {event.event_id} ({event.stream}): {error}"
+                if attempt == 1:
+                    with contextlib.suppress(Exception):
+                        await self._commit([])
+                await asyncio.sleep(policy.delay(attempt))
+            else:
+                rm.keep()
+                return None
+
+    def _dead_letter(
+        self, lane: Lane, e: RecordedEvent, error: str | None, attempts: int, blocked: bool = False
+    ) -> TableWrite:
+        values = (
+            ("projection", self.projection.name),
+            ("event_id", e.event_id),
+            ("generation", lane.generation),
+            ("position", e.position.commit),
+            ("position_index", e.position.index),
+            ("stream", str(e.stream)),
+            ("sequence", e.sequence),
+            ("type", e.type),
+            ("error", error),
+            ("attempts", attempts),
+            ("blocked", int(blocked)),
+            ("parked_at", time.time_ns() // 1000),
+        )
+        return TableWrite("upsert", DEAD_LETTERS.name, values, key=DEAD_LETTERS.primary_key)
+
+    # --- commits and status -------------------------------------------------------------------
+
+    async def _commit(
+        self,
+        writes: list[TableWrite],
+        lane: Lane | None = None,
+        position: Position | None = None,
+    ) -> None:
+        """Commit table writes, the lane's checkpoint, dirty checkpoints and the status row."""
+        name = self.projection.name
+        async with self.store.transaction() as tx:
+            tx.write_tables(writes)
+            if lane is not None and position is not None:
+                tx.save_checkpoint(lane.checkpoint(name), position)
+            for other in self._lanes(include_frozen=False):
+                if other.dirty and other is not lane and other.position is not None:
+                    tx.save_checkpoint(other.checkpoint(name), other.position)
+            tx.write_tables([self._status_write()])
+        for other in self._lanes(include_frozen=False):
+            other.dirty = False
+        self._last_status = time.monotonic()
+
+    def _events_per_s(self) -> float:
+        now = time.monotonic()
+        rate = self._rate
+        rate.append((now, self.processed))
+        while len(rate) > 2 and now - rate[0][0] > RATE_WINDOW:
+            rate.popleft()
+        t0, n0 = rate[0]
+        return (self.processed - n0) / (now - t0) if now > t0 else 0.0
+
+    def _status_write(self) -> TableWrite:
+        active, building, head = self.active, self.building, self._head
+        position = active.position
+        lag = 0 if head is None else max(0, head.commit - (position.commit if position else 0))
+        state = self.state
+        if building is not None and state == "running":
+            state = "rebuilding"
+        values = (
+            ("name", self.projection.name),
+            ("version", active.version),
+            ("generation", active.generation),
+            ("building", building.generation if building else None),
+            ("building_version", building.version if building else None),
+            ("state", state),
+            ("position", None if position is None else str(position)),
+            ("build_position", str(building.position) if building and building.position else None),
+            ("head", None if head is None else str(head)),
+            ("lag_events", lag),
+            ("lag_seconds", max(0.0, time.time() - self._last_event_us / 1e6) if lag else 0.0),
+            ("events_per_s", self._events_per_s()),
+            ("processed", self.processed),
+            ("last_error", self.last_error),
+            ("heartbeat", time.time_ns() // 1000),
+            ("owner", self.owner),
+        )
+        return TableWrite("upsert", STATUS.name, values, key=("name",))

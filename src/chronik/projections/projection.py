@@ -1,0 +1,124 @@
+"""A projection: a name, the event types it handles, its read-model tables, its error policy."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Final, Literal, TypeAlias
+
+from chronik.errors import ConfigurationError, ValidationError
+from chronik.messages import RecordedEvent
+from chronik.projections.readmodel import ReadModel, Table
+
+__all__ = ["ErrorPolicy", "Handler", "Projection"]
+
+Handler: TypeAlias = Callable[[RecordedEvent, ReadModel], Awaitable[None] | None]
+_NAME_RE: Final = re.compile(r"[a-z][a-z0-9_]{0,47}")
+
+
+class ErrorPolicy:
+    """What a processor does when a handler raises.
+
+    It retries the event ``retries`` times, waiting ``backoff`` seconds doubled each time (at
+    most ``max_backoff``), then: ``park`` puts the event and the later events of its stream in
+    the dead-letter table while other streams go on; ``skip`` records the error and moves on;
+    ``stop`` stops the projection before the event (state ``stopped``, ``last_error`` set).
+    """
+
+    def __init__(
+        self,
+        retries: int = 3,
+        backoff: float = 0.1,
+        max_backoff: float = 5.0,
+        then: Literal["park", "skip", "stop"] = "park",
+    ) -> None:
+        if type(retries) is not int or retries < 0:
+            raise ValidationError(f"retries must be an int >= 0, got {retries!r}")
+        if backoff < 0 or max_backoff < 0:
+            raise ValidationError("backoff times must be >= 0")
+        if then not in ("park", "skip", "stop"):
+            raise ValidationError(f"then must be 'park', 'skip' or 'stop', got {then!r}")
+        self.retries = retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.then = then
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before retry number ``attempt`` (1-based)."""
+        return float(min(self.max_backoff, self.backoff * 2 ** (attempt - 1)))
+
+    def __repr__(self) -> str:
+        return f"ErrorPolicy(retries={self.retries}, backoff={self.backoff}, then={self.then!r})"
+
+
+class Projection:
+    """Events in, read-model rows out: ``Projection("receipts", tables=[...])``.
+
+    Register handlers with ``@projection.on("order.completed")``; a handler takes the event and
+    a ``ReadModel`` and may be a plain or an async function. Bump ``version`` when the handlers
+    or tables change: the new version builds into new tables while the old ones keep serving,
+    and takes over once caught up. A projection without tables has effects elsewhere (email,
+    HTTP): it gets each event at least once, with ``rm.event_id`` as the idempotency key.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        tables: Iterable[Table] = (),
+        version: int = 1,
+        policy: ErrorPolicy | None = None,
+        domains: Sequence[str] | None = None,
+        batch_size: int = 500,
+    ) -> None:
+        if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+            raise ValidationError(
+                f"invalid projection name {name!r}: expected [a-z][a-z0-9_]{{0,47}}", field="name"
+            )
+        if type(version) is not int or version < 1:
+            raise ValidationError(f"version must be an int >= 1, got {version!r}")
+        if type(batch_size) is not int or not 1 <= batch_size <= 10_000:
+            raise ValidationError(f"batch_size must be 1..10000, got {batch_size!r}")
+        self.name = name
+        self.version = version
+        self.tables: dict[str, Table] = {}
+        for t in tables:
+            if not isinstance(t, Table):
+                raise ValidationError(f"expected a Table, got {t!r}", field="tables")
+            if t.name in self.tables:
+                raise ValidationError(f"table {t.name!r} is declared twice", field="tables")
+            self.tables[t.name] = t
+        self.policy = policy or ErrorPolicy()
+        self.domains = tuple(domains) if domains is not None else None
+        self.batch_size = batch_size
+        self.handlers: dict[str, tuple[Handler, bool]] = {}
+
+    def on(self, *types: str) -> Callable[[Handler], Handler]:
+        """Register the decorated function as the handler of these event types."""
+        if not types:
+            raise ValidationError("on() needs at least one event type")
+
+        def register(fn: Handler) -> Handler:
+            for t in types:
+                if t in self.handlers:
+                    raise ConfigurationError(f"{self.name}: {t!r} already has a handler")
+                self.handlers[t] = (fn, inspect.iscoroutinefunction(fn))
+            return fn
+
+        return register
+
+    @property
+    def types(self) -> tuple[str, ...]:
+        """The event types this projection handles (it reads no others)."""
+        return tuple(self.handlers)
+
+    async def handle(self, event: RecordedEvent, rm: ReadModel) -> None:
+        """Run the handler of ``event``'s type."""
+        fn, is_async = self.handlers[event.type]
+        result: Any = fn(event, rm)
+        if is_async:
+            await result
+
+    def __repr__(self) -> str:
+        return f"<Projection {self.name} v{self.version} types={len(self.handlers)}>"

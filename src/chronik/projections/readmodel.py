@@ -1,0 +1,228 @@
+"""The read-model helper: declared tables, and writes staged into a projection's transaction.
+
+A projection declares its tables (name, columns, primary key). Handlers receive a ``ReadModel``
+and call ``upsert`` / ``delete`` (staged, committed with the checkpoint in one unit of work) and
+``get`` / ``query`` (the committed rows with this batch's staged writes laid over them). Table
+and column names are validated identifiers; values are always bound parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final
+
+from chronik.errors import ValidationError
+from chronik.messages import RecordedEvent
+from chronik.store.base import EventStore, TableSpec, TableWrite, check_identifier
+
+__all__ = ["ReadModel", "Table", "physical_name"]
+
+_SQL_TYPES: Final[dict[object, str]] = {
+    int: "INTEGER",
+    bool: "INTEGER",
+    str: "TEXT",
+    float: "REAL",
+    bytes: "BLOB",
+    "integer": "INTEGER",
+    "text": "TEXT",
+    "real": "REAL",
+    "blob": "BLOB",
+}
+MAX_TABLE_NAME: Final = 48
+
+
+def physical_name(table: str, generation: int) -> str:
+    """The name of a table's generation in the database (``receipts`` gen 2: ``receipts__g2``)."""
+    return f"{table}__g{generation}"
+
+
+class Table:
+    """A read-model table: ``Table("receipts", {"id": str, "amount": int}, primary_key="id")``.
+
+    Column types are ``int``, ``str``, ``float``, ``bytes``, ``bool`` (or their SQL names).
+    Every generation of a projection gets its own physical table (see ``physical_name``).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        columns: Mapping[str, object],
+        primary_key: str | Sequence[str],
+        indexes: Iterable[Sequence[str]] = (),
+    ) -> None:
+        check_identifier(name)
+        if len(name) > MAX_TABLE_NAME or name.startswith("chronik_"):
+            raise ValidationError(
+                f"invalid table name {name!r}: at most {MAX_TABLE_NAME} characters, "
+                "and the chronik_ prefix is reserved",
+                field="table",
+            )
+        if not columns:
+            raise ValidationError(f"table {name!r} needs columns", field="columns")
+        cols: list[tuple[str, str]] = []
+        for column, kind in columns.items():
+            check_identifier(column, "column")
+            sql = _SQL_TYPES.get(kind.lower() if isinstance(kind, str) else kind)
+            if sql is None:
+                raise ValidationError(
+                    f"column {name}.{column} has type {kind!r}: use int, str, float, bytes or bool",
+                    field="columns",
+                )
+            cols.append((column, sql))
+        pk = (primary_key,) if isinstance(primary_key, str) else tuple(primary_key)
+        index_list = tuple(tuple(i) for i in indexes)
+        for key in (pk, *index_list):
+            if not key or not set(key) <= set(columns):
+                raise ValidationError(
+                    f"key {key!r} of table {name!r} names unknown columns", field="primary_key"
+                )
+        self.name = name
+        self.columns: tuple[tuple[str, str], ...] = tuple(cols)
+        self.column_names = frozenset(columns)
+        self.primary_key = pk
+        self.indexes = index_list
+
+    def spec(self, generation: int) -> TableSpec:
+        """The TableSpec of one generation of this table."""
+        return TableSpec(
+            physical_name(self.name, generation), self.columns, self.primary_key, self.indexes
+        )
+
+    def __repr__(self) -> str:
+        return f"<Table {self.name} pk={','.join(self.primary_key)}>"
+
+
+_Key = tuple[str, tuple[Any, ...]]
+# an overlay entry: ("row", full row) | ("patch", columns to lay over the stored row) | ("gone", {})
+_Entry = tuple[str, dict[str, Any]]
+
+
+class ReadModel:
+    """What a handler writes through: one batch of a projection's staged table writes.
+
+    ``event`` is the event being handled; its ``event_id`` is the idempotency key for effects
+    outside the database.
+    """
+
+    def __init__(self, store: EventStore, tables: Mapping[str, Table], generation: int) -> None:
+        self._store = store
+        self._tables = tables
+        self._physical = {name: physical_name(name, generation) for name in tables}
+        self.generation = generation
+        self.writes: list[TableWrite] = []
+        self._overlay: dict[_Key, _Entry] = {}
+        self._event_writes: list[TableWrite] = []
+        self._event_overlay: dict[_Key, _Entry] = {}
+        self.event: RecordedEvent | None = None
+
+    # --- staging per event (a failed handler leaves nothing behind) ---------------------------
+
+    def begin(self, event: RecordedEvent) -> None:
+        """Start staging the writes of one event."""
+        self.event = event
+        self._event_writes = []
+        self._event_overlay = {}
+
+    def keep(self) -> None:
+        """The handler succeeded: its writes join the batch."""
+        self.writes.extend(self._event_writes)
+        self._overlay.update(self._event_overlay)
+        self._event_writes = []
+        self._event_overlay = {}
+
+    def discard(self) -> None:
+        """The handler failed: forget its writes."""
+        self._event_writes = []
+        self._event_overlay = {}
+
+    @property
+    def event_id(self) -> str:
+        """The id of the event being handled (use it as the idempotency key of effects)."""
+        if self.event is None:
+            raise ValidationError("no event is being handled")
+        return self.event.event_id
+
+    # --- writes -------------------------------------------------------------------------------
+
+    def _table(self, name: str) -> Table:
+        table = self._tables.get(name)
+        if table is None:
+            raise ValidationError(
+                f"unknown table {name!r}; this projection declares: {', '.join(self._tables)}",
+                field="table",
+            )
+        return table
+
+    def upsert(self, table: str, row: Mapping[str, Any] | None = None, **values: Any) -> None:
+        """Insert the row, or update the given columns of the row with the same primary key."""
+        t = self._table(table)
+        data = {**row, **values} if row is not None else values
+        unknown = data.keys() - t.column_names
+        if unknown:
+            raise ValidationError(f"table {table!r} has no column(s) {sorted(unknown)}")
+        try:
+            key = tuple(data[c] for c in t.primary_key)
+        except KeyError:
+            raise ValidationError(
+                f"an upsert into {table!r} needs its primary key {t.primary_key}"
+            ) from None
+        self._event_writes.append(
+            TableWrite("upsert", self._physical[table], tuple(data.items()), None, t.primary_key)
+        )
+        k = (table, key)
+        prior = self._event_overlay.get(k) or self._overlay.get(k)
+        if len(data) == len(t.columns):
+            self._event_overlay[k] = ("row", data)
+        elif prior is None:
+            self._event_overlay[k] = ("patch", data)
+        elif prior[0] == "gone":
+            self._event_overlay[k] = ("row", {c: data.get(c) for c, _ in t.columns})
+        else:
+            self._event_overlay[k] = (prior[0], {**prior[1], **data})
+
+    def delete(self, table: str, **key: Any) -> None:
+        """Delete the row with this primary key (no error if there is none)."""
+        t = self._table(table)
+        if set(key) != set(t.primary_key):
+            raise ValidationError(f"a delete from {table!r} needs exactly {t.primary_key}")
+        values = tuple((c, key[c]) for c in t.primary_key)
+        self._event_writes.append(TableWrite("delete", self._physical[table], values))
+        self._event_overlay[(table, tuple(v for _, v in values))] = ("gone", {})
+
+    # --- reads (committed rows, with this batch's writes laid over them) ----------------------
+
+    async def get(self, table: str, **key: Any) -> dict[str, Any] | None:
+        """The row with this primary key, as this batch has left it so far."""
+        t = self._table(table)
+        if set(key) != set(t.primary_key):
+            raise ValidationError(f"get from {table!r} needs exactly {t.primary_key}")
+        k = (table, tuple(key[c] for c in t.primary_key))
+        entry = self._event_overlay.get(k) or self._overlay.get(k)
+        if entry is not None and entry[0] != "patch":
+            return None if entry[0] == "gone" else dict(entry[1])
+        rows = await self._store.read_table(self._physical[table], key, limit=1)
+        if entry is None:
+            return rows[0] if rows else None
+        base = rows[0] if rows else {c: None for c, _ in t.columns}
+        return {**base, **entry[1]}
+
+    async def query(self, table: str, **where: Any) -> list[dict[str, Any]]:
+        """Rows whose columns equal ``where``, as this batch has left them so far."""
+        t = self._table(table)
+        rows = await self._store.read_table(self._physical[table], where)
+        by_key = {tuple(r[c] for c in t.primary_key): r for r in rows}
+        for (name, key), (kind, data) in {**self._overlay, **self._event_overlay}.items():
+            if name != table:
+                continue
+            if kind == "gone":
+                by_key.pop(key, None)
+                continue
+            if kind == "patch":
+                got = await self.get(table, **dict(zip(t.primary_key, key, strict=True)))
+                assert got is not None
+                data = got
+            if all(data.get(c) == v for c, v in where.items()):
+                by_key[key] = dict(data)
+            else:
+                by_key.pop(key, None)
+        return list(by_key.values())

@@ -1,0 +1,293 @@
+"""Projection bookkeeping in the store's database: status rows, control requests, dead letters.
+
+Everything here is a table of the store (SQLite: schema migration 3; memory: created on first
+use), so any process pointed at the same store (the CLI, an admin UI) sees the status of the
+projections a server runs, and its pause / resume / reset / rebuild / retry requests reach the
+running processor, which picks them up within a heartbeat.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Final
+
+import msgspec
+
+from chronik.errors import UnknownProjection, ValidationError
+from chronik.messages import Position, new_event_id
+from chronik.store.base import EventStore, TableSpec, TableWrite
+
+__all__ = [
+    "ACTIONS",
+    "DEAD_LETTERS",
+    "REQUESTS",
+    "STATUS",
+    "DeadLetter",
+    "ProjectionAdmin",
+    "ProjectionStatus",
+]
+
+STATUS: Final = TableSpec(
+    "chronik_projections",
+    (
+        ("name", "TEXT"),
+        ("version", "INTEGER"),
+        ("generation", "INTEGER"),
+        ("building", "INTEGER"),
+        ("building_version", "INTEGER"),
+        ("state", "TEXT"),
+        ("position", "TEXT"),
+        ("build_position", "TEXT"),
+        ("head", "TEXT"),
+        ("lag_events", "INTEGER"),
+        ("lag_seconds", "REAL"),
+        ("events_per_s", "REAL"),
+        ("processed", "INTEGER"),
+        ("last_error", "TEXT"),
+        ("heartbeat", "INTEGER"),
+        ("owner", "TEXT"),
+    ),
+    ("name",),
+)
+REQUESTS: Final = TableSpec(
+    "chronik_projection_requests",
+    (
+        ("id", "TEXT"),
+        ("projection", "TEXT"),
+        ("action", "TEXT"),
+        ("arg", "TEXT"),
+        ("created_at", "INTEGER"),
+    ),
+    ("id",),
+)
+DEAD_LETTERS: Final = TableSpec(
+    "chronik_dead_letters",
+    (
+        ("projection", "TEXT"),
+        ("event_id", "TEXT"),
+        ("generation", "INTEGER"),
+        ("position", "INTEGER"),
+        ("position_index", "INTEGER"),
+        ("stream", "TEXT"),
+        ("sequence", "INTEGER"),
+        ("type", "TEXT"),
+        ("error", "TEXT"),
+        ("attempts", "INTEGER"),
+        ("blocked", "INTEGER"),
+        ("parked_at", "INTEGER"),
+    ),
+    ("projection", "generation", "event_id"),
+    (("projection", "stream"),),
+)
+ACTIONS: Final = frozenset({"pause", "resume", "reset", "rebuild", "retry", "refresh"})
+ALIVE_SECONDS: Final = 5.0  # a heartbeat older than this means no processor is running
+
+
+class ProjectionStatus(msgspec.Struct):
+    """What ``chronik projections status`` shows of one projection."""
+
+    name: str
+    state: str
+    version: int
+    generation: int
+    building: int | None
+    position: str | None
+    build_position: str | None
+    head: str | None
+    lag_events: int
+    lag_seconds: float
+    events_per_s: float
+    processed: int
+    last_error: str | None
+    heartbeat: float | None  # unix seconds
+    alive: bool
+    owner: str | None
+    dead_letters: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return msgspec.to_builtins(self)  # type: ignore[no-any-return]
+
+
+class DeadLetter(msgspec.Struct):
+    """An event a projection parked: the failed one (``blocked`` false) or one waiting behind it."""
+
+    projection: str
+    event_id: str
+    generation: int
+    position: str
+    stream: str
+    sequence: int
+    type: str
+    error: str | None
+    attempts: int
+    blocked: bool
+    parked_at: float
+
+
+def ensure_writes() -> list[TableWrite]:
+    """Create the bookkeeping tables where the schema has no migration for them (memory)."""
+    return [TableWrite("ensure", spec.name, spec=spec) for spec in (STATUS, REQUESTS, DEAD_LETTERS)]
+
+
+def _lag(position: Position | None, head: Position | None) -> int:
+    if head is None:
+        return 0
+    return max(0, head.commit - (position.commit if position is not None else 0))
+
+
+class ProjectionAdmin:
+    """Reads and changes projection bookkeeping from any process (the CLI uses this)."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+
+    async def ensure(self) -> None:
+        """Create the bookkeeping tables if the store has none yet."""
+        async with self.store.transaction() as tx:
+            tx.write_tables(ensure_writes())
+
+    async def names(self) -> list[str]:
+        """The projections that have ever reported a status, sorted."""
+        await self.ensure()
+        rows = await self.store.read_table(STATUS.name, order_by=("name",))
+        return [r["name"] for r in rows]
+
+    async def check(self, name: str) -> None:
+        """UnknownProjection (listing the known ones) if ``name`` never reported a status."""
+        known = await self.names()
+        if name not in known:
+            raise UnknownProjection(name, known)
+
+    async def statuses(self) -> list[ProjectionStatus]:
+        """The status of every projection, with head and lag computed now."""
+        await self.ensure()
+        store = self.store
+        head = await store.head()
+        rows = await store.read_table(STATUS.name, order_by=("name",))
+        letters = await store.read_table(DEAD_LETTERS.name)
+        now = time.time()
+        out = []
+        for r in rows:
+            position = Position.parse(r["position"]) if r["position"] else None
+            heartbeat = r["heartbeat"] / 1e6 if r["heartbeat"] else None
+            alive = heartbeat is not None and now - heartbeat < ALIVE_SECONDS
+            lag = _lag(position, head)
+            lag_seconds = 0.0
+            if lag:
+                async for e in store.read_all(after=position, limit=1):
+                    lag_seconds = max(0.0, now - e.recorded_at_us / 1e6)
+            out.append(
+                ProjectionStatus(
+                    name=r["name"],
+                    state=r["state"] if alive else "stopped",
+                    version=r["version"] or 1,
+                    generation=r["generation"] or 1,
+                    building=r["building"],
+                    position=r["position"],
+                    build_position=r["build_position"],
+                    head=None if head is None else str(head),
+                    lag_events=lag,
+                    lag_seconds=round(lag_seconds, 3),
+                    events_per_s=round(r["events_per_s"] or 0.0, 1) if alive else 0.0,
+                    processed=r["processed"] or 0,
+                    last_error=r["last_error"],
+                    heartbeat=heartbeat,
+                    alive=alive,
+                    owner=r["owner"],
+                    dead_letters=sum(
+                        1
+                        for d in letters
+                        if d["projection"] == r["name"] and d["generation"] == r["generation"]
+                    ),
+                )
+            )
+        return out
+
+    async def status(self, name: str) -> ProjectionStatus:
+        """The status of one projection; UnknownProjection if there is none."""
+        for s in await self.statuses():
+            if s.name == name:
+                return s
+        raise UnknownProjection(name, await self.names())
+
+    async def request(self, name: str, action: str, arg: str = "") -> str:
+        """Queue a control request for the processor of ``name``; returns the request id."""
+        if action not in ACTIONS:
+            raise ValidationError(f"unknown action {action!r}", field="action")
+        await self.check(name)
+        request_id = new_event_id()
+        row = (
+            ("id", request_id),
+            ("projection", name),
+            ("action", action),
+            ("arg", arg),
+            ("created_at", time.time_ns() // 1000),
+        )
+        async with self.store.transaction() as tx:
+            tx.write_tables([TableWrite("upsert", REQUESTS.name, row, key=("id",))])
+        return request_id
+
+    async def pending(self, request_id: str) -> bool:
+        """Whether a request has not been picked up yet."""
+        return bool(await self.store.read_table(REQUESTS.name, {"id": request_id}, limit=1))
+
+    async def dead_letters(self, name: str | None = None) -> list[DeadLetter]:
+        """Parked events of the projections' current generations, oldest first."""
+        if name is not None:
+            await self.check(name)
+        await self.ensure()
+        current = {r["name"]: r["generation"] for r in await self.store.read_table(STATUS.name)}
+        rows = await self.store.read_table(
+            DEAD_LETTERS.name,
+            {} if name is None else {"projection": name},
+            order_by=("projection", "position", "position_index"),
+        )
+        return [
+            DeadLetter(
+                r["projection"],
+                r["event_id"],
+                r["generation"],
+                str(Position(r["position"], r["position_index"])),
+                r["stream"],
+                r["sequence"],
+                r["type"],
+                r["error"],
+                r["attempts"],
+                bool(r["blocked"]),
+                r["parked_at"] / 1e6,
+            )
+            for r in rows
+            if current.get(r["projection"]) == r["generation"]
+        ]
+
+    async def drop_dead_letters(
+        self, name: str, event_id: str | None = None, stream: str | None = None
+    ) -> int:
+        """Delete parked events (one, one stream's, or all of ``name``); returns how many.
+
+        The dropped events are never applied. The processor is told to reload its parked
+        streams: a stream with no dead letters left flows again.
+        """
+        letters = [
+            d
+            for d in await self.dead_letters(name)
+            if (event_id is None or d.event_id == event_id)
+            and (stream is None or d.stream == stream)
+        ]
+        if letters:
+            async with self.store.transaction() as tx:
+                tx.write_tables(
+                    TableWrite(
+                        "delete",
+                        DEAD_LETTERS.name,
+                        (
+                            ("projection", d.projection),
+                            ("generation", d.generation),
+                            ("event_id", d.event_id),
+                        ),
+                    )
+                    for d in letters
+                )
+            await self.request(name, "refresh")
+        return len(letters)
