@@ -302,7 +302,7 @@ class Aggregate:
             fields[name] = tp
         cls._state_fields = fields
         cls._state_struct = msgspec.defstruct(
-            f"{cls.__name__}State", [(n, t, getattr(cls, n)) for n, t in fields.items()]
+            f"{cls.__name__}State", [(n, t, _default(getattr(cls, n))) for n, t in fields.items()]
         )
 
     def __init__(self, aggregate_id: str) -> None:
@@ -333,6 +333,12 @@ class Aggregate:
     def __repr__(self) -> str:
         state = ", ".join(f"{n}={getattr(self, n)!r}" for n in self._state_fields)
         return f"{type(self).__name__}(id={self.id!r}, {state})"
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, list | dict | set | bytearray):
+        return msgspec.field(default_factory=lambda: copy.deepcopy(value))
+    return value
 
 
 def _first_param(fn: Callable[..., Any]) -> tuple[str, Any, int]:
