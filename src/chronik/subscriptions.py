@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections import deque
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
+from chronik.errors import StoreUnavailable
 from chronik.messages import Position, RecordedEvent
 
 if TYPE_CHECKING:
@@ -17,6 +20,10 @@ __all__ = ["Subscription"]
 # A subscription re-reads at least this often even if no change was signalled (a safety net for
 # notifications an adapter could not see).
 FALLBACK_POLL_SECONDS = 1.0
+# While the store is unreachable (a database restart, a failover) a subscription retries its
+# reads with backoff for this long before the error reaches the caller; it resumes from its
+# position, so nothing is delivered twice.
+RECONNECT_SECONDS = 60.0
 
 
 class Subscription:
@@ -24,7 +31,9 @@ class Subscription:
 
     Each event is delivered once, in commit order. ``position`` is the last delivered event's
     position (resume from it later); ``caught_up`` turns true once the stored events are
-    exhausted. Close it (or leave its ``async with`` block) to stop.
+    exhausted (and, on stores where transactions commit out of order, no committed event is
+    held back behind a transaction that is still running). Close it (or leave its
+    ``async with`` block) to stop.
     """
 
     def __init__(
@@ -57,18 +66,33 @@ class Subscription:
 
     async def _fill(self) -> None:
         store = self._store
+        outage: float | None = None
+        attempt = 0
         while True:
             if self._closed or store.closed:
                 raise StopAsyncIteration
             signal = store.change_signal()
-            await store._ready()
-            page = await store._read_all_page(
-                self.position, None, self._domains, self._types, self._batch_size, False
-            )
+            try:
+                await store._ready()
+                page = await store._read_all_page(
+                    self.position, None, self._domains, self._types, self._batch_size, False
+                )
+                settled = True if page else await _settled(store, self.position)
+            except StoreUnavailable:
+                now = time.monotonic()
+                outage = now if outage is None else outage
+                if now - outage > RECONNECT_SECONDS or self._closed:
+                    raise
+                delay = min(2.0, 0.05 * 2**attempt)
+                attempt += 1
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(signal.wait(), delay)
+                continue
+            outage, attempt = None, 0
             if page:
                 self._buffer.extend(page)
                 return
-            self.caught_up = True
+            self.caught_up = settled
             store._watch(1)
             try:
                 await asyncio.wait_for(signal.wait(), FALLBACK_POLL_SECONDS)
@@ -97,3 +121,12 @@ class Subscription:
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("live" if self.caught_up else "catching up")
         return f"<Subscription after={self.position} {state}>"
+
+
+async def _settled(store: EventStore, after: Position | None) -> bool:
+    """Whether no committed event after ``after`` is held back by a running transaction.
+
+    Stores that commit in position order (memory, SQLite) have no such hook: always settled.
+    """
+    check = getattr(store, "_settled", None)
+    return True if check is None else bool(await check(after))

@@ -1,0 +1,317 @@
+"""The PostgreSQL event store (``postgresql://user@host:5432/db?schema=chronik``).
+
+asyncpg with a connection pool. An append is one round trip: the server-side function
+``append_events`` locks the stream's row (writers to other streams never wait), checks the
+expectation and inserts the events, in autocommit. A unit of work runs the same function once
+per append inside one transaction, with its checkpoints and snapshots. Positions are
+``(transaction id, row id)``; readers stop at the safe horizon (see ``postgres_schema``), so no
+reader passes a transaction that may still commit.
+
+URL options: ``schema`` (default ``chronik``), ``migrate`` (default true: create or upgrade the
+schema on open), ``pool_min_size``, ``pool_max_size``, ``poll_interval`` (seconds between
+polls while LISTEN is down), ``max_payload_bytes``, ``max_append_events``. Other query
+parameters go to the driver (``sslmode``, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any, Final
+
+import asyncpg
+
+from chronik.errors import (
+    ChronikError,
+    ConfigurationError,
+    StoreUnavailable,
+    WrongExpectedVersion,
+)
+from chronik.messages import (
+    ANY,
+    JSON,
+    NO_STREAM,
+    STREAM_EXISTS,
+    AppendResult,
+    Position,
+    StreamId,
+)
+from chronik.store.base import (
+    AppendRequest,
+    EventStore,
+    PreparedEvent,
+    StoredEvent,
+    WriteUnit,
+    match_duplicate,
+)
+from chronik.store.postgres_feed import ChangeFeed
+from chronik.store.postgres_read import (
+    HORIZON,
+    HorizonLag,
+    PostgresReader,
+    is_connection_error,
+)
+from chronik.store.postgres_schema import (
+    DEFAULT_SCHEMA,
+    SCHEMA_VERSION,
+    migrate,
+    quote_schema,
+    schema_version,
+    split_url,
+)
+from chronik.store.postgres_write import Retry, write_unit
+
+__all__ = ["HorizonLag", "PostgresEventStore"]
+
+MAX_ATTEMPTS: Final = 8
+_EXPECT: Final = {ANY: -1, NO_STREAM: -2, STREAM_EXISTS: -3}
+
+
+class PostgresEventStore(PostgresReader, EventStore):
+    """An event store in one PostgreSQL schema; any number of processes may share it."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str = DEFAULT_SCHEMA,
+        migrate: bool = True,
+        pool_min_size: int = 2,
+        pool_max_size: int = 16,
+        poll_interval: float = 0.2,
+        **limits: int,
+    ) -> None:
+        dsn, options = split_url(url)
+        schema = options.pop("schema", schema)
+        migrate = options.pop("migrate", migrate)
+        pool_min_size = options.pop("pool_min_size", pool_min_size)
+        pool_max_size = options.pop("pool_max_size", pool_max_size)
+        poll_interval = options.pop("poll_interval", poll_interval)
+        super().__init__(**{**options, **limits})
+        self.url = url
+        self.dsn = dsn
+        self.schema = schema
+        self._s = quote_schema(schema)
+        self.auto_migrate = migrate
+        if not 1 <= pool_min_size <= pool_max_size:
+            raise ConfigurationError("need 1 <= pool_min_size <= pool_max_size")
+        self.pool_min_size = pool_min_size
+        self.pool_max_size = pool_max_size
+        self.poll_interval = poll_interval
+        self._append_sql = (
+            f"SELECT o_status, o_actual, o_xid, o_ids FROM {self._s}.append_events"
+            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        )
+        self._init_reader()
+        self._watchers = 0
+        self._poll_task: asyncio.Task[None] | None = None
+        self._recheck: asyncio.TimerHandle | None = None
+        self._recheck_delay = 0.0
+        self._feed: ChangeFeed | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def _open(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.dsn, min_size=self.pool_min_size, max_size=self.pool_max_size, timeout=10
+            )
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            raise self._unavailable("connecting", exc) from exc
+        try:
+            async with self._pool.acquire() as conn:
+                if self.auto_migrate:
+                    await migrate(conn, self.schema)
+                else:
+                    found = await schema_version(conn, self.schema)
+                    if found != SCHEMA_VERSION:
+                        raise ConfigurationError(
+                            f"schema {self.schema} is at version {found}, this chronik needs "
+                            f"{SCHEMA_VERSION}: run `chronik db migrate` or open with migrate=true"
+                        )
+        except ChronikError:
+            await self._pool.close()
+            raise
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            self._pool.terminate()
+            raise self._unavailable("migrating", exc) from exc
+        self._feed = ChangeFeed(self.dsn, f"chronik.{self.schema}", self._notify)
+        self._feed.start()
+
+    async def _close(self) -> None:
+        if self._poll_task is not None:
+            self._poll_task.cancel()
+        if self._recheck is not None:
+            self._recheck.cancel()
+        if self._feed is not None:
+            await self._feed.stop()
+        try:
+            await asyncio.wait_for(self._pool.close(), 10)
+        except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            self._pool.terminate()
+
+    def __repr__(self) -> str:
+        from chronik.store.postgres_read import _safe
+
+        return f"<PostgresEventStore {_safe(self.url)} schema={self.schema} {self._state}>"
+
+    # --- writing ------------------------------------------------------------------------------
+
+    async def _write(self, unit: WriteUnit) -> list[AppendResult]:
+        resolved: dict[int, AppendResult] = {}
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                conn = await self._pool.acquire()
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+                raise self._unavailable("connecting", exc) from exc
+            try:
+                results = await write_unit(self, conn, unit, resolved)
+            except Retry as retry:
+                if retry.resolved is not None:
+                    resolved = retry.resolved
+                await asyncio.sleep(0.002 * attempt)
+                continue
+            except ChronikError:
+                raise
+            except Exception as exc:
+                if is_connection_error(exc):
+                    raise self._unavailable("write", exc, unknown=True) from exc
+                if isinstance(exc, asyncpg.PostgresError):
+                    raise self._unavailable("write", exc) from exc
+                raise
+            finally:
+                with contextlib.suppress(Exception):
+                    await self._pool.release(conn)
+            if unit.appends:
+                self._notify()
+                if self._feed is not None:
+                    self._feed.notify_soon()
+            return results
+        raise StoreUnavailable(f"write gave up after {MAX_ATTEMPTS} attempts (conflicts)")
+
+    def append_args(self, req: AppendRequest, now: int) -> tuple[Any, ...]:
+        """The arguments of append_events for one request."""
+        st, events = req.stream, req.events
+        expected = req.expected
+        code = _EXPECT[expected] if not isinstance(expected, int) else expected
+        return (
+            st.tenant,
+            st.domain,
+            st.aggregate_id,
+            code,
+            [e.event_id for e in events],
+            [e.type for e in events],
+            [e.schema_version for e in events],
+            [e.payload for e in events],
+            [e.metadata for e in events],
+            [None if e.content_type == JSON else e.content_type for e in events],
+            now,
+        )
+
+    async def append_on(
+        self, conn: asyncpg.Connection, req: AppendRequest, now: int
+    ) -> AppendResult:
+        """Run append_events for one request on ``conn`` (inside or outside a transaction)."""
+        status, actual, xid, ids = await conn.fetchrow(
+            self._append_sql, *self.append_args(req, now)
+        )
+        if status == 0:
+            first = 0 if actual is None else actual + 1
+            positions = tuple([Position(xid, i) for i in ids])
+            return AppendResult(
+                req.stream, first, first + len(req.events) - 1, positions[-1], positions, now
+            )
+        dup = await self.find_duplicate(conn, [req])
+        if 0 in dup:
+            return dup[0]
+        raise WrongExpectedVersion(req.stream, req.expected, actual)
+
+    async def find_duplicate(
+        self, conn: asyncpg.Connection, requests: list[AppendRequest]
+    ) -> dict[int, AppendResult]:
+        """The original results of requests whose event ids are stored (DuplicateEventError
+        if one only partly matches), by index in ``requests``."""
+        ids = [e.event_id for r in requests for e in r.events]
+        rows = await conn.fetch(
+            "SELECT e.event_id, e.type, e.schema_version, e.payload, e.metadata, "
+            "e.content_type, s.tenant, s.domain, s.aggregate_id, e.sequence, e.xid, e.id, "
+            "e.recorded_at "
+            f"FROM {self._s}.events e JOIN {self._s}.streams s ON s.id = e.stream_id "
+            "WHERE e.event_id = ANY($1::text[])",
+            ids,
+        )
+        by_id = {r[0]: r for r in rows}
+        out: dict[int, AppendResult] = {}
+        for i, req in enumerate(requests):
+            stored = []
+            for e in req.events:
+                r = by_id.get(e.event_id)
+                if r is not None:
+                    old = PreparedEvent(r[0], r[1], r[2], r[3], r[4], r[5] or JSON)
+                    stream = StreamId(r[7], r[8], r[6])
+                    stored.append(StoredEvent(old, stream, r[9], Position(r[10], r[11]), r[12]))
+            if stored:
+                out[i] = match_duplicate(req, stored)
+        return out
+
+    @staticmethod
+    def now_us() -> int:
+        """The current time in microseconds (recorded_at)."""
+        return time.time_ns() // 1000
+
+    # --- delivery: horizon, polling -----------------------------------------------------------
+
+    async def _settled(self, after: Position | None) -> bool:
+        settled = await super()._settled(after)
+        if settled:
+            self._recheck_delay = 0.0
+        elif self._recheck is None:
+            # An older transaction holds committed events back; it may end without a
+            # notification (rollback, another application): look again soon, backing off.
+            self._recheck_delay = min(0.25, max(0.005, self._recheck_delay * 2))
+            self._recheck = self._loop.call_later(self._recheck_delay, self._recheck_now)
+        return settled
+
+    def _recheck_now(self) -> None:
+        self._recheck = None
+        self._notify()
+
+    async def horizon_lag(self) -> HorizonLag:
+        """How far delivery is held back by running transactions (see HorizonLag)."""
+        await self._ready()
+        rows = await self._fetch(
+            f"""WITH h AS (SELECT {HORIZON} AS xmin)
+            SELECT
+              (SELECT ARRAY[xid, id] FROM {self._s}.events ORDER BY xid DESC, id DESC LIMIT 1),
+              (SELECT ARRAY[e.xid, e.id] FROM {self._s}.events e, h WHERE e.xid < h.xmin
+                ORDER BY e.xid DESC, e.id DESC LIMIT 1),
+              (SELECT count(*) FROM {self._s}.events e, h WHERE e.xid >= h.xmin),
+              (SELECT extract(epoch FROM max(clock_timestamp() - xact_start))::float8
+                 FROM pg_stat_activity WHERE backend_xid IS NOT NULL)"""
+        )
+        head, safe, pending, age = rows[0]
+        return HorizonLag(
+            None if head is None else Position(head[0], head[1]),
+            None if safe is None else Position(safe[0], safe[1]),
+            int(pending),
+            None if age is None else float(age),
+        )
+
+    @property
+    def listening(self) -> bool:
+        """True while the LISTEN connection is up (else subscriptions poll)."""
+        return self._feed is not None and self._feed.connected
+
+    def _watch(self, delta: int) -> None:
+        self._watchers += delta
+        if self._watchers > 0 and (self._poll_task is None or self._poll_task.done()):
+            self._poll_task = self._loop.create_task(self._poll())
+
+    async def _poll(self) -> None:
+        """While subscriptions wait and LISTEN is down, wake them every poll_interval."""
+        while self._watchers > 0 and not self.closed:
+            await asyncio.sleep(self.poll_interval)
+            if not self.listening:
+                self._notify()

@@ -1,0 +1,306 @@
+"""The read side of the PostgreSQL store, and the one place driver errors are translated.
+
+``read_all`` pages are bounded by the safe horizon: only rows whose transaction id is below the
+oldest transaction still running are returned, in ``(xid, id)`` order, so a transaction that
+took its id early and commits late is never passed by a reader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final, NamedTuple, TypeVar
+
+import asyncpg
+
+from chronik.errors import StoreUnavailable
+from chronik.messages import (
+    JSON,
+    Checkpoint,
+    Position,
+    RecordedEvent,
+    Snapshot,
+    StreamId,
+    StreamInfo,
+)
+
+__all__ = ["HorizonLag", "PostgresReader", "is_connection_error"]
+
+T = TypeVar("T")
+COLS: Final = (
+    "e.xid, e.id, e.stream_id, e.sequence, e.event_id, e.type, e.schema_version, e.payload, "
+    "e.metadata, e.content_type, e.recorded_at"
+)
+HORIZON: Final = "(SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint)"
+_STREAM_CACHE_LIMIT: Final = 200_000
+
+
+class HorizonLag(NamedTuple):
+    """How far the safe horizon (what readers may deliver) is behind the committed head.
+
+    ``pending_events`` are committed but held back because an older transaction is still
+    running; ``oldest_transaction_seconds`` is the age of the oldest transaction holding an id
+    (anywhere in the cluster), None when none is running.
+    """
+
+    head: Position | None
+    safe_head: Position | None
+    pending_events: int
+    oldest_transaction_seconds: float | None
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """Whether ``exc`` means the connection (or the server) went away."""
+    return isinstance(
+        exc,
+        OSError
+        | TimeoutError
+        | asyncpg.PostgresConnectionError
+        | asyncpg.InterfaceError
+        | asyncpg.exceptions.OperatorInterventionError
+        | asyncpg.exceptions.InsufficientResourcesError,
+    )
+
+
+class PostgresReader:
+    """Reads pages of events and streams through the pool; caches stream ids (immutable)."""
+
+    _pool: asyncpg.Pool
+    _s: str  # the quoted schema name
+    url: str
+
+    def _init_reader(self) -> None:
+        self._stream_ids: dict[StreamId, int] = {}
+        self._streams_by_id: dict[int, StreamId] = {}
+
+    def _unavailable(
+        self, what: str, exc: BaseException, unknown: bool = False
+    ) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"{what} on {_safe(self.url)} failed: {type(exc).__name__}: {exc}",
+            outcome_unknown=unknown,
+        )
+
+    async def _call(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run a read; driver errors become StoreUnavailable."""
+        try:
+            return await fn()
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            raise self._unavailable(what, exc) from exc
+
+    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
+        rows: list[Any] = await self._call("read", lambda: self._pool.fetch(sql, *args))
+        return rows
+
+    def _remember(self, sid: int, stream: StreamId) -> None:
+        if len(self._stream_ids) > _STREAM_CACHE_LIMIT:
+            self._stream_ids.clear()
+            self._streams_by_id.clear()
+        self._stream_ids[stream] = sid
+        self._streams_by_id[sid] = stream
+
+    async def _stream_key_id(self, stream: StreamId) -> int | None:
+        sid = self._stream_ids.get(stream)
+        if sid is None:
+            rows = await self._fetch(
+                f"SELECT id FROM {self._s}.streams WHERE tenant = $1 AND domain = $2 "
+                "AND aggregate_id = $3",
+                stream.tenant,
+                stream.domain,
+                stream.aggregate_id,
+            )
+            if not rows:
+                return None
+            sid = int(rows[0][0])
+            self._remember(sid, stream)
+        return sid
+
+    async def _resolve_streams(self, ids: set[int]) -> None:
+        missing = [i for i in ids if i not in self._streams_by_id]
+        if missing:
+            rows = await self._fetch(
+                f"SELECT id, tenant, domain, aggregate_id FROM {self._s}.streams "
+                "WHERE id = ANY($1::bigint[])",
+                missing,
+            )
+            for sid, tenant, domain, aggregate_id in rows:
+                self._remember(sid, StreamId(domain, aggregate_id, tenant))
+
+    async def _recorded(self, rows: Sequence[Any]) -> list[RecordedEvent]:
+        streams = self._streams_by_id
+        if any(r[2] not in streams for r in rows):
+            await self._resolve_streams({r[2] for r in rows})
+        return [
+            RecordedEvent(
+                r[4],
+                streams[r[2]],
+                r[3],
+                r[5],
+                r[6],
+                r[7],
+                Position(r[0], r[1]),
+                r[10],
+                r[8],
+                r[9] or JSON,
+            )
+            for r in rows
+        ]
+
+    async def _stream_version(self, stream: StreamId) -> int | None:
+        rows = await self._fetch(
+            f"SELECT version FROM {self._s}.streams WHERE tenant = $1 AND domain = $2 "
+            "AND aggregate_id = $3",
+            stream.tenant,
+            stream.domain,
+            stream.aggregate_id,
+        )
+        return int(rows[0][0]) if rows and rows[0][0] >= 0 else None
+
+    async def _head(self) -> Position | None:
+        rows = await self._fetch(
+            f"SELECT xid, id FROM {self._s}.events ORDER BY xid DESC, id DESC LIMIT 1"
+        )
+        return Position(rows[0][0], rows[0][1]) if rows else None
+
+    async def _read_stream_page(
+        self, stream: StreamId, from_sequence: int | None, backward: bool, limit: int
+    ) -> list[RecordedEvent]:
+        sid = await self._stream_key_id(stream)
+        if sid is None:
+            return []
+        op, order = ("<=", "DESC") if backward else (">=", "ASC")
+        start = from_sequence if from_sequence is not None else (2**62 if backward else 0)
+        rows = await self._fetch(
+            f"SELECT {COLS} FROM {self._s}.events e WHERE e.stream_id = $1 "
+            f"AND e.sequence {op} $2 ORDER BY e.sequence {order} LIMIT $3",
+            sid,
+            start,
+            limit,
+        )
+        return [
+            RecordedEvent(
+                r[4],
+                stream,
+                r[3],
+                r[5],
+                r[6],
+                r[7],
+                Position(r[0], r[1]),
+                r[10],
+                r[8],
+                r[9] or JSON,
+            )
+            for r in rows
+        ]
+
+    async def _read_all_page(
+        self,
+        after: Position | None,
+        before: Position | None,
+        domains: tuple[str, ...] | None,
+        types: tuple[str, ...] | None,
+        limit: int,
+        backward: bool,
+    ) -> list[RecordedEvent]:
+        where = [f"e.xid < {HORIZON}"]
+        args: list[Any] = []
+        if after is not None:
+            args += [after.commit, after.index]
+            where.append(f"(e.xid, e.id) > (${len(args) - 1}, ${len(args)})")
+        if before is not None:
+            args += [before.commit, before.index]
+            where.append(f"(e.xid, e.id) < (${len(args) - 1}, ${len(args)})")
+        if domains is not None:
+            args.append(list(domains))
+            where.append(
+                f"e.stream_id IN (SELECT id FROM {self._s}.streams "
+                f"WHERE domain = ANY(${len(args)}))"
+            )
+        if types is not None:
+            args.append(list(types))
+            where.append(f"e.type = ANY(${len(args)})")
+        args.append(limit)
+        order = "DESC" if backward else "ASC"
+        rows = await self._fetch(
+            f"SELECT {COLS} FROM {self._s}.events e WHERE {' AND '.join(where)} "
+            f"ORDER BY e.xid {order}, e.id {order} LIMIT ${len(args)}",
+            *args,
+        )
+        return await self._recorded(rows)
+
+    async def _settled(self, after: Position | None) -> bool:
+        """False while committed events after ``after`` wait behind a running transaction."""
+        a = after or Position(0, 0)
+        blocked = await self._fetch(
+            f"SELECT 1 FROM {self._s}.events e WHERE e.xid >= {HORIZON} "
+            "AND (e.xid, e.id) > ($1, $2) LIMIT 1",
+            a.commit,
+            a.index,
+        )
+        return not blocked
+
+    async def _get_event(self, event_id: str) -> RecordedEvent | None:
+        rows = await self._fetch(
+            f"SELECT {COLS} FROM {self._s}.events e WHERE e.event_id = $1", event_id
+        )
+        return (await self._recorded(rows))[0] if rows else None
+
+    async def _load_snapshot(self, stream: StreamId) -> Snapshot | None:
+        rows = await self._fetch(
+            f"SELECT sequence, type, schema_version, state, taken_at FROM {self._s}.snapshots "
+            "WHERE tenant = $1 AND domain = $2 AND aggregate_id = $3",
+            stream.tenant,
+            stream.domain,
+            stream.aggregate_id,
+        )
+        if not rows:
+            return None
+        seq, stype, version, state, taken_at = rows[0]
+        return Snapshot(stream, seq, stype, version, state, taken_at)
+
+    async def _load_checkpoint(self, name: str, partition: int) -> Checkpoint | None:
+        rows = await self._fetch(
+            f"SELECT commit_pos, index_pos, epoch, updated_at FROM {self._s}.checkpoints "
+            "WHERE name = $1 AND partition = $2",
+            name,
+            partition,
+        )
+        if not rows:
+            return None
+        commit, index, epoch, updated_at = rows[0]
+        return Checkpoint(name, partition, Position(commit, index), epoch, updated_at)
+
+    async def _list_streams_page(
+        self, domain: str | None, prefix: str | None, cursor: int | None, limit: int
+    ) -> tuple[list[StreamInfo], int | None]:
+        where = ["id > $1", "version >= 0"]
+        args: list[Any] = [cursor or 0]
+        if domain is not None:
+            args.append(domain)
+            where.append(f"domain = ${len(args)}")
+        if prefix:
+            args.append(prefix)
+            where.append(f"left(aggregate_id, length(${len(args)})) = ${len(args)}")
+        args.append(limit)
+        rows = await self._fetch(
+            f"SELECT id, tenant, domain, aggregate_id, version FROM {self._s}.streams "
+            f"WHERE {' AND '.join(where)} ORDER BY id LIMIT ${len(args)}",
+            *args,
+        )
+        infos = [StreamInfo(StreamId(r[2], r[3], r[1]), r[4]) for r in rows]
+        return infos, (rows[-1][0] if rows else None)
+
+
+def _safe(url: str) -> str:
+    """The URL without a password."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}@{host}"
+
+
+async def sleep_backoff(attempt: int, cap: float = 2.0) -> None:
+    """Exponential backoff from 50 ms, capped."""
+    await asyncio.sleep(min(cap, 0.05 * 2**attempt))

@@ -1,0 +1,228 @@
+"""The PostgreSQL store's schema, its versioned migrations, and its URL options.
+
+Every object lives in one schema (``?schema=name``, default ``chronik``): the name is validated
+as ``[a-z_][a-z0-9_]{0,62}`` and double-quoted; it is the only identifier ever put into SQL text.
+
+Positions are ``(xid, id)``: the writer's transaction id (``pg_current_xact_id()``) and the row's
+identity. Readers deliver only rows whose xid is below the oldest transaction still running
+(``pg_snapshot_xmin(pg_current_snapshot())``), in ``(xid, id)`` order, so a transaction that
+commits late can never be passed by a reader.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from chronik.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    import asyncpg
+
+__all__ = [
+    "DEFAULT_SCHEMA",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "migrate",
+    "quote_schema",
+    "schema_version",
+    "split_url",
+]
+
+DEFAULT_SCHEMA: Final = "chronik"
+_SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+# ``{s}`` is replaced by the quoted schema name. Expectation codes of append_events:
+# -1 ANY, -2 NO_STREAM, -3 STREAM_EXISTS, n >= 0 exactly n.
+_APPEND_FUNCTION = """
+CREATE OR REPLACE FUNCTION {s}.append_events(
+    p_tenant text, p_domain text, p_aggregate_id text, p_expected bigint,
+    p_event_ids text[], p_types text[], p_versions int[], p_payloads bytea[],
+    p_metadata bytea[], p_content_types text[], p_recorded_at bigint,
+    OUT o_status int, OUT o_actual bigint, OUT o_xid bigint, OUT o_ids bigint[])
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_sid bigint;
+    v_ver bigint;
+BEGIN
+    SELECT s.id, s.version INTO v_sid, v_ver FROM {s}.streams s
+     WHERE s.tenant = p_tenant AND s.domain = p_domain AND s.aggregate_id = p_aggregate_id
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        IF p_expected >= 0 OR p_expected = -3 THEN
+            o_status := 1;
+            RETURN;
+        END IF;
+        INSERT INTO {s}.streams AS s (tenant, domain, aggregate_id, version)
+        VALUES (p_tenant, p_domain, p_aggregate_id, -1)
+        ON CONFLICT (tenant, domain, aggregate_id) DO NOTHING
+        RETURNING s.id INTO v_sid;
+        IF v_sid IS NULL THEN  -- created concurrently (and committed): lock it
+            SELECT s.id, s.version INTO v_sid, v_ver FROM {s}.streams s
+             WHERE s.tenant = p_tenant AND s.domain = p_domain
+               AND s.aggregate_id = p_aggregate_id
+               FOR UPDATE;
+        ELSE
+            v_ver := -1;
+        END IF;
+    END IF;
+    IF v_ver >= 0 THEN
+        o_actual := v_ver;
+    END IF;
+    IF NOT (p_expected = -1 OR (p_expected = -2 AND v_ver < 0)
+            OR (p_expected = -3 AND v_ver >= 0) OR p_expected = v_ver) THEN
+        o_status := 1;
+        RETURN;
+    END IF;
+    o_xid := pg_current_xact_id()::text::bigint;
+    WITH ins AS (
+        INSERT INTO {s}.events (xid, stream_id, sequence, event_id, type, schema_version,
+                                payload, metadata, content_type, recorded_at)
+        SELECT o_xid, v_sid, v_ver + u.o, u.e, u.t, u.v, u.p, u.m, u.c, p_recorded_at
+          FROM unnest(p_event_ids, p_types, p_versions, p_payloads, p_metadata,
+                      p_content_types) WITH ORDINALITY AS u(e, t, v, p, m, c, o)
+        RETURNING id)
+    SELECT array_agg(ins.id ORDER BY ins.id) INTO o_ids FROM ins;
+    UPDATE {s}.streams SET version = v_ver + cardinality(p_event_ids) WHERE id = v_sid;
+    o_status := 0;
+END
+$fn$
+"""
+
+SCHEMA_VERSION: Final = 1
+MIGRATIONS: Final[dict[int, list[str]]] = {
+    1: [
+        """CREATE TABLE {s}.streams (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            tenant text NOT NULL,
+            domain text NOT NULL,
+            aggregate_id text NOT NULL,
+            version bigint NOT NULL,
+            CONSTRAINT streams_identity_key UNIQUE (tenant, domain, aggregate_id))""",
+        """CREATE TABLE {s}.events (
+            xid bigint NOT NULL,
+            id bigint GENERATED ALWAYS AS IDENTITY,
+            stream_id bigint NOT NULL,
+            sequence bigint NOT NULL,
+            event_id text NOT NULL,
+            type text NOT NULL,
+            schema_version integer NOT NULL,
+            payload bytea NOT NULL,
+            metadata bytea,
+            content_type text,
+            recorded_at bigint NOT NULL,
+            CONSTRAINT events_position_key PRIMARY KEY (xid, id),
+            CONSTRAINT events_stream_sequence_key UNIQUE (stream_id, sequence),
+            CONSTRAINT events_event_id_key UNIQUE (event_id))""",
+        """CREATE TABLE {s}.snapshots (
+            tenant text NOT NULL,
+            domain text NOT NULL,
+            aggregate_id text NOT NULL,
+            sequence bigint NOT NULL,
+            type text NOT NULL,
+            schema_version integer NOT NULL,
+            state bytea NOT NULL,
+            taken_at bigint NOT NULL,
+            PRIMARY KEY (tenant, domain, aggregate_id))""",
+        """CREATE TABLE {s}.checkpoints (
+            name text NOT NULL,
+            partition integer NOT NULL,
+            commit_pos bigint NOT NULL,
+            index_pos bigint NOT NULL,
+            epoch bigint NOT NULL,
+            updated_at bigint NOT NULL,
+            PRIMARY KEY (name, partition))""",
+        _APPEND_FUNCTION,
+    ],
+}
+
+
+def quote_schema(name: str) -> str:
+    """The schema name double-quoted, after checking it is a plain lowercase identifier."""
+    if not isinstance(name, str) or not _SCHEMA_RE.fullmatch(name):
+        raise ConfigurationError(f"invalid schema name {name!r}: expected [a-z_][a-z0-9_]{{0,62}}")
+    return f'"{name}"'
+
+
+async def schema_version(conn: asyncpg.Connection, schema: str) -> int:
+    """The schema's applied version (0 when it has none)."""
+    exists = await conn.fetchval(
+        "SELECT 1 FROM information_schema.tables WHERE table_schema = $1 "
+        "AND table_name = 'schema_migrations'",
+        schema,
+    )
+    if not exists:
+        return 0
+    version = await conn.fetchval(
+        f"SELECT max(version) FROM {quote_schema(schema)}.schema_migrations"
+    )
+    return int(version or 0)
+
+
+async def migrate(conn: asyncpg.Connection, schema: str) -> tuple[int, int]:
+    """Bring ``schema`` to SCHEMA_VERSION in one transaction; returns (before, after).
+
+    An advisory lock keyed on the schema name serialises concurrent migrators.
+    """
+    s = quote_schema(schema)
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('chronik:' || $1))", schema)
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
+        await conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {s}.schema_migrations (version integer PRIMARY KEY, "
+            "applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        current = int(
+            await conn.fetchval(f"SELECT coalesce(max(version), 0) FROM {s}.schema_migrations")
+        )
+        if current > SCHEMA_VERSION:
+            raise ConfigurationError(
+                f"schema {schema} has version {current}, newer than this chronik "
+                f"({SCHEMA_VERSION}): upgrade chronik"
+            )
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[version]:
+                await conn.execute(statement.replace("{s}", s))
+            await conn.execute(f"INSERT INTO {s}.schema_migrations (version) VALUES ($1)", version)
+    return current, SCHEMA_VERSION
+
+
+def _bool(text: str) -> bool:
+    low = text.lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
+_OPTIONS: Final[dict[str, Callable[[str], Any]]] = {
+    "schema": str,
+    "migrate": _bool,
+    "pool_min_size": int,
+    "pool_max_size": int,
+    "poll_interval": float,
+    "max_payload_bytes": int,
+    "max_append_events": int,
+}
+
+
+def split_url(url: str) -> tuple[str, dict[str, Any]]:
+    """The driver's DSN (chronik's options removed) and chronik's options from the query."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ConfigurationError(f"not a postgresql URL: {url!r}")
+    options: dict[str, Any] = {}
+    rest: list[tuple[str, str]] = []
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key in _OPTIONS:
+            try:
+                options[key] = _OPTIONS[key](value)
+            except ValueError:
+                raise ConfigurationError(f"invalid value for {key!r} in the store URL") from None
+        else:
+            rest.append((key, value))
+    dsn = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(rest), parts.fragment))
+    return dsn, options

@@ -1,0 +1,59 @@
+"""The conformance suite and the Hypothesis model test against a real PostgreSQL 15."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from hypothesis import settings
+
+import chronik
+from chronik.store.base import EventStore
+from chronik.testing.conformance import EventStoreConformance, StoreFactory
+from chronik.testing.services import PostgresService
+from tests.conformance.test_stateful import StoreMachine
+
+_fresh = itertools.count(1)
+
+
+class TestPostgresStore(EventStoreConformance):
+    """postgresql:// meets the store semantics (each store on a fresh schema)."""
+
+    @pytest.fixture
+    async def make_store(self, postgres_url: str) -> AsyncIterator[StoreFactory]:
+        stores: list[EventStore] = []
+
+        async def make(**options: Any) -> EventStore:
+            url = f"{postgres_url}_{len(stores)}"
+            store = await chronik.open_store(url, **options).open()
+            stores.append(store)
+            return store
+
+        yield make
+        for store in stores:
+            await store.close()
+
+
+class PostgresStoreMachine(StoreMachine):
+    """The model test on PostgreSQL; each example gets a fresh schema."""
+
+    server: PostgresService | None = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        assert self.server is not None
+        self.url = self.server.url("postgres", schema=f"model{next(_fresh)}")
+
+
+@pytest.fixture
+def _bind_server(postgres_server: PostgresService) -> None:
+    PostgresStoreMachine.server = postgres_server
+
+
+@pytest.mark.usefixtures("_bind_server")
+class TestPostgresModel(PostgresStoreMachine.TestCase):  # type: ignore[name-defined,misc]
+    """Random appends, retries and units on PostgreSQL match the plain model."""
+
+    settings = settings(max_examples=15, stateful_step_count=20, deadline=None)

@@ -1,0 +1,52 @@
+"""Shared fixtures: real servers (PostgreSQL) started once per session on a free port.
+
+A service that cannot start skips the tests that need it, unless CHRONIK_REQUIRE_SERVICES=1,
+which turns that into a failure.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from chronik.testing.services import PostgresService, ServiceUnavailable, require_services
+
+_schemas = itertools.count(1)
+
+
+def _unavailable(what: str, exc: Exception) -> None:
+    message = f"{what} unavailable: {exc}"
+    if require_services():
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresService]:
+    """A PostgreSQL 15 cluster for the whole session (fsync off: tests, not benchmarks)."""
+    service = PostgresService(durable=False)
+    try:
+        service.start()
+    except ServiceUnavailable as exc:
+        service.stop()
+        _unavailable("PostgreSQL", exc)
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresService) -> str:
+    """A store URL on its own, fresh schema (created by the store's migrations on open)."""
+    if not postgres_server.running:
+        postgres_server.start()
+    return postgres_server.url("postgres", schema=f"t{next(_schemas)}")
+
+
+@pytest.fixture
+def postgres_restart(postgres_server: PostgresService) -> Callable[[], None]:
+    """Restart the session's PostgreSQL server (same port, same data)."""
+    return postgres_server.restart
