@@ -245,14 +245,14 @@ def memory_mb(which: str, path: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--only", default="W1,W2,W3,W4,W4-memory,W6")
+    parser.add_argument("--only", default="W1,W2,W3,W4,W4-memory,W6,W3s,W7")
     parser.add_argument("--quick", action="store_true", help="sizes / 10, for a smoke test")
     args = parser.parse_args()
     sc = Scale(args.quick)
     only = set(args.only.split(","))
     runs = args.runs
     w1_raw_runs: list[float] = []
-    if only & {"W1", "W6"}:
+    if only & {"W1", "W6", "W7"}:
         log("W1 append-1 ...")
         w1_raw_runs = run_many(runs, w1_raw, sc)
         if "W1" in only:
@@ -339,6 +339,10 @@ def main() -> None:
             note=f"32 tasks, 1 event per call, {sc.w6} events; raw = raw single-caller W1 "
             "of this run, target ratio >= 1.5",
         )
+    if only & {"W3s", "W7"}:
+        from bench import commands
+
+        commands.run_all(runs, args.quick, only, w1_raw_runs, emit, run_many)
 
 
 if __name__ == "__main__":
