@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import random
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
@@ -58,6 +59,7 @@ __all__ = [
 
 _NAMESPACE: Final = uuid.UUID("6f1d3c52-7a0e-4c3b-9d61-2f8e5b7a9c14")
 MAX_COMMAND_ID: Final = 128
+_COMMAND_TYPE_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,127}")
 
 
 def event_id_for(command_id: str, index: int) -> str:
@@ -177,8 +179,10 @@ class CommandBus:
         return await self._chain(command)
 
     async def _dispatch(self, command: Command) -> CommandResult:
+        stream = command.stream  # validates domain, aggregate id and tenant
+        if not isinstance(command.type, str) or not _COMMAND_TYPE_RE.fullmatch(command.type):
+            raise ValidationError(f"invalid command type {command.type!r}", field="type")
         model = self.model(command.domain)
-        stream = command.stream
         command = model.parse(command)
         expected_sequence = command.expected_sequence
         if expected_sequence is not None and (
@@ -232,7 +236,12 @@ class CommandBus:
                 previous = await self._previous(command_id, stream)
                 if previous is not None:
                     return previous
-            loaded = await repository.load(model, stream, use_cache=attempt == 0)
+            try:
+                loaded = await repository.load(model, stream, use_cache=attempt == 0)
+            except ChronikError:
+                raise
+            except Exception as exc:  # an evolve / apply method that fails on stored events
+                raise HandlerError(command.domain, command.type, exc) from exc
             if expected_sequence is not None:
                 actual = loaded.version
                 if actual != (None if expected_sequence == -1 else expected_sequence):

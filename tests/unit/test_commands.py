@@ -186,6 +186,8 @@ async def test_expected_sequence_is_checked_without_retry() -> None:
         (cmd("Deposit", b"{not json"), chronik.InvalidCommand, "not valid JSON"),
         (cmd("Open", {"owner": "x"}, "bad id\n"), chronik.InvalidStreamId, "aggregate id"),
         (cmd("Open", {"owner": "x"}, command_id=""), chronik.ValidationError, "command id"),
+        (cmd("Open one", {"owner": "x"}), chronik.ValidationError, "command type"),
+        (Command(domain="Bad!", aggregate_id="a", type="Open"), chronik.InvalidStreamId, "domain"),
         (cmd("Deposit", {"amount": 13}), chronik.HandlerError, "unlucky"),
         (cmd("Deposit", {"amount": 14}), chronik.UnknownEventType, "Unregistered"),
         (cmd("Deposit", {"amount": 15}), chronik.SerializationError, "Deposited"),
@@ -275,3 +277,14 @@ async def test_concurrent_commands_on_one_aggregate_are_serialized() -> None:
         state = await app.load("account", "a1")
         assert state["balance"] == 50 and state["seen"] == 51
         assert not app.bus._locks  # the per-stream locks are released
+
+
+async def test_an_evolve_that_fails_on_stored_events_is_a_handler_error() -> None:
+    """A stored event the evolve function cannot handle fails the command with HandlerError."""
+    async with make_app() as app:
+        await app.store.append(
+            StreamId("account", "a1"), [registry.to_event_data(Deposited(1))]
+        )  # a deposit before the account was opened: evolve raises KeyError
+        with pytest.raises(chronik.HandlerError, match="KeyError"):
+            await app.dispatch(cmd("Deposit", {"amount": 1}))
+        assert await app.store.stream_version(StreamId("account", "a1")) == 0
