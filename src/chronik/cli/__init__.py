@@ -78,6 +78,21 @@ def _print_event(console: Console, e: RecordedEvent, as_json: bool) -> None:
         )
 
 
+async def _migrate(url: str) -> str:
+    """Run the store's migrations; PostgreSQL reports the schema versions."""
+    if url.split("://", 1)[0].lower() in ("postgresql", "postgres"):
+        open_store(url)  # checks the scheme and that the driver is installed
+        from chronik.store.postgres import migrate_database
+        from chronik.store.postgres_read import safe_url
+
+        before, after = await migrate_database(url)
+        change = f"migrated from version {before} to {after}" if before != after else "up to date"
+        return f"store {safe_url(url)} is ready: schema {change}"
+    async with open_store(url) as s:
+        head = await s.head()
+    return f"store {url} is ready (head position: {head or 'empty'})"
+
+
 def _build() -> typer.Typer:
     app = typer.Typer(
         help="chronik: event sourcing for Python.", no_args_is_help=True, add_completion=False
@@ -114,15 +129,13 @@ def _build() -> typer.Typer:
 
     @db.command("init")
     def db_init(store: str | None = store_opt) -> None:
-        """Create or migrate the store's schema."""
-        url = _store_url(store)
+        """Create the store's schema (or bring it up to date)."""
+        console.print(_run(lambda: _migrate(_store_url(store))), highlight=False)
 
-        async def go() -> str:
-            async with open_store(url) as s:
-                head = await s.head()
-            return f"store {url} is ready (head position: {head or 'empty'})"
-
-        console.print(_run(go), highlight=False)
+    @db.command("migrate")
+    def db_migrate(store: str | None = store_opt) -> None:
+        """Apply the store's pending schema migrations (PostgreSQL: ?schema=NAME)."""
+        console.print(_run(lambda: _migrate(_store_url(store))), highlight=False)
 
     @streams.command("list")
     def streams_list(

@@ -51,10 +51,12 @@ from chronik.store.postgres_read import (
     HorizonLag,
     PostgresReader,
     is_connection_error,
+    safe_url,
 )
 from chronik.store.postgres_schema import (
     DEFAULT_SCHEMA,
     SCHEMA_VERSION,
+    lock_class,
     migrate,
     quote_schema,
     schema_version,
@@ -62,7 +64,7 @@ from chronik.store.postgres_schema import (
 )
 from chronik.store.postgres_write import Retry, write_unit
 
-__all__ = ["HorizonLag", "PostgresEventStore"]
+__all__ = ["HorizonLag", "PostgresEventStore", "migrate_database"]
 
 MAX_ATTEMPTS: Final = 8
 _EXPECT: Final = {ANY: -1, NO_STREAM: -2, STREAM_EXISTS: -3}
@@ -93,6 +95,7 @@ class PostgresEventStore(PostgresReader, EventStore):
         self.dsn = dsn
         self.schema = schema
         self._s = quote_schema(schema)
+        self.lock_class = lock_class(schema)
         self.auto_migrate = migrate
         if not 1 <= pool_min_size <= pool_max_size:
             raise ConfigurationError("need 1 <= pool_min_size <= pool_max_size")
@@ -153,9 +156,7 @@ class PostgresEventStore(PostgresReader, EventStore):
             self._pool.terminate()
 
     def __repr__(self) -> str:
-        from chronik.store.postgres_read import _safe
-
-        return f"<PostgresEventStore {_safe(self.url)} schema={self.schema} {self._state}>"
+        return f"<PostgresEventStore {safe_url(self.url)} schema={self.schema} {self._state}>"
 
     # --- writing ------------------------------------------------------------------------------
 
@@ -315,3 +316,23 @@ class PostgresEventStore(PostgresReader, EventStore):
             await asyncio.sleep(self.poll_interval)
             if not self.listening:
                 self._notify()
+
+
+async def migrate_database(url: str) -> tuple[int, int]:
+    """Create or upgrade the schema named by ``url`` (``chronik db migrate``).
+
+    Returns the schema version before and after.
+    """
+    dsn, options = split_url(url)
+    schema = options.get("schema", DEFAULT_SCHEMA)
+    quote_schema(schema)
+    try:
+        conn = await asyncpg.connect(dsn, timeout=10)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        raise StoreUnavailable(f"cannot connect to {safe_url(url)}: {exc}") from exc
+    try:
+        return await migrate(conn, schema)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        raise StoreUnavailable(f"migrating {safe_url(url)} failed: {exc}") from exc
+    finally:
+        await conn.close()

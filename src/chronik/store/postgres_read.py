@@ -24,7 +24,7 @@ from chronik.messages import (
     StreamInfo,
 )
 
-__all__ = ["HorizonLag", "PostgresReader", "is_connection_error"]
+__all__ = ["HorizonLag", "PostgresReader", "is_connection_error", "safe_url"]
 
 T = TypeVar("T")
 COLS: Final = (
@@ -77,7 +77,7 @@ class PostgresReader:
         self, what: str, exc: BaseException, unknown: bool = False
     ) -> StoreUnavailable:
         return StoreUnavailable(
-            f"{what} on {_safe(self.url)} failed: {type(exc).__name__}: {exc}",
+            f"{what} on {safe_url(self.url)} failed: {type(exc).__name__}: {exc}",
             outcome_unknown=unknown,
         )
 
@@ -291,7 +291,7 @@ class PostgresReader:
         return infos, (rows[-1][0] if rows else None)
 
 
-def _safe(url: str) -> str:
+def safe_url(url: str) -> str:
     """The URL without a password."""
     if "@" not in url:
         return url

@@ -12,6 +12,7 @@ commits late can never be passed by a reader.
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -25,6 +26,7 @@ __all__ = [
     "DEFAULT_SCHEMA",
     "MIGRATIONS",
     "SCHEMA_VERSION",
+    "lock_class",
     "migrate",
     "quote_schema",
     "schema_version",
@@ -34,7 +36,8 @@ __all__ = [
 DEFAULT_SCHEMA: Final = "chronik"
 _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
-# ``{s}`` is replaced by the quoted schema name. Expectation codes of append_events:
+# ``{s}`` is replaced by the quoted schema name, ``{lock_class}`` by the advisory lock class of
+# the schema's streams (see ``lock_class``). Expectation codes of append_events:
 # -1 ANY, -2 NO_STREAM, -3 STREAM_EXISTS, n >= 0 exactly n.
 _APPEND_FUNCTION = """
 CREATE OR REPLACE FUNCTION {s}.append_events(
@@ -47,26 +50,21 @@ DECLARE
     v_sid bigint;
     v_ver bigint;
 BEGIN
+    -- Lock the stream before this transaction takes its id (a row lock would take one first):
+    -- so a stream's events are in position order, whatever order writers queue in.
+    PERFORM pg_advisory_xact_lock({lock_class},
+        hashtext(p_tenant || '/' || p_domain || '/' || p_aggregate_id));
     SELECT s.id, s.version INTO v_sid, v_ver FROM {s}.streams s
-     WHERE s.tenant = p_tenant AND s.domain = p_domain AND s.aggregate_id = p_aggregate_id
-       FOR UPDATE;
+     WHERE s.tenant = p_tenant AND s.domain = p_domain AND s.aggregate_id = p_aggregate_id;
     IF NOT FOUND THEN
         IF p_expected >= 0 OR p_expected = -3 THEN
             o_status := 1;
             RETURN;
         END IF;
-        INSERT INTO {s}.streams AS s (tenant, domain, aggregate_id, version)
+        INSERT INTO {s}.streams (tenant, domain, aggregate_id, version)
         VALUES (p_tenant, p_domain, p_aggregate_id, -1)
-        ON CONFLICT (tenant, domain, aggregate_id) DO NOTHING
-        RETURNING s.id INTO v_sid;
-        IF v_sid IS NULL THEN  -- created concurrently (and committed): lock it
-            SELECT s.id, s.version INTO v_sid, v_ver FROM {s}.streams s
-             WHERE s.tenant = p_tenant AND s.domain = p_domain
-               AND s.aggregate_id = p_aggregate_id
-               FOR UPDATE;
-        ELSE
-            v_ver := -1;
-        END IF;
+        RETURNING id INTO v_sid;
+        v_ver := -1;
     END IF;
     IF v_ver >= 0 THEN
         o_actual := v_ver;
@@ -139,6 +137,11 @@ MIGRATIONS: Final[dict[int, list[str]]] = {
 }
 
 
+def lock_class(schema: str) -> int:
+    """The first key of the advisory locks that serialise writers of one stream of ``schema``."""
+    return zlib.crc32(f"chronik:{schema}".encode()) & 0x7FFFFFFF
+
+
 def quote_schema(name: str) -> str:
     """The schema name double-quoted, after checking it is a plain lowercase identifier."""
     if not isinstance(name, str) or not _SCHEMA_RE.fullmatch(name):
@@ -184,7 +187,8 @@ async def migrate(conn: asyncpg.Connection, schema: str) -> tuple[int, int]:
             )
         for version in range(current + 1, SCHEMA_VERSION + 1):
             for statement in MIGRATIONS[version]:
-                await conn.execute(statement.replace("{s}", s))
+                sql = statement.replace("{s}", s).replace("{lock_class}", str(lock_class(schema)))
+                await conn.execute(sql)
             await conn.execute(f"INSERT INTO {s}.schema_migrations (version) VALUES ($1)", version)
     return current, SCHEMA_VERSION
 

@@ -44,6 +44,20 @@ async def write_unit(
                 return [resolved[0]]
             return [await store.append_on(conn, appends[0], now)]
         async with conn.transaction():
+            # Lock every stream first, in one global order: no deadlocks between units, and
+            # the transaction takes its id (its position) only once it holds them all.
+            keys = [
+                f"{r.stream.tenant}/{r.stream.domain}/{r.stream.aggregate_id}"
+                for i, r in enumerate(appends)
+                if i not in resolved
+            ]
+            if keys:
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock($1, k) FROM (SELECT DISTINCT hashtext(x) AS k "
+                    "FROM unnest($2::text[]) AS x ORDER BY 1) AS keys",
+                    store.lock_class,
+                    keys,
+                )
             await _write_side_tables(store, conn, unit, now)
             results = []
             for i, req in enumerate(appends):
