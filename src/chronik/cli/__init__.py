@@ -103,6 +103,9 @@ def _build() -> typer.Typer:
     app.add_typer(db, name="db")
     app.add_typer(streams, name="streams")
     app.add_typer(events, name="events")
+    from chronik.cli.projections import build_projections  # needs this module loaded
+
+    app.add_typer(build_projections(), name="projections")
     store_opt = typer.Option(
         None, "--store", help=f"Store URL [env CHRONIK_STORE; default {DEFAULT_STORE}]"
     )

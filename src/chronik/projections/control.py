@@ -61,8 +61,8 @@ async def _forget_dead_letters(proc: ProjectionProcessor, generation: int) -> li
 
 
 def _delete_letter(name: str, generation: int, event_id: str) -> TableWrite:
-    values = (("projection", name), ("generation", generation), ("event_id", event_id))
-    return TableWrite("delete", DEAD_LETTERS.name, values)
+    values = {"projection": name, "generation": generation, "event_id": event_id}
+    return TableWrite.delete(DEAD_LETTERS.name, values)
 
 
 async def poll_requests(proc: ProjectionProcessor) -> None:
@@ -71,7 +71,7 @@ async def poll_requests(proc: ProjectionProcessor) -> None:
         REQUESTS.name, {"projection": proc.projection.name}, order_by=("id",)
     )
     for r in rows:
-        done = TableWrite("delete", REQUESTS.name, (("id", r["id"]),))
+        done = TableWrite.delete(REQUESTS.name, {"id": r["id"]})
         action, arg = r["action"], r["arg"] or ""
         if action == "pause":
             proc.state = "paused"
@@ -151,10 +151,9 @@ async def _retry(proc: ProjectionProcessor, stream: str | None, writes: list[Tab
                 rm.discard()
                 failed.add(r["stream"])
                 error = f"{type(exc).__name__}: {exc}"
-                values = (*((k, v) for k, v in r.items() if k not in ("error", "attempts")),)
-                values += (("error", error), ("attempts", (r["attempts"] or 0) + 1))
+                values = {**r, "error": error, "attempts": (r["attempts"] or 0) + 1}
                 writes.append(
-                    TableWrite("upsert", DEAD_LETTERS.name, values, key=DEAD_LETTERS.primary_key)
+                    TableWrite.upsert(DEAD_LETTERS.name, values, DEAD_LETTERS.primary_key)
                 )
                 continue
             rm.keep()

@@ -263,12 +263,24 @@ class ProjectionProcessor:
         position = lane.position
         stop_error: str | None = None
         parked = set(lane.parked)
+        handlers = p.handlers
         for e in page:
             if parked and str(e.stream) in parked:
                 dead.append(self._dead_letter(lane, e, None, 0, blocked=True))
                 position = e.position
                 continue
-            error = await self._apply(e, rm)
+            fn, is_async = handlers[e.type]
+            rm.event = e
+            try:
+                result: Any = fn(e, rm)
+                if is_async:
+                    await result
+                error = None
+            except Exception as exc:
+                rm.discard()
+                error = await self._apply(e, rm, exc)
+            else:
+                rm._mark = len(rm.writes)
             if error is not None:
                 then = p.policy.then
                 self.last_error = f"{e.type} {e.event_id} ({e.stream}): {error}"
@@ -331,48 +343,49 @@ class ProjectionProcessor:
             lane.position, self.state, self.processed, self._last_event_us = before
             raise
 
-    async def _apply(self, event: RecordedEvent, rm: ReadModel) -> str | None:
-        """Run the handler with the policy's retries; the error text if it kept failing."""
+    async def _apply(self, event: RecordedEvent, rm: ReadModel, first: Exception) -> str | None:
+        """Retry a failed handler as the policy says; the error text if it kept failing."""
         policy = self.projection.policy
-        attempt = 0
-        while True:
+        exc: Exception = first
+        for attempt in range(1, policy.retries + 2):
+            error = f"{type(exc).__name__}: {exc}"
+            if attempt > policy.retries or self._stopping:
+                return error
+            self.state = "failing"
+            self.last_error = f"{event.type} {event.event_id} ({event.stream}): {error}"
+            if attempt == 1:
+                with contextlib.suppress(Exception):
+                    await self._commit([])
+            await asyncio.sleep(policy.delay(attempt))
             rm.begin(event)
             try:
                 await self.projection.handle(event, rm)
-            except Exception as exc:
+            except Exception as again:
                 rm.discard()
-                attempt += 1
-                error = f"{type(exc).__name__}: {exc}"
-                if attempt > policy.retries or self._stopping:
-                    return error
-                self.state = "failing"
-                self.last_error = f"{event.type} {event.event_id} ({event.stream}): {error}"
-                if attempt == 1:
-                    with contextlib.suppress(Exception):
-                        await self._commit([])
-                await asyncio.sleep(policy.delay(attempt))
+                exc = again
             else:
                 rm.keep()
                 return None
+        raise AssertionError("unreachable")
 
     def _dead_letter(
         self, lane: Lane, e: RecordedEvent, error: str | None, attempts: int, blocked: bool = False
     ) -> TableWrite:
-        values = (
-            ("projection", self.projection.name),
-            ("event_id", e.event_id),
-            ("generation", lane.generation),
-            ("position", e.position.commit),
-            ("position_index", e.position.index),
-            ("stream", str(e.stream)),
-            ("sequence", e.sequence),
-            ("type", e.type),
-            ("error", error),
-            ("attempts", attempts),
-            ("blocked", int(blocked)),
-            ("parked_at", time.time_ns() // 1000),
-        )
-        return TableWrite("upsert", DEAD_LETTERS.name, values, key=DEAD_LETTERS.primary_key)
+        values = {
+            "projection": self.projection.name,
+            "event_id": e.event_id,
+            "generation": lane.generation,
+            "position": e.position.commit,
+            "position_index": e.position.index,
+            "stream": str(e.stream),
+            "sequence": e.sequence,
+            "type": e.type,
+            "error": error,
+            "attempts": attempts,
+            "blocked": int(blocked),
+            "parked_at": time.time_ns() // 1000,
+        }
+        return TableWrite.upsert(DEAD_LETTERS.name, values, DEAD_LETTERS.primary_key)
 
     # --- commits and status -------------------------------------------------------------------
 
@@ -385,7 +398,7 @@ class ProjectionProcessor:
         """Commit table writes, the lane's checkpoint, dirty checkpoints and the status row."""
         name = self.projection.name
         async with self.store.transaction() as tx:
-            tx.write_tables(writes)
+            tx.write_tables(writes, checked=True)
             if lane is not None and position is not None:
                 tx.save_checkpoint(lane.checkpoint(name), position)
             for other in self._lanes(include_frozen=False):
@@ -412,22 +425,22 @@ class ProjectionProcessor:
         state = self.state
         if building is not None and state == "running":
             state = "rebuilding"
-        values = (
-            ("name", self.projection.name),
-            ("version", active.version),
-            ("generation", active.generation),
-            ("building", building.generation if building else None),
-            ("building_version", building.version if building else None),
-            ("state", state),
-            ("position", None if position is None else str(position)),
-            ("build_position", str(building.position) if building and building.position else None),
-            ("head", None if head is None else str(head)),
-            ("lag_events", lag),
-            ("lag_seconds", max(0.0, time.time() - self._last_event_us / 1e6) if lag else 0.0),
-            ("events_per_s", self._events_per_s()),
-            ("processed", self.processed),
-            ("last_error", self.last_error),
-            ("heartbeat", time.time_ns() // 1000),
-            ("owner", self.owner),
-        )
-        return TableWrite("upsert", STATUS.name, values, key=("name",))
+        values = {
+            "name": self.projection.name,
+            "version": active.version,
+            "generation": active.generation,
+            "building": building.generation if building else None,
+            "building_version": building.version if building else None,
+            "state": state,
+            "position": None if position is None else str(position),
+            "build_position": str(building.position) if building and building.position else None,
+            "head": None if head is None else str(head),
+            "lag_events": lag,
+            "lag_seconds": max(0.0, time.time() - self._last_event_us / 1e6) if lag else 0.0,
+            "events_per_s": self._events_per_s(),
+            "processed": self.processed,
+            "last_error": self.last_error,
+            "heartbeat": time.time_ns() // 1000,
+            "owner": self.owner,
+        }
+        return TableWrite.upsert(STATUS.name, values, ("name",))

@@ -77,10 +77,29 @@ class Table:
                     f"key {key!r} of table {name!r} names unknown columns", field="primary_key"
                 )
         self.name = name
+        # column tuple of an upsert -> (positions of the primary key in it, whether it is full)
+        self.shapes: dict[tuple[str, ...], tuple[tuple[int, ...], bool]] = {}
         self.columns: tuple[tuple[str, str], ...] = tuple(cols)
         self.column_names = frozenset(columns)
         self.primary_key = pk
         self.indexes = index_list
+
+    def shape(self, columns: tuple[str, ...]) -> tuple[tuple[int, ...], bool]:
+        """Check the columns of an upsert once; where the primary key sits in them."""
+        unknown = set(columns) - self.column_names
+        if unknown:
+            raise ValidationError(f"table {self.name!r} has no column(s) {sorted(unknown)}")
+        if not set(self.primary_key) <= set(columns):
+            raise ValidationError(
+                f"an upsert into {self.name!r} needs its primary key {self.primary_key}"
+            )
+        shape = (
+            tuple(columns.index(c) for c in self.primary_key),
+            len(set(columns)) == len(self.columns),
+        )
+        if len(self.shapes) < 256:
+            self.shapes[columns] = shape
+        return shape
 
     def spec(self, generation: int) -> TableSpec:
         """The TableSpec of one generation of this table."""
@@ -92,6 +111,7 @@ class Table:
         return f"<Table {self.name} pk={','.join(self.primary_key)}>"
 
 
+_new = tuple.__new__
 _Key = tuple[str, tuple[Any, ...]]
 # an overlay entry: ("row", full row) | ("patch", columns to lay over the stored row) | ("gone", {})
 _Entry = tuple[str, dict[str, Any]]
@@ -101,18 +121,20 @@ class ReadModel:
     """What a handler writes through: one batch of a projection's staged table writes.
 
     ``event`` is the event being handled; its ``event_id`` is the idempotency key for effects
-    outside the database.
+    outside the database. Reads see the committed rows with the batch's writes laid over them
+    (folded lazily, so handlers that only write pay nothing for it).
     """
 
     def __init__(self, store: EventStore, tables: Mapping[str, Table], generation: int) -> None:
         self._store = store
         self._tables = tables
         self._physical = {name: physical_name(name, generation) for name in tables}
+        self._logical = {v: tables[k] for k, v in self._physical.items()}
         self.generation = generation
         self.writes: list[TableWrite] = []
+        self._mark = 0  # writes before this index belong to events that succeeded
         self._overlay: dict[_Key, _Entry] = {}
-        self._event_writes: list[TableWrite] = []
-        self._event_overlay: dict[_Key, _Entry] = {}
+        self._folded = 0  # writes folded into the overlay
         self.event: RecordedEvent | None = None
 
     # --- staging per event (a failed handler leaves nothing behind) ---------------------------
@@ -120,20 +142,19 @@ class ReadModel:
     def begin(self, event: RecordedEvent) -> None:
         """Start staging the writes of one event."""
         self.event = event
-        self._event_writes = []
-        self._event_overlay = {}
+        self._mark = len(self.writes)
 
     def keep(self) -> None:
-        """The handler succeeded: its writes join the batch."""
-        self.writes.extend(self._event_writes)
-        self._overlay.update(self._event_overlay)
-        self._event_writes = []
-        self._event_overlay = {}
+        """The handler succeeded: its writes stay in the batch."""
+        self._mark = len(self.writes)
 
     def discard(self) -> None:
         """The handler failed: forget its writes."""
-        self._event_writes = []
-        self._event_overlay = {}
+        if len(self.writes) > self._mark:
+            del self.writes[self._mark :]
+            if self._folded > self._mark:
+                self._overlay = {}
+                self._folded = 0
 
     @property
     def event_id(self) -> str:
@@ -155,39 +176,57 @@ class ReadModel:
 
     def upsert(self, table: str, row: Mapping[str, Any] | None = None, **values: Any) -> None:
         """Insert the row, or update the given columns of the row with the same primary key."""
-        t = self._table(table)
-        data = {**row, **values} if row is not None else values
-        unknown = data.keys() - t.column_names
-        if unknown:
-            raise ValidationError(f"table {table!r} has no column(s) {sorted(unknown)}")
-        try:
-            key = tuple(data[c] for c in t.primary_key)
-        except KeyError:
-            raise ValidationError(
-                f"an upsert into {table!r} needs its primary key {t.primary_key}"
-            ) from None
-        self._event_writes.append(
-            TableWrite("upsert", self._physical[table], tuple(data.items()), None, t.primary_key)
+        t = self._tables.get(table) or self._table(table)
+        data = values if row is None else {**row, **values}
+        columns = tuple(data)
+        if columns not in t.shapes:
+            t.shape(columns)
+        self.writes.append(
+            _new(  # TableWrite("upsert", ...) without the NamedTuple __new__ call
+                TableWrite,
+                (
+                    "upsert",
+                    self._physical[table],
+                    columns,
+                    tuple(data.values()),
+                    None,
+                    t.primary_key,
+                ),
+            )
         )
-        k = (table, key)
-        prior = self._event_overlay.get(k) or self._overlay.get(k)
-        if len(data) == len(t.columns):
-            self._event_overlay[k] = ("row", data)
-        elif prior is None:
-            self._event_overlay[k] = ("patch", data)
-        elif prior[0] == "gone":
-            self._event_overlay[k] = ("row", {c: data.get(c) for c, _ in t.columns})
-        else:
-            self._event_overlay[k] = (prior[0], {**prior[1], **data})
 
     def delete(self, table: str, **key: Any) -> None:
         """Delete the row with this primary key (no error if there is none)."""
         t = self._table(table)
         if set(key) != set(t.primary_key):
             raise ValidationError(f"a delete from {table!r} needs exactly {t.primary_key}")
-        values = tuple((c, key[c]) for c in t.primary_key)
-        self._event_writes.append(TableWrite("delete", self._physical[table], values))
-        self._event_overlay[(table, tuple(v for _, v in values))] = ("gone", {})
+        self.writes.append(
+            TableWrite.delete(self._physical[table], {c: key[c] for c in t.primary_key})
+        )
+
+    def _fold(self) -> dict[_Key, _Entry]:
+        """The overlay of the batch's writes so far (incremental)."""
+        overlay = self._overlay
+        writes = self.writes
+        for w in writes[self._folded :]:
+            t = self._logical[w.table]
+            if w.op == "delete":
+                overlay[(t.name, w.row)] = ("gone", {})
+                continue
+            pk_at, full = t.shapes.get(w.columns) or t.shape(w.columns)
+            k = (t.name, tuple([w.row[i] for i in pk_at]))
+            data = dict(zip(w.columns, w.row, strict=True))
+            prior = overlay.get(k)
+            if full:
+                overlay[k] = ("row", data)
+            elif prior is None:
+                overlay[k] = ("patch", data)
+            elif prior[0] == "gone":
+                overlay[k] = ("row", {c: data.get(c) for c, _ in t.columns})
+            else:
+                overlay[k] = (prior[0], {**prior[1], **data})
+        self._folded = len(writes)
+        return overlay
 
     # --- reads (committed rows, with this batch's writes laid over them) ----------------------
 
@@ -196,8 +235,7 @@ class ReadModel:
         t = self._table(table)
         if set(key) != set(t.primary_key):
             raise ValidationError(f"get from {table!r} needs exactly {t.primary_key}")
-        k = (table, tuple(key[c] for c in t.primary_key))
-        entry = self._event_overlay.get(k) or self._overlay.get(k)
+        entry = self._fold().get((table, tuple(key[c] for c in t.primary_key)))
         if entry is not None and entry[0] != "patch":
             return None if entry[0] == "gone" else dict(entry[1])
         rows = await self._store.read_table(self._physical[table], key, limit=1)
@@ -211,7 +249,7 @@ class ReadModel:
         t = self._table(table)
         rows = await self._store.read_table(self._physical[table], where)
         by_key = {tuple(r[c] for c in t.primary_key): r for r in rows}
-        for (name, key), (kind, data) in {**self._overlay, **self._event_overlay}.items():
+        for (name, key), (kind, data) in list(self._fold().items()):
             if name != table:
                 continue
             if kind == "gone":

@@ -217,15 +217,15 @@ class ProjectionAdmin:
             raise ValidationError(f"unknown action {action!r}", field="action")
         await self.check(name)
         request_id = new_event_id()
-        row = (
-            ("id", request_id),
-            ("projection", name),
-            ("action", action),
-            ("arg", arg),
-            ("created_at", time.time_ns() // 1000),
-        )
+        row = {
+            "id": request_id,
+            "projection": name,
+            "action": action,
+            "arg": arg,
+            "created_at": time.time_ns() // 1000,
+        }
         async with self.store.transaction() as tx:
-            tx.write_tables([TableWrite("upsert", REQUESTS.name, row, key=("id",))])
+            tx.write_tables([TableWrite.upsert(REQUESTS.name, row, ("id",))])
         return request_id
 
     async def pending(self, request_id: str) -> bool:
@@ -278,14 +278,13 @@ class ProjectionAdmin:
         if letters:
             async with self.store.transaction() as tx:
                 tx.write_tables(
-                    TableWrite(
-                        "delete",
+                    TableWrite.delete(
                         DEAD_LETTERS.name,
-                        (
-                            ("projection", d.projection),
-                            ("generation", d.generation),
-                            ("event_id", d.event_id),
-                        ),
+                        {
+                            "projection": d.projection,
+                            "generation": d.generation,
+                            "event_id": d.event_id,
+                        },
                     )
                     for d in letters
                 )

@@ -104,15 +104,27 @@ class TableWrite(NamedTuple):
     """One read-model write committed with a unit of work.
 
     ``op`` is ``ensure`` (create ``spec`` if missing), ``drop``, ``clear`` (delete every row),
-    ``upsert`` (insert ``values``, or update the given columns of the row with the same primary
-    key) or ``delete`` (the row whose primary key is ``values``). Values are bound parameters.
+    ``upsert`` (insert ``row`` into ``columns``, or update those columns of the row with the
+    same primary key ``key``) or ``delete`` (the row whose ``columns`` equal ``row``). Values
+    are always bound parameters.
     """
 
     op: str
     table: str
-    values: tuple[tuple[str, Any], ...] = ()
+    columns: tuple[str, ...] = ()
+    row: tuple[Any, ...] = ()
     spec: TableSpec | None = None
     key: tuple[str, ...] = ()  # upsert: the primary key columns
+
+    @classmethod
+    def upsert(cls, table: str, values: dict[str, Any], key: tuple[str, ...]) -> TableWrite:
+        """An upsert of ``values`` (column -> value) keyed by the ``key`` columns."""
+        return cls("upsert", table, tuple(values), tuple(values.values()), None, key)
+
+    @classmethod
+    def delete(cls, table: str, values: dict[str, Any]) -> TableWrite:
+        """A delete of the row whose columns equal ``values``."""
+        return cls("delete", table, tuple(values), tuple(values.values()))
 
 
 class WriteUnit(NamedTuple):
@@ -138,14 +150,20 @@ def check_identifier(name: object, what: str = "table") -> str:
     return name
 
 
+_checked: set[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = set()
+
+
 def check_table_write(w: TableWrite) -> TableWrite:
     """Validate every identifier of a read-model write (values are bound, never spliced)."""
     if not isinstance(w, TableWrite) or w.op not in TABLE_OPS:
         raise ValidationError(f"expected a TableWrite, got {w!r}", field="tables")
+    signature = (w.op, w.table, w.columns, w.key)
+    if signature in _checked:
+        return w
+    if type(w.columns) is not tuple or type(w.row) is not tuple or len(w.columns) != len(w.row):
+        raise ValidationError(f"a write to {w.table!r} needs one value per column")
     check_identifier(w.table)
-    for column, _ in w.values:
-        check_identifier(column, "column")
-    for column in w.key:
+    for column in (*w.columns, *w.key):
         check_identifier(column, "column")
     if w.op == "ensure":
         spec = w.spec
@@ -157,10 +175,14 @@ def check_table_write(w: TableWrite) -> TableWrite:
         for cols in (spec.primary_key, *spec.indexes):
             if not cols or not set(cols) <= names:
                 raise ValidationError(f"key or index {cols!r} names unknown columns of {w.table}")
-    elif w.op == "upsert" and (not w.key or not set(w.key) <= {c for c, _ in w.values}):
+        return w
+    elif w.op == "upsert" and (not w.key or not set(w.key) <= set(w.columns)):
         raise ValidationError(f"an upsert into {w.table} needs every primary key column")
-    elif w.op == "delete" and not w.values:
+    elif w.op == "delete" and not w.columns:
         raise ValidationError(f"a delete from {w.table} needs the primary key")
+    if len(_checked) > 4096:
+        _checked.clear()
+    _checked.add(signature)
     return w
 
 
@@ -701,12 +723,16 @@ class UnitOfWork:
             raise ValidationError("this unit of work is already committed")
         self._snapshots.append(self._store.check_snapshot(snapshot))
 
-    def write_tables(self, writes: Iterable[TableWrite]) -> None:
-        """Commit read-model table writes with the unit (validated now, in order)."""
+    def write_tables(self, writes: Iterable[TableWrite], *, checked: bool = False) -> None:
+        """Commit read-model table writes with the unit (validated now, in order).
+
+        ``checked=True`` is for writes whose identifiers were validated when they were made
+        (``chronik.projections`` builds them from declared tables): they are not checked again.
+        """
         if self._results is not None:
             raise ValidationError("this unit of work is already committed")
         self._store._require_tables()
-        self._tables.extend(check_table_write(w) for w in writes)
+        self._tables += writes if checked else [check_table_write(w) for w in writes]
 
     @property
     def results(self) -> list[AppendResult]:

@@ -256,7 +256,7 @@ def _check_tables(
         elif w.table not in columns:
             raise ReadModelError(f"no read-model table {w.table!r}")
         else:
-            unknown = {c for c, _ in w.values} - columns[w.table]
+            unknown = set(w.columns) - columns[w.table]
             if unknown:
                 raise ReadModelError(f"table {w.table!r} has no column(s) {sorted(unknown)}")
 
@@ -275,7 +275,7 @@ def _apply_table_write(
     if w.op == "clear":
         rows.clear()
         return
-    values = dict(w.values)
+    values = dict(zip(w.columns, w.row, strict=True))
     key = tuple(values.get(c) for c in spec.primary_key)
     if w.op == "delete":
         rows.pop(key, None)

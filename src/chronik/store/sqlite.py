@@ -487,7 +487,7 @@ _table_sql: dict[tuple[str, str, tuple[str, ...], tuple[str, ...]], str] = {}
 
 def _table_statement(w: TableWrite) -> str:
     """The SQL of one validated read-model write (identifiers checked; values bound)."""
-    columns = tuple(c for c, _ in w.values)
+    columns = w.columns
     cache_key = (w.op, w.table, columns, w.key)
     sql = _table_sql.get(cache_key)
     if sql is not None:
@@ -536,12 +536,16 @@ def _write_tables(conn: sqlite3.Connection, writes: Sequence[TableWrite]) -> Non
             continue
         sql = _table_statement(w)
         j = i + 1
-        while j < n and writes[j].op == w.op and _table_statement(writes[j]) is sql:
+        op, table, columns, key = w.op, w.table, w.columns, w.key
+        while j < n:
+            x = writes[j]
+            if x.table != table or x.columns != columns or x.op != op or x.key != key:
+                break
             j += 1
         if j == i + 1:
-            conn.execute(sql, [v for _, v in w.values])
+            conn.execute(sql, w.row)
         else:
-            conn.executemany(sql, [[v for _, v in x.values] for x in writes[i:j]])
+            conn.executemany(sql, [x.row for x in writes[i:j]])
         i = j
 
 

@@ -1,0 +1,255 @@
+"""``chronik projections``: status, rebuild, reset, pause, resume and dead letters.
+
+The commands read the projections' status rows and write control requests in the store's
+database, so they work from any process: a running processor (``chronik serve`` or an app)
+picks a request up within a heartbeat. With no processor running a request waits for one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import msgspec
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from chronik.cli import DEFAULT_STORE, _run, _store_url
+from chronik.errors import ValidationError
+from chronik.messages import Position
+from chronik.projections import ProjectionAdmin, ProjectionStatus
+from chronik.store import open_store
+
+__all__ = ["build_projections"]
+
+CONFIRM_SECONDS = 5.0  # how long a command waits for a running processor to take its request
+
+
+def _position(text: str | None) -> int:
+    return Position.parse(text).commit if text else 0
+
+
+async def _send(url: str, name: str, action: str, arg: str = "") -> str:
+    """Queue a request; wait briefly for a live processor to take it; say what happened."""
+    async with open_store(url) as store:
+        admin = ProjectionAdmin(store)
+        status = await admin.status(name)
+        request_id = await admin.request(name, action, arg)
+        if not status.alive:
+            return (
+                f"{action} of {name} queued: no processor of {name} is running "
+                "(it applies the request when it starts)"
+            )
+        deadline = time.monotonic() + CONFIRM_SECONDS
+        while time.monotonic() < deadline:
+            if not await admin.pending(request_id):
+                after = await admin.status(name)
+                return f"{action} of {name} done: state {after.state}, position {after.position}"
+            await asyncio.sleep(0.05)
+        return f"{action} of {name} queued: the processor has not taken it yet"
+
+
+def _status_table(rows: list[ProjectionStatus]) -> Table:
+    table = Table("name", "state", "position", "head", "lag", "lag s", "ev/s", "dead", "error")
+    for s in rows:
+        state = (
+            s.state if s.building is None else f"{s.state} (g{s.building} at {s.build_position})"
+        )
+        table.add_row(
+            s.name,
+            state,
+            s.position or "-",
+            s.head or "-",
+            str(s.lag_events),
+            f"{s.lag_seconds:.1f}",
+            f"{s.events_per_s:.0f}",
+            str(s.dead_letters),
+            (s.last_error or "")[:60],
+        )
+    return table
+
+
+def build_projections() -> typer.Typer:
+    """The ``projections`` sub-command group."""
+    app = typer.Typer(
+        help="Projections: status, rebuild, reset, pause, resume.", no_args_is_help=True
+    )
+    letters = typer.Typer(
+        help="Events parked by a projection's error policy.", no_args_is_help=True
+    )
+    app.add_typer(letters, name="dead-letters")
+    store_opt = typer.Option(
+        None, "--store", help=f"Store URL [env CHRONIK_STORE; default {DEFAULT_STORE}]"
+    )
+    console = Console()
+
+    @app.command("status")
+    def status(
+        store: str | None = store_opt,
+        as_json: bool = typer.Option(False, "--json", help="A JSON list."),
+    ) -> None:
+        """Each projection: state, position, head, lag, events/s, last error, heartbeat."""
+
+        async def go() -> list[ProjectionStatus]:
+            async with open_store(_store_url(store)) as s:
+                return await ProjectionAdmin(s).statuses()
+
+        rows = _run(go)
+        if as_json:
+            print(json.dumps([r.to_json() for r in rows]))
+        elif not rows:
+            console.print("no projections have run against this store yet")
+        else:
+            console.print(_status_table(rows))
+
+    @app.command("pause")
+    def pause(name: str, store: str | None = store_opt) -> None:
+        """Pause a projection (it keeps its heartbeat and position)."""
+        console.print(_run(lambda: _send(_store_url(store), name, "pause")), highlight=False)
+
+    @app.command("resume")
+    def resume(name: str, store: str | None = store_opt) -> None:
+        """Resume a paused or stopped projection."""
+        console.print(_run(lambda: _send(_store_url(store), name, "resume")), highlight=False)
+
+    @app.command("reset")
+    def reset(
+        name: str,
+        store: str | None = store_opt,
+        to: str | None = typer.Option(
+            None, "--to", help="Replay the events after this position (default: from the start)."
+        ),
+    ) -> None:
+        """Replay a projection: from the start (its tables cleared) or after a position."""
+        if to is not None:
+            _run(lambda: _check_position(to))
+        console.print(
+            _run(lambda: _send(_store_url(store), name, "reset", to or "")), highlight=False
+        )
+
+    @app.command("rebuild")
+    def rebuild(
+        name: str,
+        store: str | None = store_opt,
+        wait: bool = typer.Option(True, help="Follow the rebuild with a progress bar."),
+    ) -> None:
+        """Rebuild into new tables while the current ones serve; switch when caught up."""
+        console.print(_run(lambda: _rebuild(_store_url(store), name, wait)), highlight=False)
+
+    @letters.command("list")
+    def letters_list(
+        name: str | None = typer.Argument(None, help="Only this projection."),
+        store: str | None = store_opt,
+        as_json: bool = typer.Option(False, "--json", help="A JSON list."),
+    ) -> None:
+        """Parked events, oldest first (the failed one of each stream, then those behind it)."""
+
+        async def go() -> list[dict[str, Any]]:
+            async with open_store(_store_url(store)) as s:
+                return [msgspec.to_builtins(d) for d in await ProjectionAdmin(s).dead_letters(name)]
+
+        rows = _run(go)
+        if as_json:
+            print(json.dumps(rows))
+            return
+        table = Table(
+            "projection", "position", "stream", "seq", "type", "blocked", "tries", "error"
+        )
+        for d in rows:
+            table.add_row(
+                d["projection"],
+                d["position"],
+                d["stream"],
+                str(d["sequence"]),
+                d["type"],
+                "yes" if d["blocked"] else "",
+                str(d["attempts"]),
+                (d["error"] or "")[:60],
+            )
+        console.print(table)
+
+    @letters.command("retry")
+    def letters_retry(
+        name: str,
+        store: str | None = store_opt,
+        stream: str | None = typer.Option(None, help="Only this stream (DOMAIN/ID)."),
+    ) -> None:
+        """Apply parked events again, per stream in order; streams that succeed flow on."""
+        console.print(
+            _run(lambda: _send(_store_url(store), name, "retry", stream or "")), highlight=False
+        )
+
+    @letters.command("drop")
+    def letters_drop(
+        name: str,
+        store: str | None = store_opt,
+        event: str | None = typer.Option(None, help="Only this event id."),
+        stream: str | None = typer.Option(None, help="Every parked event of this stream."),
+        all_: bool = typer.Option(False, "--all", help="Every parked event of the projection."),
+    ) -> None:
+        """Delete parked events without applying them (choose --event, --stream or --all)."""
+
+        async def go() -> str:
+            if not (event or stream or all_):
+                raise ValidationError("say what to drop: --event ID, --stream S or --all")
+            async with open_store(_store_url(store)) as s:
+                n = await ProjectionAdmin(s).drop_dead_letters(name, event, stream)
+            return f"dropped {n} dead letter(s) of {name}"
+
+        console.print(_run(go), highlight=False)
+
+    return app
+
+
+async def _check_position(text: str) -> None:
+    Position.parse(text)
+
+
+async def _rebuild(url: str, name: str, wait: bool) -> str:
+    """Request a rebuild; follow it with a progress bar (events/s, ETA) until it took over."""
+    async with open_store(url) as store:
+        admin = ProjectionAdmin(store)
+        start = await admin.status(name)
+        message = await _send(url, name, "rebuild")
+        if not wait or not start.alive:
+            return message
+        progress = Progress(
+            TextColumn(f"rebuilding {name}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[rate]:>9} ev/s"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+        )
+        with progress:
+            task = progress.add_task("rebuild", total=None, rate="-")
+            while True:
+                s = await admin.status(name)
+                if not s.alive:
+                    return f"the processor of {name} stopped during the rebuild (state {s.state})"
+                if s.building is None and s.generation != start.generation:
+                    done = _position(s.head)
+                    progress.update(task, total=done or 1, completed=done or 1)
+                    return f"rebuilt {name}: generation {s.generation} serves at {s.position}"
+                if s.state == "stopped":
+                    return f"rebuild of {name} stopped: {s.last_error}"
+                progress.update(
+                    task,
+                    total=max(1, _position(s.head)),
+                    completed=_position(s.build_position),
+                    rate=f"{s.events_per_s:,.0f}",
+                )
+                await asyncio.sleep(0.2)
