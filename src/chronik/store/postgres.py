@@ -47,6 +47,7 @@ from chronik.store.base import (
 )
 from chronik.store.postgres_feed import ChangeFeed
 from chronik.store.postgres_read import (
+    DRIVER_ERRORS,
     HORIZON,
     HorizonLag,
     PostgresReader,
@@ -121,7 +122,7 @@ class PostgresEventStore(PostgresReader, EventStore):
             self._pool = await asyncpg.create_pool(
                 self.dsn, min_size=self.pool_min_size, max_size=self.pool_max_size, timeout=10
             )
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        except DRIVER_ERRORS as exc:
             raise self._unavailable("connecting", exc) from exc
         try:
             async with self._pool.acquire() as conn:
@@ -137,7 +138,7 @@ class PostgresEventStore(PostgresReader, EventStore):
         except ChronikError:
             await self._pool.close()
             raise
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        except DRIVER_ERRORS as exc:
             self._pool.terminate()
             raise self._unavailable("migrating", exc) from exc
         self._feed = ChangeFeed(self.dsn, f"chronik.{self.schema}", self._notify)
@@ -152,7 +153,7 @@ class PostgresEventStore(PostgresReader, EventStore):
             await self._feed.stop()
         try:
             await asyncio.wait_for(self._pool.close(), 10)
-        except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+        except DRIVER_ERRORS:
             self._pool.terminate()
 
     def __repr__(self) -> str:
@@ -165,7 +166,7 @@ class PostgresEventStore(PostgresReader, EventStore):
         for attempt in range(MAX_ATTEMPTS):
             try:
                 conn = await self._pool.acquire()
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            except DRIVER_ERRORS as exc:
                 raise self._unavailable("connecting", exc) from exc
             try:
                 results = await write_unit(self, conn, unit, resolved)
@@ -328,11 +329,11 @@ async def migrate_database(url: str) -> tuple[int, int]:
     quote_schema(schema)
     try:
         conn = await asyncpg.connect(dsn, timeout=10)
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+    except DRIVER_ERRORS as exc:
         raise StoreUnavailable(f"cannot connect to {safe_url(url)}: {exc}") from exc
     try:
         return await migrate(conn, schema)
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+    except DRIVER_ERRORS as exc:
         raise StoreUnavailable(f"migrating {safe_url(url)} failed: {exc}") from exc
     finally:
         await conn.close()

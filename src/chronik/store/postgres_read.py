@@ -24,7 +24,7 @@ from chronik.messages import (
     StreamInfo,
 )
 
-__all__ = ["HorizonLag", "PostgresReader", "is_connection_error", "safe_url"]
+__all__ = ["DRIVER_ERRORS", "HorizonLag", "PostgresReader", "is_connection_error", "safe_url"]
 
 T = TypeVar("T")
 COLS: Final = (
@@ -33,6 +33,14 @@ COLS: Final = (
 )
 HORIZON: Final = "(SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint)"
 _STREAM_CACHE_LIMIT: Final = 200_000
+#: Everything the driver raises that chronik translates (to StoreUnavailable, mostly).
+DRIVER_ERRORS: Final = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
 
 
 class HorizonLag(NamedTuple):
@@ -57,6 +65,7 @@ def is_connection_error(exc: BaseException) -> bool:
         | TimeoutError
         | asyncpg.PostgresConnectionError
         | asyncpg.InterfaceError
+        | asyncpg.InternalClientError
         | asyncpg.exceptions.OperatorInterventionError
         | asyncpg.exceptions.InsufficientResourcesError,
     )
@@ -85,7 +94,7 @@ class PostgresReader:
         """Run a read; driver errors become StoreUnavailable."""
         try:
             return await fn()
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        except DRIVER_ERRORS as exc:
             raise self._unavailable(what, exc) from exc
 
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
