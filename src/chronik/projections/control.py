@@ -29,7 +29,8 @@ class Lane:
         self.generation = generation
         self.version = version
         self.frozen = frozen  # built by another version: serves reads, is not advanced
-        self.position: Position | None = None
+        self.position: Position | None = None  # read up to here (committed or committing)
+        self.applied: Position | None = None  # committed up to here: what wait_for trusts
         self.parked: set[str] = set()
         self.dirty = False  # position advanced (scanned) without a checkpoint write yet
         self.caught_up = False
@@ -104,7 +105,7 @@ async def _rebuild(proc: ProjectionProcessor, writes: list[TableWrite]) -> None:
     if proc.state == "stopped":
         proc.state = "running"
     await proc._commit(writes, lane, START)
-    lane.position = START
+    lane.position = lane.applied = START
 
 
 async def _reset(proc: ProjectionProcessor, arg: str, writes: list[TableWrite]) -> None:
@@ -125,7 +126,7 @@ async def _reset(proc: ProjectionProcessor, arg: str, writes: list[TableWrite]) 
     if proc.state == "stopped":
         proc.state = "running"
     await proc._commit(writes, lane, position)
-    lane.position = position
+    lane.position = lane.applied = position
     lane.caught_up = False
 
 

@@ -111,8 +111,8 @@ class ProjectionProcessor:
 
     @property
     def position(self) -> Position | None:
-        """How far the serving generation has read."""
-        return self.active.position
+        """How far the serving generation has applied (committed)."""
+        return self.active.applied
 
     async def wait_for(self, position: Position) -> None:
         """Return once every event up to ``position`` is applied (read-your-writes).
@@ -132,7 +132,7 @@ class ProjectionProcessor:
             self._waiters = [(p, f) for p, f in self._waiters if f is not fut]
 
     def _reached(self, position: Position) -> bool:
-        mine = self.active.position
+        mine = self.active.applied
         return not self.active.frozen and mine is not None and mine >= position
 
     def _resolve_waiters(self) -> None:
@@ -166,9 +166,8 @@ class ProjectionProcessor:
                 drop.append(building)
         if self.active.frozen and self.building is None:
             self.building = Lane(max(generation, building or 0) + 1, p.version)
-        self.state = row.get("state") or "running"
-        if self.state not in ("paused", "stopped"):
-            self.state = "running"
+        # a pause survives restarts; a projection stopped by its error policy retries on start
+        self.state = "paused" if row.get("state") == "paused" else "running"
         writes: list[TableWrite] = []
         for gen in drop:
             writes += control.drop_tables(self, gen)
@@ -177,11 +176,12 @@ class ProjectionProcessor:
                 TableWrite("ensure", s.name, spec=s) for s in control.specs(self, lane.generation)
             ]
             checkpoint = await store.load_checkpoint(lane.checkpoint(p.name))
-            lane.position = checkpoint.position if checkpoint else None
+            lane.position = lane.applied = checkpoint.position if checkpoint else None
             await self._load_parked(lane)
         if self.active.frozen:
             checkpoint = await store.load_checkpoint(self.active.checkpoint(p.name))
             self.active.position = checkpoint.position if checkpoint else None
+            self.active.applied = self.active.position
         await self._commit(writes)
 
     def _lanes(self, include_frozen: bool = True) -> list[Lane]:
@@ -253,7 +253,7 @@ class ProjectionProcessor:
         if not page:
             lane.caught_up = True
             if head is not None and (lane.position is None or head > lane.position):
-                lane.position = head  # scanned: no event of ours up to the head
+                lane.position = lane.applied = head  # scanned: none of ours up to the head
                 lane.dirty = True
                 self._resolve_waiters()
             return False
@@ -342,6 +342,7 @@ class ProjectionProcessor:
         except BaseException:
             lane.position, self.state, self.processed, self._last_event_us = before
             raise
+        lane.applied = position
 
     async def _apply(self, event: RecordedEvent, rm: ReadModel, first: Exception) -> str | None:
         """Retry a failed handler as the policy says; the error text if it kept failing."""
