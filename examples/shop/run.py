@@ -59,7 +59,8 @@ async def main() -> None:
         first = await app.dispatch(create)
         event = first.events[0]
         say(
-            f"CreateCustomer -> {event.type} at sequence {event.sequence}, metadata {dict(event.metadata)}"
+            f"CreateCustomer -> {event.type} at sequence {event.sequence}, "
+            f"metadata {dict(event.metadata)}"
         )
         again = await app.dispatch(create)
         say(

@@ -19,7 +19,7 @@ class Transaction(chronik.Aggregate):
     snapshots = chronik.Snapshots(every=100)
 
     customer_id: str = ""
-    items: list[Item] = []
+    items: list[Item] = []  # noqa: RUF012 - copied for each instance
     completed: bool = False
 
     @chronik.command()

@@ -4,11 +4,20 @@ The public API is what this module exports; adapters live in ``chronik.store.*``
 URL through ``open_store``.
 """
 
-from chronik.aggregate import Aggregate, CommandSpec, Decider, DomainModel, Snapshots, apply, command
+from chronik.aggregate import (
+    Aggregate,
+    CommandSpec,
+    Decider,
+    DomainModel,
+    Snapshots,
+    apply,
+    command,
+)
 from chronik.app import Chronik
 from chronik.codec import EventRegistry
 from chronik.commands import CommandBus, CommandResult, RetryPolicy
 from chronik.errors import (
+    AuthenticationError,
     CheckpointFenced,
     ChronikError,
     CommandRejected,
@@ -22,10 +31,12 @@ from chronik.errors import (
     InvalidExpectedVersion,
     InvalidStreamId,
     MissingExtraError,
+    PermissionDenied,
     PayloadTooLarge,
     ProjectionStopped,
     ReadModelError,
     SerializationError,
+    ServiceUnavailable,
     StoreClosed,
     StoreUnavailable,
     TooManyEvents,
@@ -65,6 +76,7 @@ __all__ = [
     "ANY",
     "Aggregate",
     "AppendResult",
+    "AuthenticationError",
     "Checkpoint",
     "CheckpointFenced",
     "Chronik",
@@ -95,6 +107,7 @@ __all__ = [
     "MissingExtraError",
     "NO_STREAM",
     "PayloadTooLarge",
+    "PermissionDenied",
     "Position",
     "ProjectionStopped",
     "ReadModelError",
@@ -102,6 +115,7 @@ __all__ = [
     "RetryPolicy",
     "STREAM_EXISTS",
     "SerializationError",
+    "ServiceUnavailable",
     "Snapshot",
     "Snapshots",
     "StoreClosed",

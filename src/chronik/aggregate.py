@@ -20,7 +20,7 @@ from typing import Any, ClassVar, NoReturn, TypeVar
 import msgspec
 
 from chronik.errors import CommandRejected, ConfigurationError, InvalidCommand, UnknownCommandType
-from chronik.messages import _DOMAIN_RE, Command
+from chronik.messages import _DOMAIN_RE, Command, Snapshot, StreamId
 
 __all__ = [
     "Aggregate",
@@ -129,6 +129,8 @@ class DomainModel(abc.ABC):
     state_version: int
     snapshots: Snapshots | None
     commands: dict[str, CommandSpec] | None  # None: any command type is passed to decide
+    typed_events: bool = True  # False: decide returns EventData, evolve gets RecordedEvents
+    cacheable: bool = True  # False: the bus loads the state for every command
 
     def parse(self, command: Command) -> Command:
         """The command with its payload checked against (and converted to) its schema."""
@@ -167,8 +169,12 @@ class DomainModel(abc.ABC):
         """The state as snapshot bytes."""
 
     @abc.abstractmethod
-    def decode_state(self, data: bytes, aggregate_id: str) -> Any:
-        """The state from snapshot bytes (raises on a mismatch)."""
+    def decode_state(self, snapshot: Snapshot) -> Any:
+        """The state stored in a snapshot (raises on a mismatch)."""
+
+    def snapshot_after(self, state: Any, stream: StreamId, version: int) -> Snapshot | None:
+        """A snapshot the logic itself asks to store after a command (default: none)."""
+        return None
 
 
 def _events_of(result: Any) -> list[Any]:
@@ -226,8 +232,8 @@ class Decider(DomainModel):
     def encode_state(self, state: Any) -> bytes:
         return _encoder.encode(state)
 
-    def decode_state(self, data: bytes, aggregate_id: str) -> Any:
-        return self._state_decoder.decode(data)
+    def decode_state(self, snapshot: Snapshot) -> Any:
+        return self._state_decoder.decode(snapshot.state)
 
 
 # --- aggregate classes ------------------------------------------------------------------------
@@ -252,7 +258,7 @@ def command(name: str | None = None) -> Callable[[F], F]:
 
 
 def apply(fn: F) -> F:
-    """Mark an aggregate method as the applier of the event class its parameter is annotated with."""
+    """Mark an aggregate method as the applier of the event class its parameter names."""
     setattr(fn, _APPLY_MARK, True)
     return fn
 
@@ -414,9 +420,9 @@ class AggregateModel(DomainModel):
         fields = {n: getattr(state, n) for n in self.cls._state_fields}
         return _encoder.encode(self.cls._state_struct(**fields))
 
-    def decode_state(self, data: bytes, aggregate_id: str) -> Any:
-        decoded = self._state_decoder.decode(data)
-        state = self.cls(aggregate_id)
+    def decode_state(self, snapshot: Snapshot) -> Any:
+        decoded = self._state_decoder.decode(snapshot.state)
+        state = self.cls(snapshot.stream.aggregate_id)
         for name in self.cls._state_fields:
             setattr(state, name, getattr(decoded, name))
         return state

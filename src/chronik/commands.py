@@ -251,17 +251,20 @@ class CommandBus:
                 decided = await self._decide(model, command, loaded.state)
                 if not decided:
                     return CommandResult(command_id, stream, [], loaded.version)
-                events = [self._typed(e) for e in decided]
-                state = self._settle(model, command, loaded.state, events)
-                expected = NO_STREAM if loaded.version is None else loaded.version
-                request = self.store.prepare(
-                    stream,
-                    [
+                if model.typed_events:
+                    events = [self._typed(e) for e in decided]
+                    data = [
                         self.registry.to_event_data(e, metadata, event_id_for(command_id, i))
                         for i, e in enumerate(events)
-                    ],
-                    expected,
-                )
+                    ]
+                else:
+                    events = decided
+                    data = [
+                        _raw_event_data(e, metadata, command_id, i) for i, e in enumerate(events)
+                    ]
+                state = self._settle(model, command, loaded.state, events)
+                expected = NO_STREAM if loaded.version is None else loaded.version
+                request = self.store.prepare(stream, data, expected)
             except BaseException:
                 repository.forget(stream)  # the state may have been changed in place
                 raise
@@ -288,7 +291,7 @@ class CommandBus:
                 loaded.replayed,
                 loaded.load_ms,
             )
-            repository.remember(stream, after)
+            repository.remember(model, stream, after)
             repository.maybe_snapshot(model, stream, after)
             return CommandResult(
                 command_id, stream, await self._recorded(request, result), result.last_sequence
@@ -378,6 +381,20 @@ class CommandBus:
     async def close(self) -> None:
         """Wait for background snapshot writes."""
         await self.repository.drain()
+
+
+def _raw_event_data(event: Any, metadata: Metadata, command_id: str, index: int) -> EventData:
+    """An EventData from untyped business logic, with the command's metadata and derived id."""
+    if not isinstance(event, EventData):
+        raise HandlerError("?", "?", TypeError(f"expected EventData, got {event!r}"))
+    return EventData(
+        event.type,
+        event.payload,
+        Metadata({**metadata, **Metadata.of(event.metadata)}),
+        event_id_for(command_id, index),
+        event.schema_version,
+        event.content_type,
+    )
 
 
 def _bind_dispatch(mw: DispatchMiddleware, call_next: DispatchFn) -> DispatchFn:

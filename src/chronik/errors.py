@@ -25,6 +25,9 @@
     ├── ReadModelError              a read-model write or query the database refused
     ├── ProjectionStopped           a projection stopped (error policy or shutdown) while awaited
     ├── StoreUnavailable            the store could not be reached; outcome may be unknown
+    ├── ServiceUnavailable          a remote service (business logic, projector, saga) is down
+    ├── AuthenticationError         missing or unknown credentials
+    ├── PermissionDenied            credentials that do not allow the operation
     └── StoreClosed                 an operation on a store that was closed
 
 Adapters translate driver errors to these once, at their boundary, with ``raise ... from``.
@@ -35,6 +38,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AuthenticationError",
     "CheckpointFenced",
     "ChronikError",
     "CommandRejected",
@@ -48,10 +52,12 @@ __all__ = [
     "InvalidExpectedVersion",
     "InvalidStreamId",
     "MissingExtraError",
+    "PermissionDenied",
     "PayloadTooLarge",
     "ProjectionStopped",
     "ReadModelError",
     "SerializationError",
+    "ServiceUnavailable",
     "StoreClosed",
     "StoreUnavailable",
     "TooManyEvents",
@@ -251,6 +257,18 @@ class StoreUnavailable(ChronikError):
     def __init__(self, message: str, *, outcome_unknown: bool = False) -> None:
         self.outcome_unknown = outcome_unknown
         super().__init__(message)
+
+
+class ServiceUnavailable(ChronikError):
+    """A remote service chronik calls could not be reached in time; nothing was stored."""
+
+
+class AuthenticationError(ChronikError):
+    """A call without credentials, or with credentials chronik does not know."""
+
+
+class PermissionDenied(ChronikError):
+    """Known credentials that do not allow this operation."""
 
 
 class StoreClosed(ChronikError):

@@ -1,4 +1,4 @@
-"""Load aggregates (snapshot + tail, upcast) and keep recently used ones; snapshots off the hot path.
+"""Load aggregates (snapshot + tail, upcast), keep recent ones; snapshots off the hot path.
 
 A snapshot is a cache: one that is missing, corrupt, of another state type or of another schema
 version is ignored and the stream replayed in full. The repository also keeps the last state of
@@ -18,7 +18,7 @@ import msgspec
 
 from chronik.aggregate import DomainModel
 from chronik.codec import EventRegistry
-from chronik.messages import Snapshot, StreamId
+from chronik.messages import RecordedEvent, Snapshot, StreamId
 from chronik.store.base import EventStore
 
 __all__ = ["Loaded", "Repository"]
@@ -64,14 +64,14 @@ class Repository:
             snap_seq = snapshot.sequence
             if (snapshot.type, snapshot.schema_version) == (model.state_type, model.state_version):
                 try:
-                    state = model.decode_state(snapshot.state, stream.aggregate_id)
+                    state = model.decode_state(snapshot)
                     version = snapshot.sequence
                 except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as exc:
                     log.warning("ignoring unreadable snapshot of %s: %s", stream, exc)
         if version is None:
             state = model.initial(stream.aggregate_id)
         replayed = 0
-        decode = self.registry.decode
+        decode = self.registry.decode if model.typed_events else _raw
         evolve = model.evolve
         from_sequence = None if version is None else version + 1
         async for event in self.store.read_stream(stream, from_sequence):
@@ -81,9 +81,9 @@ class Repository:
         loaded = Loaded(state, version, snap_seq, replayed, (time.perf_counter() - start) * 1000)
         return loaded
 
-    def remember(self, stream: StreamId, loaded: Loaded) -> None:
+    def remember(self, model: DomainModel, stream: StreamId, loaded: Loaded) -> None:
         """Keep a state for the next command on the stream (evicting the least recent)."""
-        if self.cache_size <= 0:
+        if self.cache_size <= 0 or not model.cacheable:
             return
         self._cache[stream] = loaded
         self._cache.move_to_end(stream)
@@ -100,6 +100,11 @@ class Repository:
 
     def maybe_snapshot(self, model: DomainModel, stream: StreamId, loaded: Loaded) -> None:
         """Snapshot ``loaded`` in the background if the model's policy asks for it."""
+        if loaded.version is not None:
+            own = model.snapshot_after(loaded.state, stream, loaded.version)
+            if own is not None:
+                self._spawn(own)
+                return
         policy = model.snapshots
         if policy is None or loaded.version is None:
             return
@@ -118,8 +123,10 @@ class Repository:
             return
         loaded.snapshot_sequence = loaded.version
         loaded.load_ms = 0.0
-        snap = Snapshot(stream, loaded.version, model.state_type, model.state_version, state)
-        task = asyncio.get_running_loop().create_task(self._save(snap))
+        self._spawn(Snapshot(stream, loaded.version, model.state_type, model.state_version, state))
+
+    def _spawn(self, snapshot: Snapshot) -> None:
+        task = asyncio.get_running_loop().create_task(self._save(snapshot))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -133,3 +140,7 @@ class Repository:
         """Wait for pending snapshot writes."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def _raw(event: RecordedEvent) -> RecordedEvent:
+    return event

@@ -44,7 +44,7 @@ class Counter(chronik.Aggregate):
     snapshots = chronik.Snapshots(every=10)
 
     total: int = 0
-    history: list[int] = []
+    history: list[int] = []  # noqa: RUF012 - copied for each instance
     resets: int = 0
 
     @chronik.command()
@@ -219,5 +219,5 @@ async def test_old_versions_and_old_names_upcast_on_load() -> None:
         assert (upcast.type, upcast.schema_version) == ("counter.reset", 3)
         assert upcast.json() == {"to": 3, "reason": "unknown"}
         await app.dispatch(add(1))  # new events are written at the current version
-        last = [e async for e in app.store.read_stream(stream, backward=True, limit=1)][0]
+        (last,) = [e async for e in app.store.read_stream(stream, backward=True, limit=1)]
         assert (last.type, last.schema_version) == ("Added", 1)

@@ -106,6 +106,9 @@ def _build() -> typer.Typer:
     from chronik.cli.projections import build_projections  # needs this module loaded
 
     app.add_typer(build_projections(), name="projections")
+    from chronik.cli.serve import add_serve
+
+    add_serve(app)
     store_opt = typer.Option(
         None, "--store", help=f"Store URL [env CHRONIK_STORE; default {DEFAULT_STORE}]"
     )

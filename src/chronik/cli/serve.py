@@ -1,0 +1,72 @@
+"""`chronik serve`: the gRPC server over a store, with the domains from a config file."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from chronik.errors import ChronikError
+
+__all__ = ["add_serve"]
+
+
+def add_serve(app: Any) -> None:
+    """Register the ``serve`` command on the CLI app."""
+
+    @app.command()  # type: ignore[untyped-decorator]
+    def serve(
+        config: Path | None = typer.Option(None, "--config", "-c", help="chronik.yaml"),
+        store: str | None = typer.Option(None, "--store", help="store URL (or CHRONIK_STORE)"),
+        host: str | None = typer.Option(None, "--host", help="gRPC host (default 127.0.0.1)"),
+        port: int | None = typer.Option(None, "--port", help="gRPC port (default 50051)"),
+        grace: float = typer.Option(10.0, "--grace", help="seconds in-flight calls get on stop"),
+    ) -> None:
+        """Serve commands and events over gRPC until SIGTERM or Ctrl-C."""
+        try:
+            asyncio.run(run_server(config, store, host, port, grace))
+        except ChronikError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(1) from None
+
+
+async def run_server(
+    config_path: Path | None,
+    store_flag: str | None,
+    host: str | None,
+    port: int | None,
+    grace: float,
+) -> None:
+    """Build the app from the configuration, serve it, stop cleanly on SIGTERM / SIGINT."""
+    from chronik.server.auth import Auth
+    from chronik.server.config import build_app, load_config, resolve_store
+    from chronik.server.grpc import GrpcServer
+
+    config = load_config(config_path)
+    store = resolve_store(store_flag, config)
+    app = build_app(config, store)
+    server = GrpcServer(
+        app,
+        host=host or config.grpc.host,
+        port=config.grpc.port if port is None else port,
+        auth=Auth.from_config(config.auth.api_keys),
+        max_message_bytes=config.grpc.max_message_bytes,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    bound = await server.start()
+    print(f"chronik serving store {store}", flush=True)
+    print(f"  domains: {', '.join(app.bus.domains) or '(none)'}", flush=True)
+    print(
+        f"  gRPC:    {server.host}:{bound} (CommandGateway, EventStore, health, reflection)",
+        flush=True,
+    )
+    await stop.wait()
+    print("stopping: letting in-flight calls finish", flush=True)
+    await server.stop(grace)
+    print("stopped", flush=True)

@@ -1,0 +1,123 @@
+"""The server's configuration: a YAML file, overridden by CHRONIK_STORE and command-line flags.
+
+store: sqlite:///data/events.db          # flag --store, then $CHRONIK_STORE, then this
+grpc: {host: 127.0.0.1, port: 50051}
+app: examples.shop.app:build_app         # in-process domains: a factory(store) -> Chronik
+registry: myapp.events:registry          # or: a registry and a list of models
+domains: [myapp.orders:Order, myapp.customer:customer]
+business_logic:                          # remote domains (any language), as in evented-rs
+  - {domain: customer, address: 127.0.0.1:50061, timeout: 5}
+auth:
+  api_keys: [{name: web, key_env: WEB_KEY, commands: {customer: "*"}}]
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from chronik.aggregate import Aggregate, AggregateModel, DomainModel
+from chronik.app import Chronik
+from chronik.codec import EventRegistry
+from chronik.errors import ConfigurationError
+from chronik.server.remote import RemoteModel
+
+__all__ = ["Config", "DEFAULT_STORE", "build_app", "load_config", "resolve_store"]
+
+DEFAULT_STORE = "sqlite:///data/events.db"
+
+
+class GrpcConfig(msgspec.Struct, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = 50051
+    max_message_bytes: int = 4 * 1024 * 1024
+
+
+class RemoteDomain(msgspec.Struct, forbid_unknown_fields=True):
+    domain: str
+    address: str
+    timeout: float = 5.0
+    attempts: int = 3
+
+
+class AuthConfig(msgspec.Struct, forbid_unknown_fields=True):
+    api_keys: list[dict[str, Any]] = msgspec.field(default_factory=list)
+
+
+class Config(msgspec.Struct, forbid_unknown_fields=True):
+    """The whole configuration file."""
+
+    store: str | None = None
+    grpc: GrpcConfig = msgspec.field(default_factory=GrpcConfig)
+    app: str | None = None
+    registry: str | None = None
+    domains: list[str] = msgspec.field(default_factory=list)
+    business_logic: list[RemoteDomain] = msgspec.field(default_factory=list)
+    auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+
+
+def load_config(path: str | Path | None) -> Config:
+    """The configuration in ``path`` (None: the defaults); ConfigurationError if invalid."""
+    if path is None:
+        return Config()
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        return msgspec.convert(data, Config)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {path}: {exc}") from None
+    except (yaml.YAMLError, msgspec.ValidationError) as exc:
+        raise ConfigurationError(f"invalid configuration in {path}: {exc}") from None
+
+
+def resolve_store(flag: str | None, config: Config) -> str:
+    """The store URL: the flag, then $CHRONIK_STORE, then the file, then the default."""
+    return flag or os.environ.get("CHRONIK_STORE") or config.store or DEFAULT_STORE
+
+
+def import_object(spec: str) -> Any:
+    """The object named by ``module:attribute``."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigurationError(f"expected module:object, got {spec!r}")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(f"cannot import {spec!r}: {exc}") from None
+    return obj
+
+
+def build_app(config: Config, store: str) -> Chronik:
+    """The Chronik app the configuration describes, on ``store``."""
+    if config.app:
+        factory = import_object(config.app)
+        app = factory(store)
+        if not isinstance(app, Chronik):
+            raise ConfigurationError(f"{config.app} did not return a Chronik app")
+    else:
+        registry = import_object(config.registry) if config.registry else EventRegistry()
+        if not isinstance(registry, EventRegistry):
+            raise ConfigurationError(f"{config.registry} is not an EventRegistry")
+        app = Chronik(store=store, registry=registry)
+        for spec in config.domains:
+            obj = import_object(spec)
+            if isinstance(obj, type) and issubclass(obj, Aggregate):
+                app.add_model(AggregateModel(obj))
+            elif isinstance(obj, DomainModel):
+                app.add_model(obj)
+            else:
+                raise ConfigurationError(f"{spec} is not a DomainModel or Aggregate class")
+    for remote in config.business_logic:
+        app.add_model(
+            RemoteModel(
+                remote.domain, remote.address, timeout=remote.timeout, attempts=remote.attempts
+            )
+        )
+    return app

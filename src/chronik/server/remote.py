@@ -1,0 +1,188 @@
+"""Business logic in another process, in any language: a DomainModel that calls BusinessLogic.
+
+The bus loads the aggregate as usual (the latest snapshot, if the service ever returned one, and
+the events after it, as stored: no registry is involved), and this model sends them with the
+command as a ContextualCommand. The service answers with events to append or a rejection. Every
+call has a deadline; UNAVAILABLE and DEADLINE_EXCEEDED are retried a bounded number of times,
+then the command fails with ServiceUnavailable and nothing is appended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any, Final
+
+import grpc
+import msgspec
+
+from chronik.aggregate import DomainModel, _check_domain
+from chronik.errors import (
+    CommandRejected,
+    HandlerError,
+    ServiceUnavailable,
+    UnknownCommandType,
+    ValidationError,
+)
+from chronik.messages import Command, EventData, RecordedEvent, Snapshot, StreamId
+from chronik.server.wire import command_to_wire, event_data_from_wire, event_to_wire
+from chronik.v1 import chronik_pb2 as pb
+from chronik.v1 import chronik_pb2_grpc as rpc
+
+__all__ = ["RemoteModel", "RemoteState", "channel_options"]
+
+MAX_MESSAGE_BYTES: Final = 4 * 1024 * 1024
+_RETRYABLE: Final = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def channel_options(max_message_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[str, int]]:
+    """gRPC options bounding message sizes both ways."""
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+    ]
+
+
+class RemoteState(msgspec.Struct):
+    """What a remote domain's aggregate is made of: a snapshot and the events after it."""
+
+    snapshot: Snapshot | None = None
+    events: list[RecordedEvent] = msgspec.field(default_factory=list)
+    version: int | None = None
+    new_snapshot: pb.Snapshot | None = None
+
+
+class RemoteModel(DomainModel):
+    """The business logic of ``domain`` served at ``address`` (host:port) over gRPC."""
+
+    typed_events = False
+    cacheable = False
+
+    def __init__(
+        self,
+        domain: str,
+        address: str,
+        *,
+        timeout: float = 5.0,
+        attempts: int = 3,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+    ) -> None:
+        _check_domain(domain)
+        self.domain = domain
+        self.address = address
+        self.timeout = timeout
+        self.attempts = attempts
+        self.commands = None
+        self.snapshots = None
+        self.state_type = f"{domain}.remote"
+        self.state_version = 1
+        self._options = channel_options(max_message_bytes)
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: rpc.BusinessLogicStub | None = None
+
+    def _client(self) -> rpc.BusinessLogicStub:
+        if self._stub is None:
+            self._channel = grpc.aio.insecure_channel(self.address, options=self._options)
+            self._stub = rpc.BusinessLogicStub(self._channel)
+        return self._stub
+
+    async def close(self) -> None:
+        """Close the channel to the service."""
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = self._stub = None
+
+    # --- the model ----------------------------------------------------------------------------
+
+    def parse(self, command: Command) -> Command:
+        payload = command.payload
+        if not isinstance(payload, bytes | bytearray):
+            try:
+                payload = msgspec.json.encode(payload)
+            except (TypeError, ValueError) as exc:
+                raise ValidationError(
+                    f"payload is not JSON-encodable: {exc}", field="payload"
+                ) from None
+            return msgspec.structs.replace(command, payload=payload)
+        return command
+
+    def initial(self, aggregate_id: str) -> RemoteState:
+        return RemoteState()
+
+    def evolve(self, state: RemoteState, event: RecordedEvent) -> RemoteState:
+        state.events.append(event)
+        state.version = event.sequence
+        return state
+
+    def decode_state(self, snapshot: Snapshot) -> RemoteState:
+        return RemoteState(snapshot, [], snapshot.sequence)
+
+    def encode_state(self, state: Any) -> bytes:
+        raise NotImplementedError("snapshots of remote domains come from the service")
+
+    async def decide(self, command: Command, state: RemoteState) -> list[EventData]:  # type: ignore[override]
+        request = pb.ContextualCommand(
+            command=command_to_wire(command, bytes(command.payload)),
+            events=[event_to_wire(e) for e in state.events],
+            version=-1 if state.version is None else state.version,
+        )
+        snap = state.snapshot
+        if snap is not None:
+            request.snapshot.CopyFrom(
+                pb.Snapshot(
+                    sequence=snap.sequence,
+                    type=snap.type,
+                    schema_version=snap.schema_version,
+                    state=snap.state,
+                )
+            )
+        response = await self._call(command, request)
+        if response.rejection:
+            raise CommandRejected(response.rejection)
+        state.new_snapshot = response.snapshot if response.HasField("snapshot") else None
+        try:
+            return [event_data_from_wire(e) for e in response.events]
+        except ValidationError as exc:
+            raise HandlerError(command.domain, command.type, exc) from exc
+
+    async def _call(self, command: Command, request: pb.ContextualCommand) -> pb.BusinessResponse:
+        last: grpc.aio.AioRpcError | None = None
+        for attempt in range(self.attempts):
+            try:
+                response: pb.BusinessResponse = await self._client().Handle(
+                    request, timeout=self.timeout
+                )
+                return response
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code()
+                if code in _RETRYABLE:
+                    last = exc
+                    await asyncio.sleep(min(1.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.5))
+                    continue
+                if code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNIMPLEMENTED):
+                    raise UnknownCommandType(command.domain, command.type) from None
+                if code == grpc.StatusCode.FAILED_PRECONDITION:
+                    raise CommandRejected(exc.details() or "rejected") from None
+                raise HandlerError(
+                    command.domain, command.type, RuntimeError(f"{code.name}: {exc.details()}")
+                ) from None
+        detail = last.details() if last is not None else ""
+        raise ServiceUnavailable(
+            f"business logic of {command.domain!r} at {self.address} is unavailable "
+            f"after {self.attempts} attempts: {detail}"
+        )
+
+    def settle(self, state: RemoteState, events: list[Any]) -> RemoteState:
+        return state
+
+    def snapshot_after(self, state: RemoteState, stream: StreamId, version: int) -> Snapshot | None:
+        snap = state.new_snapshot
+        if snap is None or not snap.type:
+            return None
+        return Snapshot(
+            stream,
+            version,
+            snap.type,
+            snap.schema_version or 1,
+            bytes(snap.state),
+        )

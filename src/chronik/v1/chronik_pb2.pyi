@@ -1,0 +1,251 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ExpectedState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EXPECTED_ANY: _ClassVar[ExpectedState]
+    EXPECTED_NO_STREAM: _ClassVar[ExpectedState]
+    EXPECTED_STREAM_EXISTS: _ClassVar[ExpectedState]
+EXPECTED_ANY: ExpectedState
+EXPECTED_NO_STREAM: ExpectedState
+EXPECTED_STREAM_EXISTS: ExpectedState
+
+class Event(_message.Message):
+    __slots__ = ("event_id", "domain", "aggregate_id", "sequence", "type", "schema_version", "payload", "metadata", "recorded_at", "position", "tenant", "content_type")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATE_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    RECORDED_AT_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    domain: str
+    aggregate_id: str
+    sequence: int
+    type: str
+    schema_version: int
+    payload: bytes
+    metadata: _containers.ScalarMap[str, str]
+    recorded_at: _timestamp_pb2.Timestamp
+    position: str
+    tenant: str
+    content_type: str
+    def __init__(self, event_id: _Optional[str] = ..., domain: _Optional[str] = ..., aggregate_id: _Optional[str] = ..., sequence: _Optional[int] = ..., type: _Optional[str] = ..., schema_version: _Optional[int] = ..., payload: _Optional[bytes] = ..., metadata: _Optional[_Mapping[str, str]] = ..., recorded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., position: _Optional[str] = ..., tenant: _Optional[str] = ..., content_type: _Optional[str] = ...) -> None: ...
+
+class NewEvent(_message.Message):
+    __slots__ = ("type", "payload", "metadata", "schema_version", "event_id", "content_type")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    payload: bytes
+    metadata: _containers.ScalarMap[str, str]
+    schema_version: int
+    event_id: str
+    content_type: str
+    def __init__(self, type: _Optional[str] = ..., payload: _Optional[bytes] = ..., metadata: _Optional[_Mapping[str, str]] = ..., schema_version: _Optional[int] = ..., event_id: _Optional[str] = ..., content_type: _Optional[str] = ...) -> None: ...
+
+class EventBook(_message.Message):
+    __slots__ = ("domain", "aggregate_id", "tenant", "events")
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATE_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    aggregate_id: str
+    tenant: str
+    events: _containers.RepeatedCompositeFieldContainer[Event]
+    def __init__(self, domain: _Optional[str] = ..., aggregate_id: _Optional[str] = ..., tenant: _Optional[str] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
+
+class Snapshot(_message.Message):
+    __slots__ = ("sequence", "type", "schema_version", "state")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    type: str
+    schema_version: int
+    state: bytes
+    def __init__(self, sequence: _Optional[int] = ..., type: _Optional[str] = ..., schema_version: _Optional[int] = ..., state: _Optional[bytes] = ...) -> None: ...
+
+class CommandRequest(_message.Message):
+    __slots__ = ("domain", "aggregate_id", "type", "payload", "command_id", "metadata", "expected_sequence", "tenant")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATE_ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    aggregate_id: str
+    type: str
+    payload: bytes
+    command_id: str
+    metadata: _containers.ScalarMap[str, str]
+    expected_sequence: int
+    tenant: str
+    def __init__(self, domain: _Optional[str] = ..., aggregate_id: _Optional[str] = ..., type: _Optional[str] = ..., payload: _Optional[bytes] = ..., command_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., expected_sequence: _Optional[int] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class CommandResponse(_message.Message):
+    __slots__ = ("events", "version", "duplicate", "command_id")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[Event]
+    version: int
+    duplicate: bool
+    command_id: str
+    def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., version: _Optional[int] = ..., duplicate: _Optional[bool] = ..., command_id: _Optional[str] = ...) -> None: ...
+
+class AppendRequest(_message.Message):
+    __slots__ = ("domain", "aggregate_id", "tenant", "events", "state", "sequence")
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATE_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    aggregate_id: str
+    tenant: str
+    events: _containers.RepeatedCompositeFieldContainer[NewEvent]
+    state: ExpectedState
+    sequence: int
+    def __init__(self, domain: _Optional[str] = ..., aggregate_id: _Optional[str] = ..., tenant: _Optional[str] = ..., events: _Optional[_Iterable[_Union[NewEvent, _Mapping]]] = ..., state: _Optional[_Union[ExpectedState, str]] = ..., sequence: _Optional[int] = ...) -> None: ...
+
+class AppendResponse(_message.Message):
+    __slots__ = ("first_sequence", "last_sequence", "position", "positions")
+    FIRST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    first_sequence: int
+    last_sequence: int
+    position: str
+    positions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, first_sequence: _Optional[int] = ..., last_sequence: _Optional[int] = ..., position: _Optional[str] = ..., positions: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ReadStreamRequest(_message.Message):
+    __slots__ = ("domain", "aggregate_id", "tenant", "from_sequence", "backward", "limit")
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATE_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    FROM_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    BACKWARD_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    aggregate_id: str
+    tenant: str
+    from_sequence: int
+    backward: bool
+    limit: int
+    def __init__(self, domain: _Optional[str] = ..., aggregate_id: _Optional[str] = ..., tenant: _Optional[str] = ..., from_sequence: _Optional[int] = ..., backward: _Optional[bool] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ReadAllRequest(_message.Message):
+    __slots__ = ("after", "domains", "types", "limit", "backward", "before")
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    DOMAINS_FIELD_NUMBER: _ClassVar[int]
+    TYPES_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    BACKWARD_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_FIELD_NUMBER: _ClassVar[int]
+    after: str
+    domains: _containers.RepeatedScalarFieldContainer[str]
+    types: _containers.RepeatedScalarFieldContainer[str]
+    limit: int
+    backward: bool
+    before: str
+    def __init__(self, after: _Optional[str] = ..., domains: _Optional[_Iterable[str]] = ..., types: _Optional[_Iterable[str]] = ..., limit: _Optional[int] = ..., backward: _Optional[bool] = ..., before: _Optional[str] = ...) -> None: ...
+
+class SubscribeRequest(_message.Message):
+    __slots__ = ("after", "domains", "types")
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    DOMAINS_FIELD_NUMBER: _ClassVar[int]
+    TYPES_FIELD_NUMBER: _ClassVar[int]
+    after: str
+    domains: _containers.RepeatedScalarFieldContainer[str]
+    types: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, after: _Optional[str] = ..., domains: _Optional[_Iterable[str]] = ..., types: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SubscribeResponse(_message.Message):
+    __slots__ = ("event", "caught_up")
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    CAUGHT_UP_FIELD_NUMBER: _ClassVar[int]
+    event: Event
+    caught_up: str
+    def __init__(self, event: _Optional[_Union[Event, _Mapping]] = ..., caught_up: _Optional[str] = ...) -> None: ...
+
+class ContextualCommand(_message.Message):
+    __slots__ = ("command", "snapshot", "events", "version")
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    command: CommandRequest
+    snapshot: Snapshot
+    events: _containers.RepeatedCompositeFieldContainer[Event]
+    version: int
+    def __init__(self, command: _Optional[_Union[CommandRequest, _Mapping]] = ..., snapshot: _Optional[_Union[Snapshot, _Mapping]] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., version: _Optional[int] = ...) -> None: ...
+
+class BusinessResponse(_message.Message):
+    __slots__ = ("events", "rejection", "snapshot")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    REJECTION_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[NewEvent]
+    rejection: str
+    snapshot: Snapshot
+    def __init__(self, events: _Optional[_Iterable[_Union[NewEvent, _Mapping]]] = ..., rejection: _Optional[str] = ..., snapshot: _Optional[_Union[Snapshot, _Mapping]] = ...) -> None: ...
+
+class ProjectResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SagaResponse(_message.Message):
+    __slots__ = ("commands",)
+    COMMANDS_FIELD_NUMBER: _ClassVar[int]
+    commands: _containers.RepeatedCompositeFieldContainer[CommandRequest]
+    def __init__(self, commands: _Optional[_Iterable[_Union[CommandRequest, _Mapping]]] = ...) -> None: ...
