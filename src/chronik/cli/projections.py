@@ -204,7 +204,13 @@ def build_projections() -> typer.Typer:
             if not (event or stream or all_):
                 raise ValidationError("say what to drop: --event ID, --stream S or --all")
             async with open_store(_store_url(store)) as s:
-                n = await ProjectionAdmin(s).drop_dead_letters(name, event, stream)
+                admin = ProjectionAdmin(s)
+                n = await admin.drop_dead_letters(name, event, stream)
+                deadline = time.monotonic() + CONFIRM_SECONDS
+                while time.monotonic() < deadline and (await admin.status(name)).alive:
+                    if not await admin.pending_for(name):
+                        break
+                    await asyncio.sleep(0.05)
             return f"dropped {n} dead letter(s) of {name}"
 
         console.print(_run(go), highlight=False)

@@ -86,10 +86,9 @@ async def poll_requests(proc: ProjectionProcessor) -> None:
         elif action == "reset":
             await _reset(proc, arg, [done])
         elif action == "retry":
-            await _retry(proc, arg or None, [done])
-        else:  # refresh (dead letters dropped elsewhere), or unknown: just reload
-            await proc._load_parked(proc.active)
-            await proc._commit([done])
+            await _retry(proc, {arg} if arg else None, [done])
+        else:  # refresh: dead letters were dropped; streams whose failed event went flow on
+            await _retry(proc, await _headless(proc), [done])
 
 
 async def _rebuild(proc: ProjectionProcessor, writes: list[TableWrite]) -> None:
@@ -130,8 +129,24 @@ async def _reset(proc: ProjectionProcessor, arg: str, writes: list[TableWrite]) 
     lane.caught_up = False
 
 
-async def _retry(proc: ProjectionProcessor, stream: str | None, writes: list[TableWrite]) -> None:
-    """Apply the parked events again, per stream in order; a stream with none left flows on."""
+async def _headless(proc: ProjectionProcessor) -> set[str]:
+    """Streams whose first parked event is one that only waited (its failed one was dropped)."""
+    rows = await proc.store.read_table(
+        DEAD_LETTERS.name,
+        {"projection": proc.projection.name, "generation": proc.active.generation},
+        order_by=("position", "position_index"),
+    )
+    first: dict[str, bool] = {}
+    for r in rows:
+        first.setdefault(r["stream"], bool(r["blocked"]))
+    return {stream for stream, blocked in first.items() if blocked}
+
+
+async def _retry(
+    proc: ProjectionProcessor, streams: set[str] | None, writes: list[TableWrite]
+) -> None:
+    """Apply parked events again (of ``streams``, or all), per stream in order; a stream with
+    none left flows on."""
     lane, name = proc.active, proc.projection.name
     rows = await proc.store.read_table(
         DEAD_LETTERS.name,
@@ -141,7 +156,7 @@ async def _retry(proc: ProjectionProcessor, stream: str | None, writes: list[Tab
     failed: set[str] = set()
     rm = ReadModel(proc.store, proc.projection.tables, lane.generation)
     for r in rows:
-        if (stream is not None and r["stream"] != stream) or r["stream"] in failed:
+        if (streams is not None and r["stream"] not in streams) or r["stream"] in failed:
             continue
         event = await proc.store.get_event(r["event_id"])
         if event is not None and event.type in proc.projection.handlers:

@@ -232,6 +232,10 @@ class ProjectionAdmin:
         """Whether a request has not been picked up yet."""
         return bool(await self.store.read_table(REQUESTS.name, {"id": request_id}, limit=1))
 
+    async def pending_for(self, name: str) -> bool:
+        """Whether requests for ``name`` wait for its processor."""
+        return bool(await self.store.read_table(REQUESTS.name, {"projection": name}, limit=1))
+
     async def dead_letters(self, name: str | None = None) -> list[DeadLetter]:
         """Parked events of the projections' current generations, oldest first."""
         if name is not None:
