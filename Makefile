@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench lint setup clean
+.PHONY: run test bench lint setup clean proto demo
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,14 @@ $(STAMP): pyproject.toml | $(BIN)/python
 setup: $(STAMP)
 
 run: $(STAMP)
+	$(BIN)/python -m chronik.cli serve --config examples/shop/chronik.yaml
+
+demo: $(STAMP)
 	$(BIN)/python -m examples.shop.run
+
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=src --grpc_python_out=src \
+		--pyi_out=src proto/chronik/v1/chronik.proto
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
