@@ -245,7 +245,7 @@ def memory_mb(which: str, path: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--only", default="W1,W2,W3,W4,W4-memory,W6,W3s,W7")
+    parser.add_argument("--only", default="W1,W2,W3,W4,W4-memory,W6,W3s,W7,W8,W9")
     parser.add_argument("--quick", action="store_true", help="sizes / 10, for a smoke test")
     args = parser.parse_args()
     sc = Scale(args.quick)
@@ -343,6 +343,10 @@ def main() -> None:
         from bench import commands
 
         commands.run_all(runs, args.quick, only, w1_raw_runs, emit, run_many)
+    if only & {"W8", "W9"}:
+        from bench import projections
+
+        projections.run(runs, args.quick, only)
 
 
 if __name__ == "__main__":

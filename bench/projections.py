@@ -216,9 +216,3 @@ def run(runs: int, quick: bool, only: set[str] | None = None) -> None:
             duration=True,
             note=note + "; target < 20 ms",
         )
-
-
-if __name__ == "__main__":
-    import sys
-
-    run(1, "--quick" in sys.argv)

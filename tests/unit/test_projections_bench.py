@@ -1,0 +1,27 @@
+"""`make bench` prints the projection workloads W8 and W9."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_quick_bench_prints_w8_and_w9() -> None:
+    """A quick one-run bench prints W8, W9-p50 and W9-p99 with positive figures and raw."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--runs", "1", "--only", "W8,W9"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [d["workload"] for d in lines] == ["W8", "W9-p50", "W9-p99"]
+    for d in lines:
+        assert d["backend"] == "sqlite" and d["unit"] in ("events/s", "ms")
+        assert d["value"] > 0 and d["raw"] > 0 and d["ratio"] > 0 and len(d["runs"]) == 1
