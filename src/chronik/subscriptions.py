@@ -51,6 +51,7 @@ class Subscription:
         self._batch_size = batch_size
         self._buffer: deque[RecordedEvent] = deque()
         self._closed = False
+        self._scanned: Position | None = None  # a filtered read found nothing more up to here
         self.caught_up = False
 
     def __aiter__(self) -> Self:
@@ -74,9 +75,18 @@ class Subscription:
             signal = store.change_signal()
             try:
                 await store._ready()
+                sparse = self._domains is not None or self._types is not None
+                head = await store._head() if sparse and store.head_bounds_reads else None
+                after = self.position
+                if self._scanned is not None and (after is None or self._scanned > after):
+                    after = self._scanned
                 page = await store._read_all_page(
-                    self.position, None, self._domains, self._types, self._batch_size, False
+                    after, None, self._domains, self._types, self._batch_size, False
                 )
+                if head is not None and len(page) < self._batch_size:
+                    # nothing else of ours up to the head: later reads start there instead of
+                    # rescanning the unwanted events after the last delivered one
+                    self._scanned = head
                 settled = True if page else await _settled(store, self.position)
             except StoreUnavailable:
                 now = time.monotonic()

@@ -507,3 +507,27 @@ async def _until(check: Any) -> None:
     async with asyncio.timeout(10):
         while not await check():
             await asyncio.sleep(0.01)
+
+
+async def test_a_filtered_subscription_does_not_rescan_what_it_skipped(
+    store: EventStore,
+) -> None:
+    """After a page with nothing of its own, a filtered subscription reads on from the head."""
+    await add(store, "a")
+    for i in range(30):
+        await store.append(chronik.StreamId("noise", f"n{i}"), [chronik.EventData("other", {})])
+    reads: list[chronik.Position | None] = []
+    original = store._read_all_page
+
+    async def spy(after: Any, *args: Any) -> Any:
+        reads.append(after)
+        return await original(after, *args)
+
+    store._read_all_page = spy  # type: ignore[method-assign]
+    async with store.subscribe(types=["added"]) as sub:
+        first = await anext(sub)
+        head = await store.head()
+        r = await add(store, "a")
+        second = await anext(sub)
+    assert (first.stream.aggregate_id, second.position) == ("a", r.position)
+    assert head is not None and reads[-1] is not None and reads[-1] >= head

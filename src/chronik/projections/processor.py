@@ -248,12 +248,13 @@ class ProjectionProcessor:
         """Process one page of ``lane``; False when there was nothing to do."""
         store, p = self.store, self.projection
         head = self._head = await store.head()
+        bound = head if store.head_bounds_reads else None
         limit = 1 if lane.isolate_until is not None else p.batch_size
         page = await store._read_all_page(lane.position, None, p.domains, self._types, limit, False)
         if not page:
             lane.caught_up = True
-            if head is not None and (lane.position is None or head > lane.position):
-                lane.position = lane.applied = head  # scanned: none of ours up to the head
+            if bound is not None and (lane.position is None or bound > lane.position):
+                lane.position = lane.applied = bound  # scanned: none of ours up to the head
                 lane.dirty = True
                 self._resolve_waiters()
             return False
@@ -291,8 +292,8 @@ class ProjectionProcessor:
                     parked.add(str(e.stream))
                     dead.append(self._dead_letter(lane, e, error, p.policy.retries + 1))
             position = e.position
-        if stop_error is None and len(page) < limit and head is not None:
-            position = max(position, head) if position is not None else head
+        if stop_error is None and len(page) < limit and bound is not None:
+            position = max(position, bound) if position is not None else bound
         state = "stopped" if stop_error is not None else self.state
         if state == "failing":
             state = "running"

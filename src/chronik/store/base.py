@@ -244,6 +244,10 @@ class EventStore(abc.ABC):
     url: str
     #: Whether the adapter commits read-model tables (``TableWrite``) with its units of work.
     supports_tables: ClassVar[bool] = False
+    #: True when no event can commit at or before a position ``head()`` has returned (commit
+    #: order is position order: memory, SQLite). Filtered readers then skip to the head
+    #: instead of rescanning events they do not want.
+    head_bounds_reads: ClassVar[bool] = False
 
     def __init__(
         self,

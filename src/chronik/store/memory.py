@@ -38,6 +38,7 @@ class MemoryEventStore(EventStore):
     """Keeps every event in lists; one process, lost on exit."""
 
     supports_tables = True
+    head_bounds_reads = True
 
     def __init__(self, url: str = "memory://", **options: int) -> None:
         super().__init__(**options)

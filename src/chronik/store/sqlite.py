@@ -76,6 +76,7 @@ class SQLiteEventStore(SQLiteReader, EventStore):
     """An event store in one SQLite file (WAL); several processes may share the file."""
 
     supports_tables = True
+    head_bounds_reads = True
 
     def __init__(
         self,
