@@ -343,6 +343,10 @@ def main() -> None:
         from bench import commands
 
         commands.run_all(runs, args.quick, only, w1_raw_runs, emit, run_many)
+    if "W10" in only:
+        from bench import server
+
+        server.run_all(runs, args.quick, emit)
     if only & {"W8", "W9"}:
         from bench import projections
 

@@ -96,7 +96,11 @@ class CommandSpec:
             return payload
         if not isinstance(payload, Mapping):
             raise InvalidCommand(self.name, {"payload": "expected a JSON object"})
-        problems: dict[str, str] = {}
+        try:
+            return msgspec.convert(payload, schema)
+        except (msgspec.ValidationError, TypeError, ValueError) as exc:
+            first_error = str(exc)
+        problems: dict[str, str] = {}  # find every bad field, not only the first
         for name, (tp, required) in self._fields.items():
             if name not in payload:
                 if required:
@@ -110,12 +114,7 @@ class CommandSpec:
             for key in payload:
                 if key not in self._fields:
                     problems[str(key)] = "unknown field"
-        if not problems:
-            try:
-                return msgspec.convert(payload, schema)
-            except (msgspec.ValidationError, TypeError, ValueError) as exc:
-                problems["payload"] = str(exc)
-        raise InvalidCommand(self.name, problems)
+        raise InvalidCommand(self.name, problems or {"payload": first_error})
 
 
 # --- the model the bus runs -------------------------------------------------------------------

@@ -163,10 +163,9 @@ class EventRegistry:
         entry = self._by_class.get(type(event))
         if entry is None:
             raise UnknownEventType(type(event).__qualname__)
-        data = EventData(entry.name, event, metadata, schema_version=entry.version)
-        if event_id is not None:
-            data.event_id = event_id
-        return data
+        if event_id is None:
+            return EventData(entry.name, event, metadata, schema_version=entry.version)
+        return EventData(entry.name, event, metadata, event_id, entry.version)
 
     # --- decoding and upcasting ---------------------------------------------------------------
 
