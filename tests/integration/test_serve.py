@@ -37,9 +37,10 @@ async def test_serve_the_shop_then_stop_on_sigterm(tmp_path: Path) -> None:
     )
     try:
         assert proc.stdout is not None
-        lines = [proc.stdout.readline() for _ in range(3)]
+        lines = [proc.stdout.readline() for _ in range(4)]
         assert "sqlite:///data/events.db" in lines[0] and "customer, transaction" in lines[1]
-        match = re.search(r"gRPC:\s+127\.0\.0\.1:(\d+)", lines[2])
+        assert "receipts, customer_summary, loyalty" in lines[2]
+        match = re.search(r"gRPC:\s+127\.0\.0\.1:(\d+)", lines[3])
         assert match, lines
         async with Client(f"127.0.0.1:{match.group(1)}") as client:
             result = await client.dispatch(

@@ -42,7 +42,7 @@ async def run_server(
 ) -> None:
     """Build the app from the configuration, serve it, stop cleanly on SIGTERM / SIGINT."""
     from chronik.server.auth import Auth
-    from chronik.server.config import build_app, load_config, resolve_store
+    from chronik.server.config import build_app, build_projections, load_config, resolve_store
     from chronik.server.grpc import GrpcServer
 
     config = load_config(config_path)
@@ -54,6 +54,7 @@ async def run_server(
         port=config.grpc.port if port is None else port,
         auth=Auth.from_config(config.auth.api_keys),
         max_message_bytes=config.grpc.max_message_bytes,
+        projections=build_projections(config, app),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -62,6 +63,8 @@ async def run_server(
     bound = await server.start()
     print(f"chronik serving store {store}", flush=True)
     print(f"  domains: {', '.join(app.bus.domains) or '(none)'}", flush=True)
+    if server.runner is not None:
+        print(f"  projections: {', '.join(server.runner.processors)}", flush=True)
     print(
         f"  gRPC:    {server.host}:{bound} (CommandGateway, EventStore, health, reflection)",
         flush=True,

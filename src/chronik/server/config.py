@@ -24,9 +24,17 @@ from chronik.aggregate import Aggregate, AggregateModel, DomainModel
 from chronik.app import Chronik
 from chronik.codec import EventRegistry
 from chronik.errors import ConfigurationError
-from chronik.server.remote import RemoteModel
+from chronik.projections import Projection
+from chronik.server.remote import RemoteModel, remote_projector, remote_saga
 
-__all__ = ["Config", "DEFAULT_STORE", "build_app", "load_config", "resolve_store"]
+__all__ = [
+    "DEFAULT_STORE",
+    "Config",
+    "build_app",
+    "build_projections",
+    "load_config",
+    "resolve_store",
+]
 
 DEFAULT_STORE = "sqlite:///data/events.db"
 
@@ -44,6 +52,13 @@ class RemoteDomain(msgspec.Struct, forbid_unknown_fields=True):
     attempts: int = 3
 
 
+class RemoteReactor(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    address: str
+    types: list[str]
+    timeout: float = 5.0
+
+
 class AuthConfig(msgspec.Struct, forbid_unknown_fields=True):
     api_keys: list[dict[str, Any]] = msgspec.field(default_factory=list)
 
@@ -57,6 +72,9 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     registry: str | None = None
     domains: list[str] = msgspec.field(default_factory=list)
     business_logic: list[RemoteDomain] = msgspec.field(default_factory=list)
+    projections: str | None = None
+    projectors: list[RemoteReactor] = msgspec.field(default_factory=list)
+    sagas: list[RemoteReactor] = msgspec.field(default_factory=list)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
 
 
@@ -121,3 +139,18 @@ def build_app(config: Config, store: str) -> Chronik:
             )
         )
     return app
+
+
+def build_projections(config: Config, app: Chronik) -> list[Projection]:
+    """The projections, remote projectors and sagas the configuration names."""
+    found: list[Projection] = []
+    if config.projections:
+        made = import_object(config.projections)(app)
+        if not isinstance(made, list) or not all(isinstance(p, Projection) for p in made):
+            raise ConfigurationError(f"{config.projections} did not return a list of Projections")
+        found.extend(made)
+    for p in config.projectors:
+        found.append(remote_projector(p.name, p.address, p.types, timeout=p.timeout))
+    for s in config.sagas:
+        found.append(remote_saga(s.name, s.address, s.types, app.dispatch, timeout=s.timeout))
+    return found

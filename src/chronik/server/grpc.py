@@ -1,4 +1,6 @@
-"""The gRPC server: CommandGateway and EventStore over one Chronik app, plus health and reflection.
+"""The gRPC server: CommandGateway and EventStore over one Chronik app, health and reflection.
+
+It also runs the app's projections (read models, remote projectors, sagas) beside it.
 
 Every chronik error becomes a status code with a plain message (never a stack trace): rejection
 FAILED_PRECONDITION, wrong expected version ABORTED, validation INVALID_ARGUMENT, unknown domain
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Final, Literal, TypeVar
 
 import grpc
@@ -35,6 +37,7 @@ from chronik.errors import (
     ValidationError,
 )
 from chronik.messages import StreamId
+from chronik.projections import Projection, ProjectionRunner
 from chronik.server.auth import ApiKey, Auth
 from chronik.server.remote import MAX_MESSAGE_BYTES, channel_options
 from chronik.server.wire import (
@@ -237,8 +240,10 @@ class GrpcServer:
         port: int = 50051,
         auth: Auth | None = None,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        projections: Sequence[Projection] = (),
     ) -> None:
         self.app = app
+        self.runner = ProjectionRunner(app.store, projections) if projections else None
         self.host = host
         self.port = port
         self.auth = auth
@@ -268,6 +273,8 @@ class GrpcServer:
         for name in ["", *names[:2]]:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._server = server
+        if self.runner is not None:
+            await self.runner.start()
         log.info("gRPC listening on %s:%s", self.host, bound)
         return bound
 
@@ -277,6 +284,8 @@ class GrpcServer:
         if server is not None:
             await self._health.enter_graceful_shutdown()
             await server.stop(grace)
+        if self.runner is not None:
+            await self.runner.stop()
         await self.app.close()
 
     async def wait(self) -> None:

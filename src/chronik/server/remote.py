@@ -17,6 +17,9 @@ import grpc
 import msgspec
 
 from chronik.aggregate import DomainModel, _check_domain
+from chronik.projections.projection import ErrorPolicy, Projection
+from chronik.projections.readmodel import ReadModel
+from chronik.reactions import Dispatch, reaction
 from chronik.errors import (
     CommandRejected,
     HandlerError,
@@ -25,11 +28,24 @@ from chronik.errors import (
     ValidationError,
 )
 from chronik.messages import Command, EventData, RecordedEvent, Snapshot, StreamId
-from chronik.server.wire import command_to_wire, event_data_from_wire, event_to_wire
+from chronik.server.wire import (
+    command_from_wire,
+    command_to_wire,
+    event_data_from_wire,
+    event_to_wire,
+)
 from chronik.v1 import chronik_pb2 as pb
 from chronik.v1 import chronik_pb2_grpc as rpc
 
-__all__ = ["RemoteModel", "RemoteState", "channel_options"]
+__all__ = [
+    "RemoteModel",
+    "RemoteState",
+    "channel_options",
+    "remote_projector",
+    "remote_saga",
+]
+
+REMOTE_POLICY: Final = ErrorPolicy(retries=12, backoff=0.1, max_backoff=5.0, then="park")
 
 MAX_MESSAGE_BYTES: Final = 4 * 1024 * 1024
 _RETRYABLE: Final = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
@@ -163,6 +179,8 @@ class RemoteModel(DomainModel):
                     raise UnknownCommandType(command.domain, command.type) from None
                 if code == grpc.StatusCode.FAILED_PRECONDITION:
                     raise CommandRejected(exc.details() or "rejected") from None
+                if code == grpc.StatusCode.INVALID_ARGUMENT:
+                    raise ValidationError(exc.details() or "invalid command") from None
                 raise HandlerError(
                     command.domain, command.type, RuntimeError(f"{code.name}: {exc.details()}")
                 ) from None
@@ -186,3 +204,82 @@ class RemoteModel(DomainModel):
             snap.schema_version or 1,
             bytes(snap.state),
         )
+
+
+# --- projectors and sagas in other processes --------------------------------------------------
+
+
+class _Remote:
+    """A lazily opened channel to one service."""
+
+    def __init__(self, address: str, timeout: float) -> None:
+        self.address = address
+        self.timeout = timeout
+        self.channel: grpc.aio.Channel | None = None
+
+    def open(self) -> grpc.aio.Channel:
+        if self.channel is None:
+            self.channel = grpc.aio.insecure_channel(self.address, options=channel_options())
+        return self.channel
+
+    def unavailable(self, what: str, exc: grpc.aio.AioRpcError) -> ServiceUnavailable:
+        return ServiceUnavailable(
+            f"{what} at {self.address} failed: {exc.code().name} {exc.details() or ''}".strip()
+        )
+
+
+def _book(event: RecordedEvent) -> pb.EventBook:
+    s = event.stream
+    return pb.EventBook(
+        domain=s.domain, aggregate_id=s.aggregate_id, tenant=s.tenant, events=[event_to_wire(event)]
+    )
+
+
+def remote_projector(
+    name: str,
+    address: str,
+    types: list[str],
+    *,
+    timeout: float = 5.0,
+    policy: ErrorPolicy | None = None,
+) -> Projection:
+    """A projection that pushes each event, in order per stream, to ``Projector.Project``.
+
+    Delivery is at least once (the event id is the service's idempotency key); a service that
+    is down is retried with backoff, then its stream parks until the dead letter is retried.
+    """
+    remote = _Remote(address, timeout)
+    projection = Projection(name, policy=policy or REMOTE_POLICY)
+
+    async def push(event: RecordedEvent, rm: ReadModel) -> None:
+        try:
+            await rpc.ProjectorStub(remote.open()).Project(_book(event), timeout=remote.timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise remote.unavailable(f"projector {name}", exc) from None
+
+    projection.on(*types)(push)
+    return projection
+
+
+def remote_saga(
+    name: str,
+    address: str,
+    types: list[str],
+    dispatch: Dispatch,
+    *,
+    timeout: float = 5.0,
+    policy: ErrorPolicy | None = None,
+) -> Projection:
+    """A reaction whose commands come from ``Saga.Handle`` in another process."""
+    remote = _Remote(address, timeout)
+
+    async def ask(event: RecordedEvent) -> list[Command]:
+        try:
+            response: pb.SagaResponse = await rpc.SagaStub(remote.open()).Handle(
+                _book(event), timeout=remote.timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise remote.unavailable(f"saga {name}", exc) from None
+        return [command_from_wire(c) for c in response.commands]
+
+    return reaction(name, types, ask, dispatch, policy=policy or REMOTE_POLICY)

@@ -1,0 +1,70 @@
+"""Events in, commands out: process managers without state, driven by the projection machinery.
+
+A reaction is a projection without tables, so it gets checkpoints, retries with backoff,
+parking of a failing stream, status and lag like any projection, and events of one stream in
+order. Its handler returns commands; each is dispatched with a command id derived from
+(reaction name, event id, index), so an event delivered twice never has a second effect.
+Commands carry the event's correlation id, and the event id as ``causation_id``. A command the
+business logic rejects is a normal outcome (logged, not retried).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+import msgspec
+
+from chronik.commands import CommandResult
+from chronik.errors import CommandRejected
+from chronik.messages import Command, Metadata, RecordedEvent
+from chronik.projections.projection import ErrorPolicy, Projection
+from chronik.projections.readmodel import ReadModel
+
+__all__ = ["Dispatch", "React", "reaction"]
+
+log = logging.getLogger("chronik.reactions")
+Dispatch = Callable[[Command], Awaitable[CommandResult]]
+React = Callable[[RecordedEvent], Awaitable[Sequence[Command]] | Sequence[Command]]
+
+
+def reaction(
+    name: str,
+    types: Sequence[str],
+    react: React,
+    dispatch: Dispatch,
+    *,
+    policy: ErrorPolicy | None = None,
+    domains: Sequence[str] | None = None,
+) -> Projection:
+    """A projection that turns events of ``types`` into commands sent through ``dispatch``."""
+    projection = Projection(name, policy=policy, domains=domains)
+
+    async def handle(event: RecordedEvent, rm: ReadModel) -> None:
+        result = react(event)
+        commands = await result if inspect.isawaitable(result) else result
+        for i, command in enumerate(commands):
+            await _send(name, event, i, command, dispatch)
+
+    projection.on(*types)(handle)
+    return projection
+
+
+async def _send(
+    name: str, event: RecordedEvent, index: int, command: Command, dispatch: Dispatch
+) -> None:
+    metadata = Metadata.of(command.metadata)
+    metadata = metadata.with_values(
+        correlation_id=metadata.correlation_id or event.metadata.correlation_id or event.event_id,
+        causation_id=event.event_id,
+    )
+    command = msgspec.structs.replace(
+        command,
+        command_id=command.command_id or f"{name}:{event.event_id}:{index}",
+        metadata=metadata,
+    )
+    try:
+        await dispatch(command)
+    except CommandRejected as exc:
+        log.info("%s: %s/%s rejected: %s", name, command.domain, command.type, exc.reason)
