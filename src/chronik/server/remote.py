@@ -17,9 +17,6 @@ import grpc
 import msgspec
 
 from chronik.aggregate import DomainModel, _check_domain
-from chronik.projections.projection import ErrorPolicy, Projection
-from chronik.projections.readmodel import ReadModel
-from chronik.reactions import Dispatch, reaction
 from chronik.errors import (
     CommandRejected,
     HandlerError,
@@ -28,6 +25,9 @@ from chronik.errors import (
     ValidationError,
 )
 from chronik.messages import Command, EventData, RecordedEvent, Snapshot, StreamId
+from chronik.projections.projection import ErrorPolicy, Projection
+from chronik.projections.readmodel import ReadModel
+from chronik.reactions import Dispatch, reaction
 from chronik.server.wire import (
     command_from_wire,
     command_to_wire,
