@@ -95,18 +95,33 @@ class RemoteModel(DomainModel):
         self._options = channel_options(max_message_bytes)
         self._channel: grpc.aio.Channel | None = None
         self._stub: rpc.BusinessLogicStub | None = None
+        self._closing: set[asyncio.Task[None]] = set()
 
     def _client(self) -> rpc.BusinessLogicStub:
         if self._stub is None:
-            self._channel = grpc.aio.insecure_channel(self.address, options=self._options)
+            # a subchannel of its own: a new channel connects at once, where a shared one would
+            # wait out gRPC's reconnect backoff (up to 120 s) after the service came back
+            options = [*self._options, ("grpc.use_local_subchannel_pool", 1)]
+            self._channel = grpc.aio.insecure_channel(self.address, options=options)
             self._stub = rpc.BusinessLogicStub(self._channel)
         return self._stub
+
+    def _reconnect(self, stub: rpc.BusinessLogicStub) -> None:
+        """Drop the channel behind ``stub`` (its calls in flight get the timeout to finish)."""
+        if self._stub is not stub or self._channel is None:
+            return  # another call dropped it already
+        channel, self._channel, self._stub = self._channel, None, None
+        task = asyncio.get_running_loop().create_task(channel.close(grace=self.timeout))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
         """Close the channel to the service."""
         if self._channel is not None:
             await self._channel.close()
             self._channel = self._stub = None
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
     # --- the model ----------------------------------------------------------------------------
 
@@ -164,21 +179,24 @@ class RemoteModel(DomainModel):
     async def _call(self, command: Command, request: pb.ContextualCommand) -> pb.BusinessResponse:
         last: grpc.aio.AioRpcError | None = None
         for attempt in range(self.attempts):
+            stub = self._client()
             try:
-                response: pb.BusinessResponse = await self._client().Handle(
-                    request, timeout=self.timeout
-                )
+                response: pb.BusinessResponse = await stub.Handle(request, timeout=self.timeout)
                 return response
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()
                 if code in _RETRYABLE:
                     last = exc
+                    if code == grpc.StatusCode.UNAVAILABLE:
+                        self._reconnect(stub)  # the next attempt connects afresh
                     await asyncio.sleep(min(1.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.5))
                     continue
                 if code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNIMPLEMENTED):
                     raise UnknownCommandType(command.domain, command.type) from None
                 if code == grpc.StatusCode.FAILED_PRECONDITION:
                     raise CommandRejected(exc.details() or "rejected") from None
+                if code == grpc.StatusCode.INVALID_ARGUMENT:
+                    raise ValidationError(exc.details() or "invalid command") from None
                 if code == grpc.StatusCode.INVALID_ARGUMENT:
                     raise ValidationError(exc.details() or "invalid command") from None
                 raise HandlerError(
