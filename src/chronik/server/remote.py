@@ -197,8 +197,6 @@ class RemoteModel(DomainModel):
                     raise CommandRejected(exc.details() or "rejected") from None
                 if code == grpc.StatusCode.INVALID_ARGUMENT:
                     raise ValidationError(exc.details() or "invalid command") from None
-                if code == grpc.StatusCode.INVALID_ARGUMENT:
-                    raise ValidationError(exc.details() or "invalid command") from None
                 raise HandlerError(
                     command.domain, command.type, RuntimeError(f"{code.name}: {exc.details()}")
                 ) from None
