@@ -13,7 +13,8 @@
     │   └── InvalidCommand          a command payload that fails its declared schema (fields)
     ├── ConcurrencyError            optimistic concurrency lost
     │   ├── WrongExpectedVersion    the stream was not at the expected version (expected, actual)
-    │   └── CheckpointFenced        a checkpoint write from an older lease epoch than the stored one
+    │   ├── CheckpointFenced        a checkpoint write from an older lease epoch than the stored one
+    │   └── LeaseHeld               a lease (processor, partition) another owner holds unexpired
     ├── CommandRejected             business logic refused a command (reason)
     ├── UnknownDomain               a command for a domain nobody handles
     ├── UnknownCommandType          a command type its domain does not declare
@@ -51,6 +52,7 @@ __all__ = [
     "InvalidEventType",
     "InvalidExpectedVersion",
     "InvalidStreamId",
+    "LeaseHeld",
     "MissingExtraError",
     "PermissionDenied",
     "PayloadTooLarge",
@@ -216,6 +218,16 @@ class CheckpointFenced(ConcurrencyError):
             f"checkpoint {name}[{partition}] is held at epoch {stored_epoch}; "
             f"a write from epoch {epoch} is fenced off"
         )
+
+
+class LeaseHeld(ConcurrencyError):
+    """A lease that another owner holds and has not let expire; the unit wrote nothing."""
+
+    def __init__(self, name: str, partition: int, owner: str) -> None:
+        self.name = name
+        self.partition = partition
+        self.owner = owner
+        super().__init__(f"lease {name}[{partition}] is held by another owner than {owner!r}")
 
 
 class DuplicateEventError(ChronikError):

@@ -60,9 +60,10 @@ def counts(delay: float = 0.0) -> Projection:
     return p
 
 
-async def projector(url: str, mode: str, delay: float) -> None:
+async def projector(url: str, mode: str, delay: float, ttl: float) -> None:
     store = chronik.open_store(url)
-    async with store, ProjectionProcessor(store, counts(delay), heartbeat=0.1) as proc:
+    proc = ProjectionProcessor(store, counts(delay), heartbeat=0.1, lease_ttl=ttl)
+    async with store, proc:
         if mode == "catchup":
             head = await store.head()
             if head is not None:
@@ -74,10 +75,12 @@ async def projector(url: str, mode: str, delay: float) -> None:
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def start(url: str, mode: str = "serve", delay: float = 0.0) -> subprocess.Popen[str]:
+def start(
+    url: str, mode: str = "serve", delay: float = 0.0, ttl: float = 10.0
+) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     return subprocess.Popen(
-        [sys.executable, __file__, url, mode, str(delay)],
+        [sys.executable, __file__, url, mode, str(delay), str(ttl)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -161,7 +164,7 @@ def test_kill_9_mid_batch_then_restart_applies_everything_exactly_once(url: str)
     """A projector killed mid-batch leaves rows equal to the fold up to its checkpoint; after
     a restart they equal the fold of all events, none applied twice."""
     run(append(url, [(f"s{i % 6}", {"x": i}) for i in range(600)]))
-    proc = start(url, "serve", delay=0.002)
+    proc = start(url, "serve", delay=0.002, ttl=1.0)
 
     async def checkpoint() -> chronik.Position | None:
         async with chronik.open_store(url) as store:
@@ -176,11 +179,35 @@ def test_kill_9_mid_batch_then_restart_applies_everything_exactly_once(url: str)
     assert at_kill is not None and at_kill < chronik.Position(600)
     assert run(actual(url)) == run(expected(url, at_kill))  # nothing of the torn batch
     run(append(url, [(f"s{i % 4}", {"x": 1000 + i}) for i in range(50)]))
-    restarted = start(url, "catchup")
+    restarted = start(url, "catchup", ttl=1.0)  # takes over once the dead one's lease expires
     _, err = restarted.communicate(timeout=60)
     assert restarted.returncode == 0, err
     assert run(actual(url)) == run(expected(url))
     assert sum(r["n"] for r in run(actual(url))) == 650
+
+
+def test_a_standby_process_takes_over_when_the_owner_is_killed(url: str) -> None:
+    """Two projector processes: one owns the lease, the other stands by; kill -9 the owner
+    mid-batch and the standby takes over by lease expiry, ending equal to the fold."""
+    run(append(url, [(f"s{i % 5}", {"x": i}) for i in range(500)]))
+    owner = start(url, "serve", delay=0.002, ttl=1.0)
+    wait_until(lambda: (s := run(status(url))) is not None and s.owner is not None)
+    standby = start(url, "serve", ttl=1.0)
+    try:
+        first = run(status(url))
+        assert first is not None and first.owner is not None
+        assert first.owner.endswith(f":{owner.pid}")
+        wait_until(lambda: chronik.Position.parse(run(status(url)).position or "0").commit > 100)
+        time.sleep(0.015)
+        owner.send_signal(signal.SIGKILL)
+        assert owner.wait() == -signal.SIGKILL
+        wait_until(lambda: caught_up(url) and run(status(url)).owner.endswith(f":{standby.pid}"))
+        assert run(actual(url)) == run(expected(url))
+        assert sum(r["n"] for r in run(actual(url))) == 500
+    finally:
+        for p in (owner, standby):
+            p.kill()
+            p.wait()
 
 
 def test_rebuild_from_the_cli_while_appends_continue_ends_equal_to_a_fresh_fold(
@@ -321,4 +348,4 @@ def test_cli_status_of_a_dead_projector_says_stopped(url: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(projector(sys.argv[1], sys.argv[2], float(sys.argv[3])))
+    asyncio.run(projector(sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])))

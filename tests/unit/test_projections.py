@@ -531,3 +531,57 @@ async def test_a_filtered_subscription_does_not_rescan_what_it_skipped(
         second = await anext(sub)
     assert (first.stream.aggregate_id, second.position) == ("a", r.position)
     assert head is not None and reads[-1] is not None and reads[-1] >= head
+
+
+async def test_a_second_processor_stands_by_and_takes_over_on_release(store: EventStore) -> None:
+    """Two processors of one projection: one runs, one stands by, and takes over on stop."""
+    history = [(f"a{i % 3}", {"x": i}) for i in range(30)]
+    for agg, d in history[:10]:
+        await add(store, agg, **d)
+    first = ProjectionProcessor(store, totals(), heartbeat=0.02, owner="one", lease_ttl=5)
+    second = ProjectionProcessor(store, totals(), heartbeat=0.02, owner="two", lease_ttl=5)
+    async with first, second:
+        await settle(first, store)
+        assert (first.state, first.epoch, second.state, second.epoch) == (
+            "running",
+            1,
+            "standby",
+            None,
+        )
+        await first.stop()
+        for agg, d in history[10:]:
+            await add(store, agg, **d)
+        await _until(lambda: _true(second.epoch is not None))
+        await settle(second, store)
+        assert second.epoch == 2 and (await ProjectionAdmin(store).status("totals")).owner == "two"
+    assert await rows(store) == fold(history)
+
+
+async def test_an_owner_that_lost_its_lease_cannot_commit_its_batch(store: EventStore) -> None:
+    """A processor stuck past its lease is fenced: its batch fails whole, the new owner's
+    rows equal the fold, nothing applied twice."""
+    gate = asyncio.Event()
+    stuck = totals()
+    handler, _ = stuck.handlers["added"]
+
+    async def slow(e: chronik.RecordedEvent, rm: ReadModel) -> None:
+        await gate.wait()
+        await handler(e, rm)  # type: ignore[misc]
+
+    stuck.handlers["added"] = (slow, True)
+    history = [(f"a{i % 3}", {"x": i}) for i in range(12)]
+    for agg, d in history:
+        await add(store, agg, **d)
+    first = ProjectionProcessor(store, stuck, heartbeat=0.02, owner="one", lease_ttl=0.2)
+    second = ProjectionProcessor(store, totals(), heartbeat=0.02, owner="two", lease_ttl=0.2)
+    async with first, second:
+        await _until(lambda: _true(second.epoch is not None))  # first's lease ran out
+        await settle(second, store)
+        gate.set()  # first wakes up and tries to commit its batch
+        await _until(lambda: _true(first.state == "standby"))
+        assert (first.last_error or "").startswith(("LeaseHeld", "CheckpointFenced"))
+        assert await rows(store) == fold(history)
+
+
+async def _true(value: bool) -> bool:
+    return value

@@ -6,18 +6,18 @@ process); the processor applies each one and deletes it in the same unit of work
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from chronik.errors import ValidationError
 from chronik.messages import Position
 from chronik.projections.readmodel import ReadModel
-from chronik.projections.system import DEAD_LETTERS, REQUESTS
+from chronik.projections.system import DEAD_LETTERS, REQUESTS, STATUS
 from chronik.store.base import TableSpec, TableWrite
 
 if TYPE_CHECKING:
     from chronik.projections.processor import ProjectionProcessor
 
-__all__ = ["Lane", "drop_tables", "maybe_take_over", "poll_requests", "specs"]
+__all__ = ["Lane", "drop_tables", "maybe_take_over", "poll_requests", "setup", "specs"]
 
 START = Position(0)
 
@@ -189,3 +189,37 @@ async def maybe_take_over(proc: ProjectionProcessor) -> None:
     proc.active, proc.building = new, None
     await proc._commit(writes, new, new.position)
     proc._resolve_waiters()
+
+
+async def setup(proc: ProjectionProcessor) -> None:
+    """Load the projection's generations, checkpoints and parked streams from the database."""
+    store, p = proc.store, proc.projection
+    found = await store.read_table(STATUS.name, {"name": p.name}, limit=1)
+    row: dict[str, Any] = found[0] if found else {}
+    generation = row.get("generation") or 1
+    version = row.get("version") or p.version
+    proc.active = Lane(generation, version, frozen=version != p.version)
+    building, building_version = row.get("building"), row.get("building_version")
+    drop: list[int] = []
+    if building:
+        if building_version == p.version:
+            proc.building = Lane(building, p.version)
+        else:
+            drop.append(building)
+    if proc.active.frozen and proc.building is None:
+        proc.building = Lane(max(generation, building or 0) + 1, p.version)
+    # a pause survives restarts; a projection stopped by its error policy retries on start
+    proc.state = "paused" if row.get("state") == "paused" else "running"
+    writes: list[TableWrite] = []
+    for gen in drop:
+        writes += drop_tables(proc, gen)
+    for lane in proc._lanes(include_frozen=False):
+        writes += [TableWrite("ensure", s.name, spec=s) for s in specs(proc, lane.generation)]
+        checkpoint = await store.load_checkpoint(lane.checkpoint(p.name))
+        lane.position = lane.applied = checkpoint.position if checkpoint else None
+        await proc._load_parked(lane)
+    if proc.active.frozen:
+        checkpoint = await store.load_checkpoint(proc.active.checkpoint(p.name))
+        proc.active.position = checkpoint.position if checkpoint else None
+        proc.active.applied = proc.active.position
+    await proc._commit(writes)

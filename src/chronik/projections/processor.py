@@ -15,33 +15,40 @@ import contextlib
 import os
 import socket
 import time
-from collections import deque
 from typing import Any
 
 from chronik.errors import (
     CheckpointFenced,
+    ConfigurationError,
+    LeaseHeld,
     ProjectionStopped,
     ReadModelError,
     StoreClosed,
+    ValidationError,
 )
 from chronik.messages import Position, RecordedEvent
-from chronik.projections import control
+from chronik.projections import control, leases, rows
 from chronik.projections.control import Lane
 from chronik.projections.projection import Projection
 from chronik.projections.readmodel import ReadModel
-from chronik.projections.system import DEAD_LETTERS, STATUS, ensure_writes
+from chronik.projections.system import DEAD_LETTERS, ensure_writes
 from chronik.store.base import EventStore, TableWrite
 
 __all__ = ["ProjectionProcessor"]
-
-RATE_WINDOW = 5.0  # seconds of history behind events/s
 
 
 class ProjectionProcessor:
     """Runs one projection against a store; ``async with`` it or call start() and stop().
 
-    ``state`` is one of new, running, paused, rebuilding, failing, stopped. ``position`` is how
-    far the serving generation has read (every event up to it is applied or parked).
+    ``state`` is one of new, standby, running, paused, rebuilding, failing, stopped.
+    ``position`` is how far the serving generation has applied (every event up to it is
+    applied or parked).
+
+    One process at a time runs a projection: the processor holds a lease in the database
+    (renewed with every commit, by the database clock; ``lease_ttl`` seconds) and writes its
+    checkpoints with the lease's epoch. Another processor of the same projection waits in
+    state ``standby`` and takes over when the lease is released or expires; a unit of work from
+    an owner that lost its lease fails whole (LeaseHeld), so no batch is ever applied twice.
     """
 
     def __init__(
@@ -51,14 +58,17 @@ class ProjectionProcessor:
         *,
         heartbeat: float = 1.0,
         owner: str | None = None,
+        lease_ttl: float = 10.0,
     ) -> None:
         if not projection.handlers:
-            from chronik.errors import ConfigurationError
-
             raise ConfigurationError(f"projection {projection.name!r} has no handlers")
         self.store = store
         self.projection = projection
         self.heartbeat = heartbeat
+        if lease_ttl <= 2 * heartbeat:
+            raise ValidationError("lease_ttl must be more than twice the heartbeat")
+        self.lease_ttl = lease_ttl
+        self.epoch: int | None = None  # the lease epoch while this processor holds the lease
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         self.state = "new"
         self.last_error: str | None = None
@@ -70,9 +80,9 @@ class ProjectionProcessor:
         self._stopping = False
         self._wake = asyncio.Event()
         self._waiters: list[tuple[Position, asyncio.Future[None]]] = []
-        self._rate: deque[tuple[float, int]] = deque()
-        self._head: Position | None = None
-        self._last_event_us = 0
+        self.rate = rows.RateMeter()
+        self.head: Position | None = None
+        self.last_event_us = 0
         self._last_status = 0.0
         self._next_poll = 0.0
 
@@ -81,7 +91,9 @@ class ProjectionProcessor:
     async def start(self) -> None:
         """Set up (tables, checkpoint, parked streams, pending requests) and start the loop."""
         if self._task is None:
-            await self._setup()
+            async with self.store.transaction() as tx:
+                tx.write_tables(ensure_writes())
+            await self._acquire()
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name=f"projection-{self.projection.name}"
             )
@@ -94,10 +106,13 @@ class ProjectionProcessor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._fail_waiters(ProjectionStopped(f"projection {self.projection.name} was stopped"))
-        if not self.store.closed and self.state != "new":
+        if not self.store.closed and self.epoch is not None:
             self.state = "stopped"
             with contextlib.suppress(Exception):
-                await self._commit([])
+                await self._commit(
+                    [leases.write(self.projection.name, self.owner, self.lease_ttl, "release")]
+                )
+            self.epoch = None
 
     async def __aenter__(self) -> ProjectionProcessor:
         await self.start()
@@ -148,41 +163,16 @@ class ProjectionProcessor:
 
     # --- setup --------------------------------------------------------------------------------
 
-    async def _setup(self) -> None:
-        store, p = self.store, self.projection
-        async with store.transaction() as tx:
-            tx.write_tables(ensure_writes())
-        rows = await store.read_table(STATUS.name, {"name": p.name}, limit=1)
-        row: dict[str, Any] = rows[0] if rows else {}
-        generation = row.get("generation") or 1
-        version = row.get("version") or p.version
-        self.active = Lane(generation, version, frozen=version != p.version)
-        building, building_version = row.get("building"), row.get("building_version")
-        drop: list[int] = []
-        if building:
-            if building_version == p.version:
-                self.building = Lane(building, p.version)
-            else:
-                drop.append(building)
-        if self.active.frozen and self.building is None:
-            self.building = Lane(max(generation, building or 0) + 1, p.version)
-        # a pause survives restarts; a projection stopped by its error policy retries on start
-        self.state = "paused" if row.get("state") == "paused" else "running"
-        writes: list[TableWrite] = []
-        for gen in drop:
-            writes += control.drop_tables(self, gen)
-        for lane in self._lanes(include_frozen=False):
-            writes += [
-                TableWrite("ensure", s.name, spec=s) for s in control.specs(self, lane.generation)
-            ]
-            checkpoint = await store.load_checkpoint(lane.checkpoint(p.name))
-            lane.position = lane.applied = checkpoint.position if checkpoint else None
-            await self._load_parked(lane)
-        if self.active.frozen:
-            checkpoint = await store.load_checkpoint(self.active.checkpoint(p.name))
-            self.active.position = checkpoint.position if checkpoint else None
-            self.active.applied = self.active.position
-        await self._commit(writes)
+    async def _acquire(self) -> bool:
+        """Claim the projection's lease; on success load everything from the database."""
+        self.epoch = await leases.acquire(
+            self.store, self.projection.name, self.owner, self.lease_ttl
+        )
+        if self.epoch is None:
+            self.state = "standby"
+            return False
+        await control.setup(self)
+        return True
 
     def _lanes(self, include_frozen: bool = True) -> list[Lane]:
         lanes = [self.active] if include_frozen or not self.active.frozen else []
@@ -201,6 +191,11 @@ class ProjectionProcessor:
         while not self._stopping and not self.store.closed:
             signal = self.store.change_signal()
             try:
+                # standby: try to take over once per heartbeat
+                if self.epoch is None and not await self._acquire():
+                    self._next_poll = time.monotonic() + self.heartbeat
+                    await self._idle(signal)
+                    continue
                 now = time.monotonic()
                 if now >= self._next_poll:
                     self._next_poll = now + self.heartbeat
@@ -217,8 +212,10 @@ class ProjectionProcessor:
                 errors = 0
             except (StoreClosed, asyncio.CancelledError):
                 return
-            except CheckpointFenced as exc:
-                self._stop_with(f"fenced off by another owner: {exc}")
+            except (LeaseHeld, CheckpointFenced) as exc:
+                self.epoch = None  # another process took over: stand by
+                self.state = "standby"
+                self.last_error = f"{type(exc).__name__}: {exc}"
             except Exception as exc:  # never let a store or handler error end the loop
                 errors += 1
                 self.state = "failing"
@@ -247,7 +244,7 @@ class ProjectionProcessor:
     async def _step(self, lane: Lane) -> bool:
         """Process one page of ``lane``; False when there was nothing to do."""
         store, p = self.store, self.projection
-        head = self._head = await store.head()
+        head = self.head = await store.head()
         bound = head if store.head_bounds_reads else None
         limit = 1 if lane.isolate_until is not None else p.batch_size
         page = await store._read_all_page(lane.position, None, p.domains, self._types, limit, False)
@@ -267,7 +264,11 @@ class ProjectionProcessor:
         handlers = p.handlers
         for e in page:
             if parked and str(e.stream) in parked:
-                dead.append(self._dead_letter(lane, e, None, 0, blocked=True))
+                dead.append(
+                    rows.dead_letter(
+                        self.projection.name, lane.generation, e, None, 0, blocked=True
+                    )
+                )
                 position = e.position
                 continue
             fn, is_async = handlers[e.type]
@@ -290,7 +291,11 @@ class ProjectionProcessor:
                     break
                 if then == "park":
                     parked.add(str(e.stream))
-                    dead.append(self._dead_letter(lane, e, error, p.policy.retries + 1))
+                    dead.append(
+                        rows.dead_letter(
+                            self.projection.name, lane.generation, e, error, p.policy.retries + 1
+                        )
+                    )
             position = e.position
         if stop_error is None and len(page) < limit and bound is not None:
             position = max(position, bound) if position is not None else bound
@@ -312,7 +317,7 @@ class ProjectionProcessor:
             parked = set(lane.parked)
             if p.policy.then == "park":
                 parked.add(str(page[0].stream))
-                dead = [self._dead_letter(lane, page[0], error, 1)]
+                dead = [rows.dead_letter(self.projection.name, lane.generation, page[0], error, 1)]
             await self._advance(lane, page[0].position, state, dead, page)
         lane.parked = parked
         until = lane.isolate_until
@@ -333,15 +338,15 @@ class ProjectionProcessor:
         page: list[RecordedEvent],
     ) -> None:
         """Commit a processed page; the lane and counters move only if the commit succeeds."""
-        before = (lane.position, self.state, self.processed, self._last_event_us)
+        before = (lane.position, self.state, self.processed, self.last_event_us)
         lane.position, self.state = position, state
         self.processed += len(page)
         if lane is self.active:
-            self._last_event_us = page[-1].recorded_at_us
+            self.last_event_us = page[-1].recorded_at_us
         try:
             await self._commit(writes, lane, position)
         except BaseException:
-            lane.position, self.state, self.processed, self._last_event_us = before
+            lane.position, self.state, self.processed, self.last_event_us = before
             raise
         lane.applied = position
 
@@ -370,25 +375,6 @@ class ProjectionProcessor:
                 return None
         raise AssertionError("unreachable")
 
-    def _dead_letter(
-        self, lane: Lane, e: RecordedEvent, error: str | None, attempts: int, blocked: bool = False
-    ) -> TableWrite:
-        values = {
-            "projection": self.projection.name,
-            "event_id": e.event_id,
-            "generation": lane.generation,
-            "position": e.position.commit,
-            "position_index": e.position.index,
-            "stream": str(e.stream),
-            "sequence": e.sequence,
-            "type": e.type,
-            "error": error,
-            "attempts": attempts,
-            "blocked": int(blocked),
-            "parked_at": time.time_ns() // 1000,
-        }
-        return TableWrite.upsert(DEAD_LETTERS.name, values, DEAD_LETTERS.primary_key)
-
     # --- commits and status -------------------------------------------------------------------
 
     async def _commit(
@@ -398,51 +384,19 @@ class ProjectionProcessor:
         position: Position | None = None,
     ) -> None:
         """Commit table writes, the lane's checkpoint, dirty checkpoints and the status row."""
-        name = self.projection.name
+        name, epoch = self.projection.name, self.epoch
+        if epoch is None:
+            raise LeaseHeld(name, 0, self.owner)
         async with self.store.transaction() as tx:
+            if not writes or writes[-1].op != "release":
+                tx.write_tables([leases.write(name, self.owner, self.lease_ttl)], checked=True)
             tx.write_tables(writes, checked=True)
             if lane is not None and position is not None:
-                tx.save_checkpoint(lane.checkpoint(name), position)
+                tx.save_checkpoint(lane.checkpoint(name), position, epoch=epoch)
             for other in self._lanes(include_frozen=False):
                 if other.dirty and other is not lane and other.position is not None:
-                    tx.save_checkpoint(other.checkpoint(name), other.position)
-            tx.write_tables([self._status_write()])
+                    tx.save_checkpoint(other.checkpoint(name), other.position, epoch=epoch)
+            tx.write_tables([rows.status(self)])
         for other in self._lanes(include_frozen=False):
             other.dirty = False
         self._last_status = time.monotonic()
-
-    def _events_per_s(self) -> float:
-        now = time.monotonic()
-        rate = self._rate
-        rate.append((now, self.processed))
-        while len(rate) > 2 and now - rate[0][0] > RATE_WINDOW:
-            rate.popleft()
-        t0, n0 = rate[0]
-        return (self.processed - n0) / (now - t0) if now > t0 else 0.0
-
-    def _status_write(self) -> TableWrite:
-        active, building, head = self.active, self.building, self._head
-        position = active.position
-        lag = 0 if head is None else max(0, head.commit - (position.commit if position else 0))
-        state = self.state
-        if building is not None and state == "running":
-            state = "rebuilding"
-        values = {
-            "name": self.projection.name,
-            "version": active.version,
-            "generation": active.generation,
-            "building": building.generation if building else None,
-            "building_version": building.version if building else None,
-            "state": state,
-            "position": None if position is None else str(position),
-            "build_position": str(building.position) if building and building.position else None,
-            "head": None if head is None else str(head),
-            "lag_events": lag,
-            "lag_seconds": max(0.0, time.time() - self._last_event_us / 1e6) if lag else 0.0,
-            "events_per_s": self._events_per_s(),
-            "processed": self.processed,
-            "last_error": self.last_error,
-            "heartbeat": time.time_ns() // 1000,
-            "owner": self.owner,
-        }
-        return TableWrite.upsert(STATUS.name, values, ("name",))

@@ -20,6 +20,7 @@ from chronik.store.base import EventStore, TableSpec, TableWrite
 __all__ = [
     "ACTIONS",
     "DEAD_LETTERS",
+    "LEASES",
     "REQUESTS",
     "STATUS",
     "DeadLetter",
@@ -79,6 +80,17 @@ DEAD_LETTERS: Final = TableSpec(
     ("projection", "generation", "event_id"),
     (("projection", "stream"),),
 )
+LEASES: Final = TableSpec(
+    "chronik_leases",
+    (
+        ("name", "TEXT"),
+        ("partition", "INTEGER"),
+        ("owner", "TEXT"),
+        ("epoch", "INTEGER"),
+        ("expires_at", "INTEGER"),
+    ),
+    ("name", "partition"),
+)
 ACTIONS: Final = frozenset({"pause", "resume", "reset", "rebuild", "retry", "refresh"})
 ALIVE_SECONDS: Final = 5.0  # a heartbeat older than this means no processor is running
 
@@ -127,7 +139,8 @@ class DeadLetter(msgspec.Struct):
 
 def ensure_writes() -> list[TableWrite]:
     """Create the bookkeeping tables where the schema has no migration for them (memory)."""
-    return [TableWrite("ensure", spec.name, spec=spec) for spec in (STATUS, REQUESTS, DEAD_LETTERS)]
+    specs = (STATUS, REQUESTS, DEAD_LETTERS, LEASES)
+    return [TableWrite("ensure", spec.name, spec=spec) for spec in specs]
 
 
 def _lag(position: Position | None, head: Position | None) -> int:
@@ -166,12 +179,21 @@ class ProjectionAdmin:
         head = await store.head()
         rows = await store.read_table(STATUS.name, order_by=("name",))
         letters = await store.read_table(DEAD_LETTERS.name)
+        held = {
+            r["name"]: r["expires_at"] / 1e6
+            for r in await store.read_table(LEASES.name, {"partition": 0})
+        }
         now = time.time()
         out = []
         for r in rows:
             position = Position.parse(r["position"]) if r["position"] else None
             heartbeat = r["heartbeat"] / 1e6 if r["heartbeat"] else None
-            alive = heartbeat is not None and now - heartbeat < ALIVE_SECONDS
+            # alive: a recent heartbeat from an owner whose lease is not released or expired
+            alive = (
+                heartbeat is not None
+                and now - heartbeat < ALIVE_SECONDS
+                and held.get(r["name"], 0.0) > now
+            )
             lag = _lag(position, head)
             lag_seconds = 0.0
             if lag:

@@ -107,6 +107,11 @@ class TableWrite(NamedTuple):
     ``upsert`` (insert ``row`` into ``columns``, or update those columns of the row with the
     same primary key ``key``) or ``delete`` (the row whose ``columns`` equal ``row``). Values
     are always bound parameters.
+
+    ``lease`` claims or renews (name, partition) in ``chronik_leases`` for ``owner`` until the
+    database clock passes now + ``ttl_us``; it raises LeaseHeld (the whole unit fails) while
+    another owner's lease is unexpired, and bumps the lease epoch when the owner changes.
+    ``release`` lets the owner's lease expire now.
     """
 
     op: str
@@ -137,7 +142,12 @@ class WriteUnit(NamedTuple):
 
 
 SQL_TYPES: Final = frozenset({"INTEGER", "TEXT", "REAL", "BLOB"})
-TABLE_OPS: Final = frozenset({"ensure", "drop", "clear", "upsert", "delete"})
+TABLE_OPS: Final = frozenset({"ensure", "drop", "clear", "upsert", "delete", "lease", "release"})
+LEASES_TABLE: Final = "chronik_leases"
+_LEASE_COLUMNS: Final = {
+    "lease": ("name", "partition", "owner", "ttl_us"),
+    "release": ("name", "partition", "owner"),
+}
 _IDENT_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
@@ -165,6 +175,8 @@ def check_table_write(w: TableWrite) -> TableWrite:
     check_identifier(w.table)
     for column in (*w.columns, *w.key):
         check_identifier(column, "column")
+    if w.op in _LEASE_COLUMNS and (w.table != LEASES_TABLE or w.columns != _LEASE_COLUMNS[w.op]):
+        raise ValidationError(f"a {w.op} needs {LEASES_TABLE} and {_LEASE_COLUMNS[w.op]}")
     if w.op == "ensure":
         spec = w.spec
         if spec is None or spec.name != w.table or not spec.columns or not spec.primary_key:

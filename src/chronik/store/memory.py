@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from chronik.errors import CheckpointFenced, ReadModelError, WrongExpectedVersion
+from chronik.errors import CheckpointFenced, LeaseHeld, ReadModelError, WrongExpectedVersion
 from chronik.messages import (
     AppendResult,
     Checkpoint,
@@ -248,8 +248,16 @@ def _check_tables(
 ) -> None:
     """Raise ReadModelError before anything is applied if a write would fail."""
     columns = {name: {c for c, _ in spec.columns} for name, (spec, _) in tables.items()}
+    now = time.time_ns() // 1000
     for w in writes:
-        if w.op == "ensure":
+        if w.op == "lease":
+            if w.table not in columns:
+                raise ReadModelError(f"no table {w.table!r}")
+            name, partition, owner, _ttl = w.row
+            held = tables[w.table][1].get((name, partition))
+            if held is not None and held["owner"] != owner and held["expires_at"] >= now:
+                raise LeaseHeld(name, partition, owner)
+        elif w.op == "ensure":
             assert w.spec is not None
             columns.setdefault(w.table, {c for c, _ in w.spec.columns})
         elif w.op == "drop":
@@ -273,6 +281,23 @@ def _apply_table_write(
         tables.pop(w.table, None)
         return
     spec, rows = tables[w.table]
+    if w.op in ("lease", "release"):
+        name, partition, owner = w.row[:3]
+        held = rows.get((name, partition))
+        if w.op == "release":
+            if held is not None and held["owner"] == owner:
+                held["expires_at"] = 0
+            return
+        epoch = 1 if held is None else held["epoch"] + (held["owner"] != owner)
+        expires = time.time_ns() // 1000 + w.row[3]
+        rows[(name, partition)] = {
+            "name": name,
+            "partition": partition,
+            "owner": owner,
+            "epoch": epoch,
+            "expires_at": expires,
+        }
+        return
     if w.op == "clear":
         rows.clear()
         return
