@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import os
 import re
 import shutil
@@ -40,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[2]
 NODE_DIR = ROOT / "examples" / "shop" / "node"
 NODE_SERVICE = NODE_DIR / "transaction_service.js"
 START_TIMEOUT = 30.0
+_children = itertools.count(1)
 ITEMS = [
     {"sku": "book", "price_cents": 1500, "qty": 2},
     {"sku": "pen", "price_cents": 250, "qty": 3},
@@ -55,7 +57,7 @@ class Child:
     def __init__(self, args: list[str], ready: str, workdir: Path) -> None:
         self.args = args
         self.ready = re.compile(ready)
-        self.out = workdir / f"{Path(args[1]).stem}-{os.getpid()}-{id(self)}.out"
+        self.out = workdir / f"child-{next(_children)}.out"
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
 
@@ -408,8 +410,8 @@ async def test_remote_and_in_process_shop_behave_identically(
 async def test_node_service_down_then_restarted(
     node: str, workdir: Path, customer_port: int
 ) -> None:
-    """With the Node service killed a command fails UNAVAILABLE and stores nothing; after a
-    restart on the same port the next command works."""
+    """With the Node service killed a command fails UNAVAILABLE and stores nothing; restarted on
+    the same port, the next command works; SIGTERM stops the service with exit code 0."""
     with running(transaction_service(node, workdir)) as service:
         async with serving(remote_app(customer_port, service.port)) as client:
             await client.dispatch(
@@ -423,10 +425,12 @@ async def test_node_service_down_then_restarted(
             assert [e.type for e in await events_of(client, "transaction", "t1")] == [
                 "TransactionCreated"
             ]
-            with running(transaction_service(node, workdir, service.port)):
+            with running(transaction_service(node, workdir, service.port)) as restarted:
                 done = await client.dispatch(
                     command("transaction", "t1", "CompleteTransaction", {})
                 )
+                restarted.signal(signal.SIGTERM)
+                assert restarted.wait(10) == 0, restarted.output()
             assert [(e.type, e.json()) for e in done.events] == [
                 ("TransactionCompleted", {"customer_id": "c1", "amount_cents": 3750})
             ]
