@@ -117,10 +117,10 @@ async def test_kill_9_of_a_backend_mid_append(postgres_url: str) -> None:
         events = [EventData("t", {"n": 1}), EventData("t", {"n": 2})]
         task = asyncio.create_task(store.append(s, events, 0))
         pid = None
-        for _ in range(200):  # wait until the append is inside append_events, on the lock
+        for _ in range(200):  # wait until the append waits on the stream lock
             pid = await blocker.fetchval(
                 "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND query LIKE '%append_events%'"
+                "AND wait_event = 'advisory' AND pid <> pg_backend_pid()"
             )
             if pid:
                 break

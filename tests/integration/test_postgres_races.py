@@ -40,7 +40,8 @@ async def begin_and_append(
     await tx.start()
     xid = await conn.fetchval("SELECT pg_current_xact_id()::text::bigint")
     req = store.prepare(stream, [EventData("held.event", {"n": n})], ANY)
-    row = await conn.fetchrow(store._append_sql, *store.append_args(req, store.now_us()))
+    sql, args = store.append_call(req, store.now_us())
+    row = await conn.fetchrow(sql, *args)
     assert row[0] == 0
     return int(xid), tx
 

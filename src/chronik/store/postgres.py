@@ -1,9 +1,10 @@
 """The PostgreSQL event store (``postgresql://user@host:5432/db?schema=chronik``).
 
-asyncpg with a connection pool. An append is one round trip: the server-side function
-``append_events`` locks the stream's row (writers to other streams never wait), checks the
-expectation and inserts the events, in autocommit. A unit of work runs the same function once
-per append inside one transaction, with its checkpoints and snapshots. Positions are
+asyncpg with a connection pool. An append is one round trip: a server-side function
+(``append_event``, or ``append_events`` for several) takes the stream's advisory lock (writers
+to other streams never wait), checks the expectation and inserts the events, in autocommit. A
+unit of work locks all its streams first, then runs the same functions inside one transaction,
+with its checkpoints and snapshots. Positions are
 ``(transaction id, row id)``; readers stop at the safe horizon (see ``postgres_schema``), so no
 reader passes a transaction that may still commit.
 
@@ -16,7 +17,6 @@ parameters go to the driver (``sslmode``, ...).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import Any, Final
 
@@ -46,6 +46,7 @@ from chronik.store.base import (
     match_duplicate,
 )
 from chronik.store.postgres_feed import ChangeFeed
+from chronik.store.postgres_pool import ConnectionPool
 from chronik.store.postgres_read import (
     DRIVER_ERRORS,
     HORIZON,
@@ -107,6 +108,10 @@ class PostgresEventStore(PostgresReader, EventStore):
             f"SELECT o_status, o_actual, o_xid, o_ids FROM {self._s}.append_events"
             "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
         )
+        self._append_one_sql = (
+            f"SELECT o_status, o_actual, o_xid, o_id FROM {self._s}.append_event"
+            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        )
         self._init_reader()
         self._watchers = 0
         self._poll_task: asyncio.Task[None] | None = None
@@ -118,14 +123,15 @@ class PostgresEventStore(PostgresReader, EventStore):
 
     async def _open(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._pool = ConnectionPool(self.dsn, self.pool_min_size, self.pool_max_size)
         try:
-            self._pool = await asyncpg.create_pool(
-                self.dsn, min_size=self.pool_min_size, max_size=self.pool_max_size, timeout=10
-            )
+            await self._pool.open()
         except DRIVER_ERRORS as exc:
+            self._pool.terminate()
             raise self._unavailable("connecting", exc) from exc
         try:
-            async with self._pool.acquire() as conn:
+            conn = await self._pool.acquire()
+            try:
                 if self.auto_migrate:
                     await migrate(conn, self.schema)
                 else:
@@ -135,6 +141,8 @@ class PostgresEventStore(PostgresReader, EventStore):
                             f"schema {self.schema} is at version {found}, this chronik needs "
                             f"{SCHEMA_VERSION}: run `chronik db migrate` or open with migrate=true"
                         )
+            finally:
+                self._pool.release(conn)
         except ChronikError:
             await self._pool.close()
             raise
@@ -151,10 +159,7 @@ class PostgresEventStore(PostgresReader, EventStore):
             self._recheck.cancel()
         if self._feed is not None:
             await self._feed.stop()
-        try:
-            await asyncio.wait_for(self._pool.close(), 10)
-        except DRIVER_ERRORS:
-            self._pool.terminate()
+        await self._pool.close()
 
     def __repr__(self) -> str:
         return f"<PostgresEventStore {safe_url(self.url)} schema={self.schema} {self._state}>"
@@ -168,24 +173,28 @@ class PostgresEventStore(PostgresReader, EventStore):
                 conn = await self._pool.acquire()
             except DRIVER_ERRORS as exc:
                 raise self._unavailable("connecting", exc) from exc
+            broken = True
             try:
                 results = await write_unit(self, conn, unit, resolved)
+                broken = False
             except Retry as retry:
+                broken = False
                 if retry.resolved is not None:
                     resolved = retry.resolved
                 await asyncio.sleep(0.002 * attempt)
                 continue
             except ChronikError:
+                broken = False
                 raise
             except Exception as exc:
                 if is_connection_error(exc):
                     raise self._unavailable("write", exc, unknown=True) from exc
                 if isinstance(exc, asyncpg.PostgresError):
+                    broken = False
                     raise self._unavailable("write", exc) from exc
                 raise
             finally:
-                with contextlib.suppress(Exception):
-                    await self._pool.release(conn)
+                self._pool.release(conn, discard=broken)
             if unit.appends:
                 self._notify()
                 if self._feed is not None:
@@ -193,12 +202,27 @@ class PostgresEventStore(PostgresReader, EventStore):
             return results
         raise StoreUnavailable(f"write gave up after {MAX_ATTEMPTS} attempts (conflicts)")
 
-    def append_args(self, req: AppendRequest, now: int) -> tuple[Any, ...]:
-        """The arguments of append_events for one request."""
+    def append_call(self, req: AppendRequest, now: int) -> tuple[str, tuple[Any, ...]]:
+        """The statement (append_event for one event, append_events for more) and its args."""
         st, events = req.stream, req.events
         expected = req.expected
         code = _EXPECT[expected] if not isinstance(expected, int) else expected
-        return (
+        if len(events) == 1:
+            e = events[0]
+            return self._append_one_sql, (
+                st.tenant,
+                st.domain,
+                st.aggregate_id,
+                code,
+                e.event_id,
+                e.type,
+                e.schema_version,
+                e.payload,
+                e.metadata,
+                None if e.content_type == JSON else e.content_type,
+                now,
+            )
+        return self._append_sql, (
             st.tenant,
             st.domain,
             st.aggregate_id,
@@ -215,12 +239,14 @@ class PostgresEventStore(PostgresReader, EventStore):
     async def append_on(
         self, conn: asyncpg.Connection, req: AppendRequest, now: int
     ) -> AppendResult:
-        """Run append_events for one request on ``conn`` (inside or outside a transaction)."""
-        status, actual, xid, ids = await conn.fetchrow(
-            self._append_sql, *self.append_args(req, now)
-        )
+        """Run the append function for one request on ``conn`` (in a transaction or not)."""
+        sql, args = self.append_call(req, now)
+        status, actual, xid, ids = await conn.fetchrow(sql, *args)
         if status == 0:
             first = 0 if actual is None else actual + 1
+            if type(ids) is int:
+                pos = Position(xid, ids)
+                return AppendResult(req.stream, first, first, pos, (pos,), now)
             positions = tuple([Position(xid, i) for i in ids])
             return AppendResult(
                 req.stream, first, first + len(req.events) - 1, positions[-1], positions, now

@@ -3,7 +3,8 @@
 One dedicated connection per store listens on the schema's channel and sends this store's
 notifications. Writers never NOTIFY inside their own transaction (PostgreSQL serialises the
 commits of notifying transactions on one lock, which would serialise every writer); instead,
-after a commit, the feed sends one ``pg_notify`` for all commits since its last one. The
+after a commit, the feed sends one ``pg_notify`` for all commits since its last one, at most
+one every NOTIFY_INTERVAL. The
 connection reconnects with backoff when it is lost; while it is down the store polls.
 """
 
@@ -20,6 +21,8 @@ import asyncpg
 __all__ = ["ChangeFeed"]
 
 KEEPALIVE_SECONDS: Final = 5.0
+#: At most one NOTIFY per this many seconds: each is a transaction with its own WAL flush.
+NOTIFY_INTERVAL: Final = 0.01
 MAX_BACKOFF: Final = 2.0
 
 
@@ -107,3 +110,4 @@ class ChangeFeed:
             if self._pending:
                 self._pending = False
                 await conn.execute("SELECT pg_notify($1, $2)", self.channel, self._token)
+                await asyncio.sleep(NOTIFY_INTERVAL)  # commits meanwhile share the next one

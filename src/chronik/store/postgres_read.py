@@ -23,6 +23,7 @@ from chronik.messages import (
     StreamId,
     StreamInfo,
 )
+from chronik.store.postgres_pool import ConnectionPool
 
 __all__ = ["DRIVER_ERRORS", "HorizonLag", "PostgresReader", "is_connection_error", "safe_url"]
 
@@ -74,7 +75,7 @@ def is_connection_error(exc: BaseException) -> bool:
 class PostgresReader:
     """Reads pages of events and streams through the pool; caches stream ids (immutable)."""
 
-    _pool: asyncpg.Pool
+    _pool: ConnectionPool
     _s: str  # the quoted schema name
     url: str
 

@@ -37,14 +37,14 @@ DEFAULT_SCHEMA: Final = "chronik"
 _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 # ``{s}`` is replaced by the quoted schema name, ``{lock_class}`` by the advisory lock class of
-# the schema's streams (see ``lock_class``). Expectation codes of append_events:
-# -1 ANY, -2 NO_STREAM, -3 STREAM_EXISTS, n >= 0 exactly n.
-_APPEND_FUNCTION = """
-CREATE OR REPLACE FUNCTION {s}.append_events(
+# the schema's streams (see ``lock_class``). Expectation codes of the append functions:
+# -1 ANY, -2 NO_STREAM, -3 STREAM_EXISTS, n >= 0 exactly n. o_status: 0 written, 1 the stream
+# is not as expected (o_actual: its version, NULL when it has no events; nothing written).
+_APPEND_TEMPLATE = """
+CREATE OR REPLACE FUNCTION {s}.{name}(
     p_tenant text, p_domain text, p_aggregate_id text, p_expected bigint,
-    p_event_ids text[], p_types text[], p_versions int[], p_payloads bytea[],
-    p_metadata bytea[], p_content_types text[], p_recorded_at bigint,
-    OUT o_status int, OUT o_actual bigint, OUT o_xid bigint, OUT o_ids bigint[])
+    {params}, p_recorded_at bigint,
+    OUT o_status int, OUT o_actual bigint, OUT o_xid bigint, OUT {ids})
 LANGUAGE plpgsql AS $fn$
 DECLARE
     v_sid bigint;
@@ -75,19 +75,53 @@ BEGIN
         RETURN;
     END IF;
     o_xid := pg_current_xact_id()::text::bigint;
-    WITH ins AS (
-        INSERT INTO {s}.events (xid, stream_id, sequence, event_id, type, schema_version,
-                                payload, metadata, content_type, recorded_at)
-        SELECT o_xid, v_sid, v_ver + u.o, u.e, u.t, u.v, u.p, u.m, u.c, p_recorded_at
-          FROM unnest(p_event_ids, p_types, p_versions, p_payloads, p_metadata,
-                      p_content_types) WITH ORDINALITY AS u(e, t, v, p, m, c, o)
-        RETURNING id)
-    SELECT array_agg(ins.id ORDER BY ins.id) INTO o_ids FROM ins;
-    UPDATE {s}.streams SET version = v_ver + cardinality(p_event_ids) WHERE id = v_sid;
+    {insert}
+    UPDATE {s}.streams SET version = v_ver + {count} WHERE id = v_sid;
     o_status := 0;
 END
 $fn$
 """
+_COLUMNS = (
+    "INSERT INTO {s}.events (xid, stream_id, sequence, event_id, type, schema_version, "
+    "payload, metadata, content_type, recorded_at)"
+)
+# Many events: arrays, one element per event.
+_APPEND_EVENTS = (
+    _APPEND_TEMPLATE.replace("{name}", "append_events")
+    .replace(
+        "{params}",
+        "p_event_ids text[], p_types text[], p_versions int[], p_payloads bytea[],\n"
+        "    p_metadata bytea[], p_content_types text[]",
+    )
+    .replace("{ids}", "o_ids bigint[]")
+    .replace("{count}", "cardinality(p_event_ids)")
+    .replace(
+        "{insert}",
+        "WITH ins AS (\n        " + _COLUMNS + "\n"
+        "        SELECT o_xid, v_sid, v_ver + u.o, u.e, u.t, u.v, u.p, u.m, u.c, p_recorded_at\n"
+        "          FROM unnest(p_event_ids, p_types, p_versions, p_payloads, p_metadata,\n"
+        "                      p_content_types) WITH ORDINALITY AS u(e, t, v, p, m, c, o)\n"
+        "        RETURNING id)\n"
+        "    SELECT array_agg(ins.id ORDER BY ins.id) INTO o_ids FROM ins;",
+    )
+)
+# One event (the common case): scalars, cheaper to encode and to run.
+_APPEND_EVENT = (
+    _APPEND_TEMPLATE.replace("{name}", "append_event")
+    .replace(
+        "{params}",
+        "p_event_id text, p_type text, p_version int, p_payload bytea,\n"
+        "    p_metadata bytea, p_content_type text",
+    )
+    .replace("{ids}", "o_id bigint")
+    .replace("{count}", "1")
+    .replace(
+        "{insert}",
+        _COLUMNS + "\n    VALUES (o_xid, v_sid, v_ver + 1, p_event_id, p_type, p_version, "
+        "p_payload,\n            p_metadata, p_content_type, p_recorded_at)\n"
+        "    RETURNING id INTO o_id;",
+    )
+)
 
 SCHEMA_VERSION: Final = 1
 MIGRATIONS: Final[dict[int, list[str]]] = {
@@ -132,7 +166,8 @@ MIGRATIONS: Final[dict[int, list[str]]] = {
             epoch bigint NOT NULL,
             updated_at bigint NOT NULL,
             PRIMARY KEY (name, partition))""",
-        _APPEND_FUNCTION,
+        _APPEND_EVENTS,
+        _APPEND_EVENT,
     ],
 }
 

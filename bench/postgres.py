@@ -1,0 +1,398 @@
+"""PostgreSQL workloads of `make bench`, beside raw asyncpg doing the same work in the same run.
+
+Starts its own PostgreSQL 15 (default durability: fsync on, synchronous_commit on) on a free
+port in a temp dir, runs W1-W5 and the append-to-subscriber latency, and prints one JSON line
+per figure (backend "postgres"). Run alone with ``python -m bench.postgres [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import io
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import chronik
+from bench import raw_pg
+from bench.__main__ import PAYLOAD, Scale, emit, log, run_many
+from chronik.store.postgres import PostgresEventStore
+from chronik.testing.services import PostgresService, ServiceUnavailable
+
+DURABILITY = "PostgreSQL 15 defaults: fsync=on, synchronous_commit=on"
+BASE = ""  # the server's URL, set by run()
+
+
+def schema_for(path: str) -> str:
+    """A fresh schema per run_many run (it hands each run a new temp path)."""
+    return "b_" + hashlib.sha1(path.encode()).hexdigest()[:16]
+
+
+def url_for(path: str, pool: int = 16) -> str:
+    """The store URL of a run: its own schema, a pool of ``pool`` connections opened up front
+    (the raw baselines open theirs before timing too)."""
+    return f"{BASE}?schema={schema_for(path)}&pool_max_size={pool}&pool_min_size={pool}"
+
+
+def dsn() -> str:
+    return BASE
+
+
+def pg(path: str, pool: int = 2) -> PostgresEventStore:
+    store = chronik.open_store(url_for(path, pool))
+    assert isinstance(store, PostgresEventStore)
+    return store
+
+
+def event() -> chronik.EventData:
+    return chronik.EventData("bench.event", PAYLOAD)
+
+
+# --- chronik workloads -----------------------------------------------------------------------
+
+
+async def w1_chronik(path: str, sc: Scale) -> float:
+    async with pg(path) as store:
+        streams = [chronik.StreamId("bench", f"s{i}") for i in range(sc.w1_streams)]
+        versions: list[chronik.Expected] = [chronik.NO_STREAM] * len(streams)
+        start = time.perf_counter()
+        for i in range(sc.w1):
+            j = i % len(streams)
+            r = await store.append(streams[j], [event()], versions[j])
+            versions[j] = r.last_sequence
+        return sc.w1 / (time.perf_counter() - start)
+
+
+async def w2_chronik(path: str, sc: Scale) -> float:
+    async with pg(path) as store:
+        start = time.perf_counter()
+        for i in range(sc.w2 // 10):
+            events = [event() for _ in range(10)]
+            await store.append(chronik.StreamId("bench", f"b{i}"), events, chronik.NO_STREAM)
+        return sc.w2 / (time.perf_counter() - start)
+
+
+async def w3_chronik(path: str, sc: Scale) -> float:
+    async with pg(path) as store:
+        start = time.perf_counter()
+        n = 0
+        async for e in store.read_stream(chronik.StreamId("bench", "big")):
+            e.json()
+            n += 1
+        elapsed = (time.perf_counter() - start) * 1000
+        assert n == sc.w3, n
+        return elapsed
+
+
+async def w4_chronik(path: str, sc: Scale) -> float:
+    async with pg(path) as store:
+        start = time.perf_counter()
+        n = 0
+        async for e in store.read_all():
+            e.json()
+            n += 1
+        assert n == sc.w4, n
+        return n / (time.perf_counter() - start)
+
+
+def w5_chronik(tasks: int) -> Callable[[str, Scale], Any]:
+    async def run(path: str, sc: Scale) -> float:
+        per_task = sc.w5 // tasks
+        async with pg(path, pool=tasks) as store:
+
+            async def worker(k: int) -> None:
+                stream = chronik.StreamId("bench", f"c{k}")
+                version: chronik.Expected = chronik.NO_STREAM
+                for _ in range(per_task):
+                    version = (await store.append(stream, [event()], version)).last_sequence
+
+            start = time.perf_counter()
+            await asyncio.gather(*(worker(k) for k in range(tasks)))
+            return tasks * per_task / (time.perf_counter() - start)
+
+    return run
+
+
+async def latency_chronik(path: str, sc: Scale, tasks: int = 32) -> list[float]:
+    """Append-to-delivery (ms) seen by a subscriber on another store instance (so through
+    LISTEN/NOTIFY), while ``tasks`` appenders run W5; from append() returning."""
+    per_task = sc.w5 // tasks
+    async with pg(path, pool=tasks) as store, pg(path, pool=2) as watcher:
+        sent: dict[str, float] = {}
+        latencies: list[float] = []
+        total = tasks * per_task
+        sub = watcher.subscribe()
+        await watcher.head()
+        while not watcher.listening:
+            await asyncio.sleep(0.01)
+
+        async def consume() -> None:
+            n = 0
+            async for e in sub:
+                now = time.perf_counter()
+                latencies.append(max(0.0, now - sent.get(e.event_id, now)) * 1000)
+                n += 1
+                if n == total:
+                    return
+
+        consumer = asyncio.create_task(consume())
+
+        async def worker(k: int) -> None:
+            stream = chronik.StreamId("bench", f"l{k}")
+            version: chronik.Expected = chronik.NO_STREAM
+            for _ in range(per_task):
+                ev = event()
+                r = await store.append(stream, [ev], version)
+                sent[ev.event_id] = time.perf_counter()
+                version = r.last_sequence
+
+        await asyncio.gather(*(worker(k) for k in range(tasks)))
+        await asyncio.wait_for(consumer, 60)
+        await sub.close()
+        return latencies
+
+
+# --- raw workloads ---------------------------------------------------------------------------
+
+
+async def w1_raw(path: str, sc: Scale) -> float:
+    schema = schema_for(path)
+    conn = await raw_pg.connect(dsn(), schema)
+    sql = raw_pg.insert_sql(schema)
+    versions = [0] * sc.w1_streams
+    start = time.perf_counter()
+    for i in range(sc.w1):
+        j = i % sc.w1_streams
+        await raw_pg.append(conn, sql, j, versions[j], [PAYLOAD])
+        versions[j] += 1
+    rate = sc.w1 / (time.perf_counter() - start)
+    await conn.close()
+    return rate
+
+
+async def w2_raw(path: str, sc: Scale) -> float:
+    schema = schema_for(path)
+    conn = await raw_pg.connect(dsn(), schema)
+    sql = raw_pg.insert_sql(schema)
+    start = time.perf_counter()
+    for i in range(sc.w2 // 10):
+        await raw_pg.append(conn, sql, i, 0, [PAYLOAD] * 10)
+    rate = sc.w2 / (time.perf_counter() - start)
+    await conn.close()
+    return rate
+
+
+async def w3_raw(path: str, sc: Scale) -> float:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn())
+    schema = schema_for(path)
+    sid = await conn.fetchval(f'SELECT id FROM "{schema}".streams WHERE aggregate_id = $1', "big")
+    start = time.perf_counter()
+    n = await raw_pg.read_stream(conn, schema, sid)
+    elapsed = (time.perf_counter() - start) * 1000
+    await conn.close()
+    assert n == sc.w3, n
+    return elapsed
+
+
+async def w4_raw(path: str, sc: Scale) -> float:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn())
+    start = time.perf_counter()
+    n = await raw_pg.read_all(conn, schema_for(path))
+    rate = n / (time.perf_counter() - start)
+    await conn.close()
+    assert n == sc.w4, n
+    return rate
+
+
+def w5_raw(tasks: int) -> Callable[[str, Scale], Any]:
+    async def run(path: str, sc: Scale) -> float:
+        schema = schema_for(path)
+        per_task = sc.w5 // tasks
+        conns = [await raw_pg.connect(dsn(), schema) for _ in range(tasks)]
+        sql = raw_pg.insert_sql(schema)
+
+        async def worker(k: int) -> None:
+            for i in range(per_task):
+                await raw_pg.append(conns[k], sql, k, i, [PAYLOAD])
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(k) for k in range(tasks)))
+        rate = tasks * per_task / (time.perf_counter() - start)
+        for c in conns:
+            await c.close()
+        return rate
+
+    return run
+
+
+# --- fixtures and output ---------------------------------------------------------------------
+
+
+def fill(streams: list[tuple[str, int]]) -> Callable[[str], None]:
+    """A run_many setup writing (aggregate_id, count) streams in appends of 1,000."""
+
+    def setup(path: str) -> None:
+        async def go() -> None:
+            async with pg(path) as store:
+                for aggregate_id, count in streams:
+                    s = chronik.StreamId("bench", aggregate_id)
+                    for start in range(0, count, 1000):
+                        await store.append(s, [event() for _ in range(min(1000, count - start))])
+
+        asyncio.run(go())
+
+    return setup
+
+
+def pair(
+    runs: int,
+    mine: Callable[[str, Scale], Any],
+    theirs: Callable[[str, Scale], Any],
+    sc: Scale,
+    setup: Callable[[str], None] | None = None,
+) -> tuple[list[float], list[float]]:
+    """chronik and raw runs, alternated so that load from elsewhere hits both alike."""
+    a: list[float] = []
+    b: list[float] = []
+    for _ in range(runs):
+        b += run_many(1, theirs, sc, setup)
+        a += run_many(1, mine, sc, setup)
+    return a, b
+
+
+def put(workload: str, unit: str, runs: list[float], raw: list[float], **kw: Any) -> None:
+    """bench's emit, relabelled for this backend."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        emit(workload, unit, runs, raw, **kw)
+    line = json.loads(out.getvalue())
+    line["backend"] = "postgres"
+    line["durability"] = DURABILITY
+    print(json.dumps(line), flush=True)
+
+
+def run(quick: bool = False, runs: int = 3, only: set[str] | None = None) -> None:
+    """Start a server, run every PostgreSQL workload, print the JSON lines, stop it."""
+    global BASE
+    sc = Scale(quick)
+    sc.w5 = 8_000 // (10 if quick else 1)
+    want = only or {"W1", "W2", "W3", "W4", "W5", "latency"}
+    service = PostgresService(durable=True)
+    try:
+        service.start()
+    except ServiceUnavailable as exc:
+        log(f"postgres: skipped ({exc})")
+        service.stop()
+        return
+    BASE = service.url("postgres")
+    try:
+        _workloads(sc, runs, want)
+    finally:
+        service.stop()
+
+
+def _workloads(sc: Scale, runs: int, want: set[str]) -> None:
+    if "W1" in want:
+        log("postgres W1 append-1 ...")
+        mine, raw = pair(runs, w1_chronik, w1_raw, sc)
+        put(
+            "W1",
+            "events/s",
+            mine,
+            raw,
+            note=f"append-1: {sc.w1} events over {sc.w1_streams} streams, exact expectation",
+        )
+    if "W2" in want:
+        log("postgres W2 append-batch10 ...")
+        mine, raw = pair(runs, w2_chronik, w2_raw, sc)
+        put(
+            "W2",
+            "events/s",
+            mine,
+            raw,
+            note=f"append-batch10: {sc.w2} events, 10 per call, new stream each",
+        )
+    if "W3" in want:
+        log("postgres W3 rehydrate ...")
+        setup = fill([("big", sc.w3)])
+        mine, raw = pair(runs, w3_chronik, w3_raw, sc, setup)
+        put(
+            "W3",
+            "ms",
+            mine,
+            raw,
+            duration=True,
+            note=f"rehydrate: read and decode a {sc.w3}-event stream",
+        )
+    if "W4" in want:
+        log("postgres W4 read-all ...")
+        setup = fill([(f"r{i}", sc.w4 // 100) for i in range(100)])
+        mine, raw = pair(runs, w4_chronik, w4_raw, sc, setup)
+        put(
+            "W4",
+            "events/s",
+            mine,
+            raw,
+            note=f"read-all: {sc.w4} events in pages of 1,000, decoded",
+        )
+    if "W5" in want:
+        for tasks in (8, 32):
+            log(f"postgres W5 concurrent-append x{tasks} ...")
+            mine, raw = pair(runs, w5_chronik(tasks), w5_raw(tasks), sc)
+            put(
+                f"W5-{tasks}",
+                "events/s",
+                mine,
+                raw,
+                note=f"{tasks} appenders (pool of {tasks}), 1 event per call, distinct streams, "
+                f"{sc.w5} events; raw = asyncpg with {tasks} connections",
+            )
+    if "latency" in want:
+        log("postgres append-to-subscriber latency under W5 x32 ...")
+        p50s, p99s = [], []
+        for _ in range(runs):
+            lat = run_many(1, _latency_run, sc)
+            p50s.append(lat[0])
+            p99s.append(_LAST_P99[0])
+        for name, values in (("latency-p50", p50s), ("latency-p99", p99s)):
+            put(
+                name,
+                "ms",
+                values,
+                [50.0] * len(values),
+                duration=True,
+                note="append() returned -> delivered to a subscriber of another store instance "
+                "(LISTEN/NOTIFY) under 32 appenders; raw = the 50 ms target, ratio = 50/value",
+            )
+
+
+_LAST_P99 = [0.0]
+
+
+def _latency_run(path: str, sc: Scale) -> float:
+    lat = sorted(asyncio.run(latency_chronik(path, sc)))
+    _LAST_P99[0] = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+    return statistics.median(lat)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.postgres")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", default="W1,W2,W3,W4,W5,latency")
+    args = parser.parse_args()
+    run(args.quick, args.runs, set(args.only.split(",")))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

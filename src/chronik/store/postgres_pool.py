@@ -1,0 +1,121 @@
+"""A small asyncpg connection pool for the PostgreSQL store: acquire and release cost no I/O.
+
+asyncpg's own pool sends a reset query (or at least schedules a task) on every release; the
+store leaves no session state behind (its locks are transaction-scoped and every transaction is
+committed or rolled back before release), so it needs none of that. A connection that failed
+in a way that may leave it unusable is discarded, and a new one is opened on demand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from typing import Any
+
+import asyncpg
+
+__all__ = ["ConnectionPool"]
+
+
+class ConnectionPool:
+    """Up to ``max_size`` connections to ``dsn``; ``min_size`` of them opened up front."""
+
+    def __init__(self, dsn: str, min_size: int, max_size: int, timeout: float = 10) -> None:
+        self._dsn = dsn
+        self.min_size = min_size
+        self.max_size = max_size
+        self._timeout = timeout
+        self._idle: list[asyncpg.Connection] = []
+        self._size = 0  # connections open or being opened
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._closed = False
+
+    async def open(self) -> None:
+        """Open ``min_size`` connections; raises the driver's error if the server is down."""
+        conns = await asyncio.gather(*(self._connect() for _ in range(self.min_size)))
+        self._idle.extend(conns)
+
+    async def _connect(self) -> asyncpg.Connection:
+        self._size += 1
+        try:
+            return await asyncpg.connect(self._dsn, timeout=self._timeout)
+        except BaseException:
+            self._size -= 1
+            self._wake()
+            raise
+
+    async def acquire(self) -> asyncpg.Connection:
+        """An idle connection, a new one, or the next one released."""
+        while True:
+            if self._closed:
+                raise asyncpg.InterfaceError("the connection pool is closed")
+            while self._idle:
+                conn = self._idle.pop()
+                if not conn.is_closed():
+                    return conn
+                self._size -= 1
+            if self._size < self.max_size:
+                return await self._connect()
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(fut)
+            try:
+                await fut
+            except BaseException:
+                if not fut.cancelled() and fut.done():
+                    self._wake()  # pass the wake-up on
+                raise
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(fut)
+
+    def release(self, conn: asyncpg.Connection, discard: bool = False) -> None:
+        """Give ``conn`` back; ``discard`` closes it (after an error that may have broken it)."""
+        if discard or self._closed or conn.is_closed() or conn.is_in_transaction():
+            self._size -= 1
+            conn.terminate()
+        else:
+            self._idle.append(conn)
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        """Run a query on a pooled connection."""
+        conn = await self.acquire()
+        ok = False
+        try:
+            rows: list[Any] = await conn.fetch(sql, *args)
+            ok = True
+            return rows
+        except asyncpg.PostgresError as exc:
+            ok = not isinstance(
+                exc, asyncpg.PostgresConnectionError | asyncpg.exceptions.OperatorInterventionError
+            )
+            raise
+        finally:
+            self.release(conn, discard=not ok)
+
+    async def close(self) -> None:
+        """Close idle connections now; busy ones are closed when released."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            self._size -= 1
+            try:
+                await asyncio.wait_for(conn.close(), 5)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+                conn.terminate()
+        self._wake()
+
+    def terminate(self) -> None:
+        """Close every idle connection at once, without a goodbye to the server."""
+        self._closed = True
+        for conn in self._idle:
+            conn.terminate()
+        self._idle.clear()
