@@ -281,7 +281,7 @@ async def test_auth_keys_and_allowlists() -> None:
 
 
 async def test_stop_lets_in_flight_commands_finish() -> None:
-    """A command still running when the server stops completes; new calls are refused."""
+    """On stop, a running command completes, subscriptions end, new calls are refused."""
     app = build_app("memory://")
     started = asyncio.Event()
 
@@ -295,10 +295,15 @@ async def test_stop_lets_in_flight_commands_finish() -> None:
     srv = GrpcServer(app, port=0)
     await srv.start()
     async with Client(f"127.0.0.1:{srv.port}") as c:
+        events = c.subscribe()
+        follower = asyncio.create_task(anext(events))
         pending = asyncio.create_task(c.dispatch(customer("slow")))
         await started.wait()
         await srv.stop(5)
         result = await pending
         assert result.version == 0
+        async with asyncio.timeout(2):  # the subscription ended cleanly, at once
+            with pytest.raises(StopAsyncIteration):
+                await follower
         with pytest.raises(chronik.ChronikError):
             await c.dispatch(customer("late"))

@@ -38,6 +38,7 @@ from chronik.errors import (
 )
 from chronik.messages import StreamId
 from chronik.projections import Projection, ProjectionRunner
+from chronik.subscriptions import Subscription
 from chronik.server.auth import ApiKey, Auth
 from chronik.server.remote import MAX_MESSAGE_BYTES, channel_options
 from chronik.server.wire import (
@@ -145,6 +146,15 @@ class CommandGatewayService(_Service, rpc.CommandGatewayServicer):
 class EventStoreService(_Service, rpc.EventStoreServicer):
     """Append, ReadStream, ReadAll and Subscribe on the app's store."""
 
+    def __init__(self, app: Chronik, auth: Auth | None) -> None:
+        super().__init__(app, auth)
+        self.subscriptions: set[Subscription] = set()
+
+    async def close_subscriptions(self) -> None:
+        """End every open Subscribe stream cleanly (the server is stopping)."""
+        for sub in list(self.subscriptions):
+            await sub.close()
+
     async def Append(
         self, request: pb.AppendRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.AppendResponse:
@@ -207,26 +217,30 @@ class EventStoreService(_Service, rpc.EventStoreServicer):
             await _abort(context, exc)
             return
         marked = False
-        async with sub:
-            events = sub.__aiter__()
-            while True:
-                pending = asyncio.ensure_future(events.__anext__())
-                try:
-                    while not marked and not pending.done():
-                        await asyncio.wait({pending}, timeout=CAUGHT_UP_POLL)
-                        if not pending.done() and sub.caught_up:
-                            marked = True
-                            yield pb.SubscribeResponse(caught_up=str(sub.position or ""))
-                    event = await pending
-                except StopAsyncIteration:
-                    return
-                except (ChronikError, Exception) as exc:
-                    await _abort(context, exc)
-                    return
-                finally:
-                    if not pending.done():
-                        pending.cancel()
-                yield pb.SubscribeResponse(event=event_to_wire(event))
+        self.subscriptions.add(sub)
+        try:
+            async with sub:
+                events = sub.__aiter__()
+                while True:
+                    pending = asyncio.ensure_future(events.__anext__())
+                    try:
+                        while not marked and not pending.done():
+                            await asyncio.wait({pending}, timeout=CAUGHT_UP_POLL)
+                            if not pending.done() and sub.caught_up:
+                                marked = True
+                                yield pb.SubscribeResponse(caught_up=str(sub.position or ""))
+                        event = await pending
+                    except StopAsyncIteration:
+                        return
+                    except (ChronikError, Exception) as exc:
+                        await _abort(context, exc)
+                        return
+                    finally:
+                        if not pending.done():
+                            pending.cancel()
+                    yield pb.SubscribeResponse(event=event_to_wire(event))
+        finally:
+            self.subscriptions.discard(sub)
 
 
 class GrpcServer:
@@ -249,6 +263,7 @@ class GrpcServer:
         self.auth = auth
         self.max_message_bytes = max_message_bytes
         self._server: grpc.aio.Server | None = None
+        self._events: EventStoreService | None = None
         self._health = health.aio.HealthServicer()
 
     async def start(self) -> int:
@@ -256,7 +271,8 @@ class GrpcServer:
         await self.app.open()
         server = grpc.aio.server(options=channel_options(self.max_message_bytes))
         rpc.add_CommandGatewayServicer_to_server(CommandGatewayService(self.app, self.auth), server)
-        rpc.add_EventStoreServicer_to_server(EventStoreService(self.app, self.auth), server)
+        self._events = EventStoreService(self.app, self.auth)
+        rpc.add_EventStoreServicer_to_server(self._events, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         names = [
             pb.DESCRIPTOR.services_by_name["CommandGateway"].full_name,
@@ -283,7 +299,11 @@ class GrpcServer:
         server, self._server = self._server, None
         if server is not None:
             await self._health.enter_graceful_shutdown()
-            await server.stop(grace)
+            stopping = asyncio.ensure_future(server.stop(grace))  # refuses new calls at once
+            await asyncio.sleep(0)
+            if self._events is not None:
+                await self._events.close_subscriptions()
+            await stopping
         if self.runner is not None:
             await self.runner.stop()
         await self.app.close()

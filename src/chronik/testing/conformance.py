@@ -503,3 +503,19 @@ class EventStoreConformance:
         await store.save_checkpoint("summary", p1, partition=1, epoch=3)
         cp = await store.load_checkpoint("summary", 1)
         assert cp is not None and (cp.position, cp.epoch) == (p1, 3)
+
+    async def test_append_results_name_each_event_as_stored(self, store: EventStore) -> None:
+        """AppendResult.positions and recorded_at_us match the events read back."""
+        s = StreamId("result", "r1")
+        await store.append(s, [ev(0)])
+        r = await store.append(s, [ev(1), ev(2), ev(3)], 0)
+        stored = await collect(store.read_stream(s, 1))
+        assert r.positions == tuple(e.position for e in stored)
+        assert r.position == stored[-1].position
+        assert all(e.recorded_at_us == r.recorded_at_us for e in stored)
+        async with store.transaction() as tx:
+            tx.append(s, [ev(4)], 3)
+            tx.append(StreamId("result", "r2"), [ev(5), ev(6)])
+        for result in tx.results:
+            got = await collect(store.read_stream(result.stream, result.first_sequence))
+            assert result.positions == tuple(e.position for e in got)
