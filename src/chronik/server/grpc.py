@@ -38,7 +38,6 @@ from chronik.errors import (
 )
 from chronik.messages import StreamId
 from chronik.projections import Projection, ProjectionRunner
-from chronik.subscriptions import Subscription
 from chronik.server.auth import ApiKey, Auth
 from chronik.server.remote import MAX_MESSAGE_BYTES, channel_options
 from chronik.server.wire import (
@@ -48,6 +47,7 @@ from chronik.server.wire import (
     expected_from_wire,
     position_from_wire,
 )
+from chronik.subscriptions import Subscription
 from chronik.v1 import chronik_pb2 as pb
 from chronik.v1 import chronik_pb2_grpc as rpc
 
