@@ -9,13 +9,13 @@ from typing import Any, TypeVar
 
 import grpc
 import pytest
-from examples.shop.app import build_app, projections
 from pytest_bdd import given, parsers, scenarios, then, when
 
 from chronik.projections import query
 from chronik.server.grpc import GrpcServer
 from chronik.v1 import chronik_pb2 as pb
 from chronik.v1 import chronik_pb2_grpc as rpc
+from examples.shop.app import build_app, projections
 
 T = TypeVar("T")
 scenarios("features/shop.feature")

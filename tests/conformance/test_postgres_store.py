@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 from hypothesis import settings
-from tests.conformance.test_stateful import StoreMachine
 
 import chronik
 from chronik.store.base import EventStore
 from chronik.testing.conformance import EventStoreConformance, StoreFactory
 from chronik.testing.services import PostgresService
+from tests.conformance.test_stateful import StoreMachine
 
 _fresh = itertools.count(1)
 

@@ -8,7 +8,6 @@ from typing import Any
 
 import grpc
 import pytest
-from examples.shop.app import build_app
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -18,6 +17,7 @@ from chronik.server.auth import ApiKey, Auth
 from chronik.server.grpc import GrpcServer
 from chronik.v1 import chronik_pb2 as pb
 from chronik.v1 import chronik_pb2_grpc as rpc
+from examples.shop.app import build_app
 
 ITEMS = [{"sku": "book", "price_cents": 1500, "qty": 2}]
 

@@ -8,7 +8,6 @@ from typing import Any
 
 import grpc
 import pytest
-from examples.shop.app import build_app, projections
 
 import chronik
 from chronik.projections import query
@@ -17,6 +16,7 @@ from chronik.server.grpc import GrpcServer
 from chronik.server.remote import remote_projector, remote_saga
 from chronik.v1 import chronik_pb2 as pb
 from chronik.v1 import chronik_pb2_grpc as rpc
+from examples.shop.app import build_app, projections
 
 ITEMS = [
     {"sku": "book", "price_cents": 1500, "qty": 2},
