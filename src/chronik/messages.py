@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import enum
 import os
 import re
@@ -284,6 +285,27 @@ class RecordedEvent(msgspec.Struct, frozen=True):
     def json(self) -> Any:
         """The payload decoded from JSON into builtins (dict, list, str, ...)."""
         return msgspec.json.decode(self.payload)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (payload decoded when it is JSON, else base64 text)."""
+        payload: Any = (
+            self.json() if self.content_type == JSON else base64.b64encode(self.payload).decode()
+        )
+        return {
+            "event_id": self.event_id,
+            "stream": str(self.stream),
+            "domain": self.stream.domain,
+            "aggregate_id": self.stream.aggregate_id,
+            "tenant": self.stream.tenant,
+            "sequence": self.sequence,
+            "type": self.type,
+            "schema_version": self.schema_version,
+            "payload": payload,
+            "content_type": self.content_type,
+            "metadata": dict(self.metadata),
+            "recorded_at": self.recorded_at.isoformat(),
+            "position": str(self.position),
+        }
 
 
 class AppendResult(msgspec.Struct, frozen=True):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import os
@@ -42,20 +41,8 @@ def _run(make: Callable[[], Awaitable[T]]) -> T:
 
 
 def event_json(e: RecordedEvent) -> dict[str, Any]:
-    """An event as a JSON-ready dict (payload decoded when it is JSON, else base64)."""
-    payload: Any = e.json() if e.content_type == JSON else base64.b64encode(e.payload).decode()
-    return {
-        "event_id": e.event_id,
-        "stream": str(e.stream),
-        "sequence": e.sequence,
-        "type": e.type,
-        "schema_version": e.schema_version,
-        "payload": payload,
-        "content_type": e.content_type,
-        "metadata": dict(e.metadata),
-        "recorded_at": e.recorded_at.isoformat(),
-        "position": str(e.position),
-    }
+    """An event as a JSON-ready dict (see ``RecordedEvent.to_dict``)."""
+    return e.to_dict()
 
 
 def _short(e: RecordedEvent, width: int = 60) -> str:
