@@ -15,7 +15,6 @@ import contextlib
 import os
 import socket
 import time
-from typing import Any
 
 from chronik.errors import (
     CheckpointFenced,
@@ -258,36 +257,37 @@ class ProjectionProcessor:
         lane.caught_up = False
         rm = ReadModel(store, p.tables, lane.generation)
         dead: list[TableWrite] = []
-        position = lane.position
+        position: Position | None = page[-1].position
         stop_error: str | None = None
         parked = set(lane.parked)
         handlers = p.handlers
-        for e in page:
+        writes = rm.writes
+        for i, e in enumerate(page):
             if parked and str(e.stream) in parked:
                 dead.append(
                     rows.dead_letter(
                         self.projection.name, lane.generation, e, None, 0, blocked=True
                     )
                 )
-                position = e.position
                 continue
             fn, is_async = handlers[e.type]
             rm.event = e
+            rm._mark = len(writes)
             try:
-                result: Any = fn(e, rm)
                 if is_async:
-                    await result
-                error = None
+                    await fn(e, rm)  # type: ignore[misc]
+                else:
+                    fn(e, rm)
             except Exception as exc:
                 rm.discard()
                 error = await self._apply(e, rm, exc)
-            else:
-                rm._mark = len(rm.writes)
-            if error is not None:
+                if error is None:
+                    continue
                 then = p.policy.then
                 self.last_error = f"{e.type} {e.event_id} ({e.stream}): {error}"
                 if then == "stop":
                     stop_error = self.last_error
+                    position = page[i - 1].position if i else lane.position
                     break
                 if then == "park":
                     parked.add(str(e.stream))
@@ -296,7 +296,6 @@ class ProjectionProcessor:
                             self.projection.name, lane.generation, e, error, p.policy.retries + 1
                         )
                     )
-            position = e.position
         if stop_error is None and len(page) < limit and bound is not None:
             position = max(position, bound) if position is not None else bound
         state = "stopped" if stop_error is not None else self.state

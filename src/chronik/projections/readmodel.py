@@ -130,6 +130,7 @@ class ReadModel:
         self._tables = tables
         self._physical = {name: physical_name(name, generation) for name in tables}
         self._logical = {v: tables[k] for k, v in self._physical.items()}
+        self._targets: dict[str, tuple[Table, str, tuple[str, ...]]] = {}
         self.generation = generation
         self.writes: list[TableWrite] = []
         self._mark = 0  # writes before this index belong to events that succeeded
@@ -176,23 +177,18 @@ class ReadModel:
 
     def upsert(self, table: str, row: Mapping[str, Any] | None = None, **values: Any) -> None:
         """Insert the row, or update the given columns of the row with the same primary key."""
-        t = self._tables.get(table) or self._table(table)
+        target = self._targets.get(table)
+        if target is None:
+            t = self._table(table)
+            target = self._targets[table] = (t, self._physical[table], t.primary_key)
+        t, physical, key = target
         data = values if row is None else {**row, **values}
         columns = tuple(data)
         if columns not in t.shapes:
             t.shape(columns)
+        # TableWrite("upsert", ...) without the NamedTuple __new__ call
         self.writes.append(
-            _new(  # TableWrite("upsert", ...) without the NamedTuple __new__ call
-                TableWrite,
-                (
-                    "upsert",
-                    self._physical[table],
-                    columns,
-                    tuple(data.values()),
-                    None,
-                    t.primary_key,
-                ),
-            )
+            _new(TableWrite, ("upsert", physical, columns, tuple(data.values()), None, key))
         )
 
     def delete(self, table: str, **key: Any) -> None:
