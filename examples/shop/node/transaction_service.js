@@ -36,7 +36,16 @@ class JsonError extends Error {}
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 const WS = new Set([0x20, 0x09, 0x0a, 0x0d]);
-const ESCAPES = { 0x22: '"', 0x5c: '\\', 0x2f: '/', 0x62: '\b', 0x66: '\f', 0x6e: '\n', 0x72: '\r', 0x74: '\t' };
+const ESCAPES = {
+  0x22: '"',
+  0x5c: '\\',
+  0x2f: '/',
+  0x62: '\b',
+  0x66: '\f',
+  0x6e: '\n',
+  0x72: '\r',
+  0x74: '\t',
+};
 
 function truncated() {
   return new JsonError('Input data was truncated');
@@ -46,7 +55,7 @@ function malformed(reason, at) {
   return new JsonError(`JSON is malformed: ${reason} (byte ${at})`);
 }
 
-/** The JSON value in `buf` (objects as Maps, ints as BigInts, floats as Float); JsonError if bad. */
+/** The JSON value in `buf`: objects as Maps, ints as BigInts, floats as Float; JsonError if bad. */
 function decodeJson(buf) {
   let i = 0;
   const n = buf.length;
@@ -56,12 +65,13 @@ function decodeJson(buf) {
   };
 
   function hex4() {
+    if (i + 4 > n) throw truncated();
     let code = 0;
     for (let k = 0; k < 4; k += 1) {
-      if (i >= n) throw truncated();
       const c = buf[i];
-      const d = isDigit(c) ? c - 0x30 : c >= 0x61 && c <= 0x66 ? c - 0x57 : c >= 0x41 && c <= 0x46 ? c - 0x37 : -1;
-      if (d < 0) throw malformed('invalid character in unicode escape', i);
+      const lower = c | 0x20; // 'A'-'F' -> 'a'-'f'
+      const d = isDigit(c) ? c - 0x30 : lower >= 0x61 && lower <= 0x66 ? lower - 0x57 : -1;
+      if (d < 0) throw malformed('invalid character in unicode escape', i + 1);
       code = code * 16 + d;
       i += 1;
     }
@@ -72,12 +82,13 @@ function decodeJson(buf) {
     i += 1; // the opening quote
     let out = '';
     let start = i;
+    let badUtf8 = -1; // reported once the string ends (as msgspec does)
     const flush = (end) => {
       if (end > start) {
         try {
           out += utf8.decode(buf.subarray(start, end));
         } catch {
-          throw malformed('invalid utf-8 in string', start);
+          if (badUtf8 < 0) badUtf8 = start;
         }
       }
     };
@@ -86,6 +97,7 @@ function decodeJson(buf) {
       const c = buf[i];
       if (c === 0x22) {
         flush(i);
+        if (badUtf8 >= 0) throw malformed('invalid utf-8 in string', badUtf8);
         i += 1;
         return out;
       }
@@ -103,7 +115,9 @@ function decodeJson(buf) {
         let code = hex4();
         if (code >= 0xd800 && code <= 0xdbff) {
           if (i + 6 > n) throw truncated();
-          if (buf[i] !== 0x5c || buf[i + 1] !== 0x75) throw malformed('invalid utf-16 surrogate pair', i);
+          if (buf[i] !== 0x5c || buf[i + 1] !== 0x75) {
+            throw malformed('invalid utf-16 surrogate pair', i);
+          }
           i += 2;
           const low = hex4();
           if (low < 0xdc00 || low > 0xdfff) throw malformed('invalid utf-16 surrogate pair', i);
@@ -116,17 +130,17 @@ function decodeJson(buf) {
         out += ESCAPES[e];
         i += 1;
       } else {
-        throw malformed('invalid escape character in string', i);
+        throw malformed('invalid escape character in string', i + 1);
       }
       start = i;
     }
   }
 
-  function number() {
+  function number(path) {
     const start = i;
     let float = false;
     if (buf[i] === 0x2d) i += 1;
-    if (i >= n) throw truncated();
+    if (i >= n) throw malformed('invalid number', i);
     if (buf[i] === 0x30) {
       i += 1;
       if (i < n && isDigit(buf[i])) throw malformed('invalid number', i);
@@ -151,34 +165,35 @@ function decodeJson(buf) {
     const text = buf.toString('latin1', start, i);
     if (!float) return BigInt(text);
     const value = Number(text);
-    if (!Number.isFinite(value)) throw new JsonError('Number out of range');
+    if (!Number.isFinite(value)) {
+      throw new JsonError(`Number out of range${path ? ` - at \`$${path}\`` : ''}`);
+    }
     return new Float(value);
   }
 
   function literal(word, value) {
-    for (let k = 0; k < word.length; k += 1) {
-      if (i >= n) throw truncated();
-      if (buf[i] !== word.charCodeAt(k)) throw malformed('invalid character', i + 1);
-      i += 1;
-    }
+    if (i + word.length > n) throw truncated();
+    const end = i + word.length;
+    if (buf.toString('latin1', i, end) !== word) throw malformed('invalid character', end);
+    i = end;
     return value;
   }
 
-  function value() {
+  function value(path) {
     skip();
     if (i >= n) throw truncated();
     const c = buf[i];
-    if (c === 0x7b) return object();
-    if (c === 0x5b) return array();
+    if (c === 0x7b) return object(path);
+    if (c === 0x5b) return array(path);
     if (c === 0x22) return string();
     if (c === 0x74) return literal('true', true);
     if (c === 0x66) return literal('false', false);
     if (c === 0x6e) return literal('null', null);
-    if (c === 0x2d || isDigit(c)) return number();
+    if (c === 0x2d || isDigit(c)) return number(path);
     throw malformed('invalid character', i);
   }
 
-  function object() {
+  function object(path) {
     i += 1;
     const out = new Map();
     skip();
@@ -194,7 +209,7 @@ function decodeJson(buf) {
       if (i >= n) throw truncated();
       if (buf[i] !== 0x3a) throw malformed("expected ':'", i);
       i += 1;
-      out.set(key, value());
+      out.set(key, value(`${path}[...]`));
       skip();
       if (i >= n) throw truncated();
       if (buf[i] === 0x7d) {
@@ -209,7 +224,7 @@ function decodeJson(buf) {
     }
   }
 
-  function array() {
+  function array(path) {
     i += 1;
     const out = [];
     skip();
@@ -219,7 +234,7 @@ function decodeJson(buf) {
       return out;
     }
     for (;;) {
-      out.push(value());
+      out.push(value(`${path}[${out.length}]`));
       skip();
       if (i >= n) throw truncated();
       if (buf[i] === 0x5d) {
@@ -234,13 +249,13 @@ function decodeJson(buf) {
     }
   }
 
-  const result = value();
+  const result = value('');
   skip();
   if (i < n) throw malformed('trailing characters', i + 1);
   return result;
 }
 
-/** JSON text of a value made of Maps, plain objects, arrays, strings, BigInts, numbers, booleans. */
+/** JSON text of a value of Maps, plain objects, arrays, strings, BigInts, numbers, booleans. */
 function encodeJson(v) {
   if (v === null) return 'null';
   if (typeof v === 'bigint') return v.toString();
@@ -282,7 +297,9 @@ function checkItems(v) {
   if (!Array.isArray(v)) return `Expected \`array\`, got \`${typeName(v)}\``;
   for (let k = 0; k < v.length; k += 1) {
     const item = v[k];
-    if (!(item instanceof Map)) return `Expected \`object\`, got \`${typeName(item)}\` - at \`$[${k}]\``;
+    if (!(item instanceof Map)) {
+      return `Expected \`object\`, got \`${typeName(item)}\` - at \`$[${k}]\``;
+    }
     for (const [key, x] of item) {
       const check = ITEM_FIELDS.get(key);
       const problem = check ? check(x) : null;
@@ -339,7 +356,9 @@ function parseCommand(type, payload) {
     if (!(exc instanceof JsonError)) throw exc;
     throw new InvalidCommand(type, new Map([['payload', `not valid JSON: ${exc.message}`]]));
   }
-  if (!(data instanceof Map)) throw new InvalidCommand(type, new Map([['payload', 'expected a JSON object']]));
+  if (!(data instanceof Map)) {
+    throw new InvalidCommand(type, new Map([['payload', 'expected a JSON object']]));
+  }
   const problems = new Map();
   for (const [name, check] of spec.fields) {
     if (!data.has(name)) problems.set(name, 'required');
@@ -431,8 +450,15 @@ function handle(request) {
   };
   const version = BigInt(request.version) + BigInt(decided.length);
   if (decided.length && version - base >= BigInt(SNAPSHOT_EVERY)) {
-    for (const [type, payload] of decided) state = evolve(state, type, Buffer.from(encodeJson(payload)));
-    response.snapshot = { type: STATE_TYPE, schema_version: STATE_VERSION, state: encodeState(state) };
+    for (const [type, payload] of decided) {
+      state = evolve(state, type, Buffer.from(encodeJson(payload)));
+    }
+    response.snapshot = {
+      sequence: version.toString(),
+      type: STATE_TYPE,
+      schema_version: STATE_VERSION,
+      state: encodeState(state),
+    };
   }
   return response;
 }
@@ -467,7 +493,8 @@ function serve(host, port) {
         if (code === grpc.status.INTERNAL) console.error('business logic failed:', exc);
         const metadata = new grpc.Metadata();
         if (code !== grpc.status.INTERNAL) metadata.set(ERROR_KEY, exc.name);
-        callback({ code, details: code === grpc.status.INTERNAL ? String(exc) : exc.message, metadata });
+        const details = code === grpc.status.INTERNAL ? String(exc) : exc.message;
+        callback({ code, details, metadata });
         return;
       }
       callback(null, response);
