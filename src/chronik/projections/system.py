@@ -13,7 +13,7 @@ from typing import Any, Final
 
 import msgspec
 
-from chronik.errors import UnknownProjection, ValidationError
+from chronik.errors import ReadModelError, UnknownProjection, ValidationError
 from chronik.messages import Position, new_event_id
 from chronik.store.base import EventStore, TableSpec, TableWrite
 
@@ -160,10 +160,23 @@ class ProjectionAdmin:
         async with self.store.transaction() as tx:
             tx.write_tables(ensure_writes())
 
+    async def _read(
+        self,
+        table: str,
+        where: dict[str, Any] | None = None,
+        order_by: tuple[str, ...] = (),
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Rows of a bookkeeping table; the tables are created on first need (no write else)."""
+        try:
+            return await self.store.read_table(table, where, order_by, limit)
+        except ReadModelError:
+            await self.ensure()
+            return await self.store.read_table(table, where, order_by, limit)
+
     async def names(self) -> list[str]:
         """The projections that have ever reported a status, sorted."""
-        await self.ensure()
-        rows = await self.store.read_table(STATUS.name, order_by=("name",))
+        rows = await self._read(STATUS.name, order_by=("name",))
         return [r["name"] for r in rows]
 
     async def check(self, name: str) -> None:
@@ -174,14 +187,13 @@ class ProjectionAdmin:
 
     async def statuses(self) -> list[ProjectionStatus]:
         """The status of every projection, with head and lag computed now."""
-        await self.ensure()
         store = self.store
         head = await store.head()
-        rows = await store.read_table(STATUS.name, order_by=("name",))
-        letters = await store.read_table(DEAD_LETTERS.name)
+        rows = await self._read(STATUS.name, order_by=("name",))
+        letters = await self._read(DEAD_LETTERS.name)
         held = {
             r["name"]: r["expires_at"] / 1e6
-            for r in await store.read_table(LEASES.name, {"partition": 0})
+            for r in await self._read(LEASES.name, {"partition": 0})
         }
         now = time.time()
         out = []
@@ -252,19 +264,18 @@ class ProjectionAdmin:
 
     async def pending(self, request_id: str) -> bool:
         """Whether a request has not been picked up yet."""
-        return bool(await self.store.read_table(REQUESTS.name, {"id": request_id}, limit=1))
+        return bool(await self._read(REQUESTS.name, {"id": request_id}, limit=1))
 
     async def pending_for(self, name: str) -> bool:
         """Whether requests for ``name`` wait for its processor."""
-        return bool(await self.store.read_table(REQUESTS.name, {"projection": name}, limit=1))
+        return bool(await self._read(REQUESTS.name, {"projection": name}, limit=1))
 
     async def dead_letters(self, name: str | None = None) -> list[DeadLetter]:
         """Parked events of the projections' current generations, oldest first."""
         if name is not None:
             await self.check(name)
-        await self.ensure()
-        current = {r["name"]: r["generation"] for r in await self.store.read_table(STATUS.name)}
-        rows = await self.store.read_table(
+        current = {r["name"]: r["generation"] for r in await self._read(STATUS.name)}
+        rows = await self._read(
             DEAD_LETTERS.name,
             {} if name is None else {"projection": name},
             order_by=("projection", "position", "position_index"),

@@ -1,0 +1,77 @@
+"""`chronik projections` without a running processor: empty stores, queued requests, drops."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+import chronik
+from chronik.cli import _build
+from chronik.projections import ErrorPolicy, Projection, ProjectionProcessor, ReadModel, Table
+
+runner = CliRunner()
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(_build(), ["projections", *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def run_once(url: str) -> None:
+    """Append a poison event and two good ones, and run the projection until caught up."""
+    p = Projection(
+        "names",
+        tables=[Table("names", {"id": str, "name": str}, primary_key="id")],
+        policy=ErrorPolicy(retries=0),
+    )
+
+    @p.on("named")
+    def named(e: chronik.RecordedEvent, rm: ReadModel) -> None:
+        if e.json()["name"] == "poison":
+            raise ValueError("poison")
+        rm.upsert("names", id=e.stream.aggregate_id, name=e.json()["name"])
+
+    async def go() -> None:
+        async with chronik.open_store(url) as store:
+            for agg, name in [("a", "poison"), ("a", "Ada"), ("b", "Bob")]:
+                r = await store.append(
+                    chronik.StreamId("person", agg), [chronik.EventData("named", {"name": name})]
+                )
+            async with ProjectionProcessor(store, p, heartbeat=0.05) as proc:
+                await proc.wait_for(r.position)
+
+    asyncio.run(go())
+
+
+def test_status_of_a_store_without_projections(tmp_path: Path) -> None:
+    """status says there are none (an empty JSON list with --json); names are checked."""
+    url = f"sqlite:///{tmp_path}/e.db"
+    code, out, _ = cli("status", "--store", url)
+    assert code == 0 and "no projections" in out
+    code, out, _ = cli("status", "--json", "--store", url)
+    assert code == 0 and json.loads(out) == []
+    code, _, err = cli("pause", "x", "--store", url)
+    assert code == 1 and "unknown projection 'x'; known projections: none yet" in err
+
+
+def test_requests_wait_for_a_processor_and_drop_by_event(tmp_path: Path) -> None:
+    """With no processor running, requests are queued; one dead letter is dropped by its id."""
+    url = f"sqlite:///{tmp_path}/e.db"
+    run_once(url)
+    code, out, _ = cli("status", "--json", "--store", url)
+    [s] = json.loads(out)
+    assert (s["name"], s["state"], s["alive"], s["dead_letters"]) == ("names", "stopped", False, 2)
+    for args in (("pause", "names"), ("reset", "names", "--to", "1"), ("rebuild", "names")):
+        code, out, _ = cli(*args, "--store", url)
+        assert code == 0 and "queued: no processor of names is running" in out, out
+    letters = json.loads(cli("dead-letters", "list", "names", "--json", "--store", url)[1])
+    assert [d["blocked"] for d in letters] == [False, True]
+    code, out, _ = cli(
+        "dead-letters", "drop", "names", "--event", letters[0]["event_id"], "--store", url
+    )
+    assert code == 0 and "dropped 1" in out
+    code, out, _ = cli("dead-letters", "list", "--store", url)
+    assert code == 0 and "person/a" in out
