@@ -118,7 +118,7 @@ def one_run(mode: str, customers: int, commands: int) -> tuple[float, float, flo
             procs.append(proc)
         else:
             config = os.path.join(d, "chronik.yaml")
-            lines = ["app: examples.shop.app:build_app"]
+            lines = ["app: examples.shop.app:build_app", "http: {enabled: false}"]
             if mode == "remote":
                 svc, svc_port = start(
                     ["-m", "examples.shop.services.customer_service", "--port", "0"],
@@ -127,6 +127,7 @@ def one_run(mode: str, customers: int, commands: int) -> tuple[float, float, flo
                 )
                 procs.append(svc)
                 lines = [
+                    "http: {enabled: false}",
                     "registry: examples.shop.events:registry",
                     "domains: ['examples.shop.transaction:Transaction']",
                     f"business_logic: [{{domain: customer, address: '127.0.0.1:{svc_port}'}}]",

@@ -23,11 +23,12 @@ def add_serve(app: Any) -> None:
         store: str | None = typer.Option(None, "--store", help="store URL (or CHRONIK_STORE)"),
         host: str | None = typer.Option(None, "--host", help="gRPC host (default 127.0.0.1)"),
         port: int | None = typer.Option(None, "--port", help="gRPC port (default 50051)"),
+        http_port: int | None = typer.Option(None, "--http-port", help="HTTP port (default 8080)"),
         grace: float = typer.Option(10.0, "--grace", help="seconds in-flight calls get on stop"),
     ) -> None:
         """Serve commands and events over gRPC until SIGTERM or Ctrl-C."""
         try:
-            asyncio.run(run_server(config, store, host, port, grace))
+            asyncio.run(run_server(config, store, host, port, grace, http_port))
         except ChronikError as err:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(1) from None
@@ -39,11 +40,15 @@ async def run_server(
     host: str | None,
     port: int | None,
     grace: float,
+    http_port: int | None = None,
 ) -> None:
     """Build the app from the configuration, serve it, stop cleanly on SIGTERM / SIGINT."""
     from chronik.server.auth import Auth
     from chronik.server.config import build_app, build_projections, load_config, resolve_store
     from chronik.server.grpc import GrpcServer
+    from chronik.server.http import LiveQuery, create_http_app
+    from chronik.server.http_auth import HttpAuth
+    from chronik.server.http_server import HttpServer
 
     config = load_config(config_path)
     store = resolve_store(store_flag, config)
@@ -61,6 +66,26 @@ async def run_server(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     bound = await server.start()
+    http: HttpServer | None = None
+    if config.http.enabled:
+        keys = server.auth
+        jwt_config = config.auth.jwt
+        http_app = create_http_app(
+            app,
+            runner=server.runner,
+            queries=[
+                LiveQuery(q.name, q.projection, q.table, tuple(q.params), tuple(q.order_by))
+                for q in config.queries
+            ],
+            auth=HttpAuth(keys, jwt_config) if keys or jwt_config else None,
+            max_body_bytes=config.http.max_body_bytes,
+        )
+        http = HttpServer(
+            http_app,
+            host or config.http.host,
+            config.http.port if http_port is None else http_port,
+        )
+        await http.start()
     print(f"chronik serving store {store}", flush=True)
     print(f"  domains: {', '.join(app.bus.domains) or '(none)'}", flush=True)
     if server.runner is not None:
@@ -69,7 +94,13 @@ async def run_server(
         f"  gRPC:    {server.host}:{bound} (CommandGateway, EventStore, health, reflection)",
         flush=True,
     )
+    if http is not None:
+        print(
+            f"  HTTP:    http://{http.host}:{http.port}/v1 (OpenAPI at /openapi.json)", flush=True
+        )
     await stop.wait()
     print("stopping: letting in-flight calls finish", flush=True)
+    if http is not None:
+        await http.stop()
     await server.stop(grace)
     print("stopped", flush=True)

@@ -28,6 +28,7 @@ class ApiKey(msgspec.Struct, forbid_unknown_fields=True):
     commands: dict[str, list[str] | Literal["*"]] = msgspec.field(default_factory=dict)
     read: bool = True
     append: bool = False
+    admin: bool = False  # projection actions over HTTP
 
     def secret(self) -> str:
         """The key itself (from ``key`` or the environment)."""

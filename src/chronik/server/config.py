@@ -25,6 +25,7 @@ from chronik.app import Chronik
 from chronik.codec import EventRegistry
 from chronik.errors import ConfigurationError
 from chronik.projections import Projection
+from chronik.server.http_auth import JwtConfig
 from chronik.server.remote import RemoteModel, remote_projector, remote_saga
 
 __all__ = [
@@ -45,6 +46,21 @@ class GrpcConfig(msgspec.Struct, forbid_unknown_fields=True):
     max_message_bytes: int = 4 * 1024 * 1024
 
 
+class HttpConfig(msgspec.Struct, forbid_unknown_fields=True):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 1024 * 1024
+
+
+class QueryConfig(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    projection: str
+    table: str
+    params: list[str] = msgspec.field(default_factory=list)
+    order_by: list[str] = msgspec.field(default_factory=list)
+
+
 class RemoteDomain(msgspec.Struct, forbid_unknown_fields=True):
     domain: str
     address: str
@@ -61,6 +77,7 @@ class RemoteReactor(msgspec.Struct, forbid_unknown_fields=True):
 
 class AuthConfig(msgspec.Struct, forbid_unknown_fields=True):
     api_keys: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    jwt: JwtConfig | None = None
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True):
@@ -68,6 +85,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
 
     store: str | None = None
     grpc: GrpcConfig = msgspec.field(default_factory=GrpcConfig)
+    http: HttpConfig = msgspec.field(default_factory=HttpConfig)
+    queries: list[QueryConfig] = msgspec.field(default_factory=list)
     app: str | None = None
     registry: str | None = None
     domains: list[str] = msgspec.field(default_factory=list)

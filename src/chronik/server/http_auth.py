@@ -1,0 +1,116 @@
+"""HTTP auth: API keys (as for gRPC) and bearer JWTs (HS256 / RS256 allowlist, exp, nbf, aud).
+
+A JWT's permissions are its ``scope`` claim (space-separated, or a list in ``scp``): ``read``,
+``admin`` (projection actions), ``commands:DOMAIN:TYPE`` or ``commands:DOMAIN:*``. Failures are
+logged by the gateway and answered 401 (who are you?) or 403 (not allowed).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import jwt
+import msgspec
+
+from chronik.errors import AuthenticationError, ConfigurationError, PermissionDenied
+from chronik.server.auth import ApiKey, Auth
+
+__all__ = ["HttpAuth", "JwtConfig"]
+
+ALLOWED_ALGORITHMS: Final = frozenset({"HS256", "HS384", "HS512", "RS256", "RS384", "RS512"})
+
+
+class JwtConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """How bearer JWTs are verified."""
+
+    algorithms: list[str] = msgspec.field(default_factory=lambda: ["HS256"])
+    secret: str = ""
+    secret_env: str = ""
+    public_key_file: str = ""
+    audience: str | None = None
+    issuer: str | None = None
+    leeway: float = 0.0
+
+    def keys(self) -> dict[str, Any]:
+        """Verification key per algorithm family."""
+        bad = set(self.algorithms) - ALLOWED_ALGORITHMS
+        if bad or not self.algorithms:
+            raise ConfigurationError(f"JWT algorithms must be among {sorted(ALLOWED_ALGORITHMS)}")
+        keys: dict[str, Any] = {}
+        if any(a.startswith("HS") for a in self.algorithms):
+            secret = os.environ.get(self.secret_env, "") if self.secret_env else self.secret
+            if len(secret) < 16:
+                raise ConfigurationError("an HS* JWT secret must have at least 16 characters")
+            keys["HS"] = secret
+        if any(a.startswith("RS") for a in self.algorithms):
+            if not self.public_key_file:
+                raise ConfigurationError("RS* JWTs need public_key_file")
+            keys["RS"] = Path(self.public_key_file).read_text()
+        return keys
+
+
+class HttpAuth:
+    """Checks request headers: ``x-api-key``, or ``authorization: Bearer`` key or JWT."""
+
+    def __init__(self, keys: Auth | None = None, jwt_config: JwtConfig | None = None) -> None:
+        if keys is None and jwt_config is None:
+            raise ConfigurationError("HTTP auth needs API keys or a JWT configuration")
+        self.keys = keys
+        self.jwt = jwt_config
+        self._jwt_keys = jwt_config.keys() if jwt_config is not None else {}
+
+    def _principal(self, headers: Mapping[str, str]) -> ApiKey | set[str]:
+        api_key = headers.get("x-api-key", "")
+        auth = headers.get("authorization", "")
+        token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        if token.count(".") == 2 and self.jwt is not None:
+            return self._verify(token)
+        presented = api_key or token
+        if not presented:
+            raise AuthenticationError("missing credentials: send x-api-key or a bearer token")
+        if self.keys is None:
+            raise AuthenticationError("invalid bearer token")
+        return self.keys.authenticate([("x-api-key", presented)])
+
+    def _verify(self, token: str) -> set[str]:
+        assert self.jwt is not None
+        try:
+            header = jwt.get_unverified_header(token)
+            alg = header.get("alg", "")
+            if alg not in self.jwt.algorithms:
+                raise AuthenticationError(f"token algorithm {alg!r} is not allowed")
+            claims = jwt.decode(
+                token,
+                self._jwt_keys[alg[:2]],
+                algorithms=[alg],
+                audience=self.jwt.audience,
+                issuer=self.jwt.issuer,
+                leeway=self.jwt.leeway,
+                options={"require": ["exp"]},
+            )
+        except jwt.PyJWTError as exc:
+            raise AuthenticationError(f"invalid token: {exc}") from None
+        scope = claims.get("scp") or claims.get("scope") or ""
+        return set(scope.split() if isinstance(scope, str) else scope)
+
+    def check(self, headers: Mapping[str, str], action: str) -> None:
+        """Authenticate, then require ``action`` ("read" or "admin")."""
+        who = self._principal(headers)
+        if isinstance(who, ApiKey):
+            allowed = who.read if action == "read" else who.admin
+            name = who.name
+        else:
+            allowed, name = action in who, "token"
+        if not allowed:
+            raise PermissionDenied(f"{name} may not {action}")
+
+    def check_command(self, headers: Mapping[str, str], domain: str, command_type: str) -> None:
+        """Authenticate, then require permission to send this command."""
+        who = self._principal(headers)
+        if isinstance(who, ApiKey):
+            Auth.allow_command(who, domain, command_type)
+        elif not {f"commands:{domain}:*", f"commands:{domain}:{command_type}"} & who:
+            raise PermissionDenied(f"token may not send {domain}/{command_type}")

@@ -1,0 +1,114 @@
+"""Prometheus metrics of one server: commands by outcome, dispatch latency, projection lag."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from chronik.commands import CommandResult
+from chronik.errors import ChronikError
+from chronik.messages import Command
+
+if TYPE_CHECKING:
+    from chronik.app import Chronik
+    from chronik.projections import ProjectionAdmin
+    from chronik.store.base import EventStore
+
+__all__ = ["Metrics"]
+
+
+class Metrics:
+    """The server's metrics in their own registry (no global state)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.commands = Counter(
+            "chronik_commands",
+            "Commands handled, by domain and outcome",
+            ["domain", "outcome"],
+            registry=r,
+        )
+        self.command_seconds = Histogram(
+            "chronik_command_seconds",
+            "Command handling time (load, decide, append)",
+            ["domain"],
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=r,
+        )
+        self.events_appended = Counter(
+            "chronik_events_appended", "Events appended by commands", ["domain"], registry=r
+        )
+        self.subscriptions = Gauge(
+            "chronik_subscriptions", "Open HTTP event subscriptions", registry=r
+        )
+        self.head = Gauge("chronik_head_position", "The store's head position", registry=r)
+        self.lag_events = Gauge(
+            "chronik_projection_lag_events",
+            "Events a projection is behind",
+            ["projection"],
+            registry=r,
+        )
+        self.lag_seconds = Gauge(
+            "chronik_projection_lag_seconds",
+            "How old the oldest unprocessed event is",
+            ["projection"],
+            registry=r,
+        )
+        self.rate = Gauge(
+            "chronik_projection_events_per_second",
+            "Projection throughput",
+            ["projection"],
+            registry=r,
+        )
+        self._instrumented: set[int] = set()
+
+    def instrument(self, app: Chronik) -> None:
+        """Count and time every command the app dispatches (once per app)."""
+        if id(app) in self._instrumented:
+            return
+        self._instrumented.add(id(app))
+
+        async def measure(command: Command, call_next: Any) -> CommandResult:
+            start = time.perf_counter()
+            outcome = "ok"
+            try:
+                result: CommandResult = await call_next(command)
+                if result.duplicate:
+                    outcome = "duplicate"
+                self.events_appended.labels(command.domain).inc(len(result.events))
+                return result
+            except ChronikError as exc:
+                outcome = type(exc).__name__
+                raise
+            except Exception:
+                outcome = "error"
+                raise
+            finally:
+                self.commands.labels(command.domain, outcome).inc()
+                self.command_seconds.labels(command.domain).observe(time.perf_counter() - start)
+
+        app.use(measure)
+
+    async def refresh(self, store: EventStore, admin: ProjectionAdmin | None) -> None:
+        """Read the gauges that come from the database (called at scrape time)."""
+        head = await store.head()
+        self.head.set(0 if head is None else head.commit)
+        if admin is not None:
+            for s in await admin.statuses():
+                self.lag_events.labels(s.name).set(s.lag_events)
+                self.lag_seconds.labels(s.name).set(s.lag_seconds)
+                self.rate.labels(s.name).set(s.events_per_s)
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
