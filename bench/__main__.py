@@ -351,6 +351,9 @@ def main() -> None:
         from bench import projections
 
         projections.run(runs, args.quick, only)
+    from bench import postgres
+
+    postgres.run_from_bench(args)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ import asyncpg
 __all__ = ["ChangeFeed"]
 
 KEEPALIVE_SECONDS: Final = 5.0
-#: At most one NOTIFY per this many seconds: each is a transaction with its own WAL flush.
-NOTIFY_INTERVAL: Final = 0.01
+#: At most one NOTIFY per this many seconds (each is a small transaction of its own).
+NOTIFY_INTERVAL: Final = 0.005
 MAX_BACKOFF: Final = 2.0
 
 
@@ -69,7 +69,10 @@ class ChangeFeed:
         attempt = 0
         while not self._stopped:
             try:
-                conn = await asyncpg.connect(self._dsn, timeout=5)
+                # A notification needs no durability: its commit need not wait for a WAL flush.
+                conn = await asyncpg.connect(
+                    self._dsn, timeout=5, server_settings={"synchronous_commit": "off"}
+                )
             except Exception:  # any failure to connect: back off and retry
                 await asyncio.sleep(min(MAX_BACKOFF, 0.05 * 2**attempt))
                 attempt += 1

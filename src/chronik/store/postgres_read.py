@@ -138,23 +138,11 @@ class PostgresReader:
 
     async def _recorded(self, rows: Sequence[Any]) -> list[RecordedEvent]:
         streams = self._streams_by_id
-        if any(r[2] not in streams for r in rows):
+        try:
+            return _events(rows, streams)
+        except KeyError:
             await self._resolve_streams({r[2] for r in rows})
-        return [
-            RecordedEvent(
-                r[4],
-                streams[r[2]],
-                r[3],
-                r[5],
-                r[6],
-                r[7],
-                Position(r[0], r[1]),
-                r[10],
-                r[8],
-                r[9] or JSON,
-            )
-            for r in rows
-        ]
+            return _events(rows, streams)
 
     async def _stream_version(self, stream: StreamId) -> int | None:
         rows = await self._fetch(
@@ -299,6 +287,16 @@ class PostgresReader:
         )
         infos = [StreamInfo(StreamId(r[2], r[3], r[1]), r[4]) for r in rows]
         return infos, (rows[-1][0] if rows else None)
+
+
+def _events(rows: Sequence[Any], streams: dict[int, StreamId]) -> list[RecordedEvent]:
+    """Rows of COLS as events (KeyError: a stream id not in ``streams``)."""
+    return [
+        RecordedEvent(
+            eid, streams[sid], seq, etype, ver, payload, Position(xid, rid), at, md, ct or JSON
+        )
+        for xid, rid, sid, seq, eid, etype, ver, payload, md, ct, at in rows
+    ]
 
 
 def safe_url(url: str) -> str:
