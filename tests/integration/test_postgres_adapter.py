@@ -177,3 +177,18 @@ async def test_subscription_survives_a_server_restart(
         assert store.listening
         await sub.close()
         await asyncio.wait_for(consumer, 5)
+
+
+async def test_polling_delivers_while_listen_is_down(postgres_url: str) -> None:
+    """With its LISTEN connection gone, a store's subscription still sees another store's
+    appends (it polls every poll_interval)."""
+    async with pg(postgres_url, poll_interval=0.05) as a, pg(postgres_url) as b:
+        assert a._feed is not None
+        await a._feed.stop()
+        assert not a.listening
+        async with a.subscribe() as sub:
+            await b.append(StreamId("poll", "p1"), [EventData("t", {"n": 1})])
+            first = await asyncio.wait_for(anext(sub), 5)
+            await b.append(StreamId("poll", "p1"), [EventData("t", {"n": 2})])
+            second = await asyncio.wait_for(anext(sub), 5)
+        assert [first.json()["n"], second.json()["n"]] == [1, 2]

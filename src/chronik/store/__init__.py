@@ -29,7 +29,9 @@ def open_store(url: str, **options: Any) -> EventStore:
 
     Use it as ``async with open_store(url) as store``; it opens on first use otherwise. Options
     in the URL's query string or as keywords: ``max_payload_bytes``, ``max_append_events`` and
-    the adapter's own (SQLite: ``synchronous=full`` for power-loss durability).
+    the adapter's own (SQLite: ``synchronous=full`` for power-loss durability; PostgreSQL:
+    ``schema=NAME``, ``migrate=false`` to require a schema migrated by ``chronik db migrate``,
+    ``pool_min_size``, ``pool_max_size``, ``poll_interval``).
     """
     if not isinstance(url, str) or "://" not in url:
         raise ConfigurationError(

@@ -75,35 +75,32 @@ _EXPECT: Final = {ANY: -1, NO_STREAM: -2, STREAM_EXISTS: -3}
 class PostgresEventStore(PostgresReader, EventStore):
     """An event store in one PostgreSQL schema; any number of processes may share it."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        schema: str = DEFAULT_SCHEMA,
-        migrate: bool = True,
-        pool_min_size: int = 2,
-        pool_max_size: int = 16,
-        poll_interval: float = 0.2,
-        **limits: int,
-    ) -> None:
-        dsn, options = split_url(url)
-        schema = options.pop("schema", schema)
-        migrate = options.pop("migrate", migrate)
-        pool_min_size = options.pop("pool_min_size", pool_min_size)
-        pool_max_size = options.pop("pool_max_size", pool_max_size)
-        poll_interval = options.pop("poll_interval", poll_interval)
-        super().__init__(**{**options, **limits})
+    def __init__(self, url: str, **options: Any) -> None:
+        """Options (keywords win over the URL's query string): ``schema`` (default
+        ``chronik``), ``migrate`` (default True), ``pool_min_size`` (2), ``pool_max_size``
+        (16), ``poll_interval`` (0.2 s), ``max_payload_bytes``, ``max_append_events``."""
+        dsn, from_url = split_url(url)
+        settings: dict[str, Any] = {
+            "schema": DEFAULT_SCHEMA,
+            "migrate": True,
+            "pool_max_size": 16,
+            "poll_interval": 0.2,
+            **from_url,
+            **options,
+        }
+        schema = settings.pop("schema")
+        self.auto_migrate = bool(settings.pop("migrate"))
+        self.pool_max_size = int(settings.pop("pool_max_size"))
+        self.pool_min_size = int(settings.pop("pool_min_size", min(2, self.pool_max_size)))
+        self.poll_interval = float(settings.pop("poll_interval"))
+        super().__init__(**settings)
         self.url = url
         self.dsn = dsn
         self.schema = schema
         self._s = quote_schema(schema)
         self.lock_class = lock_class(schema)
-        self.auto_migrate = migrate
-        if not 1 <= pool_min_size <= pool_max_size:
+        if not 1 <= self.pool_min_size <= self.pool_max_size:
             raise ConfigurationError("need 1 <= pool_min_size <= pool_max_size")
-        self.pool_min_size = pool_min_size
-        self.pool_max_size = pool_max_size
-        self.poll_interval = poll_interval
         self._append_sql = (
             f"SELECT o_status, o_actual, o_xid, o_ids FROM {self._s}.append_events"
             "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
