@@ -85,7 +85,7 @@ class CommandSpec:
         if isinstance(payload, bytes | bytearray | memoryview):
             try:
                 payload = msgspec.json.decode(payload)
-            except msgspec.DecodeError as exc:
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
                 raise InvalidCommand(self.name, {"payload": f"not valid JSON: {exc}"}) from None
         schema = self.schema
         if schema is None:

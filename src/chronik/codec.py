@@ -225,13 +225,13 @@ class EventRegistry:
             raise DeserializationError(
                 f"{event.type} {event.event_id} does not fit {entry.cls.__qualname__}: {exc}"
             ) from exc
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise DeserializationError(f"{event.type} {event.event_id}: {exc}") from exc
 
     def _decode_dict(self, event: RecordedEvent) -> dict[str, Any]:
         try:
             return _dict_decoder.decode(event.payload)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise DeserializationError(
                 f"{event.type} {event.event_id} is not a JSON object: {exc}"
             ) from exc

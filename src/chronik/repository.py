@@ -66,7 +66,7 @@ class Repository:
                 try:
                     state = model.decode_state(snapshot)
                     version = snapshot.sequence
-                except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as exc:
+                except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError) as exc:
                     log.warning("ignoring unreadable snapshot of %s: %s", stream, exc)
         if version is None:
             state = model.initial(stream.aggregate_id)

@@ -291,17 +291,19 @@ async def test_stop_lets_in_flight_commands_finish() -> None:
         result: list[Any] = await call_next(command, state)
         return result
 
-    app.use_handler(slow)
     srv = GrpcServer(app, port=0)
     await srv.start()
     async with Client(f"127.0.0.1:{srv.port}") as c:
+        await c.dispatch(customer("first"))
+        app.use_handler(slow)
         events = c.subscribe()
+        assert (await anext(events)).stream.aggregate_id == "first"  # the stream is open
         follower = asyncio.create_task(anext(events))
         pending = asyncio.create_task(c.dispatch(customer("slow")))
         await started.wait()
         await srv.stop(5)
         result = await pending
-        assert result.version == 0
+        assert result.version == 0 and result.events[0].stream.aggregate_id == "slow"
         async with asyncio.timeout(2):  # the subscription ended cleanly, at once
             with pytest.raises(StopAsyncIteration):
                 await follower

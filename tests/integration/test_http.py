@@ -280,3 +280,10 @@ async def test_health_readiness_metrics_and_openapi(http: httpx.AsyncClient) -> 
     assert 'chronik_projection_lag_events{projection="receipts"}' in metrics
     spec = (await http.get("/openapi.json")).json()
     assert spec["openapi"].startswith("3.") and "/v1/commands" in spec["paths"]
+
+
+async def test_invalid_utf8_is_a_bad_request(http: httpx.AsyncClient) -> None:
+    """A body with invalid UTF-8 is a 400 problem, not a server error."""
+    body = b'{"domain": "customer", "aggregate_id": "c1", "type": "CreateCustomer", "payload": {"name": "\xff"}}'
+    r = await http.post("/v1/commands", content=body)
+    assert r.status_code == 400 and r.json()["title"] == "ValidationError"

@@ -288,3 +288,12 @@ async def test_an_evolve_that_fails_on_stored_events_is_a_handler_error() -> Non
         with pytest.raises(chronik.HandlerError, match="KeyError"):
             await app.dispatch(cmd("Deposit", {"amount": 1}))
         assert await app.store.stream_version(StreamId("account", "a1")) == 0
+
+
+async def test_invalid_utf8_in_a_payload_is_invalid_command() -> None:
+    """JSON bytes with invalid UTF-8 in a string are an InvalidCommand, not a crash."""
+    async with make_app() as app:
+        with pytest.raises(chronik.InvalidCommand, match="not valid JSON"):
+            await app.dispatch(cmd("Open", b'{"owner": "\xff"}'))  # type: ignore[arg-type]
+        with pytest.raises(chronik.SerializationError):
+            await app.store.append(StreamId("x", "y"), [chronik.EventData("t", b'{"a": "\xff"}')])

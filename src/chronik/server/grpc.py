@@ -149,9 +149,11 @@ class EventStoreService(_Service, rpc.EventStoreServicer):
     def __init__(self, app: Chronik, auth: Auth | None) -> None:
         super().__init__(app, auth)
         self.subscriptions: set[Subscription] = set()
+        self.stopping = False
 
     async def close_subscriptions(self) -> None:
-        """End every open Subscribe stream cleanly (the server is stopping)."""
+        """End every open Subscribe stream cleanly, and any that starts from now on."""
+        self.stopping = True
         for sub in list(self.subscriptions):
             await sub.close()
 
@@ -215,6 +217,8 @@ class EventStoreService(_Service, rpc.EventStoreServicer):
             )
         except (ChronikError, Exception) as exc:
             await _abort(context, exc)
+            return
+        if self.stopping:
             return
         marked = False
         self.subscriptions.add(sub)

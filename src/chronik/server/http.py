@@ -185,7 +185,7 @@ def create_http_app(
     async def post_command(request: Request) -> Response:
         try:
             cmd = _command_decoder.decode(await body(request))
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise ValidationError(f"invalid command body: {exc}", field="body") from None
         if auth is not None:
             auth.check_command(request.headers, cmd.domain, cmd.type)

@@ -34,6 +34,7 @@ __all__ = [
     "snapshot_to_wire",
 ]
 
+_metadata_encoder = msgspec.json.Encoder(order="sorted")  # as the stores encode metadata
 _EXPECTED_STATES = {
     pb.EXPECTED_ANY: ANY,
     pb.EXPECTED_NO_STREAM: NO_STREAM,
@@ -73,7 +74,7 @@ def event_from_wire(event: pb.Event) -> RecordedEvent:
         event.payload,
         Position.parse(event.position),
         event.recorded_at.ToMicroseconds(),
-        msgspec.json.encode(dict(event.metadata)) if event.metadata else None,
+        _metadata_encoder.encode(dict(event.metadata)) if event.metadata else None,
         event.content_type or JSON,
     )
 

@@ -70,6 +70,7 @@ READ_PAGE: Final = 1000
 _TYPE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,127}")
 _CONTENT_TYPE_RE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+(;.{0,64})?", re.I)
 _encoder = msgspec.json.Encoder()
+_metadata_encoder = msgspec.json.Encoder(order="sorted")  # canonical bytes, whatever the source
 
 
 class PreparedEvent(NamedTuple):
@@ -393,7 +394,7 @@ class EventStore(abc.ABC):
             if content_type == JSON:
                 try:
                     msgspec.json.decode(data)
-                except msgspec.DecodeError as exc:
+                except (msgspec.DecodeError, UnicodeDecodeError) as exc:
                     raise SerializationError(
                         f"payload bytes of {etype} are not valid JSON (set content_type "
                         f"for other encodings): {exc}",
@@ -421,7 +422,7 @@ class EventStore(abc.ABC):
             meta = None
         else:
             md = Metadata.of(md)
-            meta = _encoder.encode(md.to_dict()) if md else None
+            meta = _metadata_encoder.encode(md.to_dict()) if md else None
         return PreparedEvent(event_id, etype, version, data, meta, content_type)
 
     # --- reading ------------------------------------------------------------------------------
