@@ -10,7 +10,8 @@
     │   ├── TooManyEvents           more events in one append than max_append_events
     │   ├── SerializationError      a payload or metadata value that cannot be encoded as JSON
     │   ├── InvalidExpectedVersion  an expectation that is not ANY/NO_STREAM/STREAM_EXISTS/int >= 0
-    │   └── InvalidCommand          a command payload that fails its declared schema (fields)
+    │   ├── InvalidCommand          a command payload that fails its declared schema (fields)
+    │   └── InvalidMessage          a transport message, topic, group or header out of shape
     ├── ConcurrencyError            optimistic concurrency lost
     │   ├── WrongExpectedVersion    the stream was not at the expected version (expected, actual)
     │   ├── CheckpointFenced        a checkpoint write from an older lease epoch than the stored one
@@ -26,6 +27,9 @@
     ├── ReadModelError              a read-model write or query the database refused
     ├── ProjectionStopped           a projection stopped (error policy or shutdown) while awaited
     ├── StoreUnavailable            the store could not be reached; outcome may be unknown
+    ├── TransportUnavailable        the broker could not be reached; outcome may be unknown
+    ├── TransportClosed             an operation on a message transport that was closed
+    ├── ConsumerStopped             a transport consumer stopped (failure policy "stop")
     ├── ServiceUnavailable          a remote service (business logic, projector, saga) is down
     ├── AuthenticationError         missing or unknown credentials
     ├── PermissionDenied            credentials that do not allow the operation
@@ -45,12 +49,14 @@ __all__ = [
     "CommandRejected",
     "ConcurrencyError",
     "ConfigurationError",
+    "ConsumerStopped",
     "DeserializationError",
     "DuplicateEventError",
     "HandlerError",
     "InvalidCommand",
     "InvalidEventType",
     "InvalidExpectedVersion",
+    "InvalidMessage",
     "InvalidStreamId",
     "LeaseHeld",
     "MissingExtraError",
@@ -63,6 +69,8 @@ __all__ = [
     "StoreClosed",
     "StoreUnavailable",
     "TooManyEvents",
+    "TransportClosed",
+    "TransportUnavailable",
     "UnknownCommandType",
     "UnknownDomain",
     "UnknownEventType",
@@ -143,6 +151,10 @@ class InvalidCommand(ValidationError):
         self.fields = sorted(problems)
         listed = "; ".join(f"{k}: {v}" for k, v in sorted(problems.items()))
         super().__init__(f"invalid {command_type} payload: {listed}", field=",".join(self.fields))
+
+
+class InvalidMessage(ValidationError):
+    """A transport message (id, topic, group, key, headers, body) out of shape; nothing was sent."""
 
 
 class CommandRejected(ChronikError):
@@ -285,3 +297,20 @@ class PermissionDenied(ChronikError):
 
 class StoreClosed(ChronikError):
     """An operation on a store that has been closed."""
+
+
+class TransportUnavailable(ChronikError):
+    """The message broker could not be reached; ``outcome_unknown`` says whether a publish may
+    have landed (retry it with the same message id)."""
+
+    def __init__(self, message: str, *, outcome_unknown: bool = False) -> None:
+        self.outcome_unknown = outcome_unknown
+        super().__init__(message)
+
+
+class TransportClosed(ChronikError):
+    """An operation on a message transport (or one of its consumers) that has been closed."""
+
+
+class ConsumerStopped(ChronikError):
+    """A transport consumer stopped: its failure policy said stop, or it was closed."""

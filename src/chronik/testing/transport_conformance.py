@@ -1,0 +1,367 @@
+"""The message transport conformance suite: the semantics every transport must meet.
+
+Written once against the Transport port and run against every adapter with a real broker.
+Subclass ``TransportConformance`` in a pytest module and provide ``make_transport``: an async
+factory of opened transports that all talk to the same broker (accepting ``max_body_bytes``)::
+
+    class TestMyTransport(TransportConformance):
+        @pytest.fixture
+        async def make_transport(self, my_broker_url):
+            made = []
+            async def make(**options):
+                transport = await open_transport(my_broker_url, **options).open()
+                made.append(transport)
+                return transport
+            yield make
+            for transport in made:
+                await transport.close()
+
+Every test uses fresh topic names, so one broker serves the whole run. Waits are bounded and
+nothing asserts on timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from chronik.errors import (
+    ConsumerStopped,
+    InvalidMessage,
+    PayloadTooLarge,
+    TransportClosed,
+    ValidationError,
+)
+from chronik.store import open_store
+from chronik.store.base import UnitOfWork
+from chronik.transports import Delivery, FailurePolicy, Message, StoreInbox, Transport
+
+__all__ = ["TransportConformance", "TransportFactory", "eventually"]
+
+TransportFactory = Callable[..., Awaitable[Transport]]
+WAIT = 30.0
+FAST = FailurePolicy(retries=2, backoff=0.01, backoff_max=0.05)
+_names = itertools.count()
+_run = os.urandom(3).hex()
+
+
+async def eventually(check: Callable[[], bool], within: float = WAIT, what: str = "") -> None:
+    """Wait until ``check()`` is true; fail the test after ``within`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not check():
+        if loop.time() > deadline:
+            pytest.fail(f"timed out waiting for {what or check}")
+        await asyncio.sleep(0.01)
+
+
+class Recorder:
+    """A handler that records what it got, optionally failing on chosen message ids."""
+
+    def __init__(self, fail: Callable[[Delivery], bool] | None = None) -> None:
+        self.got: list[Delivery] = []
+        self.fail = fail
+
+    async def __call__(self, delivery: Delivery) -> None:
+        self.got.append(delivery)
+        if self.fail is not None and self.fail(delivery):
+            raise RuntimeError(f"handler refuses {delivery.id}")
+
+    def ids(self) -> list[str]:
+        return [d.id for d in self.got]
+
+    def bodies(self) -> list[bytes]:
+        return [d.body for d in self.got]
+
+
+def msg(topic: str, n: int, **kw: Any) -> Message:
+    """Message number ``n`` on ``topic`` (body ``b"<n>"``)."""
+    return Message(topic=topic, body=str(n).encode(), **kw)
+
+
+class TransportConformance:
+    """Subclass with a ``make_transport`` fixture; every test here must pass for the adapter."""
+
+    @pytest.fixture
+    def name(self) -> str:
+        """A topic/queue name no other test uses."""
+        return f"c{_run}.n{next(_names)}"
+
+    @pytest.fixture
+    async def transport(self, make_transport: TransportFactory) -> Transport:
+        return await make_transport()
+
+    # --- the two patterns ----------------------------------------------------------------------
+
+    async def test_fanout_reaches_every_group(self, transport: Transport, name: str) -> None:
+        """publish/subscribe: each of two groups gets every message, in publish order."""
+        a, b = Recorder(), Recorder()
+        await transport.subscribe(name, "group-a", a)
+        await transport.subscribe(name, "group-b", b)
+        sent = [msg(name, i) for i in range(10)]
+        for m in sent:
+            await transport.publish(m)
+        await eventually(lambda: len(a.got) >= 10 and len(b.got) >= 10, what="both groups")
+        assert a.ids() == b.ids() == [m.id for m in sent]
+        assert {d.group for d in a.got} == {"group-a"}
+
+    async def test_competing_consumers_share_a_group(
+        self, make_transport: TransportFactory, name: str
+    ) -> None:
+        """Two consumers of one group (on two connections) together get each message once."""
+        one, two = await make_transport(), await make_transport()
+        r1, r2 = Recorder(), Recorder()
+        await one.subscribe(name, "workers", r1, prefetch=4)
+        await two.subscribe(name, "workers", r2, prefetch=4)
+        sent = [msg(name, i) for i in range(40)]
+        for m in sent:
+            await one.publish(m)
+        await eventually(lambda: len(r1.got) + len(r2.got) >= 40, what="40 deliveries")
+        await asyncio.sleep(0.2)  # room for a wrong extra delivery to show up
+        assert sorted(r1.ids() + r2.ids()) == sorted(m.id for m in sent)
+
+    async def test_send_listen_competing_consumers(
+        self, make_transport: TransportFactory, name: str
+    ) -> None:
+        """send/listen: two listeners of a queue together get each message once."""
+        one, two = await make_transport(), await make_transport()
+        r1, r2 = Recorder(), Recorder()
+        await one.listen(name, r1, prefetch=4)
+        await two.listen(name, r2, prefetch=4)
+        sent = [msg(name, i) for i in range(30)]
+        for m in sent:
+            await two.send(m)
+        await eventually(lambda: len(r1.got) + len(r2.got) >= 30, what="30 deliveries")
+        await asyncio.sleep(0.2)
+        assert sorted(r1.ids() + r2.ids()) == sorted(m.id for m in sent)
+        assert {d.group for d in r1.got + r2.got} == {""}
+
+    async def test_queue_keeps_messages_until_a_listener_comes(
+        self, transport: Transport, name: str
+    ) -> None:
+        """A message sent before anyone listens waits on the queue; headers and keys survive."""
+        m = msg(name, 1, headers={"correlation-id": "c-1", "x-app": "ü ok"}, key="k-1")
+        await transport.send(m)
+        got = Recorder()
+        await transport.listen(name, got)
+        await eventually(lambda: bool(got.got), what="the queued message")
+        assert got.got[0].message == m
+        assert got.got[0].message.correlation_id == "c-1"
+
+    # --- failures ------------------------------------------------------------------------------
+
+    async def test_failed_handler_gets_the_message_again(
+        self, transport: Transport, name: str
+    ) -> None:
+        """A handler that fails once sees the message again (attempt 2) and it is then acked."""
+        seen: set[str] = set()
+
+        def fail_first(d: Delivery) -> bool:
+            first = d.id not in seen
+            seen.add(d.id)
+            return first
+
+        got = Recorder(fail_first)
+        consumer = await transport.subscribe(name, "retry", got, policy=FAST)
+        m = msg(name, 1)
+        await transport.publish(m)
+        await eventually(lambda: consumer.acked == 1, what="the ack")
+        assert [(d.id, d.attempt) for d in got.got] == [(m.id, 1), (m.id, 2)]
+
+    async def test_poison_message_is_dead_lettered_without_blocking(
+        self, transport: Transport, name: str
+    ) -> None:
+        """After retries the poison message goes to the dead-letter queue; other keys, unkeyed
+        messages and later messages of its own key are all handled."""
+        poison = msg(name, 0, key="a")
+        got = Recorder(lambda d: d.id == poison.id)
+        dead = Recorder()
+        await transport.listen(f"{name}.dlq-test", dead)
+        await transport.subscribe(
+            name, "main", got, policy=FAST, concurrency=4, dead_letter_queue=f"{name}.dlq-test"
+        )
+        others = [msg(name, i, key=k) for i, k in enumerate(["b", None, "a", "b", None], 1)]
+        await transport.publish(poison)
+        for m in others:
+            await transport.publish(m)
+        await eventually(lambda: bool(dead.got), what="the dead letter")
+        await eventually(lambda: set(got.ids()) >= {m.id for m in others}, what="the others")
+        assert got.ids().count(poison.id) == 3  # 1 + 2 retries, then no more
+        letter = dead.got[0]
+        assert letter.id == poison.id and letter.body == poison.body
+        assert letter.headers["dead-topic"] == name and letter.headers["dead-group"] == "main"
+        assert letter.headers["dead-attempts"] == "3"
+        assert "RuntimeError" in letter.headers["dead-reason"]
+        later_a = got.ids().index(others[2].id)
+        assert later_a > max(i for i, x in enumerate(got.ids()) if x == poison.id)
+
+    async def test_park_sets_aside_the_rest_of_the_key(
+        self, transport: Transport, name: str
+    ) -> None:
+        """Policy park: the failing message and the later messages of its key are dead-lettered
+        in order; other keys go on."""
+        first = msg(name, 0, key="p")
+        got = Recorder(lambda d: d.id == first.id)
+        dead = Recorder()
+        await transport.listen(f"{name}.parked", dead)
+        policy = FailurePolicy(retries=1, backoff=0.01, then="park")
+        await transport.subscribe(name, "g", got, policy=policy, dead_letter_queue=f"{name}.parked")
+        later, other = msg(name, 1, key="p"), msg(name, 2, key="q")
+        for m in (first, later, other):
+            await transport.publish(m)
+        await eventually(lambda: len(dead.got) >= 2 and other.id in got.ids(), what="parking")
+        assert dead.ids() == [first.id, later.id]
+        assert later.id not in got.ids()
+        assert dead.got[1].headers["dead-reason"].startswith("parked")
+
+    async def test_stop_policy_stops_and_keeps_the_message(
+        self, make_transport: TransportFactory, name: str
+    ) -> None:
+        """Policy stop: the consumer stops with ConsumerStopped; the message is not lost."""
+        transport = await make_transport()
+        policy = FailurePolicy(retries=0, then="stop")
+        consumer = await transport.listen(name, Recorder(lambda d: True), policy=policy)
+        m = msg(name, 1)
+        await transport.send(m)
+        with pytest.raises(ConsumerStopped):
+            await asyncio.wait_for(consumer.wait(), WAIT)
+        assert not consumer.running
+        got = Recorder()
+        await (await make_transport()).listen(name, got)
+        await eventually(lambda: bool(got.got), what="the kept message")
+        assert got.ids() == [m.id]
+
+    # --- order and duplicates ------------------------------------------------------------------
+
+    async def test_order_per_key_with_concurrency(self, transport: Transport, name: str) -> None:
+        """Same-key messages are handled in publish order, also across a retry; keys are
+        handled concurrently."""
+        failed: set[str] = set()
+
+        def fail_once_on_3(d: Delivery) -> bool:
+            if d.body == b"3" and d.id not in failed:
+                failed.add(d.id)
+                return True
+            return False
+
+        got = Recorder(fail_once_on_3)
+        await transport.subscribe(name, "ordered", got, policy=FAST, concurrency=4)
+        sent = [msg(name, i, key=f"k{i % 3}") for i in range(30)]
+        for m in sent:
+            await transport.publish(m)
+        await eventually(lambda: len(set(got.ids())) >= 30, what="30 messages")
+        assert failed
+        for k in ("k0", "k1", "k2"):
+            handled = list(dict.fromkeys(d.id for d in got.got if d.key == k))
+            assert handled == [m.id for m in sent if m.key == k]
+
+    async def test_duplicate_publish_takes_effect_once(
+        self, transport: Transport, name: str, tmp_path: Any
+    ) -> None:
+        """The same message id published twice: the broker drops the copy where it dedupes,
+        and a StoreInbox makes the effect happen once either way."""
+        got = Recorder()
+        effects: list[str] = []
+        async with open_store(f"sqlite:///{tmp_path}/inbox.db") as store:
+            inbox = StoreInbox(store, "effects")
+
+            async def effect(d: Delivery, unit: UnitOfWork) -> None:
+                effects.append(d.id)
+
+            handle = inbox.handler(effect)
+
+            async def both(d: Delivery) -> None:
+                await got(d)
+                await handle(d)
+
+            await transport.subscribe(name, "dedupe", both)
+            dup, marker = msg(name, 1), msg(name, 2)
+            await transport.publish(dup)
+            await transport.publish(dup)
+            await transport.publish(marker)
+            await eventually(lambda: marker.id in got.ids(), what="the marker")
+            await asyncio.sleep(0.1)
+            if transport.dedupes:
+                assert got.ids().count(dup.id) == 1
+            assert effects == [dup.id, marker.id]
+            assert await inbox.processed(dup.id)
+
+    # --- bad input and lifecycle ---------------------------------------------------------------
+
+    async def test_bad_input_is_refused_and_sends_nothing(
+        self, make_transport: TransportFactory, name: str
+    ) -> None:
+        """Bad names, ids, headers, keys, bodies and options raise typed errors; nothing is
+        delivered but the valid message sent afterwards."""
+        transport = await make_transport(max_body_bytes=1024)
+        got = Recorder()
+        await transport.subscribe(name, "checks", got)
+        bad: list[Any] = [
+            Message(topic="Bad Topic", body=b"x"),
+            Message(topic=f"{name}.*", body=b"x"),
+            Message(topic=name, body=b"x", id="has space"),
+            Message(topic=name, body=b"x", id=""),
+            Message(topic=name, body="text", id="m-str"),  # type: ignore[arg-type]
+            Message(topic=name, body=b"x", headers={"Upper": "v"}),
+            Message(topic=name, body=b"x", headers={"ok": "line\nbreak"}),
+            Message(topic=name, body=b"x", headers={"ok": 5}),  # type: ignore[dict-item]
+            Message(topic=name, body=b"x", key=""),
+            {"topic": name, "body": b"x"},
+        ]
+        for m in bad:
+            with pytest.raises(InvalidMessage):
+                await transport.publish(m)
+            with pytest.raises(InvalidMessage):
+                await transport.send(m)
+        with pytest.raises(PayloadTooLarge):
+            await transport.publish(Message(topic=name, body=b"x" * 1025))
+        for call in (
+            transport.subscribe(name, "Bad Group", got),
+            transport.subscribe("bad..topic", "g", got),
+            transport.listen(name, got, concurrency=0),
+        ):
+            with pytest.raises(ValidationError):
+                await call
+        with pytest.raises(ValidationError):
+            FailurePolicy(retries=-1)
+        ok = msg(name, 7)
+        await transport.publish(ok)
+        await eventually(lambda: bool(got.got), what="the valid message")
+        await asyncio.sleep(0.1)
+        assert got.ids() == [ok.id]
+
+    async def test_group_outlives_its_consumers(
+        self, make_transport: TransportFactory, name: str
+    ) -> None:
+        """Close and reconnect: a group keeps the messages published while no consumer ran,
+        and a message in flight when its consumer stopped comes back."""
+        first = await make_transport()
+        blocked = asyncio.Event()
+
+        async def hang(d: Delivery) -> None:
+            blocked.set()
+            await asyncio.Event().wait()
+
+        consumer = await first.subscribe(name, "durable", hang)
+        in_flight = msg(name, 0)
+        await first.publish(in_flight)
+        await asyncio.wait_for(blocked.wait(), WAIT)
+        await consumer.stop()
+        await first.close()
+        assert repr(first).endswith("closed>")
+        with pytest.raises(TransportClosed):
+            await first.publish(msg(name, 9))
+        publisher = await make_transport()
+        later = [msg(name, i) for i in range(1, 6)]
+        for m in later:
+            await publisher.publish(m)
+        got = Recorder()
+        await (await make_transport()).subscribe(name, "durable", got)
+        want = {in_flight.id} | {m.id for m in later}
+        await eventually(lambda: set(got.ids()) >= want, what="the kept messages")
+        assert next(d.attempt for d in got.got if d.id == in_flight.id) >= 1

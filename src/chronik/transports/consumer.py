@@ -1,0 +1,254 @@
+"""The consumer loop shared by every transport: fetch, run handlers, ack, retry, dead-letter.
+
+Deliveries with the same ordering key run one after the other (a lane per key); different keys
+and unkeyed messages run concurrently up to ``concurrency``. A failing handler is retried with
+backoff inside its lane, so only its own key waits; after the policy's retries the message is
+dead-lettered (or parks its key, or stops the consumer). A broker outage never ends the loop:
+it backs off and fetches again once the adapter has reconnected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Literal
+
+from chronik.errors import ConsumerStopped, TransportUnavailable
+from chronik.transports.base import Delivery, FailurePolicy, Handler, Incoming, Message, Source
+
+if TYPE_CHECKING:
+    from chronik.transports.base import Transport
+
+__all__ = ["Consumer"]
+
+log = logging.getLogger("chronik.transports")
+_Item = Incoming | str  # an unkeyed delivery, or the key of a lane that has work
+
+
+class Consumer:
+    """A running consumer of one group (or queue); ``await consumer.stop()`` ends it.
+
+    ``acked`` and ``dead_lettered`` count what it has done; ``error`` is set when its failure
+    policy stopped it, and ``wait()`` then raises ConsumerStopped.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        source: Source,
+        handler: Handler,
+        policy: FailurePolicy,
+        *,
+        concurrency: int,
+        prefetch: int,
+        kind: Literal["topic", "queue"],
+        name: str,
+        group: str,
+        dead_letter_queue: str,
+    ) -> None:
+        self.transport = transport
+        self.source = source
+        self.handler = handler
+        self.policy = policy
+        self.concurrency = concurrency
+        self.prefetch = prefetch
+        self.kind = kind
+        self.name = name
+        self.group = group
+        self.dead_letter_queue = dead_letter_queue
+        self.acked = 0
+        self.dead_lettered = 0
+        self.error: ConsumerStopped | None = None
+        self._ready: asyncio.Queue[_Item] = asyncio.Queue()
+        self._lanes: dict[str, collections.deque[Incoming]] = {}
+        self._parked: set[str] = set()
+        self._inflight: dict[int, Incoming] = {}
+        self._room = asyncio.Event()
+        self._room.set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._done = asyncio.Event()
+
+    def __repr__(self) -> str:
+        state = "stopped" if self._done.is_set() else "running"
+        where = f"{self.name}/{self.group}" if self.kind == "topic" else self.name
+        return f"<Consumer {self.kind} {where} {state} acked={self.acked}>"
+
+    @property
+    def running(self) -> bool:
+        """True until the consumer stopped."""
+        return not self._done.is_set()
+
+    def start(self) -> None:
+        """Start the fetch loop and the workers (called by the transport)."""
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._fetch_loop())]
+        self._tasks += [loop.create_task(self._worker()) for _ in range(self.concurrency)]
+
+    async def stop(self) -> None:
+        """Stop fetching and handling; unacknowledged messages go back for redelivery."""
+        if self._done.is_set():
+            return
+        self._stopping = True
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
+        for task in self._tasks:
+            if task is not current:
+                with contextlib.suppress(BaseException):
+                    await task
+        for incoming in list(self._inflight.values()):
+            with contextlib.suppress(Exception):
+                await self.source.release(incoming)
+        self._inflight.clear()
+        with contextlib.suppress(Exception):
+            await self.source.close()
+        self.transport._forget(self)
+        self._done.set()
+
+    async def wait(self) -> None:
+        """Return when the consumer stopped; raise ConsumerStopped if its policy stopped it."""
+        await self._done.wait()
+        if self.error is not None:
+            raise self.error
+
+    async def __aenter__(self) -> Consumer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # --- fetching ------------------------------------------------------------------------------
+
+    async def _fetch_loop(self) -> None:
+        pause = 0.05
+        while not self._stopping:
+            room = self.prefetch - len(self._inflight)
+            if room <= 0:
+                self._room.clear()
+                await self._room.wait()
+                continue
+            try:
+                batch = await self.source.fetch(min(room, 256), 1.0)
+            except asyncio.CancelledError:
+                raise
+            except TransportUnavailable as exc:
+                log.info("%r: broker unavailable (%s); retrying in %.2fs", self, exc, pause)
+                await asyncio.sleep(pause)
+                pause = min(2.0, pause * 2)
+                continue
+            except Exception:
+                log.exception("%r: fetch failed; retrying in %.2fs", self, pause)
+                await asyncio.sleep(pause)
+                pause = min(2.0, pause * 2)
+                continue
+            pause = 0.05
+            for incoming in batch:
+                self._inflight[id(incoming)] = incoming
+                key = incoming.message.key
+                if key is None:
+                    self._ready.put_nowait(incoming)
+                elif key in self._lanes:
+                    self._lanes[key].append(incoming)
+                else:
+                    self._lanes[key] = collections.deque([incoming])
+                    self._ready.put_nowait(key)
+
+    async def _worker(self) -> None:
+        while True:
+            item = await self._ready.get()
+            if isinstance(item, Incoming):
+                await self._process(item)
+                continue
+            lane = self._lanes[item]
+            while lane:
+                await self._process(lane[0])
+                lane.popleft()
+            del self._lanes[item]
+
+    def _finished(self, incoming: Incoming) -> None:
+        self._inflight.pop(id(incoming), None)
+        self._room.set()
+
+    # --- one message ---------------------------------------------------------------------------
+
+    async def _process(self, incoming: Incoming) -> None:
+        if self._stopping:
+            return
+        policy = self.policy
+        key = incoming.message.key
+        if key is not None and key in self._parked:
+            reason = f"parked: an earlier message of key {key!r} failed"
+            await self._give_up(incoming, reason, incoming.attempt)
+            return
+        attempt = incoming.attempt
+        limit = policy.retries + 1
+        if attempt > limit:
+            await self._give_up(incoming, f"delivered {attempt} times, more than {limit}", attempt)
+            return
+        while True:
+            try:
+                await self.handler(Delivery(incoming.message, attempt, self.group))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if attempt >= limit:
+                    await self._give_up(incoming, f"{type(exc).__name__}: {exc}", attempt)
+                    return
+                log.debug(
+                    "%r: handler failed on %s (attempt %d)", self, incoming.message.id, attempt
+                )
+                with contextlib.suppress(Exception):
+                    await self.source.touch(incoming)
+                await asyncio.sleep(policy.delay(attempt))
+                attempt += 1
+                continue
+            break
+        try:
+            await self.source.ack(incoming)
+            self.acked += 1
+        except TransportUnavailable as exc:  # the broker will redeliver it: at least once
+            log.info("%r: ack of %s failed (%s)", self, incoming.message.id, exc)
+        self._finished(incoming)
+
+    async def _give_up(self, incoming: Incoming, reason: str, attempts: int) -> None:
+        message = incoming.message
+        if self.policy.then == "stop":
+            with contextlib.suppress(Exception):
+                await self.source.release(incoming)
+            self._finished(incoming)
+            self.error = ConsumerStopped(f"{self!r} stopped on message {message.id}: {reason}")
+            asyncio.get_running_loop().create_task(self.stop())
+            return
+        if self.policy.then == "park" and message.key is not None:
+            self._parked.add(message.key)
+        dead = Message(
+            topic=self.dead_letter_queue,
+            body=message.body,
+            id=message.id,
+            key=message.key,
+            headers={
+                **message.headers,
+                "dead-topic": message.topic,
+                "dead-group": self.group,
+                "dead-reason": _printable(reason)[:2000],
+                "dead-attempts": str(attempts),
+            },
+        )
+        try:
+            await self.transport._send(dead)
+            await self.source.ack(incoming)
+            self.dead_lettered += 1
+        except TransportUnavailable as exc:  # redelivered later, and dead-lettered then
+            log.info("%r: dead-lettering %s failed (%s)", self, message.id, exc)
+            with contextlib.suppress(Exception):
+                await self.source.release(incoming)
+        log.warning("%r: dead-lettered %s: %s", self, message.id, reason)
+        self._finished(incoming)
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else " " for c in text)

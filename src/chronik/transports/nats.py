@@ -1,0 +1,229 @@
+"""The NATS JetStream transport (nats-py): durable pull consumers, explicit acks, dedup by id.
+
+``nats://host:4222`` (options: ``stream_prefix`` (default ``CHRONIK``), ``ack_wait`` seconds,
+``dedup_window`` seconds). Two streams are created on open: ``<prefix>_TOPICS`` (subjects
+``chronik.t.<topic>``, interest retention: a message lives until every group acked it) and
+``<prefix>_QUEUES`` (``chronik.q.<queue>``, work-queue retention). Each subscriber group is one
+durable consumer filtered on its topic, shared by the group's consumers (competing fetches);
+each queue is one durable consumer. The message id travels as ``Nats-Msg-Id``, so JetStream
+drops a re-published id within ``dedup_window``. The client reconnects by itself; consumers
+resume from their durable state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    RetentionPolicy,
+    StorageType,
+)
+
+from chronik.errors import ConfigurationError, TransportClosed, TransportUnavailable
+from chronik.transports.base import Incoming, Message, Source, Transport
+
+__all__ = ["NatsTransport"]
+
+NATS_ERRORS = (nats.errors.Error, TimeoutError, OSError)
+_ID, _KEY = "Nats-Msg-Id", "Chronik-Key"
+
+
+class NatsTransport(Transport):
+    """Messages in JetStream streams on a NATS server (or cluster)."""
+
+    scheme = "nats"
+    dedupes = True
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        stream_prefix: str = "CHRONIK",
+        ack_wait: float = 30.0,
+        dedup_window: float = 120.0,
+        **options: int,
+    ) -> None:
+        super().__init__(url, **options)
+        parts = urlsplit(url)
+        query = dict(parse_qsl(parts.query))
+        try:
+            self.stream_prefix = str(query.pop("stream_prefix", stream_prefix))
+            self.ack_wait = float(query.pop("ack_wait", ack_wait))
+            self.dedup_window = float(query.pop("dedup_window", dedup_window))
+        except ValueError:
+            raise ConfigurationError(f"invalid option in the NATS URL {url!r}") from None
+        if query:
+            raise ConfigurationError(f"unknown NATS URL options: {', '.join(sorted(query))}")
+        if not self.stream_prefix.replace("_", "").isalnum() or self.ack_wait <= 0:
+            raise ConfigurationError("stream_prefix must be [A-Za-z0-9_]+ and ack_wait > 0")
+        self.server = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
+        self.topics_stream = f"{self.stream_prefix}_TOPICS"
+        self.queues_stream = f"{self.stream_prefix}_QUEUES"
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+
+    async def _open(self) -> None:
+        try:
+            self._nc = await asyncio.wait_for(
+                nats.connect(
+                    self.server,
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.25,
+                    connect_timeout=2,
+                    error_cb=_quiet,
+                    disconnected_cb=_none,
+                ),
+                15,
+            )
+            self._js = self._nc.jetstream(timeout=5)
+            await self._stream(self.topics_stream, "chronik.t.>", RetentionPolicy.INTEREST)
+            await self._stream(self.queues_stream, "chronik.q.>", RetentionPolicy.WORK_QUEUE)
+        except NATS_ERRORS as exc:
+            if self._nc is not None:
+                await self._nc.close()
+            raise TransportUnavailable(f"NATS transport at {self.server}: {exc!r}") from exc
+
+    async def _stream(self, name: str, subjects: str, retention: RetentionPolicy) -> None:
+        js = self.js()
+        try:
+            await js.stream_info(name)
+            return
+        except nats.js.errors.NotFoundError:
+            pass
+        try:
+            await js.add_stream(
+                name=name,
+                subjects=[subjects],
+                retention=retention,
+                storage=StorageType.FILE,
+                duplicate_window=self.dedup_window,
+            )
+        except nats.js.errors.BadRequestError:  # created meanwhile by another process
+            await js.stream_info(name)
+
+    async def _close(self) -> None:
+        if self._nc is not None:
+            try:
+                await asyncio.wait_for(self._nc.drain(), 5)
+            except (*NATS_ERRORS, asyncio.CancelledError):
+                await self._nc.close()
+
+    def js(self) -> JetStreamContext:
+        """The JetStream context (raises TransportClosed after close)."""
+        if self._js is None or self.closed:
+            raise TransportClosed(f"{self!r} is closed")
+        return self._js
+
+    async def _publish(self, message: Message) -> None:
+        await self._put(f"chronik.t.{message.topic}", message)
+
+    async def _send(self, message: Message) -> None:
+        await self._put(f"chronik.q.{message.topic}", message)
+
+    async def _put(self, subject: str, m: Message) -> None:
+        headers = {**m.headers, _ID: m.id}
+        if m.key is not None:
+            headers[_KEY] = m.key
+        try:
+            await self.js().publish(subject, m.body, timeout=5, headers=headers)
+        except NATS_ERRORS as exc:
+            raise TransportUnavailable(f"NATS publish: {exc!r}", outcome_unknown=True) from exc
+
+    async def _source(
+        self, kind: Literal["topic", "queue"], name: str, group: str, prefetch: int
+    ) -> Source:
+        js = self.js()
+        if kind == "topic":
+            stream, durable = self.topics_stream, f"t~{group}~{name.replace('.', '~')}"
+            subject, policy = f"chronik.t.{name}", DeliverPolicy.NEW
+        else:
+            stream, durable = self.queues_stream, f"q~{name.replace('.', '~')}"
+            subject, policy = f"chronik.q.{name}", DeliverPolicy.ALL
+        config = ConsumerConfig(
+            durable_name=durable,
+            filter_subject=subject,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=policy,
+            ack_wait=self.ack_wait,
+            max_deliver=-1,
+            max_ack_pending=max(1000, prefetch * 16),
+        )
+        try:
+            try:
+                await js.consumer_info(stream, durable)
+            except nats.js.errors.NotFoundError:
+                try:
+                    await js.add_consumer(stream, config)
+                except nats.js.errors.BadRequestError:
+                    await js.consumer_info(stream, durable)
+            sub = await js.pull_subscribe_bind(durable=durable, stream=stream)
+        except NATS_ERRORS as exc:
+            raise TransportUnavailable(f"NATS consumer {durable}: {exc!r}") from exc
+        return _NatsSource(sub, len(subject) - len(name))
+
+
+class _NatsSource(Source):
+    def __init__(self, sub: JetStreamContext.PullSubscription, prefix: int) -> None:
+        self.sub = sub
+        self.prefix = prefix
+
+    async def fetch(self, limit: int, wait: float) -> list[Incoming]:
+        try:
+            msgs = await self.sub.fetch(limit, timeout=wait)
+        except nats.errors.TimeoutError:
+            return []
+        except NATS_ERRORS as exc:
+            raise TransportUnavailable(f"NATS fetch: {exc!r}") from exc
+        return [self._incoming(m) for m in msgs]
+
+    def _incoming(self, msg: Msg) -> Incoming:
+        headers = dict(msg.headers or {})
+        message_id = headers.pop(_ID, "") or f"nats-{msg.metadata.sequence.stream}"
+        key = headers.pop(_KEY, None)
+        message = Message(
+            topic=msg.subject[self.prefix :], body=msg.data, id=message_id, headers=headers, key=key
+        )
+        return Incoming(message, msg.metadata.num_delivered, msg)
+
+    async def ack(self, incoming: Incoming) -> None:
+        await _call(incoming.token.ack())
+
+    async def release(self, incoming: Incoming) -> None:
+        await _call(incoming.token.nak())
+
+    async def touch(self, incoming: Incoming) -> None:
+        await _call(incoming.token.in_progress())
+
+    async def close(self) -> None:
+        with contextlib.suppress(*NATS_ERRORS):
+            await self.sub.unsubscribe()
+
+
+async def _call(op: Any) -> None:
+    try:
+        await op
+    except nats.errors.MsgAlreadyAckdError:
+        pass
+    except NATS_ERRORS as exc:
+        raise TransportUnavailable(f"NATS ack: {exc!r}") from exc
+
+
+async def _quiet(exc: Exception) -> None:
+    """Connection errors are reported by the calls that meet them."""
+
+
+async def _none() -> None:
+    pass

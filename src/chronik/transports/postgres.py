@@ -1,0 +1,356 @@
+"""The PostgreSQL transport: a message table, LISTEN/NOTIFY wake-ups, ``FOR UPDATE SKIP LOCKED``.
+
+``postgresql://user@host/db?schema=chronik`` (options: ``schema``, ``pool_max_size``, ``lease``
+seconds a claimed message stays with its consumer, ``dedup_window`` seconds). Tables live in the
+schema, created on open: ``transport_groups`` (topic, group), ``transport_messages`` (one row
+per group and message; deleted on ack), ``transport_ids`` (published ids, for dedup) and
+``transport_inbox`` (``PostgresInbox``).
+
+A consumer claims rows with ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)``,
+setting a lease; a crashed consumer's rows come back when the lease ends. A row whose key has an
+older row in the same group is not claimable, so per-key order holds even across competing
+consumers. Acks are batched: a flusher deletes acknowledged rows (retrying across outages).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+import msgspec
+
+from chronik.errors import ConfigurationError, TransportClosed, TransportUnavailable
+from chronik.transports.base import Delivery, Incoming, Message, Source, Transport
+from chronik.transports.inbox import Inbox
+
+__all__ = ["PostgresInbox", "PostgresTransport"]
+
+DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "schema": str,
+    "pool_max_size": int,
+    "lease": float,
+    "dedup_window": float,
+}
+_json = msgspec.json.Encoder()
+_headers = msgspec.json.Decoder(dict[str, str])
+
+_SCHEMA_SQL = """
+CREATE SCHEMA IF NOT EXISTS {s};
+CREATE TABLE IF NOT EXISTS {s}.transport_groups (
+    topic text NOT NULL, grp text NOT NULL, PRIMARY KEY (topic, grp));
+CREATE TABLE IF NOT EXISTS {s}.transport_messages (
+    id bigserial PRIMARY KEY, channel text NOT NULL, message_id text NOT NULL,
+    topic text NOT NULL, key text, headers text NOT NULL, body bytea NOT NULL,
+    attempts int NOT NULL DEFAULT 0, locked_until timestamptz NOT NULL DEFAULT '-infinity');
+CREATE INDEX IF NOT EXISTS transport_messages_channel ON {s}.transport_messages (channel, id);
+CREATE INDEX IF NOT EXISTS transport_messages_key ON {s}.transport_messages (channel, key, id)
+    WHERE key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS {s}.transport_ids (
+    dest text NOT NULL, message_id text NOT NULL, at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (dest, message_id));
+CREATE TABLE IF NOT EXISTS {s}.transport_inbox (
+    consumer text NOT NULL, message_id text NOT NULL, at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (consumer, message_id));
+"""
+
+
+def _split(url: str) -> tuple[str, dict[str, Any]]:
+    parts = urlsplit(url)
+    options: dict[str, Any] = {}
+    rest: list[tuple[str, str]] = []
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key in _OPTIONS:
+            try:
+                options[key] = _OPTIONS[key](value)
+            except ValueError:
+                raise ConfigurationError(f"invalid {key!r} in the transport URL") from None
+        else:
+            rest.append((key, value))
+    dsn = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(rest), parts.fragment))
+    return dsn, options
+
+
+class PostgresTransport(Transport):
+    """Messages in PostgreSQL tables; any number of processes may share a schema."""
+
+    scheme = "postgresql"
+    dedupes = True
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str = "chronik",
+        pool_max_size: int = 10,
+        lease: float = 30.0,
+        dedup_window: float = 120.0,
+        **options: int,
+    ) -> None:
+        super().__init__(url, **options)
+        self.dsn, query = _split(url)
+        self.schema = query.get("schema", schema)
+        if not isinstance(self.schema, str) or not self.schema.isidentifier():
+            raise ConfigurationError(f"invalid schema name {self.schema!r}")
+        if self.schema != self.schema.lower():
+            raise ConfigurationError(f"schema name {self.schema!r} must be lower case")
+        self.pool_max_size = int(query.get("pool_max_size", pool_max_size))
+        self.lease = float(query.get("lease", lease))
+        self.dedup_window = float(query.get("dedup_window", dedup_window))
+        if not 1 <= self.pool_max_size <= 1000 or self.lease <= 0 or self.dedup_window < 0:
+            raise ConfigurationError("need pool_max_size 1..1000, lease > 0, dedup_window >= 0")
+        s = f'"{self.schema}"'
+        self.notify_channel = f"chronik_transport_{self.schema}"
+        self._pool: asyncpg.Pool | None = None
+        self._listener: asyncpg.Connection | None = None
+        self._wakers: dict[str, set[asyncio.Event]] = {}
+        self._watch: asyncio.Task[None] | None = None
+        fresh = (
+            "WITH fresh AS (INSERT INTO {s}.transport_ids (dest, message_id) VALUES ($6, $2) "
+            "ON CONFLICT (dest, message_id) DO UPDATE SET at = now() "
+            f"WHERE {s}.transport_ids.at < now() - make_interval(secs => {self.dedup_window}) "
+            "RETURNING 1), "
+        ).format(s=s)
+        self._publish_sql = fresh + (
+            f"ins AS (INSERT INTO {s}.transport_messages "
+            "(channel, message_id, topic, key, headers, body) "
+            "SELECT 't:' || g.topic || '/' || g.grp, $2, $1, $3, $4, $5 "
+            f"FROM {s}.transport_groups g WHERE g.topic = $1 AND EXISTS (SELECT 1 FROM fresh) "
+            "RETURNING channel) "
+            f"SELECT pg_notify('{self.notify_channel}', c) FROM (SELECT DISTINCT channel c "
+            "FROM ins) n"
+        )
+        self._send_sql = fresh + (
+            f"ins AS (INSERT INTO {s}.transport_messages "
+            "(channel, message_id, topic, key, headers, body) "
+            "SELECT $6, $2, $1, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM fresh) RETURNING channel) "
+            f"SELECT pg_notify('{self.notify_channel}', channel) FROM ins"
+        )
+        self._claim_sql = (
+            f"UPDATE {s}.transport_messages m SET attempts = m.attempts + 1, "
+            "locked_until = now() + make_interval(secs => $3) WHERE m.id IN ("
+            f"SELECT c.id FROM {s}.transport_messages c WHERE c.channel = $1 "
+            "AND c.locked_until <= now() AND (c.key IS NULL OR NOT EXISTS ("
+            f"SELECT 1 FROM {s}.transport_messages o WHERE o.channel = c.channel "
+            "AND o.key = c.key AND o.id < c.id)) ORDER BY c.id LIMIT $2 FOR UPDATE SKIP LOCKED) "
+            "RETURNING m.id, m.message_id, m.topic, m.key, m.headers, m.body, m.attempts"
+        )
+        self._ack_sql = f"DELETE FROM {s}.transport_messages WHERE id = ANY($1::bigint[])"
+        self._release_sql = (
+            f"UPDATE {s}.transport_messages SET locked_until = '-infinity' WHERE id = $1"
+        )
+        self._touch_sql = (
+            f"UPDATE {s}.transport_messages SET locked_until = now() + "
+            "make_interval(secs => $2) WHERE id = $1"
+        )
+        self._group_sql = (
+            f"INSERT INTO {s}.transport_groups (topic, grp) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+        )
+        self._purge_sql = (
+            f"DELETE FROM {s}.transport_ids WHERE at < now() - "
+            f"make_interval(secs => {self.dedup_window})"
+        )
+        self.inbox_sql = (
+            f"INSERT INTO {s}.transport_inbox (consumer, message_id) VALUES ($1, $2) "
+            "ON CONFLICT DO NOTHING RETURNING true"
+        )
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def _open(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.dsn, min_size=1, max_size=self.pool_max_size
+            )
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self.dsn)
+                await conn.execute(_SCHEMA_SQL.format(s=f'"{self.schema}"'))
+        except DRIVER_ERRORS as exc:
+            if self._pool is not None:
+                self._pool.terminate()
+            raise TransportUnavailable(f"PostgreSQL transport: {exc}") from exc
+        self._watch = asyncio.get_running_loop().create_task(self._keep_listening())
+
+    async def _close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(BaseException):
+                await self._watch
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close(timeout=2)
+        if self._pool is not None:
+            try:
+                await asyncio.wait_for(self._pool.close(), 5)
+            except (TimeoutError, *DRIVER_ERRORS):
+                self._pool.terminate()
+
+    async def _keep_listening(self) -> None:
+        """One LISTEN connection; reconnects after an outage and wakes every consumer."""
+        while True:
+            try:
+                conn = await asyncpg.connect(self.dsn)
+                self._listener = conn
+                lost = asyncio.Event()
+                conn.add_termination_listener(_setter(lost))
+                await conn.add_listener(self.notify_channel, self._notified)
+                self._wake_all()
+                purge_every = max(10.0, self.dedup_window / 4)
+                while not lost.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lost.wait(), purge_every)
+                    if not lost.is_set():
+                        await self._pool_execute(self._purge_sql)
+            except asyncio.CancelledError:
+                raise
+            except (*DRIVER_ERRORS, TransportUnavailable):
+                pass
+            self._listener = None
+            await asyncio.sleep(0.2)
+
+    def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        for event in self._wakers.get(payload, ()):
+            event.set()
+
+    def _wake_all(self) -> None:
+        for events in self._wakers.values():
+            for event in events:
+                event.set()
+
+    def pool(self) -> asyncpg.Pool:
+        """The connection pool (for ``PostgresInbox``)."""
+        if self._pool is None or self.closed:
+            raise TransportClosed(f"{self!r} is closed")
+        return self._pool
+
+    async def _pool_execute(self, sql: str, *args: Any) -> Any:
+        try:
+            async with self.pool().acquire() as conn:
+                return await conn.fetch(sql, *args)
+        except DRIVER_ERRORS as exc:
+            raise TransportUnavailable(
+                f"PostgreSQL transport: {exc}", outcome_unknown=True
+            ) from exc
+
+    # --- primitives ----------------------------------------------------------------------------
+
+    async def _publish(self, message: Message) -> None:
+        await self._put(self._publish_sql, message, f"t:{message.topic}")
+
+    async def _send(self, message: Message) -> None:
+        await self._put(self._send_sql, message, f"q:{message.topic}")
+
+    async def _put(self, sql: str, m: Message, dest: str) -> None:
+        headers = _json.encode(m.headers).decode()
+        await self._pool_execute(sql, m.topic, m.id, m.key, headers, m.body, dest)
+
+    async def _source(
+        self, kind: Literal["topic", "queue"], name: str, group: str, prefetch: int
+    ) -> Source:
+        if kind == "topic":
+            await self._pool_execute(self._group_sql, name, group)
+            channel = f"t:{name}/{group}"
+        else:
+            channel = f"q:{name}"
+        return _PostgresSource(self, channel, group)
+
+
+def _setter(event: asyncio.Event) -> Callable[[Any], None]:
+    return lambda _conn: event.set()
+
+
+class _PostgresSource(Source):
+    def __init__(self, transport: PostgresTransport, channel: str, group: str) -> None:
+        self.t = transport
+        self.channel = channel
+        self.wake = asyncio.Event()
+        self.t._wakers.setdefault(channel, set()).add(self.wake)
+        self.acks: list[int] = []
+        self.flusher: asyncio.Task[None] | None = None
+
+    async def fetch(self, limit: int, wait: float) -> list[Incoming]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            self.wake.clear()
+            rows = await self.t._pool_execute(self.t._claim_sql, self.channel, limit, self.t.lease)
+            if rows:
+                rows.sort(key=lambda r: r[0])
+                return [
+                    Incoming(
+                        Message(
+                            topic=r[2], body=r[5], id=r[1], headers=_headers.decode(r[4]), key=r[3]
+                        ),
+                        r[6],
+                        r[0],
+                    )
+                    for r in rows
+                ]
+            left = deadline - loop.time()
+            if left <= 0:
+                return []
+            try:
+                await asyncio.wait_for(self.wake.wait(), left)
+            except TimeoutError:
+                return []
+
+    async def ack(self, incoming: Incoming) -> None:
+        self.acks.append(incoming.token)
+        if self.flusher is None or self.flusher.done():
+            self.flusher = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        """Delete acknowledged rows in batches; across an outage, keep them and retry."""
+        pause = 0.05
+        while self.acks:
+            ids, self.acks = self.acks, []
+            try:
+                await self.t._pool_execute(self.t._ack_sql, ids)
+                pause = 0.05
+            except TransportUnavailable:
+                self.acks = ids + self.acks
+                await asyncio.sleep(pause)
+                pause = min(2.0, pause * 2)
+            except TransportClosed:
+                return
+        self.wake.set()  # the next message of a key may be claimable now
+
+    async def release(self, incoming: Incoming) -> None:
+        await self.t._pool_execute(self.t._release_sql, incoming.token)
+
+    async def touch(self, incoming: Incoming) -> None:
+        await self.t._pool_execute(self.t._touch_sql, incoming.token, self.t.lease)
+
+    async def close(self) -> None:
+        self.t._wakers.get(self.channel, set()).discard(self.wake)
+        if self.flusher is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self.flusher), 5)
+
+
+class PostgresInbox(Inbox[asyncpg.Connection]):
+    """Processed ids in ``transport_inbox``: ``fn(delivery, connection)`` runs inside the
+    transaction that recorded the id, so the handler's writes and the record commit together."""
+
+    def __init__(self, transport: PostgresTransport, consumer: str) -> None:
+        super().__init__(consumer)
+        self.transport = transport
+
+    async def _run(
+        self,
+        delivery: Delivery,
+        fn: Callable[[Delivery, asyncpg.Connection], Awaitable[Any]],
+    ) -> bool:
+        await self.transport._ready()
+        try:
+            async with self.transport.pool().acquire() as conn, conn.transaction():
+                if not await conn.fetchval(self.transport.inbox_sql, self.consumer, delivery.id):
+                    return False
+                await fn(delivery, conn)
+                return True
+        except DRIVER_ERRORS as exc:
+            raise TransportUnavailable(f"PostgreSQL inbox: {exc}", outcome_unknown=True) from exc
