@@ -276,7 +276,7 @@ async def test_health_readiness_metrics_and_openapi(http: httpx.AsyncClient) -> 
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
     metrics = (await http.get("/metrics")).text
     assert 'chronik_commands_total{domain="customer",outcome="ok"}' in metrics
-    assert "chronik_command_seconds_bucket" in metrics
+    assert "chronik_command_seconds_bucket" in metrics and "chronik_append_seconds_count" in metrics
     assert 'chronik_projection_lag_events{projection="receipts"}' in metrics
     spec = (await http.get("/openapi.json")).json()
     assert spec["openapi"].startswith("3.") and "/v1/commands" in spec["paths"]

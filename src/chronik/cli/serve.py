@@ -44,7 +44,13 @@ async def run_server(
 ) -> None:
     """Build the app from the configuration, serve it, stop cleanly on SIGTERM / SIGINT."""
     from chronik.server.auth import Auth
-    from chronik.server.config import build_app, build_projections, load_config, resolve_store
+    from chronik.server.config import (
+        build_app,
+        build_projections,
+        load_config,
+        resolve_store,
+        setup_observability,
+    )
     from chronik.server.grpc import GrpcServer
     from chronik.server.http import LiveQuery, create_http_app
     from chronik.server.http_auth import HttpAuth
@@ -53,6 +59,7 @@ async def run_server(
     config = load_config(config_path)
     store = resolve_store(store_flag, config)
     app = build_app(config, store)
+    setup_observability(config, app)
     server = GrpcServer(
         app,
         host=host or config.grpc.host,

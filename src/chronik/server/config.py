@@ -34,6 +34,7 @@ __all__ = [
     "build_app",
     "build_projections",
     "load_config",
+    "setup_observability",
     "resolve_store",
 ]
 
@@ -75,6 +76,12 @@ class RemoteReactor(msgspec.Struct, forbid_unknown_fields=True):
     timeout: float = 5.0
 
 
+class ObservabilityConfig(msgspec.Struct, forbid_unknown_fields=True):
+    tracing: bool = False  # OpenTelemetry spans (extra `otel`; configure the SDK yourself)
+    log_format: str = "text"  # or "json"
+    log_level: str = "INFO"
+
+
 class AuthConfig(msgspec.Struct, forbid_unknown_fields=True):
     api_keys: list[dict[str, Any]] = msgspec.field(default_factory=list)
     jwt: JwtConfig | None = None
@@ -95,6 +102,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     projectors: list[RemoteReactor] = msgspec.field(default_factory=list)
     sagas: list[RemoteReactor] = msgspec.field(default_factory=list)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    observability: ObservabilityConfig = msgspec.field(default_factory=ObservabilityConfig)
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -172,4 +180,32 @@ def build_projections(config: Config, app: Chronik) -> list[Projection]:
         found.append(remote_projector(p.name, p.address, p.types, timeout=p.timeout))
     for s in config.sagas:
         found.append(remote_saga(s.name, s.address, s.types, app.dispatch, timeout=s.timeout))
+    if config.observability.tracing:
+        from chronik.observability import trace_projection
+
+        found = [trace_projection(p) for p in found]
     return found
+
+
+def setup_observability(config: Config, app: Chronik) -> None:
+    """Logging format and level, and command tracing, as configured."""
+    import logging
+
+    from chronik.observability import JsonFormatter, trace_commands
+
+    obs = config.observability
+    if obs.log_format not in ("text", "json"):
+        raise ConfigurationError(f"log_format must be text or json, not {obs.log_format!r}")
+    handler = logging.StreamHandler()
+    if obs.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    try:
+        root.setLevel(obs.log_level.upper())
+    except ValueError:
+        raise ConfigurationError(f"unknown log level {obs.log_level!r}") from None
+    if obs.tracing:
+        trace_commands(app)

@@ -48,6 +48,14 @@ class Metrics:
         self.events_appended = Counter(
             "chronik_events_appended", "Events appended by commands", ["domain"], registry=r
         )
+        self.appends = Counter(
+            "chronik_appends", "Units of work committed with appends", registry=r
+        )
+        self.append_seconds = Histogram(
+            "chronik_append_seconds", "Time to commit a unit of work with appends",
+            buckets=(0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
+            registry=r,
+        )
         self.subscriptions = Gauge(
             "chronik_subscriptions", "Open HTTP event subscriptions", registry=r
         )
@@ -98,6 +106,13 @@ class Metrics:
                 self.command_seconds.labels(command.domain).observe(time.perf_counter() - start)
 
         app.use(measure)
+
+        def appended(appends: list[Any], seconds: float) -> None:
+            if appends:
+                self.appends.inc()
+                self.append_seconds.observe(seconds)
+
+        app.store.write_observers.append(appended)
 
     async def refresh(self, store: EventStore, admin: ProjectionAdmin | None) -> None:
         """Read the gauges that come from the database (called at scrape time)."""

@@ -11,7 +11,7 @@ import abc
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple, Self
 
@@ -273,6 +273,8 @@ class EventStore(abc.ABC):
         self._state = "new"
         self._open_lock: asyncio.Lock | None = None
         self._change: asyncio.Event | None = None
+        # called after each committed unit with its appends and how long the commit took
+        self.write_observers: list[Callable[[list[AppendRequest], float], None]] = []
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -335,13 +337,24 @@ class EventStore(abc.ABC):
         request = self.prepare(stream, events, expected)
         if self._state != "open":
             await self.open()
-        return (await self._write(WriteUnit([request], [], [])))[0]
+        return (await self._commit(WriteUnit([request], [], [])))[0]
 
     async def append_prepared(self, request: AppendRequest) -> AppendResult:
         """Append a request made by ``prepare`` (callers that need the encoded events)."""
         if self._state != "open":
             await self.open()
-        return (await self._write(WriteUnit([request], [], [])))[0]
+        return (await self._commit(WriteUnit([request], [], [])))[0]
+
+    async def _commit(self, unit: WriteUnit) -> list[AppendResult]:
+        """``_write``, timed for the write observers."""
+        if not self.write_observers:
+            return await self._write(unit)
+        start = time.perf_counter()
+        results = await self._write(unit)
+        elapsed = time.perf_counter() - start
+        for observe in self.write_observers:
+            observe(unit.appends, elapsed)
+        return results
 
     def transaction(self) -> UnitOfWork:
         """A unit of work: appends to several streams, committed all or nothing."""
@@ -763,7 +776,7 @@ class UnitOfWork:
         if self._results is None:
             if self._requests or self._checkpoints or self._snapshots or self._tables:
                 await self._store._ready()
-                self._results = await self._store._write(
+                self._results = await self._store._commit(
                     WriteUnit(self._requests, self._checkpoints, self._snapshots, self._tables)
                 )
             else:
