@@ -192,3 +192,17 @@ async def test_polling_delivers_while_listen_is_down(postgres_url: str) -> None:
             await b.append(StreamId("poll", "p1"), [EventData("t", {"n": 2})])
             second = await asyncio.wait_for(anext(sub), 5)
         assert [first.json()["n"], second.json()["n"]] == [1, 2]
+
+
+async def test_values_postgres_refuses_are_validation_errors(postgres_url: str) -> None:
+    """A text value PostgreSQL cannot store (a NUL character) is a ValidationError on write and
+    on read, and nothing is stored."""
+    async with pg(postgres_url) as store:
+        s = StreamId("nul", "n1")
+        with pytest.raises(chronik.ValidationError):
+            await store.append(s, [EventData("t", {}, event_id="bad\x00id")])
+        with pytest.raises(chronik.ValidationError):
+            await store.get_event("bad\x00id")
+        assert await store.head() is None
+        await store.append(s, [EventData("t", {})])
+        assert await store.stream_version(s) == 0

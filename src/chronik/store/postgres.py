@@ -26,6 +26,7 @@ from chronik.errors import (
     ChronikError,
     ConfigurationError,
     StoreUnavailable,
+    ValidationError,
     WrongExpectedVersion,
 )
 from chronik.messages import (
@@ -186,8 +187,10 @@ class PostgresEventStore(PostgresReader, EventStore):
             except Exception as exc:
                 if is_connection_error(exc):
                     raise self._unavailable("write", exc, unknown=True) from exc
+                broken = not isinstance(exc, asyncpg.PostgresError)
+                if isinstance(exc, asyncpg.DataError):  # e.g. a NUL character in a text value
+                    raise ValidationError(f"PostgreSQL refused a value: {exc}") from exc
                 if isinstance(exc, asyncpg.PostgresError):
-                    broken = False
                     raise self._unavailable("write", exc) from exc
                 raise
             finally:

@@ -13,7 +13,7 @@ from typing import Any, Final, NamedTuple, TypeVar
 
 import asyncpg
 
-from chronik.errors import StoreUnavailable
+from chronik.errors import StoreUnavailable, ValidationError
 from chronik.messages import (
     JSON,
     Checkpoint,
@@ -95,6 +95,8 @@ class PostgresReader:
         """Run a read; driver errors become StoreUnavailable."""
         try:
             return await fn()
+        except asyncpg.DataError as exc:
+            raise ValidationError(f"PostgreSQL refused a value: {exc}") from exc
         except DRIVER_ERRORS as exc:
             raise self._unavailable(what, exc) from exc
 
