@@ -359,7 +359,7 @@ def _workloads(sc: Scale, runs: int, want: set[str]) -> None:
             note=f"read-all: {sc.w4} events in pages of 1,000, decoded",
         )
     if "W5" in want:
-        for tasks in (8, 32):
+        for tasks in (8, 16, 32):
             log(f"postgres W5 concurrent-append x{tasks} ...")
             mine, raw = pair(runs, w5_chronik(tasks), w5_raw(tasks), sc)
             put(
