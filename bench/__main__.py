@@ -245,7 +245,7 @@ def memory_mb(which: str, path: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--only", default="W1,W2,W3,W4,W4-memory,W6,W3s,W7,W8,W9")
+    parser.add_argument("--only", default="W1,W2,W3,W4,W4-memory,W6,W3s,W7,W8,W9,W11")
     parser.add_argument("--quick", action="store_true", help="sizes / 10, for a smoke test")
     args = parser.parse_args()
     sc = Scale(args.quick)
@@ -354,6 +354,10 @@ def main() -> None:
     from bench import postgres
 
     postgres.run_from_bench(args)
+    if "W11" in only:
+        from bench import transports
+
+        transports.run(runs, args.quick)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Broker restarts mid-stream: consumers resume by themselves, none acked message lost."""
+"""Broker restarts mid-stream: consumers resume by themselves and lose no acked message."""
 
 from __future__ import annotations
 

@@ -44,13 +44,13 @@ CREATE SCHEMA IF NOT EXISTS {s};
 CREATE TABLE IF NOT EXISTS {s}.transport_groups (
     topic text NOT NULL, grp text NOT NULL, PRIMARY KEY (topic, grp));
 CREATE TABLE IF NOT EXISTS {s}.transport_messages (
-    id bigserial PRIMARY KEY, channel text NOT NULL, message_id text NOT NULL,
+    id bigserial, channel text NOT NULL, message_id text NOT NULL,
     topic text NOT NULL, key text, headers text NOT NULL, body bytea NOT NULL,
-    attempts int NOT NULL DEFAULT 0, locked_until timestamptz NOT NULL DEFAULT '-infinity');
-CREATE INDEX IF NOT EXISTS transport_messages_channel ON {s}.transport_messages (channel, id);
+    attempts int NOT NULL DEFAULT 0, locked_until timestamptz NOT NULL DEFAULT '-infinity',
+    PRIMARY KEY (channel, id));
 CREATE INDEX IF NOT EXISTS transport_messages_key ON {s}.transport_messages (channel, key, id)
     WHERE key IS NOT NULL;
-CREATE TABLE IF NOT EXISTS {s}.transport_ids (
+CREATE UNLOGGED TABLE IF NOT EXISTS {s}.transport_ids (
     dest text NOT NULL, message_id text NOT NULL, at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (dest, message_id));
 CREATE TABLE IF NOT EXISTS {s}.transport_inbox (
@@ -132,20 +132,23 @@ class PostgresTransport(Transport):
         )
         self._claim_sql = (
             f"UPDATE {s}.transport_messages m SET attempts = m.attempts + 1, "
-            "locked_until = now() + make_interval(secs => $3) WHERE m.id IN ("
+            "locked_until = now() + make_interval(secs => $3) WHERE m.channel = $1 AND m.id IN ("
             f"SELECT c.id FROM {s}.transport_messages c WHERE c.channel = $1 "
             "AND c.locked_until <= now() AND (c.key IS NULL OR NOT EXISTS ("
             f"SELECT 1 FROM {s}.transport_messages o WHERE o.channel = c.channel "
             "AND o.key = c.key AND o.id < c.id)) ORDER BY c.id LIMIT $2 FOR UPDATE SKIP LOCKED) "
             "RETURNING m.id, m.message_id, m.topic, m.key, m.headers, m.body, m.attempts"
         )
-        self._ack_sql = f"DELETE FROM {s}.transport_messages WHERE id = ANY($1::bigint[])"
+        self._ack_sql = (
+            f"DELETE FROM {s}.transport_messages WHERE channel = $1 AND id = ANY($2::bigint[])"
+        )
         self._release_sql = (
-            f"UPDATE {s}.transport_messages SET locked_until = '-infinity' WHERE id = $1"
+            f"UPDATE {s}.transport_messages SET locked_until = '-infinity' "
+            "WHERE channel = $2 AND id = $1"
         )
         self._touch_sql = (
             f"UPDATE {s}.transport_messages SET locked_until = now() + "
-            "make_interval(secs => $2) WHERE id = $1"
+            "make_interval(secs => $2) WHERE channel = $3 AND id = $1"
         )
         self._group_sql = (
             f"INSERT INTO {s}.transport_groups (topic, grp) VALUES ($1, $2) ON CONFLICT DO NOTHING"
@@ -309,7 +312,7 @@ class _PostgresSource(Source):
         while self.acks:
             ids, self.acks = self.acks, []
             try:
-                await self.t._pool_execute(self.t._ack_sql, ids)
+                await self.t._pool_execute(self.t._ack_sql, self.channel, ids)
                 pause = 0.05
             except TransportUnavailable:
                 self.acks = ids + self.acks
@@ -320,10 +323,10 @@ class _PostgresSource(Source):
         self.wake.set()  # the next message of a key may be claimable now
 
     async def release(self, incoming: Incoming) -> None:
-        await self.t._pool_execute(self.t._release_sql, incoming.token)
+        await self.t._pool_execute(self.t._release_sql, incoming.token, self.channel)
 
     async def touch(self, incoming: Incoming) -> None:
-        await self.t._pool_execute(self.t._touch_sql, incoming.token, self.t.lease)
+        await self.t._pool_execute(self.t._touch_sql, incoming.token, self.t.lease, self.channel)
 
     async def close(self) -> None:
         self.t._wakers.get(self.channel, set()).discard(self.wake)
