@@ -103,8 +103,7 @@ async def test_notify_wakes_another_store_instance(postgres_url: str) -> None:
 
 
 async def test_kill_9_of_a_backend_mid_append(postgres_url: str) -> None:
-    """SIGKILL of the backend running an append: StoreUnavailable(outcome_unknown), nothing
-    half-written, and retrying the same events stores them exactly once."""
+    """kill -9 of a backend mid-append: outcome-unknown StoreUnavailable; a retry stores once."""
     async with pg(postgres_url) as store:
         s = StreamId("kill", "k1")
         await store.append(s, [EventData("t", {"n": 0})])
@@ -141,8 +140,7 @@ async def test_kill_9_of_a_backend_mid_append(postgres_url: str) -> None:
 async def test_subscription_survives_a_server_restart(
     postgres_url: str, postgres_restart: Callable[[], None]
 ) -> None:
-    """A live subscription keeps going across a PostgreSQL restart: it reconnects, resumes
-    from its position, and delivers every event exactly once."""
+    """A live subscription survives a server restart: reconnects, resumes, no duplicates."""
     async with pg(postgres_url, poll_interval=0.05) as store:
         got: list[RecordedEvent] = []
         sub = store.subscribe()
@@ -180,8 +178,7 @@ async def test_subscription_survives_a_server_restart(
 
 
 async def test_polling_delivers_while_listen_is_down(postgres_url: str) -> None:
-    """With its LISTEN connection gone, a store's subscription still sees another store's
-    appends (it polls every poll_interval)."""
+    """With LISTEN down, a subscription still sees another store's appends (it polls)."""
     async with pg(postgres_url, poll_interval=0.05) as a, pg(postgres_url) as b:
         assert a._feed is not None
         await a._feed.stop()
@@ -195,8 +192,7 @@ async def test_polling_delivers_while_listen_is_down(postgres_url: str) -> None:
 
 
 async def test_values_postgres_refuses_are_validation_errors(postgres_url: str) -> None:
-    """A text value PostgreSQL cannot store (a NUL character) is a ValidationError on write and
-    on read, and nothing is stored."""
+    """A text value PostgreSQL refuses (NUL) is a ValidationError on write and read."""
     async with pg(postgres_url) as store:
         s = StreamId("nul", "n1")
         with pytest.raises(chronik.ValidationError):

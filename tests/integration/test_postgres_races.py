@@ -111,8 +111,7 @@ async def test_rollback_hole_leaves_no_stall(store: PostgresEventStore) -> None:
 
 
 async def test_random_commit_order_never_skips(store: PostgresEventStore) -> None:
-    """Transactions committing and rolling back in random order: the subscriber sees each
-    committed event exactly once, in position order, and nothing else."""
+    """Random commit/rollback order: each committed event is delivered once, in order."""
     rng = random.Random(5)
     sub = store.subscribe()
     delivered: list[RecordedEvent] = []
@@ -156,8 +155,7 @@ async def test_random_commit_order_never_skips(store: PostgresEventStore) -> Non
 async def test_sixteen_appenders_one_stream_one_winner_per_version(
     store: PostgresEventStore, postgres_url: str
 ) -> None:
-    """16 concurrent appenders (two store instances) to one stream: exactly one wins each
-    version, the rest get WrongExpectedVersion, and the stream stays gapless."""
+    """16 concurrent appenders (two stores) to one stream: exactly one winner per version."""
     async with chronik.open_store(postgres_url, pool_max_size=8) as other:
         s = StreamId("race", "one")
         expected: chronik.Expected = NO_STREAM
