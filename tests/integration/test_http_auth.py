@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,24 +88,27 @@ def unsigned(scope: str = "read") -> str:
 
 @pytest.mark.parametrize(
     ("headers", "why"),
-    [
-        ({}, "missing"),
-        (bearer(token(exp=int(time.time()) - 10)), "expired"),
-        (bearer(token(nbf=int(time.time()) + 3600)), "not yet valid"),
-        (bearer(token(aud="someone-else")), "audience"),
-        (bearer(unsigned()), "not allowed"),
-        (bearer(token(key="another-secret-of-32-characters!")), "Signature"),
-        (bearer(token(key=OTHER_RS_KEY, alg="RS256")), "Signature"),
-        (bearer(token(alg="HS512", key=SECRET * 2)), "not allowed"),
-        ({"x-api-key": "wrong-key-123"}, "unknown"),
+    [  # made when the test runs: tokens minted at collection time would expire on the way
+        (lambda: {}, "missing"),
+        (lambda: bearer(token(exp=int(time.time()) - 10)), "expired"),
+        (lambda: bearer(token(nbf=int(time.time()) + 3600)), "not yet valid"),
+        (lambda: bearer(token(aud="someone-else")), "audience"),
+        (lambda: bearer(unsigned()), "not allowed"),
+        (lambda: bearer(token(key="another-secret-of-32-characters!")), "Signature"),
+        (lambda: bearer(token(key=OTHER_RS_KEY, alg="RS256")), "Signature"),
+        (lambda: bearer(token(alg="HS512", key=SECRET * 2)), "not allowed"),
+        (lambda: {"x-api-key": "wrong-key-123"}, "unknown"),
     ],
 )
 async def test_bad_credentials_are_401_and_logged(
-    http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture, headers: dict[str, str], why: str
+    http: httpx.AsyncClient,
+    caplog: pytest.LogCaptureFixture,
+    headers: Callable[[], dict[str, str]],
+    why: str,
 ) -> None:
     """Missing, expired, early, wrong-audience, unsigned, forged or unknown credentials: 401."""
     with caplog.at_level(logging.WARNING, logger="chronik.http"):
-        r = await http.get("/v1/events", headers=headers)
+        r = await http.get("/v1/events", headers=headers())
     assert r.status_code == 401, r.text
     assert r.json()["title"] == "AuthenticationError" and why.lower() in r.json()["detail"].lower()
     assert any("refused GET /v1/events" in m for m in caplog.messages)
