@@ -284,6 +284,9 @@ async def test_health_readiness_metrics_and_openapi(http: httpx.AsyncClient) -> 
 
 async def test_invalid_utf8_is_a_bad_request(http: httpx.AsyncClient) -> None:
     """A body with invalid UTF-8 is a 400 problem, not a server error."""
-    body = b'{"domain": "customer", "aggregate_id": "c1", "type": "CreateCustomer", "payload": {"name": "\xff"}}'
+    body = (
+        b'{"domain": "customer", "aggregate_id": "c1", "type": "CreateCustomer", '
+        b'"payload": {"name": "\xff"}}'
+    )
     r = await http.post("/v1/commands", content=body)
     assert r.status_code == 400 and r.json()["title"] == "ValidationError"
