@@ -41,7 +41,7 @@ from chronik.store import open_store
 from chronik.store.base import UnitOfWork
 from chronik.transports import Delivery, FailurePolicy, Message, StoreInbox, Transport
 
-__all__ = ["TransportConformance", "TransportFactory", "eventually"]
+__all__ = ["Recorder", "TransportConformance", "TransportFactory", "eventually", "msg"]
 
 TransportFactory = Callable[..., Awaitable[Transport]]
 WAIT = 30.0
