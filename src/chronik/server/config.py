@@ -143,6 +143,8 @@ def build_app(config: Config, store: str) -> Chronik:
     """The Chronik app the configuration describes, on ``store``."""
     if config.app:
         factory = import_object(config.app)
+        if not callable(factory):
+            raise ConfigurationError(f"{config.app} is not a factory(store) -> Chronik")
         app = factory(store)
         if not isinstance(app, Chronik):
             raise ConfigurationError(f"{config.app} did not return a Chronik app")
@@ -172,7 +174,10 @@ def build_projections(config: Config, app: Chronik) -> list[Projection]:
     """The projections, remote projectors and sagas the configuration names."""
     found: list[Projection] = []
     if config.projections:
-        made = import_object(config.projections)(app)
+        factory = import_object(config.projections)
+        if not callable(factory):
+            raise ConfigurationError(f"{config.projections} is not a factory(app) -> [Projection]")
+        made = factory(app)
         if not isinstance(made, list) or not all(isinstance(p, Projection) for p in made):
             raise ConfigurationError(f"{config.projections} did not return a list of Projections")
         found.extend(made)

@@ -1,0 +1,85 @@
+"""chronik.yaml: the store URL's precedence, and clear errors for bad files and specs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import chronik
+from chronik.server.config import (
+    DEFAULT_STORE,
+    Config,
+    build_app,
+    build_projections,
+    load_config,
+    resolve_store,
+)
+
+
+def test_store_url_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The flag wins, then CHRONIK_STORE, then the file, then sqlite:///data/events.db."""
+    path = tmp_path / "c.yaml"
+    path.write_text("store: sqlite:///from-file.db\n")
+    config = load_config(path)
+    monkeypatch.delenv("CHRONIK_STORE", raising=False)
+    assert resolve_store(None, Config()) == DEFAULT_STORE == "sqlite:///data/events.db"
+    assert resolve_store(None, config) == "sqlite:///from-file.db"
+    monkeypatch.setenv("CHRONIK_STORE", "memory://")
+    assert resolve_store(None, config) == "memory://"
+    assert resolve_store("sqlite:///flag.db", config) == "sqlite:///flag.db"
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("grpc: {port: eighty}\n", "port"),
+        ("surprise: 1\n", "surprise"),
+        ("store: [unclosed\n", "invalid configuration"),
+        ("business_logic: [{domain: customer}]\n", "address"),
+    ],
+)
+def test_bad_files_are_configuration_errors(tmp_path: Path, text: str, match: str) -> None:
+    """Unknown keys, wrong types and broken YAML are ConfigurationErrors naming the problem."""
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(chronik.ConfigurationError, match=match):
+        load_config(path)
+    with pytest.raises(chronik.ConfigurationError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(
+    ("config", "match"),
+    [
+        (Config(app="no_colon"), "module:object"),
+        (Config(app="examples.shop.nowhere:build_app"), "cannot import"),
+        (Config(app="examples.shop.events:registry"), "not a factory"),
+        (Config(registry="examples.shop.app:build_app"), "not an EventRegistry"),
+        (
+            Config(registry="examples.shop.events:registry", domains=["examples.shop.events:Item"]),
+            "not a DomainModel",
+        ),
+    ],
+)
+def test_bad_specs_are_configuration_errors(config: Config, match: str) -> None:
+    """Specs that do not import, or import the wrong thing, are ConfigurationErrors."""
+    with pytest.raises(chronik.ConfigurationError, match=match):
+        build_app(config, "memory://")
+
+
+def test_domains_and_remote_services_from_the_file(tmp_path: Path) -> None:
+    """A registry plus domains, and remote business logic and projectors, build an app."""
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "registry: examples.shop.events:registry\n"
+        "domains: ['examples.shop.customer:customer', 'examples.shop.transaction:Transaction']\n"
+        "business_logic: [{domain: billing, address: '127.0.0.1:1'}]\n"
+        "projections: examples.shop.app:projections\n"
+        "projectors: [{name: mirror, address: '127.0.0.1:2', types: [CustomerCreated]}]\n"
+    )
+    config = load_config(path)
+    app = build_app(config, "memory://")
+    assert app.bus.domains == ["billing", "customer", "transaction"]
+    names = [p.name for p in build_projections(config, app)]
+    assert names == ["receipts", "customer_summary", "loyalty", "mirror"]
