@@ -284,6 +284,14 @@ class CommandBus:
             except BaseException:
                 repository.forget(stream)
                 raise
+            recorded = await self._recorded(request, result)
+            if result.first_sequence != (0 if loaded.version is None else loaded.version + 1):
+                # The store returned an earlier append of these very events (a concurrent
+                # dispatch of this command id) made on another version: our state is not it.
+                repository.forget(stream)
+                return CommandResult(
+                    command_id, stream, recorded, result.last_sequence, duplicate=True
+                )
             after = Loaded(
                 state,
                 result.last_sequence,
@@ -293,9 +301,7 @@ class CommandBus:
             )
             repository.remember(model, stream, after)
             repository.maybe_snapshot(model, stream, after)
-            return CommandResult(
-                command_id, stream, await self._recorded(request, result), result.last_sequence
-            )
+            return CommandResult(command_id, stream, recorded, result.last_sequence)
         raise ConcurrencyError(
             f"{command.type} on {stream} lost the append race {self.retry.attempts} times"
         ) from last_error

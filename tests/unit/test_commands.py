@@ -297,3 +297,31 @@ async def test_invalid_utf8_in_a_payload_is_invalid_command() -> None:
             await app.dispatch(cmd("Open", b'{"owner": "\xff"}'))  # type: ignore[arg-type]
         with pytest.raises(chronik.SerializationError):
             await app.store.append(StreamId("x", "y"), [chronik.EventData("t", b'{"a": "\xff"}')])
+
+
+async def test_a_racing_duplicate_stored_on_another_version_is_not_cached() -> None:
+    """If a concurrent dispatch of the same command id won on a later version, the loser
+    returns that result as a duplicate and does not cache its own (stale) state."""
+    store = chronik.open_store("memory://")
+    async with make_app(store) as one:
+        two = make_app(store)
+        await one.dispatch(cmd("Open", {"owner": "ada"}))
+        await two.load("account", "a1")
+        await two.dispatch(cmd("Deposit", {"amount": 1}))  # two caches version 1
+        raced = False
+
+        async def meanwhile(command: Command, state: Any, call_next: Any) -> list[Any]:
+            nonlocal raced
+            if not raced:  # one gets in first: another deposit, then this very command
+                raced = True
+                await one.dispatch(cmd("Deposit", {"amount": 7}))
+                await one.dispatch(cmd("Deposit", {"amount": 5}, command_id="d-5"))
+            result: list[Any] = await call_next(command, state)
+            return result
+
+        two.use_handler(meanwhile)
+        r = await two.dispatch(cmd("Deposit", {"amount": 5}, command_id="d-5"))
+        assert r.duplicate and r.version == 3 and r.events[0].sequence == 3
+        r2 = await two.dispatch(cmd("Deposit", {"amount": 1}))
+        assert r2.version == 4
+        assert (await two.load("account", "a1"))["balance"] == 1 + 7 + 5 + 1
