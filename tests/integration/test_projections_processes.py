@@ -24,6 +24,7 @@ import chronik
 from chronik.cli import _build
 from chronik.projections import (
     ErrorPolicy,
+    PartitionWorker,
     Projection,
     ProjectionAdmin,
     ProjectionProcessor,
@@ -36,10 +37,14 @@ ROOT = Path(__file__).resolve().parents[2]
 COUNTS = Table("counts", {"id": str, "n": int, "total": int, "last_seq": int}, primary_key="id")
 
 
-def counts(delay: float = 0.0) -> Projection:
+def counts(delay: float = 0.0, partitions: int = 1) -> Projection:
     """Per stream: number of events, sum of x, last sequence; poison payloads fail."""
     p = Projection(
-        "counts", tables=[COUNTS], batch_size=20, policy=ErrorPolicy(retries=0, then="park")
+        "counts",
+        tables=[COUNTS],
+        batch_size=20,
+        policy=ErrorPolicy(retries=0, then="park"),
+        partitions=partitions,
     )
 
     @p.on("added")
@@ -62,6 +67,10 @@ def counts(delay: float = 0.0) -> Projection:
 
 async def projector(url: str, mode: str, delay: float, ttl: float) -> None:
     store = chronik.open_store(url)
+    if mode == "worker":
+        worker = PartitionWorker(store, counts(delay, 4), heartbeat=0.1, lease_ttl=ttl)
+        async with store, worker:
+            await asyncio.Event().wait()  # work until killed
     proc = ProjectionProcessor(store, counts(delay), heartbeat=0.1, lease_ttl=ttl)
     async with store, proc:
         if mode == "catchup":
@@ -210,6 +219,58 @@ def test_a_standby_process_takes_over_when_the_owner_is_killed(url: str) -> None
             p.wait()
 
 
+def test_partition_workers_rebalance_when_killed_and_added(url: str) -> None:
+    """Three worker processes share 4 partitions; one is killed -9 and another joins while
+    events keep coming; in the end every partition is held by a live worker and the rows
+    equal the fold, nothing applied twice."""
+    run(append(url, [(f"s{i % 20}", {"x": i}) for i in range(600)]))
+    workers = [start(url, "worker", delay=0.001, ttl=1.0) for _ in range(3)]
+
+    async def owners() -> dict[int, str]:
+        async with chronik.open_store(url) as store:
+            now = time.time_ns() // 1000
+            try:
+                rows = await store.read_table("chronik_leases", {"name": "counts"})
+            except chronik.ReadModelError:  # no worker has created it yet
+                return {}
+            return {r["partition"]: r["owner"] for r in rows if r["expires_at"] > now}
+
+    async def caught_up_all() -> bool:
+        async with chronik.open_store(url) as store:
+            head = await store.head()
+            for k in range(4):
+                cp = await store.load_checkpoint("projection:counts:g1", k)
+                if cp is None or head is None or cp.position < head:
+                    return False
+            return True
+
+    def pids(owned: dict[int, str]) -> set[int]:
+        return {int(o.rsplit(":", 1)[1]) for o in owned.values()}
+
+    try:
+        wait_until(lambda: len(run(owners())) == 4 and len(pids(run(owners()))) == 3)
+        victim = next(w for w in workers if w.pid in pids(run(owners())))
+        victim.send_signal(signal.SIGKILL)
+        assert victim.wait() == -signal.SIGKILL
+        workers.append(start(url, "worker", ttl=1.0))
+        run(append(url, [(f"s{i % 20}", {"x": 1000 + i}) for i in range(200)]))
+        live = {w.pid for w in workers if w is not victim}
+        wait_until(lambda: len(run(owners())) == 4 and pids(run(owners())) <= live)
+        wait_until(lambda: run(caught_up_all()))
+        assert run(actual(url)) == run(expected(url))
+        assert sum(r["n"] for r in run(actual(url))) == 800
+
+        async def letters() -> list[Any]:
+            async with chronik.open_store(url) as store:
+                return await ProjectionAdmin(store).dead_letters()
+
+        assert run(letters()) == []
+    finally:
+        for w in workers:
+            w.kill()
+            w.wait()
+
+
 def test_rebuild_from_the_cli_while_appends_continue_ends_equal_to_a_fresh_fold(
     url: str, server: subprocess.Popen[str]
 ) -> None:
@@ -276,13 +337,13 @@ def test_cli_status_pause_resume_reset(url: str, server: subprocess.Popen[str]) 
     assert code == 0 and s["name"] == "counts" and s["state"] == "running" and s["alive"]
     assert {"position", "head", "lag_events", "lag_seconds", "last_error"} <= s.keys()
     code, out, _ = cli("pause", "counts", "--store", url)
-    assert code == 0 and "state paused" in out
+    assert code == 0 and "done: counts paused" in out
     run(append(url, [("a", {"x": 5})]))
     time.sleep(0.3)
     [s] = json.loads(cli("status", "--json", "--store", url)[1])
     assert s["state"] == "paused" and s["lag_events"] == 1
     code, out, _ = cli("resume", "counts", "--store", url)
-    assert code == 0 and "state running" in out
+    assert code == 0 and "done: counts running" in out
     wait_until(lambda: caught_up(url))
     code, out, _ = cli("reset", "counts", "--store", url)
     assert code == 0 and "reset of counts" in out

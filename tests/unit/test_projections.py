@@ -12,6 +12,7 @@ import pytest
 import chronik
 from chronik.projections import (
     ErrorPolicy,
+    PartitionWorker,
     Projection,
     ProjectionAdmin,
     ProjectionProcessor,
@@ -32,9 +33,12 @@ def totals(
     version: int = 1,
     seen: list[tuple[str, int]] | None = None,
     table: Table = TOTALS,
+    partitions: int = 1,
 ) -> Projection:
     """Per stream: how many 'added' events, their sum, the last sequence. Poison payloads raise."""
-    p = Projection(name, tables=[table], policy=policy, version=version, batch_size=7)
+    p = Projection(
+        name, tables=[table], policy=policy, version=version, batch_size=7, partitions=partitions
+    )
 
     @p.on("added")
     async def added(e: chronik.RecordedEvent, rm: ReadModel) -> None:
@@ -194,7 +198,7 @@ async def test_dead_letters_retry_applies_them_in_order_and_unparks(store: Event
         letters = await admin.dead_letters("totals")
         assert len(letters) == 2 and letters[0].attempts == 3
         broken["on"] = False
-        await admin.request("totals", "retry", "acc/a")
+        await admin.request("totals", "retry", letters[1].event_id)  # stands for its stream
         await _until(lambda: _no_requests(store))
         assert await admin.dead_letters("totals") == []
         r = await add(store, "a")
@@ -585,3 +589,43 @@ async def test_an_owner_that_lost_its_lease_cannot_commit_its_batch(store: Event
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def _partitions_caught_up(store: EventStore, name: str, partitions: int) -> bool:
+    head = await store.head()
+    for k in range(partitions):
+        cp = await store.load_checkpoint(f"projection:{name}:g1", k)
+        if cp is None or head is None or cp.position < head:
+            return False
+    return True
+
+
+async def test_partition_workers_share_partitions_and_take_over(store: EventStore) -> None:
+    """Two workers split 4 partitions 2 and 2; when one leaves the other takes all four; the
+    rows equal the fold and no event is applied twice."""
+
+    def split() -> Projection:
+        return totals(policy=ErrorPolicy(retries=0), partitions=4)
+
+    history = [(f"a{i % 13}", {"x": i}) for i in range(80)]
+    for agg, d in history[:40]:
+        await add(store, agg, **d)
+    one = PartitionWorker(store, split(), owner="one", heartbeat=0.02, lease_ttl=0.5)
+    two = PartitionWorker(store, split(), owner="two", heartbeat=0.02, lease_ttl=0.5)
+    async with one, two:
+        await _until(lambda: _true(sorted(one.owned + two.owned) == [0, 1, 2, 3]))
+        await _until(lambda: _true(len(one.owned) == len(two.owned) == 2))
+        await _until(lambda: _partitions_caught_up(store, "totals", 4))
+        assert await rows(store) == fold(history[:40])
+        names = [s.name for s in await ProjectionAdmin(store).statuses()]
+        assert names == ["totals/0", "totals/1", "totals/2", "totals/3"]
+        await one.stop()
+        for agg, d in history[40:]:
+            await add(store, agg, **d)
+        await _until(lambda: _true(two.owned == [0, 1, 2, 3]))
+        await _until(lambda: _partitions_caught_up(store, "totals", 4))
+        assert await rows(store) == fold(history)
+        assert await ProjectionAdmin(store).dead_letters("totals") == []
+        await ProjectionAdmin(store).request("totals", "pause")  # reaches every partition
+        await _until(lambda: _no_requests(store))
+        assert {s.state for s in await ProjectionAdmin(store).statuses()} == {"paused"}

@@ -41,12 +41,12 @@ def _position(text: str | None) -> int:
 
 
 async def _send(url: str, name: str, action: str, arg: str = "") -> str:
-    """Queue a request; wait briefly for a live processor to take it; say what happened."""
+    """Queue a request; wait briefly for live processors to take it; say what happened."""
     async with open_store(url) as store:
         admin = ProjectionAdmin(store)
-        status = await admin.status(name)
+        before = await admin.status_of(name)
         request_id = await admin.request(name, action, arg)
-        if not status.alive:
+        if not any(s.alive for s in before):
             return (
                 f"{action} of {name} queued: no processor of {name} is running "
                 "(it applies the request when it starts)"
@@ -54,8 +54,9 @@ async def _send(url: str, name: str, action: str, arg: str = "") -> str:
         deadline = time.monotonic() + CONFIRM_SECONDS
         while time.monotonic() < deadline:
             if not await admin.pending(request_id):
-                after = await admin.status(name)
-                return f"{action} of {name} done: state {after.state}, position {after.position}"
+                after = await admin.status_of(name)
+                shown = ", ".join(f"{s.name} {s.state} at {s.position}" for s in after)
+                return f"{action} of {name} done: {shown}"
             await asyncio.sleep(0.05)
         return f"{action} of {name} queued: the processor has not taken it yet"
 
@@ -184,11 +185,11 @@ def build_projections() -> typer.Typer:
         name: str,
         store: str | None = store_opt,
         stream: str | None = typer.Option(None, help="Only this stream (DOMAIN/ID)."),
+        event: str | None = typer.Option(None, help="Only the stream of this parked event."),
     ) -> None:
         """Apply parked events again, per stream in order; streams that succeed flow on."""
-        console.print(
-            _run(lambda: _send(_store_url(store), name, "retry", stream or "")), highlight=False
-        )
+        arg = stream or event or ""
+        console.print(_run(lambda: _send(_store_url(store), name, "retry", arg)), highlight=False)
 
     @letters.command("drop")
     def letters_drop(
@@ -226,7 +227,10 @@ async def _rebuild(url: str, name: str, wait: bool) -> str:
     """Request a rebuild; follow it with a progress bar (events/s, ETA) until it took over."""
     async with open_store(url) as store:
         admin = ProjectionAdmin(store)
-        start = await admin.status(name)
+        rows = await admin.status_of(name)
+        if len(rows) != 1 or rows[0].name != name:
+            raise ValidationError(f"{name} is partitioned: its rebuild is not supported yet")
+        start = rows[0]
         message = await _send(url, name, "rebuild")
         if not wait or not start.alive:
             return message

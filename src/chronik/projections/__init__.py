@@ -15,12 +15,14 @@ from chronik.projections.projection import ErrorPolicy, Handler, Projection
 from chronik.projections.readmodel import ReadModel, Table, physical_name
 from chronik.projections.runner import ProjectionRunner
 from chronik.projections.system import STATUS, DeadLetter, ProjectionAdmin, ProjectionStatus
+from chronik.projections.workers import PartitionWorker
 from chronik.store.base import EventStore
 
 __all__ = [
     "DeadLetter",
     "ErrorPolicy",
     "Handler",
+    "PartitionWorker",
     "Projection",
     "ProjectionAdmin",
     "ProjectionProcessor",

@@ -56,9 +56,9 @@ def drop_tables(proc: ProjectionProcessor, generation: int) -> list[TableWrite]:
 
 async def _forget_dead_letters(proc: ProjectionProcessor, generation: int) -> list[TableWrite]:
     rows = await proc.store.read_table(
-        DEAD_LETTERS.name, {"projection": proc.projection.name, "generation": generation}
+        DEAD_LETTERS.name, {"projection": proc.key, "generation": generation}
     )
-    return [_delete_letter(proc.projection.name, generation, r["event_id"]) for r in rows]
+    return [_delete_letter(proc.key, generation, r["event_id"]) for r in rows]
 
 
 def _delete_letter(name: str, generation: int, event_id: str) -> TableWrite:
@@ -68,9 +68,7 @@ def _delete_letter(name: str, generation: int, event_id: str) -> TableWrite:
 
 async def poll_requests(proc: ProjectionProcessor) -> None:
     """Apply the pending requests for this projection, oldest first."""
-    rows = await proc.store.read_table(
-        REQUESTS.name, {"projection": proc.projection.name}, order_by=("id",)
-    )
+    rows = await proc.store.read_table(REQUESTS.name, {"projection": proc.key}, order_by=("id",))
     for r in rows:
         done = TableWrite.delete(REQUESTS.name, {"id": r["id"]})
         action, arg = r["action"], r["arg"] or ""
@@ -80,6 +78,9 @@ async def poll_requests(proc: ProjectionProcessor) -> None:
         elif action == "resume":
             proc.state = "running"
             proc.last_error = None
+            await proc._commit([done])
+        elif proc.projection.partitions > 1 and (action == "rebuild" or not arg):
+            proc.last_error = f"{action} of a partitioned projection is not supported yet"
             await proc._commit([done])
         elif action == "rebuild" or (action == "reset" and not arg and proc.active.frozen):
             await _rebuild(proc, [done])
@@ -133,7 +134,7 @@ async def _headless(proc: ProjectionProcessor) -> set[str]:
     """Streams whose first parked event is one that only waited (its failed one was dropped)."""
     rows = await proc.store.read_table(
         DEAD_LETTERS.name,
-        {"projection": proc.projection.name, "generation": proc.active.generation},
+        {"projection": proc.key, "generation": proc.active.generation},
         order_by=("position", "position_index"),
     )
     first: dict[str, bool] = {}
@@ -146,13 +147,15 @@ async def _retry(
     proc: ProjectionProcessor, streams: set[str] | None, writes: list[TableWrite]
 ) -> None:
     """Apply parked events again (of ``streams``, or all), per stream in order; a stream with
-    none left flows on."""
-    lane, name = proc.active, proc.projection.name
+    none left flows on. An event id in ``streams`` stands for its stream (order holds)."""
+    lane, name = proc.active, proc.key
     rows = await proc.store.read_table(
         DEAD_LETTERS.name,
         {"projection": name, "generation": lane.generation},
         order_by=("position", "position_index"),
     )
+    if streams is not None:
+        streams = {r["stream"] for r in rows if r["stream"] in streams or r["event_id"] in streams}
     failed: set[str] = set()
     rm = ReadModel(proc.store, proc.projection.tables, lane.generation)
     for r in rows:
@@ -194,7 +197,7 @@ async def maybe_take_over(proc: ProjectionProcessor) -> None:
 async def setup(proc: ProjectionProcessor) -> None:
     """Load the projection's generations, checkpoints and parked streams from the database."""
     store, p = proc.store, proc.projection
-    found = await store.read_table(STATUS.name, {"name": p.name}, limit=1)
+    found = await store.read_table(STATUS.name, {"name": proc.key}, limit=1)
     row: dict[str, Any] = found[0] if found else {}
     generation = row.get("generation") or 1
     version = row.get("version") or p.version
@@ -206,6 +209,14 @@ async def setup(proc: ProjectionProcessor) -> None:
             proc.building = Lane(building, p.version)
         else:
             drop.append(building)
+    if proc.active.frozen and p.partitions > 1:
+        proc.state = "stopped"
+        proc.last_error = (
+            f"version {p.version} of partitioned projection {p.name} needs a rebuild of the "
+            f"tables of version {version}: not supported yet for partitioned projections"
+        )
+        await proc._commit([])
+        return
     if proc.active.frozen and proc.building is None:
         proc.building = Lane(max(generation, building or 0) + 1, p.version)
     # a pause survives restarts; a projection stopped by its error policy retries on start
@@ -215,11 +226,11 @@ async def setup(proc: ProjectionProcessor) -> None:
         writes += drop_tables(proc, gen)
     for lane in proc._lanes(include_frozen=False):
         writes += [TableWrite("ensure", s.name, spec=s) for s in specs(proc, lane.generation)]
-        checkpoint = await store.load_checkpoint(lane.checkpoint(p.name))
+        checkpoint = await store.load_checkpoint(lane.checkpoint(p.name), proc.partition)
         lane.position = lane.applied = checkpoint.position if checkpoint else None
         await proc._load_parked(lane)
     if proc.active.frozen:
-        checkpoint = await store.load_checkpoint(proc.active.checkpoint(p.name))
+        checkpoint = await store.load_checkpoint(proc.active.checkpoint(p.name), proc.partition)
         proc.active.position = checkpoint.position if checkpoint else None
         proc.active.applied = proc.active.position
     await proc._commit(writes)

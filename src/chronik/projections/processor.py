@@ -58,9 +58,20 @@ class ProjectionProcessor:
         heartbeat: float = 1.0,
         owner: str | None = None,
         lease_ttl: float = 10.0,
+        partition: int = 0,
+        wanted: bool = True,
     ) -> None:
         if not projection.handlers:
             raise ConfigurationError(f"projection {projection.name!r} has no handlers")
+        if type(partition) is not int or not 0 <= partition < projection.partitions:
+            raise ValidationError(f"{projection.name} has no partition {partition!r}")
+        self.partition = partition
+        #: the name of this processor's status row, requests and dead letters
+        self.key = (
+            projection.name if projection.partitions == 1 else f"{projection.name}/{partition}"
+        )
+        self.wanted = wanted  # whether to claim the lease (a PartitionWorker decides)
+        self._release = False
         self.store = store
         self.projection = projection
         self.heartbeat = heartbeat
@@ -108,9 +119,7 @@ class ProjectionProcessor:
         if not self.store.closed and self.epoch is not None:
             self.state = "stopped"
             with contextlib.suppress(Exception):
-                await self._commit(
-                    [leases.write(self.projection.name, self.owner, self.lease_ttl, "release")]
-                )
+                await self._commit([self._lease_write("release")])
             self.epoch = None
 
     async def __aenter__(self) -> ProjectionProcessor:
@@ -162,10 +171,22 @@ class ProjectionProcessor:
 
     # --- setup --------------------------------------------------------------------------------
 
+    def _lease_write(self, op: str = "lease") -> TableWrite:
+        return leases.write(self.projection.name, self.owner, self.lease_ttl, op, self.partition)
+
+    def release(self) -> None:
+        """Give the lease up after the current batch and stand by (a PartitionWorker calls it)."""
+        self.wanted = False
+        self._release = True
+        self._wake.set()
+
     async def _acquire(self) -> bool:
         """Claim the projection's lease; on success load everything from the database."""
+        if not self.wanted:
+            self.state = "standby"
+            return False
         self.epoch = await leases.acquire(
-            self.store, self.projection.name, self.owner, self.lease_ttl
+            self.store, self.projection.name, self.owner, self.lease_ttl, self.partition
         )
         if self.epoch is None:
             self.state = "standby"
@@ -179,7 +200,7 @@ class ProjectionProcessor:
 
     async def _load_parked(self, lane: Lane) -> None:
         rows = await self.store.read_table(
-            DEAD_LETTERS.name, {"projection": self.projection.name, "generation": lane.generation}
+            DEAD_LETTERS.name, {"projection": self.key, "generation": lane.generation}
         )
         lane.parked = {r["stream"] for r in rows}
 
@@ -190,6 +211,10 @@ class ProjectionProcessor:
         while not self._stopping and not self.store.closed:
             signal = self.store.change_signal()
             try:
+                if self._release and self.epoch is not None:
+                    self._release = False
+                    await self._commit([self._lease_write("release")])
+                    self.epoch, self.state = None, "standby"
                 # standby: try to take over once per heartbeat
                 if self.epoch is None and not await self._acquire():
                     self._next_poll = time.monotonic() + self.heartbeat
@@ -262,13 +287,12 @@ class ProjectionProcessor:
         parked = set(lane.parked)
         handlers = p.handlers
         writes = rm.writes
+        split = p.partitions > 1
         for i, e in enumerate(page):
+            if split and p.partition_of(e.stream) != self.partition:
+                continue  # another partition's event
             if parked and str(e.stream) in parked:
-                dead.append(
-                    rows.dead_letter(
-                        self.projection.name, lane.generation, e, None, 0, blocked=True
-                    )
-                )
+                dead.append(rows.dead_letter(self.key, lane.generation, e, None, 0, blocked=True))
                 continue
             fn, is_async = handlers[e.type]
             rm.event = e
@@ -292,9 +316,7 @@ class ProjectionProcessor:
                 if then == "park":
                     parked.add(str(e.stream))
                     dead.append(
-                        rows.dead_letter(
-                            self.projection.name, lane.generation, e, error, p.policy.retries + 1
-                        )
+                        rows.dead_letter(self.key, lane.generation, e, error, p.policy.retries + 1)
                     )
         if stop_error is None and len(page) < limit and bound is not None:
             position = max(position, bound) if position is not None else bound
@@ -316,7 +338,7 @@ class ProjectionProcessor:
             parked = set(lane.parked)
             if p.policy.then == "park":
                 parked.add(str(page[0].stream))
-                dead = [rows.dead_letter(self.projection.name, lane.generation, page[0], error, 1)]
+                dead = [rows.dead_letter(self.key, lane.generation, page[0], error, 1)]
             await self._advance(lane, page[0].position, state, dead, page)
         lane.parked = parked
         until = lane.isolate_until
@@ -383,18 +405,18 @@ class ProjectionProcessor:
         position: Position | None = None,
     ) -> None:
         """Commit table writes, the lane's checkpoint, dirty checkpoints and the status row."""
-        name, epoch = self.projection.name, self.epoch
+        name, epoch, k = self.projection.name, self.epoch, self.partition
         if epoch is None:
-            raise LeaseHeld(name, 0, self.owner)
+            raise LeaseHeld(name, k, self.owner)
         async with self.store.transaction() as tx:
             if not writes or writes[-1].op != "release":
-                tx.write_tables([leases.write(name, self.owner, self.lease_ttl)], checked=True)
+                tx.write_tables([self._lease_write()], checked=True)
             tx.write_tables(writes, checked=True)
             if lane is not None and position is not None:
-                tx.save_checkpoint(lane.checkpoint(name), position, epoch=epoch)
+                tx.save_checkpoint(lane.checkpoint(name), position, k, epoch)
             for other in self._lanes(include_frozen=False):
                 if other.dirty and other is not lane and other.position is not None:
-                    tx.save_checkpoint(other.checkpoint(name), other.position, epoch=epoch)
+                    tx.save_checkpoint(other.checkpoint(name), other.position, k, epoch)
             tx.write_tables([rows.status(self)])
         for other in self._lanes(include_frozen=False):
             other.dirty = False

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import inspect
 import re
+import zlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final, Literal, TypeAlias
 
 from chronik.errors import ConfigurationError, ValidationError
-from chronik.messages import RecordedEvent
+from chronik.messages import RecordedEvent, StreamId
 from chronik.projections.readmodel import ReadModel, Table
 
 __all__ = ["ErrorPolicy", "Handler", "Projection"]
@@ -60,6 +61,12 @@ class Projection:
     or tables change: the new version builds into new tables while the old ones keep serving,
     and takes over once caught up. A projection without tables has effects elsewhere (email,
     HTTP): it gets each event at least once, with ``rm.event_id`` as the idempotency key.
+
+    ``partitions=N`` splits the events by stream hash; each partition has its own lease,
+    checkpoint, status and dead letters, and ``PartitionWorker``s in several processes share
+    the partitions out (see chronik.projections.workers). Rows must then be keyed per stream
+    (two partitions never write one row), and a new version or a rebuild of a partitioned
+    projection is not supported yet (reset to a position is).
     """
 
     def __init__(
@@ -71,6 +78,7 @@ class Projection:
         policy: ErrorPolicy | None = None,
         domains: Sequence[str] | None = None,
         batch_size: int = 500,
+        partitions: int = 1,
     ) -> None:
         if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
             raise ValidationError(
@@ -80,7 +88,10 @@ class Projection:
             raise ValidationError(f"version must be an int >= 1, got {version!r}")
         if type(batch_size) is not int or not 1 <= batch_size <= 10_000:
             raise ValidationError(f"batch_size must be 1..10000, got {batch_size!r}")
+        if type(partitions) is not int or not 1 <= partitions <= 256:
+            raise ValidationError(f"partitions must be 1..256, got {partitions!r}")
         self.name = name
+        self.partitions = partitions
         self.version = version
         self.tables: dict[str, Table] = {}
         for t in tables:
@@ -107,6 +118,13 @@ class Projection:
             return fn
 
         return register
+
+    def partition_of(self, stream: StreamId) -> int:
+        """The partition of a stream: a stable hash of its id, modulo ``partitions``."""
+        if self.partitions == 1:
+            return 0
+        key = f"{stream.tenant}/{stream.domain}/{stream.aggregate_id}".encode()
+        return zlib.crc32(key) % self.partitions
 
     @property
     def types(self) -> tuple[str, ...]:

@@ -69,7 +69,7 @@ def status(proc: ProjectionProcessor) -> TableWrite:
     if building is not None and state == "running":
         state = "rebuilding"
     values = {
-        "name": proc.projection.name,
+        "name": proc.key,
         "version": active.version,
         "generation": active.generation,
         "building": building.generation if building else None,

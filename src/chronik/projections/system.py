@@ -143,6 +143,12 @@ def ensure_writes() -> list[TableWrite]:
     return [TableWrite("ensure", spec.name, spec=spec) for spec in specs]
 
 
+def _lease_key(status_name: str) -> tuple[str, int]:
+    """The lease of a status row: ``name`` -> (name, 0), ``name/k`` -> (name, k)."""
+    base, _, k = status_name.partition("/")
+    return (base, int(k)) if k.isdigit() else (status_name, 0)
+
+
 def _lag(position: Position | None, head: Position | None) -> int:
     if head is None:
         return 0
@@ -175,15 +181,19 @@ class ProjectionAdmin:
             return await self.store.read_table(table, where, order_by, limit)
 
     async def names(self) -> list[str]:
-        """The projections that have ever reported a status, sorted."""
+        """The projections that have ever reported a status, sorted (``name/k``: partitions)."""
         rows = await self._read(STATUS.name, order_by=("name",))
         return [r["name"] for r in rows]
 
-    async def check(self, name: str) -> None:
-        """UnknownProjection (listing the known ones) if ``name`` never reported a status."""
+    async def check(self, name: str) -> list[str]:
+        """The status rows ``name`` stands for (itself, or all partitions of a partitioned
+        projection); UnknownProjection, listing the known ones, if there are none."""
         known = await self.names()
-        if name not in known:
-            raise UnknownProjection(name, known)
+        rows = [n for n in known if n == name or n.startswith(f"{name}/")]
+        if not rows:
+            bases = sorted({n.split("/")[0] for n in known})
+            raise UnknownProjection(name, bases)
+        return rows
 
     async def statuses(self) -> list[ProjectionStatus]:
         """The status of every projection, with head and lag computed now."""
@@ -192,8 +202,8 @@ class ProjectionAdmin:
         rows = await self._read(STATUS.name, order_by=("name",))
         letters = await self._read(DEAD_LETTERS.name)
         held = {
-            r["name"]: r["expires_at"] / 1e6
-            for r in await self._read(LEASES.name, {"partition": 0})
+            (r["name"], r["partition"]): r["expires_at"] / 1e6
+            for r in await self._read(LEASES.name)
         }
         now = time.time()
         out = []
@@ -204,7 +214,7 @@ class ProjectionAdmin:
             alive = (
                 heartbeat is not None
                 and now - heartbeat < ALIVE_SECONDS
-                and held.get(r["name"], 0.0) > now
+                and held.get(_lease_key(r["name"]), 0.0) > now
             )
             lag = _lag(position, head)
             lag_seconds = 0.0
@@ -239,47 +249,56 @@ class ProjectionAdmin:
         return out
 
     async def status(self, name: str) -> ProjectionStatus:
-        """The status of one projection; UnknownProjection if there is none."""
+        """The status of one projection (or one partition, ``name/k``); UnknownProjection if
+        there is none."""
         for s in await self.statuses():
             if s.name == name:
                 return s
         raise UnknownProjection(name, await self.names())
 
+    async def status_of(self, name: str) -> list[ProjectionStatus]:
+        """The status rows of a projection: one, or one per partition."""
+        targets = set(await self.check(name))
+        return [s for s in await self.statuses() if s.name in targets]
+
     async def request(self, name: str, action: str, arg: str = "") -> str:
         """Queue a control request for the processor of ``name``; returns the request id."""
         if action not in ACTIONS:
             raise ValidationError(f"unknown action {action!r}", field="action")
-        await self.check(name)
+        targets = await self.check(name)
         request_id = new_event_id()
-        row = {
-            "id": request_id,
-            "projection": name,
-            "action": action,
-            "arg": arg,
-            "created_at": time.time_ns() // 1000,
-        }
+        rows = [
+            {
+                "id": f"{request_id}.{i}",
+                "projection": target,
+                "action": action,
+                "arg": arg,
+                "created_at": time.time_ns() // 1000,
+            }
+            for i, target in enumerate(targets)
+        ]
         async with self.store.transaction() as tx:
-            tx.write_tables([TableWrite.upsert(REQUESTS.name, row, ("id",))])
+            tx.write_tables([TableWrite.upsert(REQUESTS.name, row, ("id",)) for row in rows])
         return request_id
 
     async def pending(self, request_id: str) -> bool:
-        """Whether a request has not been picked up yet."""
-        return bool(await self._read(REQUESTS.name, {"id": request_id}, limit=1))
+        """Whether a request (to any partition) has not been picked up yet."""
+        rows = await self._read(REQUESTS.name)
+        return any(r["id"].startswith(f"{request_id}.") for r in rows)
 
     async def pending_for(self, name: str) -> bool:
-        """Whether requests for ``name`` wait for its processor."""
-        return bool(await self._read(REQUESTS.name, {"projection": name}, limit=1))
+        """Whether requests for ``name`` (or its partitions) wait for a processor."""
+        rows = await self._read(REQUESTS.name)
+        return any(r["projection"] == name or r["projection"].startswith(f"{name}/") for r in rows)
 
     async def dead_letters(self, name: str | None = None) -> list[DeadLetter]:
         """Parked events of the projections' current generations, oldest first."""
-        if name is not None:
-            await self.check(name)
         current = {r["name"]: r["generation"] for r in await self._read(STATUS.name)}
+        targets = None if name is None else set(await self.check(name))
         rows = await self._read(
-            DEAD_LETTERS.name,
-            {} if name is None else {"projection": name},
-            order_by=("projection", "position", "position_index"),
+            DEAD_LETTERS.name, order_by=("projection", "position", "position_index")
         )
+        rows = [r for r in rows if targets is None or r["projection"] in targets]
         return [
             DeadLetter(
                 r["projection"],

@@ -1,0 +1,151 @@
+"""Partition workers: processes share the partitions of a projection out among themselves.
+
+Every worker keeps a membership lease (``{projection}:member:{owner}``) and, each heartbeat,
+counts the live members: shares are partitions / members, the first (partitions mod members)
+workers by owner name taking one more. It gives up partitions
+beyond its share (after the current batch) and claims free ones (no lease, or an expired one)
+up to it. Leases are taken and checked by the database clock, and every checkpoint write of a
+partition carries its lease epoch, so two owners never write one partition: a worker that was
+paused past its lease finds its next unit of work refused and stands by.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from types import TracebackType
+from typing import Self
+
+from chronik.errors import ConfigurationError, ValidationError
+from chronik.projections import leases
+from chronik.projections.processor import ProjectionProcessor
+from chronik.projections.projection import Projection
+from chronik.projections.system import LEASES, ensure_writes
+from chronik.store.base import EventStore
+
+__all__ = ["PartitionWorker"]
+
+
+class PartitionWorker:
+    """This process's share of a partitioned projection; ``async with`` it."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        projection: Projection,
+        *,
+        owner: str | None = None,
+        heartbeat: float = 1.0,
+        lease_ttl: float = 10.0,
+    ) -> None:
+        if projection.partitions < 2:
+            raise ConfigurationError(f"{projection.name} has one partition: run a processor")
+        if lease_ttl <= 2 * heartbeat:
+            raise ValidationError("lease_ttl must be more than twice the heartbeat")
+        self.store = store
+        self.projection = projection
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
+        self.heartbeat = heartbeat
+        self.lease_ttl = lease_ttl
+        self.processors = [
+            ProjectionProcessor(
+                store,
+                projection,
+                owner=self.owner,
+                heartbeat=heartbeat,
+                lease_ttl=lease_ttl,
+                partition=k,
+                wanted=False,
+            )
+            for k in range(projection.partitions)
+        ]
+        self._member = f"{projection.name}:member:{self.owner}"
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def owned(self) -> list[int]:
+        """The partitions this worker holds now."""
+        return [p.partition for p in self.processors if p.epoch is not None]
+
+    async def start(self) -> None:
+        """Join (membership lease), start the processors standing by, then balance."""
+        if self._task is None:
+            async with self.store.transaction() as tx:
+                tx.write_tables(ensure_writes())
+            await leases.acquire(self.store, self._member, self.owner, self.lease_ttl)
+            for proc in self.processors:
+                await proc.start()
+            await self.balance()
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Release every partition (after its batch) and the membership."""
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await asyncio.gather(*(p.stop() for p in self.processors))
+        with contextlib.suppress(Exception):
+            async with self.store.transaction() as tx:
+                release = leases.write(self._member, self.owner, self.lease_ttl, "release")
+                tx.write_tables([release], checked=True)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def __repr__(self) -> str:
+        return f"<PartitionWorker {self.projection.name} {self.owner} owns {self.owned}>"
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self.heartbeat)
+            with contextlib.suppress(Exception):  # a store hiccup: try again next heartbeat
+                await leases.acquire(self.store, self._member, self.owner, self.lease_ttl)
+                await self.balance()
+
+    async def balance(self) -> None:
+        """Give up partitions beyond the fair share; want free ones up to it."""
+        rows = await self.store.read_table(LEASES.name)
+        now_us = time.time_ns() // 1000
+        prefix = f"{self.projection.name}:member:"
+        members = {
+            r["owner"] for r in rows if r["name"].startswith(prefix) and r["expires_at"] > now_us
+        } | {self.owner}
+        held = {
+            r["partition"]: r["owner"]
+            for r in rows
+            if r["name"] == self.projection.name and r["expires_at"] > now_us
+        }
+        # shares differ by at most one: the first (n mod members) workers take one more
+        rank = sorted(members).index(self.owner)
+        base, extra = divmod(len(self.processors), len(members))
+        share = base + (rank < extra)
+        mine = [p for p in self.processors if p.epoch is not None]
+        for proc in mine[share:]:
+            proc.release()
+        room = share - len(mine)
+        # start looking at a place that depends on the owner, so workers do not all race
+        # for the same free partitions
+        start = (rank * base + min(rank, extra)) % len(self.processors)
+        order = self.processors[start:] + self.processors[:start]
+        for proc in order:
+            if proc.epoch is not None:
+                continue
+            free = proc.partition not in held or held[proc.partition] == self.owner
+            proc.wanted = free and room > 0
+            if proc.wanted:
+                room -= 1
