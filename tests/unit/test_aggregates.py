@@ -221,3 +221,41 @@ async def test_old_versions_and_old_names_upcast_on_load() -> None:
         await app.dispatch(add(1))  # new events are written at the current version
         (last,) = [e async for e in app.store.read_stream(stream, backward=True, limit=1)]
         assert (last.type, last.schema_version) == ("Added", 1)
+
+
+async def test_dataclass_and_dict_states_snapshot_and_load() -> None:
+    """Decider states that are dataclasses or dicts are snapshotted with msgspec and loaded."""
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Totals:
+        total: int = 0
+        seen: list[int] = dataclasses.field(default_factory=list)
+
+    def evolve_dc(state: Totals, event: Added) -> Totals:
+        return Totals(state.total + event.n, [*state.seen, event.n])
+
+    def evolve_dict(state: dict[str, int], event: Added) -> dict[str, int]:
+        return {"total": state.get("total", 0) + event.n}
+
+    for domain, evolve, initial in (("dc", evolve_dc, Totals), ("dict", evolve_dict, dict)):
+        app = chronik.Chronik(store="memory://", registry=registry)
+        app.add_decider(
+            domain,
+            lambda c, s: Added(c.payload["n"]),
+            evolve,
+            initial,
+            snapshots=chronik.Snapshots(every=2),
+        )
+        async with app:
+            for n in (1, 2, 3):
+                await app.dispatch(
+                    Command(domain=domain, aggregate_id="x", type="Add", payload={"n": n})
+                )
+            await app.bus.repository.drain()
+            loaded = await app.bus.repository.load(
+                app.bus.model(domain), StreamId(domain, "x"), use_cache=False
+            )
+            assert loaded.snapshot_sequence == 1 and loaded.replayed == 1
+            expected = Totals(6, [1, 2, 3]) if domain == "dc" else {"total": 6}
+            assert loaded.state == expected
