@@ -43,6 +43,7 @@ async def run_server(
     http_port: int | None = None,
 ) -> None:
     """Build the app from the configuration, serve it, stop cleanly on SIGTERM / SIGINT."""
+    from chronik.server.admin import create_admin_routes
     from chronik.server.auth import Auth
     from chronik.server.config import (
         build_app,
@@ -77,6 +78,8 @@ async def run_server(
     if config.http.enabled:
         keys = server.auth
         jwt_config = config.auth.jwt
+        http_auth = HttpAuth(keys, jwt_config) if keys or jwt_config else None
+        admin = create_admin_routes(app, runner=server.runner, auth=http_auth)
         http_app = create_http_app(
             app,
             runner=server.runner,
@@ -84,8 +87,9 @@ async def run_server(
                 LiveQuery(q.name, q.projection, q.table, tuple(q.params), tuple(q.order_by))
                 for q in config.queries
             ],
-            auth=HttpAuth(keys, jwt_config) if keys or jwt_config else None,
+            auth=http_auth,
             max_body_bytes=config.http.max_body_bytes,
+            extra_routes=admin,
         )
         http = HttpServer(
             http_app,
@@ -105,6 +109,7 @@ async def run_server(
         print(
             f"  HTTP:    http://{http.host}:{http.port}/v1 (OpenAPI at /openapi.json)", flush=True
         )
+        print(f"  admin:   http://{http.host}:{http.port}/admin", flush=True)
     await stop.wait()
     print("stopping: letting in-flight calls finish", flush=True)
     if http is not None:
