@@ -20,9 +20,9 @@ __all__ = ["Subscription"]
 # A subscription re-reads at least this often even if no change was signalled (a safety net for
 # notifications an adapter could not see).
 FALLBACK_POLL_SECONDS = 1.0
-# While the store is unreachable (a database restart, a failover) a subscription retries its
-# reads with backoff for this long before the error reaches the caller; it resumes from its
-# position, so nothing is delivered twice.
+# While the store is unreachable (a database restart, a failover) a subscription that has read
+# from it before retries with backoff for this long before the error reaches the caller; it
+# resumes from its position, so nothing is delivered twice.
 RECONNECT_SECONDS = 60.0
 
 
@@ -52,6 +52,7 @@ class Subscription:
         self._buffer: deque[RecordedEvent] = deque()
         self._closed = False
         self._scanned: Position | None = None  # a filtered read found nothing more up to here
+        self._read_once = False  # outages are waited out once the store has answered
         self.caught_up = False
 
     def __aiter__(self) -> Self:
@@ -91,7 +92,7 @@ class Subscription:
             except StoreUnavailable:
                 now = time.monotonic()
                 outage = now if outage is None else outage
-                if now - outage > RECONNECT_SECONDS or self._closed:
+                if not self._read_once or now - outage > RECONNECT_SECONDS or self._closed:
                     raise
                 delay = min(2.0, 0.05 * 2**attempt)
                 attempt += 1
@@ -99,6 +100,7 @@ class Subscription:
                     await asyncio.wait_for(signal.wait(), delay)
                 continue
             outage, attempt = None, 0
+            self._read_once = True
             if page:
                 self._buffer.extend(page)
                 return
