@@ -106,6 +106,7 @@ class PostgresTransport(Transport):
         s = f'"{self.schema}"'
         self.notify_channel = f"chronik_transport_{self.schema}"
         self._pool: asyncpg.Pool | None = None
+        self._consumer_pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
         self._wakers: dict[str, set[asyncio.Event]] = {}
         self._watch: asyncio.Task[None] | None = None
@@ -186,11 +187,12 @@ class PostgresTransport(Transport):
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.close(timeout=2)
-        if self._pool is not None:
-            try:
-                await asyncio.wait_for(self._pool.close(), 5)
-            except (TimeoutError, *DRIVER_ERRORS):
-                self._pool.terminate()
+        for pool in (self._consumer_pool, self._pool):
+            if pool is not None:
+                try:
+                    await asyncio.wait_for(pool.close(), 5)
+                except (TimeoutError, *DRIVER_ERRORS):
+                    pool.terminate()
 
     async def _keep_listening(self) -> None:
         """One LISTEN connection; reconnects after an outage and wakes every consumer."""
@@ -230,9 +232,12 @@ class PostgresTransport(Transport):
             raise TransportClosed(f"{self!r} is closed")
         return self._pool
 
-    async def _pool_execute(self, sql: str, *args: Any) -> Any:
+    async def _pool_execute(self, sql: str, *args: Any, consumer: bool = False) -> Any:
+        pool = self.pool()
+        if consumer and self._consumer_pool is not None:
+            pool = self._consumer_pool
         try:
-            async with self.pool().acquire() as conn:
+            async with pool.acquire() as conn:
                 return await conn.fetch(sql, *args)
         except DRIVER_ERRORS as exc:
             raise TransportUnavailable(
@@ -254,6 +259,22 @@ class PostgresTransport(Transport):
     async def _source(
         self, kind: Literal["topic", "queue"], name: str, group: str, prefetch: int
     ) -> Source:
+        if self._consumer_pool is None:
+            # Claims, acks and releases commit without waiting for the WAL flush: one lost in
+            # a crash only means a redelivery. Publishes stay synchronous.
+            try:
+                pool = await asyncpg.create_pool(
+                    self.dsn,
+                    min_size=1,
+                    max_size=max(2, self.pool_max_size // 2),
+                    server_settings={"synchronous_commit": "off"},
+                )
+            except DRIVER_ERRORS as exc:
+                raise TransportUnavailable(f"PostgreSQL transport: {exc}") from exc
+            if self._consumer_pool is None:
+                self._consumer_pool = pool
+            else:
+                await pool.close()
         if kind == "topic":
             await self._pool_execute(self._group_sql, name, group)
             channel = f"t:{name}/{group}"
@@ -273,6 +294,7 @@ class _PostgresSource(Source):
         self.wake = asyncio.Event()
         self.t._wakers.setdefault(channel, set()).add(self.wake)
         self.acks: list[int] = []
+        self.keyed = False
         self.flusher: asyncio.Task[None] | None = None
 
     async def fetch(self, limit: int, wait: float) -> list[Incoming]:
@@ -280,7 +302,9 @@ class _PostgresSource(Source):
         deadline = loop.time() + wait
         while True:
             self.wake.clear()
-            rows = await self.t._pool_execute(self.t._claim_sql, self.channel, limit, self.t.lease)
+            rows = await self.t._pool_execute(
+                self.t._claim_sql, self.channel, limit, self.t.lease, consumer=True
+            )
             if rows:
                 rows.sort(key=lambda r: r[0])
                 return [
@@ -303,6 +327,7 @@ class _PostgresSource(Source):
 
     async def ack(self, incoming: Incoming) -> None:
         self.acks.append(incoming.token)
+        self.keyed = self.keyed or incoming.message.key is not None
         if self.flusher is None or self.flusher.done():
             self.flusher = asyncio.get_running_loop().create_task(self._flush())
 
@@ -312,7 +337,7 @@ class _PostgresSource(Source):
         while self.acks:
             ids, self.acks = self.acks, []
             try:
-                await self.t._pool_execute(self.t._ack_sql, self.channel, ids)
+                await self.t._pool_execute(self.t._ack_sql, self.channel, ids, consumer=True)
                 pause = 0.05
             except TransportUnavailable:
                 self.acks = ids + self.acks
@@ -320,13 +345,17 @@ class _PostgresSource(Source):
                 pause = min(2.0, pause * 2)
             except TransportClosed:
                 return
-        self.wake.set()  # the next message of a key may be claimable now
+        if self.keyed:  # the next message of a key may be claimable now
+            self.keyed = False
+            self.wake.set()
 
     async def release(self, incoming: Incoming) -> None:
-        await self.t._pool_execute(self.t._release_sql, incoming.token, self.channel)
+        await self.t._pool_execute(self.t._release_sql, incoming.token, self.channel, consumer=True)
 
     async def touch(self, incoming: Incoming) -> None:
-        await self.t._pool_execute(self.t._touch_sql, incoming.token, self.t.lease, self.channel)
+        await self.t._pool_execute(
+            self.t._touch_sql, incoming.token, self.t.lease, self.channel, consumer=True
+        )
 
     async def close(self) -> None:
         self.t._wakers.get(self.channel, set()).discard(self.wake)

@@ -29,7 +29,8 @@ from aio_pika.abc import (
 from aiormq.abc import FieldTable
 
 from chronik.errors import TransportClosed, TransportUnavailable
-from chronik.transports.base import Incoming, Message, Source, Transport, headers_from
+from chronik.transports.base import Incoming, Message, Source, Transport
+from chronik.transports.message import headers_from
 
 __all__ = ["RabbitMQTransport"]
 
@@ -151,10 +152,13 @@ class _RabbitSource(Source):
         self.inbox.put_nowait(msg)
 
     async def fetch(self, limit: int, wait: float) -> list[Incoming]:
-        try:
-            first = await asyncio.wait_for(self.inbox.get(), wait)
-        except TimeoutError:
-            return []
+        if not self.inbox.empty():
+            first = self.inbox.get_nowait()
+        else:
+            try:
+                first = await asyncio.wait_for(self.inbox.get(), wait)
+            except TimeoutError:
+                return []
         out = [self._incoming(first)]
         while len(out) < limit and not self.inbox.empty():
             out.append(self._incoming(self.inbox.get_nowait()))
