@@ -69,6 +69,7 @@ async def test_held_transaction_blocks_delivery_until_it_commits(
         ]
         assert all(r.position.commit > xid for r in later)
         assert await all_events(store) == []  # behind the horizon: not readable yet
+        assert await store.head() is None  # "after the head" must not pass the open one
         lag = await store.horizon_lag()
         assert lag.pending_events == 3 and lag.head == later[-1].position
         assert lag.safe_head is None and lag.oldest_transaction_seconds is not None
@@ -84,6 +85,7 @@ async def test_held_transaction_blocks_delivery_until_it_commits(
             await asyncio.wait_for(anext(sub), 0.2)
         assert sub.caught_up
         assert got == await all_events(store)
+        assert await store.head() == got[-1].position
         assert (await store.horizon_lag()).pending_events == 0
         await sub.close()
     finally:

@@ -157,8 +157,12 @@ class PostgresReader:
         return int(rows[0][0]) if rows and rows[0][0] >= 0 else None
 
     async def _head(self) -> Position | None:
+        # The safe head: the last position every reader can see. A later-positioned event of
+        # a transaction that committed out of order is not the head yet, so a consumer that
+        # starts "after the head" never skips an earlier transaction still in flight.
         rows = await self._fetch(
-            f"SELECT xid, id FROM {self._s}.events ORDER BY xid DESC, id DESC LIMIT 1"
+            f"SELECT e.xid, e.id FROM {self._s}.events e WHERE e.xid < {HORIZON} "
+            "ORDER BY e.xid DESC, e.id DESC LIMIT 1"
         )
         return Position(rows[0][0], rows[0][1]) if rows else None
 
