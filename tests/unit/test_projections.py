@@ -629,3 +629,19 @@ async def test_partition_workers_share_partitions_and_take_over(store: EventStor
         await ProjectionAdmin(store).request("totals", "pause")  # reaches every partition
         await _until(lambda: _no_requests(store))
         assert {s.state for s in await ProjectionAdmin(store).statuses()} == {"paused"}
+
+
+async def test_a_runner_runs_partitioned_projections_and_waits_for_all_partitions(
+    store: EventStore,
+) -> None:
+    """A runner gives a partitioned projection a worker; wait_for covers every partition."""
+    history = [(f"a{i % 9}", {"x": i}) for i in range(40)]
+    split = totals(partitions=3)
+    async with ProjectionRunner(store, [split], heartbeat=0.02, lease_ttl=0.5) as runner:
+        assert list(runner.workers) == ["totals"] and not runner.processors
+        for agg, d in history:
+            r = await add(store, agg, **d)
+        async with asyncio.timeout(10):
+            await runner.wait_for(r.position)
+        assert await rows(store) == fold(history)
+        assert "PartitionWorker" in repr(runner)

@@ -6,10 +6,12 @@ process); the processor applies each one and deletes it in the same unit of work
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 from chronik.errors import ValidationError
-from chronik.messages import Position
+from chronik.messages import Position, RecordedEvent
 from chronik.projections.readmodel import ReadModel
 from chronik.projections.system import DEAD_LETTERS, REQUESTS, STATUS
 from chronik.store.base import TableSpec, TableWrite
@@ -17,7 +19,15 @@ from chronik.store.base import TableSpec, TableWrite
 if TYPE_CHECKING:
     from chronik.projections.processor import ProjectionProcessor
 
-__all__ = ["Lane", "drop_tables", "maybe_take_over", "poll_requests", "setup", "specs"]
+__all__ = [
+    "Lane",
+    "drop_tables",
+    "maybe_take_over",
+    "poll_requests",
+    "retry_handler",
+    "setup",
+    "specs",
+]
 
 START = Position(0)
 
@@ -234,3 +244,31 @@ async def setup(proc: ProjectionProcessor) -> None:
         proc.active.position = checkpoint.position if checkpoint else None
         proc.active.applied = proc.active.position
     await proc._commit(writes)
+
+
+async def retry_handler(
+    proc: ProjectionProcessor, event: RecordedEvent, rm: ReadModel, first: Exception
+) -> str | None:
+    """Retry a failed handler as the policy says; the error text if it kept failing."""
+    policy = proc.projection.policy
+    exc: Exception = first
+    for attempt in range(1, policy.retries + 2):
+        error = f"{type(exc).__name__}: {exc}"
+        if attempt > policy.retries or proc._stopping:
+            return error
+        proc.state = "failing"
+        proc.last_error = f"{event.type} {event.event_id} ({event.stream}): {error}"
+        if attempt == 1:
+            with contextlib.suppress(Exception):
+                await proc._commit([])
+        await asyncio.sleep(policy.delay(attempt))
+        rm.begin(event)
+        try:
+            await proc.projection.handle(event, rm)
+        except Exception as again:
+            rm.discard()
+            exc = again
+        else:
+            rm.keep()
+            return None
+    raise AssertionError("unreachable")

@@ -304,7 +304,7 @@ class ProjectionProcessor:
                     fn(e, rm)
             except Exception as exc:
                 rm.discard()
-                error = await self._apply(e, rm, exc)
+                error = await control.retry_handler(self, e, rm, exc)
                 if error is None:
                     continue
                 then = p.policy.then
@@ -370,31 +370,6 @@ class ProjectionProcessor:
             lane.position, self.state, self.processed, self.last_event_us = before
             raise
         lane.applied = position
-
-    async def _apply(self, event: RecordedEvent, rm: ReadModel, first: Exception) -> str | None:
-        """Retry a failed handler as the policy says; the error text if it kept failing."""
-        policy = self.projection.policy
-        exc: Exception = first
-        for attempt in range(1, policy.retries + 2):
-            error = f"{type(exc).__name__}: {exc}"
-            if attempt > policy.retries or self._stopping:
-                return error
-            self.state = "failing"
-            self.last_error = f"{event.type} {event.event_id} ({event.stream}): {error}"
-            if attempt == 1:
-                with contextlib.suppress(Exception):
-                    await self._commit([])
-            await asyncio.sleep(policy.delay(attempt))
-            rm.begin(event)
-            try:
-                await self.projection.handle(event, rm)
-            except Exception as again:
-                rm.discard()
-                exc = again
-            else:
-                rm.keep()
-                return None
-        raise AssertionError("unreachable")
 
     # --- commits and status -------------------------------------------------------------------
 

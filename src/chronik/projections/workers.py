@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Self
 
 from chronik.errors import ConfigurationError, ValidationError
+from chronik.messages import Position
 from chronik.projections import leases
 from chronik.projections.processor import ProjectionProcessor
 from chronik.projections.projection import Projection
@@ -109,6 +110,34 @@ class PartitionWorker:
 
     def __repr__(self) -> str:
         return f"<PartitionWorker {self.projection.name} {self.owner} owns {self.owned}>"
+
+    async def wait_for(self, position: Position) -> None:
+        """Return once every partition (whichever process owns it) has applied ``position``.
+
+        Partitions owned here answer at once; others through their checkpoints in the
+        database, which an idle partition advances at its heartbeat.
+        """
+        pending = list(self.processors)
+        while True:
+            signal = self.store.change_signal()
+            left = []
+            for proc in pending:
+                mine = proc.position if proc.epoch is not None else None
+                if mine is None or mine < position:
+                    cp = await self.store.load_checkpoint(
+                        proc.active.checkpoint(self.projection.name), proc.partition
+                    )
+                    if cp is None or cp.position < position:
+                        left.append(proc)
+            if not left:
+                return
+            pending = left
+            self.store._watch(1)
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(signal.wait(), self.heartbeat)
+            finally:
+                self.store._watch(-1)
 
     async def _run(self) -> None:
         while not self._stopping:
