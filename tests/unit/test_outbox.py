@@ -1,0 +1,145 @@
+"""The outbox: recorded with the events, published after, marked done only once confirmed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+import chronik
+from chronik.outbox import OutboxAdmin, OutboxDispatcher, record
+from chronik.store.base import EventStore
+from chronik.transports import open_transport
+from chronik.transports.base import Transport
+from chronik.transports.memory import MemoryTransport
+from chronik.transports.message import Delivery, Message
+
+S = chronik.StreamId("customer", "c1")
+
+
+def msg(n: int) -> Message:
+    return Message(
+        topic="customer.registered",
+        body=b'{"n": %d}' % n,
+        id=f"m-{n}",
+        headers={"correlation-id": "req-1"},
+    )
+
+
+class Flaky(MemoryTransport):
+    """A memory transport whose first ``failures`` publishes fail."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__("memory://")
+        self.failures = failures
+
+    async def _publish(self, message: Message) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise chronik.ChronikError("broker unavailable")
+        await super()._publish(message)
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[EventStore]:
+    async with chronik.open_store("memory://") as s:
+        yield s
+
+
+async def collect(transport: Transport, into: list[Delivery]) -> None:
+    async def handle(delivery: Delivery) -> None:
+        into.append(delivery)
+
+    await transport.subscribe("customer.registered", "notifications", handle)
+
+
+async def until(check: object, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():  # type: ignore[operator]
+            await asyncio.sleep(0.005)
+
+
+async def test_messages_commit_with_the_unit_or_not_at_all(store: EventStore) -> None:
+    """A recorded message exists only if its unit of work committed."""
+    async with store.transaction() as tx:
+        tx.append(S, [chronik.EventData("CustomerCreated", {})], chronik.NO_STREAM)
+        record(tx, msg(1))
+    with pytest.raises(chronik.WrongExpectedVersion):
+        async with store.transaction() as tx:
+            tx.append(S, [chronik.EventData("CustomerCreated", {})], chronik.NO_STREAM)
+            record(tx, msg(2))
+    assert [m["id"] for m in await OutboxAdmin(store).messages()] == ["m-1"]
+    with pytest.raises(chronik.ValidationError):
+        async with store.transaction() as tx:
+            record(tx, Message(topic="Not A Topic!", body=b""))
+
+
+async def test_dispatcher_publishes_in_order_and_marks_done(store: EventStore) -> None:
+    """Messages reach the transport in creation order, with their ids and headers."""
+    for n in range(5):
+        async with store.transaction() as tx:
+            record(tx, msg(n))
+    got: list[Delivery] = []
+    async with open_transport("memory://") as transport:
+        await collect(transport, got)
+        async with OutboxDispatcher(store, transport, poll_interval=0.01) as dispatcher:
+            await until(lambda: len(got) == 5)
+            assert dispatcher.active
+        assert [d.id for d in got] == [f"m-{n}" for n in range(5)]
+        assert got[0].message.headers == {"correlation-id": "req-1"}
+    status = await OutboxAdmin(store).status()
+    assert (status.pending, status.done, status.failed) == (0, 5, 0)
+
+
+async def test_failures_back_off_then_fail_and_can_be_retried_or_dropped(
+    store: EventStore,
+) -> None:
+    """A failing publish is retried with backoff, marked failed at the limit, then retried."""
+    async with store.transaction() as tx:
+        record(tx, msg(1))
+        record(tx, msg(2))
+    transport = Flaky(failures=4)
+    got: list[Delivery] = []
+    async with transport:
+        await collect(transport, got)
+        dispatcher = OutboxDispatcher(store, transport, max_attempts=2, backoff=0.0)
+        await dispatcher.dispatch_once()  # both fail once
+        await dispatcher.dispatch_once()  # both fail again: failed
+        admin = OutboxAdmin(store)
+        failed = await admin.messages("failed")
+        assert [(m["id"], m["attempts"]) for m in failed] == [("m-1", 2), ("m-2", 2)]
+        assert "broker unavailable" in failed[0]["last_error"]
+        assert await dispatcher.dispatch_once() == 0  # failed messages are left alone
+        assert await admin.retry("m-1") == 1
+        assert await admin.drop() == 1  # the remaining failed one, m-2
+        assert await dispatcher.dispatch_once() == 1
+        await until(lambda: len(got) == 1)
+        assert [d.id for d in got] == ["m-1"]
+        with pytest.raises(chronik.ValidationError):
+            await admin.retry("m-9")
+    status = await admin.status()
+    assert (status.pending, status.done, status.failed) == (0, 1, 0)
+
+
+async def test_one_dispatcher_at_a_time_and_failover(store: EventStore) -> None:
+    """Two dispatchers: one holds the lease; when it dies the other takes over."""
+    for n in range(3):
+        async with store.transaction() as tx:
+            record(tx, msg(n))
+    got: list[Delivery] = []
+    async with open_transport("memory://") as transport:
+        await collect(transport, got)
+        first = OutboxDispatcher(store, transport, owner="a", lease_ttl=0.3, poll_interval=0.01)
+        second = OutboxDispatcher(store, transport, owner="b", lease_ttl=0.3, poll_interval=0.01)
+        assert await first.dispatch_once() == 3
+        assert await second.dispatch_once() == 0 and not second.active
+        assert (await OutboxAdmin(store).status()).dispatcher == "a"
+        async with store.transaction() as tx:
+            record(tx, msg(3))
+        # "a" dies without giving up its lease; "b" waits for it to expire, then sends
+        await second.start()
+        await until(lambda: len(got) == 4)
+        assert second.active and second.sent == 1
+        await second.stop()
+    assert [d.id for d in got] == ["m-0", "m-1", "m-2", "m-3"]
