@@ -214,3 +214,27 @@ async def test_unique_violation_on_sequence_is_wrong_expected_version(
     with pytest.raises(chronik.WrongExpectedVersion) as info:
         await store.append(s, [EventData("t", {})], ANY)
     assert info.value.stream == s and info.value.actual == 0
+
+
+async def test_filtered_subscription_does_not_skip_a_held_transaction(
+    store: PostgresEventStore,
+) -> None:
+    """A filtered subscriber skipping unwanted events never jumps past a held transaction."""
+    for i in range(3):
+        await store.append(StreamId("other", f"o{i}"), [EventData("t", {"n": -1})])
+    conn = await raw_conn(store)
+    try:
+        _, tx = await begin_and_append(conn, store, StreamId("mine", "early"), 0)
+        for i in range(3):
+            await store.append(StreamId("other", f"p{i}"), [EventData("t", {"n": -2})])
+        sub = store.subscribe(domains=["mine"])
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(anext(sub), 0.3)
+        await finish(tx, commit=True)
+        late = await store.append(StreamId("mine", "late"), [EventData("t", {"n": 1})])
+        got = [await asyncio.wait_for(anext(sub), 10) for _ in range(2)]
+        assert [e.json()["n"] for e in got] == [0, 1]
+        assert got[1].position == late.position
+        await sub.close()
+    finally:
+        await conn.close()

@@ -76,6 +76,11 @@ _EXPECT: Final = {ANY: -1, NO_STREAM: -2, STREAM_EXISTS: -3}
 class PostgresEventStore(PostgresReader, EventStore):
     """An event store in one PostgreSQL schema; any number of processes may share it."""
 
+    # head() is the safe head: every event at or before it is final (no transaction that may
+    # still commit sorts before it), so a filtered reader that found nothing of its own up to
+    # the head may skip there, as on memory and SQLite.
+    head_bounds_reads = True
+
     def __init__(self, url: str, **options: Any) -> None:
         """Options (keywords win over the URL's query string): ``schema`` (default
         ``chronik``), ``migrate`` (default True), ``pool_min_size`` (2), ``pool_max_size``
