@@ -93,7 +93,10 @@ def _build() -> typer.Typer:
     from chronik.cli.projections import build_projections  # needs this module loaded
 
     app.add_typer(build_projections(), name="projections")
+    from chronik.cli.outbox import build_outbox
     from chronik.cli.serve import add_serve
+
+    app.add_typer(build_outbox(), name="outbox")
 
     add_serve(app)
     store_opt = typer.Option(
