@@ -95,6 +95,7 @@ class ProjectionProcessor:
         self.last_event_us = 0
         self._last_status = 0.0
         self._next_poll = 0.0
+        self._next_claim = 0.0
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -215,11 +216,15 @@ class ProjectionProcessor:
                     self._release = False
                     await self._commit([self._lease_write("release")])
                     self.epoch, self.state = None, "standby"
-                # standby: try to take over once per heartbeat
-                if self.epoch is None and not await self._acquire():
-                    self._next_poll = time.monotonic() + self.heartbeat
-                    await self._idle(signal)
-                    continue
+                # standby: try to take over once per heartbeat (not on every change)
+                if self.epoch is None:
+                    now = time.monotonic()
+                    if now < self._next_claim or not await self._acquire():
+                        if now >= self._next_claim:
+                            self._next_claim = now + self.heartbeat
+                        self._next_poll = self._next_claim
+                        await self._idle(signal)
+                        continue
                 now = time.monotonic()
                 if now >= self._next_poll:
                     self._next_poll = now + self.heartbeat
@@ -242,7 +247,8 @@ class ProjectionProcessor:
                 self.last_error = f"{type(exc).__name__}: {exc}"
             except Exception as exc:  # never let a store or handler error end the loop
                 errors += 1
-                self.state = "failing"
+                if self.state not in ("paused", "stopped"):
+                    self.state = "failing"
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 await asyncio.sleep(min(5.0, 0.05 * 2 ** min(errors, 7)))
 
