@@ -1,0 +1,232 @@
+"""Sagas: state per instance, compensation, deadlines that fire once (controllable clock)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import pytest
+
+import chronik
+from chronik import Command
+from chronik.projections import ProjectionRunner, query
+from chronik.sagas import DeadlineScheduler, ManualClock, Saga, SagaContext
+
+registry = chronik.EventRegistry()
+
+
+@registry.event()
+class OrderPlaced(msgspec.Struct):
+    order_id: str
+    sku: str
+
+
+@registry.event()
+class OrderPaid(msgspec.Struct):
+    order_id: str
+
+
+@registry.event()
+class OrderCancelled(msgspec.Struct):
+    order_id: str
+    reason: str
+
+
+@registry.event()
+class PaymentReceived(msgspec.Struct):
+    order_id: str
+
+
+@registry.event()
+class Reserved(msgspec.Struct):
+    order_id: str
+
+
+def order_decide(command: Command, state: dict[str, Any]) -> Any:
+    p = command.payload
+    if command.type == "Place":
+        return OrderPlaced(command.aggregate_id, p["sku"])
+    if state.get("status") == "cancelled":
+        raise chronik.CommandRejected("Order is cancelled")
+    if command.type == "MarkPaid":
+        return OrderPaid(command.aggregate_id)
+    if state.get("status") == "paid":
+        raise chronik.CommandRejected("Order is paid")
+    return OrderCancelled(command.aggregate_id, p["reason"])
+
+
+def order_evolve(state: dict[str, Any], event: Any) -> dict[str, Any]:
+    status = {OrderPlaced: "placed", OrderPaid: "paid", OrderCancelled: "cancelled"}
+    return {"status": status[type(event)]}
+
+
+def inventory_decide(command: Command, state: dict[str, Any]) -> Any:
+    if command.aggregate_id == "sold-out":
+        raise chronik.CommandRejected("Out of stock")
+    return Reserved(command.payload["order_id"])
+
+
+class Checkout(msgspec.Struct):
+    sku: str = ""
+    paid: bool = False
+
+
+checkout: Saga[Checkout] = Saga("checkout", state=Checkout, associate="order_id")
+
+
+@checkout.starts_with("OrderPlaced")
+def _placed(state: Checkout, event: chronik.RecordedEvent, ctx: SagaContext) -> Checkout:
+    placed = registry.decode(event)
+    ctx.send(
+        Command(
+            domain="inventory",
+            aggregate_id=placed.sku,
+            type="Reserve",
+            payload={"order_id": placed.order_id},
+        )
+    )
+    ctx.schedule("payment_due", after=900, payload={"why": "unpaid"})
+    return Checkout(sku=placed.sku)
+
+
+@checkout.on("PaymentReceived")
+def _paid(state: Checkout, event: chronik.RecordedEvent, ctx: SagaContext) -> Checkout:
+    ctx.cancel("payment_due")
+    ctx.send(Command(domain="order", aggregate_id=ctx.instance_id, type="MarkPaid"))
+    ctx.end()
+    return Checkout(state.sku, paid=True)
+
+
+@checkout.on_deadline("payment_due")
+def _expired(state: Checkout, event: chronik.RecordedEvent, ctx: SagaContext) -> Checkout:
+    ctx.send(
+        Command(
+            domain="order",
+            aggregate_id=ctx.instance_id,
+            type="Cancel",
+            payload={"reason": "payment timeout"},
+        )
+    )
+    ctx.end()
+    return state
+
+
+@checkout.on_rejected
+def _compensate(state: Checkout, command: Command, reason: str, ctx: SagaContext) -> Checkout:
+    ctx.send(
+        Command(
+            domain="order", aggregate_id=ctx.instance_id, type="Cancel", payload={"reason": reason}
+        )
+    )
+    ctx.cancel("payment_due")
+    ctx.end()
+    return state
+
+
+class Shop:
+    def __init__(self, app: chronik.Chronik, clock: ManualClock, runner: ProjectionRunner) -> None:
+        self.app, self.clock, self.runner = app, clock, runner
+
+    async def place(self, order: str, sku: str = "book") -> None:
+        await self.app.dispatch(
+            Command(domain="order", aggregate_id=order, type="Place", payload={"sku": sku})
+        )
+
+    async def pay(self, order: str) -> None:
+        await self.app.store.append(
+            chronik.StreamId("payment", order), [registry.to_event_data(PaymentReceived(order))]
+        )
+
+    async def settle(self) -> None:
+        head = await self.app.store.head()
+        assert head is not None
+        async with asyncio.timeout(10):
+            await self.runner.wait_for(head)
+
+    async def status(self, order: str) -> str:
+        return str((await self.app.load("order", order)).get("status"))
+
+
+@pytest.fixture
+async def shop() -> AsyncIterator[Shop]:
+    app = chronik.Chronik(store="memory://", registry=registry)
+    app.add_decider("order", order_decide, order_evolve, dict)
+    app.add_decider("inventory", inventory_decide, lambda s, e: s, dict)
+    clock = ManualClock()
+    async with app, ProjectionRunner(app.store, [checkout.projection(app.dispatch, clock)]) as r:
+        yield Shop(app, clock, r)
+
+
+async def test_a_paid_order_ends_the_saga_and_cancels_its_deadline(shop: Shop) -> None:
+    """Placed -> reserve + deadline; paid -> deadline cancelled, order marked paid, ended."""
+    await shop.place("o1")
+    await shop.pay("o1")
+    await shop.settle()
+    await shop.settle()  # the commands the saga sent, handled in turn
+    assert await shop.status("o1") == "paid"
+    instances = await query(shop.app.store, "checkout", "checkout_instances")
+    assert [(r["instance_id"], r["ended"]) for r in instances] == [("o1", 1)]
+    assert await query(shop.app.store, "checkout", "checkout_deadlines") == []
+    reserved = [e async for e in shop.app.store.read_stream(chronik.StreamId("inventory", "book"))]
+    assert reserved[0].metadata.causation_id is not None
+
+
+async def test_a_due_deadline_fires_once(shop: Shop) -> None:
+    """After the clock passes it, the deadline cancels the order: once, with two schedulers."""
+    await shop.place("o2")
+    await shop.settle()
+    one = DeadlineScheduler(shop.app.store, [checkout], clock=shop.clock, owner="one")
+    two = DeadlineScheduler(shop.app.store, [checkout], clock=shop.clock, owner="two")
+    assert await one.fire_due() == 0  # not due yet
+    shop.clock.advance(901)
+    assert await two.fire_due() == 0  # "one" holds the lease
+    assert await one.fire_due() == 1
+    assert await one.fire_due() == 1  # again before the saga handled it: the same event
+    await shop.settle()
+    fired = [
+        e
+        async for e in shop.app.store.read_stream(chronik.StreamId("chronik.deadlines", "checkout"))
+    ]
+    assert len(fired) == 1
+    assert await shop.status("o2") == "cancelled"
+    assert await one.fire_due() == 0  # handled: gone
+
+
+async def test_a_cancelled_deadline_never_fires(shop: Shop) -> None:
+    """Paying in time cancels the deadline; passing its time fires nothing."""
+    await shop.place("o3")
+    await shop.pay("o3")
+    await shop.settle()
+    shop.clock.advance(3600)
+    assert await DeadlineScheduler(shop.app.store, [checkout], clock=shop.clock).fire_due() == 0
+    await shop.settle()
+    assert await shop.status("o3") == "paid"
+
+
+async def test_a_rejected_step_is_compensated(shop: Shop) -> None:
+    """When the reservation is rejected, the saga cancels the order with the reason."""
+    await shop.place("o4", sku="sold-out")
+    await shop.settle()
+    await shop.settle()
+    assert await shop.status("o4") == "cancelled"
+    (cancelled,) = [e async for e in shop.app.store.read_stream(chronik.StreamId("order", "o4"))][
+        1:
+    ]
+    assert cancelled.json()["reason"] == "Out of stock"
+
+
+async def test_overdue_deadlines_fire_when_a_scheduler_starts(shop: Shop) -> None:
+    """A deadline that came due while no scheduler ran fires as soon as one starts."""
+    await shop.place("o5")
+    await shop.settle()
+    shop.clock.advance(10_000)
+    scheduler = DeadlineScheduler(shop.app.store, [checkout], clock=shop.clock, poll_interval=0.01)
+    await scheduler.start()
+    try:
+        async with asyncio.timeout(10):
+            while await shop.status("o5") != "cancelled":
+                await asyncio.sleep(0.01)
+    finally:
+        await scheduler.stop()
