@@ -13,6 +13,7 @@ from chronik.commands import (
     CommandResult,
     DispatchMiddleware,
     HandlerMiddleware,
+    OutboxRule,
     RetryPolicy,
 )
 from chronik.messages import Command, StreamId
@@ -77,6 +78,10 @@ class Chronik:
     def add_model(self, model: DomainModel) -> DomainModel:
         """Handle ``model.domain`` with any DomainModel (e.g. one made elsewhere)."""
         return self.bus.register(model)
+
+    def add_outbox(self, rule: OutboxRule) -> None:
+        """Record integration messages with the events that cause them (see CommandBus)."""
+        self.bus.add_outbox(rule)
 
     def use(self, middleware: DispatchMiddleware) -> None:
         """Wrap every dispatch (logging, auth, tracing): ``async def mw(command, call_next)``."""

@@ -46,7 +46,7 @@ from chronik.messages import (
     new_event_id,
 )
 from chronik.repository import Loaded, Repository
-from chronik.store.base import AppendRequest, EventStore
+from chronik.store.base import AppendRequest, EventStore, PreparedEvent
 
 __all__ = [
     "CommandBus",
@@ -104,6 +104,7 @@ class CommandResult(msgspec.Struct, frozen=True):
 
 
 DispatchFn = Callable[[Command], Awaitable[CommandResult]]
+OutboxRule = Callable[[Any, PreparedEvent], Any]
 DispatchMiddleware = Callable[[Command, DispatchFn], Awaitable[CommandResult]]
 HandlerFn = Callable[[Command, Any], Awaitable[list[Any]]]
 HandlerMiddleware = Callable[[Command, Any, HandlerFn], Awaitable[list[Any]]]
@@ -129,6 +130,7 @@ class CommandBus:
         self._handler_middleware: list[HandlerMiddleware] = []
         self._locks: dict[StreamId, list[Any]] = {}
         self._chain: DispatchFn = self._dispatch
+        self._outbox: list[OutboxRule] = []
 
     # --- configuration ------------------------------------------------------------------------
 
@@ -162,6 +164,15 @@ class CommandBus:
         for mw in reversed(self._dispatch_middleware):
             chain = _bind_dispatch(mw, chain)
         self._chain = chain
+
+    def add_outbox(self, rule: OutboxRule) -> None:
+        """Record integration messages in the outbox with the events that cause them.
+
+        ``rule(event, recorded_event_data)`` returns a transport Message, a (Message, kind)
+        pair, or None; the message is committed in the same unit of work as the command's
+        events (see ``chronik.outbox``), its id defaulting to the event id.
+        """
+        self._outbox.append(rule)
 
     def use_handler(self, middleware: HandlerMiddleware) -> None:
         """Wrap every call of business logic: ``async def mw(command, state, call_next)``.
@@ -269,7 +280,10 @@ class CommandBus:
                 repository.forget(stream)  # the state may have been changed in place
                 raise
             try:
-                result = await self.store.append_prepared(request)
+                if self._outbox and model.typed_events:
+                    result = await self._append_with_outbox(request, events)
+                else:
+                    result = await self.store.append_prepared(request)
             except WrongExpectedVersion as exc:
                 repository.forget(stream)
                 last_error = exc
@@ -322,6 +336,20 @@ class CommandBus:
             raise
         except Exception as exc:
             raise HandlerError(command.domain, command.type, exc) from exc
+
+    async def _append_with_outbox(self, request: AppendRequest, events: list[Any]) -> AppendResult:
+        from chronik.outbox import record
+
+        async with self.store.transaction() as tx:
+            tx.append_prepared(request)
+            for event, data in zip(events, request.events, strict=True):
+                for rule in self._outbox:
+                    out = rule(event, data)
+                    if out is None:
+                        continue
+                    message, kind = out if isinstance(out, tuple) else (out, "publish")
+                    record(tx, message, kind)
+        return tx.results[0]
 
     def _settle(self, model: DomainModel, command: Command, state: Any, events: list[Any]) -> Any:
         try:

@@ -143,3 +143,45 @@ async def test_one_dispatcher_at_a_time_and_failover(store: EventStore) -> None:
         assert second.active and second.sent == 1
         await second.stop()
     assert [d.id for d in got] == ["m-0", "m-1", "m-2", "m-3"]
+
+
+async def test_commands_record_integration_messages_with_their_events() -> None:
+    """An outbox rule's messages commit with the command's events, never for a rejection,
+    and once per command id."""
+    import msgspec
+
+    registry = chronik.EventRegistry()
+
+    @registry.event()
+    class Registered(msgspec.Struct):
+        name: str
+
+    def decide(command: chronik.Command, state: dict[str, str]) -> Registered:
+        if state:
+            raise chronik.CommandRejected("exists")
+        return Registered(command.payload["name"])
+
+    app = chronik.Chronik(store="memory://", registry=registry)
+    app.add_decider("customer", decide, lambda s, e: {"name": e.name}, dict)
+    app.add_outbox(
+        lambda event, data: (
+            Message(topic="customer.registered", id=data.event_id, body=msgspec.json.encode(event))
+            if isinstance(event, Registered)
+            else None
+        )
+    )
+    create = chronik.Command(
+        domain="customer",
+        aggregate_id="c1",
+        type="Register",
+        payload={"name": "Ada"},
+        command_id="r-1",
+    )
+    async with app:
+        result = await app.dispatch(create)
+        await app.dispatch(create)  # the same command id: nothing new
+        with pytest.raises(chronik.CommandRejected):
+            await app.dispatch(msgspec.structs.replace(create, command_id="r-2"))
+        rows = await OutboxAdmin(app.store).messages()
+        assert [r["id"] for r in rows] == [result.events[0].event_id]
+        assert rows[0]["body"] == '{"name":"Ada"}' and rows[0]["state"] == "pending"

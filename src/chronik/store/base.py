@@ -725,9 +725,12 @@ class UnitOfWork:
         self, stream: StreamId, events: Iterable[EventData], expected: Expected = ANY
     ) -> None:
         """Add an append to the unit (validated now, written at commit)."""
+        self.append_prepared(self._store.prepare(stream, events, expected))
+
+    def append_prepared(self, request: AppendRequest) -> None:
+        """Add an append made by ``EventStore.prepare``."""
         if self._results is not None:
             raise ValidationError("this unit of work is already committed")
-        request = self._store.prepare(stream, events, expected)
         ids = {e.event_id for e in request.events}
         if not ids.isdisjoint(self._event_ids):
             raise ValidationError("the same event id appears twice in one unit of work")
