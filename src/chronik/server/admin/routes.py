@@ -16,7 +16,14 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response, Stream
 from starlette.routing import Route
 
 from chronik.app import Chronik
-from chronik.errors import AuthenticationError, ChronikError, PermissionDenied, ValidationError
+from chronik.errors import (
+    AuthenticationError,
+    ChronikError,
+    PermissionDenied,
+    StoreClosed,
+    StoreUnavailable,
+    ValidationError,
+)
 from chronik.messages import StreamId
 from chronik.projections import ProjectionAdmin, ProjectionRunner
 from chronik.server.admin import data
@@ -258,6 +265,13 @@ def create_admin_routes(
         seen = request.query_params.get("head")
 
         async def ticks() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in _ticks():
+                    yield chunk
+            except (StoreClosed, StoreUnavailable):
+                return  # the server is stopping (or the store is down): the browser reconnects
+
+        async def _ticks() -> AsyncIterator[bytes]:
             last = seen
             quiet = 0.0
             yield b"retry: 2000\nevent: hello\ndata: \n\n"

@@ -1,0 +1,195 @@
+"""The admin UI over plain HTTP: escaping, CSRF refusal, sign-in and permissions, security
+headers, live ticks, static files, and correlation chains with forged causation cycles."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from chronik.messages import EventData, StreamId
+from chronik.projections import ProjectionRunner
+from chronik.server.admin import create_admin_routes
+from chronik.server.admin.data import correlation_chain
+from chronik.server.auth import ApiKey, Auth
+from chronik.server.http import create_http_app
+from chronik.server.http_auth import HttpAuth
+from chronik.server.http_server import HttpServer
+from chronik.store.memory import MemoryEventStore
+from examples.shop.app import build_app, projections
+
+READER, ADMIN = "reader-key-123", "admin-key-456"
+EVIL = '<script>alert("x")</script>'
+
+
+async def serve(auth: HttpAuth | None) -> AsyncIterator[httpx.AsyncClient]:
+    app = build_app("memory://")
+    await app.open()
+    runner = ProjectionRunner(app.store, projections(app))
+    await runner.start()
+    routes = create_admin_routes(app, runner=runner, auth=auth)
+    server = HttpServer(create_http_app(app, runner=runner, auth=auth, extra_routes=routes), port=0)
+    await server.start()
+    url = f"http://127.0.0.1:{server.port}"
+    async with httpx.AsyncClient(base_url=url, timeout=10) as c:
+        body = {
+            "domain": "customer",
+            "aggregate_id": f'x"><b>{EVIL}',
+            "type": "CreateCustomer",
+            "payload": {"name": EVIL, "email": "e@x"},
+        }
+        headers = {"x-api-key": ADMIN} if auth else {}
+        r = await c.post("/v1/commands?wait=projections", json=body, headers=headers)
+        assert r.status_code == 200, r.text
+        yield c
+    await server.stop()
+    await runner.stop()
+    await app.close()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    """An admin UI without auth, one customer with a hostile name and id."""
+    async for c in serve(None):
+        yield c
+
+
+@pytest.fixture
+async def secured() -> AsyncIterator[httpx.AsyncClient]:
+    """An admin UI behind API keys (reader: read only; ops: admin too)."""
+    ops = ApiKey("ops", ADMIN, admin=True, commands={"customer": "*"})
+    keys = Auth([ApiKey("reader", READER), ops])
+    async for c in serve(HttpAuth(keys)):
+        yield c
+
+
+def origin(c: httpx.AsyncClient) -> dict[str, str]:
+    return {"origin": str(c.base_url).rstrip("/")}
+
+
+async def test_everything_shown_is_escaped(http: httpx.AsyncClient) -> None:
+    """Hostile payloads and aggregate ids appear escaped on the overview, list and stream page."""
+    stream = (await http.get("/v1/streams")).json()["streams"][0]
+    href = "/admin/streams/customer/" + httpx.URL(path=stream["aggregate_id"]).raw_path.decode()
+    for path in ("/admin", "/admin/streams?domain=customer", href):
+        r = await http.get(path)
+        assert r.status_code == 200, (path, r.text)
+        assert "<script>alert" not in r.text and "<b>" not in r.text, path
+    page = (await http.get(href)).text
+    assert "&lt;script&gt;alert(\\&#34;x\\&#34;)&lt;/script&gt;" in page
+
+
+async def test_posts_from_another_origin_are_refused(http: httpx.AsyncClient) -> None:
+    """A POST without Origin/Referer, or from another site, is 403; same origin is allowed."""
+    url = "/admin/projections/receipts/pause"
+    assert (await http.post(url)).status_code == 403
+    assert (await http.post(url, headers={"origin": "http://evil.example"})).status_code == 403
+    assert (await http.post(url, headers={"origin": "null"})).status_code == 403
+    referer = {"referer": f"{str(http.base_url).rstrip('/')}/admin/projections"}
+    assert (await http.post(url, headers=referer)).status_code == 200
+    r = await http.post(url, headers=origin(http))
+    assert r.status_code == 200 and "pause requested for receipts" in r.text
+
+
+async def test_pages_carry_security_headers(http: httpx.AsyncClient) -> None:
+    """Pages forbid inline scripts, framing and sniffing; static files are an allowlist."""
+    r = await http.get("/admin/projections")
+    csp = r.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert r.headers["x-frame-options"] == "DENY"
+    js = await http.get("/admin/static/htmx.min.js")
+    assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
+    assert (await http.get("/admin/static/..%2Fsecurity.py")).status_code == 404
+    assert (await http.get("/admin/static/data.py")).status_code == 404
+
+
+async def test_unknown_things_are_error_pages(http: httpx.AsyncClient) -> None:
+    """Unknown projections and bad stream ids answer 404 / 400 pages, never a traceback."""
+    r = await http.get("/admin/projections/nope/dead-letters")
+    assert r.status_code == 404 and "UnknownProjection" in r.text
+    r = await http.get("/admin/streams/Bad%20Domain/x")
+    assert r.status_code == 400 and "Traceback" not in r.text
+    r = await http.get("/admin/streams/customer/nobody")
+    assert r.status_code == 404 and "no events" in r.text
+    r = await http.post("/admin/projections/receipts/explode", headers=origin(http))
+    assert r.status_code == 400
+
+
+async def test_sign_in_cookie_and_permissions(secured: httpx.AsyncClient) -> None:
+    """No credentials: to the sign-in page; a read key reads but may not act; admin may."""
+    r = await secured.get("/admin/projections")
+    assert r.status_code == 303 and r.headers["location"].startswith("/admin/login?next=")
+    r = await secured.get("/admin/_/projections", headers={"hx-request": "true"})
+    assert r.status_code == 401 and r.headers["hx-redirect"].startswith("/admin/login")
+    assert (await secured.get("/admin/live")).status_code == 303
+    form = {"credential": "not-a-key", "next": "/admin/streams"}
+    r = await secured.post("/admin/login", data=form, headers=origin(secured))
+    assert r.status_code == 401 and "unknown credentials" in r.text
+    form["credential"] = READER
+    r = await secured.post("/admin/login", data=form, headers=origin(secured))
+    assert r.status_code == 303 and r.headers["location"] == "/admin/streams"
+    cookie = r.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/admin" in cookie
+    assert (await secured.get("/admin/projections")).status_code == 200
+    r = await secured.post("/admin/projections/receipts/pause", headers=origin(secured))
+    assert r.status_code == 403 and "reader may not admin" in r.text
+    headers = {**origin(secured), "x-api-key": ADMIN}
+    r = await secured.post("/admin/projections/receipts/pause", headers=headers)
+    assert r.status_code == 200
+    r = await secured.post("/admin/logout", headers=origin(secured))
+    assert r.status_code == 303
+    assert (await secured.get("/admin/projections")).status_code == 303
+
+
+@pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example", "/v1/events"])
+async def test_sign_in_never_redirects_off_the_admin_ui(
+    secured: httpx.AsyncClient, target: str
+) -> None:
+    """`next` pointing to another site (or outside /admin) lands on /admin instead."""
+    form = {"credential": ADMIN, "next": target}
+    r = await secured.post("/admin/login", data=form, headers=origin(secured))
+    assert r.status_code == 303 and r.headers["location"] == "/admin"
+
+
+async def test_live_ticks_follow_appends(http: httpx.AsyncClient) -> None:
+    """/admin/live says hello, then sends a tick with the new head after a command."""
+    head = (await http.get("/v1/events?order=desc&limit=1")).json()["events"][0]["position"]
+    lines: list[str] = []
+    async with asyncio.timeout(10), http.stream("GET", f"/admin/live?head={head}") as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        stream = r.aiter_lines()
+        async for line in stream:
+            lines.append(line)
+            if line == "event: hello":
+                body = {
+                    "domain": "customer",
+                    "aggregate_id": "c-live",
+                    "type": "CreateCustomer",
+                    "payload": {"name": "Live", "email": "l@x"},
+                }
+                assert (await http.post("/v1/commands", json=body)).status_code == 200
+            if line == "event: tick":
+                break
+        data = await anext(stream)
+    assert data.startswith("data: ") and data[6:] != head
+
+
+async def test_correlation_chain_survives_a_forged_cycle() -> None:
+    """Events whose causation ids point at each other are all listed, once, without hanging."""
+    async with MemoryEventStore() as store:
+        meta: dict[str, Any] = {"correlation_id": "k"}
+        a = EventData("a.happened", {}, {**meta, "causation_id": "e-b"}, event_id="e-a")
+        b = EventData("b.happened", {}, {**meta, "causation_id": "e-a"}, event_id="e-b")
+        c = EventData("c.happened", {}, {**meta, "causation_id": "cmd-1"}, event_id="e-c")
+        d = EventData("d.happened", {}, {**meta, "causation_id": "r:e-c:0"}, event_id="e-d")
+        other = EventData("x.happened", {}, {"correlation_id": "other"}, event_id="e-x")
+        await store.append(StreamId("t", "1"), [a, b, c, other, d])
+        corr, links = await correlation_chain(store, "e-a")
+    assert corr == "k"
+    assert sorted(link.event.event_id for link in links) == ["e-a", "e-b", "e-c", "e-d"]
+    depth = {link.event.event_id: link.depth for link in links}
+    assert depth["e-c"] == 0 and depth["e-d"] == 1
+    assert [link.current for link in links].count(True) == 1
