@@ -7,7 +7,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Final
 
 from chronik.messages import RecordedEvent
-from chronik.projections.system import DEAD_LETTERS, STATUS
+from chronik.projections.system import DEAD_LETTERS, STATUS, lag_events
 from chronik.store.base import TableWrite
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def status(proc: ProjectionProcessor) -> TableWrite:
     """The status row of a processor as it stands."""
     active, building, head = proc.active, proc.building, proc.head
     position = active.position
-    lag = 0 if head is None else max(0, head.commit - (position.commit if position else 0))
+    lag = lag_events(position, head)
     state = proc.state
     if building is not None and state == "running":
         state = "rebuilding"

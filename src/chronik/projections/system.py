@@ -149,9 +149,13 @@ def _lease_key(status_name: str) -> tuple[str, int]:
     return (base, int(k)) if k.isdigit() else (status_name, 0)
 
 
-def _lag(position: Position | None, head: Position | None) -> int:
+def lag_events(position: Position | None, head: Position | None) -> int:
+    """Events between a position and the head, from the positions alone: the row id part
+    (``index``, PostgreSQL) when there is one, else ``commit`` (memory, SQLite rowids)."""
     if head is None:
         return 0
+    if head.index or (position is not None and position.index):
+        return max(0, head.index - (position.index if position is not None else 0))
     return max(0, head.commit - (position.commit if position is not None else 0))
 
 
@@ -216,7 +220,7 @@ class ProjectionAdmin:
                 and now - heartbeat < ALIVE_SECONDS
                 and held.get(_lease_key(r["name"]), 0.0) > now
             )
-            lag = _lag(position, head)
+            lag = lag_events(position, head)
             lag_seconds = 0.0
             if lag:
                 async for e in store.read_all(after=position, limit=1):
