@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import msgspec
 
 import chronik
 from chronik.projections import Projection, ReadModel, Table
-from chronik.reactions import Dispatch, reaction
+from chronik.reactions import Dispatch
+from chronik.sagas import Saga, SagaContext
 from examples.shop.events import registry
 
 receipts = Projection(
@@ -83,22 +84,32 @@ async def _spent(event: chronik.RecordedEvent, rm: ReadModel) -> None:
     )
 
 
-def loyalty_points(event: chronik.RecordedEvent) -> Sequence[chronik.Command]:
-    """TransactionCompleted -> AddLoyaltyPoints{points = amount_cents // 100} for the customer."""
+class Loyalty(msgspec.Struct):
+    """A customer's loyalty saga: the points it has awarded."""
+
+    awarded: int = 0
+
+
+loyalty_saga: Saga[Loyalty] = Saga("loyalty", state=Loyalty, associate="customer_id")
+
+
+@loyalty_saga.starts_with("TransactionCompleted")
+def _award(state: Loyalty, event: chronik.RecordedEvent, ctx: SagaContext) -> Loyalty:
+    """TransactionCompleted -> AddLoyaltyPoints{points = amount_cents // 100}."""
     done = registry.decode(event)
     points = done.amount_cents // 100
-    if points <= 0:
-        return []
-    return [
-        chronik.Command(
-            domain="customer",
-            aggregate_id=done.customer_id,
-            type="AddLoyaltyPoints",
-            payload={"points": points},
+    if points > 0:
+        ctx.send(
+            chronik.Command(
+                domain="customer",
+                aggregate_id=done.customer_id,
+                type="AddLoyaltyPoints",
+                payload={"points": points},
+            )
         )
-    ]
+    return Loyalty(state.awarded + points)
 
 
 def loyalty(dispatch: Dispatch) -> Projection:
     """The loyalty saga: every completed transaction earns its customer points."""
-    return reaction("loyalty", ["TransactionCompleted"], loyalty_points, dispatch)
+    return loyalty_saga.projection(dispatch)

@@ -104,7 +104,7 @@ class CommandResult(msgspec.Struct, frozen=True):
 
 
 DispatchFn = Callable[[Command], Awaitable[CommandResult]]
-OutboxRule = Callable[[Any, PreparedEvent], Any]
+OutboxRule = Callable[[Any, PreparedEvent, StreamId], Any]
 DispatchMiddleware = Callable[[Command, DispatchFn], Awaitable[CommandResult]]
 HandlerFn = Callable[[Command, Any], Awaitable[list[Any]]]
 HandlerMiddleware = Callable[[Command, Any, HandlerFn], Awaitable[list[Any]]]
@@ -168,7 +168,7 @@ class CommandBus:
     def add_outbox(self, rule: OutboxRule) -> None:
         """Record integration messages in the outbox with the events that cause them.
 
-        ``rule(event, recorded_event_data)`` returns a transport Message, a (Message, kind)
+        ``rule(event, prepared_event, stream)`` returns a transport Message, a (Message, kind)
         pair, or None; the message is committed in the same unit of work as the command's
         events (see ``chronik.outbox``), its id defaulting to the event id.
         """
@@ -344,7 +344,7 @@ class CommandBus:
             tx.append_prepared(request)
             for event, data in zip(events, request.events, strict=True):
                 for rule in self._outbox:
-                    out = rule(event, data)
+                    out = rule(event, data, request.stream)
                     if out is None:
                         continue
                     message, kind = out if isinstance(out, tuple) else (out, "publish")

@@ -196,6 +196,7 @@ class Saga(Generic[S]):
             await self._handle(event, rm, dispatch, clock)
 
         projection.on(*self.handlers, DEADLINE_FIRED)(handle)
+        projection.saga = self  # type: ignore[attr-defined]  # found by chronik serve
         return projection
 
     async def _handle(

@@ -47,8 +47,13 @@ class Shop:
             type=type_,
             payload=json.dumps(payload).encode(),
         )
+
+        async def call() -> pb.CommandResponse:  # the call must be made on our loop
+            response: pb.CommandResponse = await self.gateway.Handle(request)
+            return response
+
         try:
-            self.response, self.error = self.run(self.gateway.Handle(request)), None
+            self.response, self.error = self.run(call()), None
         except grpc.aio.AioRpcError as exc:
             self.response, self.error = None, exc
 

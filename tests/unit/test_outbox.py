@@ -164,7 +164,7 @@ async def test_commands_record_integration_messages_with_their_events() -> None:
     app = chronik.Chronik(store="memory://", registry=registry)
     app.add_decider("customer", decide, lambda s, e: {"name": e.name}, dict)
     app.add_outbox(
-        lambda event, data: (
+        lambda event, data, stream: (
             Message(topic="customer.registered", id=data.event_id, body=msgspec.json.encode(event))
             if isinstance(event, Registered)
             else None

@@ -110,9 +110,40 @@ async def run_server(
             f"  HTTP:    http://{http.host}:{http.port}/v1 (OpenAPI at /openapi.json)", flush=True
         )
         print(f"  admin:   http://{http.host}:{http.port}/admin", flush=True)
+    background = await _start_background(config, app, server)
     await stop.wait()
     print("stopping: letting in-flight calls finish", flush=True)
+    for stop_one in background:
+        await stop_one()
     if http is not None:
         await http.stop()
     await server.stop(grace)
     print("stopped", flush=True)
+
+
+async def _start_background(config: Any, app: Any, server: Any) -> list[Any]:
+    """The outbox dispatcher (with a transport) and the deadline scheduler (with sagas)."""
+    from chronik.outbox import OutboxDispatcher
+    from chronik.sagas import DeadlineScheduler, Saga
+
+    stops: list[Any] = []
+    if config.transport and config.outbox.enabled:
+        from chronik.transports import open_transport
+
+        transport = await open_transport(config.transport).open()
+        dispatcher = OutboxDispatcher(
+            app.store,
+            transport,
+            batch_size=config.outbox.batch_size,
+            lease_ttl=config.outbox.lease_ttl,
+        )
+        await dispatcher.start()
+        stops += [dispatcher.stop, transport.close]
+        print(f"  outbox:  publishing to {transport.url}", flush=True)
+    processors = server.runner.processors.values() if server.runner is not None else []
+    sagas = [s for p in processors if isinstance(s := getattr(p.projection, "saga", None), Saga)]
+    if sagas:
+        scheduler = DeadlineScheduler(app.store, sagas)
+        await scheduler.start()
+        stops.append(scheduler.stop)
+    return stops

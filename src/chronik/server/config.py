@@ -76,6 +76,12 @@ class RemoteReactor(msgspec.Struct, forbid_unknown_fields=True):
     timeout: float = 5.0
 
 
+class OutboxConfig(msgspec.Struct, forbid_unknown_fields=True):
+    enabled: bool = True  # dispatch when a transport is configured
+    batch_size: int = 100
+    lease_ttl: float = 10.0
+
+
 class ObservabilityConfig(msgspec.Struct, forbid_unknown_fields=True):
     tracing: bool = False  # OpenTelemetry spans (extra `otel`; configure the SDK yourself)
     log_format: str = "text"  # or "json"
@@ -102,6 +108,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     projectors: list[RemoteReactor] = msgspec.field(default_factory=list)
     sagas: list[RemoteReactor] = msgspec.field(default_factory=list)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    transport: str | None = None  # memory://, nats://..., amqp://..., postgresql://...
+    outbox: OutboxConfig = msgspec.field(default_factory=OutboxConfig)
     observability: ObservabilityConfig = msgspec.field(default_factory=ObservabilityConfig)
 
 
