@@ -291,6 +291,24 @@ class TransportConformance:
             assert effects == [dup.id, marker.id]
             assert await inbox.processed(dup.id)
 
+    async def test_dedup_is_per_topic_and_queue_dead_letters_arrive(
+        self, transport: Transport, name: str
+    ) -> None:
+        """One message id on two topics reaches both; a message that fails on a queue reaches
+        that queue's dead-letter queue (ids are deduplicated per destination only)."""
+        one, two, dead = Recorder(), Recorder(), Recorder()
+        await transport.subscribe(f"{name}.one", "g", one)
+        await transport.subscribe(f"{name}.two", "g", two)
+        await transport.listen(f"{name}.q.dead", dead)
+        await transport.listen(f"{name}.q", Recorder(lambda d: True), policy=FAST)
+        shared = "shared-id-1"
+        await transport.publish(msg(f"{name}.one", 1, id=shared))
+        await transport.publish(msg(f"{name}.two", 2, id=shared))
+        await transport.send(msg(f"{name}.q", 3, id=shared))
+        await eventually(lambda: bool(one.got and two.got and dead.got), what="all three")
+        assert one.ids() == two.ids() == dead.ids() == [shared]
+        assert dead.got[0].headers["dead-topic"] == f"{name}.q"
+
     # --- bad input and lifecycle ---------------------------------------------------------------
 
     async def test_bad_input_is_refused_and_sends_nothing(

@@ -5,9 +5,9 @@
 ``chronik.t.<topic>``, interest retention: a message lives until every group acked it) and
 ``<prefix>_QUEUES`` (``chronik.q.<queue>``, work-queue retention). Each subscriber group is one
 durable consumer filtered on its topic, shared by the group's consumers (competing fetches);
-each queue is one durable consumer. The message id travels as ``Nats-Msg-Id``, so JetStream
-drops a re-published id within ``dedup_window``. The client reconnects by itself; consumers
-resume from their durable state.
+each queue is one durable consumer. ``<topic>:<message id>`` travels as ``Nats-Msg-Id``, so
+JetStream drops a re-published id within ``dedup_window`` (per topic, like the other
+adapters). The client reconnects by itself; consumers resume from their durable state.
 """
 
 from __future__ import annotations
@@ -134,7 +134,8 @@ class NatsTransport(Transport):
         await self._put(f"chronik.q.{message.topic}", message)
 
     async def _put(self, subject: str, m: Message) -> None:
-        headers = {**m.headers, _ID: m.id}
+        # JetStream dedupes per stream: scope the id by topic, as the other adapters do
+        headers = {**m.headers, _ID: f"{m.topic}:{m.id}"}
         if m.key is not None:
             headers[_KEY] = m.key
         try:
@@ -191,7 +192,8 @@ class _NatsSource(Source):
 
     def _incoming(self, msg: Msg) -> Incoming:
         headers = dict(msg.headers or {})
-        message_id = headers.pop(_ID, "") or f"nats-{msg.metadata.sequence.stream}"
+        scoped = headers.pop(_ID, "")
+        message_id = scoped.partition(":")[2] or f"nats-{msg.metadata.sequence.stream}"
         key = headers.pop(_KEY, None)
         message = Message(
             topic=msg.subject[self.prefix :], body=msg.data, id=message_id, headers=headers, key=key

@@ -301,6 +301,10 @@ class _PostgresSource(Source):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while True:
+            flusher = self.flusher
+            if flusher is not None and not flusher.done():
+                # claim once the acks are written: fewer, larger claims (as a plain loop does)
+                await asyncio.wait({flusher}, timeout=max(0.0, deadline - loop.time()))
             self.wake.clear()
             rows = await self.t._pool_execute(
                 self.t._claim_sql, self.channel, limit, self.t.lease, consumer=True
