@@ -321,6 +321,22 @@ class Aggregate:
         self._apply(event)
         self._pending.append(event)
 
+    def schedule(
+        self, name: str, after: float, command: str, payload: dict[str, Any] | None = None
+    ) -> None:
+        """Send this aggregate ``command`` ``after`` seconds from now, unless cancelled first
+        (replaces a deadline of the same name; needs the chronik_deadlines projection, which
+        ``chronik serve`` runs)."""
+        from chronik.deadline_events import schedule
+
+        self.emit(schedule(name, after, command, payload))
+
+    def cancel_deadline(self, name: str) -> None:
+        """Cancel this aggregate's deadline ``name``."""
+        from chronik.deadline_events import cancel_deadline
+
+        self.emit(cancel_deadline(name))
+
     def reject(self, reason: str) -> NoReturn:
         """Refuse the command being handled."""
         raise CommandRejected(reason)

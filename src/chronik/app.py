@@ -16,6 +16,7 @@ from chronik.commands import (
     OutboxRule,
     RetryPolicy,
 )
+from chronik.deadline_events import INTERNAL_EVENTS
 from chronik.messages import Command, StreamId
 from chronik.store import open_store
 from chronik.store.base import EventStore
@@ -40,6 +41,9 @@ class Chronik:
     ) -> None:
         self.store = open_store(store) if isinstance(store, str) else store
         self.registry = registry if registry is not None else EventRegistry()
+        for cls, name in INTERNAL_EVENTS.items():  # deadlines that aggregates schedule
+            if name not in self.registry:
+                self.registry.register(cls, name)
         self.bus = CommandBus(self.store, self.registry, retry=retry, cache_size=cache_size)
 
     # --- business logic -----------------------------------------------------------------------

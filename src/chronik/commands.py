@@ -22,6 +22,7 @@ import msgspec
 
 from chronik.aggregate import DomainModel
 from chronik.codec import EventRegistry
+from chronik.deadline_events import INTERNAL_EVENTS
 from chronik.errors import (
     ChronikError,
     ConcurrencyError,
@@ -273,7 +274,8 @@ class CommandBus:
                     data = [
                         _raw_event_data(e, metadata, command_id, i) for i, e in enumerate(events)
                     ]
-                state = self._settle(model, command, loaded.state, events)
+                own = [e for e in events if type(e) not in INTERNAL_EVENTS]
+                state = self._settle(model, command, loaded.state, own)
                 expected = NO_STREAM if loaded.version is None else loaded.version
                 request = self.store.prepare(stream, data, expected)
             except BaseException:

@@ -18,6 +18,7 @@ import msgspec
 
 from chronik.aggregate import DomainModel
 from chronik.codec import EventRegistry
+from chronik.deadline_events import INTERNAL_EVENTS
 from chronik.messages import RecordedEvent, Snapshot, StreamId
 from chronik.store.base import EventStore
 
@@ -75,7 +76,9 @@ class Repository:
         evolve = model.evolve
         from_sequence = None if version is None else version + 1
         async for event in self.store.read_stream(stream, from_sequence):
-            state = evolve(state, decode(event))
+            decoded = decode(event)
+            if type(decoded) not in INTERNAL_EVENTS:  # chronik's own (deadlines)
+                state = evolve(state, decoded)
             version = event.sequence
             replayed += 1
         loaded = Loaded(state, version, snap_seq, replayed, (time.perf_counter() - start) * 1000)

@@ -16,68 +16,23 @@ handles it in order like any event: a deadline fires once, and not at all once c
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import inspect
 import logging
-import os
-import time
-import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Final, Generic, Protocol, TypeVar
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from chronik.commands import CommandResult
-from chronik.errors import CommandRejected, ConfigurationError, ReadModelError, ValidationError
-from chronik.messages import Command, EventData, Metadata, RecordedEvent, StreamId
-from chronik.projections import Projection, ReadModel, Table, leases, query
+from chronik.deadlines import DEADLINE_FIRED, Clock, Dispatch, SystemClock
+from chronik.errors import CommandRejected, ConfigurationError, ValidationError
+from chronik.messages import Command, Metadata, RecordedEvent
+from chronik.projections import Projection, ReadModel, Table
 from chronik.projections.projection import ErrorPolicy
-from chronik.projections.system import LEASES
-from chronik.store.base import EventStore, TableWrite
 
-__all__ = [
-    "DEADLINE_FIRED",
-    "Clock",
-    "DeadlineScheduler",
-    "ManualClock",
-    "Saga",
-    "SagaContext",
-    "SystemClock",
-]
+__all__ = ["Saga", "SagaContext"]
 
 log = logging.getLogger("chronik.sagas")
 S = TypeVar("S")
-DEADLINE_FIRED: Final = "chronik.DeadlineFired"
-DEADLINE_DOMAIN: Final = "chronik.deadlines"
-Dispatch = Callable[[Command], Awaitable[CommandResult]]
-
-
-class Clock(Protocol):
-    """Where "now" comes from (tests pass a ManualClock)."""
-
-    def now_us(self) -> int: ...
-
-
-class SystemClock:
-    """The wall clock."""
-
-    def now_us(self) -> int:
-        return time.time_ns() // 1000
-
-
-class ManualClock:
-    """A clock that moves only when told to."""
-
-    def __init__(self, start_us: int = 1_000_000_000_000_000) -> None:
-        self.value = start_us
-
-    def now_us(self) -> int:
-        return self.value
-
-    def advance(self, seconds: float) -> None:
-        """Move the clock forward."""
-        self.value += int(seconds * 1_000_000)
 
 
 class SagaContext:
@@ -154,6 +109,11 @@ class Saga(Generic[S]):
             primary_key=("instance_id", "name"),
         )
 
+    @property
+    def deadline_table(self) -> str:
+        """The table of this saga's pending deadlines."""
+        return self.deadlines.name
+
     def starts_with(self, *types: str) -> Callable[[Handler], Handler]:
         """Handlers of events that may start a new instance."""
         self.starters.update(types)
@@ -205,7 +165,7 @@ class Saga(Generic[S]):
         deadline: str | None = None
         if event.type == DEADLINE_FIRED:
             fired = event.json()
-            if fired.get("saga") != self.name:
+            if fired.get("owner") != self.name:
                 return
             instance, deadline = fired["instance_id"], fired["name"]
             row = await rm.get(self.deadlines.name, instance_id=instance, name=deadline)
@@ -299,80 +259,3 @@ def _associator(spec: str | Callable[[RecordedEvent], str | None]) -> Callable[.
         return None if value is None else str(value)
 
     return by_key
-
-
-class DeadlineScheduler:
-    """Fires the due deadlines of sagas by appending ``chronik.DeadlineFired`` events."""
-
-    def __init__(
-        self,
-        store: EventStore,
-        sagas: Sequence[Saga[Any]],
-        *,
-        clock: Clock | None = None,
-        owner: str | None = None,
-        lease_ttl: float = 10.0,
-        poll_interval: float = 0.5,
-    ) -> None:
-        self.store = store
-        self.sagas = list(sagas)
-        self.clock = clock or SystemClock()
-        self.owner = owner or f"{os.getpid()}:{id(self):x}"
-        self.lease_ttl = lease_ttl
-        self.poll_interval = poll_interval
-        self._task: asyncio.Task[None] | None = None
-
-    async def fire_due(self) -> int:
-        """Append a fired event for every due deadline (if this scheduler holds the lease)."""
-        async with self.store.transaction() as tx:
-            tx.write_tables([TableWrite("ensure", LEASES.name, spec=LEASES)])
-        if await leases.acquire(self.store, "deadlines", self.owner, self.lease_ttl) is None:
-            return 0
-        now = self.clock.now_us()
-        fired = 0
-        for saga in self.sagas:
-            try:
-                rows = await query(self.store, saga.name, saga.deadlines.name)
-            except ReadModelError:  # the saga has not run yet: no table
-                continue
-            for row in rows:
-                if row["due_us"] > now:
-                    continue
-                body = {
-                    "saga": saga.name,
-                    "instance_id": row["instance_id"],
-                    "name": row["name"],
-                    "due_us": row["due_us"],
-                }
-                data = EventData(DEADLINE_FIRED, body)
-                data.event_id = _deadline_event_id(body)
-                stream = StreamId(DEADLINE_DOMAIN, saga.name)
-                await self.store.append(stream, [data])  # the same id again: stored once
-                fired += 1
-        return fired
-
-    async def start(self) -> None:
-        """Fire due deadlines now (overdue ones after a restart), then every poll interval."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.fire_due()
-            except Exception as exc:
-                log.warning("deadline scheduler: %s", exc)
-            await asyncio.sleep(self.poll_interval)
-
-    async def stop(self) -> None:
-        """Stop firing."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-
-def _deadline_event_id(body: dict[str, Any]) -> str:
-    key = f"{body['saga']}\x00{body['instance_id']}\x00{body['name']}\x00{body['due_us']}"
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"chronik:deadline:{key}"))

@@ -11,8 +11,9 @@ import pytest
 
 import chronik
 from chronik import Command
+from chronik.deadlines import DeadlineScheduler, ManualClock
 from chronik.projections import ProjectionRunner, query
-from chronik.sagas import DeadlineScheduler, ManualClock, Saga, SagaContext
+from chronik.sagas import Saga, SagaContext
 
 registry = chronik.EventRegistry()
 
@@ -230,3 +231,84 @@ async def test_overdue_deadlines_fire_when_a_scheduler_starts(shop: Shop) -> Non
                 await asyncio.sleep(0.01)
     finally:
         await scheduler.stop()
+
+
+@registry.event()
+class Issued(msgspec.Struct):
+    pass
+
+
+@registry.event()
+class Settled(msgspec.Struct):
+    pass
+
+
+@registry.event()
+class Expired(msgspec.Struct):
+    why: str
+
+
+class Invoice(chronik.Aggregate):
+    """An invoice that cancels itself if not paid in time."""
+
+    domain = "invoice"
+    status: str = ""
+
+    @chronik.command("Issue")
+    def issue(self, payload: dict[str, Any]) -> None:
+        self.emit(Issued())
+        self.schedule("unpaid", after=3600, command="Expire", payload={"why": "unpaid"})
+
+    @chronik.command("Pay")
+    def pay(self, payload: dict[str, Any]) -> None:
+        self.cancel_deadline("unpaid")
+        self.emit(Settled())
+
+    @chronik.command("Expire")
+    def expire(self, payload: dict[str, Any]) -> None:
+        self.require(self.status == "issued", "Invoice is settled")
+        self.emit(Expired(payload["why"]))
+
+    @chronik.apply
+    def _issued(self, event: Issued) -> None:
+        self.status = "issued"
+
+    @chronik.apply
+    def _settled(self, event: Settled) -> None:
+        self.status = "settled"
+
+    @chronik.apply
+    def _expired(self, event: Expired) -> None:
+        self.status = "expired"
+
+
+async def test_aggregate_deadlines_fire_once_unless_cancelled() -> None:
+    """An aggregate's deadline sends it its command when due, once; a cancelled one never."""
+    from chronik.deadlines import aggregate_deadlines
+
+    app = chronik.Chronik(store="memory://", registry=registry)
+    app.add_aggregate(Invoice)
+    clock = ManualClock()
+    async with app, ProjectionRunner(app.store, [aggregate_deadlines(app.dispatch)]) as runner:
+        for invoice in ("i1", "i2"):
+            await app.dispatch(Command(domain="invoice", aggregate_id=invoice, type="Issue"))
+        await app.dispatch(Command(domain="invoice", aggregate_id="i2", type="Pay"))
+        scheduler = DeadlineScheduler(app.store, clock=clock)
+
+        async def settle() -> None:
+            head = await app.store.head()
+            assert head is not None
+            async with asyncio.timeout(10):
+                await runner.wait_for(head)
+
+        await settle()
+        assert await scheduler.fire_due() == 0
+        clock.advance(3601)
+        assert await scheduler.fire_due() == 1  # i2's was cancelled
+        assert await scheduler.fire_due() == 1  # not handled yet: the same event again
+        await settle()
+        assert await scheduler.fire_due() == 0
+        assert (await app.load("invoice", "i1")).status == "expired"
+        assert (await app.load("invoice", "i2")).status == "settled"
+        i1 = [e.type async for e in app.store.read_stream(chronik.StreamId("invoice", "i1"))]
+        assert i1 == ["Issued", "chronik.DeadlineScheduled", "Expired"]

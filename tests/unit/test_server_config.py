@@ -82,4 +82,4 @@ def test_domains_and_remote_services_from_the_file(tmp_path: Path) -> None:
     app = build_app(config, "memory://")
     assert app.bus.domains == ["billing", "customer", "transaction"]
     names = [p.name for p in build_projections(config, app)]
-    assert names == ["receipts", "customer_summary", "loyalty", "mirror"]
+    assert names == ["receipts", "customer_summary", "loyalty", "mirror", "chronik_deadlines"]

@@ -123,8 +123,9 @@ async def run_server(
 
 async def _start_background(config: Any, app: Any, server: Any) -> list[Any]:
     """The outbox dispatcher (with a transport) and the deadline scheduler (with sagas)."""
+    from chronik.deadlines import DeadlineScheduler
     from chronik.outbox import OutboxDispatcher
-    from chronik.sagas import DeadlineScheduler, Saga
+    from chronik.sagas import Saga
 
     stops: list[Any] = []
     if config.transport and config.outbox.enabled:
@@ -142,7 +143,7 @@ async def _start_background(config: Any, app: Any, server: Any) -> list[Any]:
         print(f"  outbox:  publishing to {transport.url}", flush=True)
     processors = server.runner.processors.values() if server.runner is not None else []
     sagas = [s for p in processors if isinstance(s := getattr(p.projection, "saga", None), Saga)]
-    if sagas:
+    if server.runner is not None:  # the chronik_deadlines projection is always there
         scheduler = DeadlineScheduler(app.store, sagas)
         await scheduler.start()
         stops.append(scheduler.stop)

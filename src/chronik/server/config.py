@@ -23,6 +23,7 @@ import msgspec
 from chronik.aggregate import Aggregate, AggregateModel, DomainModel
 from chronik.app import Chronik
 from chronik.codec import EventRegistry
+from chronik.deadlines import aggregate_deadlines
 from chronik.errors import ConfigurationError
 from chronik.projections import Projection
 from chronik.server.http_auth import JwtConfig
@@ -193,6 +194,7 @@ def build_projections(config: Config, app: Chronik) -> list[Projection]:
         found.append(remote_projector(p.name, p.address, p.types, timeout=p.timeout))
     for s in config.sagas:
         found.append(remote_saga(s.name, s.address, s.types, app.dispatch, timeout=s.timeout))
+    found.append(aggregate_deadlines(app.dispatch))
     if config.observability.tracing:
         from chronik.observability import trace_projection
 

@@ -1,0 +1,230 @@
+"""Deadlines: durable timers in the store's database that fire once, delivered as messages.
+
+Owners of deadlines are sagas (``SagaContext.schedule``, rows of the saga's own table) and
+aggregates: an aggregate schedules by emitting ``DeadlineScheduled`` (``Aggregate.schedule`` or
+``schedule(...)`` from a decider) and cancels with ``DeadlineCancelled``; the built-in
+``chronik_deadlines`` projection keeps those pending, due at the event's record time plus the
+delay, so replays agree. A ``DeadlineScheduler`` (one active per store, by lease; overdue
+deadlines fire on start) appends a ``chronik.DeadlineFired`` event with an id derived from the
+deadline; the owner handles it in order like any event: a saga runs its deadline handler, an
+aggregate receives the deadline's command (with an id derived from the fired event). A
+deadline cancelled or replaced before its owner handles the fired event does nothing.
+Tests pass a ``ManualClock``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+import msgspec
+
+from chronik.deadline_events import (
+    INTERNAL_EVENTS,
+    DeadlineCancelled,
+    DeadlineScheduled,
+    cancel_deadline,
+    schedule,
+)
+from chronik.errors import ReadModelError
+from chronik.messages import Command, EventData, Metadata, RecordedEvent, StreamId
+from chronik.projections import Projection, ReadModel, Table, leases, query
+from chronik.projections.system import LEASES
+from chronik.store.base import EventStore, TableWrite
+
+__all__ = [
+    "AGGREGATE_DEADLINES",
+    "DEADLINE_FIRED",
+    "INTERNAL_EVENTS",
+    "Clock",
+    "DeadlineCancelled",
+    "DeadlineScheduled",
+    "DeadlineScheduler",
+    "ManualClock",
+    "SystemClock",
+    "aggregate_deadlines",
+    "cancel_deadline",
+    "schedule",
+]
+
+if TYPE_CHECKING:
+    from chronik.commands import CommandResult
+
+log = logging.getLogger("chronik.deadlines")
+DEADLINE_FIRED: Final = "chronik.DeadlineFired"
+DEADLINE_DOMAIN: Final = "chronik.deadlines"
+AGGREGATE_DEADLINES: Final = "chronik_deadlines"
+Dispatch = Callable[[Command], Awaitable["CommandResult"]]
+
+
+class Clock(Protocol):
+    """Where "now" comes from (tests pass a ManualClock)."""
+
+    def now_us(self) -> int: ...
+
+
+class SystemClock:
+    """The wall clock."""
+
+    def now_us(self) -> int:
+        return time.time_ns() // 1000
+
+
+class ManualClock:
+    """A clock that moves only when told to (starts at the wall clock's now)."""
+
+    def __init__(self, start_us: int | None = None) -> None:
+        self.value = time.time_ns() // 1000 if start_us is None else start_us
+
+    def now_us(self) -> int:
+        return self.value
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward."""
+        self.value += int(seconds * 1_000_000)
+
+
+_TABLE = Table(
+    "aggregate_deadlines",
+    {"instance_id": str, "name": str, "due_us": int, "command": str, "payload": bytes},
+    primary_key=("instance_id", "name"),
+)
+
+
+def aggregate_deadlines(dispatch: Dispatch) -> Projection:
+    """The projection that keeps aggregates' deadlines and delivers the fired ones."""
+    projection = Projection(AGGREGATE_DEADLINES, tables=[_TABLE])
+
+    @projection.on(*INTERNAL_EVENTS.values(), DEADLINE_FIRED)
+    async def handle(event: RecordedEvent, rm: ReadModel) -> None:
+        body = event.json()
+        if event.type == DEADLINE_FIRED:
+            if body.get("owner") != AGGREGATE_DEADLINES:
+                return
+            key = {"instance_id": body["instance_id"], "name": body["name"]}
+            row = await rm.get(_TABLE.name, **key)
+            if row is None or row["due_us"] != body["due_us"]:
+                return  # cancelled or moved since the scheduler saw it
+            rm.delete(_TABLE.name, **key)
+            stream = StreamId.parse(row["instance_id"])
+            await dispatch(
+                Command(
+                    domain=stream.domain,
+                    aggregate_id=stream.aggregate_id,
+                    tenant=stream.tenant,
+                    type=row["command"],
+                    payload=msgspec.json.decode(row["payload"]),
+                    command_id=f"deadline:{event.event_id}",
+                    metadata=Metadata(causation_id=event.event_id),
+                )
+            )
+            return
+        instance = str(event.stream)
+        if event.type == INTERNAL_EVENTS[DeadlineCancelled]:
+            rm.delete(_TABLE.name, instance_id=instance, name=body["name"])
+            return
+        rm.upsert(
+            _TABLE.name,
+            instance_id=instance,
+            name=body["name"],
+            due_us=event.recorded_at_us + int(body["after_s"] * 1_000_000),
+            command=body["command"],
+            payload=msgspec.json.encode(body.get("payload") or {}),
+        )
+
+    return projection
+
+
+class DeadlineOwner(Protocol):
+    """Something whose deadlines live in a table of its projection (a saga)."""
+
+    name: str
+
+    @property
+    def deadline_table(self) -> str: ...
+
+
+class DeadlineScheduler:
+    """Fires due deadlines by appending ``chronik.DeadlineFired`` events (one scheduler at a
+    time holds the lease; the event id is derived from the deadline, so firing twice stores
+    one event)."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        owners: Sequence[DeadlineOwner] = (),
+        *,
+        aggregates: bool = True,
+        clock: Clock | None = None,
+        owner: str | None = None,
+        lease_ttl: float = 10.0,
+        poll_interval: float = 0.5,
+    ) -> None:
+        self.store = store
+        self.tables = [(o.name, o.deadline_table) for o in owners]
+        if aggregates:
+            self.tables.append((AGGREGATE_DEADLINES, _TABLE.name))
+        self.clock = clock or SystemClock()
+        self.owner = owner or f"{os.getpid()}:{id(self):x}"
+        self.lease_ttl = lease_ttl
+        self.poll_interval = poll_interval
+        self._task: asyncio.Task[None] | None = None
+
+    async def fire_due(self) -> int:
+        """Append a fired event for every due deadline (if this scheduler holds the lease)."""
+        async with self.store.transaction() as tx:
+            tx.write_tables([TableWrite("ensure", LEASES.name, spec=LEASES)])
+        if await leases.acquire(self.store, "deadlines", self.owner, self.lease_ttl) is None:
+            return 0
+        now = self.clock.now_us()
+        fired = 0
+        for projection, table in self.tables:
+            try:
+                rows = await query(self.store, projection, table)
+            except ReadModelError:  # the owner has not run yet: no table
+                continue
+            for row in rows:
+                if row["due_us"] > now:
+                    continue
+                body = {
+                    "owner": projection,
+                    "instance_id": row["instance_id"],
+                    "name": row["name"],
+                    "due_us": row["due_us"],
+                }
+                data = EventData(DEADLINE_FIRED, body, event_id=_fired_id(body))
+                await self.store.append(StreamId(DEADLINE_DOMAIN, projection), [data])
+                fired += 1
+        return fired
+
+    async def start(self) -> None:
+        """Fire due deadlines now (overdue ones after a restart), then every poll interval."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.fire_due()
+            except Exception as exc:
+                log.warning("deadline scheduler: %s", exc)
+            await asyncio.sleep(self.poll_interval)
+
+    async def stop(self) -> None:
+        """Stop firing."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def _fired_id(body: dict[str, Any]) -> str:
+    key = f"{body['owner']}\x00{body['instance_id']}\x00{body['name']}\x00{body['due_us']}"
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"chronik:deadline:{key}"))
