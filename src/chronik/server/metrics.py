@@ -15,7 +15,7 @@ from prometheus_client import (
 )
 
 from chronik.commands import CommandResult
-from chronik.errors import ChronikError
+from chronik.errors import ChronikError, ReadModelError
 from chronik.messages import Command
 
 if TYPE_CHECKING:
@@ -52,9 +52,13 @@ class Metrics:
             "chronik_appends", "Units of work committed with appends", registry=r
         )
         self.append_seconds = Histogram(
-            "chronik_append_seconds", "Time to commit a unit of work with appends",
+            "chronik_append_seconds",
+            "Time to commit a unit of work with appends",
             buckets=(0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
             registry=r,
+        )
+        self.outbox_pending = Gauge(
+            "chronik_outbox_pending", "Outbox messages waiting to be published", registry=r
         )
         self.subscriptions = Gauge(
             "chronik_subscriptions", "Open HTTP event subscriptions", registry=r
@@ -118,6 +122,12 @@ class Metrics:
         """Read the gauges that come from the database (called at scrape time)."""
         head = await store.head()
         self.head.set(0 if head is None else head.commit)
+        if store.supports_tables:
+            try:
+                pending = await store.read_table("outbox_messages", {"state": "pending"})
+            except ReadModelError:  # no outbox in this store
+                pending = []
+            self.outbox_pending.set(len(pending))
         if admin is not None:
             for s in await admin.statuses():
                 self.lag_events.labels(s.name).set(s.lag_events)
