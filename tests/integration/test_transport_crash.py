@@ -12,7 +12,7 @@ import textwrap
 import pytest
 
 from chronik.testing.transport_conformance import Recorder, eventually
-from chronik.transports import Message, open_transport
+from chronik.transports import Delivery, Message, open_transport
 
 CONSUMER = textwrap.dedent(
     """
@@ -83,3 +83,26 @@ async def test_killed_consumer_message_is_redelivered(url: str) -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+@pytest.mark.parametrize("broker", ["postgresql", "nats"])
+async def test_slow_handler_keeps_its_message(broker: str, request: pytest.FixtureRequest) -> None:
+    """A handler running for several leases keeps its message (the consumer renews the
+    lease / ack wait): a competing consumer of the group never gets it."""
+    if broker == "postgresql":
+        url = str(request.getfixturevalue("postgres_url")) + "&lease=0.6"
+    else:
+        url = f"{request.getfixturevalue('nats_url')}?ack_wait=0.6"
+    topic = f"slow.t{os.urandom(3).hex()}"
+    calls: list[str] = []
+
+    async def slow(d: Delivery) -> None:
+        calls.append(d.id)
+        await asyncio.sleep(2.5)
+
+    async with open_transport(url) as one, open_transport(url) as two:
+        first = await one.subscribe(topic, "slow", slow)
+        second = await two.subscribe(topic, "slow", slow)
+        await one.publish(Message(topic=topic, body=b"slow"))
+        await eventually(lambda: first.acked + second.acked == 1, what="the ack")
+        assert len(calls) == 1

@@ -64,7 +64,13 @@ class Incoming(msgspec.Struct):
 
 
 class Source(abc.ABC):
-    """One consumer's connection to its group or queue (implemented by each adapter)."""
+    """One consumer's connection to its group or queue (implemented by each adapter).
+
+    ``touch_interval``: seconds between ``touch`` calls for a message whose handler is still
+    running (None: the broker never takes a message back from a live consumer).
+    """
+
+    touch_interval: float | None = None
 
     @abc.abstractmethod
     async def fetch(self, limit: int, wait: float) -> list[Incoming]:

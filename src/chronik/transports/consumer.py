@@ -65,6 +65,7 @@ class Consumer:
         self._lanes: dict[str, collections.deque[Incoming]] = {}
         self._parked: set[str] = set()
         self._inflight: dict[int, Incoming] = {}
+        self._handling: dict[int, Incoming] = {}
         self._room = asyncio.Event()
         self._room.set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -86,6 +87,8 @@ class Consumer:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._fetch_loop())]
         self._tasks += [loop.create_task(self._worker()) for _ in range(self.concurrency)]
+        if self.source.touch_interval is not None:
+            self._tasks.append(loop.create_task(self._heartbeat(self.source.touch_interval)))
 
     async def stop(self) -> None:
         """Stop fetching and handling; unacknowledged messages go back for redelivery."""
@@ -169,6 +172,17 @@ class Consumer:
                 lane.popleft()
             del self._lanes[item]
 
+    async def _heartbeat(self, interval: float) -> None:
+        """Keep the messages whose handlers are still running from going back to the broker."""
+        seen: set[int] = set()
+        while True:
+            await asyncio.sleep(interval)
+            for key, incoming in list(self._handling.items()):
+                if key in seen:  # running since the last beat at least
+                    with contextlib.suppress(Exception):
+                        await self.source.touch(incoming)
+            seen = set(self._handling)
+
     def _finished(self, incoming: Incoming) -> None:
         self._inflight.pop(id(incoming), None)
         self._room.set()
@@ -190,11 +204,13 @@ class Consumer:
             await self._give_up(incoming, f"delivered {attempt} times, more than {limit}", attempt)
             return
         while True:
+            self._handling[id(incoming)] = incoming
             try:
                 await self.handler(Delivery(incoming.message, attempt, self.group))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                del self._handling[id(incoming)]
                 if attempt >= limit:
                     await self._give_up(incoming, f"{type(exc).__name__}: {exc}", attempt)
                     return
@@ -206,6 +222,7 @@ class Consumer:
                 await asyncio.sleep(policy.delay(attempt))
                 attempt += 1
                 continue
+            del self._handling[id(incoming)]
             break
         try:
             await self.source.ack(incoming)

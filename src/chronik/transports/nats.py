@@ -89,6 +89,8 @@ class NatsTransport(Transport):
                 15,
             )
             self._js = self._nc.jetstream(timeout=5)
+            # the server's max_payload bounds a message; keep room for the headers
+            self.max_body_bytes = min(self.max_body_bytes, self._nc.max_payload - 65536)
             await self._stream(self.topics_stream, "chronik.t.>", RetentionPolicy.INTEREST)
             await self._stream(self.queues_stream, "chronik.q.>", RetentionPolicy.WORK_QUEUE)
         except NATS_ERRORS as exc:
@@ -173,13 +175,16 @@ class NatsTransport(Transport):
             sub = await js.pull_subscribe_bind(durable=durable, stream=stream)
         except NATS_ERRORS as exc:
             raise TransportUnavailable(f"NATS consumer {durable}: {exc!r}") from exc
-        return _NatsSource(sub, len(subject) - len(name))
+        return _NatsSource(sub, len(subject) - len(name), self.ack_wait / 3)
 
 
 class _NatsSource(Source):
-    def __init__(self, sub: JetStreamContext.PullSubscription, prefix: int) -> None:
+    def __init__(
+        self, sub: JetStreamContext.PullSubscription, prefix: int, touch_interval: float
+    ) -> None:
         self.sub = sub
         self.prefix = prefix
+        self.touch_interval = touch_interval
 
     async def fetch(self, limit: int, wait: float) -> list[Incoming]:
         try:

@@ -294,6 +294,7 @@ class _PostgresSource(Source):
         self.wake = asyncio.Event()
         self.t._wakers.setdefault(channel, set()).add(self.wake)
         self.acks: list[int] = []
+        self.touch_interval = transport.lease / 3
         self.keyed = False
         self.flusher: asyncio.Task[None] | None = None
 
