@@ -110,12 +110,14 @@ class PostgresTransport(Transport):
         self._listener: asyncpg.Connection | None = None
         self._wakers: dict[str, set[asyncio.Event]] = {}
         self._watch: asyncio.Task[None] | None = None
+        # A published id is remembered for dedup_window (until the next purge after it);
+        # dedup_window=0 turns deduplication off.
         fresh = (
-            "WITH fresh AS (INSERT INTO {s}.transport_ids (dest, message_id) VALUES ($6, $2) "
-            "ON CONFLICT (dest, message_id) DO UPDATE SET at = now() "
-            f"WHERE {s}.transport_ids.at < now() - make_interval(secs => {self.dedup_window}) "
-            "RETURNING 1), "
-        ).format(s=s)
+            f"WITH fresh AS (INSERT INTO {s}.transport_ids (dest, message_id) VALUES ($6, $2) "
+            "ON CONFLICT (dest, message_id) DO NOTHING RETURNING 1), "
+            if self.dedup_window > 0
+            else "WITH fresh AS (SELECT $6::text), "
+        )
         self._publish_sql = fresh + (
             f"ins AS (INSERT INTO {s}.transport_messages "
             "(channel, message_id, topic, key, headers, body) "
@@ -204,7 +206,7 @@ class PostgresTransport(Transport):
                 conn.add_termination_listener(_setter(lost))
                 await conn.add_listener(self.notify_channel, self._notified)
                 self._wake_all()
-                purge_every = max(10.0, self.dedup_window / 4)
+                purge_every = max(1.0, self.dedup_window / 4)
                 while not lost.is_set():
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(lost.wait(), purge_every)
