@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
+from chronik.app import Chronik
+from chronik.deadlines import aggregate_deadlines
 from chronik.projections import Projection
 from chronik.server.admin import create_admin_routes
 from chronik.server.grpc import GrpcServer
@@ -99,16 +101,18 @@ def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
 
 
 class ServerThread:
-    """The shop served over gRPC and HTTP (with /admin) by a loop in its own thread."""
+    """The shop served over gRPC and HTTP (with /admin) by a loop in its own thread, with the
+    projections `chronik serve` runs (plus `extra`)."""
 
     def __init__(
         self,
         store: str,
-        extra: Callable[[], Sequence[Projection]] = tuple,
+        extra: Callable[[Chronik], Sequence[Projection]] = lambda app: (),
         auth: HttpAuth | None = None,
     ) -> None:
         self.store, self.extra, self.auth = store, extra, auth
         self.url = ""
+        self.app: Chronik | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -125,8 +129,9 @@ class ServerThread:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        app = build_app(self.store)
-        grpc = GrpcServer(app, port=0, projections=[*projections(app), *self.extra()])
+        app = self.app = build_app(self.store)
+        found = [*projections(app), *self.extra(app), aggregate_deadlines(app.dispatch)]
+        grpc = GrpcServer(app, port=0, projections=found)
         await grpc.start()
         routes = create_admin_routes(app, runner=grpc.runner, auth=self.auth)
         http = HttpServer(

@@ -19,13 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
+from chronik.app import Chronik
 from chronik.messages import RecordedEvent
+from chronik.outbox import OUTBOX, record
 from chronik.projections import ErrorPolicy, Projection, ReadModel, Table
+from chronik.sagas import Saga, SagaContext
 from chronik.server.auth import ApiKey, Auth
 from chronik.server.http_auth import HttpAuth
+from chronik.store.base import TableWrite
 from chronik.testing.services import require_services
+from chronik.transports.message import Message
 from examples.shop.events import registry
 from tests.ui.conftest import ServerThread, command
 
@@ -48,9 +54,16 @@ class Controls:
         self.healed = threading.Event()  # the fragile projection stops failing on "Poison"
 
 
-def ui_projections(ctl: Controls) -> list[Projection]:
-    """`audit` (a table, one event per batch, can be held mid-rebuild) and `fragile` (fails on
-    customers named Poison*, parks at once)."""
+class Reminder(msgspec.Struct):
+    """The state of a `reminders` saga instance."""
+
+    sent: int = 0
+
+
+def ui_projections(ctl: Controls, app: Chronik) -> list[Projection]:
+    """`audit` (a table, one event per batch, can be held mid-rebuild), `fragile` (fails on
+    customers named Poison*, parks at once) and the `reminders` saga (a deadline an hour after
+    each customer named Remind*)."""
     audit = Projection(
         "audit",
         tables=[Table("audit", {"event_id": str, "type": str}, primary_key="event_id")],
@@ -72,7 +85,18 @@ def ui_projections(ctl: Controls) -> list[Projection]:
         if registry.decode(event).name.startswith("Poison") and not ctl.healed.is_set():
             raise RuntimeError("poisoned customer")
 
-    return [audit, fragile]
+    reminders: Saga[Reminder] = Saga(
+        "reminders",
+        state=Reminder,
+        associate=lambda e: e.stream.aggregate_id if b'"Remind' in e.payload else None,
+    )
+
+    @reminders.starts_with("CustomerCreated")
+    def _remind(state: Reminder, event: RecordedEvent, ctx: SagaContext) -> Reminder:
+        ctx.schedule("follow-up", 3600, {"customer": event.stream.aggregate_id})
+        return state
+
+    return [audit, fragile, reminders.projection(app.dispatch)]
 
 
 def seed(http: httpx.Client) -> None:
@@ -94,7 +118,8 @@ def ctl() -> Iterator[Controls]:
 @pytest.fixture
 def server(ctl: Controls, tmp_path: Path) -> Iterator[ServerThread]:
     """The shop plus the test projections on a fresh SQLite store, seeded."""
-    s = ServerThread(f"sqlite:///{tmp_path}/events.db", lambda: ui_projections(ctl)).start()
+    store = f"sqlite:///{tmp_path}/events.db"
+    s = ServerThread(store, lambda app: ui_projections(ctl, app)).start()
     with httpx.Client(base_url=s.url, timeout=15) as http:
         seed(http)
     yield s
@@ -218,17 +243,52 @@ def test_overview_updates_live_after_a_command(
     expect(page.locator("#streams-count")).to_have_text("4")
     page.shot("before")
     result = command(http, "customer", "c-42", "CreateCustomer", name="Eve", email="e@x")
-    assert result["events"]
+    position = result["events"][-1]["position"]
+    expect(page.locator("body")).to_have_attribute("data-head", position)  # an SSE tick came
     expect(total).not_to_have_text(str(before))
     assert int(total.inner_text()) > before
     expect(page.locator("#streams-count")).to_have_text("5")
     expect(page.locator("#recent-events")).to_contain_text("customer/c-42")
     page.shot("after")
+
+
+def test_sagas_deadlines_and_outbox(page: Any, server: ServerThread, http: httpx.Client) -> None:
+    """Saga instances with their state and deadlines; outbox backlog; a failed message is
+    dropped and another one retried from the outbox page."""
+    command(http, "customer", "r-1", "CreateCustomer", name="Remind Me", email="r@x")
+    page.goto(f"{server.url}/admin")
     page.click("nav >> text=Sagas & deadlines")
-    expect(page.locator("#sagas-panel")).to_contain_text("Not configured")
-    expect(page.locator("#sagas-panel")).to_contain_text("loyalty")
+    loyalty = page.locator("#saga-loyalty")
+    expect(loyalty.locator('tr[data-instance="c-1"] pre')).to_contain_text('"awarded": 30')
+    reminders = page.locator("#saga-reminders")
+    expect(reminders.locator("table.deadlines")).to_contain_text("follow-up")
+    expect(reminders.locator("table.deadlines")).to_contain_text('"customer": "r-1"')
+    expect(page.locator("#aggregate-deadlines")).to_contain_text("No pending deadline")
+    page.shot("sagas")
     page.click("nav >> text=Outbox")
-    expect(page.locator("#outbox-panel")).to_contain_text("Not configured")
+    expect(page.locator("#outbox-pending")).to_have_text("4")  # CustomerCreated x4, no dispatcher
+    expect(page.locator("#outbox-dispatcher")).to_have_text("none")
+    expect(page.locator("#outbox-messages")).to_contain_text("customer.registered")
+    for message_id in ("m-drop", "m-retry"):
+        server.run(failed_message(server, message_id))
+    expect(page.locator("#outbox-failed")).to_have_text("2")
+    page.shot("outbox")
+    page.locator('tr[data-message="m-drop"] button.drop').click()
+    expect(page.locator('tr[data-message="m-drop"]')).to_have_count(0)
+    page.locator('tr[data-message="m-retry"] button.retry').click()
+    expect(page.locator('tr[data-message="m-retry"] .state')).to_have_text("pending")
+    expect(page.locator("#outbox-failed")).to_have_text("0")
+    expect(page.locator("#outbox-pending")).to_have_text("5")
+
+
+async def failed_message(server: ServerThread, message_id: str) -> None:
+    """Put a message that exhausted its attempts in the server's outbox."""
+    assert server.app is not None
+    async with server.app.store.transaction() as tx:
+        record(tx, Message(topic="billing.invoice", body=b'{"n": 1}', id=message_id))
+    failed = {"id": message_id, "state": "failed", "attempts": 10, "last_error": "broker down"}
+    async with server.app.store.transaction() as tx:
+        tx.write_tables([TableWrite.upsert(OUTBOX.name, failed, ("id",))])
 
 
 @pytest.fixture
@@ -289,7 +349,7 @@ def test_chronik_serve_prints_and_serves_the_admin_ui(page: Any, tmp_path: Path)
         assert url, "chronik serve did not print the admin URL"
         page.goto(url)
         expect(page.locator("h1")).to_have_text("Overview")
-        expect(page.locator("#projections-count")).to_have_text("3")
+        expect(page.locator('#overview tr[data-projection="loyalty"]')).to_be_visible()
         page.shot("serve")
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)

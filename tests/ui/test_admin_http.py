@@ -13,7 +13,7 @@ import pytest
 from chronik.messages import EventData, StreamId
 from chronik.projections import ProjectionRunner
 from chronik.server.admin import create_admin_routes
-from chronik.server.admin.data import correlation_chain
+from chronik.server.admin.data import RATE_WINDOW, Meter, correlation_chain
 from chronik.server.auth import ApiKey, Auth
 from chronik.server.http import create_http_app
 from chronik.server.http_auth import HttpAuth
@@ -193,3 +193,40 @@ async def test_correlation_chain_survives_a_forged_cycle() -> None:
     depth = {link.event.event_id: link.depth for link in links}
     assert depth["e-c"] == 0 and depth["e-d"] == 1
     assert [link.current for link in links].count(True) == 1
+
+
+def test_meter_measures_events_per_second_once_a_minute_is_covered() -> None:
+    """No rate before a minute of samples; then the head's growth over the last minute."""
+    meter = Meter()
+    assert meter.rate(1000.0, 10) is None
+    for t in range(1, int(RATE_WINDOW)):
+        assert meter.rate(1000.0 + t, 10 + 2 * t) is None
+    assert meter.rate(1000.0 + RATE_WINDOW, 10 + 2 * int(RATE_WINDOW)) == 2.0
+    assert meter.rate(1000.0 + RATE_WINDOW + 1, 10 + 2 * int(RATE_WINDOW) + 2) == 2.0
+    assert len(meter.samples) <= RATE_WINDOW + 2
+    assert meter.rate(5000.0, 500) is None  # the samples are stale after a long pause
+
+
+async def test_outbox_actions_need_same_origin_and_act_on_failed_messages(
+    http: httpx.AsyncClient,
+) -> None:
+    """Outbox retry/drop are refused cross-site, 400 on a message that did not fail."""
+    page = await http.get("/admin/outbox")
+    assert page.status_code == 200 and "customer.registered" in page.text
+    assert "&lt;script&gt;" in page.text and "<script>alert" not in page.text
+    pending = (await http.get("/admin/_/outbox")).text
+    assert 'id="outbox-pending">1<' in pending
+    r = await http.post("/admin/outbox/drop?id=nope")
+    assert r.status_code == 403
+    r = await http.post("/admin/outbox/drop?id=nope", headers=origin(http))
+    assert r.status_code == 400 and "no failed outbox message" in r.text
+    r = await http.post("/admin/outbox/explode?id=x", headers=origin(http))
+    assert r.status_code == 400
+
+
+async def test_sagas_page_lists_the_loyalty_saga(http: httpx.AsyncClient) -> None:
+    """The sagas page shows the shop's loyalty saga (no instance yet) and aggregate deadlines."""
+    r = await http.get("/admin/sagas")
+    assert r.status_code == 200
+    assert 'id="saga-loyalty"' in r.text and "No instance yet" in r.text
+    assert "chronik_deadlines" in r.text  # this test server does not run that projection

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -16,6 +17,7 @@ from chronik.store.base import EventStore
 __all__ = [
     "ChainLink",
     "EventView",
+    "Meter",
     "Overview",
     "ProjectionView",
     "correlation_chain",
@@ -28,6 +30,7 @@ __all__ = [
 RATE_WINDOW: Final = 60.0  # seconds of history behind "events/s"
 RATE_CAP: Final = 20_000  # events counted at most for the rate (then shown as "at least")
 STREAM_CAP: Final = 10_000  # streams counted at most (then shown as "10000+")
+STREAM_RECOUNT: Final = 10.0  # seconds between two counts of 1000+ streams
 CHAIN_WINDOW: Final = 1_000  # events read on each side of an event to find its correlation chain
 PAGE: Final = 500
 
@@ -97,35 +100,78 @@ class Overview:
     projections: list[ProjectionView] = field(default_factory=list)
 
 
-async def overview(store: EventStore, statuses: list[ProjectionStatus]) -> Overview:
-    """Events total (the head), events/s over the last minute, streams, projections with lag."""
-    head = await store.head()
-    now = time.time()
-    cutoff_us = int((now - RATE_WINDOW) * 1_000_000)
+class Meter:
+    """What the overview remembers between refreshes: head samples (events/s without a scan
+    once a minute is covered) and the last stream count (recounted when the head moved, at
+    most every STREAM_RECOUNT seconds when there are many)."""
+
+    def __init__(self) -> None:
+        self.samples: deque[tuple[float, int]] = deque()
+        self.streams: tuple[str | None, int, bool, float] | None = None
+
+    def rate(self, now: float, total: int) -> float | None:
+        """Events/s over the last RATE_WINDOW seconds from the samples; None until they span
+        one (or when the oldest usable sample is stale)."""
+        s = self.samples
+        if not s or now - s[-1][0] >= 1.0:
+            s.append((now, total))
+        while len(s) > 1 and now - s[1][0] >= RATE_WINDOW:
+            s.popleft()
+        t0, n0 = s[0]
+        if not RATE_WINDOW <= now - t0 <= RATE_WINDOW + 10:
+            return None
+        return max(0, total - n0) / (now - t0)
+
+
+async def _scan_rate(store: EventStore) -> tuple[float, bool]:
+    """Events/s over the last minute by reading back (at most RATE_CAP events)."""
+    cutoff_us = int((time.time() - RATE_WINDOW) * 1_000_000)
     recent = 0
     before: Position | None = None
-    done = head is None
-    while not done and recent < RATE_CAP:
+    while recent < RATE_CAP:
         page = [e async for e in store.read_all(backward=True, limit=PAGE, before=before)]
         for e in page:
             if e.recorded_at_us < cutoff_us:
-                done = True
-                break
+                return recent / RATE_WINDOW, False
             recent += 1
         if len(page) < PAGE:
-            done = True
-        elif page:
-            before = page[-1].position
+            break
+        before = page[-1].position
+    return recent / RATE_WINDOW, recent >= RATE_CAP
+
+
+async def _count_streams(store: EventStore, meter: Meter, head: str | None) -> tuple[int, bool]:
+    now = time.monotonic()
+    last = meter.streams
+    if last is not None and (
+        last[0] == head or (last[1] >= 1000 and now - last[3] < STREAM_RECOUNT)
+    ):
+        return last[1], last[2]
     streams = 0
     async for _ in store.list_streams(limit=STREAM_CAP):
         streams += 1
+    meter.streams = (head, streams, streams >= STREAM_CAP, now)
+    return streams, streams >= STREAM_CAP
+
+
+async def overview(
+    store: EventStore, statuses: list[ProjectionStatus], meter: Meter | None = None
+) -> Overview:
+    """Events total (the head), events/s over the last minute, streams, projections with lag."""
+    meter = meter or Meter()
+    position = await store.head()
+    head = None if position is None else str(position)
+    total = ordinal(position)
+    measured = meter.rate(time.monotonic(), total)
+    rate, capped = (measured, False) if measured is not None else await _scan_rate(store)
+    streams, streams_capped = await _count_streams(store, meter, head)
     return Overview(
-        head=None if head is None else str(head),
-        events_total=ordinal(head),
-        events_per_s=round(recent / RATE_WINDOW, 2),
-        rate_capped=recent >= RATE_CAP,
+        head=head,
+        events_total=total,
+        events_per_s=round(rate, 2),
+        rate_capped=capped,
         streams=streams,
-        streams_capped=streams >= STREAM_CAP,
+        streams_capped=streams_capped,
         projections=[projection_view(s) for s in statuses],
     )
 
@@ -161,16 +207,18 @@ class ChainLink:
 
 
 def _cause(e: RecordedEvent, ids: set[str]) -> tuple[str | None, str]:
-    """The event of the chain that caused ``e`` (directly, or through a reaction's command,
-    whose id is ``reaction:event_id:index`` - see chronik.reactions), and a label."""
+    """The event of the chain that caused ``e``, directly or through a command a reaction or
+    saga sent for it (chronik derives those command ids from the event id:
+    ``reaction:event_id:index``, ``saga:instance:event_id:index``), and a label."""
     c = e.metadata.causation_id
     if not c:
         return None, ""
     if c in ids and c != e.event_id:
         return c, f"event {c}"
     parts = c.split(":")
-    if len(parts) == 3 and parts[1] in ids and parts[1] != e.event_id:
-        return parts[1], f"command {c} of {parts[0]}, from event {parts[1]}"
+    for part in parts[1:9]:
+        if part in ids and part != e.event_id:
+            return part, f"command {c} of {parts[0]}, from event {part}"
     return None, f"command {c}"
 
 

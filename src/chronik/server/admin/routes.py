@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qs, quote, urlencode
@@ -20,13 +19,12 @@ from chronik.errors import (
     AuthenticationError,
     ChronikError,
     PermissionDenied,
-    StoreClosed,
-    StoreUnavailable,
     ValidationError,
 )
 from chronik.messages import StreamId
 from chronik.projections import ProjectionAdmin, ProjectionRunner
-from chronik.server.admin import data
+from chronik.server.admin import data, panels
+from chronik.server.admin.live import ticks
 from chronik.server.admin.security import (
     SECURITY_HEADERS,
     authorize,
@@ -50,9 +48,6 @@ STATIC: Final = {
 STREAMS_PAGE: Final = 100
 EVENTS_PAGE: Final = 50
 RECENT: Final = 10
-LIVE_MIN_GAP: Final = 0.3  # seconds between two live ticks (bursts are coalesced)
-LIVE_POLL: Final = 1.0  # seconds between head checks when no in-process commit wakes us
-KEEPALIVE: Final = 15.0
 MAX_LOGIN_BODY: Final = 16_384
 ACTIONS: Final = ("pause", "resume", "rebuild")
 Handler = Callable[[Request], Awaitable[Response]]
@@ -68,6 +63,7 @@ def create_admin_routes(
     """The admin UI under ``base``, for ``create_http_app(..., extra_routes=...)``."""
     store = app.store
     padmin = ProjectionAdmin(store)
+    meter = data.Meter()
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=True,
@@ -122,7 +118,7 @@ def create_admin_routes(
     # --- overview -----------------------------------------------------------------------------
 
     async def overview_context() -> dict[str, Any]:
-        ov = await data.overview(store, await padmin.statuses())
+        ov = await data.overview(store, await padmin.statuses(), meter)
         recent = [data.event_view(e) async for e in store.read_all(backward=True, limit=RECENT)]
         return {"ov": ov, "recent": recent}
 
@@ -249,53 +245,38 @@ def create_admin_routes(
     # --- panels of parts chronik does not have yet -----------------------------------------
 
     async def sagas(request: Request) -> Response:
-        reactions = (
-            []
-            if runner is None
-            else [n for n, p in runner.processors.items() if not p.projection.tables]
-        )
-        return render("sagas.html", page="sagas", reactions=reactions)
+        context = await panels.sagas_context(store, runner)
+        return render("sagas.html", page="sagas", **context)
 
     async def outbox(request: Request) -> Response:
-        return render("outbox.html", page="outbox")
+        return render("outbox.html", page="outbox", **await panels.outbox_context(store))
+
+    async def outbox_fragment(request: Request) -> Response:
+        return render("_outbox.html", **await panels.outbox_context(store))
+
+    async def outbox_action(request: Request) -> Response:
+        from chronik.outbox import OutboxAdmin
+
+        action, message_id = request.path_params["action"], request.query_params.get("id", "")
+        if not message_id:
+            raise ValidationError("id is required", field="id")
+        if action == "retry":
+            n = await OutboxAdmin(store).retry(message_id)
+            flash = f"{n} message{'s' if n != 1 else ''} pending again"
+        elif action == "drop":
+            n = await OutboxAdmin(store).drop(message_id)
+            flash = f"dropped {n} message{'s' if n != 1 else ''}"
+        else:
+            raise ValidationError(f"unknown action {action!r}", field="action")
+        log.info("admin: outbox %s of %s", action, message_id)
+        return render("_outbox.html", **await panels.outbox_context(store, flash))
 
     # --- live ticks -----------------------------------------------------------------------
 
     async def live(request: Request) -> Response:
-        seen = request.query_params.get("head")
-
-        async def ticks() -> AsyncIterator[bytes]:
-            try:
-                async for chunk in _ticks():
-                    yield chunk
-            except (StoreClosed, StoreUnavailable):
-                return  # the server is stopping (or the store is down): the browser reconnects
-
-        async def _ticks() -> AsyncIterator[bytes]:
-            last = seen
-            quiet = 0.0
-            yield b"retry: 2000\nevent: hello\ndata: \n\n"
-            while True:
-                signal = store.change_signal()
-                head = await store.head()
-                text = "" if head is None else str(head)
-                if last is None:
-                    last = text
-                if text != last:
-                    last, quiet = text, 0.0
-                    yield f"event: tick\ndata: {text}\n\n".encode()
-                    await asyncio.sleep(LIVE_MIN_GAP)
-                    continue
-                try:
-                    await asyncio.wait_for(signal.wait(), LIVE_POLL)
-                except TimeoutError:
-                    quiet += LIVE_POLL
-                    if quiet >= KEEPALIVE:
-                        quiet = 0.0
-                        yield b": keepalive\n\n"
-
         headers = {"cache-control": "no-store", "x-accel-buffering": "no"}
-        return StreamingResponse(ticks(), media_type="text/event-stream", headers=headers)
+        body = ticks(store, request.query_params.get("head"))
+        return StreamingResponse(body, media_type="text/event-stream", headers=headers)
 
     # --- sign-in ----------------------------------------------------------------------------
 
@@ -371,6 +352,12 @@ def create_admin_routes(
         ),
         Route(f"{base}/sagas", guarded(sagas)),
         Route(f"{base}/outbox", guarded(outbox)),
+        Route(f"{base}/_/outbox", guarded(outbox_fragment)),
+        Route(
+            f"{base}/outbox/{{action}}",
+            guarded(outbox_action, "admin", post=True),
+            methods=["POST"],
+        ),
         Route(f"{base}/live", guarded(live)),
         Route(f"{base}/login", login, methods=["GET", "POST"]),
         Route(f"{base}/logout", logout, methods=["POST"]),
