@@ -76,6 +76,8 @@ _EXPECT: Final = {ANY: -1, NO_STREAM: -2, STREAM_EXISTS: -3}
 class PostgresEventStore(PostgresReader, EventStore):
     """An event store in one PostgreSQL schema; any number of processes may share it."""
 
+    supports_tables = True  # read-model tables and leases: chronik.store.postgres_tables
+
     # head() is the safe head: every event at or before it is final (no transaction that may
     # still commit sorts before it), so a filtered reader that found nothing of its own up to
     # the head may skip there, as on memory and SQLite.

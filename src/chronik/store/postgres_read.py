@@ -24,6 +24,7 @@ from chronik.messages import (
     StreamInfo,
 )
 from chronik.store.postgres_pool import ConnectionPool
+from chronik.store.postgres_tables import read_table
 
 __all__ = ["DRIVER_ERRORS", "HorizonLag", "PostgresReader", "is_connection_error", "safe_url"]
 
@@ -99,6 +100,17 @@ class PostgresReader:
             raise ValidationError(f"PostgreSQL refused a value: {exc}") from exc
         except DRIVER_ERRORS as exc:
             raise self._unavailable(what, exc) from exc
+
+    async def _read_table(
+        self,
+        table: str,
+        where: tuple[tuple[str, Any], ...],
+        order_by: tuple[tuple[str, bool], ...],
+        limit: int | None,
+    ) -> list[dict[str, Any]]:
+        return await self._call(
+            "read", lambda: read_table(self._pool.fetch, self._s, table, where, order_by, limit)
+        )
 
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
         rows: list[Any] = await self._call("read", lambda: self._pool.fetch(sql, *args))

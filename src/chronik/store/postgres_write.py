@@ -9,6 +9,7 @@ import asyncpg
 from chronik.errors import CheckpointFenced, WrongExpectedVersion
 from chronik.messages import AppendResult
 from chronik.store.base import WriteUnit
+from chronik.store.postgres_tables import write_tables
 
 if TYPE_CHECKING:
     from chronik.store.postgres import PostgresEventStore
@@ -39,7 +40,7 @@ async def write_unit(
     now = store.now_us()
     appends = unit.appends
     try:
-        if len(appends) == 1 and not unit.checkpoints and not unit.snapshots:
+        if len(appends) == 1 and not unit.checkpoints and not unit.snapshots and not unit.tables:
             if 0 in resolved:
                 return [resolved[0]]
             return [await store.append_on(conn, appends[0], now)]
@@ -94,6 +95,8 @@ async def _write_side_tables(
     store: PostgresEventStore, conn: asyncpg.Connection, unit: WriteUnit, now: int
 ) -> None:
     s = store._s
+    if unit.tables:  # read-model writes and leases, in the same transaction
+        await write_tables(conn, s, unit.tables)
     for cp in unit.checkpoints:
         done = await conn.fetchval(
             f"INSERT INTO {s}.checkpoints AS c (name, partition, commit_pos, index_pos, epoch, "

@@ -519,3 +519,89 @@ class EventStoreConformance:
         for result in tx.results:
             got = await collect(store.read_stream(result.stream, result.first_sequence))
             assert result.positions == tuple(e.position for e in got)
+
+    # --- read-model tables and leases ---------------------------------------------------------
+
+    async def test_tables_commit_with_the_unit(self, store: EventStore) -> None:
+        """Table writes: ensure, upsert (whole or partial), delete, clear, drop; all or nothing."""
+        from chronik.store.base import TableSpec, TableWrite
+
+        if not store.supports_tables:
+            pytest.skip("this adapter has no read-model tables")
+        spec = TableSpec(
+            "rm_items",
+            (
+                ("id", "TEXT"),
+                ("n", "INTEGER"),
+                ("note", "TEXT"),
+                ("data", "BLOB"),
+                ("score", "REAL"),
+            ),
+            ("id",),
+            (("n",),),
+        )
+        async with store.transaction() as tx:
+            tx.write_tables([TableWrite("ensure", spec.name, spec=spec)])
+            tx.write_tables(
+                [
+                    TableWrite.upsert(
+                        "rm_items",
+                        {"id": f"i{i}", "n": i, "note": None, "data": b"\x00\x01", "score": 0.5},
+                        ("id",),
+                    )
+                    for i in range(5)
+                ]
+            )
+        top = await store.read_table("rm_items", order_by=("-n",), limit=2)
+        assert [r["id"] for r in top] == ["i4", "i3"]
+        assert top[0] == {"id": "i4", "n": 4, "note": None, "data": b"\x00\x01", "score": 0.5}
+        assert [r["id"] for r in await store.read_table("rm_items", {"n": 2})] == ["i2"]
+        assert len(await store.read_table("rm_items", {"note": None})) == 5
+        async with store.transaction() as tx:
+            tx.write_tables(
+                [
+                    TableWrite.upsert("rm_items", {"id": "i1", "n": 10}, ("id",)),
+                    TableWrite.delete("rm_items", {"id": "i0"}),
+                ]
+            )
+        (one,) = await store.read_table("rm_items", {"id": "i1"})
+        assert (one["n"], one["data"]) == (10, b"\x00\x01")  # other columns kept
+        with pytest.raises(chronik.WrongExpectedVersion):
+            async with store.transaction() as tx:
+                tx.append(StreamId("rm", "x"), [ev(0)], 5)
+                tx.write_tables([TableWrite("clear", "rm_items")])
+        assert len(await store.read_table("rm_items")) == 4
+        async with store.transaction() as tx:
+            tx.write_tables([TableWrite("clear", "rm_items")])
+        assert await store.read_table("rm_items") == []
+        async with store.transaction() as tx:
+            tx.write_tables([TableWrite("drop", "rm_items")])
+        with pytest.raises(chronik.ReadModelError):
+            await store.read_table("rm_items")
+
+    async def test_leases_one_owner_at_a_time(self, store: EventStore) -> None:
+        """A lease has one unexpired owner; a unit taking a held lease writes nothing."""
+        from chronik.projections.leases import write
+        from chronik.projections.system import LEASES
+        from chronik.store.base import TableWrite
+
+        if not store.supports_tables:
+            pytest.skip("this adapter has no read-model tables")
+        async with store.transaction() as tx:
+            tx.write_tables([TableWrite("ensure", LEASES.name, spec=LEASES)])
+            tx.write_tables([write("job", "a", 60)])
+        with pytest.raises(chronik.LeaseHeld):
+            async with store.transaction() as tx:
+                tx.append(StreamId("lease", "l1"), [ev(0)])
+                tx.write_tables([write("job", "b", 60)])
+        assert await store.stream_version(StreamId("lease", "l1")) is None
+        async with store.transaction() as tx:
+            tx.write_tables([write("job", "a", 60)])  # the owner renews
+        (row,) = await store.read_table(LEASES.name, {"name": "job"})
+        assert (row["owner"], row["epoch"]) == ("a", 1)
+        async with store.transaction() as tx:
+            tx.write_tables([write("job", "a", 60, "release")])
+        async with store.transaction() as tx:
+            tx.write_tables([write("job", "b", 60)])  # released: b takes it
+        (row,) = await store.read_table(LEASES.name, {"name": "job"})
+        assert (row["owner"], row["epoch"]) == ("b", 2)

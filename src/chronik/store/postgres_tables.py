@@ -1,0 +1,145 @@
+"""Read-model tables on PostgreSQL: the writes a unit of work commits with its events, and reads.
+
+Tables live in the store's schema. Identifiers were validated by the port (``check_table_write``,
+``read_table``); values are always bound parameters. SQL types map as INTEGER -> bigint,
+TEXT -> text, REAL -> double precision, BLOB -> bytea. Leases are decided by the database clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final
+
+import asyncpg
+
+from chronik.errors import LeaseHeld, ReadModelError
+from chronik.store.base import TableWrite
+
+__all__ = ["read_table", "table_error", "write_tables"]
+
+_TYPES: Final = {
+    "INTEGER": "bigint",
+    "TEXT": "text",
+    "REAL": "double precision",
+    "BLOB": "bytea",
+}
+_NOW_US: Final = "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
+_sql: dict[tuple[str, str, str, tuple[str, ...], tuple[str, ...]], str] = {}
+
+
+def table_error(exc: BaseException) -> bool:
+    """Whether a driver error means the read-model statement itself was refused."""
+    return isinstance(
+        exc,
+        asyncpg.DataError
+        | asyncpg.IntegrityConstraintViolationError
+        | asyncpg.SyntaxOrAccessError
+        | asyncpg.InterfaceError,
+    ) and not isinstance(exc, asyncpg.exceptions.InsufficientPrivilegeError)
+
+
+def _statement(s: str, w: TableWrite) -> str:
+    key = (s, w.op, w.table, w.columns, w.key)
+    sql = _sql.get(key)
+    if sql is not None:
+        return sql
+    t = f"{s}.{w.table}"
+    cols = w.columns
+    if w.op == "upsert":
+        updates = [f"{c} = excluded.{c}" for c in cols if c not in w.key]
+        action = f"DO UPDATE SET {', '.join(updates)}" if updates else "DO NOTHING"
+        marks = ", ".join(f"${i}" for i in range(1, len(cols) + 1))
+        sql = (
+            f"INSERT INTO {t} ({', '.join(cols)}) VALUES ({marks}) "
+            f"ON CONFLICT ({', '.join(w.key)}) {action}"
+        )
+    elif w.op == "delete":
+        sql = f"DELETE FROM {t} WHERE " + " AND ".join(f"{c} = ${i}" for i, c in enumerate(cols, 1))
+    elif w.op == "clear":
+        sql = f"DELETE FROM {t}"
+    elif w.op == "drop":
+        sql = f"DROP TABLE IF EXISTS {t}"
+    elif w.op == "lease":
+        sql = (
+            f"INSERT INTO {t} AS l (name, partition, owner, epoch, expires_at) "
+            f"VALUES ($1, $2, $3, 1, {_NOW_US} + $4) "
+            "ON CONFLICT (name, partition) DO UPDATE SET "
+            "epoch = CASE WHEN l.owner = excluded.owner THEN l.epoch ELSE l.epoch + 1 END, "
+            "owner = excluded.owner, expires_at = excluded.expires_at "
+            f"WHERE l.owner = excluded.owner OR l.expires_at < {_NOW_US} RETURNING 1"
+        )
+    elif w.op == "release":
+        sql = f"UPDATE {t} SET expires_at = 0 WHERE name = $1 AND partition = $2 AND owner = $3"
+    else:
+        raise AssertionError(w.op)
+    if len(_sql) > 4096:
+        _sql.clear()
+    _sql[key] = sql
+    return sql
+
+
+async def write_tables(conn: asyncpg.Connection, s: str, writes: Sequence[TableWrite]) -> None:
+    """Run read-model writes in order inside the caller's transaction; runs of the same
+    statement go through executemany. Raises LeaseHeld when a lease is held by another."""
+    i, n = 0, len(writes)
+    while i < n:
+        w = writes[i]
+        if w.op == "ensure":
+            spec = w.spec
+            assert spec is not None
+            cols = ", ".join(f"{c} {_TYPES[t]}" for c, t in spec.columns)
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {s}.{w.table} ({cols}, "
+                f"PRIMARY KEY ({', '.join(spec.primary_key)}))"
+            )
+            for index in spec.indexes:
+                await conn.execute(
+                    f"CREATE INDEX IF NOT EXISTS {w.table}__{'_'.join(index)} "
+                    f"ON {s}.{w.table} ({', '.join(index)})"
+                )
+            i += 1
+            continue
+        sql = _statement(s, w)
+        if w.op == "lease":
+            if await conn.fetchval(sql, *w.row) is None:
+                raise LeaseHeld(w.row[0], w.row[1], w.row[2])
+            i += 1
+            continue
+        j = i + 1
+        while j < n:
+            x = writes[j]
+            if x.op != w.op or x.table != w.table or x.columns != w.columns or x.key != w.key:
+                break
+            j += 1
+        if j == i + 1:
+            await conn.execute(sql, *w.row)
+        else:
+            await conn.executemany(sql, [x.row for x in writes[i:j]])
+        i = j
+
+
+async def read_table(
+    fetch: Callable[..., Awaitable[list[Any]]],
+    s: str,
+    table: str,
+    where: tuple[tuple[str, Any], ...],
+    order_by: tuple[tuple[str, bool], ...],
+    limit: int | None,
+) -> list[dict[str, Any]]:
+    """Committed rows of ``table`` matching ``where`` (NULL matches NULL), as dicts."""
+    sql = f"SELECT * FROM {s}.{table}"
+    params = [v for _, v in where]
+    if where:
+        sql += " WHERE " + " AND ".join(
+            f"{c} IS NOT DISTINCT FROM ${i}" for i, (c, _) in enumerate(where, 1)
+        )
+    if order_by:
+        sql += " ORDER BY " + ", ".join(f"{c} {'DESC' if d else 'ASC'}" for c, d in order_by)
+    if limit is not None:
+        params.append(limit)
+        sql += f" LIMIT ${len(params)}"
+    try:
+        rows = await fetch(sql, *params)
+    except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError, asyncpg.DataError) as exc:
+        raise ReadModelError(f"read-model query on {table!r} failed: {exc}") from exc
+    return [dict(r) for r in rows]
