@@ -142,3 +142,40 @@ def test_jwt_configuration_is_checked() -> None:
     ):
         with pytest.raises(ConfigurationError):
             HttpAuth(None, config)
+
+
+async def test_an_authorization_hook_sees_every_command(tmp_path: Path) -> None:
+    """An authorize(principal, command) hook can refuse what the allowlists would allow."""
+    from chronik import Command, PermissionDenied
+    from chronik.server.http_auth import Claims, Principal
+
+    seen: list[tuple[str, str]] = []
+
+    def only_own_customer(principal: Principal, command: Command) -> None:
+        who = principal.name if isinstance(principal, ApiKey) else str(principal.claims["sub"])
+        seen.append((who, command.aggregate_id))
+        if isinstance(principal, Claims) and command.aggregate_id != principal.claims["sub"]:
+            raise PermissionDenied(f"{who} may only act on itself")
+
+    auth = HttpAuth(
+        Auth([ApiKey(name="ops", key="ops-key-123", commands={"customer": "*"})]),
+        JwtConfig(secret=SECRET, audience="chronik"),
+        authorize=only_own_customer,
+    )
+    app = build_app("memory://")
+    await app.open()
+    server = HttpServer(create_http_app(app, auth=auth), port=0)
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
+            mine = bearer(token("commands:customer:*", sub="c1"))
+            assert (await http.post("/v1/commands", json=CREATE, headers=mine)).status_code == 200
+            other = {**CREATE, "aggregate_id": "c2"}
+            refused = await http.post("/v1/commands", json=other, headers=mine)
+            assert refused.status_code == 403 and "only act on itself" in refused.json()["detail"]
+            ops = {"x-api-key": "ops-key-123"}
+            assert (await http.post("/v1/commands", json=other, headers=ops)).status_code == 200
+    finally:
+        await server.stop()
+        await app.close()
+    assert seen == [("c1", "c1"), ("c1", "c2"), ("ops", "c2")]

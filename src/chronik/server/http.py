@@ -187,8 +187,6 @@ def create_http_app(
             cmd = _command_decoder.decode(await body(request))
         except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise ValidationError(f"invalid command body: {exc}", field="body") from None
-        if auth is not None:
-            auth.check_command(request.headers, cmd.domain, cmd.type)
         command = Command(
             domain=cmd.domain,
             aggregate_id=cmd.aggregate_id,
@@ -199,6 +197,8 @@ def create_http_app(
             expected_sequence=cmd.expected_sequence,
             tenant=cmd.tenant,
         )
+        if auth is not None:
+            auth.check_command(request.headers, command)
         result = await app.dispatch(command)
         if request.query_params.get("wait") == "projections" and runner and result.position:
             async with asyncio.timeout(10):

@@ -1,14 +1,15 @@
 """HTTP auth: API keys (as for gRPC) and bearer JWTs (HS256 / RS256 allowlist, exp, nbf, aud).
 
 A JWT's permissions are its ``scope`` claim (space-separated, or a list in ``scp``): ``read``,
-``admin`` (projection actions), ``commands:DOMAIN:TYPE`` or ``commands:DOMAIN:*``. Failures are
-logged by the gateway and answered 401 (who are you?) or 403 (not allowed).
+``admin`` (projection actions), ``commands:DOMAIN:TYPE`` or ``commands:DOMAIN:*``. An
+``authorize(principal, command)`` hook may refuse any command (raise PermissionDenied), e.g.
+by tenant or by payload. Failures are logged by the gateway and answered 401 or 403.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -16,9 +17,10 @@ import jwt
 import msgspec
 
 from chronik.errors import AuthenticationError, ConfigurationError, PermissionDenied
+from chronik.messages import Command
 from chronik.server.auth import ApiKey, Auth
 
-__all__ = ["HttpAuth", "JwtConfig"]
+__all__ = ["Authorize", "Claims", "HttpAuth", "JwtConfig", "Principal"]
 
 ALLOWED_ALGORITHMS: Final = frozenset({"HS256", "HS384", "HS512", "RS256", "RS384", "RS512"})
 
@@ -52,17 +54,35 @@ class JwtConfig(msgspec.Struct, forbid_unknown_fields=True):
         return keys
 
 
+class Claims(msgspec.Struct, frozen=True):
+    """A verified JWT: its claims and scopes."""
+
+    claims: dict[str, Any]
+    scopes: frozenset[str]
+
+
+Principal = ApiKey | Claims
+Authorize = Callable[[Principal, Command], None]
+
+
 class HttpAuth:
     """Checks request headers: ``x-api-key``, or ``authorization: Bearer`` key or JWT."""
 
-    def __init__(self, keys: Auth | None = None, jwt_config: JwtConfig | None = None) -> None:
+    def __init__(
+        self,
+        keys: Auth | None = None,
+        jwt_config: JwtConfig | None = None,
+        *,
+        authorize: Authorize | None = None,
+    ) -> None:
         if keys is None and jwt_config is None:
             raise ConfigurationError("HTTP auth needs API keys or a JWT configuration")
         self.keys = keys
         self.jwt = jwt_config
+        self.authorize = authorize
         self._jwt_keys = jwt_config.keys() if jwt_config is not None else {}
 
-    def _principal(self, headers: Mapping[str, str]) -> ApiKey | set[str]:
+    def _principal(self, headers: Mapping[str, str]) -> Principal:
         api_key = headers.get("x-api-key", "")
         auth = headers.get("authorization", "")
         token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
@@ -75,7 +95,7 @@ class HttpAuth:
             raise AuthenticationError("invalid bearer token")
         return self.keys.authenticate([("x-api-key", presented)])
 
-    def _verify(self, token: str) -> set[str]:
+    def _verify(self, token: str) -> Claims:
         assert self.jwt is not None
         try:
             header = jwt.get_unverified_header(token)
@@ -94,7 +114,7 @@ class HttpAuth:
         except jwt.PyJWTError as exc:
             raise AuthenticationError(f"invalid token: {exc}") from None
         scope = claims.get("scp") or claims.get("scope") or ""
-        return set(scope.split() if isinstance(scope, str) else scope)
+        return Claims(claims, frozenset(scope.split() if isinstance(scope, str) else scope))
 
     def check(self, headers: Mapping[str, str], action: str) -> None:
         """Authenticate, then require ``action`` ("read" or "admin")."""
@@ -103,14 +123,17 @@ class HttpAuth:
             allowed = who.read if action == "read" else who.admin
             name = who.name
         else:
-            allowed, name = action in who, "token"
+            allowed, name = action in who.scopes, str(who.claims.get("sub", "token"))
         if not allowed:
             raise PermissionDenied(f"{name} may not {action}")
 
-    def check_command(self, headers: Mapping[str, str], domain: str, command_type: str) -> None:
-        """Authenticate, then require permission to send this command."""
+    def check_command(self, headers: Mapping[str, str], command: Command) -> None:
+        """Authenticate, require permission to send this command, then ask the hook."""
         who = self._principal(headers)
+        domain, command_type = command.domain, command.type
         if isinstance(who, ApiKey):
             Auth.allow_command(who, domain, command_type)
-        elif not {f"commands:{domain}:*", f"commands:{domain}:{command_type}"} & who:
+        elif not {f"commands:{domain}:*", f"commands:{domain}:{command_type}"} & who.scopes:
             raise PermissionDenied(f"token may not send {domain}/{command_type}")
+        if self.authorize is not None:
+            self.authorize(who, command)  # raises PermissionDenied to refuse
