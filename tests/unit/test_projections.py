@@ -645,3 +645,54 @@ async def test_a_runner_runs_partitioned_projections_and_waits_for_all_partition
             await runner.wait_for(r.position)
         assert await rows(store) == fold(history)
         assert "PartitionWorker" in repr(runner)
+
+
+async def test_table_writes_commit_with_the_unit_all_or_nothing(store: EventStore) -> None:
+    """Rows, appends and checkpoints of one unit commit together, or none of them does."""
+    spec = TOTALS.spec(1)
+    row = {"id": "a", "n": 1, "total": 1, "last_seq": 0}
+    async with store.transaction() as tx:
+        tx.write_tables([TableWrite("ensure", spec.name, spec=spec)])
+    with pytest.raises(chronik.WrongExpectedVersion):
+        async with store.transaction() as tx:
+            tx.write_tables([TableWrite.upsert(spec.name, row, ("id",))])
+            tx.save_checkpoint("p", chronik.Position(1))
+            tx.append(chronik.StreamId("acc", "x"), [chronik.EventData("added", {})], 5)
+    assert await store.read_table(spec.name) == [] and await store.load_checkpoint("p") is None
+    with pytest.raises(chronik.ReadModelError):
+        async with store.transaction() as tx:
+            tx.append(chronik.StreamId("acc", "x"), [chronik.EventData("added", {})])
+            tx.save_checkpoint("p", chronik.Position(1))
+            tx.write_tables([TableWrite.upsert("missing_table", row, ("id",))])
+    assert await store.head() is None and await store.load_checkpoint("p") is None
+    async with store.transaction() as tx:
+        tx.append(chronik.StreamId("acc", "x"), [chronik.EventData("added", {})])
+        tx.write_tables([TableWrite.upsert(spec.name, row, ("id",))])
+        tx.write_tables([TableWrite.upsert(spec.name, {"id": "a", "n": 2}, ("id",))])
+        tx.save_checkpoint("p", chronik.Position(1))
+    assert await store.read_table(spec.name) == [{**row, "n": 2}]
+    cp = await store.load_checkpoint("p")
+    assert cp is not None and cp.position == await store.head()
+
+
+async def test_leases_by_the_database_clock(store: EventStore) -> None:
+    """A lease is exclusive until released or expired; a new owner gets a higher epoch."""
+    from chronik.projections import leases
+
+    assert await leases.acquire(store, "job", "one", 5.0) == 1
+    assert await leases.acquire(store, "job", "one", 5.0) == 1  # renewal keeps the epoch
+    assert await leases.acquire(store, "job", "two", 5.0) is None
+    with pytest.raises(chronik.LeaseHeld):
+        async with store.transaction() as tx:
+            tx.append(chronik.StreamId("acc", "x"), [chronik.EventData("added", {})])
+            tx.write_tables([leases.write("job", "two", 5.0)])
+    assert await store.head() is None  # the unit wrote nothing
+    async with store.transaction() as tx:
+        tx.write_tables([leases.write("job", "one", 5.0, "release")])
+    assert await leases.acquire(store, "job", "two", 5.0) == 2
+    assert await leases.acquire(store, "job", "one", 0.001) is None
+    assert await leases.acquire(store, "job", "three", 0.0) is None  # two holds it for 5 s
+    assert await leases.acquire(store, "other", "three", 0.0) == 1
+    with pytest.raises(chronik.ValidationError):
+        async with store.transaction() as tx:
+            tx.write_tables([TableWrite("lease", "totals", ("name",), ("x",))])

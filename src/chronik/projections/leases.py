@@ -8,7 +8,7 @@ never commit a batch again.
 
 from __future__ import annotations
 
-from chronik.errors import LeaseHeld
+from chronik.errors import LeaseHeld, ReadModelError
 from chronik.projections.system import LEASES
 from chronik.store.base import EventStore, TableWrite
 
@@ -33,9 +33,14 @@ async def acquire(
     store: EventStore, name: str, owner: str, ttl: float, partition: int = 0
 ) -> int | None:
     """Claim or renew the lease; its epoch, or None while another owner holds it."""
+    claim = write(name, owner, ttl, partition=partition)
     try:
-        async with store.transaction() as tx:
-            tx.write_tables([write(name, owner, ttl, partition=partition)], checked=True)
+        try:
+            async with store.transaction() as tx:
+                tx.write_tables([claim], checked=True)
+        except ReadModelError:  # first use: create the table, then claim
+            async with store.transaction() as tx:
+                tx.write_tables([TableWrite("ensure", LEASES.name, spec=LEASES), claim])
     except LeaseHeld:
         return None
     found = await store.read_table(LEASES.name, {"name": name, "partition": partition}, limit=1)

@@ -254,7 +254,7 @@ def _check_tables(
             if w.table not in columns:
                 raise ReadModelError(f"no table {w.table!r}")
             name, partition, owner, _ttl = w.row
-            held = tables[w.table][1].get((name, partition))
+            held = tables[w.table][1].get((name, partition)) if w.table in tables else None
             if held is not None and held["owner"] != owner and held["expires_at"] >= now:
                 raise LeaseHeld(name, partition, owner)
         elif w.op == "ensure":
