@@ -207,6 +207,7 @@ async def test_event_stream_is_live_and_resumable(http: httpx.AsyncClient) -> No
         lines = r.aiter_lines()
         first = await read_sse(lines, 1)
         assert first[0]["event"] == "CustomerCreated"
+        assert "chronik_subscriptions 1.0" in (await http.get("/metrics")).text
         await http.post(
             "/v1/commands",
             json=command("customer", "s2", "CreateCustomer", payload={"name": "B", "email": "e"}),

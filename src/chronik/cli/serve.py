@@ -56,6 +56,7 @@ async def run_server(
     from chronik.server.http import LiveQuery, create_http_app
     from chronik.server.http_auth import HttpAuth
     from chronik.server.http_server import HttpServer
+    from chronik.server.metrics import Metrics
 
     config = load_config(config_path)
     store = resolve_store(store_flag, config)
@@ -80,8 +81,11 @@ async def run_server(
         jwt_config = config.auth.jwt
         http_auth = HttpAuth(keys, jwt_config) if keys or jwt_config else None
         admin = create_admin_routes(app, runner=server.runner, auth=http_auth)
+        metrics = Metrics()
+        metrics.grpc_subscriptions = lambda: server.subscriptions
         http_app = create_http_app(
             app,
+            metrics=metrics,
             runner=server.runner,
             queries=[
                 LiveQuery(q.name, q.projection, q.table, tuple(q.params), tuple(q.order_by))

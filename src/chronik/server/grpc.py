@@ -312,6 +312,11 @@ class GrpcServer:
             await self.runner.stop()
         await self.app.close()
 
+    @property
+    def subscriptions(self) -> int:
+        """Open Subscribe streams."""
+        return 0 if self._events is None else len(self._events.subscriptions)
+
     async def wait(self) -> None:
         """Wait until the server stops."""
         if self._server is not None:

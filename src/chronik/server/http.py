@@ -258,7 +258,7 @@ def create_http_app(
         sub = store.subscribe(after, q.getlist("domain") or None, q.getlist("type") or None)
 
         async def sse() -> AsyncIterator[bytes]:
-            metrics.subscriptions.inc()
+            metrics.http_subscriptions += 1
             try:
                 async with sub:
                     events = sub.__aiter__()
@@ -273,7 +273,7 @@ def create_http_app(
                         data = json.dumps(e.to_dict())
                         yield f"id: {e.position}\nevent: {e.type}\ndata: {data}\n\n".encode()
             finally:
-                metrics.subscriptions.dec()
+                metrics.http_subscriptions -= 1
 
         return StreamingResponse(
             sse(), media_type="text/event-stream", headers={"cache-control": "no-store"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
@@ -60,8 +61,16 @@ class Metrics:
         self.outbox_pending = Gauge(
             "chronik_outbox_pending", "Outbox messages waiting to be published", registry=r
         )
+        self.http_subscriptions = 0
+        self.grpc_subscriptions: Callable[[], int] | None = None  # set by chronik serve
         self.subscriptions = Gauge(
-            "chronik_subscriptions", "Open HTTP event subscriptions", registry=r
+            "chronik_subscriptions", "Open event subscriptions (HTTP SSE and gRPC)", registry=r
+        )
+        self.subscriptions.set_function(
+            lambda: (
+                self.http_subscriptions
+                + (self.grpc_subscriptions() if self.grpc_subscriptions else 0)
+            )
         )
         self.head = Gauge("chronik_head_position", "The store's head position", registry=r)
         self.lag_events = Gauge(
