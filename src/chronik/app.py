@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from chronik.aggregate import Aggregate, AggregateModel, Decider, DomainModel, Snapshots
 from chronik.codec import EventRegistry
@@ -17,7 +17,11 @@ from chronik.commands import (
     RetryPolicy,
 )
 from chronik.deadline_events import INTERNAL_EVENTS
-from chronik.messages import Command, StreamId
+from chronik.errors import ConfigurationError
+from chronik.messages import Command, Position, StreamId
+
+if TYPE_CHECKING:
+    from chronik.projections import Projection, ProjectionRunner
 from chronik.store import open_store
 from chronik.store.base import EventStore
 
@@ -45,6 +49,8 @@ class Chronik:
             if name not in self.registry:
                 self.registry.register(cls, name)
         self.bus = CommandBus(self.store, self.registry, retry=retry, cache_size=cache_size)
+        self._projections: list[Projection] = []
+        self.runner: ProjectionRunner | None = None
 
     # --- business logic -----------------------------------------------------------------------
 
@@ -87,6 +93,22 @@ class Chronik:
         """Record integration messages with the events that cause them (see CommandBus)."""
         self.bus.add_outbox(rule)
 
+    def add_projection(self, projection: Projection) -> Projection:
+        """Run ``projection`` (or a saga's) with the app: it starts when the app opens."""
+        if self.runner is not None:
+            raise ConfigurationError("add projections before the app is opened")
+        self._projections.append(projection)
+        return projection
+
+    async def wait_for(self, position: Position | None) -> None:
+        """Return once every projection of the app has applied all events up to ``position``
+        (read-your-writes); bound it with ``asyncio.timeout``."""
+        if position is None:
+            return
+        if self.runner is None:
+            raise ConfigurationError("the app has no running projections to wait for")
+        await self.runner.wait_for(position)
+
     def use(self, middleware: DispatchMiddleware) -> None:
         """Wrap every dispatch (logging, auth, tracing): ``async def mw(command, call_next)``."""
         self.bus.use(middleware)
@@ -114,12 +136,19 @@ class Chronik:
     # --- lifecycle ----------------------------------------------------------------------------
 
     async def open(self) -> Self:
-        """Open the store."""
+        """Open the store and start the projections."""
         await self.store.open()
+        if self._projections and self.runner is None:
+            from chronik.projections import ProjectionRunner
+
+            self.runner = ProjectionRunner(self.store, self._projections)
+            await self.runner.start()
         return self
 
     async def close(self) -> None:
-        """Finish background snapshot writes, then close the store."""
+        """Stop the projections, finish background snapshot writes, close the store."""
+        if self.runner is not None:
+            await self.runner.stop()
         await self.bus.close()
         await self.store.close()
 

@@ -325,3 +325,33 @@ async def test_a_racing_duplicate_stored_on_another_version_is_not_cached() -> N
         r2 = await two.dispatch(cmd("Deposit", {"amount": 1}))
         assert r2.version == 4
         assert (await two.load("account", "a1"))["balance"] == 1 + 7 + 5 + 1
+
+
+async def test_app_runs_its_projections_and_waits_for_them() -> None:
+    """Projections added to the app start with it; wait_for gives read-your-writes."""
+    from chronik.projections import Projection, ReadModel, Table, query
+
+    balances = Projection(
+        "balances", tables=[Table("balances", {"id": str, "n": int}, primary_key="id")]
+    )
+
+    @balances.on("Deposited")
+    async def add(event: chronik.RecordedEvent, rm: ReadModel) -> None:
+        row = await rm.get("balances", id=event.stream.aggregate_id)
+        rm.upsert(
+            "balances",
+            id=event.stream.aggregate_id,
+            n=(row["n"] if row else 0) + event.json()["amount"],
+        )
+
+    app = make_app()
+    app.add_projection(balances)
+    async with app:
+        await app.dispatch(cmd("Open", {"owner": "ada"}))
+        result = await app.dispatch(cmd("Deposit", {"amount": 5}))
+        await app.wait_for(result.position)
+        assert await query(app.store, "balances", "balances") == [{"id": "a1", "n": 5}]
+        with pytest.raises(chronik.ConfigurationError):
+            app.add_projection(balances)
+    with pytest.raises(chronik.ConfigurationError, match="no running projections"):
+        await make_app().wait_for(result.position)
