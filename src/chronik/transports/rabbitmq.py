@@ -174,8 +174,9 @@ class _RabbitSource(Source):
         return Incoming(message, int(count) + 1, msg)
 
     async def ack(self, incoming: Incoming) -> None:
-        try:
-            await incoming.token.ack()
+        msg: AbstractIncomingMessage = incoming.token
+        try:  # written without waiting for the socket to drain (a lost ack is a redelivery)
+            await msg.channel.basic_ack(msg.delivery_tag or 0, wait=False)
         except AMQP_ERRORS as exc:  # the channel is gone: the broker requeued it
             raise TransportUnavailable(f"RabbitMQ ack: {exc!r}") from exc
 
