@@ -89,6 +89,14 @@ def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
     pg = context.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    pg.on(
+        "console",
+        lambda msg: (
+            errors.append(msg.text)
+            if msg.type == "error" and "Content Security Policy" in msg.text
+            else None
+        ),
+    )
     ARTIFACTS.mkdir(exist_ok=True)
 
     def shot(name: str) -> None:
@@ -97,7 +105,7 @@ def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
     pg.shot = shot
     yield pg
     context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
+    assert not errors, f"JavaScript errors or CSP violations on the page: {errors}"
 
 
 class ServerThread:

@@ -47,6 +47,7 @@ STATIC: Final = {
 }
 STREAMS_PAGE: Final = 100
 EVENTS_PAGE: Final = 50
+LETTERS_PAGE: Final = 100
 RECENT: Final = 10
 MAX_LOGIN_BODY: Final = 16_384
 ACTIONS: Final = ("pause", "resume", "rebuild")
@@ -201,13 +202,14 @@ def create_admin_routes(
 
     async def letters_context(projection: str, flash: str = "") -> dict[str, Any]:
         letters = await padmin.dead_letters(projection or None)
-        views = [await data.dead_letter_view(store, d) for d in letters]
+        views = [await data.dead_letter_view(store, d) for d in letters[:LETTERS_PAGE]]
         names = {d.projection.split("/")[0] for d in letters}
         waiting = {n for n in names if await padmin.pending_for(n)}
         raw = repr([(d.projection, d.event_id, d.attempts, d.error) for d in letters])
         sig = hashlib.sha256(f"{raw}{sorted(waiting)}".encode()).hexdigest()[:16]
         return {
             "letters": views,
+            "total": len(letters),
             "projection": projection,
             "waiting": waiting,
             "sig": sig,
