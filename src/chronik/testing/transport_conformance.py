@@ -260,6 +260,28 @@ class TransportConformance:
             handled = list(dict.fromkeys(d.id for d in got.got if d.key == k))
             assert handled == [m.id for m in sent if m.key == k]
 
+    async def test_order_per_key_across_competing_consumers(
+        self, make_transport: TransportFactory, name: str
+    ) -> None:
+        """Where the transport promises it, same-key messages are handled in order even when
+        two consumers of the group compete for them."""
+        one, two = await make_transport(), await make_transport()
+        if not one.orders_across_consumers:
+            pytest.skip(f"{type(one).__name__} orders keys within one consumer only")
+        log: list[tuple[str, int]] = []
+
+        async def handle(d: Delivery) -> None:
+            log.append((d.key or "", int(d.body)))
+            await asyncio.sleep(0.002)
+
+        await one.subscribe(name, "pair", handle, concurrency=2)
+        await two.subscribe(name, "pair", handle, concurrency=2)
+        for i in range(40):
+            await one.publish(msg(name, i, key=f"k{i % 4}"))
+        await eventually(lambda: len(log) >= 40, what="40 messages")
+        for k in range(4):
+            assert [n for key, n in log if key == f"k{k}"] == list(range(k, 40, 4))
+
     async def test_duplicate_publish_takes_effect_once(
         self, transport: Transport, name: str, tmp_path: Any
     ) -> None:

@@ -100,6 +100,9 @@ class Transport(abc.ABC):
 
     scheme: ClassVar[str]
     dedupes: ClassVar[bool] = False  # True if the broker drops a re-published message id
+    # True if same-key messages stay in order across competing consumers of a group (not only
+    # within one consumer)
+    orders_across_consumers: ClassVar[bool] = False
 
     def __init__(self, url: str, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
         if type(max_body_bytes) is not int or not 0 < max_body_bytes <= 64 * 1024 * 1024:

@@ -130,6 +130,7 @@ class MemoryTransport(Transport):
 
     scheme = "memory"
     dedupes = True
+    orders_across_consumers = True
 
     def __init__(self, url: str = "memory://", **options: int) -> None:
         super().__init__(url, **options)

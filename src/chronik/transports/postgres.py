@@ -80,6 +80,7 @@ class PostgresTransport(Transport):
 
     scheme = "postgresql"
     dedupes = True
+    orders_across_consumers = True
 
     def __init__(
         self,
