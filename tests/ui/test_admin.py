@@ -325,7 +325,7 @@ def test_sign_in_then_read_only_key_cannot_pause(page: Any, secured: ServerThrea
 
 
 def test_chronik_serve_prints_and_serves_the_admin_ui(page: Any, tmp_path: Path) -> None:
-    """`chronik serve` prints the admin URL; the page it names shows the overview."""
+    """`chronik serve` prints the admin URL; the page it names shows the overview, live."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CHRONIK_STORE": ""}
     config = ROOT / "examples" / "shop" / "chronik.yaml"
     cmd = [sys.executable, "-m", "chronik.cli", "serve", "-c", str(config)]
@@ -350,6 +350,7 @@ def test_chronik_serve_prints_and_serves_the_admin_ui(page: Any, tmp_path: Path)
         page.goto(url)
         expect(page.locator("h1")).to_have_text("Overview")
         expect(page.locator('#overview tr[data-projection="loyalty"]')).to_be_visible()
+        expect(page.locator("#live")).to_have_text("live")
         page.shot("serve")
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)

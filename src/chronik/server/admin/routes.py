@@ -103,9 +103,11 @@ def create_admin_routes(
                 status = error_response(exc).status_code
                 if isinstance(exc, PermissionDenied):
                     log.warning("admin: refused %s %s: %s", request.method, request.url.path, exc)
-                detail = str(exc) if isinstance(exc, ChronikError) else "internal error"
+                ours = isinstance(exc, ChronikError)
+                title = type(exc).__name__ if ours else "InternalError"
+                detail = str(exc) if ours else "internal error"
                 name = "_error.html" if htmx else "error.html"
-                return render(name, status, status=status, title=type(exc).__name__, detail=detail)
+                return render(name, status, status=status, title=title, detail=detail)
 
         return call
 
