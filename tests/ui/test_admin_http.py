@@ -20,6 +20,7 @@ from chronik.server.http_auth import HttpAuth
 from chronik.server.http_server import HttpServer
 from chronik.store.memory import MemoryEventStore
 from examples.shop.app import build_app, projections
+from examples.shop.projections import loyalty
 
 READER, ADMIN = "reader-key-123", "admin-key-456"
 EVIL = '<script>alert("x")</script>'
@@ -230,3 +231,19 @@ async def test_sagas_page_lists_the_loyalty_saga(http: httpx.AsyncClient) -> Non
     assert r.status_code == 200
     assert 'id="saga-loyalty"' in r.text and "No instance yet" in r.text
     assert "chronik_deadlines" in r.text  # this test server does not run that projection
+
+
+async def test_sagas_added_to_the_app_are_found_without_a_server_runner() -> None:
+    """A saga added with app.add_projection shows on the sagas page of a server without one."""
+    app = build_app("memory://")
+    app.add_projection(loyalty(app.dispatch))
+    await app.open()
+    server = HttpServer(create_http_app(app, extra_routes=create_admin_routes(app)), port=0)
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as c:
+            page = (await c.get("/admin/sagas")).text
+        assert 'id="saga-loyalty"' in page and "No saga configured" not in page
+    finally:
+        await server.stop()
+        await app.close()

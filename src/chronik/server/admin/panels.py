@@ -1,7 +1,8 @@
 """The sagas & deadlines and outbox panels: what the server's sagas hold, and the outbox backlog.
 
-Sagas are found on the projection runner (a saga runs as a projection whose ``saga`` attribute
-is the ``chronik.sagas.Saga``); their instances and deadlines are rows of the saga's own tables.
+Sagas are found on the projection runners (the server's, and the app's own for projections
+added with ``app.add_projection``: a saga runs as a projection whose ``saga`` attribute is the
+``chronik.sagas.Saga``); their instances and deadlines are rows of the saga's own tables.
 The outbox is read with ``chronik.outbox.OutboxAdmin`` from the store, whoever dispatches it.
 """
 
@@ -9,11 +10,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from chronik.errors import ReadModelError
-from chronik.projections import ProjectionRunner, query
+from chronik.projections import Projection, ProjectionRunner, query
 from chronik.projections.system import LEASES
 from chronik.store.base import EventStore
 
@@ -70,13 +72,17 @@ async def _lease_holder(store: EventStore, name: str) -> str | None:
     return rows[0]["owner"] if rows and rows[0]["expires_at"] > now_us else None
 
 
-async def sagas_context(store: EventStore, runner: ProjectionRunner | None) -> dict[str, Any]:
+def _projections(runners: Sequence[ProjectionRunner]) -> dict[str, Projection]:
+    return {n: p.projection for r in runners for n, p in r.processors.items()}
+
+
+async def sagas_context(store: EventStore, runners: Sequence[ProjectionRunner]) -> dict[str, Any]:
     """The sagas this server runs with their instances and deadlines, the aggregates'
     deadlines, and which process's deadline scheduler holds the lease."""
     from chronik.sagas import Saga
 
-    found = [] if runner is None else [p.projection for p in runner.processors.values()]
-    sagas = [s for p in found if isinstance(s := getattr(p, "saga", None), Saga)]
+    found = _projections(runners)
+    sagas = [s for p in found.values() if isinstance(s := getattr(p, "saga", None), Saga)]
     views: list[SagaView] = []
     now_us = time.time_ns() // 1000
     for saga in sagas:
@@ -111,23 +117,23 @@ async def sagas_context(store: EventStore, runner: ProjectionRunner | None) -> d
         views.append(view)
     return {
         "sagas": views,
-        "aggregate_deadlines": await _aggregate_deadlines(store, runner, now_us),
+        "aggregate_deadlines": await _aggregate_deadlines(store, found, now_us),
         "scheduler": await _lease_holder(store, "deadlines"),
         "rows": ROWS,
     }
 
 
 async def _aggregate_deadlines(
-    store: EventStore, runner: ProjectionRunner | None, now_us: int
+    store: EventStore, found: dict[str, Projection], now_us: int
 ) -> list[DeadlineView] | None:
     """Pending deadlines of aggregates (kept by the chronik_deadlines projection), or None
     when this server does not run that projection."""
     from chronik.deadlines import AGGREGATE_DEADLINES
 
-    proc = None if runner is None else runner.processors.get(AGGREGATE_DEADLINES)
-    if proc is None or not proc.projection.tables:
+    projection = found.get(AGGREGATE_DEADLINES)
+    if projection is None or not projection.tables:
         return None
-    table = next(iter(proc.projection.tables))
+    table = next(iter(projection.tables))
     try:
         rows = await query(store, AGGREGATE_DEADLINES, table, order_by=("due_us",), limit=ROWS)
     except ReadModelError:

@@ -249,7 +249,8 @@ def create_admin_routes(
     # --- panels of parts chronik does not have yet -----------------------------------------
 
     async def sagas(request: Request) -> Response:
-        context = await panels.sagas_context(store, runner)
+        runners = [r for r in (runner, app.runner) if r is not None]
+        context = await panels.sagas_context(store, runners)
         return render("sagas.html", page="sagas", **context)
 
     async def outbox(request: Request) -> Response:
