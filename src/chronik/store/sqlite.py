@@ -107,6 +107,7 @@ class SQLiteEventStore(SQLiteReader, EventStore):
         self._checkpoint_bytes = 0
         self._checkpoint_future: asyncio.Future[int] | None = None
         self._hold = False  # writes paused while a checkpoint catches up
+        self._checkpoint_quiet = False
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -430,19 +431,31 @@ class SQLiteEventStore(SQLiteReader, EventStore):
                 for e in req.events:
                     self._checkpoint_bytes += len(e.payload) + 200
             self._checkpoint_bytes += 100 * len(unit.tables)
-        if self._checkpoint_bytes >= CHECKPOINT_BYTES and self._checkpoint_future is None:
-            self._start_checkpoint()
+        if self._checkpoint_future is None:
+            if self._checkpoint_bytes >= CHECKPOINT_BYTES:
+                self._start_checkpoint()
+        elif self._checkpoint_bytes >= WAL_LIMIT - CHECKPOINT_BYTES:
+            # The running checkpoint is slow (a busy machine): pause writes until it is done,
+            # so the WAL stays near WAL_LIMIT.
+            self._hold = True
 
     def _start_checkpoint(self) -> None:
         self._checkpoint_bytes = 0
+        self._checkpoint_quiet = self._hold  # started with writes paused: it can finish
         fut = self._loop.run_in_executor(self._background, self._checkpoint)
         self._checkpoint_future = fut
         fut.add_done_callback(self._checkpoint_done)
 
     def _checkpoint_done(self, fut: asyncio.Future[int]) -> None:
-        """Writes go on during a checkpoint; if the WAL still outgrew WAL_LIMIT, they pause."""
+        """Writes go on during a checkpoint (up to a WAL_LIMIT's worth). If the WAL outgrew
+        WAL_LIMIT, writes pause for one more checkpoint, which then copies every frame, so the
+        next write restarts the WAL at its size limit."""
         self._checkpoint_future = None
         wal_size = 0 if fut.cancelled() or fut.exception() else fut.result()
+        if wal_size > WAL_LIMIT and not self._checkpoint_quiet and not self.closed:
+            self._hold = True
+            self._start_checkpoint()
+            return
         if self._hold:
             self._hold = False
             if self._inline:
@@ -451,9 +464,6 @@ class SQLiteEventStore(SQLiteReader, EventStore):
                     self._loop.call_soon(self._flush_inline)
             elif self._queue and (self._flush_task is None or self._flush_task.done()):
                 self._flush_task = self._loop.create_task(self._flush_threaded())
-        elif wal_size > WAL_LIMIT and not self.closed:
-            self._hold = True
-            self._start_checkpoint()
 
     def _checkpoint(self) -> int:
         """Copy the WAL into the database (PASSIVE); returns the WAL file's size afterwards."""
