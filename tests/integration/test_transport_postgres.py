@@ -96,3 +96,11 @@ def test_failure_policy_backoff_grows_to_its_ceiling() -> None:
     """FailurePolicy.delay doubles from backoff up to backoff_max."""
     p = FailurePolicy(backoff=0.1, backoff_max=0.5)
     assert [p.delay(a) for a in (1, 2, 3, 4, 10)] == [0.1, 0.2, 0.4, 0.5, 0.5]
+
+
+async def test_concurrent_opens_create_the_schema_once(postgres_url: str) -> None:
+    """Several transports opening a fresh schema at once all succeed (creation is locked)."""
+    transports = [open_transport(postgres_url) for _ in range(4)]
+    await asyncio.gather(*(t.open() for t in transports))
+    for t in transports:
+        await t.close()

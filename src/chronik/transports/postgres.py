@@ -174,7 +174,9 @@ class PostgresTransport(Transport):
                 self.dsn, min_size=1, max_size=self.pool_max_size
             )
             async with self._pool.acquire() as conn, conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self.dsn)
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext($1))", self.notify_channel
+                )
                 await conn.execute(_SCHEMA_SQL.format(s=f'"{self.schema}"'))
         except DRIVER_ERRORS as exc:
             if self._pool is not None:
