@@ -104,3 +104,14 @@ async def test_concurrent_opens_create_the_schema_once(postgres_url: str) -> Non
     await asyncio.gather(*(t.open() for t in transports))
     for t in transports:
         await t.close()
+
+
+async def test_first_uses_at_once_connect_once() -> None:
+    """Concurrent first publishes on an unopened transport open it once; bad options are a
+    ConfigurationError."""
+    transport = open_transport("memory://")
+    await asyncio.gather(*(transport.publish(Message(topic="t", body=b"")) for _ in range(5)))
+    assert repr(transport).endswith("open>")
+    await transport.close()
+    with pytest.raises(chronik.ConfigurationError):
+        open_transport("memory://", max_body_bytes=0)

@@ -15,13 +15,14 @@ returned, and redelivered after a failure or a crash.
 from __future__ import annotations
 
 import abc
+import asyncio
 import re
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 import msgspec
 
-from chronik.errors import InvalidMessage, TransportClosed
+from chronik.errors import ConfigurationError, InvalidMessage, TransportClosed
 from chronik.transports.message import (
     CAUSATION_ID,
     CORRELATION_ID,
@@ -106,11 +107,12 @@ class Transport(abc.ABC):
 
     def __init__(self, url: str, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
         if type(max_body_bytes) is not int or not 0 < max_body_bytes <= 64 * 1024 * 1024:
-            raise InvalidMessage(f"max_body_bytes must be 1..64 MiB, not {max_body_bytes!r}")
+            raise ConfigurationError(f"max_body_bytes must be 1..64 MiB, not {max_body_bytes!r}")
         self.url = url
         self.max_body_bytes = max_body_bytes
         self._state: Literal["new", "open", "closed"] = "new"
         self._consumers: set[Consumer] = set()
+        self._opening: asyncio.Lock | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -119,8 +121,14 @@ class Transport(abc.ABC):
         if self._state == "closed":
             raise TransportClosed(f"{self!r} is closed")
         if self._state == "new":
-            await self._open()
-            self._state = "open"
+            if self._opening is None:
+                self._opening = asyncio.Lock()
+            async with self._opening:  # concurrent first uses connect once
+                if self._state == "new":
+                    await self._open()
+                    self._state = "open"
+        if self.closed:  # closed while we waited for the connection
+            raise TransportClosed(f"{self!r} is closed")
         return self
 
     async def close(self) -> None:
