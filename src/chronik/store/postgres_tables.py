@@ -80,7 +80,26 @@ def _statement(s: str, w: TableWrite) -> str:
 
 async def write_tables(conn: asyncpg.Connection, s: str, writes: Sequence[TableWrite]) -> None:
     """Run read-model writes in order inside the caller's transaction; runs of the same
-    statement go through executemany. Raises LeaseHeld when a lease is held by another."""
+    statement go through executemany. Raises LeaseHeld when a lease is held by another, and
+    ReadModelError when the database refuses a write (a missing table, a bad value)."""
+    try:
+        await _write_tables(conn, s, writes)
+    except asyncpg.PostgresError as exc:
+        if isinstance(exc, asyncpg.UndefinedTableError | asyncpg.UndefinedColumnError) or (
+            table_error(exc)
+        ):
+            raise ReadModelError(f"read-model write refused: {exc}") from exc
+        raise
+
+
+_LEASES_DDL: Final = (
+    "CREATE TABLE IF NOT EXISTS {s}.chronik_leases (name text, partition bigint, owner text, "
+    "epoch bigint, expires_at bigint, PRIMARY KEY (name, partition))"
+)
+_leases_ready: set[str] = set()  # schemas whose leases table exists
+
+
+async def _write_tables(conn: asyncpg.Connection, s: str, writes: Sequence[TableWrite]) -> None:
     i, n = 0, len(writes)
     while i < n:
         w = writes[i]
@@ -99,6 +118,9 @@ async def write_tables(conn: asyncpg.Connection, s: str, writes: Sequence[TableW
                 )
             i += 1
             continue
+        if w.op in ("lease", "release") and s not in _leases_ready:
+            await conn.execute(_LEASES_DDL.format(s=s))  # created on first use, as elsewhere
+            _leases_ready.add(s)
         sql = _statement(s, w)
         if w.op == "lease":
             if await conn.fetchval(sql, *w.row) is None:
