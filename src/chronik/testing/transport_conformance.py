@@ -236,6 +236,23 @@ class TransportConformance:
         await eventually(lambda: bool(got.got), what="the kept message")
         assert got.ids() == [m.id]
 
+    async def test_stop_with_grace_lets_running_handlers_finish(
+        self, transport: Transport, name: str
+    ) -> None:
+        """consumer.stop(grace=...) waits for the running handler, which then acks."""
+        started, finished = asyncio.Event(), asyncio.Event()
+
+        async def slow(d: Delivery) -> None:
+            started.set()
+            await asyncio.sleep(0.2)
+            finished.set()
+
+        consumer = await transport.listen(name, slow)
+        await transport.send(msg(name, 1))
+        await asyncio.wait_for(started.wait(), WAIT)
+        await consumer.stop(grace=WAIT)
+        assert finished.is_set() and consumer.acked == 1 and not consumer.running
+
     # --- order and duplicates ------------------------------------------------------------------
 
     async def test_order_per_key_with_concurrency(self, transport: Transport, name: str) -> None:

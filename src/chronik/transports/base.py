@@ -131,14 +131,15 @@ class Transport(abc.ABC):
             raise TransportClosed(f"{self!r} is closed")
         return self
 
-    async def close(self) -> None:
-        """Stop every consumer (their in-flight messages go back) and disconnect."""
+    async def close(self, grace: float = 0.0) -> None:
+        """Stop every consumer (their in-flight messages go back; with ``grace`` seconds,
+        running handlers may finish first) and disconnect."""
         if self._state == "closed":
             return
         was_open = self._state == "open"
         self._state = "closed"
         for consumer in list(self._consumers):
-            await consumer.stop()
+            await consumer.stop(grace)
         if was_open:
             await self._close()
 

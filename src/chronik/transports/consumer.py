@@ -66,6 +66,7 @@ class Consumer:
         self._parked: set[str] = set()
         self._inflight: dict[int, Incoming] = {}
         self._handling: dict[int, Incoming] = {}
+        self._idle = asyncio.Event()  # set when the last running handler returned
         self._room = asyncio.Event()
         self._room.set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -90,11 +91,17 @@ class Consumer:
         if self.source.touch_interval is not None:
             self._tasks.append(loop.create_task(self._heartbeat(self.source.touch_interval)))
 
-    async def stop(self) -> None:
-        """Stop fetching and handling; unacknowledged messages go back for redelivery."""
+    async def stop(self, grace: float = 0.0) -> None:
+        """Stop fetching and handling; unacknowledged messages go back for redelivery.
+
+        With ``grace`` seconds, handlers already running may finish (and ack) first.
+        """
         if self._done.is_set():
             return
         self._stopping = True
+        if grace > 0 and self._handling:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), grace)
         current = asyncio.current_task()
         for task in self._tasks:
             if task is not current:
@@ -183,6 +190,11 @@ class Consumer:
                         await self.source.touch(incoming)
             seen = set(self._handling)
 
+    def _handled(self, incoming: Incoming) -> None:
+        del self._handling[id(incoming)]
+        if not self._handling:
+            self._idle.set()
+
     def _finished(self, incoming: Incoming) -> None:
         self._inflight.pop(id(incoming), None)
         self._room.set()
@@ -205,12 +217,13 @@ class Consumer:
             return
         while True:
             self._handling[id(incoming)] = incoming
+            self._idle.clear()
             try:
                 await self.handler(Delivery(incoming.message, attempt, self.group))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                del self._handling[id(incoming)]
+                self._handled(incoming)
                 if attempt >= limit:
                     await self._give_up(incoming, f"{type(exc).__name__}: {exc}", attempt)
                     return
@@ -222,7 +235,6 @@ class Consumer:
                 await asyncio.sleep(policy.delay(attempt))
                 attempt += 1
                 continue
-            del self._handling[id(incoming)]
             break
         try:
             await self.source.ack(incoming)
@@ -230,6 +242,7 @@ class Consumer:
         except TransportUnavailable as exc:  # the broker will redeliver it: at least once
             log.info("%r: ack of %s failed (%s)", self, incoming.message.id, exc)
         self._finished(incoming)
+        self._handled(incoming)  # after the ack: a graceful stop waits for it
 
     async def _give_up(self, incoming: Incoming, reason: str, attempts: int) -> None:
         message = incoming.message
