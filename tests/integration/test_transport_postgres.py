@@ -8,8 +8,16 @@ import asyncpg
 import pytest
 
 import chronik
+from chronik.store.base import UnitOfWork
 from chronik.testing.transport_conformance import Recorder, eventually
-from chronik.transports import Delivery, FailurePolicy, MemoryInbox, Message, open_transport
+from chronik.transports import (
+    Delivery,
+    FailurePolicy,
+    MemoryInbox,
+    Message,
+    StoreInbox,
+    open_transport,
+)
 from chronik.transports.memory import MemoryTransport
 from chronik.transports.postgres import PostgresInbox, PostgresTransport
 
@@ -115,3 +123,21 @@ async def test_first_uses_at_once_connect_once() -> None:
     await transport.close()
     with pytest.raises(chronik.ConfigurationError):
         open_transport("memory://", max_body_bytes=0)
+
+
+async def test_store_inbox_on_a_postgres_store(postgres_url: str) -> None:
+    """StoreInbox on a PostgreSQL event store: the event appended by the handler and the inbox
+    row commit together, and a second delivery of the id appends nothing."""
+    async with chronik.open_store(postgres_url) as store:
+        inbox = StoreInbox(store, "ledger")
+        stream = chronik.StreamId("ledger", "l-1")
+
+        async def record(d: Delivery, unit: UnitOfWork) -> None:
+            unit.append(stream, [chronik.EventData("ledger.credited", {"id": d.id})])
+
+        handle = inbox.handler(record)
+        delivery = Delivery(Message(topic="ledger.in", body=b"1"), 1, "ledger")
+        await handle(delivery)
+        await handle(delivery)
+        assert [e.type async for e in store.read_stream(stream)] == ["ledger.credited"]
+        assert await inbox.processed(delivery.id) and inbox.skipped == 1

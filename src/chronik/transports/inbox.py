@@ -7,7 +7,8 @@ same transaction as the effect*:
 
 - ``StoreInbox(store, "billing")``: the handler gets a chronik ``UnitOfWork`` and adds its
   appends and read-model writes to it; the inbox row (table ``chronik_inbox``) commits with
-  them. Works with any store that has read-model tables, whatever the transport.
+  them. Works with any store that has read-model tables (memory, SQLite, PostgreSQL),
+  whatever the transport.
 - ``PostgresInbox`` (``chronik.transports.postgres``): the handler gets an asyncpg connection
   inside the transaction that inserted the inbox row, for effects in that database.
 - ``MemoryInbox``: ids in a set, for tests and effects that are themselves in memory.
