@@ -138,8 +138,7 @@ class Transport(abc.ABC):
             return
         was_open = self._state == "open"
         self._state = "closed"
-        for consumer in list(self._consumers):
-            await consumer.stop(grace)
+        await asyncio.gather(*(consumer.stop(grace) for consumer in list(self._consumers)))
         if was_open:
             await self._close()
 

@@ -110,12 +110,13 @@ class Consumer:
             if task is not current:
                 with contextlib.suppress(BaseException):
                     await task
+        # close first (no fetch may still be pending at the broker), then give messages back
+        with contextlib.suppress(Exception):
+            await self.source.close()
         for incoming in list(self._inflight.values()):
             with contextlib.suppress(Exception):
                 await self.source.release(incoming)
         self._inflight.clear()
-        with contextlib.suppress(Exception):
-            await self.source.close()
         self.transport._forget(self)
         self._done.set()
 
@@ -246,10 +247,8 @@ class Consumer:
 
     async def _give_up(self, incoming: Incoming, reason: str, attempts: int) -> None:
         message = incoming.message
-        if self.policy.then == "stop":
-            with contextlib.suppress(Exception):
-                await self.source.release(incoming)
-            self._finished(incoming)
+        if self.policy.then == "stop":  # stop() gives the message back
+            self._stopping = True
             self.error = ConsumerStopped(f"{self!r} stopped on message {message.id}: {reason}")
             asyncio.get_running_loop().create_task(self.stop())
             return

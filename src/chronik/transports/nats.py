@@ -185,8 +185,11 @@ class _NatsSource(Source):
         self.sub = sub
         self.prefix = prefix
         self.touch_interval = touch_interval
+        self.expires = 0.0
 
     async def fetch(self, limit: int, wait: float) -> list[Incoming]:
+        wait = min(wait, 0.5)  # a pull request outlives a cancelled fetch by this much
+        self.expires = asyncio.get_running_loop().time() + wait
         try:
             msgs = await self.sub.fetch(limit, timeout=wait)
         except nats.errors.TimeoutError:
@@ -215,6 +218,17 @@ class _NatsSource(Source):
         await _call(incoming.token.in_progress())
 
     async def close(self) -> None:
+        # The server may still answer our last pull request: let it expire, then give back
+        # whatever it delivered that nobody fetched, so it is redelivered at once.
+        left = self.expires - asyncio.get_running_loop().time()
+        if left > 0:
+            await asyncio.sleep(left + 0.05)
+        queue = getattr(getattr(self.sub, "_sub", None), "_pending_queue", None)
+        while queue is not None and not queue.empty():
+            msg = queue.get_nowait()
+            if isinstance(msg, Msg) and msg.reply:
+                with contextlib.suppress(*NATS_ERRORS):
+                    await msg.nak()
         with contextlib.suppress(*NATS_ERRORS):
             await self.sub.unsubscribe()
 
