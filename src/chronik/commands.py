@@ -272,7 +272,8 @@ class CommandBus:
                 else:
                     events = decided
                     data = [
-                        _raw_event_data(e, metadata, command_id, i) for i, e in enumerate(events)
+                        _raw_event_data(e, metadata, command, command_id, i)
+                        for i, e in enumerate(events)
                     ]
                 own = [e for e in events if type(e) not in INTERNAL_EVENTS]
                 state = self._settle(model, command, loaded.state, own)
@@ -419,10 +420,13 @@ class CommandBus:
         await self.repository.drain()
 
 
-def _raw_event_data(event: Any, metadata: Metadata, command_id: str, index: int) -> EventData:
+def _raw_event_data(
+    event: Any, metadata: Metadata, command: Command, command_id: str, index: int
+) -> EventData:
     """An EventData from untyped business logic, with the command's metadata and derived id."""
     if not isinstance(event, EventData):
-        raise HandlerError("?", "?", TypeError(f"expected EventData, got {event!r}"))
+        error = TypeError(f"expected EventData, got {event!r}")
+        raise HandlerError(command.domain, command.type, error)
     return EventData(
         event.type,
         event.payload,
