@@ -292,3 +292,49 @@ async def test_invalid_utf8_is_a_bad_request(http: httpx.AsyncClient) -> None:
     )
     r = await http.post("/v1/commands", content=body)
     assert r.status_code == 400 and r.json()["title"] == "ValidationError"
+
+
+async def test_dead_letters_over_http() -> None:
+    """A parked event is listed, retried (202) and dropped over HTTP."""
+    from chronik.projections import ErrorPolicy, Projection, ReadModel
+
+    fragile = Projection("fragile", policy=ErrorPolicy(retries=0, backoff=0, then="park"))
+
+    @fragile.on("CustomerCreated")
+    def handle(event: Any, rm: ReadModel) -> None:
+        if event.json()["name"] == "poison":
+            raise ValueError("cannot handle poison")
+
+    app = build_app("memory://")
+    await app.open()
+    runner = ProjectionRunner(app.store, [fragile])
+    await runner.start()
+    server = HttpServer(create_http_app(app, runner=runner), port=0)
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
+            body = command(
+                "customer", "p1", "CreateCustomer", payload={"name": "poison", "email": "p@x"}
+            )
+            assert (await http.post("/v1/commands", json=body)).status_code == 200
+            async with asyncio.timeout(10):
+                while not (
+                    letters := (await http.get("/v1/projections/fragile/dead-letters")).json()
+                ):
+                    await asyncio.sleep(0.02)
+            assert letters[0]["stream"] == "customer/p1" and "poison" in letters[0]["error"]
+            retried = await http.post("/v1/projections/fragile/dead-letters/retry")
+            assert retried.status_code == 202 and retried.json()["request_id"]
+            event_id = letters[0]["event_id"]
+            dropped = await http.post(
+                f"/v1/projections/fragile/dead-letters/drop?event_id={event_id}"
+            )
+            assert dropped.status_code == 200 and dropped.json()["dropped"] == 1
+            assert (
+                await http.post("/v1/projections/fragile/dead-letters/explode")
+            ).status_code == 400
+            assert (await http.get("/v1/projections/nope/dead-letters")).status_code == 404
+    finally:
+        await server.stop()
+        await runner.stop()
+        await app.close()
