@@ -323,13 +323,14 @@ async def test_dead_letters_over_http() -> None:
                 ):
                     await asyncio.sleep(0.02)
             assert letters[0]["stream"] == "customer/p1" and "poison" in letters[0]["error"]
-            retried = await http.post("/v1/projections/fragile/dead-letters/retry")
-            assert retried.status_code == 202 and retried.json()["request_id"]
             event_id = letters[0]["event_id"]
             dropped = await http.post(
                 f"/v1/projections/fragile/dead-letters/drop?event_id={event_id}"
             )
             assert dropped.status_code == 200 and dropped.json()["dropped"] == 1
+            assert (await http.get("/v1/projections/fragile/dead-letters")).json() == []
+            retried = await http.post("/v1/projections/fragile/dead-letters/retry")
+            assert retried.status_code == 202 and retried.json()["request_id"]
             assert (
                 await http.post("/v1/projections/fragile/dead-letters/explode")
             ).status_code == 400
