@@ -96,6 +96,7 @@ class BusMachine(RuleBasedStateMachine):
     )
     def race(self, cid: int, first: int, second: int | None) -> None:
         commands = [self._command(cid, first), self._command(cid, second or first)]
+
         async def both() -> list[chronik.CommandResult]:
             pairs = zip(self.apps, commands, strict=True)
             return list(await asyncio.gather(*(app.dispatch(c) for app, c in pairs)))
