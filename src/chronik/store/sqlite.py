@@ -24,7 +24,6 @@ from chronik.errors import (
     CheckpointFenced,
     ChronikError,
     ConfigurationError,
-    LeaseHeld,
     ReadModelError,
     StoreUnavailable,
     WrongExpectedVersion,
@@ -40,13 +39,13 @@ from chronik.store.base import (
     EventStore,
     PreparedEvent,
     StoredEvent,
-    TableWrite,
     WriteUnit,
     check_expected,
     match_duplicate,
 )
 from chronik.store.sqlite_read import SELECT_STREAM, SQLiteReader
 from chronik.store.sqlite_schema import migrate, options_from_url, path_from_url
+from chronik.store.sqlite_tables import write_tables
 
 __all__ = ["SQLiteEventStore", "options_from_url"]
 
@@ -295,7 +294,7 @@ class SQLiteEventStore(SQLiteReader, EventStore):
             )
         if unit.tables:
             try:
-                _write_tables(conn, unit.tables)
+                write_tables(conn, unit.tables)
             except sqlite3.Error as exc:
                 raise ReadModelError(f"read-model write refused: {exc}") from exc
         for snap in unit.snapshots:
@@ -492,102 +491,6 @@ class SQLiteEventStore(SQLiteReader, EventStore):
             if version != self._data_version:
                 self._data_version = version
                 self._notify()
-
-
-_table_sql: dict[tuple[str, str, tuple[str, ...], tuple[str, ...]], str] = {}
-
-
-def _table_statement(w: TableWrite) -> str:
-    """The SQL of one validated read-model write (identifiers checked; values bound)."""
-    columns = w.columns
-    cache_key = (w.op, w.table, columns, w.key)
-    sql = _table_sql.get(cache_key)
-    if sql is not None:
-        return sql
-    t = w.table
-    if w.op == "upsert":
-        updates = [f"{c} = excluded.{c}" for c in columns if c not in w.key]
-        action = f"DO UPDATE SET {', '.join(updates)}" if updates else "DO NOTHING"
-        sql = (
-            f"INSERT INTO {t} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
-            f"ON CONFLICT ({', '.join(w.key)}) {action}"
-        )
-    elif w.op == "delete":
-        sql = f"DELETE FROM {t} WHERE {' AND '.join(f'{c} = ?' for c in columns)}"
-    elif w.op == "clear":
-        sql = f"DELETE FROM {t}"
-    elif w.op == "drop":
-        sql = f"DROP TABLE IF EXISTS {t}"
-    else:
-        raise AssertionError(w.op)
-    if len(_table_sql) > 4096:
-        _table_sql.clear()
-    _table_sql[cache_key] = sql
-    return sql
-
-
-_NOW_US: Final = "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)"
-_LEASE_SQL: Final = (
-    "INSERT INTO chronik_leases (name, partition, owner, epoch, expires_at) "
-    f"VALUES (?, ?, ?, 1, {_NOW_US} + ?) "
-    "ON CONFLICT (name, partition) DO UPDATE SET "
-    "epoch = CASE WHEN owner = excluded.owner THEN epoch ELSE epoch + 1 END, "
-    "owner = excluded.owner, expires_at = excluded.expires_at "
-    f"WHERE owner = excluded.owner OR expires_at < {_NOW_US}"
-)
-
-
-def _lease(conn: sqlite3.Connection, w: TableWrite) -> None:
-    """Claim, renew or release a lease by the database clock; LeaseHeld if another holds it."""
-    if w.op == "release":
-        conn.execute(
-            "UPDATE chronik_leases SET expires_at = 0 WHERE name = ? AND partition = ? "
-            "AND owner = ?",
-            w.row,
-        )
-        return
-    conn.execute(_LEASE_SQL, w.row)
-    if conn.execute("SELECT changes()").fetchone()[0] == 0:
-        raise LeaseHeld(w.row[0], w.row[1], w.row[2])
-
-
-def _write_tables(conn: sqlite3.Connection, writes: Sequence[TableWrite]) -> None:
-    """Run read-model writes in order; runs of the same statement go through executemany."""
-    i, n = 0, len(writes)
-    while i < n:
-        w = writes[i]
-        if w.op in ("lease", "release"):
-            _lease(conn, w)
-            i += 1
-            continue
-        if w.op == "ensure":
-            spec = w.spec
-            assert spec is not None
-            cols = ", ".join(f"{c} {t}" for c, t in spec.columns)
-            conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {w.table} ({cols}, "
-                f"PRIMARY KEY ({', '.join(spec.primary_key)}))"
-            )
-            for index in spec.indexes:
-                conn.execute(
-                    f"CREATE INDEX IF NOT EXISTS {w.table}__{'_'.join(index)} "
-                    f"ON {w.table} ({', '.join(index)})"
-                )
-            i += 1
-            continue
-        sql = _table_statement(w)
-        j = i + 1
-        op, table, columns, key = w.op, w.table, w.columns, w.key
-        while j < n:
-            x = writes[j]
-            if x.table != table or x.columns != columns or x.op != op or x.key != key:
-                break
-            j += 1
-        if j == i + 1:
-            conn.execute(sql, w.row)
-        else:
-            conn.executemany(sql, [x.row for x in writes[i:j]])
-        i = j
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
