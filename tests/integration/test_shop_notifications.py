@@ -90,7 +90,8 @@ async def test_registration_reaches_the_notifications_process(
             proc.send_signal(signal.SIGTERM)
         for proc in (server, notify):
             try:
-                proc.wait(30)
+                proc.communicate(timeout=30)  # drains the pipe: a full one would block the exit
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.communicate()
     assert server.returncode == 0 and notify.returncode == 0

@@ -118,7 +118,10 @@ async def run_server(
     await stop.wait()
     print("stopping: letting in-flight calls finish", flush=True)
     for stop_one in background:
-        await stop_one()
+        try:
+            await asyncio.wait_for(stop_one(), grace)
+        except Exception as exc:  # never let one part hold the shutdown
+            print(f"  {stop_one.__qualname__} did not stop cleanly: {exc!r}", flush=True)
     if http is not None:
         await http.stop()
     await server.stop(grace)
