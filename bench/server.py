@@ -57,10 +57,10 @@ def start(args: list[str], pattern: str, cwd: str) -> tuple[subprocess.Popen[str
 def stop(proc: subprocess.Popen[str]) -> None:
     proc.send_signal(signal.SIGTERM)
     try:
-        proc.wait(30)
+        proc.communicate(timeout=30)  # drains stdout: a full pipe would block the exit
     except subprocess.TimeoutExpired:
         proc.kill()
-        proc.wait()
+        proc.communicate()
 
 
 def rss_mb(pid: int) -> float:
