@@ -315,6 +315,9 @@ def run(quick: bool = False, runs: int = 3, only: set[str] | None = None) -> Non
 
 
 def _workloads(sc: Scale, runs: int, want: set[str]) -> None:
+    if "W9" in want:
+        log("postgres W9 append-to-read-model ...")
+        _w9(sc, runs)
     if "W1" in want:
         log("postgres W1 append-1 ...")
         mine, raw = pair(runs, w1_chronik, w1_raw, sc)
@@ -391,6 +394,70 @@ def _workloads(sc: Scale, runs: int, want: set[str]) -> None:
 
 
 _LAST_P99 = [0.0]
+W9_APPENDS = 1000
+
+
+async def w9_chronik(path: str, appends: int) -> list[float]:
+    """append() then the projection's wait_for: the read model has the event."""
+    from bench.projections import projection
+    from chronik.projections import ProjectionProcessor
+
+    latencies: list[float] = []
+    store = pg(path, pool=4)
+    async with store, ProjectionProcessor(store, projection()) as proc:
+        for i in range(appends):
+            start = time.perf_counter()
+            r = await store.append(chronik.StreamId("bench", f"s{i % 100}"), [event()])
+            await proc.wait_for(r.position)
+            latencies.append((time.perf_counter() - start) * 1000)
+    return latencies
+
+
+async def w9_raw(path: str, appends: int) -> list[float]:
+    """asyncpg: the append, then the read model's upsert in its own transaction."""
+    schema = schema_for(path)
+    conn = await raw_pg.connect(dsn(), schema)
+    sql = raw_pg.insert_sql(schema)
+    await conn.execute(
+        f'CREATE TABLE "{schema}".rm (id text PRIMARY KEY, amount bigint, seq bigint)'
+    )
+    upsert = (
+        f'INSERT INTO "{schema}".rm (id, amount, seq) VALUES ($1, $2, $3) '
+        "ON CONFLICT (id) DO UPDATE SET amount = excluded.amount, seq = excluded.seq"
+    )
+    versions = [0] * 100
+    latencies: list[float] = []
+    for i in range(appends):
+        j = i % 100
+        start = time.perf_counter()
+        await raw_pg.append(conn, sql, j, versions[j], [PAYLOAD])
+        await conn.execute(upsert, f"s{j}", PAYLOAD["amount"], versions[j])
+        versions[j] += 1
+        latencies.append((time.perf_counter() - start) * 1000)
+    await conn.close()
+    return latencies
+
+
+def _w9(sc: Scale, runs: int) -> None:
+    appends = W9_APPENDS // 10 if sc.w1 < 5_000 else W9_APPENDS
+    mine: list[list[float]] = []
+    theirs: list[list[float]] = []
+    for k in range(runs):
+        theirs.append(asyncio.run(w9_raw(f"w9-raw-{k}-{time.time_ns()}", appends)))
+        mine.append(asyncio.run(w9_chronik(f"w9-{k}-{time.time_ns()}", appends)))
+    note = (
+        f"append-to-read-model latency, {appends} appends over 100 streams, one upsert each; "
+        "raw = asyncpg append + upsert; target p99 < 50 ms"
+    )
+    for name, q in (("W9-p50", 0.5), ("W9-p99", 0.99)):
+
+        def pick(samples: list[float], q: float = q) -> float:
+            ordered = sorted(samples)
+            return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+        put(
+            name, "ms", [pick(m) for m in mine], [pick(t) for t in theirs], duration=True, note=note
+        )
 
 
 def _latency_run(path: str, sc: Scale) -> float:
@@ -399,7 +466,7 @@ def _latency_run(path: str, sc: Scale) -> float:
     return statistics.median(lat)
 
 
-ALL = {"W1", "W2", "W3", "W4", "W5", "latency"}
+ALL = {"W1", "W2", "W3", "W4", "W5", "latency", "W9"}
 
 
 def run_from_bench(args: argparse.Namespace) -> None:
