@@ -52,6 +52,7 @@ from chronik.store.base import AppendRequest, EventStore, PreparedEvent
 __all__ = [
     "CommandBus",
     "CommandResult",
+    "Dispatch",
     "DispatchMiddleware",
     "HandlerMiddleware",
     "RetryPolicy",
@@ -104,9 +105,9 @@ class CommandResult(msgspec.Struct, frozen=True):
         return self.events[-1].position if self.events else None
 
 
-DispatchFn = Callable[[Command], Awaitable[CommandResult]]
+Dispatch = Callable[[Command], Awaitable[CommandResult]]
 OutboxRule = Callable[[Any, PreparedEvent, StreamId], Any]
-DispatchMiddleware = Callable[[Command, DispatchFn], Awaitable[CommandResult]]
+DispatchMiddleware = Callable[[Command, Dispatch], Awaitable[CommandResult]]
 HandlerFn = Callable[[Command, Any], Awaitable[list[Any]]]
 HandlerMiddleware = Callable[[Command, Any, HandlerFn], Awaitable[list[Any]]]
 
@@ -130,7 +131,7 @@ class CommandBus:
         self._dispatch_middleware: list[DispatchMiddleware] = []
         self._handler_middleware: list[HandlerMiddleware] = []
         self._locks: dict[StreamId, list[Any]] = {}
-        self._chain: DispatchFn = self._dispatch
+        self._chain: Dispatch = self._dispatch
         self._outbox: list[OutboxRule] = []
 
     # --- configuration ------------------------------------------------------------------------
@@ -161,7 +162,7 @@ class CommandBus:
         (e.g. add metadata) or observe the result.
         """
         self._dispatch_middleware.append(middleware)
-        chain: DispatchFn = self._dispatch
+        chain: Dispatch = self._dispatch
         for mw in reversed(self._dispatch_middleware):
             chain = _bind_dispatch(mw, chain)
         self._chain = chain
@@ -437,7 +438,7 @@ def _raw_event_data(
     )
 
 
-def _bind_dispatch(mw: DispatchMiddleware, call_next: DispatchFn) -> DispatchFn:
+def _bind_dispatch(mw: DispatchMiddleware, call_next: Dispatch) -> Dispatch:
     async def call(command: Command) -> CommandResult:
         return await mw(command, call_next)
 

@@ -20,7 +20,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import msgspec
@@ -54,13 +54,12 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from chronik.commands import CommandResult
+    from chronik.commands import Dispatch
 
 log = logging.getLogger("chronik.deadlines")
 DEADLINE_FIRED: Final = "chronik.DeadlineFired"
 DEADLINE_DOMAIN: Final = "chronik.deadlines"
 AGGREGATE_DEADLINES: Final = "chronik_deadlines"
-Dispatch = Callable[[Command], Awaitable["CommandResult"]]
 
 
 class Clock(Protocol):

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 
-from chronik.commands import CommandResult
+from chronik.commands import Dispatch
 from chronik.errors import CommandRejected
 from chronik.messages import Command, Metadata, RecordedEvent
 from chronik.projections.projection import ErrorPolicy, Projection
@@ -25,7 +25,6 @@ from chronik.projections.readmodel import ReadModel
 __all__ = ["Dispatch", "React", "reaction"]
 
 log = logging.getLogger("chronik.reactions")
-Dispatch = Callable[[Command], Awaitable[CommandResult]]
 React = Callable[[RecordedEvent], Awaitable[Sequence[Command]] | Sequence[Command]]
 
 

@@ -23,7 +23,8 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from chronik.deadlines import DEADLINE_FIRED, Clock, Dispatch, SystemClock
+from chronik.commands import Dispatch
+from chronik.deadlines import DEADLINE_FIRED, Clock, SystemClock
 from chronik.errors import CommandRejected, ConfigurationError, ValidationError
 from chronik.messages import Command, Metadata, RecordedEvent
 from chronik.projections import Projection, ReadModel, Table

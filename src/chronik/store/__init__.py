@@ -6,17 +6,14 @@ backend whose extra is not installed costs nothing until it is asked for.
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
 from typing import Any
 
-from chronik.errors import ConfigurationError, MissingExtraError
+from chronik.adapters import Adapters, load_adapter
 from chronik.store.base import EventStore, UnitOfWork
 
 __all__ = ["EventStore", "UnitOfWork", "open_store"]
 
-# scheme -> (module, class, extra that provides its driver, driver module)
-_ADAPTERS: dict[str, tuple[str, str, str | None, str | None]] = {
+_ADAPTERS: Adapters = {
     "memory": ("chronik.store.memory", "MemoryEventStore", None, None),
     "sqlite": ("chronik.store.sqlite", "SQLiteEventStore", None, None),
     "postgresql": ("chronik.store.postgres", "PostgresEventStore", "postgres", "asyncpg"),
@@ -33,29 +30,8 @@ def open_store(url: str, **options: Any) -> EventStore:
     ``schema=NAME``, ``migrate=false`` to require a schema migrated by ``chronik db migrate``,
     ``pool_min_size``, ``pool_max_size``, ``poll_interval``).
     """
-    if not isinstance(url, str) or "://" not in url:
-        raise ConfigurationError(
-            f"invalid store URL {url!r}: expected memory://, sqlite:///path or postgresql://..."
-        )
-    scheme = url.split("://", 1)[0].lower()
-    if scheme not in _ADAPTERS:
-        raise ConfigurationError(
-            f"unknown store scheme {scheme!r} in {url!r}: expected one of "
-            + ", ".join(sorted(_ADAPTERS))
-        )
-    module_name, class_name, extra, driver = _ADAPTERS[scheme]
-    if driver is not None:
-        try:
-            importlib.import_module(driver)
-        except ImportError:
-            raise MissingExtraError(extra or scheme, driver) from None
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
-        raise ConfigurationError(f"the {scheme} store is not available in this version") from None
+    scheme, module, cls = load_adapter(url, _ADAPTERS, "store")
     if scheme == "sqlite":
         options = {**module.options_from_url(url), **options}
-    cls: Callable[..., EventStore] = getattr(module, class_name)
-    return cls(url, **options)
+    store: EventStore = cls(url, **options)
+    return store

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -248,19 +248,22 @@ _OPTIONS: Final[dict[str, Callable[[str], Any]]] = {
 }
 
 
-def split_url(url: str) -> tuple[str, dict[str, Any]]:
-    """The driver's DSN (chronik's options removed) and chronik's options from the query."""
+def split_url(
+    url: str, known: Mapping[str, Callable[[str], Any]] = _OPTIONS, what: str = "store"
+) -> tuple[str, dict[str, Any]]:
+    """The driver's DSN (chronik's options removed) and chronik's ``known`` options from the
+    query (the store's by default; the PostgreSQL transport passes its own)."""
     parts = urlsplit(url)
     if parts.scheme not in ("postgresql", "postgres"):
         raise ConfigurationError(f"not a postgresql URL: {url!r}")
     options: dict[str, Any] = {}
     rest: list[tuple[str, str]] = []
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key in _OPTIONS:
+        if key in known:
             try:
-                options[key] = _OPTIONS[key](value)
+                options[key] = known[key](value)
             except ValueError:
-                raise ConfigurationError(f"invalid value for {key!r} in the store URL") from None
+                raise ConfigurationError(f"invalid value for {key!r} in the {what} URL") from None
         else:
             rest.append((key, value))
     dsn = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(rest), parts.fragment))

@@ -18,12 +18,12 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 import msgspec
 
 from chronik.errors import ConfigurationError, TransportClosed, TransportUnavailable
+from chronik.store.postgres_schema import split_url
 from chronik.transports.base import Delivery, Incoming, Message, Source, Transport
 from chronik.transports.inbox import Inbox
 
@@ -59,22 +59,6 @@ CREATE TABLE IF NOT EXISTS {s}.transport_inbox (
 """
 
 
-def _split(url: str) -> tuple[str, dict[str, Any]]:
-    parts = urlsplit(url)
-    options: dict[str, Any] = {}
-    rest: list[tuple[str, str]] = []
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key in _OPTIONS:
-            try:
-                options[key] = _OPTIONS[key](value)
-            except ValueError:
-                raise ConfigurationError(f"invalid {key!r} in the transport URL") from None
-        else:
-            rest.append((key, value))
-    dsn = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(rest), parts.fragment))
-    return dsn, options
-
-
 class PostgresTransport(Transport):
     """Messages in PostgreSQL tables; any number of processes may share a schema."""
 
@@ -93,7 +77,7 @@ class PostgresTransport(Transport):
         **options: int,
     ) -> None:
         super().__init__(url, **options)
-        self.dsn, query = _split(url)
+        self.dsn, query = split_url(url, _OPTIONS, "transport")
         self.schema = query.get("schema", schema)
         if not isinstance(self.schema, str) or not self.schema.isidentifier():
             raise ConfigurationError(f"invalid schema name {self.schema!r}")
