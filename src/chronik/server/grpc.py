@@ -36,7 +36,7 @@ from chronik.errors import (
     UnknownEventType,
     ValidationError,
 )
-from chronik.messages import StreamId
+from chronik.messages import RecordedEvent, StreamId
 from chronik.projections import Projection, ProjectionRunner
 from chronik.server.auth import ApiKey, Auth
 from chronik.server.remote import MAX_MESSAGE_BYTES, channel_options
@@ -220,30 +220,39 @@ class EventStoreService(_Service, rpc.EventStoreServicer):
             return
         if self.stopping:
             return
-        marked = False
         self.subscriptions.add(sub)
+        pending: asyncio.Future[RecordedEvent] | None = None  # the next event, during catch-up
         try:
             async with sub:
                 events = sub.__aiter__()
+                marked = False
                 while True:
-                    pending = asyncio.ensure_future(events.__anext__())
                     try:
-                        while not marked and not pending.done():
-                            await asyncio.wait({pending}, timeout=CAUGHT_UP_POLL)
-                            if not pending.done() and sub.caught_up:
-                                marked = True
-                                yield pb.SubscribeResponse(caught_up=str(sub.position or ""))
-                        event = await pending
+                        if pending is None and marked:  # live: no task, no polling
+                            event = await events.__anext__()
+                        else:
+                            if pending is None:
+                                pending = asyncio.ensure_future(anext(events))
+                            if not marked:
+                                await asyncio.wait({pending}, timeout=CAUGHT_UP_POLL)
+                                if not pending.done():
+                                    if sub.caught_up:
+                                        marked = True
+                                        yield pb.SubscribeResponse(
+                                            caught_up=str(sub.position or "")
+                                        )
+                                    continue
+                            event = await pending
+                            pending = None
                     except StopAsyncIteration:
                         return
                     except (ChronikError, Exception) as exc:
                         await _abort(context, exc)
                         return
-                    finally:
-                        if not pending.done():
-                            pending.cancel()
                     yield pb.SubscribeResponse(event=event_to_wire(event))
         finally:
+            if pending is not None and not pending.done():
+                pending.cancel()
             self.subscriptions.discard(sub)
 
 
