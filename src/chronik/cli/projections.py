@@ -29,6 +29,7 @@ from chronik.cli import DEFAULT_STORE, _run, _store_url
 from chronik.errors import ValidationError
 from chronik.messages import Position
 from chronik.projections import ProjectionAdmin, ProjectionStatus
+from chronik.projections.system import load_plan
 from chronik.store import open_store
 
 __all__ = ["build_projections"]
@@ -224,15 +225,15 @@ async def _check_position(text: str) -> None:
 
 
 async def _rebuild(url: str, name: str, wait: bool) -> str:
-    """Request a rebuild; follow it with a progress bar (events/s, ETA) until it took over."""
+    """Request a rebuild; follow it with a progress bar (events/s, ETA) until it took over.
+
+    A partitioned projection's progress is its slowest partition's, its rate the sum of theirs.
+    """
     async with open_store(url) as store:
         admin = ProjectionAdmin(store)
-        rows = await admin.status_of(name)
-        if len(rows) != 1 or rows[0].name != name:
-            raise ValidationError(f"{name} is partitioned: its rebuild is not supported yet")
-        start = rows[0]
+        start = await _generation(admin, name)
         message = await _send(url, name, "rebuild")
-        if not wait or not start.alive:
+        if not wait or not any(s.alive for s in await admin.status_of(name)):
             return message
         progress = Progress(
             TextColumn(f"rebuilding {name}"),
@@ -247,19 +248,31 @@ async def _rebuild(url: str, name: str, wait: bool) -> str:
         with progress:
             task = progress.add_task("rebuild", total=None, rate="-")
             while True:
-                s = await admin.status(name)
-                if not s.alive:
-                    return f"the processor of {name} stopped during the rebuild (state {s.state})"
-                if s.building is None and s.generation != start.generation:
-                    done = _position(s.head)
-                    progress.update(task, total=done or 1, completed=done or 1)
-                    return f"rebuilt {name}: generation {s.generation} serves at {s.position}"
-                if s.state == "stopped":
-                    return f"rebuild of {name} stopped: {s.last_error}"
-                progress.update(
-                    task,
-                    total=max(1, _position(s.head)),
-                    completed=_position(s.build_position),
-                    rate=f"{s.events_per_s:,.0f}",
+                rows = await admin.status_of(name)
+                generation, building = await _generation(admin, name)
+                if not any(s.alive for s in rows):
+                    states = ", ".join(sorted({s.state for s in rows}))
+                    return f"the processor of {name} stopped during the rebuild (state {states})"
+                head = max(_position(s.head) for s in rows)
+                if building is None and generation != start[0]:
+                    progress.update(task, total=head or 1, completed=head or 1)
+                    at = ", ".join(str(s.position) for s in rows)
+                    return f"rebuilt {name}: generation {generation} serves at {at}"
+                stopped = [s for s in rows if s.state == "stopped" and s.alive]
+                if stopped:
+                    return f"rebuild of {name} stopped: {stopped[0].last_error}"
+                done = min(
+                    _position(s.build_position) if s.building == building else 0 for s in rows
                 )
+                rate = sum(s.events_per_s for s in rows)
+                progress.update(task, total=max(1, head), completed=done, rate=f"{rate:,.0f}")
                 await asyncio.sleep(0.2)
+
+
+async def _generation(admin: ProjectionAdmin, name: str) -> tuple[int, int | None]:
+    """The serving and building generation of a projection (a partitioned one: its plan)."""
+    rows = await admin.status_of(name)
+    if len(rows) == 1 and rows[0].name == name:
+        return rows[0].generation, rows[0].building
+    plan = await load_plan(admin.store, name)
+    return (plan.generation, plan.building) if plan is not None else (1, None)

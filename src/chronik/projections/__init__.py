@@ -14,7 +14,13 @@ from chronik.projections.processor import ProjectionProcessor
 from chronik.projections.projection import ErrorPolicy, Handler, Projection
 from chronik.projections.readmodel import ReadModel, Table, physical_name
 from chronik.projections.runner import ProjectionRunner
-from chronik.projections.system import STATUS, DeadLetter, ProjectionAdmin, ProjectionStatus
+from chronik.projections.system import (
+    STATUS,
+    DeadLetter,
+    ProjectionAdmin,
+    ProjectionStatus,
+    load_plan,
+)
 from chronik.projections.workers import PartitionWorker
 from chronik.store.base import EventStore
 
@@ -45,7 +51,11 @@ async def query(
     """Committed rows of a projection's table, from the generation that serves now."""
     for attempt in range(2):
         rows = await store.read_table(STATUS.name, {"name": projection}, limit=1)
-        generation = rows[0]["generation"] if rows else 1
+        if rows:
+            generation = rows[0]["generation"]
+        else:  # partitioned: the generation its plan serves
+            plan = await load_plan(store, projection)
+            generation = plan.generation if plan is not None else 1
         try:
             return await store.read_table(physical_name(table, generation), where, order_by, limit)
         except ReadModelError:

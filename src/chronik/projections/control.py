@@ -12,72 +12,32 @@ from typing import TYPE_CHECKING, Any
 
 from chronik.errors import ValidationError
 from chronik.messages import Position, RecordedEvent
+from chronik.projections import plan
+from chronik.projections.lanes import (
+    Lane,
+    delete_letter,
+    drop_tables,
+    ensure_tables,
+    forget_dead_letters,
+    load_lane,
+    specs,
+)
 from chronik.projections.readmodel import ReadModel
 from chronik.projections.system import DEAD_LETTERS, REQUESTS, STATUS
-from chronik.store.base import TableSpec, TableWrite
+from chronik.store.base import TableWrite
 
 if TYPE_CHECKING:
     from chronik.projections.processor import ProjectionProcessor
 
-__all__ = [
-    "Lane",
-    "drop_tables",
-    "maybe_take_over",
-    "poll_requests",
-    "retry_handler",
-    "setup",
-    "specs",
-]
+__all__ = ["maybe_take_over", "poll_requests", "retry_handler", "setup"]
 
 START = Position(0)
 
 
-class Lane:
-    """One generation of a projection's tables with its own checkpoint and parked streams."""
-
-    def __init__(self, generation: int, version: int, frozen: bool = False) -> None:
-        self.generation = generation
-        self.version = version
-        self.frozen = frozen  # built by another version: serves reads, is not advanced
-        self.position: Position | None = None  # read up to here (committed or committing)
-        self.applied: Position | None = None  # committed up to here: what wait_for trusts
-        self.parked: set[str] = set()
-        self.dirty = False  # position advanced (scanned) without a checkpoint write yet
-        self.caught_up = False
-        self.isolate_until: Position | None = None  # one event per commit up to here
-
-    def checkpoint(self, projection: str) -> str:
-        """The checkpoint name of this generation."""
-        return f"projection:{projection}:g{self.generation}"
-
-    def __repr__(self) -> str:
-        return f"<Lane g{self.generation} v{self.version} at {self.position}>"
-
-
-def specs(proc: ProjectionProcessor, generation: int) -> list[TableSpec]:
-    """The table specs of one generation of the projection."""
-    return [t.spec(generation) for t in proc.projection.tables.values()]
-
-
-def drop_tables(proc: ProjectionProcessor, generation: int) -> list[TableWrite]:
-    """Writes that drop one generation's tables."""
-    return [TableWrite("drop", s.name) for s in specs(proc, generation)]
-
-
-async def _forget_dead_letters(proc: ProjectionProcessor, generation: int) -> list[TableWrite]:
-    rows = await proc.store.read_table(
-        DEAD_LETTERS.name, {"projection": proc.key, "generation": generation}
-    )
-    return [_delete_letter(proc.key, generation, r["event_id"]) for r in rows]
-
-
-def _delete_letter(name: str, generation: int, event_id: str) -> TableWrite:
-    values = {"projection": name, "generation": generation, "event_id": event_id}
-    return TableWrite.delete(DEAD_LETTERS.name, values)
-
-
 async def poll_requests(proc: ProjectionProcessor) -> None:
-    """Apply the pending requests for this projection, oldest first."""
+    """Follow a partitioned projection's plan; apply the pending requests, oldest first."""
+    if proc.projection.partitions > 1:
+        await plan.poll(proc)
     rows = await proc.store.read_table(REQUESTS.name, {"projection": proc.key}, order_by=("id",))
     for r in rows:
         done = TableWrite.delete(REQUESTS.name, {"id": r["id"]})
@@ -89,9 +49,10 @@ async def poll_requests(proc: ProjectionProcessor) -> None:
             proc.state = "running"
             proc.last_error = None
             await proc._commit([done])
-        elif proc.projection.partitions > 1 and (action == "rebuild" or not arg):
-            proc.last_error = f"{action} of a partitioned projection is not supported yet"
-            await proc._commit([done])
+        elif proc.projection.partitions > 1 and (
+            action == "rebuild" or (action == "reset" and not arg)
+        ):  # a new generation for every partition: partition 0 leads, the others follow
+            await plan.poll(proc, action if proc.partition == 0 else None, [done])
         elif action == "rebuild" or (action == "reset" and not arg and proc.active.frozen):
             await _rebuild(proc, [done])
         elif action == "reset":
@@ -107,11 +68,11 @@ async def _rebuild(proc: ProjectionProcessor, writes: list[TableWrite]) -> None:
     old = proc.building
     generation = max(proc.active.generation, old.generation if old else 0) + 1
     if old is not None:
-        writes += drop_tables(proc, old.generation) + await _forget_dead_letters(
+        writes += drop_tables(proc, old.generation) + await forget_dead_letters(
             proc, old.generation
         )
     lane = proc.building = Lane(generation, proc.projection.version)
-    writes += [TableWrite("ensure", s.name, spec=s) for s in specs(proc, generation)]
+    writes += ensure_tables(proc, generation)
     if proc.state == "stopped":
         proc.state = "running"
     await proc._commit(writes, lane, START)
@@ -131,7 +92,7 @@ async def _reset(proc: ProjectionProcessor, arg: str, writes: list[TableWrite]) 
     else:
         position = START
         writes += [TableWrite("clear", s.name) for s in specs(proc, lane.generation)]
-        writes += await _forget_dead_letters(proc, lane.generation)
+        writes += await forget_dead_letters(proc, lane.generation)
         lane.parked = set()
     if proc.state == "stopped":
         proc.state = "running"
@@ -186,19 +147,20 @@ async def _retry(
                 )
                 continue
             rm.keep()
-        writes.append(_delete_letter(name, lane.generation, r["event_id"]))
+        writes.append(delete_letter(name, lane.generation, r["event_id"]))
     await proc._commit(rm.writes + writes)
     await proc._load_parked(lane)
 
 
 async def maybe_take_over(proc: ProjectionProcessor) -> None:
-    """Switch to the building generation once it has caught up with the serving one."""
+    """Switch to the building generation once it has caught up with the serving one (a
+    partitioned projection switches when its plan does: see chronik.projections.plan)."""
     new, old = proc.building, proc.active
-    if new is None or not new.caught_up or new.position is None:
+    if new is None or proc.projection.partitions > 1 or not new.caught_up or new.position is None:
         return
     if not old.frozen and old.position is not None and new.position < old.position:
         return
-    writes = drop_tables(proc, old.generation) + await _forget_dead_letters(proc, old.generation)
+    writes = drop_tables(proc, old.generation) + await forget_dead_letters(proc, old.generation)
     proc.active, proc.building = new, None
     await proc._commit(writes, new, new.position)
     proc._resolve_waiters()
@@ -209,41 +171,26 @@ async def setup(proc: ProjectionProcessor) -> None:
     store, p = proc.store, proc.projection
     found = await store.read_table(STATUS.name, {"name": proc.key}, limit=1)
     row: dict[str, Any] = found[0] if found else {}
-    generation = row.get("generation") or 1
-    version = row.get("version") or p.version
-    proc.active = Lane(generation, version, frozen=version != p.version)
-    building, building_version = row.get("building"), row.get("building_version")
-    drop: list[int] = []
-    if building:
-        if building_version == p.version:
-            proc.building = Lane(building, p.version)
-        else:
-            drop.append(building)
-    if proc.active.frozen and p.partitions > 1:
-        proc.state = "stopped"
-        proc.last_error = (
-            f"version {p.version} of partitioned projection {p.name} needs a rebuild of the "
-            f"tables of version {version}: not supported yet for partitioned projections"
-        )
-        await proc._commit([])
-        return
-    if proc.active.frozen and proc.building is None:
-        proc.building = Lane(max(generation, building or 0) + 1, p.version)
     # a pause survives restarts; a projection stopped by its error policy retries on start
     proc.state = "paused" if row.get("state") == "paused" else "running"
+    if p.partitions > 1:
+        await plan.setup(proc, row)
+        return
+    generation = row.get("generation") or 1
+    building, building_version = row.get("building"), row.get("building_version")
+    proc.active = await load_lane(proc, generation, row.get("version") or p.version)
+    proc.building = None
     writes: list[TableWrite] = []
-    for gen in drop:
-        writes += drop_tables(proc, gen)
+    if building and building_version == p.version:
+        proc.building = await load_lane(proc, building, p.version)
+    elif building:
+        writes += drop_tables(proc, building)
     for lane in proc._lanes(include_frozen=False):
-        writes += [TableWrite("ensure", s.name, spec=s) for s in specs(proc, lane.generation)]
-        checkpoint = await store.load_checkpoint(lane.checkpoint(p.name), proc.partition)
-        lane.position = lane.applied = checkpoint.position if checkpoint else None
-        await proc._load_parked(lane)
-    if proc.active.frozen:
-        checkpoint = await store.load_checkpoint(proc.active.checkpoint(p.name), proc.partition)
-        proc.active.position = checkpoint.position if checkpoint else None
-        proc.active.applied = proc.active.position
-    await proc._commit(writes)
+        writes += ensure_tables(proc, lane.generation)
+    if proc.active.frozen and proc.building is None:  # a new version: build it (blue/green)
+        await _rebuild(proc, writes)
+    else:
+        await proc._commit(writes)
 
 
 async def retry_handler(

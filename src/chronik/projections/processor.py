@@ -27,10 +27,10 @@ from chronik.errors import (
 )
 from chronik.messages import Position, RecordedEvent
 from chronik.projections import control, leases, rows
-from chronik.projections.control import Lane
+from chronik.projections.lanes import Lane
 from chronik.projections.projection import Projection
 from chronik.projections.readmodel import ReadModel
-from chronik.projections.system import DEAD_LETTERS, ensure_writes
+from chronik.projections.system import DEAD_LETTERS, Plan, ensure_writes
 from chronik.store.base import EventStore, TableWrite
 
 __all__ = ["ProjectionProcessor"]
@@ -85,6 +85,7 @@ class ProjectionProcessor:
         self.processed = 0
         self.active = Lane(1, projection.version)
         self.building: Lane | None = None
+        self.plan: Plan | None = None  # the plan of a partitioned projection the lanes follow
         self._types = projection.types
         self._task: asyncio.Task[None] | None = None
         self._stopping = False

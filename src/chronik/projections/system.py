@@ -9,7 +9,7 @@ running processor, which picks them up within a heartbeat.
 from __future__ import annotations
 
 import time
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgspec
 
@@ -21,11 +21,14 @@ __all__ = [
     "ACTIONS",
     "DEAD_LETTERS",
     "LEASES",
+    "PLANS",
     "REQUESTS",
     "STATUS",
     "DeadLetter",
+    "Plan",
     "ProjectionAdmin",
     "ProjectionStatus",
+    "load_plan",
 ]
 
 STATUS: Final = TableSpec(
@@ -91,6 +94,18 @@ LEASES: Final = TableSpec(
     ),
     ("name", "partition"),
 )
+PLANS: Final = TableSpec(
+    "chronik_projection_plans",
+    (
+        ("name", "TEXT"),
+        ("generation", "INTEGER"),
+        ("version", "INTEGER"),
+        ("building", "INTEGER"),
+        ("building_version", "INTEGER"),
+        ("retired", "TEXT"),
+    ),
+    ("name",),
+)
 ACTIONS: Final = frozenset({"pause", "resume", "reset", "rebuild", "retry", "refresh"})
 ALIVE_SECONDS: Final = 5.0  # a heartbeat older than this means no processor is running
 
@@ -139,8 +154,48 @@ class DeadLetter(msgspec.Struct):
 
 def ensure_writes() -> list[TableWrite]:
     """Create the bookkeeping tables where the schema has no migration for them (memory)."""
-    specs = (STATUS, REQUESTS, DEAD_LETTERS, LEASES)
+    specs = (STATUS, REQUESTS, DEAD_LETTERS, LEASES, PLANS)
     return [TableWrite("ensure", spec.name, spec=spec) for spec in specs]
+
+
+class Plan(NamedTuple):
+    """The generations of a partitioned projection: the one that serves, the one that builds,
+    and retired ones whose tables are dropped once no partition uses them."""
+
+    generation: int
+    version: int
+    building: int | None = None
+    building_version: int | None = None
+    retired: tuple[int, ...] = ()
+
+    def newest(self) -> int:
+        """The highest generation the plan has used (a new one is always higher)."""
+        return max(self.generation, self.building or 0, *self.retired)
+
+    def write(self, name: str) -> TableWrite:
+        """The upsert of this plan as the plan of projection ``name``."""
+        values = {
+            "name": name,
+            "generation": self.generation,
+            "version": self.version,
+            "building": self.building,
+            "building_version": self.building_version,
+            "retired": ",".join(map(str, self.retired)),
+        }
+        return TableWrite.upsert(PLANS.name, values, ("name",))
+
+
+async def load_plan(store: EventStore, name: str) -> Plan | None:
+    """The plan of a partitioned projection, or None if its partition 0 never ran."""
+    try:
+        rows = await store.read_table(PLANS.name, {"name": name}, limit=1)
+    except ReadModelError:  # the table is created by the first processor
+        return None
+    if not rows:
+        return None
+    r = rows[0]
+    retired = tuple(int(g) for g in (r["retired"] or "").split(",") if g)
+    return Plan(r["generation"], r["version"], r["building"], r["building_version"], retired)
 
 
 def _lease_key(status_name: str) -> tuple[str, int]:

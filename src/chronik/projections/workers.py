@@ -22,9 +22,10 @@ from typing import Self
 from chronik.errors import ConfigurationError, ValidationError
 from chronik.messages import Position
 from chronik.projections import leases
+from chronik.projections.lanes import checkpoint_name
 from chronik.projections.processor import ProjectionProcessor
 from chronik.projections.projection import Projection
-from chronik.projections.system import LEASES, ensure_writes
+from chronik.projections.system import LEASES, ensure_writes, load_plan
 from chronik.store.base import EventStore
 
 __all__ = ["PartitionWorker"]
@@ -114,18 +115,24 @@ class PartitionWorker:
     async def wait_for(self, position: Position) -> None:
         """Return once every partition (whichever process owns it) has applied ``position``.
 
-        Partitions owned here answer at once; others through their checkpoints in the
-        database, which an idle partition advances at its heartbeat.
+        Partitions owned here answer at once; others through their checkpoints (of the
+        generation the plan serves) in the database, which an idle partition advances at its
+        heartbeat.
         """
-        pending = list(self.processors)
+        pending, name, seen = list(self.processors), self.projection.name, 0
         while True:
             signal = self.store.change_signal()
+            plan = await load_plan(self.store, name)
+            generation = plan.generation if plan is not None else 1
+            if generation != seen:  # a new generation serves: ask every partition again
+                pending, seen = list(self.processors), generation
             left = []
             for proc in pending:
-                mine = proc.position if proc.epoch is not None else None
-                if mine is None or mine < position:
+                lane = proc.active
+                mine = lane.applied if proc.epoch is not None else None
+                if mine is None or mine < position or lane.generation != generation:
                     cp = await self.store.load_checkpoint(
-                        proc.active.checkpoint(self.projection.name), proc.partition
+                        checkpoint_name(name, generation), proc.partition
                     )
                     if cp is None or cp.position < position:
                         left.append(proc)

@@ -1,0 +1,202 @@
+"""Partitioned projections move to a new generation together: rebuild, reset, new versions."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+import chronik
+from chronik.projections import (
+    ErrorPolicy,
+    PartitionWorker,
+    Projection,
+    ProjectionAdmin,
+    ReadModel,
+)
+from chronik.projections.system import Plan, load_plan
+from chronik.store.base import EventStore
+from tests.unit.test_projections import TOTALS, _until, add, fold, rows, store, totals
+
+__all__ = ["store"]  # the memory / SQLite / PostgreSQL fixture
+
+NOPOISON = ErrorPolicy(retries=0)
+
+
+def workers(store: EventStore, projection: Any, n: int = 2) -> list[PartitionWorker]:
+    """``n`` workers (fast heartbeats) sharing the partitions of ``projection()``."""
+    return [
+        PartitionWorker(store, projection(), owner=f"w{i}", heartbeat=0.02, lease_ttl=0.5)
+        for i in range(n)
+    ]
+
+
+async def plan_is(store: EventStore, generation: int, version: int = 1) -> bool:
+    """Whether the plan serves ``generation`` at ``version``, builds nothing, retires nothing."""
+    return await load_plan(store, "totals") == Plan(generation, version)
+
+
+async def settled(store: EventStore, worker: PartitionWorker) -> None:
+    """Wait until every partition has applied the head."""
+    head = await store.head()
+    assert head is not None
+    async with asyncio.timeout(10):
+        await worker.wait_for(head)
+
+
+async def table_exists(store: EventStore, name: str) -> bool:
+    try:
+        await store.read_table(name, limit=1)
+    except chronik.ReadModelError:
+        return False
+    return True
+
+
+async def test_a_rebuild_moves_every_partition_to_a_new_generation_while_appends_go_on(
+    store: EventStore,
+) -> None:
+    """Workers rebuild all partitions into generation 2 while events keep coming; the plan
+    switches once, the old tables are dropped, the rows equal the fold, nothing is lost."""
+    history = [(f"a{i % 13}", {"x": i}) for i in range(120)]
+    seen: list[tuple[str, int]] = []
+    for agg, d in history[:60]:
+        await add(store, agg, **d)
+    one, two = workers(store, lambda: totals(policy=NOPOISON, partitions=4, seen=seen))
+    async with one, two:
+        await settled(store, one)
+        assert await plan_is(store, 1)
+        assert len(seen) == 60
+        await ProjectionAdmin(store).request("totals", "rebuild")
+        for agg, d in history[60:]:
+            await add(store, agg, **d)
+        await _until(lambda: plan_is(store, 2))
+        await settled(store, two)
+        assert await rows(store) == fold(history)
+        assert not await table_exists(store, "totals__g1")
+        statuses = await ProjectionAdmin(store).status_of("totals")
+        assert {(s.generation, s.building) for s in statuses} == {(2, None)}
+    assert len(seen) >= 60 + 120  # generation 2 applied all 120 events again
+
+
+async def test_a_reset_to_the_start_serves_a_new_empty_generation_that_refills(
+    store: EventStore,
+) -> None:
+    """reset NAME on a partitioned projection starts generation 2 from the start: its parked
+    events are parked again there, generation 1 and its dead letters go."""
+    history = [(f"a{i % 7}", {"x": i}) for i in range(40)]
+    for agg, d in history:
+        await add(store, agg, **d)
+    await add(store, "bad", 1, poison=True)
+    (worker,) = workers(store, lambda: totals(policy=NOPOISON, partitions=3), 1)
+    async with worker:
+        await settled(store, worker)
+        admin = ProjectionAdmin(store)
+        [letter] = await admin.dead_letters("totals")
+        assert letter.generation == 1
+        await admin.request("totals", "reset")
+        await _until(lambda: plan_is(store, 2))
+        await settled(store, worker)
+        assert await rows(store) == fold(history)
+        [again] = await admin.dead_letters("totals")
+        assert (again.event_id, again.generation) == (letter.event_id, 2)
+        assert not await table_exists(store, "totals__g1")
+        assert await store.read_table("chronik_dead_letters", {"generation": 1}) == []
+
+
+def scaled(version: int, gate: asyncio.Event | None = None) -> Projection:
+    """TOTALS with x times 10 ** (version - 1); handlers of partitions other than 0 wait for
+    ``gate`` if one is given."""
+    p = Projection("totals", tables=[TOTALS], version=version, partitions=4, policy=NOPOISON)
+
+    @p.on("added")
+    async def added(e: chronik.RecordedEvent, rm: ReadModel) -> None:
+        if gate is not None and p.partition_of(e.stream) != 0:
+            await gate.wait()
+        row = await rm.get("totals", id=e.stream.aggregate_id)
+        n, total = (row["n"], row["total"]) if row else (0, 0)
+        x = e.json()["x"] * 10 ** (version - 1)
+        rm.upsert("totals", id=e.stream.aggregate_id, n=n + 1, total=total + x, last_seq=e.sequence)
+
+    return p
+
+
+async def test_a_new_version_builds_blue_green_and_an_old_process_never_flips_it_back(
+    store: EventStore,
+) -> None:
+    """Version 2 builds generation 2 while version 1's rows keep serving, takes over once
+    every partition caught up; a version 1 worker started later changes nothing."""
+    history = [(f"a{i % 11}", {"x": i}) for i in range(50)]
+    for agg, d in history:
+        await add(store, agg, **d)
+    v2 = [(a, {"x": d["x"] * 10}) for a, d in history]
+    (old,) = workers(store, lambda: scaled(1), 1)
+    async with old:
+        await settled(store, old)
+    assert await rows(store) == fold(history)
+    gate = asyncio.Event()
+    one, two = workers(store, lambda: scaled(2, gate))
+    async with one, two:
+        try:
+            await _until(lambda: _building(store, 2))
+            statuses = await ProjectionAdmin(store).status_of("totals")
+            assert {s.state for s in statuses} == {"rebuilding"}
+            await _until(lambda: _built(store, "totals/0"))
+            await asyncio.sleep(0.2)  # ten heartbeats of the leader, its own build caught up
+            assert await _building(store, 2)  # the other partitions hold the switch back
+            assert await rows(store) == fold(history)  # version 1 serves while version 2 builds
+            gate.set()
+            await _until(lambda: plan_is(store, 2, version=2))
+            await settled(store, one)
+            assert await rows(store) == fold(v2)
+            assert not await table_exists(store, "totals__g1")
+        finally:
+            gate.set()  # never leave a worker blocked in a handler
+    (stale,) = workers(store, lambda: scaled(1), 1)
+    async with stale:
+        await asyncio.sleep(0.2)  # ten heartbeats
+        await add(store, "late", 5)
+        await asyncio.sleep(0.1)
+        assert await plan_is(store, 2, version=2)
+        assert await rows(store) == fold(v2)  # version 1 wrote nothing
+        [s0] = [
+            s for s in await ProjectionAdmin(store).status_of("totals") if s.name.endswith("/0")
+        ]
+        assert s0.last_error is not None and "runs version 1" in s0.last_error
+        await ProjectionAdmin(store).request("totals", "rebuild")
+        await asyncio.sleep(0.2)
+        assert await plan_is(store, 2, version=2)  # refused: older than what serves
+
+
+async def _built(store: EventStore, name: str) -> bool:
+    head = await store.head()
+    s = await ProjectionAdmin(store).status(name)
+    return s.build_position is not None and s.build_position == str(head)
+
+
+async def _building(store: EventStore, generation: int) -> bool:
+    plan = await load_plan(store, "totals")
+    if plan is None or plan.building != generation:
+        return False
+    statuses = await ProjectionAdmin(store).status_of("totals")
+    return len(statuses) == 4 and all(s.building == generation for s in statuses)
+
+
+@pytest.mark.parametrize("action", ["rebuild", "reset"])
+async def test_a_request_queued_while_no_worker_runs_is_applied_when_one_starts(
+    store: EventStore, action: str
+) -> None:
+    """A rebuild or reset queued with no worker running reaches every partition on start."""
+    history = [(f"a{i % 5}", {"x": i}) for i in range(20)]
+    for agg, d in history:
+        await add(store, agg, **d)
+    (first,) = workers(store, lambda: totals(partitions=2), 1)
+    async with first:
+        await settled(store, first)
+    await ProjectionAdmin(store).request("totals", action)
+    (again,) = workers(store, lambda: totals(partitions=2), 1)
+    async with again:
+        await _until(lambda: plan_is(store, 2))
+        await settled(store, again)
+        assert await rows(store) == fold(history)
+        assert not await table_exists(store, "totals__g1")
