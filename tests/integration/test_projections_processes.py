@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from chronik.projections import (
     Table,
     query,
 )
+from chronik.projections.system import Plan, load_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 COUNTS = Table("counts", {"id": str, "n": int, "total": int, "last_seq": int}, primary_key="id")
@@ -150,6 +152,54 @@ def caught_up(url: str) -> bool:
     return s is not None and s.alive and s.lag_events == 0 and s.building is None
 
 
+async def owners(url: str) -> dict[int, str]:
+    """The live owner of each partition of ``counts``."""
+    async with chronik.open_store(url) as store:
+        now = time.time_ns() // 1000
+        try:
+            rows = await store.read_table("chronik_leases", {"name": "counts"})
+        except chronik.ReadModelError:  # no worker has created it yet
+            return {}
+        return {r["partition"]: r["owner"] for r in rows if r["expires_at"] > now}
+
+
+def pids(owned: dict[int, str]) -> set[int]:
+    return {int(o.rsplit(":", 1)[1]) for o in owned.values()}
+
+
+async def caught_up_all(url: str, generation: int = 1) -> bool:
+    """Whether every partition's checkpoint of ``generation`` is at the head."""
+    async with chronik.open_store(url) as store:
+        head = await store.head()
+        for k in range(4):
+            cp = await store.load_checkpoint(f"projection:counts:g{generation}", k)
+            if cp is None or head is None or cp.position < head:
+                return False
+        return True
+
+
+async def plan(url: str) -> Plan | None:
+    async with chronik.open_store(url) as store:
+        return await load_plan(store, "counts")
+
+
+def writer(url: str, n: int) -> subprocess.Popen[bytes]:
+    """Another process appending ``n`` events, one every millisecond or so."""
+    code = (
+        "import asyncio, sys, chronik\n"
+        "async def main():\n"
+        f"    async with chronik.open_store({url!r}) as s:\n"
+        f"        for i in range({n}):\n"
+        "            await s.append(chronik.StreamId('acc', f'w{i % 5}'),"
+        " [chronik.EventData('added', {'x': i})])\n"
+        "            await asyncio.sleep(0.001)\n"
+        "asyncio.run(main())\n"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    )
+
+
 @pytest.fixture
 def url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/p.db"
@@ -226,37 +276,16 @@ def test_partition_workers_rebalance_when_killed_and_added(url: str) -> None:
     run(append(url, [(f"s{i % 20}", {"x": i}) for i in range(600)]))
     workers = [start(url, "worker", delay=0.001, ttl=1.0) for _ in range(3)]
 
-    async def owners() -> dict[int, str]:
-        async with chronik.open_store(url) as store:
-            now = time.time_ns() // 1000
-            try:
-                rows = await store.read_table("chronik_leases", {"name": "counts"})
-            except chronik.ReadModelError:  # no worker has created it yet
-                return {}
-            return {r["partition"]: r["owner"] for r in rows if r["expires_at"] > now}
-
-    async def caught_up_all() -> bool:
-        async with chronik.open_store(url) as store:
-            head = await store.head()
-            for k in range(4):
-                cp = await store.load_checkpoint("projection:counts:g1", k)
-                if cp is None or head is None or cp.position < head:
-                    return False
-            return True
-
-    def pids(owned: dict[int, str]) -> set[int]:
-        return {int(o.rsplit(":", 1)[1]) for o in owned.values()}
-
     try:
-        wait_until(lambda: len(run(owners())) == 4 and len(pids(run(owners()))) == 3)
-        victim = next(w for w in workers if w.pid in pids(run(owners())))
+        wait_until(lambda: len(run(owners(url))) == 4 and len(pids(run(owners(url)))) == 3)
+        victim = next(w for w in workers if w.pid in pids(run(owners(url))))
         victim.send_signal(signal.SIGKILL)
         assert victim.wait() == -signal.SIGKILL
         workers.append(start(url, "worker", ttl=1.0))
         run(append(url, [(f"s{i % 20}", {"x": 1000 + i}) for i in range(200)]))
         live = {w.pid for w in workers if w is not victim}
-        wait_until(lambda: len(run(owners())) == 4 and pids(run(owners())) <= live)
-        wait_until(lambda: run(caught_up_all()))
+        wait_until(lambda: len(run(owners(url))) == 4 and pids(run(owners(url))) <= live)
+        wait_until(lambda: run(caught_up_all(url)))
         assert run(actual(url)) == run(expected(url))
         assert sum(r["n"] for r in run(actual(url))) == 800
 
@@ -277,27 +306,48 @@ def test_rebuild_from_the_cli_while_appends_continue_ends_equal_to_a_fresh_fold(
     """chronik projections rebuild, with another process appending throughout, converges."""
     run(append(url, [(f"s{i % 9}", {"x": i}) for i in range(2000)]))
     wait_until(lambda: caught_up(url))
-    code = (
-        "import asyncio, sys, chronik\n"
-        "async def main():\n"
-        f"    async with chronik.open_store({url!r}) as s:\n"
-        "        for i in range(400):\n"
-        "            await s.append(chronik.StreamId('acc', f'w{i % 5}'),"
-        " [chronik.EventData('added', {'x': i})])\n"
-        "            await asyncio.sleep(0.001)\n"
-        "asyncio.run(main())\n"
-    )
-    writer = subprocess.Popen(
-        [sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    )
+    appender = writer(url, 400)
     result = CliRunner().invoke(_build(), ["projections", "rebuild", "counts", "--store", url])
     assert result.exit_code == 0, result.output
     assert "rebuilt counts: generation 2" in result.stdout
-    assert writer.wait(timeout=60) == 0
+    assert appender.wait(timeout=60) == 0
     wait_until(lambda: caught_up(url))
     assert run(actual(url)) == run(expected(url))
     s = run(status(url))
     assert s is not None and s.generation == 2 and s.state == "running"
+
+
+def test_partitioned_rebuild_from_the_cli_survives_kill_9_of_the_leader(url: str) -> None:
+    """Three worker processes rebuild a 4-partition projection (CLI) while another process
+    appends; the owner of partition 0, which leads the switch, is killed -9 mid-build; another
+    worker takes partition 0 over, the build completes, and the rows equal a fresh fold."""
+    run(append(url, [(f"s{i % 20}", {"x": i}) for i in range(1500)]))
+    workers = [start(url, "worker", delay=0.001, ttl=1.0) for _ in range(3)]
+    try:
+        wait_until(lambda: len(run(owners(url))) == 4 and run(caught_up_all(url)))
+        appender = writer(url, 400)
+        args = ["projections", "rebuild", "counts", "--store", url]
+        with ThreadPoolExecutor(1) as pool:
+            rebuild = pool.submit(CliRunner().invoke, _build(), args)
+            wait_until(lambda: (p := run(plan(url))) is not None and p.building == 2)
+            leader = int(run(owners(url))[0].rsplit(":", 1)[1])
+            victim = next(w for w in workers if w.pid == leader)
+            victim.send_signal(signal.SIGKILL)
+            assert victim.wait() == -signal.SIGKILL
+            assert run(plan(url)).building == 2  # nobody leads until partition 0 moves
+            result = rebuild.result(timeout=120)
+        assert result.exit_code == 0, result.output
+        assert "rebuilt counts: generation 2" in result.stdout
+        assert appender.wait(timeout=60) == 0
+        wait_until(lambda: run(caught_up_all(url, 2)))
+        assert run(plan(url)) == Plan(2, 1)
+        assert run(actual(url)) == run(expected(url))
+        assert sum(r["n"] for r in run(actual(url))) == 1900
+        assert pids(run(owners(url))) <= {w.pid for w in workers if w is not victim}
+    finally:
+        for w in workers:
+            w.kill()
+            w.wait()
 
 
 def test_live_projection_keeps_up_under_load(url: str, server: subprocess.Popen[str]) -> None:

@@ -17,7 +17,16 @@ from chronik.projections import (
 )
 from chronik.projections.system import Plan, load_plan
 from chronik.store.base import EventStore
-from tests.unit.test_projections import TOTALS, _until, add, fold, rows, store, totals
+from tests.unit.test_projections import (
+    TOTALS,
+    _no_requests,
+    _until,
+    add,
+    fold,
+    rows,
+    store,
+    totals,
+)
 
 __all__ = ["store"]  # the memory / SQLite / PostgreSQL fixture
 
@@ -200,3 +209,55 @@ async def test_a_request_queued_while_no_worker_runs_is_applied_when_one_starts(
         await settled(store, again)
         assert await rows(store) == fold(history)
         assert not await table_exists(store, "totals__g1")
+
+
+async def test_dead_letters_of_a_partitioned_projection_are_retried_and_dropped(
+    store: EventStore,
+) -> None:
+    """retry (all) and drop reach the partitions: fixed, the parked events apply in order;
+    dropped, their stream flows on."""
+    broken = True
+    p_history = [("a", {"x": 1}), ("p", {"x": 2, "poison": True}), ("p", {"x": 3}), ("b", {"x": 4})]
+
+    def projection() -> Projection:
+        p = Projection("totals", tables=[TOTALS], partitions=3, policy=NOPOISON)
+
+        @p.on("added")
+        async def added(e: chronik.RecordedEvent, rm: ReadModel) -> None:
+            if broken and e.json().get("poison"):
+                raise ValueError("poison")
+            row = await rm.get("totals", id=e.stream.aggregate_id)
+            n, total = (row["n"], row["total"]) if row else (0, 0)
+            x = e.json()["x"]
+            rm.upsert(
+                "totals", id=e.stream.aggregate_id, n=n + 1, total=total + x, last_seq=e.sequence
+            )
+
+        return p
+
+    for agg, d in p_history:
+        await add(store, agg, **d)
+    admin = ProjectionAdmin(store)
+    (worker,) = workers(store, projection, 1)
+    async with worker:
+        await settled(store, worker)
+        assert [(d.stream, d.blocked) for d in await admin.dead_letters("totals")] == [
+            ("acc/p", False),
+            ("acc/p", True),
+        ]
+        broken = False
+        await admin.request("totals", "retry")
+        await _until(lambda: _no_letters(admin))
+        assert await rows(store) == fold([(a, {"x": d["x"]}) for a, d in p_history])
+        broken = True
+        await add(store, "q", 5, poison=True)
+        await _until(lambda: _no_letters(admin, False))
+        assert await admin.drop_dead_letters("totals") == 1
+        await _until(lambda: _no_requests(store))  # each partition reloaded its parked streams
+        await add(store, "q", 6)
+        await settled(store, worker)
+        assert {r["id"]: r["total"] for r in await rows(store)}["q"] == 6
+
+
+async def _no_letters(admin: ProjectionAdmin, none: bool = True) -> bool:
+    return (await admin.dead_letters("totals") == []) is none
