@@ -65,8 +65,8 @@ class Projection:
     ``partitions=N`` splits the events by stream hash; each partition has its own lease,
     checkpoint, status and dead letters, and ``PartitionWorker``s in several processes share
     the partitions out (see chronik.projections.workers). Rows must then be keyed per stream
-    (two partitions never write one row), and a new version or a rebuild of a partitioned
-    projection is not supported yet (reset to a position is).
+    (two partitions never write one row). A rebuild, a reset to the start or a new version moves
+    every partition to a new generation of the tables together (see chronik.projections.plan).
     """
 
     def __init__(
