@@ -52,6 +52,8 @@ async def poll_requests(proc: ProjectionProcessor) -> None:
         elif proc.projection.partitions > 1 and (
             action == "rebuild" or (action == "reset" and not arg)
         ):  # a new generation for every partition: partition 0 leads, the others follow
+            if proc.state == "stopped":
+                proc.state = "running"
             await plan.poll(proc, action if proc.partition == 0 else None, [done])
         elif action == "rebuild" or (action == "reset" and not arg and proc.active.frozen):
             await _rebuild(proc, [done])

@@ -116,8 +116,6 @@ async def _lead(
         plan = Plan(
             plan.building, plan.building_version, None, None, (*plan.retired, plan.generation)
         )
-    if request is not None and proc.state == "stopped":
-        proc.state = "running"
     return await _retire(proc, plan)
 
 
