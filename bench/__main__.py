@@ -245,7 +245,9 @@ def memory_mb(which: str, path: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--only", default="W1,W2,W3,W4,W4-memory,W6,W3s,W7,W8,W9,W10,W11,W12")
+    parser.add_argument(
+        "--only", default="W1,W2,W3,W4,W4-memory,W6,W3s,W7,W8,W9,W8-rebuild,W10,W11,W12"
+    )
     parser.add_argument("--quick", action="store_true", help="sizes / 10, for a smoke test")
     args = parser.parse_args()
     sc = Scale(args.quick)
@@ -355,6 +357,10 @@ def main() -> None:
         from bench import projections
 
         projections.run(runs, args.quick, only)
+    if "W8-rebuild" in only:
+        from bench import rebuild
+
+        rebuild.run(runs, args.quick)
     from bench import postgres
 
     postgres.run_from_bench(args)

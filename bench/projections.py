@@ -88,46 +88,56 @@ def w8_chronik(sz: Sizes) -> Any:
     return run
 
 
+def raw_project(conn: Any, on_commit: Any = None) -> int:
+    """The raw W8 loop: read pages, decode, upsert, checkpoint, commit; the events it applied.
+
+    ``on_commit()`` is called after each commit (its progress)."""
+    conn.execute(f"DROP TABLE IF EXISTS {TABLE}")
+    conn.execute(
+        f"CREATE TABLE {TABLE} (id TEXT, customer TEXT, amount INTEGER, seq INTEGER, "
+        "PRIMARY KEY (id))"
+    )
+    upsert = (
+        f"INSERT INTO {TABLE} (id, customer, amount, seq) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (id) DO UPDATE SET customer = excluded.customer, "
+        "amount = excluded.amount, seq = excluded.seq"
+    )
+    streams: dict[int, str] = {}
+    decode = msgspec.json.decode
+    after, n = 0, 0
+    while True:
+        rows = conn.execute(
+            "SELECT position, stream_id, sequence, payload FROM chronik_events "
+            "WHERE position > ? AND type IN (?) ORDER BY position LIMIT ?",
+            (after, "bench.event", BATCH),
+        ).fetchall()
+        if not rows:
+            return n
+        conn.execute("BEGIN IMMEDIATE")
+        for position, stream_id, sequence, payload in rows:
+            name = streams.get(stream_id)
+            if name is None:
+                name = streams[stream_id] = conn.execute(
+                    "SELECT aggregate_id FROM chronik_streams WHERE id = ?", (stream_id,)
+                ).fetchone()[0]
+            d = decode(payload)
+            conn.execute(upsert, (name, d["customer"], d["amount"], sequence))
+            after = position
+        conn.execute(
+            "INSERT OR REPLACE INTO chronik_checkpoints VALUES (?, ?, ?, ?, ?, ?)",
+            ("raw", 0, after, 0, 0, 0),
+        )
+        conn.execute("COMMIT")
+        n += len(rows)
+        if on_commit is not None:
+            on_commit()
+
+
 def w8_raw(sz: Sizes) -> Any:
     def run(path: str, _sc: Scale) -> float:
         conn = raw_connect(path)
         start = time.perf_counter()
-        conn.execute(
-            f"CREATE TABLE {TABLE} (id TEXT, customer TEXT, amount INTEGER, seq INTEGER, "
-            "PRIMARY KEY (id))"
-        )
-        upsert = (
-            f"INSERT INTO {TABLE} (id, customer, amount, seq) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (id) DO UPDATE SET customer = excluded.customer, "
-            "amount = excluded.amount, seq = excluded.seq"
-        )
-        streams: dict[int, str] = {}
-        decode = msgspec.json.decode
-        after, n = 0, 0
-        while True:
-            rows = conn.execute(
-                "SELECT position, stream_id, sequence, payload FROM chronik_events "
-                "WHERE position > ? AND type IN (?) ORDER BY position LIMIT ?",
-                (after, "bench.event", BATCH),
-            ).fetchall()
-            if not rows:
-                break
-            conn.execute("BEGIN IMMEDIATE")
-            for position, stream_id, sequence, payload in rows:
-                name = streams.get(stream_id)
-                if name is None:
-                    name = streams[stream_id] = conn.execute(
-                        "SELECT aggregate_id FROM chronik_streams WHERE id = ?", (stream_id,)
-                    ).fetchone()[0]
-                d = decode(payload)
-                conn.execute(upsert, (name, d["customer"], d["amount"], sequence))
-                after = position
-            conn.execute(
-                "INSERT OR REPLACE INTO chronik_checkpoints VALUES (?, ?, ?, ?, ?, ?)",
-                ("raw", 0, after, 0, 0, 0),
-            )
-            conn.execute("COMMIT")
-            n += len(rows)
+        n = raw_project(conn)
         rate = n / (time.perf_counter() - start)
         assert n == sz.w8, n
         conn.close()

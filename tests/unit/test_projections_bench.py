@@ -1,4 +1,4 @@
-"""`make bench` prints the projection workloads W8 and W9."""
+"""`make bench` prints the projection workloads W8, W9 and W8-rebuild."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_quick_bench_prints_w8_and_w9() -> None:
-    """A quick one-run bench prints W8, W9-p50 and W9-p99 with positive figures and raw."""
+    """A quick one-run bench prints W8, W9-p50, W9-p99 and the rebuild's rate and progress gap
+    with positive figures and raw."""
     out = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--runs", "1", "--only", "W8,W9"],
+        [sys.executable, "-m", "bench", "--quick", "--runs", "1", "--only", "W8,W9,W8-rebuild"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -21,7 +22,8 @@ def test_quick_bench_prints_w8_and_w9() -> None:
         check=True,
     )
     lines = [json.loads(line) for line in out.stdout.splitlines()]
-    assert [d["workload"] for d in lines] == ["W8", "W9-p50", "W9-p99"]
+    names = ["W8", "W9-p50", "W9-p99", "W8-rebuild", "W8-rebuild-progress"]
+    assert [d["workload"] for d in lines] == names
     for d in lines:
-        assert d["backend"] == "sqlite" and d["unit"] in ("events/s", "ms")
+        assert d["backend"] == "sqlite" and d["unit"] in ("events/s", "ms", "s")
         assert d["value"] > 0 and d["raw"] > 0 and d["ratio"] > 0 and len(d["runs"]) == 1
