@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from chronik.projections import ProjectionRunner
-from chronik.server.http import LiveQuery, create_http_app
+from chronik.server.http import LOOPBACK_HOSTS, LiveQuery, create_http_app
 from chronik.server.http_server import HttpServer
 from examples.shop.app import build_app, projections
 
@@ -338,4 +338,26 @@ async def test_dead_letters_over_http() -> None:
     finally:
         await server.stop()
         await runner.stop()
+        await app.close()
+
+
+async def test_a_host_name_not_served_is_refused() -> None:
+    """With allowed_hosts, a request naming another host (a DNS name rebound to this server)
+    gets 421 problem+json and reaches no route; the loopback names, with or without port, pass."""
+    app = build_app("memory://")
+    await app.open()
+    server = HttpServer(create_http_app(app, allowed_hosts=LOOPBACK_HOSTS), port=0)
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as c:
+            body = command("customer", "c1", "CreateCustomer", payload={"name": "A", "email": "a"})
+            r = await c.post("/v1/commands", json=body, headers={"host": "evil.example"})
+            assert r.status_code == 421
+            assert r.headers["content-type"] == "application/problem+json"
+            assert "evil.example" in r.json()["detail"]
+            assert [e async for e in app.store.read_all()] == []  # nothing reached the app
+            for host in (f"127.0.0.1:{server.port}", "localhost", f"[::1]:{server.port}"):
+                assert (await c.get("/healthz", headers={"host": host})).status_code == 200
+    finally:
+        await server.stop()
         await app.close()

@@ -83,3 +83,16 @@ def test_domains_and_remote_services_from_the_file(tmp_path: Path) -> None:
     assert app.bus.domains == ["billing", "customer", "transaction"]
     names = [p.name for p in build_projections(config, app)]
     assert names == ["receipts", "customer_summary", "loyalty", "mirror", "chronik_deadlines"]
+
+
+def test_http_serves_only_loopback_host_names_when_bound_to_loopback(tmp_path: Path) -> None:
+    """Bound to loopback, HTTP allows the loopback Host names; elsewhere any, unless listed."""
+    from chronik.cli.serve import allowed_hosts
+
+    assert allowed_hosts(None, "127.0.0.1") == ["localhost", "127.0.0.1", "::1", "127.0.0.1"]
+    assert allowed_hosts(None, "[::1]") is not None and allowed_hosts(None, "localhost")
+    assert allowed_hosts(None, "0.0.0.0") is None
+    assert allowed_hosts(["shop.example"], "0.0.0.0") == ["shop.example"]
+    path = tmp_path / "chronik.yaml"
+    path.write_text("http:\n  allowed_hosts: [shop.example, localhost]\n")
+    assert load_config(str(path)).http.allowed_hosts == ["shop.example", "localhost"]

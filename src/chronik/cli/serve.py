@@ -76,6 +76,8 @@ async def run_server(
         loop.add_signal_handler(sig, stop.set)
     bound = await server.start()
     http: HttpServer | None = None
+    http_host = host or config.http.host
+    http_hosts = allowed_hosts(config.http.allowed_hosts, http_host)
     if config.http.enabled:
         keys = server.auth
         jwt_config = config.auth.jwt
@@ -94,17 +96,15 @@ async def run_server(
             auth=http_auth,
             max_body_bytes=config.http.max_body_bytes,
             extra_routes=admin,
+            allowed_hosts=http_hosts,
         )
-        http = HttpServer(
-            http_app,
-            host or config.http.host,
-            config.http.port if http_port is None else http_port,
-        )
+        http = HttpServer(http_app, http_host, config.http.port if http_port is None else http_port)
         await http.start()
     print(f"chronik serving store {store}", flush=True)
     print(f"  domains: {', '.join(app.bus.domains) or '(none)'}", flush=True)
     if server.runner is not None:
-        print(f"  projections: {', '.join(server.runner.processors)}", flush=True)
+        names = [*server.runner.processors, *server.runner.workers]
+        print(f"  projections: {', '.join(names)}", flush=True)
     print(
         f"  gRPC:    {server.host}:{bound} (CommandGateway, EventStore, health, reflection)",
         flush=True,
@@ -114,6 +114,12 @@ async def run_server(
             f"  HTTP:    http://{http.host}:{http.port}/v1 (OpenAPI at /openapi.json)", flush=True
         )
         print(f"  admin:   http://{http.host}:{http.port}/admin", flush=True)
+        if not server.auth and config.auth.jwt is None and http_hosts is None:
+            print(
+                f"  warning: HTTP listens on {http.host} with no auth and any Host name: "
+                "configure auth (and http.allowed_hosts) before exposing it",
+                flush=True,
+            )
     background = await _start_background(config, app, server)
     await stop.wait()
     print("stopping: letting in-flight calls finish", flush=True)
@@ -126,6 +132,17 @@ async def run_server(
         await http.stop()
     await server.stop(grace)
     print("stopped", flush=True)
+
+
+def allowed_hosts(configured: list[str] | None, bound: str) -> list[str] | None:
+    """The Host header names HTTP serves: as configured, else the loopback names when bound
+    to loopback (no other site can then reach the server through a rebound DNS name)."""
+    from chronik.server.http import LOOPBACK_HOSTS
+
+    if configured is not None:
+        return configured
+    name = bound.lower().strip("[]")
+    return [*LOOPBACK_HOSTS, name] if name in LOOPBACK_HOSTS or name.startswith("127.") else None
 
 
 async def _start_background(config: Any, app: Any, server: Any) -> list[Any]:

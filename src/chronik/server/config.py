@@ -53,6 +53,9 @@ class HttpConfig(msgspec.Struct, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = 1024 * 1024
+    #: Host header names served (DNS-rebinding protection); "*": any. Default: the loopback
+    #: names when bound to loopback, any otherwise.
+    allowed_hosts: list[str] | None = None
 
 
 class QueryConfig(msgspec.Struct, forbid_unknown_fields=True):

@@ -20,6 +20,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from chronik.app import Chronik
 from chronik.commands import CommandResult
@@ -68,6 +69,41 @@ _STATUS: Final[list[tuple[type[BaseException], int]]] = [
     (StoreUnavailable, 503),
     (StoreClosed, 503),
 ]
+
+
+LOOPBACK_HOSTS: Final = ("localhost", "127.0.0.1", "::1")
+
+
+def request_host(value: str) -> str:
+    """The host name of a Host header (``[::1]:8080`` -> ``::1``), lower-cased."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1 : value.find("]")] if "]" in value else value
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+class HostCheck:
+    """Refuses requests whose Host header names a host not served here (421), so a page whose
+    DNS name was rebound to this server's address cannot use it from a browser."""
+
+    def __init__(self, app: ASGIApp, hosts: Sequence[str]) -> None:
+        self.app = app
+        self.hosts = frozenset(h.lower() for h in hosts)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            raw = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            host = request_host(raw)
+            if host not in self.hosts:
+                log.warning("refused %s: host %r is not allowed", scope.get("path"), host)
+                response = problem(
+                    421,
+                    "MisdirectedRequest",
+                    f"host {host!r} is not served here (http.allowed_hosts)",
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def problem(status: int, title: str, detail: str, **extra: Any) -> Response:
@@ -147,8 +183,13 @@ def create_http_app(
     max_body_bytes: int = 1024 * 1024,
     metrics: Metrics | None = None,
     extra_routes: Sequence[Route] = (),
+    allowed_hosts: Sequence[str] | None = None,
 ) -> Starlette:
-    """The Starlette application serving ``app`` over HTTP."""
+    """The Starlette application serving ``app`` over HTTP.
+
+    With ``allowed_hosts``, requests naming any other host in their Host header are refused
+    (DNS-rebinding protection; ``chronik serve`` allows the loopback names by default).
+    """
     store = app.store
     admin = ProjectionAdmin(store)
     live = {q.name: q for q in queries}
@@ -396,6 +437,8 @@ def create_http_app(
         return problem(405, "MethodNotAllowed", f"{request.method} not allowed here")
 
     middleware: list[Middleware] = []
+    if allowed_hosts is not None and "*" not in allowed_hosts:
+        middleware.append(Middleware(HostCheck, hosts=allowed_hosts))
     started = time.time()
     http = Starlette(
         routes=routes,
