@@ -26,16 +26,15 @@ from chronik.projections import (
 from chronik.projections.system import load_plan
 
 TOTALS = Table("totals", {"id": str, "n": int, "total": int, "last_seq": int}, primary_key="id")
-PARTITIONS = 3
 
 
-def totals(version: int) -> Projection:
+def totals(version: int, partitions: int) -> Projection:
     """Per stream: events, the sum of x times the version, the last sequence (applied once)."""
     p = Projection(
         "totals",
         tables=[TOTALS],
         version=version,
-        partitions=PARTITIONS,
+        partitions=partitions,
         batch_size=5,
         policy=ErrorPolicy(retries=0),
     )
@@ -65,6 +64,7 @@ class PlanMachine(RuleBasedStateMachine):
         self.workers: list[PartitionWorker] = []
         self.history: list[tuple[str, int]] = []
         self.version = 1
+        self.partitions = 3
         self.started = 0
 
     def run(self, coro: Any) -> Any:
@@ -74,7 +74,7 @@ class PlanMachine(RuleBasedStateMachine):
         self.started += 1
         worker = PartitionWorker(
             self.store,
-            totals(self.version),
+            totals(self.version, self.partitions),
             owner=f"w{self.started}",
             heartbeat=0.02,
             lease_ttl=0.1,
@@ -126,13 +126,25 @@ class PlanMachine(RuleBasedStateMachine):
 
         self.run(go())
 
-    @rule()
-    def upgrade(self) -> None:
-        """A deploy of a new version: the old workers go, one new one starts."""
-        while self.workers:
-            self.run(self.workers.pop().stop())
+    @rule(partitions=st.integers(2, 4))
+    def upgrade(self, partitions: int) -> None:
+        """A deploy of a new version (maybe split differently): the old workers go, one new
+        one starts, and builds it by itself."""
+        self._replace(partitions)
         self.version += 1
         self._start()
+
+    @rule(partitions=st.integers(2, 4))
+    def split_anew(self, partitions: int) -> None:
+        """The same version with another partition count: the workers wait for a rebuild."""
+        self._replace(partitions)
+        self._start()
+        self.request("rebuild")
+
+    def _replace(self, partitions: int) -> None:
+        while self.workers:
+            self.run(self.workers.pop().stop())
+        self.partitions = partitions
 
     @rule()
     def settle(self) -> None:
@@ -157,7 +169,10 @@ class PlanMachine(RuleBasedStateMachine):
         assert got == sorted(expected.values(), key=lambda r: r["id"])
         assert await ProjectionAdmin(store).dead_letters("totals") == []
         plan = await load_plan(store, "totals")
-        assert plan is not None and plan.version == self.version
+        assert plan is not None and (plan.version, plan.partitions) == (
+            self.version,
+            self.partitions,
+        )
         for generation in range(1, plan.newest() + 1):  # the old tables are gone
             exists = True
             try:
@@ -167,15 +182,21 @@ class PlanMachine(RuleBasedStateMachine):
             assert exists == (generation == plan.generation)
 
     async def _quiet(self) -> bool:
-        """No request pending, nothing building or retired, every partition at the head."""
+        """No request pending, nothing building or retired, only this split's partitions, every
+        partition at the head."""
         store = self.store
         plan = await load_plan(store, "totals")
         if plan is None or plan.building is not None or plan.retired:
             return False
-        if plan.version != self.version or await store.read_table("chronik_projection_requests"):
+        if (plan.version, plan.partitions) != (self.version, self.partitions):
             return False
+        if await store.read_table("chronik_projection_requests"):
+            return False
+        names = [s.name for s in await ProjectionAdmin(store).statuses()]
+        if names != [f"totals/{k}" for k in range(self.partitions)]:
+            return False  # rows of an earlier split are pruned once no one holds them
         head = await store.head()
-        for k in range(PARTITIONS):
+        for k in range(self.partitions):
             cp = await store.load_checkpoint(f"projection:totals:g{plan.generation}", k)
             if head is not None and (cp is None or cp.position < head):
                 return False

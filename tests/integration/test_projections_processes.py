@@ -340,7 +340,7 @@ def test_partitioned_rebuild_from_the_cli_survives_kill_9_of_the_leader(url: str
         assert "rebuilt counts: generation 2" in result.stdout
         assert appender.wait(timeout=60) == 0
         wait_until(lambda: run(caught_up_all(url, 2)))
-        wait_until(lambda: run(plan(url)) == Plan(2, 1))  # generation 1 dropped once all follow
+        wait_until(lambda: run(plan(url)) == Plan(2, 1, 4))  # generation 1 dropped once all follow
         assert run(actual(url)) == run(expected(url))
         assert sum(r["n"] for r in run(actual(url))) == 1900
         assert pids(run(owners(url))) <= {w.pid for w in workers if w is not victim}

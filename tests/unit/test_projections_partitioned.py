@@ -13,6 +13,7 @@ from chronik.projections import (
     PartitionWorker,
     Projection,
     ProjectionAdmin,
+    ProjectionProcessor,
     ReadModel,
 )
 from chronik.projections.system import Plan, load_plan
@@ -20,6 +21,7 @@ from chronik.store.base import EventStore
 from tests.unit.test_projections import (
     TOTALS,
     _no_requests,
+    _true,
     _until,
     add,
     fold,
@@ -41,9 +43,17 @@ def workers(store: EventStore, projection: Any, n: int = 2) -> list[PartitionWor
     ]
 
 
-async def plan_is(store: EventStore, generation: int, version: int = 1) -> bool:
-    """Whether the plan serves ``generation`` at ``version``, builds nothing, retires nothing."""
-    return await load_plan(store, "totals") == Plan(generation, version)
+async def plan_is(
+    store: EventStore, generation: int, version: int = 1, partitions: int | None = None
+) -> bool:
+    """Whether the plan serves ``generation`` at ``version`` (and ``partitions``), builds
+    nothing, retires nothing."""
+    plan = await load_plan(store, "totals")
+    return (
+        plan is not None
+        and plan == Plan(generation, version, plan.partitions)
+        and partitions in (None, plan.partitions)
+    )
 
 
 async def settled(store: EventStore, worker: PartitionWorker) -> None:
@@ -261,3 +271,69 @@ async def test_dead_letters_of_a_partitioned_projection_are_retried_and_dropped(
 
 async def _no_letters(admin: ProjectionAdmin, none: bool = True) -> bool:
     return (await admin.dead_letters("totals") == []) is none
+
+
+async def test_a_new_partition_count_waits_for_a_rebuild_then_splits_anew(
+    store: EventStore,
+) -> None:
+    """Workers with another partition count than the serving generation's advance nothing
+    (and say why) until a rebuild; a new version re-splits by itself; no row goes wrong."""
+    history = [(f"a{i % 11}", {"x": i}) for i in range(60)]
+    for agg, d in history[:30]:
+        await add(store, agg, **d)
+    (three,) = workers(store, lambda: totals(partitions=3), 1)
+    async with three:
+        await settled(store, three)
+    for agg, d in history[30:]:
+        await add(store, agg, **d)
+    admin = ProjectionAdmin(store)
+    (five,) = workers(store, lambda: totals(partitions=5), 1)
+    async with five:
+        await _until(lambda: _all_say(admin, "splits totals into 5 partitions", 5))
+        assert await rows(store) == fold(history[:30])  # generation 1 serves, as it was
+        await admin.request("totals", "rebuild")
+        await _until(lambda: plan_is(store, 2, partitions=5))
+        await settled(store, five)
+        assert await rows(store) == fold(history)
+    (two,) = workers(store, lambda: totals(partitions=2, version=2), 1)
+    async with two:  # a new version and two partitions: built blue/green without a request
+        await _until(lambda: plan_is(store, 3, version=2, partitions=2))
+        await settled(store, two)
+        assert await rows(store) == fold(history)
+        assert not await table_exists(store, "totals__g2")  # rows of totals/2..4 are unheld
+
+
+async def _all_say(admin: ProjectionAdmin, text: str, partitions: int) -> bool:
+    statuses = [s for s in await admin.status_of("totals") if s.alive]
+    return len(statuses) == partitions and all(text in (s.last_error or "") for s in statuses)
+
+
+async def test_an_unpartitioned_projection_is_split_by_a_rebuild_and_not_run_unsplit_again(
+    store: EventStore,
+) -> None:
+    """A projection that ran unpartitioned keeps serving when workers take it over, until a
+    rebuild splits it; an unpartitioned processor then refuses to start (and lets go)."""
+    history = [(f"a{i % 7}", {"x": i}) for i in range(30)]
+    for agg, d in history:
+        await add(store, agg, **d)
+    async with ProjectionProcessor(store, totals(), heartbeat=0.02, lease_ttl=0.5) as single:
+        head = await store.head()
+        assert head is not None
+        await single.wait_for(head)
+    admin = ProjectionAdmin(store)
+    (worker,) = workers(store, lambda: totals(partitions=3), 1)
+    async with worker:
+        await _until(lambda: _all_say(admin, "generation 1 was built with 1", 3))
+        assert [s.name for s in await admin.statuses()] == [f"totals/{k}" for k in range(3)]
+        assert await rows(store) == fold(history)  # still the unpartitioned rows
+        await admin.request("totals", "rebuild")
+        await _until(lambda: plan_is(store, 2, partitions=3))
+        await add(store, "late", 3)
+        await settled(store, worker)
+        assert await rows(store) == fold([*history, ("late", {"x": 3})])
+    unsplit = ProjectionProcessor(store, totals(), heartbeat=0.02, lease_ttl=0.5)
+    with pytest.raises(chronik.ConfigurationError, match="runs in partitions"):
+        await unsplit.start()
+    (again,) = workers(store, lambda: totals(partitions=3), 1)
+    async with again:  # partition 0's lease was let go at once
+        await _until(lambda: _true(again.owned == [0, 1, 2]))

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Any
 
-from chronik.errors import ValidationError
+from chronik.errors import ConfigurationError, ValidationError
 from chronik.messages import Position, RecordedEvent
 from chronik.projections import plan
 from chronik.projections.lanes import (
@@ -23,7 +23,7 @@ from chronik.projections.lanes import (
     specs,
 )
 from chronik.projections.readmodel import ReadModel
-from chronik.projections.system import DEAD_LETTERS, REQUESTS, STATUS
+from chronik.projections.system import DEAD_LETTERS, REQUESTS, STATUS, load_plan
 from chronik.store.base import TableWrite
 
 if TYPE_CHECKING:
@@ -178,6 +178,14 @@ async def setup(proc: ProjectionProcessor) -> None:
     if p.partitions > 1:
         await plan.setup(proc, row)
         return
+    if not row and await load_plan(store, p.name) is not None:  # it ran partitioned
+        async with store.transaction() as tx:
+            tx.write_tables([proc._lease_write("release")])
+        proc.epoch = None
+        raise ConfigurationError(
+            f"projection {p.name} runs in partitions (see chronik_projection_plans): run it "
+            "with PartitionWorkers, or give the unpartitioned projection a new name"
+        )
     generation = row.get("generation") or 1
     building, building_version = row.get("building"), row.get("building_version")
     proc.active = await load_lane(proc, generation, row.get("version") or p.version)

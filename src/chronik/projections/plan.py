@@ -15,11 +15,15 @@ leader creates a generation's tables in the unit of work that publishes it.
 
 A process whose projection version is older than the one the plan serves never changes the
 plan (its lanes stay frozen), so a rolling upgrade never flips back; a newer version makes the
-leader build it while the old one serves.
+leader build it while the old one serves. A generation is built with one partition count:
+processes that split the projection another way (same version) advance nothing until a
+rebuild builds a generation their way, and the leader prunes what partitions of an earlier,
+larger split left behind once no one holds them.
 """
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from chronik.projections.lanes import (
@@ -30,7 +34,14 @@ from chronik.projections.lanes import (
     forget_dead_letters,
     load_lane,
 )
-from chronik.projections.system import DEAD_LETTERS, STATUS, Plan, load_plan
+from chronik.projections.system import (
+    DEAD_LETTERS,
+    LEASES,
+    REQUESTS,
+    STATUS,
+    Plan,
+    load_plan,
+)
 from chronik.store.base import TableWrite
 
 if TYPE_CHECKING:
@@ -40,7 +51,8 @@ __all__ = ["poll", "setup"]
 
 WAITING = "waiting for partition 0 to publish the projection's generations"
 OLDER = "this process runs version"
-_NOTES = (WAITING, OLDER)  # what last_error says while the plan holds a partition back
+SPLIT = "this process splits"
+_NOTES = (WAITING, OLDER, SPLIT)  # what last_error says while the plan holds a partition back
 
 
 async def setup(proc: ProjectionProcessor, row: dict[str, Any]) -> None:
@@ -61,17 +73,18 @@ async def poll(
     writes = list(writes or ())
     plan = await load_plan(proc.store, name)
     if proc.partition == 0:
-        new = await _lead(proc, plan, request, row)
+        new = await _lead(proc, plan, request, row, writes)
         if new != plan:
             writes.append(new.write(name))
             published = {new.generation, new.building} - (
                 set() if plan is None else {plan.generation, plan.building}
             )
             for generation in sorted(g for g in published if g is not None):
-                if _version_of(new, generation) == proc.projection.version:
+                if _shape_of(new, generation) == _shape(proc):
                     writes += ensure_tables(proc, generation)
             writes += await _collect(proc, new, plan)
             plan = new
+        writes += await _prune(proc, plan)
     changed = await _follow(proc, plan, writes)
     if writes or changed or row is not None:
         await proc._commit(writes)
@@ -79,8 +92,28 @@ async def poll(
         proc._resolve_waiters()
 
 
-def _version_of(plan: Plan, generation: int) -> int | None:
-    return plan.version if generation == plan.generation else plan.building_version
+def _shape(proc: ProjectionProcessor) -> tuple[int, int]:
+    """What this process builds: its projection's version and partition count."""
+    return proc.projection.version, proc.projection.partitions
+
+
+def _shape_of(plan: Plan, generation: int) -> tuple[int | None, int | None]:
+    if generation == plan.generation:
+        return plan.version, plan.partitions
+    return plan.building_version, plan.building_partitions
+
+
+async def _first(proc: ProjectionProcessor, row: dict[str, Any], writes: list[TableWrite]) -> Plan:
+    """The plan before any: what partition 0 served before plans existed, or what the
+    projection served when it ran unpartitioned (its status row is taken over), or nothing."""
+    p = proc.projection
+    if row:
+        return Plan(row.get("generation") or 1, row.get("version") or p.version, p.partitions)
+    found = await proc.store.read_table(STATUS.name, {"name": p.name}, limit=1)
+    if found:
+        writes.append(TableWrite.delete(STATUS.name, {"name": p.name}))
+        return Plan(found[0]["generation"] or 1, found[0]["version"] or p.version, 1)
+    return Plan(1, p.version, p.partitions)
 
 
 async def _lead(
@@ -88,12 +121,12 @@ async def _lead(
     plan: Plan | None,
     request: str | None,
     row: dict[str, Any] | None,
+    writes: list[TableWrite],
 ) -> Plan:
     """The plan after this heartbeat of the leader."""
-    version = proc.projection.version
-    if plan is None:  # first run (or a store from before plans): what partition 0 served
-        row = row or {}
-        plan = Plan(row.get("generation") or 1, row.get("version") or version)
+    version, partitions = _shape(proc)
+    if plan is None:
+        plan = await _first(proc, row or {}, writes)
     if version < plan.version:  # older code than what serves: never change the plan
         if request is not None:
             proc.last_error = (
@@ -103,24 +136,32 @@ async def _lead(
         return await _retire(proc, plan)
     if request == "reset":  # start over now: a new, empty serving generation
         old = (plan.generation, *([plan.building] if plan.building else []))
-        plan = Plan(plan.newest() + 1, version, None, None, plan.retired + old)
+        plan = Plan(plan.newest() + 1, version, partitions, retired=plan.retired + old)
     elif request == "rebuild" or (
         version > plan.version and (plan.building_version or 0) < version
     ):  # build a new generation while the current one serves
         old = (plan.building,) if plan.building else ()
         plan = plan._replace(
-            building=plan.newest() + 1, building_version=version, retired=plan.retired + old
+            building=plan.newest() + 1,
+            building_version=version,
+            building_partitions=partitions,
+            retired=plan.retired + old,
         )
     elif await _ready(proc, plan):
         assert plan.building is not None and plan.building_version is not None
+        assert plan.building_partitions is not None
         plan = Plan(
-            plan.building, plan.building_version, None, None, (*plan.retired, plan.generation)
+            plan.building,
+            plan.building_version,
+            plan.building_partitions,
+            retired=(*plan.retired, plan.generation),
         )
     return await _retire(proc, plan)
 
 
 async def _ready(proc: ProjectionProcessor, plan: Plan) -> bool:
-    """Whether every partition's build has reached what that partition serves."""
+    """Whether the build has reached what serves: each partition what it serves, or, split
+    differently, each new partition what the slowest old one served."""
     lane, p, store = proc.building, proc.projection, proc.store
     if plan.building is None or lane is None or lane.generation != plan.building:
         return False
@@ -128,14 +169,16 @@ async def _ready(proc: ProjectionProcessor, plan: Plan) -> bool:
         return False
     new_name = checkpoint_name(p.name, plan.building)
     old_name = checkpoint_name(p.name, plan.generation)
-    for k in range(p.partitions):
-        old = await store.load_checkpoint(old_name, k)
-        if old is None:
-            continue
-        new = await store.load_checkpoint(new_name, k)
-        if new is None or new.position < old.position:
-            return False
-    return True
+    old = [await store.load_checkpoint(old_name, k) for k in range(plan.partitions)]
+    new = [await store.load_checkpoint(new_name, k) for k in range(p.partitions)]
+    if plan.partitions == p.partitions:
+        floors = [None if o is None else o.position for o in old]
+    else:
+        lowest = min((o.position for o in old if o is not None), default=None)
+        floors = [lowest] * p.partitions
+    return all(
+        f is None or (n is not None and n.position >= f) for f, n in zip(floors, new, strict=True)
+    )
 
 
 async def _retire(proc: ProjectionProcessor, plan: Plan) -> Plan:
@@ -143,17 +186,61 @@ async def _retire(proc: ProjectionProcessor, plan: Plan) -> Plan:
 
     A partition follows the plan when its status row shows the plan's serving and building
     generations: it then never touches a retired one again. (One that has not, even one
-    without a status row yet, may be about to load an older plan's generation.)
+    without a status row yet, may be about to load an older plan's generation.) Partitions
+    beyond this process's count (from an earlier split) count once no one holds them.
     """
     if not plan.retired:
         return plan
     p = proc.projection
-    names = {f"{p.name}/{k}" for k in range(p.partitions)}
-    rows = [r for r in await proc.store.read_table(STATUS.name) if r["name"] in names]
-    following = len(rows) == p.partitions and all(
-        (r["generation"], r["building"]) == (plan.generation, plan.building) for r in rows
-    )
-    return plan._replace(retired=()) if following else plan
+    rows = await _partition_rows(proc)
+    if not all(k in rows and _follows(rows[k], plan) for k in range(p.partitions)):
+        return plan
+    behind = {k for k, r in rows.items() if not _follows(r, plan)}
+    if behind and behind & await _held(proc):  # partitions this process does not have, still held
+        return plan
+    return plan._replace(retired=())
+
+
+async def _partition_rows(proc: ProjectionProcessor) -> dict[int, dict[str, Any]]:
+    """The status rows of the projection's partitions (of any split), by partition."""
+    prefix = f"{proc.projection.name}/"
+    return {
+        int(r["name"][len(prefix) :]): r
+        for r in await proc.store.read_table(STATUS.name)
+        if r["name"].startswith(prefix) and r["name"][len(prefix) :].isdigit()
+    }
+
+
+async def _held(proc: ProjectionProcessor) -> set[int]:
+    """The partitions whose lease someone holds now."""
+    now_us = time.time_ns() // 1000
+    rows = await proc.store.read_table(LEASES.name, {"name": proc.projection.name})
+    return {r["partition"] for r in rows if r["expires_at"] > now_us}
+
+
+async def _prune(proc: ProjectionProcessor, plan: Plan) -> list[TableWrite]:
+    """Writes that delete what partitions of an earlier, larger split left behind (status
+    rows, pending requests, dead letters) once no one holds them."""
+    p, store = proc.projection, proc.store
+    split = max(plan.partitions, plan.building_partitions or 0, p.partitions)
+    extra = {k: r["name"] for k, r in (await _partition_rows(proc)).items() if k >= split}
+    if not extra:
+        return []
+    writes: list[TableWrite] = []
+    held = await _held(proc)
+    for k, key in extra.items():
+        if k in held:
+            continue
+        writes.append(TableWrite.delete(STATUS.name, {"name": key}))
+        for r in await store.read_table(REQUESTS.name, {"projection": key}):
+            writes.append(TableWrite.delete(REQUESTS.name, {"id": r["id"]}))
+        for r in await store.read_table(DEAD_LETTERS.name, {"projection": key}):
+            writes.append(delete_letter(key, r["generation"], r["event_id"]))
+    return writes
+
+
+def _follows(row: dict[str, Any], plan: Plan) -> bool:
+    return (row["generation"], row["building"]) == (plan.generation, plan.building)
 
 
 async def _collect(proc: ProjectionProcessor, new: Plan, old: Plan | None) -> list[TableWrite]:
@@ -161,12 +248,12 @@ async def _collect(proc: ProjectionProcessor, new: Plan, old: Plan | None) -> li
     if old is None:
         return []
     gone = set(old.retired) - set(new.retired) - {new.generation, new.building}
-    prefix = f"{proc.projection.name}/"
+    name = proc.projection.name
     writes: list[TableWrite] = []
     for generation in sorted(gone):
         writes += drop_tables(proc, generation)
         for r in await proc.store.read_table(DEAD_LETTERS.name, {"generation": generation}):
-            if r["projection"].startswith(prefix):
+            if r["projection"] == name or r["projection"].startswith(f"{name}/"):
                 writes.append(delete_letter(r["projection"], generation, r["event_id"]))
     return writes
 
@@ -184,24 +271,34 @@ async def _follow(proc: ProjectionProcessor, plan: Plan | None, writes: list[Tab
         proc.last_error = None
     lanes = {lane.generation: lane for lane in proc._lanes()} if proc.plan is not None else {}
     proc.plan = plan
-    version = proc.projection.version
+    shape = _shape(proc)
     active = lanes.get(plan.generation)
     if active is None or active.version != plan.version:
         active = await load_lane(proc, plan.generation, plan.version)
+    active.frozen = (plan.version, plan.partitions) != shape
     building = None
-    if plan.building is not None and plan.building_version == version:
-        building = lanes.get(plan.building) or await load_lane(proc, plan.building, version)
+    if plan.building is not None and (plan.building_version, plan.building_partitions) == shape:
+        building = lanes.get(plan.building) or await load_lane(proc, plan.building, shape[0])
     before = (proc.active, proc.building)
     proc.active, proc.building = active, building
     if active.frozen and building is None:
-        proc.last_error = (
-            f"{OLDER} {version} of {proc.projection.name}, version {plan.version} "
-            + (
-                "serves: partition 0 has not started to build the new version yet"
-                if version > plan.version
-                else "serves: this partition waits for a process running that version"
-            )
-        )
+        proc.last_error = _held_back(proc, plan)
     for generation in set(lanes) - {plan.generation, plan.building}:
         writes += await forget_dead_letters(proc, generation)
     return (proc.active, proc.building) != before
+
+
+def _held_back(proc: ProjectionProcessor, plan: Plan) -> str:
+    """Why this partition advances nothing under ``plan``."""
+    p = proc.projection
+    if p.version == plan.version:
+        return (
+            f"{SPLIT} {p.name} into {p.partitions} partitions; generation {plan.generation} "
+            f"was built with {plan.partitions}: run `chronik projections rebuild {p.name}` "
+            "(or bump its version) to split it anew"
+        )
+    return f"{OLDER} {p.version} of {p.name}, version {plan.version} " + (
+        "serves: partition 0 has not started to build the new version yet"
+        if p.version > plan.version
+        else "serves: this partition waits for a process running that version"
+    )

@@ -66,7 +66,8 @@ class Projection:
     checkpoint, status and dead letters, and ``PartitionWorker``s in several processes share
     the partitions out (see chronik.projections.workers). Rows must then be keyed per stream
     (two partitions never write one row). A rebuild, a reset to the start or a new version moves
-    every partition to a new generation of the tables together (see chronik.projections.plan).
+    every partition to a new generation of the tables together (see chronik.projections.plan);
+    a new partition count is built by a rebuild or with a new version.
     """
 
     def __init__(

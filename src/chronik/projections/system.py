@@ -100,8 +100,10 @@ PLANS: Final = TableSpec(
         ("name", "TEXT"),
         ("generation", "INTEGER"),
         ("version", "INTEGER"),
+        ("partitions", "INTEGER"),
         ("building", "INTEGER"),
         ("building_version", "INTEGER"),
+        ("building_partitions", "INTEGER"),
         ("retired", "TEXT"),
     ),
     ("name",),
@@ -159,13 +161,16 @@ def ensure_writes() -> list[TableWrite]:
 
 
 class Plan(NamedTuple):
-    """The generations of a partitioned projection: the one that serves, the one that builds,
-    and retired ones whose tables are dropped once no partition uses them."""
+    """The generations of a partitioned projection: the one that serves and the one that builds
+    (each with the version and partition count that built it), and retired ones whose tables
+    are dropped once no partition uses them."""
 
     generation: int
     version: int
+    partitions: int
     building: int | None = None
     building_version: int | None = None
+    building_partitions: int | None = None
     retired: tuple[int, ...] = ()
 
     def newest(self) -> int:
@@ -178,8 +183,10 @@ class Plan(NamedTuple):
             "name": name,
             "generation": self.generation,
             "version": self.version,
+            "partitions": self.partitions,
             "building": self.building,
             "building_version": self.building_version,
+            "building_partitions": self.building_partitions,
             "retired": ",".join(map(str, self.retired)),
         }
         return TableWrite.upsert(PLANS.name, values, ("name",))
@@ -195,7 +202,15 @@ async def load_plan(store: EventStore, name: str) -> Plan | None:
         return None
     r = rows[0]
     retired = tuple(int(g) for g in (r["retired"] or "").split(",") if g)
-    return Plan(r["generation"], r["version"], r["building"], r["building_version"], retired)
+    return Plan(
+        r["generation"],
+        r["version"],
+        r["partitions"],
+        r["building"],
+        r["building_version"],
+        r["building_partitions"],
+        retired,
+    )
 
 
 def _lease_key(status_name: str) -> tuple[str, int]:
