@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import shutil
 import tempfile
 from typing import Any
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
@@ -24,7 +26,9 @@ from chronik.projections import (
     query,
 )
 from chronik.projections.system import load_plan
+from chronik.testing.services import PostgresService
 
+_fresh = itertools.count(1)
 TOTALS = Table("totals", {"id": str, "n": int, "total": int, "last_seq": int}, primary_key="id")
 
 
@@ -60,12 +64,15 @@ class PlanMachine(RuleBasedStateMachine):
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.tmp = tempfile.mkdtemp(prefix="chronik-plan-")
-        self.store = chronik.open_store(self.url.replace("TMP", self.tmp))
+        self.store = chronik.open_store(self.store_url())
         self.workers: list[PartitionWorker] = []
         self.history: list[tuple[str, int]] = []
         self.version = 1
         self.partitions = 3
         self.started = 0
+
+    def store_url(self) -> str:
+        return self.url.replace("TMP", self.tmp)
 
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
@@ -217,6 +224,28 @@ class SQLitePlanMachine(PlanMachine):
     """The same on SQLite."""
 
     url = "sqlite:///TMP/events.db"
+
+
+class PostgresPlanMachine(PlanMachine):
+    """The same on PostgreSQL, each example on a fresh schema."""
+
+    server: PostgresService | None = None
+
+    def store_url(self) -> str:
+        assert self.server is not None
+        return self.server.url("postgres", schema=f"plan{next(_fresh)}")
+
+
+@pytest.fixture
+def _bind_server(postgres_server: PostgresService) -> None:
+    PostgresPlanMachine.server = postgres_server
+
+
+@pytest.mark.usefixtures("_bind_server")
+class TestPostgresPlanMachine(PostgresPlanMachine.TestCase):  # type: ignore[name-defined,misc]
+    """Workers, rebuilds, resets, versions and splits on PostgreSQL settle to the fold."""
+
+    settings = settings(max_examples=10, stateful_step_count=12, deadline=None)
 
 
 TestPlanMachine = PlanMachine.TestCase
