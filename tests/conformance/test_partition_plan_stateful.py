@@ -1,5 +1,6 @@
 """A Hypothesis state machine of a partitioned projection: workers start, stop and crash while
-events arrive and rebuilds, resets and new versions move the partitions between generations."""
+events arrive and rebuilds, resets, new versions and new partition counts move the partitions
+between generations (memory, SQLite, PostgreSQL)."""
 
 from __future__ import annotations
 
