@@ -35,10 +35,12 @@ __all__ = ["store"]  # the memory / SQLite / PostgreSQL fixture
 NOPOISON = ErrorPolicy(retries=0)
 
 
-def workers(store: EventStore, projection: Any, n: int = 2) -> list[PartitionWorker]:
+def workers(
+    store: EventStore, projection: Any, n: int = 2, name: str = "w"
+) -> list[PartitionWorker]:
     """``n`` workers (fast heartbeats) sharing the partitions of ``projection()``."""
     return [
-        PartitionWorker(store, projection(), owner=f"w{i}", heartbeat=0.02, lease_ttl=0.5)
+        PartitionWorker(store, projection(), owner=f"{name}{i}", heartbeat=0.02, lease_ttl=0.5)
         for i in range(n)
     ]
 
@@ -144,7 +146,8 @@ async def test_a_new_version_builds_blue_green_and_an_old_process_never_flips_it
     store: EventStore,
 ) -> None:
     """Version 2 builds generation 2 while version 1's rows keep serving, takes over once
-    every partition caught up; a version 1 worker started later changes nothing."""
+    every partition caught up; a version 1 worker started later changes nothing and steps
+    aside for version 2's workers."""
     history = [(f"a{i % 11}", {"x": i}) for i in range(50)]
     for agg, d in history:
         await add(store, agg, **d)
@@ -171,20 +174,22 @@ async def test_a_new_version_builds_blue_green_and_an_old_process_never_flips_it
             assert not await table_exists(store, "totals__g1")
         finally:
             gate.set()  # never leave a worker blocked in a handler
-    (stale,) = workers(store, lambda: scaled(1), 1)
-    async with stale:
-        await asyncio.sleep(0.2)  # ten heartbeats
-        await add(store, "late", 5)
-        await asyncio.sleep(0.1)
+    (stale,) = workers(store, lambda: scaled(1), 1, name="old")
+    async with stale:  # version 1 changes nothing, steps aside, and leaves the work to v2
+        await _until(lambda: _true(stale.outdated and stale.owned == []))
         assert await plan_is(store, 2, version=2)
-        assert await rows(store) == fold(v2)  # version 1 wrote nothing
-        [s0] = [
-            s for s in await ProjectionAdmin(store).status_of("totals") if s.name.endswith("/0")
-        ]
+        assert await rows(store) == fold(v2)
+        s0 = await ProjectionAdmin(store).status("totals/0")
         assert s0.last_error is not None and "runs version 1" in s0.last_error
         await ProjectionAdmin(store).request("totals", "rebuild")
-        await asyncio.sleep(0.2)
-        assert await plan_is(store, 2, version=2)  # refused: older than what serves
+        (current,) = workers(store, lambda: scaled(2), 1, name="new")
+        async with current:
+            await _until(lambda: _true(current.owned == [0, 1, 2, 3]))
+            await add(store, "late", 5)
+            await settled(store, current)
+            assert await rows(store) == fold([*v2, ("late", {"x": 50})])
+            await _until(lambda: plan_is(store, 3, version=2))  # the rebuild, by version 2
+        assert stale.owned == []
 
 
 async def _built(store: EventStore, name: str) -> bool:

@@ -14,7 +14,8 @@ partition's status row shows it follows the plan. Followers never create or drop
 leader creates a generation's tables in the unit of work that publishes it.
 
 A process whose projection version is older than the one the plan serves never changes the
-plan (its lanes stay frozen), so a rolling upgrade never flips back; a newer version makes the
+plan (its lanes stay frozen, and its PartitionWorker steps aside), so a rolling upgrade never
+flips back; a newer version makes the
 leader build it while the old one serves. A generation is built with one partition count:
 processes that split the projection another way (same version) advance nothing until a
 rebuild builds a generation their way, and the leader prunes what partitions of an earlier,
@@ -281,6 +282,7 @@ async def _follow(proc: ProjectionProcessor, plan: Plan | None, writes: list[Tab
         building = lanes.get(plan.building) or await load_lane(proc, plan.building, shape[0])
     before = (proc.active, proc.building)
     proc.active, proc.building = active, building
+    proc.outdated = plan.version > shape[0]
     if active.frozen and building is None:
         proc.last_error = _held_back(proc, plan)
     for generation in set(lanes) - {plan.generation, plan.building}:

@@ -86,6 +86,7 @@ class ProjectionProcessor:
         self.active = Lane(1, projection.version)
         self.building: Lane | None = None
         self.plan: Plan | None = None  # the plan of a partitioned projection the lanes follow
+        self.outdated = False  # the plan serves a newer version than this process runs
         self._types = projection.types
         self._task: asyncio.Task[None] | None = None
         self._stopping = False

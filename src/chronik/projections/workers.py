@@ -6,13 +6,15 @@ workers by owner name taking one more. It gives up partitions
 beyond its share (after the current batch) and claims free ones (no lease, or an expired one)
 up to it. Leases are taken and checked by the database clock, and every checkpoint write of a
 partition carries its lease epoch, so two owners never write one partition: a worker that was
-paused past its lease finds its next unit of work refused and stands by.
+paused past its lease finds its next unit of work refused and stands by. A worker whose
+projection version is older than the one that serves steps aside for good (until restarted).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 import time
@@ -29,6 +31,8 @@ from chronik.projections.system import LEASES, ensure_writes, load_plan
 from chronik.store.base import EventStore
 
 __all__ = ["PartitionWorker"]
+
+log = logging.getLogger("chronik.projections")
 
 
 class PartitionWorker:
@@ -146,12 +150,36 @@ class PartitionWorker:
             finally:
                 self.store._watch(-1)
 
+    @property
+    def outdated(self) -> bool:
+        """Whether a newer version of the projection serves: this worker has stepped aside."""
+        return any(p.outdated for p in self.processors)
+
     async def _run(self) -> None:
         while not self._stopping:
             await asyncio.sleep(self.heartbeat)
+            if self.outdated:  # older code than what serves: leave the partitions to others
+                await self._step_aside()
+                return
             with contextlib.suppress(Exception):  # a store hiccup: try again next heartbeat
                 await leases.acquire(self.store, self._member, self.owner, self.lease_ttl)
                 await self.balance()
+
+    async def _step_aside(self) -> None:
+        """Give up every partition and the membership, for good (until restarted)."""
+        log.warning(
+            "%s: version %s of %s is older than the one that serves; this worker leaves its "
+            "partitions to workers running it",
+            self.owner,
+            self.projection.version,
+            self.projection.name,
+        )
+        for proc in self.processors:
+            proc.release()
+        with contextlib.suppress(Exception):
+            async with self.store.transaction() as tx:
+                release = leases.write(self._member, self.owner, self.lease_ttl, "release")
+                tx.write_tables([release], checked=True)
 
     async def balance(self) -> None:
         """Give up partitions beyond the fair share; want free ones up to it."""
