@@ -155,8 +155,14 @@ class PlanMachine(RuleBasedStateMachine):
         self.partitions = partitions
 
     @rule()
+    def rolling_upgrade(self) -> None:
+        """A new version starts beside the old workers, which step aside once it serves."""
+        self.version += 1
+        self._start()
+
+    @rule()
     def settle(self) -> None:
-        if not self.workers:
+        if not any(w.projection.version == self.version for w in self.workers):
             self._start()
         self.run(self._settled())
 

@@ -7,7 +7,8 @@ beyond its share (after the current batch) and claims free ones (no lease, or an
 up to it. Leases are taken and checked by the database clock, and every checkpoint write of a
 partition carries its lease epoch, so two owners never write one partition: a worker that was
 paused past its lease finds its next unit of work refused and stands by. A worker whose
-projection version is older than the one that serves steps aside for good (until restarted).
+projection version is older than another member's, or than the one that serves, steps aside
+for good (until restarted): the newest version builds and serves, as one processor would.
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ class PartitionWorker:
             for k in range(projection.partitions)
         ]
         self._member = f"{projection.name}:member:{self.owner}"
+        self._version = projection.version  # the membership lease's partition column carries it
+        self._outdated = False
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -82,7 +85,7 @@ class PartitionWorker:
         if self._task is None:
             async with self.store.transaction() as tx:
                 tx.write_tables(ensure_writes())
-            await leases.acquire(self.store, self._member, self.owner, self.lease_ttl)
+            await self._join()
             for proc in self.processors:
                 await proc.start()
             await self.balance()
@@ -98,7 +101,7 @@ class PartitionWorker:
         await asyncio.gather(*(p.stop() for p in self.processors))
         with contextlib.suppress(Exception):
             async with self.store.transaction() as tx:
-                release = leases.write(self._member, self.owner, self.lease_ttl, "release")
+                release = leases.write(self._member, self.owner, 0, "release", self._version)
                 tx.write_tables([release], checked=True)
 
     async def __aenter__(self) -> Self:
@@ -152,24 +155,28 @@ class PartitionWorker:
 
     @property
     def outdated(self) -> bool:
-        """Whether a newer version of the projection serves: this worker has stepped aside."""
-        return any(p.outdated for p in self.processors)
+        """Whether a newer version of the projection runs or serves: this worker steps aside."""
+        return self._outdated or any(p.outdated for p in self.processors)
+
+    async def _join(self) -> None:
+        """Claim or renew the membership (with this worker's projection version)."""
+        await leases.acquire(self.store, self._member, self.owner, self.lease_ttl, self._version)
 
     async def _run(self) -> None:
         while not self._stopping:
             await asyncio.sleep(self.heartbeat)
-            if self.outdated:  # older code than what serves: leave the partitions to others
+            with contextlib.suppress(Exception):  # a store hiccup: try again next heartbeat
+                await self._join()
+                await self.balance()
+            if self.outdated:  # older code than runs or serves: leave the partitions to it
                 await self._step_aside()
                 return
-            with contextlib.suppress(Exception):  # a store hiccup: try again next heartbeat
-                await leases.acquire(self.store, self._member, self.owner, self.lease_ttl)
-                await self.balance()
 
     async def _step_aside(self) -> None:
         """Give up every partition and the membership, for good (until restarted)."""
         log.warning(
-            "%s: version %s of %s is older than the one that serves; this worker leaves its "
-            "partitions to workers running it",
+            "%s: version %s of %s is older than one that runs or serves; this worker leaves "
+            "its partitions to workers running the newest",
             self.owner,
             self.projection.version,
             self.projection.name,
@@ -178,7 +185,7 @@ class PartitionWorker:
             proc.release()
         with contextlib.suppress(Exception):
             async with self.store.transaction() as tx:
-                release = leases.write(self._member, self.owner, self.lease_ttl, "release")
+                release = leases.write(self._member, self.owner, 0, "release", self._version)
                 tx.write_tables([release], checked=True)
 
     async def balance(self) -> None:
@@ -186,9 +193,16 @@ class PartitionWorker:
         rows = await self.store.read_table(LEASES.name)
         now_us = time.time_ns() // 1000
         prefix = f"{self.projection.name}:member:"
-        members = {
-            r["owner"] for r in rows if r["name"].startswith(prefix) and r["expires_at"] > now_us
-        } | {self.owner}
+        versions = {
+            r["owner"]: r["partition"]
+            for r in rows
+            if r["name"].startswith(prefix) and r["expires_at"] > now_us
+        } | {self.owner: self._version}
+        newest = max(versions.values())
+        if self._version < newest:  # a newer version runs: it builds and serves from now on
+            self._outdated = True
+            return
+        members = {owner for owner, version in versions.items() if version == newest}
         held = {
             r["partition"]: r["owner"]
             for r in rows
