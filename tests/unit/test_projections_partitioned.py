@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from typing import Any
 
 import pytest
@@ -23,12 +24,12 @@ from tests.unit.test_projections import (
     _no_requests,
     _true,
     _until,
-    add,
     fold,
     rows,
     store,
     totals,
 )
+from tests.unit.test_projections import add as add_event
 
 __all__ = ["store"]  # the memory / SQLite / PostgreSQL fixture
 
@@ -58,12 +59,23 @@ async def plan_is(
     )
 
 
+_appended: weakref.WeakKeyDictionary[EventStore, chronik.Position] = weakref.WeakKeyDictionary()
+
+
+async def add(store: EventStore, agg: str, x: int = 1, **extra: Any) -> chronik.AppendResult:
+    """Append an 'added' event and remember its position (PostgreSQL's safe head may not
+    cover it yet while another transaction is open)."""
+    r = await add_event(store, agg, x, **extra)
+    _appended[store] = max(r.position, _appended.get(store, r.position))
+    return r
+
+
 async def settled(store: EventStore, worker: PartitionWorker) -> None:
-    """Wait until every partition has applied the head."""
+    """Wait until every partition has applied every event appended so far."""
     head = await store.head()
     assert head is not None
     async with asyncio.timeout(10):
-        await worker.wait_for(head)
+        await worker.wait_for(max(head, _appended.get(store, head)))
 
 
 async def table_exists(store: EventStore, name: str) -> bool:

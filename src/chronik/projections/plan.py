@@ -9,7 +9,11 @@ write: a leader that lost its lease cannot change the plan any more.
 Every partition follows the plan at its heartbeat. It serves the serving generation and builds
 the building one from its own checkpoint of that generation. The leader switches the plan once
 each partition's checkpoint of the building generation has reached its checkpoint of the
-serving one. It drops retired generations' tables, and their dead letters, once every
+serving one. When the serving generation still advances (the same version rebuilt), the switch
+has two phases: the plan first says ``switching``, each partition stops the serving generation
+and notes where (a checkpoint ``switch:g{n}``), and the leader switches once every partition's
+build has passed that point, so a read after ``wait_for`` never finds the awaited event
+missing. It drops retired generations' tables, and their dead letters, once every
 partition's status row shows it follows the plan. Followers never create or drop tables: the
 leader creates a generation's tables in the unit of work that publishes it.
 
@@ -27,6 +31,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from chronik.messages import Position
 from chronik.projections.lanes import (
     checkpoint_name,
     delete_letter,
@@ -86,9 +91,9 @@ async def poll(
             writes += await _collect(proc, new, plan)
             plan = new
         writes += await _prune(proc, plan)
-    changed = await _follow(proc, plan, writes)
+    changed, stopped = await _follow(proc, plan, writes)
     if writes or changed or row is not None:
-        await proc._commit(writes)
+        await proc._commit(writes, checkpoints=stopped)
     if changed:
         proc._resolve_waiters()
 
@@ -147,17 +152,42 @@ async def _lead(
             building_version=version,
             building_partitions=partitions,
             retired=plan.retired + old,
+            switching=False,
         )
     elif await _ready(proc, plan):
-        assert plan.building is not None and plan.building_version is not None
-        assert plan.building_partitions is not None
-        plan = Plan(
-            plan.building,
-            plan.building_version,
-            plan.building_partitions,
-            retired=(*plan.retired, plan.generation),
-        )
+        new, version_, split = plan.building, plan.building_version, plan.building_partitions
+        assert new is not None and version_ is not None and split is not None
+        if _advancing(plan) and not plan.switching:  # first stop what serves, everywhere
+            plan = plan._replace(switching=True)
+        elif not _advancing(plan) or await _stopped(proc, plan):
+            plan = Plan(new, version_, split, retired=(*plan.retired, plan.generation))
     return await _retire(proc, plan)
+
+
+def _advancing(plan: Plan) -> bool:
+    """Whether the serving generation still advances while the building one builds (the same
+    version and split rebuilt): the switch then has two phases, so that nobody who waited for
+    a position on the serving generation reads the new one before it has that position too."""
+    return (plan.version, plan.partitions) == (plan.building_version, plan.building_partitions)
+
+
+def switch_checkpoint(projection: str, generation: int) -> str:
+    """Where a partition notes the position at which it stopped the serving generation, for
+    the switch to ``generation``."""
+    return f"projection:{projection}:switch:g{generation}"
+
+
+async def _stopped(proc: ProjectionProcessor, plan: Plan) -> bool:
+    """Whether every partition has stopped the serving generation and built the new one at
+    least as far."""
+    assert plan.building is not None
+    store, name = proc.store, proc.projection.name
+    for k in range(plan.partitions):
+        stop = await store.load_checkpoint(switch_checkpoint(name, plan.building), k)
+        built = await store.load_checkpoint(checkpoint_name(name, plan.building), k)
+        if stop is None or (built.position if built else Position(0)) < stop.position:
+            return False
+    return True
 
 
 async def _ready(proc: ProjectionProcessor, plan: Plan) -> bool:
@@ -259,15 +289,18 @@ async def _collect(proc: ProjectionProcessor, new: Plan, old: Plan | None) -> li
     return writes
 
 
-async def _follow(proc: ProjectionProcessor, plan: Plan | None, writes: list[TableWrite]) -> bool:
-    """Align this partition's lanes with the plan; whether they changed."""
+async def _follow(
+    proc: ProjectionProcessor, plan: Plan | None, writes: list[TableWrite]
+) -> tuple[bool, tuple[tuple[str, Position], ...]]:
+    """Align this partition's lanes with the plan; whether they changed, and the checkpoint
+    that says where it stopped the serving generation (when the plan is switching)."""
     if plan is None:  # no leader has run yet: wait for it, advancing nothing
         proc.active.frozen = True
         proc.building = None
         proc.last_error = WAITING
-        return False
+        return False, ()
     if proc.plan == plan:
-        return False
+        return False, ()
     if proc.last_error is not None and proc.last_error.startswith(_NOTES):
         proc.last_error = None
     lanes = {lane.generation: lane for lane in proc._lanes()} if proc.plan is not None else {}
@@ -287,7 +320,13 @@ async def _follow(proc: ProjectionProcessor, plan: Plan | None, writes: list[Tab
         proc.last_error = _held_back(proc, plan)
     for generation in set(lanes) - {plan.generation, plan.building}:
         writes += await forget_dead_letters(proc, generation)
-    return (proc.active, proc.building) != before
+    stopped: tuple[tuple[str, Position], ...] = ()
+    if plan.switching and building is not None and not active.frozen:
+        active.frozen = True  # never advanced again: the switch follows
+        assert plan.building is not None
+        at = active.applied or Position(0)
+        stopped = ((switch_checkpoint(proc.projection.name, plan.building), at),)
+    return (proc.active, proc.building) != before or bool(stopped), stopped
 
 
 def _held_back(proc: ProjectionProcessor, plan: Plan) -> str:

@@ -386,8 +386,10 @@ class ProjectionProcessor:
         writes: list[TableWrite],
         lane: Lane | None = None,
         position: Position | None = None,
+        checkpoints: tuple[tuple[str, Position], ...] = (),
     ) -> None:
-        """Commit table writes, the lane's checkpoint, dirty checkpoints and the status row."""
+        """Commit table writes, the lane's checkpoint, dirty checkpoints, other ``checkpoints``
+        (name, position) of this partition and the status row."""
         name, epoch, k = self.projection.name, self.epoch, self.partition
         if epoch is None:
             raise LeaseHeld(name, k, self.owner)
@@ -400,6 +402,8 @@ class ProjectionProcessor:
             for other in self._lanes(include_frozen=False):
                 if other.dirty and other is not lane and other.position is not None:
                     tx.save_checkpoint(other.checkpoint(name), other.position, k, epoch)
+            for checkpoint, at in checkpoints:
+                tx.save_checkpoint(checkpoint, at, k, epoch)
             tx.write_tables([rows.status(self)])
         for other in self._lanes(include_frozen=False):
             other.dirty = False

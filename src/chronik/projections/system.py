@@ -104,6 +104,7 @@ PLANS: Final = TableSpec(
         ("building", "INTEGER"),
         ("building_version", "INTEGER"),
         ("building_partitions", "INTEGER"),
+        ("switching", "INTEGER"),
         ("retired", "TEXT"),
     ),
     ("name",),
@@ -172,6 +173,7 @@ class Plan(NamedTuple):
     building_version: int | None = None
     building_partitions: int | None = None
     retired: tuple[int, ...] = ()
+    switching: bool = False  # the serving generation stops; the switch follows once all stopped
 
     def newest(self) -> int:
         """The highest generation the plan has used (a new one is always higher)."""
@@ -187,6 +189,7 @@ class Plan(NamedTuple):
             "building": self.building,
             "building_version": self.building_version,
             "building_partitions": self.building_partitions,
+            "switching": int(self.switching),
             "retired": ",".join(map(str, self.retired)),
         }
         return TableWrite.upsert(PLANS.name, values, ("name",))
@@ -210,6 +213,7 @@ async def load_plan(store: EventStore, name: str) -> Plan | None:
         r["building_version"],
         r["building_partitions"],
         retired,
+        bool(r["switching"]),
     )
 
 
