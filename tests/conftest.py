@@ -18,17 +18,10 @@ from chronik.testing.services import (
     RabbitMQService,
     Service,
     ServiceUnavailable,
-    require_services,
+    unavailable,
 )
 
 _schemas = itertools.count(1)
-
-
-def _unavailable(what: str, exc: Exception) -> None:
-    message = f"{what} unavailable: {exc}"
-    if require_services():
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +32,7 @@ def postgres_server() -> Iterator[PostgresService]:
         service.start()
     except ServiceUnavailable as exc:
         service.stop()
-        _unavailable("PostgreSQL", exc)
+        unavailable(f"PostgreSQL unavailable: {exc}")
     try:
         yield service
     finally:
@@ -65,7 +58,7 @@ def _session_service(service: Service, what: str) -> Iterator[Service]:
         service.start()
     except ServiceUnavailable as exc:
         service.stop()
-        _unavailable(what, exc)
+        unavailable(f"{what} unavailable: {exc}")
     try:
         yield service
     finally:

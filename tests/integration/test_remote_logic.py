@@ -21,7 +21,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 import msgspec
@@ -32,7 +32,7 @@ from chronik.aggregate import AggregateModel
 from chronik.sdk import Client
 from chronik.server.config import Config, RemoteDomain, build_app
 from chronik.server.grpc import GrpcServer
-from chronik.testing.services import require_services
+from chronik.testing.services import unavailable
 from chronik.v1 import chronik_pb2 as pb
 from chronik.v1 import chronik_pb2_grpc as rpc
 from examples.shop.app import build_app as build_shop_app
@@ -116,12 +116,6 @@ def running(child: Child) -> Iterator[Child]:
         child.kill()
 
 
-def _unavailable(message: str) -> NoReturn:
-    if require_services():
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
-
-
 def _node_deps_load(node: str) -> bool:
     """True if the Node service's dependencies are installed and load."""
     script = "require('@grpc/grpc-js'); require('@grpc/proto-loader')"
@@ -134,7 +128,7 @@ def node() -> str:
     """The node binary, with the Node service's dependencies installed (`npm ci`, once)."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
-        _unavailable("node and npm are needed for the Node business-logic service")
+        unavailable("node and npm are needed for the Node business-logic service")
     lock_path = Path(tempfile.gettempdir()) / "chronik-npm-ci.lock"
     with lock_path.open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent sessions: one `npm ci` at a time
@@ -148,7 +142,7 @@ def node() -> str:
                 )
             except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
                 output = getattr(exc, "stderr", b"") or b""
-                _unavailable(f"npm ci failed: {exc}\n{output.decode(errors='replace')}")
+                unavailable(f"npm ci failed: {exc}\n{output.decode(errors='replace')}")
     return node
 
 

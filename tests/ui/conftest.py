@@ -25,7 +25,7 @@ from chronik.server.grpc import GrpcServer
 from chronik.server.http import create_http_app
 from chronik.server.http_auth import HttpAuth
 from chronik.server.http_server import HttpServer
-from chronik.testing.services import ServiceUnavailable, apt_install, require_services
+from chronik.testing.services import ServiceUnavailable, apt_install, unavailable
 from examples.shop.app import build_app, projections
 
 CHROMIUM = "/usr/bin/chromium"
@@ -42,12 +42,6 @@ ARGS = [
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
 
-def _unavailable(message: str) -> None:
-    if require_services():
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
-
-
 @pytest.fixture(scope="session")
 def chromium() -> str:
     """The path of Debian's chromium, installed with apt-get if it is missing."""
@@ -55,9 +49,9 @@ def chromium() -> str:
         try:
             apt_install(["chromium"])
         except (ServiceUnavailable, OSError) as exc:
-            _unavailable(f"chromium unavailable: {exc}")
+            unavailable(f"chromium unavailable: {exc}")
     if not os.path.exists(CHROMIUM):
-        _unavailable("chromium unavailable: apt-get did not install /usr/bin/chromium")
+        unavailable("chromium unavailable: apt-get did not install /usr/bin/chromium")
     return CHROMIUM
 
 
@@ -68,12 +62,12 @@ def browser(chromium: str) -> Iterator[Any]:
     try:
         from playwright.sync_api import Error, sync_playwright
     except ImportError as exc:
-        _unavailable(f"playwright unavailable: {exc} (pip install playwright)")
+        unavailable(f"playwright unavailable: {exc} (pip install playwright)")
     with sync_playwright() as pw:
         try:
             b = pw.chromium.launch(executable_path=chromium, args=ARGS)
         except Error as exc:
-            _unavailable(f"chromium does not start: {exc}")
+            unavailable(f"chromium does not start: {exc}")
         yield b
         b.close()
 

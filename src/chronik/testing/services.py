@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, Self
 
 if TYPE_CHECKING:
     from chronik.testing.brokers import NatsService, RabbitMQService
@@ -52,6 +52,16 @@ class ServiceUnavailable(RuntimeError):
 def require_services() -> bool:
     """True when a service that cannot start must fail the run (CHRONIK_REQUIRE_SERVICES=1)."""
     return os.environ.get("CHRONIK_REQUIRE_SERVICES", "") == "1"
+
+
+def unavailable(message: str) -> NoReturn:
+    """End the calling test because a service or tool it needs is missing: a failure with
+    CHRONIK_REQUIRE_SERVICES=1 (CI), a skip otherwise."""
+    import pytest
+
+    if require_services():
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
 
 
 def free_port() -> int:
