@@ -1,5 +1,8 @@
 """The event type registry (an allowlist), msgspec JSON encoding and upcaster chains.
 
+The value rule (``check_json_value``, ``decode_json``, ``encode_json``: int64, finite numbers,
+depth, no lone surrogates) lives in ``chronik.values`` and is re-exported here.
+
 A registry maps type names such as ``customer.created`` to user classes (dataclasses or msgspec
 Structs) at a current schema version. Stored events of older versions are brought to the current
 shape on read by upcasters keyed by (type, from_version), each turning a payload dict of one
@@ -20,12 +23,30 @@ from chronik.errors import (
     ConfigurationError,
     DeserializationError,
     InvalidEventType,
+    UndecodableEvent,
     UnknownEventType,
     UpcastError,
 )
 from chronik.messages import JSON, EventData, Metadata, RecordedEvent
+from chronik.values import (
+    INT64_MAX,
+    INT64_MIN,
+    MAX_JSON_DEPTH,
+    check_json_value,
+    decode_json,
+    encode_json,
+)
 
-__all__ = ["EventRegistry", "Upcaster"]
+__all__ = [
+    "INT64_MAX",
+    "INT64_MIN",
+    "MAX_JSON_DEPTH",
+    "EventRegistry",
+    "Upcaster",
+    "check_json_value",
+    "decode_json",
+    "encode_json",
+]
 
 T = TypeVar("T")
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
@@ -207,7 +228,11 @@ class EventRegistry:
         )
 
     def decode(self, event: RecordedEvent) -> Any:
-        """The event's payload as an instance of its registered class, upcast as needed."""
+        """The event's payload as an instance of its registered class, upcast as needed.
+
+        UndecodableEvent (naming the stream, sequence, id, type and version, and the repair) when
+        the stored payload does not fit: a stored event is never changed, so code must adapt.
+        """
         entry = self._entry(event.type)
         if event.content_type != JSON:
             raise DeserializationError(
@@ -222,16 +247,35 @@ class EventRegistry:
             )
             return msgspec.convert(payload, entry.cls)
         except msgspec.ValidationError as exc:
-            raise DeserializationError(
-                f"{event.type} {event.event_id} does not fit {entry.cls.__qualname__}: {exc}"
-            ) from exc
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            raise DeserializationError(f"{event.type} {event.event_id}: {exc}") from exc
+            reason = f"the payload does not fit {entry.cls.__qualname__}: {exc}"
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+            reason = f"the payload is not readable JSON: {exc}"
+        except (UpcastError, DeserializationError) as exc:
+            reason = str(exc)
+        name, stored, current = entry.name, event.schema_version, entry.version
+        if stored > current:
+            repair = f"deploy the code that registers {name} v{stored}"
+        elif stored < current:
+            repair = f"register (or fix) the upcaster for {name} v{stored}"
+        else:
+            repair = (
+                f"register {name} at version {current + 1} with an upcaster for {name} "
+                f"v{current} that turns such payloads into the new shape"
+            )
+        raise UndecodableEvent(
+            stream=str(event.stream),
+            sequence=event.sequence,
+            event_id=event.event_id,
+            event_type=event.type,
+            schema_version=stored,
+            reason=reason,
+            repair=repair,
+        )
 
     def _decode_dict(self, event: RecordedEvent) -> dict[str, Any]:
         try:
             return _dict_decoder.decode(event.payload)
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise DeserializationError(
                 f"{event.type} {event.event_id} is not a JSON object: {exc}"
             ) from exc

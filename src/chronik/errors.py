@@ -2,15 +2,18 @@
 
     ChronikError
     ├── ConfigurationError          bad store URL, unknown scheme, option out of range
-    │   └── MissingExtraError       a backend whose optional dependency is not installed
+    │   ├── MissingExtraError       a backend whose optional dependency is not installed
+    │   └── PortInUse               a server port (gRPC, HTTP) another process listens on
     ├── ValidationError             bad input from a caller; nothing was stored
     │   ├── InvalidStreamId         domain / aggregate id / tenant out of shape
     │   ├── InvalidEventType        an event type name out of shape
     │   ├── PayloadTooLarge         payload over the store's max_payload_bytes
     │   ├── TooManyEvents           more events in one append than max_append_events
     │   ├── SerializationError      a payload or metadata value that cannot be encoded as JSON
+    │   │   └── InvalidValue        a JSON value not carried everywhere (int64, NaN, depth, UTF-8)
     │   ├── InvalidExpectedVersion  an expectation that is not ANY/NO_STREAM/STREAM_EXISTS/int >= 0
     │   ├── InvalidCommand          a command payload that fails its declared schema (fields)
+    │   ├── MessageTooLarge         a gRPC message over the limit (grpc.max_message_bytes)
     │   └── InvalidMessage          a transport message, topic, group or header out of shape
     ├── ConcurrencyError            optimistic concurrency lost
     │   ├── WrongExpectedVersion    the stream was not at the expected version (expected, actual)
@@ -23,9 +26,11 @@
     ├── DuplicateEventError         an event id already stored with different content
     ├── UnknownEventType            a type name the registry does not allow
     ├── DeserializationError        stored bytes that do not decode into the registered class
+    │   └── UndecodableEvent        a stored event that no longer decodes (named, with the repair)
     ├── UpcastError                 an upcaster chain with a missing step or a failing step
     ├── ReadModelError              a read-model write or query the database refused
     ├── ProjectionStopped           a projection stopped (error policy or shutdown) while awaited
+    ├── ReplayRefused               a rebuild / reset that would repeat side effects already done
     ├── StoreUnavailable            the store could not be reached; outcome may be unknown
     ├── TransportUnavailable        the broker could not be reached; outcome may be unknown
     ├── TransportClosed             an operation on a message transport that was closed
@@ -33,6 +38,7 @@
     ├── ServiceUnavailable          a remote service (business logic, projector, saga) is down
     ├── AuthenticationError         missing or unknown credentials
     ├── PermissionDenied            credentials that do not allow the operation
+    │   └── AdminWritesDisabled     an HTTP admin write with no auth configured and none enabled
     └── StoreClosed                 an operation on a store that was closed
 
 Adapters translate driver errors to these once, at their boundary, with ``raise ... from``.
@@ -43,6 +49,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AdminWritesDisabled",
     "AuthenticationError",
     "CheckpointFenced",
     "ChronikError",
@@ -58,12 +65,16 @@ __all__ = [
     "InvalidExpectedVersion",
     "InvalidMessage",
     "InvalidStreamId",
+    "InvalidValue",
     "LeaseHeld",
+    "MessageTooLarge",
     "MissingExtraError",
     "PermissionDenied",
     "PayloadTooLarge",
+    "PortInUse",
     "ProjectionStopped",
     "ReadModelError",
+    "ReplayRefused",
     "SerializationError",
     "ServiceUnavailable",
     "StoreClosed",
@@ -71,6 +82,7 @@ __all__ = [
     "TooManyEvents",
     "TransportClosed",
     "TransportUnavailable",
+    "UndecodableEvent",
     "UnknownCommandType",
     "UnknownDomain",
     "UnknownEventType",
@@ -98,6 +110,16 @@ class MissingExtraError(ConfigurationError):
         super().__init__(
             f"this feature needs the {module!r} package: pip install 'chronik[{extra}]'"
         )
+
+
+class PortInUse(ConfigurationError):
+    """A server could not listen: another process (or server) holds the port."""
+
+    def __init__(self, server: str, host: str, port: int) -> None:
+        self.server = server
+        self.host = host
+        self.port = port
+        super().__init__(f"{server} port {host}:{port} is in use by another process")
 
 
 class ValidationError(ChronikError):
@@ -138,6 +160,16 @@ class SerializationError(ValidationError):
     """A value that cannot be encoded (or a bytes payload that is not what it claims)."""
 
 
+class InvalidValue(SerializationError):
+    """A JSON value that chronik does not carry, because some place it would go cannot hold it:
+    an integer beyond int64, NaN or Infinity, nesting deeper than the limit, a lone surrogate.
+    ``field`` is the value's path, such as ``payload.items[2].qty``."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"{field}: {reason}" if field else reason, field=field or None)
+
+
 class InvalidExpectedVersion(ValidationError):
     """An expectation that is not ANY, NO_STREAM, STREAM_EXISTS or a sequence >= 0."""
 
@@ -151,6 +183,10 @@ class InvalidCommand(ValidationError):
         self.fields = sorted(problems)
         listed = "; ".join(f"{k}: {v}" for k, v in sorted(problems.items()))
         super().__init__(f"invalid {command_type} payload: {listed}", field=",".join(self.fields))
+
+
+class MessageTooLarge(ValidationError):
+    """A gRPC message larger than the limit (the server's: ``grpc.max_message_bytes``)."""
 
 
 class InvalidMessage(ValidationError):
@@ -262,17 +298,72 @@ class DeserializationError(ChronikError):
     """Stored bytes that do not decode into the registered class."""
 
 
+class UndecodableEvent(DeserializationError):
+    """A stored event that no longer decodes into its registered class (or upcasts to it).
+
+    Events are immutable: the repair is code, not data: register an upcaster (or fix the
+    registered class) so that this type at this schema version decodes again.
+    """
+
+    def __init__(
+        self,
+        *,
+        stream: str,
+        sequence: int,
+        event_id: str,
+        event_type: str,
+        schema_version: int,
+        reason: str,
+        repair: str = "",
+    ) -> None:
+        self.stream = stream
+        self.sequence = sequence
+        self.event_id = event_id
+        self.event_type = event_type
+        self.schema_version = schema_version
+        self.reason = reason
+        self.repair = repair or f"register an upcaster for {event_type} v{schema_version}"
+        super().__init__(
+            f"event {event_type} v{schema_version} at {stream}#{sequence} (id {event_id}) "
+            f"does not decode: {reason}. Repair: {self.repair}; the stored event is never "
+            "changed"
+        )
+
+
 class UpcastError(ChronikError):
     """An upcaster chain with a missing or failing step."""
 
 
 class ReadModelError(ChronikError):
-    """A read-model write or query the database refused (missing table, constraint); the
-    unit of work it belonged to wrote nothing."""
+    """A read-model write or query the database refused (missing table, constraint, a value
+    a column cannot hold); the unit of work it belonged to wrote nothing. ``table`` and
+    ``column`` name the culprit when it is known."""
+
+    def __init__(
+        self, message: str, *, table: str | None = None, column: str | None = None
+    ) -> None:
+        self.table = table
+        self.column = column
+        super().__init__(message)
 
 
 class ProjectionStopped(ChronikError):
     """A projection stopped (its error policy said stop, or it was shut down) while awaited."""
+
+
+class ReplayRefused(ChronikError):
+    """An operator action (rebuild, reset) refused because replaying the projection would repeat
+    side effects it already had (it declared ``replay="refuse"``); nothing was changed."""
+
+    def __init__(self, projection: str, action: str, reason: str) -> None:
+        self.projection = projection
+        self.action = action
+        self.reason = reason
+        super().__init__(
+            f"{action} of {projection} refused: replaying it would repeat side effects that "
+            f"already happened ({reason}). Nothing was changed; a reset to a position after "
+            "the last event it handled is allowed"
+        )
 
 
 class StoreUnavailable(ChronikError):
@@ -293,6 +384,18 @@ class AuthenticationError(ChronikError):
 
 class PermissionDenied(ChronikError):
     """Known credentials that do not allow this operation."""
+
+
+class AdminWritesDisabled(PermissionDenied):
+    """An HTTP admin write (reset, rebuild, pause, resume, dead-letter retry/drop) on a server
+    with no auth configured, where admin writes were not enabled explicitly."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "admin writes are disabled: this server has no auth configured. Configure auth "
+            "(an API key or JWT with the admin right), or enable them explicitly with "
+            "`http.admin_writes: true` in the config (create_http_app(..., admin_writes=True))"
+        )
 
 
 class StoreClosed(ChronikError):

@@ -41,6 +41,7 @@ JSON: Final = "application/json"
 _DOMAIN_RE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 _TENANT_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 MAX_AGGREGATE_ID = 256
+_POSITION_MAX: Final = 2**63 - 1  # int64: SQLite rowids, PostgreSQL bigint/xid8 columns
 
 # --- event ids (UUIDv7, RFC 9562: 48-bit unix ms, then a 12-bit counter, then random) ---------
 
@@ -132,15 +133,23 @@ class Position(msgspec.Struct, frozen=True, order=True):
     index: int = 0
 
     @classmethod
-    def parse(cls, text: str) -> Position:
-        """Parse the text form produced by ``str(position)``."""
-        try:
-            if ":" in text:
-                a, _, b = text.partition(":")
-                return cls(int(a), int(b))
-            return cls(int(text))
-        except ValueError:
-            raise ValidationError(f"invalid position {text!r}", field="position") from None
+    def parse(cls, text: str, field: str = "position") -> Position:
+        """The position written as ``str(position)``: ``N`` or ``N:M``, decimal digits only,
+        each part 0..2**63-1 (what every store can hold); ValidationError naming ``field``."""
+        if isinstance(text, str) and len(text) <= 41:
+            a, sep, b = text.partition(":")
+            if a.isascii() and a.isdigit() and (not sep or (b.isascii() and b.isdigit())):
+                commit, index = int(a), int(b) if sep else 0
+                if commit <= _POSITION_MAX and index <= _POSITION_MAX:
+                    return cls(commit, index)
+                raise ValidationError(
+                    f"invalid {field} {text!r}: each part must be at most {_POSITION_MAX}",
+                    field=field,
+                )
+        shown = repr(text) if not isinstance(text, str) or len(text) <= 64 else "(too long)"
+        raise ValidationError(
+            f"invalid {field} {shown}: expected a position such as 42 or 42:7", field=field
+        )
 
     def __str__(self) -> str:
         return f"{self.commit}:{self.index}" if self.index else str(self.commit)

@@ -90,31 +90,51 @@ def test_unknown_type_is_a_typed_error_never_an_import(registry: chronik.EventRe
 
 
 def test_missing_or_failing_upcaster_is_an_upcast_error() -> None:
-    """A chain gap, a raising step, a non-dict result or a newer version raise UpcastError."""
+    """A chain gap, a raising step, a non-dict result or a newer version raise UpcastError from
+    the chain, and decode names the event in an UndecodableEvent with the repair."""
     reg = chronik.EventRegistry()
     reg.register(CustomerRenamed, "renamed", version=3)
     reg.add_upcaster("renamed", 2, lambda p: {"name": p["nom"]})
     with pytest.raises(chronik.UpcastError, match="no upcaster"):
-        reg.decode(recorded("renamed", b'{"name": "x"}', 1))
+        reg.upcast_payload("renamed", 1, {"name": "x"})
     with pytest.raises(chronik.UpcastError, match="failed"):
-        reg.decode(recorded("renamed", b'{"name": "x"}', 2))
+        reg.upcast_payload("renamed", 2, {"name": "x"})
     with pytest.raises(chronik.UpcastError, match="newer"):
+        reg.upcast_payload("renamed", 4, {"name": "x"})
+    with pytest.raises(chronik.UndecodableEvent, match=r"no upcaster.*upcaster for renamed v1"):
+        reg.decode(recorded("renamed", b'{"name": "x"}', 1))
+    with pytest.raises(chronik.UndecodableEvent, match=r"failed.*fix\) the upcaster"):
+        reg.decode(recorded("renamed", b'{"name": "x"}', 2))
+    with pytest.raises(chronik.UndecodableEvent, match=r"newer.*deploy the code"):
         reg.decode(recorded("renamed", b'{"name": "x"}', 4))
     reg.add_upcaster("renamed", 1, lambda p: [p])  # type: ignore[arg-type, return-value]
-    with pytest.raises(chronik.UpcastError, match="returned list"):
+    with pytest.raises(chronik.UndecodableEvent, match="returned list"):
         reg.decode(recorded("renamed", b'{"nom": "x"}', 1))
 
 
 def test_payload_that_does_not_fit_is_a_deserialization_error(
     registry: chronik.EventRegistry,
 ) -> None:
-    """Stored bytes that do not decode into the class raise DeserializationError."""
+    """Stored bytes that do not decode into the class raise UndecodableEvent (a
+    DeserializationError) naming stream, sequence, id, type and version, and the repair."""
     with pytest.raises(chronik.DeserializationError):
         registry.decode(recorded("customer.renamed", b'{"name": 5}'))
     with pytest.raises(chronik.DeserializationError):
         registry.decode(recorded("customer.renamed", b"not json"))
     with pytest.raises(chronik.DeserializationError):
         registry.decode(recorded("customer.registered", b"[1]", 1))
+    with pytest.raises(chronik.UndecodableEvent) as caught:
+        registry.decode(recorded("customer.renamed", b'{"foo": "bar"}'))
+    err = caught.value
+    assert (err.stream, err.sequence, err.event_id) == ("customer/c1", 0, "e-1")
+    assert (err.event_type, err.schema_version) == ("customer.renamed", 1)
+    assert "customer/c1#0" in str(err) and "e-1" in str(err)
+    assert "register customer.renamed at version 2 with an upcaster for customer.renamed v1" in (
+        str(err)
+    )
+    deep = b'{"name": "x", "extra": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    with pytest.raises(chronik.UndecodableEvent, match="not readable JSON"):
+        registry.decode(recorded("customer.renamed", deep))
 
 
 def test_registration_errors() -> None:

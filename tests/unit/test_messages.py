@@ -88,6 +88,43 @@ def test_positions_order_and_round_trip() -> None:
         chronik.Position.parse("five")
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "-1",
+        "1:-1",
+        "100000000000000000000",
+        "9223372036854775808",
+        "1:9223372036854775808",
+        "",
+        "1:",
+        ":1",
+        "1:2:3",
+        " 1",
+        "1.5",
+        "\u0661\u0662",  # Arabic-Indic digits: isdigit() but not a position
+        "\u00b2",
+        "9" * 5000,
+    ],
+)
+def test_position_parse_refuses_what_no_store_holds(text: str) -> None:
+    """Negative, beyond int64, non-ASCII digits or garbage: ValidationError naming the field."""
+    with pytest.raises(chronik.ValidationError) as caught:
+        chronik.Position.parse(text, "after")
+    assert caught.value.field == "after" and "after" in str(caught.value)
+    assert len(str(caught.value)) < 200
+
+
+def test_position_parse_accepts_the_int64_range() -> None:
+    """0 and 2**63-1 (each part) parse; the default field is "position"."""
+    top = 2**63 - 1
+    assert chronik.Position.parse(f"{top}:{top}") == chronik.Position(top, top)
+    assert chronik.Position.parse("0") == chronik.Position(0)
+    with pytest.raises(chronik.ValidationError) as caught:
+        chronik.Position.parse("x")
+    assert caught.value.field == "position"
+
+
 def test_metadata_is_an_immutable_string_mapping() -> None:
     """Metadata names correlation and causation ids, keeps extra keys, and cannot be changed."""
     md = chronik.Metadata({"user": "ada"}, correlation_id="c-1", causation_id="cmd-1")

@@ -21,17 +21,21 @@ _ADAPTERS: Adapters = {
 }
 
 
-def open_store(url: str, **options: Any) -> EventStore:
+def open_store(url: str, *, create: bool = True, **options: Any) -> EventStore:
     """The event store for ``url`` (``memory://``, ``sqlite:///path.db``, ``postgresql://...``).
 
     Use it as ``async with open_store(url) as store``; it opens on first use otherwise. Options
     in the URL's query string or as keywords: ``max_payload_bytes``, ``max_append_events`` and
     the adapter's own (SQLite: ``synchronous=full`` for power-loss durability; PostgreSQL:
     ``schema=NAME``, ``migrate=false`` to require a schema migrated by ``chronik db migrate``,
-    ``pool_min_size``, ``pool_max_size``, ``poll_interval``).
+    ``pool_min_size``, ``pool_max_size``, ``poll_interval``). With ``create=False`` a
+    store that does not exist yet (a missing SQLite file) is not created: opening it raises
+    StoreUnavailable ("no store at PATH"), as read-only tools want.
     """
     scheme, module, cls = load_adapter(url, _ADAPTERS, "store")
     if scheme == "sqlite":
         options = {**module.options_from_url(url), **options}
+        if not create:
+            options["create"] = False
     store: EventStore = cls(url, **options)
     return store

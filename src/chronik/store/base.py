@@ -9,22 +9,26 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import logging
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple, Self
 
 import msgspec
 
 from chronik.errors import (
+    ChronikError,
     ConfigurationError,
     DuplicateEventError,
     InvalidEventType,
     InvalidExpectedVersion,
     PayloadTooLarge,
-    SerializationError,
+    ReadModelError,
     StoreClosed,
+    StoreUnavailable,
     TooManyEvents,
     ValidationError,
 )
@@ -50,7 +54,9 @@ from chronik.store.tables import (
     TableWrite,
     check_identifier,
     check_table_write,
+    check_values,
 )
+from chronik.values import check_json_value, decode_json, encode_json
 
 if TYPE_CHECKING:
     from chronik.subscriptions import Subscription
@@ -61,7 +67,9 @@ __all__ = [
     "DEFAULT_MAX_SNAPSHOT_BYTES",
     "AppendRequest",
     "EventStore",
+    "FaultHook",
     "PreparedEvent",
+    "StoreHealth",
     "TableSpec",
     "TableWrite",
     "UnitOfWork",
@@ -77,6 +85,35 @@ _TYPE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,127}")
 _CONTENT_TYPE_RE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+(;.{0,64})?", re.I)
 _encoder = msgspec.json.Encoder()
 _metadata_encoder = msgspec.json.Encoder(order="sorted")  # canonical bytes, whatever the source
+_log = logging.getLogger("chronik.store")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreHealth:
+    """Whether the store's writer works, as ``EventStore.health`` reports it.
+
+    ``ok`` is False while writes fail for a reason of the store's own (StoreUnavailable: disk
+    full, connection lost, a lock held too long) or once the store is closed; it turns True
+    again at the next successful write. ``detail`` says why, ``since`` is the wall-clock time
+    (``time.time()``) of the first failure of the current run of them (None while ok) and
+    ``failures`` counts that run. Refusals of a unit's own making (WrongExpectedVersion,
+    ReadModelError, ValidationError ...) never make a store unhealthy.
+    """
+
+    ok: bool
+    detail: str = "ok"
+    since: float | None = None
+    failures: int = 0
+
+
+HEALTHY: Final = StoreHealth(True)
+
+#: A fault-injection hook (``chronik.testing.faults``): called with the name of each write or
+#: read step an adapter takes (``begin``, ``lock``, ``checkpoint``, ``tables``, ``snapshot``,
+#: ``append``, ``commit``, ``fetch``) and the unit being written when the step belongs to one
+#: (None for batch-wide steps such as SQLite's ``begin`` and ``commit``, and for reads). An
+#: exception it raises is raised by the step.
+FaultHook = Callable[[str, "WriteUnit | None"], None]
 
 
 class PreparedEvent(NamedTuple):
@@ -105,6 +142,29 @@ class WriteUnit(NamedTuple):
     checkpoints: list[Checkpoint]
     snapshots: list[Snapshot]
     tables: Sequence[TableWrite] = ()
+
+
+def cancelled_by_caller() -> bool:
+    """Whether the current task is being cancelled (a CancelledError raised now is real)."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no running loop: a writer thread
+        return False
+    return task is not None and task.cancelling() > 0
+
+
+def unit_error(exc: BaseException, what: str) -> BaseException:
+    """The error a unit fails with when writing it raised ``exc``: ``exc`` itself when it is a
+    ChronikError, KeyboardInterrupt / SystemExit or a real cancellation of the caller, else a
+    StoreUnavailable naming ``exc`` (chained to it), e.g. a driver's OverflowError or a
+    CancelledError that no one asked for."""
+    if isinstance(exc, ChronikError | KeyboardInterrupt | SystemExit):
+        return exc
+    if isinstance(exc, asyncio.CancelledError) and cancelled_by_caller():
+        return exc
+    error = StoreUnavailable(f"{what} failed: {type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error
 
 
 def check_expected(expected: Expected, actual: int | None) -> bool:
@@ -183,6 +243,9 @@ class EventStore(abc.ABC):
         self._change: asyncio.Event | None = None
         # called after each committed unit with its appends and how long the commit took
         self.write_observers: list[Callable[[list[AppendRequest], float], None]] = []
+        #: Set by ``chronik.testing.faults`` only; adapters call it at each step when set.
+        self.fault_hook: FaultHook | None = None
+        self._health = HEALTHY
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -227,6 +290,33 @@ class EventStore(abc.ABC):
         """True once the store has been closed."""
         return self._state == "closed"
 
+    @property
+    def health(self) -> StoreHealth:
+        """Whether the writer works (see StoreHealth); read-only, cheap, never raises.
+
+        Not ok while the latest writes failed with StoreUnavailable (disk full, connection
+        lost, lock timeouts ...) until the next successful write, and once the store is
+        closed. The memory adapter is always ok while open.
+        """
+        if self._state == "closed":
+            return StoreHealth(False, "the store is closed", None, 0)
+        return self._health
+
+    def _write_succeeded(self) -> None:
+        """Adapters call this after a commit: health is ok again."""
+        if not self._health.ok:
+            self._health = HEALTHY
+
+    def _write_failed(self, error: BaseException) -> None:
+        """Adapters call this when a write fails for a reason of the store's own."""
+        h = self._health
+        self._health = StoreHealth(
+            False,
+            f"writes are failing: {error}",
+            time.time() if h.ok else h.since,
+            h.failures + 1,
+        )
+
     async def _ready(self) -> None:
         if self._state != "open":
             await self.open()
@@ -261,7 +351,10 @@ class EventStore(abc.ABC):
         results = await self._write(unit)
         elapsed = time.perf_counter() - start
         for observe in self.write_observers:
-            observe(unit.appends, elapsed)
+            try:
+                observe(unit.appends, elapsed)
+            except Exception:  # the unit is committed: an observer cannot undo or fail it
+                _log.exception("write observer %r failed", observe)
         return results
 
     def transaction(self) -> UnitOfWork:
@@ -313,14 +406,9 @@ class EventStore(abc.ABC):
         if isinstance(payload, bytes | bytearray | memoryview):
             data = bytes(payload)
             if content_type == JSON:
-                try:
-                    msgspec.json.decode(data)
-                except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-                    raise SerializationError(
-                        f"payload bytes of {etype} are not valid JSON (set content_type "
-                        f"for other encodings): {exc}",
-                        field="payload",
-                    ) from None
+                if len(data) > self.max_payload_bytes:
+                    raise PayloadTooLarge(len(data), self.max_payload_bytes)
+                decode_json(data, "payload")  # the value rule of chronik.codec
             elif not isinstance(content_type, str) or not _CONTENT_TYPE_RE.fullmatch(content_type):
                 raise ValidationError(
                     f"invalid content type {content_type!r}", field="content_type"
@@ -330,12 +418,7 @@ class EventStore(abc.ABC):
                 raise ValidationError(
                     "content_type applies to bytes payloads only", field="content_type"
                 )
-            try:
-                data = _encoder.encode(payload)
-            except (TypeError, ValueError, OverflowError) as exc:
-                raise SerializationError(
-                    f"payload of {etype} cannot be encoded as JSON: {exc}", field="payload"
-                ) from None
+            data = encode_json(payload, "payload")  # the value rule of chronik.codec
         if len(data) > self.max_payload_bytes:
             raise PayloadTooLarge(len(data), self.max_payload_bytes)
         md = event.metadata
@@ -343,6 +426,7 @@ class EventStore(abc.ABC):
             meta = None
         else:
             md = Metadata.of(md)
+            check_json_value(md.to_dict(), "metadata")
             meta = _metadata_encoder.encode(md.to_dict()) if md else None
         return PreparedEvent(event_id, etype, version, data, meta, content_type)
 
@@ -481,6 +565,12 @@ class EventStore(abc.ABC):
         )
         _check_limit(limit)
         self._require_tables()
+        try:  # a value no column can hold matches nothing: refuse it as every adapter would
+            check_values(
+                TableWrite("delete", table, tuple(c for c, _ in conds), tuple(v for _, v in conds))
+            )
+        except ReadModelError as exc:
+            raise ValidationError(str(exc), field=exc.column) from None
         await self._ready()
         return await self._read_table(table, conds, order, limit)
 
@@ -669,11 +759,17 @@ class UnitOfWork:
 
         ``checked=True`` is for writes whose identifiers were validated when they were made
         (``chronik.projections`` builds them from declared tables): they are not checked again.
+        Values are always checked: one no adapter can store (an int outside int64, NaN, a str
+        with NUL or a lone surrogate, an unsupported type) raises ReadModelError naming the
+        table and column, before anything reaches the database.
         """
         if self._results is not None:
             raise ValidationError("this unit of work is already committed")
         self._store._require_tables()
-        self._tables += writes if checked else [check_table_write(w) for w in writes]
+        if checked:
+            self._tables += [check_values(w) for w in writes]
+        else:
+            self._tables += [check_values(check_table_write(w)) for w in writes]
 
     @property
     def results(self) -> list[AppendResult]:

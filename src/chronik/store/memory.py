@@ -29,7 +29,9 @@ from chronik.store.base import (
     WriteUnit,
     check_expected,
     match_duplicate,
+    unit_error,
 )
+from chronik.store.tables import SYSTEM_TABLES
 
 __all__ = ["MemoryEventStore"]
 
@@ -49,7 +51,10 @@ class MemoryEventStore(EventStore):
         self._by_id: dict[str, tuple[PreparedEvent, RecordedEvent]] = {}
         self._snapshots: dict[StreamId, Snapshot] = {}
         self._checkpoints: dict[tuple[str, int], Checkpoint] = {}
-        self._tables: dict[str, tuple[TableSpec, dict[tuple[Any, ...], dict[str, Any]]]] = {}
+        self._tables: dict[str, tuple[TableSpec, dict[tuple[Any, ...], dict[str, Any]]]] = {
+            spec.name: (spec, {})
+            for spec in SYSTEM_TABLES  # as the other adapters' migrations
+        }
 
     async def _open(self) -> None:
         pass
@@ -58,6 +63,24 @@ class MemoryEventStore(EventStore):
         pass
 
     async def _write(self, unit: WriteUnit) -> list[AppendResult]:
+        # Everything that can fail (checks, fault-injection steps) runs before the first change;
+        # applying then cannot fail, so a unit is written whole or not at all.
+        try:
+            plan = self._plan(unit)
+        except BaseException as exc:
+            error = unit_error(exc, f"writing to {self.url}")
+            if error is exc:
+                raise
+            raise error from exc
+        return self._apply(unit, plan)
+
+    def _plan(self, unit: WriteUnit) -> list[AppendResult | None]:
+        """Check the unit against the state (raises what the write must fail with)."""
+        hook = self.fault_hook
+        if hook is not None:
+            hook("begin", unit)
+            if unit.checkpoints:
+                hook("checkpoint", unit)
         # Check every request against the state as earlier requests of the unit leave it.
         requests = unit.appends
         for cp in unit.checkpoints:
@@ -67,6 +90,8 @@ class MemoryEventStore(EventStore):
         versions: dict[StreamId, int | None] = {}
         plan: list[AppendResult | None] = []
         for req in requests:
+            if hook is not None:
+                hook("append", unit)
             actual = versions[req.stream] if req.stream in versions else self._version(req.stream)
             dup = self._find_duplicate(req)
             if dup is not None:
@@ -77,8 +102,17 @@ class MemoryEventStore(EventStore):
             versions[req.stream] = (-1 if actual is None else actual) + len(req.events)
             plan.append(None)
         if unit.tables:
+            if hook is not None:
+                hook("tables", unit)
             _check_tables(self._tables, unit.tables)
-        # All checks passed: apply.
+        if hook is not None:
+            if unit.snapshots:
+                hook("snapshot", unit)
+            hook("commit", unit)
+        return plan
+
+    def _apply(self, unit: WriteUnit, plan: list[AppendResult | None]) -> list[AppendResult]:
+        requests = unit.appends
         now = time.time_ns() // 1000
         results: list[AppendResult] = []
         for req, done in zip(requests, plan, strict=True):
@@ -301,7 +335,10 @@ def _apply_table_write(
     if w.op == "clear":
         rows.clear()
         return
-    values = dict(zip(w.columns, w.row, strict=True))
+    values = {
+        c: bytes(v) if isinstance(v, bytearray | memoryview) else v
+        for c, v in zip(w.columns, w.row, strict=True)
+    }
     key = tuple(values.get(c) for c in spec.primary_key)
     if w.op == "delete":
         rows.pop(key, None)

@@ -10,8 +10,13 @@ reader passes a transaction that may still commit.
 
 URL options: ``schema`` (default ``chronik``), ``migrate`` (default true: create or upgrade the
 schema on open), ``pool_min_size``, ``pool_max_size``, ``poll_interval`` (seconds between
-polls while LISTEN is down), ``max_payload_bytes``, ``max_append_events``. Other query
-parameters go to the driver (``sslmode``, ...).
+polls while LISTEN is down), ``max_payload_bytes``, ``max_append_events``, and the server-side
+timeouts every connection of the store sets (milliseconds, 0 turns one off):
+``lock_timeout_ms`` (default 5000: a statement waiting longer for a lock fails),
+``idle_in_transaction_timeout_ms`` (default 30000: the server ends a session that sits inside
+a transaction that long, e.g. a frozen or partitioned process, releasing its locks and the
+readers' horizon) and ``statement_timeout_ms`` (default 30000; migrations run without it).
+Other query parameters go to the driver (``sslmode``, ...).
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from chronik.store.base import (
     StoredEvent,
     WriteUnit,
     match_duplicate,
+    unit_error,
 )
 from chronik.store.postgres_feed import ChangeFeed
 from chronik.store.postgres_pool import ConnectionPool
@@ -70,6 +76,12 @@ from chronik.store.postgres_write import Retry, write_unit
 __all__ = ["HorizonLag", "PostgresEventStore", "migrate_database"]
 
 MAX_ATTEMPTS: Final = 8
+#: Server-side timeouts (URL option -> (PostgreSQL setting, default in ms)).
+TIMEOUTS: Final = {
+    "lock_timeout_ms": ("lock_timeout", 5000),
+    "idle_in_transaction_timeout_ms": ("idle_in_transaction_session_timeout", 30000),
+    "statement_timeout_ms": ("statement_timeout", 30000),
+}
 _EXPECT: Final = {ANY: -1, NO_STREAM: -2, STREAM_EXISTS: -3}
 
 
@@ -86,8 +98,11 @@ class PostgresEventStore(PostgresReader, EventStore):
     def __init__(self, url: str, **options: Any) -> None:
         """Options (keywords win over the URL's query string): ``schema`` (default
         ``chronik``), ``migrate`` (default True), ``pool_min_size`` (2), ``pool_max_size``
-        (16), ``poll_interval`` (0.2 s), ``max_payload_bytes``, ``max_append_events``."""
+        (16), ``poll_interval`` (0.2 s), ``max_payload_bytes``, ``max_append_events``,
+        ``lock_timeout_ms`` (5000), ``idle_in_transaction_timeout_ms`` (30000),
+        ``statement_timeout_ms`` (30000)."""
         dsn, from_url = split_url(url)
+        dsn, timeouts = split_url(dsn, dict.fromkeys(TIMEOUTS, int))
         settings: dict[str, Any] = {
             "schema": DEFAULT_SCHEMA,
             "migrate": True,
@@ -97,6 +112,12 @@ class PostgresEventStore(PostgresReader, EventStore):
             **options,
         }
         schema = settings.pop("schema")
+        self.server_settings: dict[str, str] = {}
+        for option, (setting, default) in TIMEOUTS.items():
+            value = int(settings.pop(option, timeouts.get(option, default)))
+            if value < 0:
+                raise ConfigurationError(f"{option} must be >= 0 (0: no timeout), not {value}")
+            self.server_settings[setting] = str(value)
         self.auto_migrate = bool(settings.pop("migrate"))
         self.pool_max_size = int(settings.pop("pool_max_size"))
         self.pool_min_size = int(settings.pop("pool_min_size", min(2, self.pool_max_size)))
@@ -128,7 +149,9 @@ class PostgresEventStore(PostgresReader, EventStore):
 
     async def _open(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._pool = ConnectionPool(self.dsn, self.pool_min_size, self.pool_max_size)
+        self._pool = ConnectionPool(
+            self.dsn, self.pool_min_size, self.pool_max_size, server_settings=self.server_settings
+        )
         try:
             await self._pool.open()
         except DRIVER_ERRORS as exc:
@@ -137,6 +160,8 @@ class PostgresEventStore(PostgresReader, EventStore):
         try:
             conn = await self._pool.acquire()
             try:
+                # A migration may wait for another process's and take long: no timeouts.
+                await conn.execute("SET lock_timeout = 0; SET statement_timeout = 0")
                 if self.auto_migrate:
                     await migrate(conn, self.schema)
                 else:
@@ -146,15 +171,18 @@ class PostgresEventStore(PostgresReader, EventStore):
                             f"schema {self.schema} is at version {found}, this chronik needs "
                             f"{SCHEMA_VERSION}: run `chronik db migrate` or open with migrate=true"
                         )
+                await conn.execute("RESET lock_timeout; RESET statement_timeout")
             finally:
-                self._pool.release(conn)
+                self._pool.release(conn, discard=conn.is_in_transaction())
         except ChronikError:
             await self._pool.close()
             raise
         except DRIVER_ERRORS as exc:
             self._pool.terminate()
             raise self._unavailable("migrating", exc) from exc
-        self._feed = ChangeFeed(self.dsn, f"chronik.{self.schema}", self._notify)
+        self._feed = ChangeFeed(
+            self.dsn, f"chronik.{self.schema}", self._notify, self.server_settings
+        )
         self._feed.start()
 
     async def _close(self) -> None:
@@ -172,6 +200,18 @@ class PostgresEventStore(PostgresReader, EventStore):
     # --- writing ------------------------------------------------------------------------------
 
     async def _write(self, unit: WriteUnit) -> list[AppendResult]:
+        try:
+            results = await self._write_attempts(unit)
+        except StoreUnavailable as exc:
+            self._write_failed(exc)
+            raise
+        self._write_succeeded()
+        return results
+
+    async def _write_attempts(self, unit: WriteUnit) -> list[AppendResult]:
+        """Write the unit, again after a racing duplicate or a deadlock; every exception comes
+        out typed (a real cancellation of the caller excepted), and a connection that may be
+        inside a transaction is never pooled again."""
         resolved: dict[int, AppendResult] = {}
         for attempt in range(MAX_ATTEMPTS):
             try:
@@ -191,7 +231,7 @@ class PostgresEventStore(PostgresReader, EventStore):
             except ChronikError:
                 broken = False
                 raise
-            except Exception as exc:
+            except BaseException as exc:
                 if is_connection_error(exc):
                     raise self._unavailable("write", exc, unknown=True) from exc
                 broken = not isinstance(exc, asyncpg.PostgresError)
@@ -199,8 +239,12 @@ class PostgresEventStore(PostgresReader, EventStore):
                     raise ValidationError(f"PostgreSQL refused a value: {exc}") from exc
                 if isinstance(exc, asyncpg.PostgresError):
                     raise self._unavailable("write", exc) from exc
-                raise
+                error = unit_error(exc, f"write on {safe_url(self.url)}")
+                if error is exc:
+                    raise
+                raise error from exc
             finally:
+                # discarded (terminated) if it failed oddly or is still inside a transaction
                 self._pool.release(conn, discard=broken)
             if unit.appends:
                 self._notify()

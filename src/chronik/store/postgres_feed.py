@@ -29,8 +29,15 @@ MAX_BACKOFF: Final = 2.0
 class ChangeFeed:
     """LISTEN for other processes' commits; NOTIFY ours, coalesced; reconnect when lost."""
 
-    def __init__(self, dsn: str, channel: str, on_change: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        channel: str,
+        on_change: Callable[[], None],
+        server_settings: dict[str, str] | None = None,
+    ) -> None:
         self._dsn = dsn
+        self._server_settings = {**(server_settings or {}), "synchronous_commit": "off"}
         self.channel = channel
         self._on_change = on_change
         self._token = os.urandom(8).hex()  # our own notifications carry it and are ignored
@@ -71,7 +78,7 @@ class ChangeFeed:
             try:
                 # A notification needs no durability: its commit need not wait for a WAL flush.
                 conn = await asyncpg.connect(
-                    self._dsn, timeout=5, server_settings={"synchronous_commit": "off"}
+                    self._dsn, timeout=5, server_settings=self._server_settings
                 )
             except Exception:  # any failure to connect: back off and retry
                 await asyncio.sleep(min(MAX_BACKOFF, 0.05 * 2**attempt))

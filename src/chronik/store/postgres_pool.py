@@ -21,8 +21,16 @@ __all__ = ["ConnectionPool"]
 class ConnectionPool:
     """Up to ``max_size`` connections to ``dsn``; ``min_size`` of them opened up front."""
 
-    def __init__(self, dsn: str, min_size: int, max_size: int, timeout: float = 10) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        min_size: int,
+        max_size: int,
+        timeout: float = 10,
+        server_settings: dict[str, str] | None = None,
+    ) -> None:
         self._dsn = dsn
+        self._server_settings = server_settings
         self.min_size = min_size
         self.max_size = max_size
         self._timeout = timeout
@@ -39,7 +47,9 @@ class ConnectionPool:
     async def _connect(self) -> asyncpg.Connection:
         self._size += 1
         try:
-            return await asyncpg.connect(self._dsn, timeout=self._timeout)
+            return await asyncpg.connect(
+                self._dsn, timeout=self._timeout, server_settings=self._server_settings
+            )
         except BaseException:
             self._size -= 1
             self._wake()

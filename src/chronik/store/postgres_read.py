@@ -13,7 +13,7 @@ from typing import Any, Final, NamedTuple, TypeVar
 
 import asyncpg
 
-from chronik.errors import StoreUnavailable, ValidationError
+from chronik.errors import ChronikError, StoreUnavailable, ValidationError
 from chronik.messages import (
     JSON,
     Checkpoint,
@@ -23,6 +23,7 @@ from chronik.messages import (
     StreamId,
     StreamInfo,
 )
+from chronik.store.base import FaultHook, cancelled_by_caller
 from chronik.store.postgres_pool import ConnectionPool
 from chronik.store.postgres_tables import read_table
 
@@ -79,6 +80,7 @@ class PostgresReader:
     _pool: ConnectionPool
     _s: str  # the quoted schema name
     url: str
+    fault_hook: FaultHook | None
 
     def _init_reader(self) -> None:
         self._stream_ids: dict[StreamId, int] = {}
@@ -93,12 +95,20 @@ class PostgresReader:
         )
 
     async def _call(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
-        """Run a read; driver errors become StoreUnavailable."""
+        """Run a read; driver errors (any unexpected exception) become StoreUnavailable."""
         try:
+            if self.fault_hook is not None:
+                self.fault_hook("fetch", None)
             return await fn()
         except asyncpg.DataError as exc:
             raise ValidationError(f"PostgreSQL refused a value: {exc}") from exc
         except DRIVER_ERRORS as exc:
+            raise self._unavailable(what, exc) from exc
+        except (ChronikError, KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError) and cancelled_by_caller():
+                raise
             raise self._unavailable(what, exc) from exc
 
     async def _read_table(

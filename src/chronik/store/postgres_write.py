@@ -39,10 +39,15 @@ async def write_unit(
     """
     now = store.now_us()
     appends = unit.appends
+    hook = store.fault_hook
+    if hook is not None:
+        hook("begin", unit)
     try:
         if len(appends) == 1 and not unit.checkpoints and not unit.snapshots and not unit.tables:
             if 0 in resolved:
                 return [resolved[0]]
+            if hook is not None:
+                hook("append", unit)
             return [await store.append_on(conn, appends[0], now)]
         async with conn.transaction():
             # Lock every stream first, in one global order: no deadlocks between units, and
@@ -53,6 +58,8 @@ async def write_unit(
                 if i not in resolved
             ]
             if keys:
+                if hook is not None:
+                    hook("lock", unit)
                 await conn.execute(
                     "SELECT pg_advisory_xact_lock($1, k) FROM (SELECT DISTINCT hashtext(x) AS k "
                     "FROM unnest($2::text[]) AS x ORDER BY 1) AS keys",
@@ -65,7 +72,11 @@ async def write_unit(
                 if i in resolved:
                     results.append(resolved[i])
                 else:
+                    if hook is not None:
+                        hook("append", unit)
                     results.append(await store.append_on(conn, req, now))
+            if hook is not None:
+                hook("commit", unit)
             return results
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == EVENT_ID_KEY:
@@ -95,8 +106,13 @@ async def _write_side_tables(
     store: PostgresEventStore, conn: asyncpg.Connection, unit: WriteUnit, now: int
 ) -> None:
     s = store._s
+    hook = store.fault_hook
     if unit.tables:  # read-model writes and leases, in the same transaction
+        if hook is not None:
+            hook("tables", unit)
         await write_tables(conn, s, unit.tables)
+    if hook is not None and unit.checkpoints:
+        hook("checkpoint", unit)
     for cp in unit.checkpoints:
         done = await conn.fetchval(
             f"INSERT INTO {s}.checkpoints AS c (name, partition, commit_pos, index_pos, epoch, "
@@ -118,6 +134,8 @@ async def _write_side_tables(
                 cp.partition,
             )
             raise CheckpointFenced(cp.name, cp.partition, cp.epoch, int(stored))
+    if hook is not None and unit.snapshots:
+        hook("snapshot", unit)
     for snap in unit.snapshots:
         st = snap.stream
         await conn.execute(

@@ -22,7 +22,6 @@ from typing import Final
 
 from chronik.errors import (
     CheckpointFenced,
-    ChronikError,
     ConfigurationError,
     ReadModelError,
     StoreUnavailable,
@@ -42,6 +41,7 @@ from chronik.store.base import (
     WriteUnit,
     check_expected,
     match_duplicate,
+    unit_error,
 )
 from chronik.store.sqlite_read import SELECT_STREAM, SQLiteReader
 from chronik.store.sqlite_schema import migrate, options_from_url, path_from_url
@@ -68,6 +68,27 @@ def _is_busy(exc: sqlite3.Error) -> bool:
     )
 
 
+def _is_storage_error(exc: sqlite3.Error) -> bool:
+    """Whether a driver error is the database's own trouble (disk full, I/O, locks ...)
+    rather than a refusal of the statement."""
+    return getattr(exc, "sqlite_errorcode", None) in _STORAGE_ERRORS
+
+
+_STORAGE_ERRORS: Final = frozenset(
+    {
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_CORRUPT,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_NOMEM,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_PROTOCOL,
+        sqlite3.SQLITE_NOTADB,
+    }
+)
+
 Outcome = list[AppendResult] | BaseException
 Pending = tuple[WriteUnit, "asyncio.Future[list[AppendResult]]"]
 
@@ -85,11 +106,13 @@ class SQLiteEventStore(SQLiteReader, EventStore):
         synchronous: str = "normal",
         busy_timeout_ms: int = 5000,
         poll_interval: float = 0.01,
+        create: bool = True,
         **limits: int,
     ) -> None:
         super().__init__(**limits)
         self.url = url
         self.path = path_from_url(url)
+        self.create = create  # False: opening a missing file fails (read-only CLI commands)
         if synchronous not in ("normal", "full"):
             raise ConfigurationError(f"synchronous must be 'normal' or 'full', not {synchronous!r}")
         self.synchronous = synchronous
@@ -100,6 +123,7 @@ class SQLiteEventStore(SQLiteReader, EventStore):
         self._flush_scheduled = False
         self._flush_task: asyncio.Task[None] | None = None
         self._busy_since: float | None = None
+        self._wconn: sqlite3.Connection | None = None  # None: to be (re)opened
         self._init_reader()
         self._watchers = 0
         self._poll_task: asyncio.Task[None] | None = None
@@ -113,6 +137,9 @@ class SQLiteEventStore(SQLiteReader, EventStore):
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()
         self._loop = loop
+        missing = not self.create and self.path != ":memory:"
+        if missing and not await loop.run_in_executor(None, os.path.isfile, self.path):
+            raise StoreUnavailable(f"no store at {self.path}")
         self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="chronik-sqlite-writer")
         self._background = ThreadPoolExecutor(1, thread_name_prefix="chronik-sqlite-checkpoint")
         try:
@@ -158,7 +185,8 @@ class SQLiteEventStore(SQLiteReader, EventStore):
         if self._checkpoint_future is not None:
             await asyncio.wait([self._checkpoint_future])
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._writer_thread, self._wconn.close)
+        if self._wconn is not None:
+            await loop.run_in_executor(self._writer_thread, self._wconn.close)
         await loop.run_in_executor(self._writer_thread, self._rconn.close)  # may checkpoint
         self._writer_thread.shutdown(wait=False)
         self._background.shutdown(wait=False)
@@ -190,7 +218,10 @@ class SQLiteEventStore(SQLiteReader, EventStore):
         batch = self._take_batch()
         try:
             outcomes = self._write_batch(batch)
-        except _Busy:
+        except BaseException as exc:
+            if not isinstance(exc, _Busy):
+                self._abandon(batch)  # KeyboardInterrupt, SystemExit: no future left pending
+                raise
             self._queue[:0] = batch
             now = time.monotonic()
             if self._busy_since is None:
@@ -222,18 +253,40 @@ class SQLiteEventStore(SQLiteReader, EventStore):
             except _Busy:
                 error = StoreUnavailable(f"{self.path} is locked by another writer")
                 outcomes = [error] * len(batch)
+            except BaseException:  # cancelled flush, KeyboardInterrupt: no future left pending
+                self._abandon(batch, unknown=True)
+                raise
             self._deliver(batch, outcomes)
+
+    def _abandon(self, batch: list[Pending], unknown: bool = False) -> None:
+        """Fail the futures of ``batch`` still pending when its flush ended by an exception;
+        keep ``idle`` true to the queue."""
+        for _unit, fut in batch:
+            if not fut.done():
+                error = StoreUnavailable(
+                    f"the write to {self.path} was cut short", outcome_unknown=unknown
+                )
+                fut.set_exception(error)
+        if not self._queue:
+            self._idle.set()
 
     def _deliver(self, batch: list[Pending], outcomes: Sequence[Outcome]) -> None:
         wrote = False
+        failed: BaseException | None = None
         for (_unit, fut), outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, BaseException):
+                if isinstance(outcome, StoreUnavailable):
+                    failed = outcome
                 if not fut.done():
                     fut.set_exception(outcome)
             else:
                 wrote = True
                 if not fut.done():
                     fut.set_result(outcome)
+        if failed is not None:
+            self._write_failed(failed)
+        elif wrote:
+            self._write_succeeded()
         if wrote:
             self._notify()
             self._maybe_checkpoint(batch)
@@ -241,45 +294,110 @@ class SQLiteEventStore(SQLiteReader, EventStore):
             self._idle.set()
 
     def _write_batch(self, batch: list[Pending]) -> list[Outcome]:
-        """Write a batch in one transaction (runs on the loop or the writer thread)."""
-        conn = self._wconn
+        """Write a batch in one transaction (runs on the loop or the writer thread).
+
+        Each unit runs in a savepoint: whatever it raises (a refusal, a driver error, any
+        exception at all) fails that unit alone. A failure outside the units (BEGIN, COMMIT,
+        a savepoint statement) fails the batch; the connection is then rolled back, or reopened
+        if its state is unknown. Raises only _Busy (nothing was done) and KeyboardInterrupt /
+        SystemExit (after the cleanup).
+        """
+        committing = False
         try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            if _is_busy(exc):
-                raise _Busy from exc
-            return [StoreUnavailable(f"cannot write to {self.path}: {exc}")] * len(batch)
+            if self._wconn is None:
+                self._wconn = self._connect_writer()
+            conn = self._wconn
+            hook = self.fault_hook
+            if hook is not None:
+                hook("begin", None)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                if _is_busy(exc):
+                    raise _Busy from exc
+                raise
+            outcomes = self._write_units(conn, batch)
+            if all(isinstance(o, BaseException) for o in outcomes):
+                conn.execute("ROLLBACK")
+                return outcomes
+            if hook is not None:
+                hook("commit", None)
+            committing = True
+            conn.execute("COMMIT")
+            return outcomes
+        except _Busy:
+            raise
+        except BaseException as exc:
+            unknown = self._reset_writer() and committing
+            what = "commit to" if committing else "write to"
+            error = StoreUnavailable(
+                f"{what} {self.path} failed: {type(exc).__name__}: {exc}", outcome_unknown=unknown
+            )
+            error.__cause__ = exc
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            return [error] * len(batch)
+
+    def _write_units(self, conn: sqlite3.Connection, batch: list[Pending]) -> list[Outcome]:
         now = time.time_ns() // 1000
         outcomes: list[Outcome] = []
         savepoints = len(batch) > 1
-        try:
-            for unit, _fut in batch:
-                if savepoints:
-                    conn.execute("SAVEPOINT unit")
-                try:
-                    outcomes.append(self._write_unit(conn, unit, now))
-                except ChronikError as exc:
-                    if not savepoints:
-                        conn.execute("ROLLBACK")
-                        return [exc]
-                    conn.execute("ROLLBACK TO unit")
-                    outcomes.append(exc)
-                if savepoints:
-                    conn.execute("RELEASE unit")
-        except sqlite3.Error as exc:
-            _rollback(conn)
-            return [StoreUnavailable(f"write to {self.path} failed: {exc}")] * len(batch)
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            _rollback(conn)
-            error = StoreUnavailable(f"commit to {self.path} failed: {exc}", outcome_unknown=True)
-            return [error] * len(batch)
+        for unit, fut in batch:
+            if fut.cancelled():  # its caller gave up before it was written: skip it
+                outcomes.append(asyncio.CancelledError())
+                continue
+            if savepoints:
+                conn.execute("SAVEPOINT unit")
+            try:
+                outcomes.append(self._write_unit(conn, unit, now))
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:
+                if not savepoints:
+                    return [self._unit_error(exc)]  # the caller rolls back
+                conn.execute("ROLLBACK TO unit")
+                outcomes.append(self._unit_error(exc))
+            if savepoints:
+                conn.execute("RELEASE unit")
         return outcomes
+
+    def _unit_error(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, sqlite3.Error):
+            error = StoreUnavailable(f"write to {self.path} failed: {exc}")
+            error.__cause__ = exc
+            return error
+        return unit_error(exc, f"write to {self.path}")
+
+    def _reset_writer(self) -> bool:
+        """After a failed batch: roll back; reopen the writer if its state is unknown.
+
+        Returns whether the outcome is unknown (no transaction was open any more to roll back).
+        """
+        conn = self._wconn
+        if conn is None:
+            return False
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+                if not conn.in_transaction:
+                    return False
+            else:
+                return True
+        except Exception:
+            pass
+        self._wconn = None
+        with contextlib.suppress(Exception):
+            conn.close()
+        with contextlib.suppress(Exception):  # else the next batch tries again
+            self._wconn = self._connect_writer()
+        return True
 
     def _write_unit(
         self, conn: sqlite3.Connection, unit: WriteUnit, now: int
     ) -> list[AppendResult]:
+        hook = self.fault_hook
+        if hook is not None and unit.checkpoints:
+            hook("checkpoint", unit)
         for cp in unit.checkpoints:
             row = conn.execute(
                 "SELECT epoch FROM chronik_checkpoints WHERE name = ? AND partition = ?",
@@ -293,10 +411,18 @@ class SQLiteEventStore(SQLiteReader, EventStore):
                 (cp.name, cp.partition, cp.position.commit, cp.position.index, cp.epoch, now),
             )
         if unit.tables:
+            if hook is not None:
+                hook("tables", unit)
             try:
                 write_tables(conn, unit.tables)
             except sqlite3.Error as exc:
+                if _is_storage_error(exc):
+                    raise
                 raise ReadModelError(f"read-model write refused: {exc}") from exc
+            except (OverflowError, ValueError) as exc:  # a value the driver cannot bind
+                raise ReadModelError(f"read-model write refused: {exc}") from exc
+        if hook is not None and unit.snapshots:
+            hook("snapshot", unit)
         for snap in unit.snapshots:
             st = snap.stream
             conn.execute(
@@ -319,6 +445,8 @@ class SQLiteEventStore(SQLiteReader, EventStore):
             )
         results = []
         for req in unit.appends:
+            if hook is not None:
+                hook("append", unit)
             stream = req.stream
             key = (stream.tenant, stream.domain, stream.aggregate_id)
             row = conn.execute(SELECT_STREAM, key).fetchone()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Sequence
 from typing import Any, Final
 
-from chronik.errors import ReadModelError, StoreUnavailable
+from chronik.errors import ChronikError, ReadModelError, StoreUnavailable
 from chronik.messages import (
     JSON,
     Checkpoint,
@@ -16,6 +17,7 @@ from chronik.messages import (
     StreamId,
     StreamInfo,
 )
+from chronik.store.base import FaultHook, cancelled_by_caller
 
 __all__ = ["SQLiteReader"]
 
@@ -34,6 +36,7 @@ class SQLiteReader:
 
     path: str
     _rconn: sqlite3.Connection
+    fault_hook: FaultHook | None
 
     def _init_reader(self) -> None:
         self._stream_ids: dict[StreamId, int] = {}
@@ -41,9 +44,19 @@ class SQLiteReader:
 
     def _read(self, sql: str, params: Sequence[Any]) -> list[Any]:
         try:
+            if self.fault_hook is not None:
+                self.fault_hook("fetch", None)
             return self._rconn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"read from {self.path} failed: {exc}") from exc
+        except (ChronikError, KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError) and cancelled_by_caller():
+                raise
+            raise StoreUnavailable(
+                f"read from {self.path} failed: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def _stream_key_id(self, stream: StreamId) -> int | None:
         sid = self._stream_ids.get(stream)

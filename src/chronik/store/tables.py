@@ -2,6 +2,11 @@
 
 Adapters with ``supports_tables`` run these writes in the same transaction as the unit's
 appends; identifiers are validated here once, values are always bound parameters.
+
+``SYSTEM_TABLES`` are chronik's own tables (projection bookkeeping, leases, the outbox, the
+inbox). Every adapter simply has them: SQLite and PostgreSQL create them in their versioned
+migrations (``sqlite_schema``, ``postgres_schema``; a test checks that the migrated columns
+match these specs), the memory store on construction. Nothing creates them on a hot path.
 """
 
 from __future__ import annotations
@@ -9,16 +14,25 @@ from __future__ import annotations
 import re
 from typing import Any, Final, NamedTuple
 
-from chronik.errors import ValidationError
+from chronik.errors import ReadModelError, ValidationError
 
 __all__ = [
+    "DEAD_LETTERS",
+    "INBOX",
+    "LEASES",
     "LEASES_TABLE",
+    "OUTBOX",
+    "PLANS",
+    "REQUESTS",
     "SQL_TYPES",
+    "STATUS",
+    "SYSTEM_TABLES",
     "TABLE_OPS",
     "TableSpec",
     "TableWrite",
     "check_identifier",
     "check_table_write",
+    "check_values",
 ]
 
 
@@ -63,9 +77,149 @@ class TableWrite(NamedTuple):
         return cls("delete", table, tuple(values), tuple(values.values()))
 
 
+STATUS: Final = TableSpec(
+    "chronik_projections",
+    (
+        ("name", "TEXT"),
+        ("version", "INTEGER"),
+        ("generation", "INTEGER"),
+        ("building", "INTEGER"),
+        ("building_version", "INTEGER"),
+        ("state", "TEXT"),
+        ("position", "TEXT"),
+        ("build_position", "TEXT"),
+        ("head", "TEXT"),
+        ("lag_events", "INTEGER"),
+        ("lag_seconds", "REAL"),
+        ("events_per_s", "REAL"),
+        ("processed", "INTEGER"),
+        ("last_error", "TEXT"),
+        ("heartbeat", "INTEGER"),
+        ("owner", "TEXT"),
+    ),
+    ("name",),
+)
+REQUESTS: Final = TableSpec(
+    "chronik_projection_requests",
+    (
+        ("id", "TEXT"),
+        ("projection", "TEXT"),
+        ("action", "TEXT"),
+        ("arg", "TEXT"),
+        ("created_at", "INTEGER"),
+    ),
+    ("id",),
+)
+DEAD_LETTERS: Final = TableSpec(
+    "chronik_dead_letters",
+    (
+        ("projection", "TEXT"),
+        ("event_id", "TEXT"),
+        ("generation", "INTEGER"),
+        ("position", "INTEGER"),
+        ("position_index", "INTEGER"),
+        ("stream", "TEXT"),
+        ("sequence", "INTEGER"),
+        ("type", "TEXT"),
+        ("error", "TEXT"),
+        ("attempts", "INTEGER"),
+        ("blocked", "INTEGER"),
+        ("parked_at", "INTEGER"),
+    ),
+    ("projection", "generation", "event_id"),
+    (("projection", "stream"),),
+)
+LEASES: Final = TableSpec(
+    "chronik_leases",
+    (
+        ("name", "TEXT"),
+        ("partition", "INTEGER"),
+        ("owner", "TEXT"),
+        ("epoch", "INTEGER"),
+        ("expires_at", "INTEGER"),
+    ),
+    ("name", "partition"),
+)
+PLANS: Final = TableSpec(
+    "chronik_projection_plans",
+    (
+        ("name", "TEXT"),
+        ("generation", "INTEGER"),
+        ("version", "INTEGER"),
+        ("partitions", "INTEGER"),
+        ("building", "INTEGER"),
+        ("building_version", "INTEGER"),
+        ("building_partitions", "INTEGER"),
+        ("switching", "INTEGER"),
+        ("retired", "TEXT"),
+    ),
+    ("name",),
+)
+OUTBOX: Final = TableSpec(
+    "outbox_messages",
+    (
+        ("id", "TEXT"),
+        ("kind", "TEXT"),
+        ("topic", "TEXT"),
+        ("body", "BLOB"),
+        ("headers", "TEXT"),
+        ("msg_key", "TEXT"),
+        ("state", "TEXT"),
+        ("attempts", "INTEGER"),
+        ("next_attempt_us", "INTEGER"),
+        ("last_error", "TEXT"),
+        ("created_us", "INTEGER"),
+        ("sent_us", "INTEGER"),
+    ),
+    ("id",),
+    (("state", "created_us"),),
+)
+INBOX: Final = TableSpec(
+    "chronik_inbox",
+    (("consumer", "TEXT"), ("message_id", "TEXT"), ("topic", "TEXT")),
+    ("consumer", "message_id"),
+)
+SAGA_RECORD: Final = TableSpec(  # what process managers sent and how it went (chronik.saga_record)
+    "chronik_saga_record",
+    (
+        ("owner", "TEXT"),
+        ("command_id", "TEXT"),
+        ("instance_id", "TEXT"),
+        ("event_id", "TEXT"),
+        ("command", "TEXT"),
+        ("outcome", "TEXT"),
+        ("detail", "TEXT"),
+        ("recorded_at", "INTEGER"),
+    ),
+    ("owner", "command_id"),
+    (("owner", "event_id"),),
+)
+REPLAY_MARKS: Final = TableSpec(  # how far projections handled events live (chronik.replay_marks)
+    "chronik_replay_marks",
+    (
+        ("projection", "TEXT"),
+        ("partition", "INTEGER"),
+        ("generation", "INTEGER"),
+        ("position", "TEXT"),
+        ("refuse", "TEXT"),
+    ),
+    ("projection", "partition", "generation"),
+)
+SYSTEM_TABLES: Final = (
+    STATUS,
+    REQUESTS,
+    DEAD_LETTERS,
+    LEASES,
+    PLANS,
+    OUTBOX,
+    INBOX,
+    SAGA_RECORD,
+    REPLAY_MARKS,
+)
+
 SQL_TYPES: Final = frozenset({"INTEGER", "TEXT", "REAL", "BLOB"})
 TABLE_OPS: Final = frozenset({"ensure", "drop", "clear", "upsert", "delete", "lease", "release"})
-LEASES_TABLE: Final = "chronik_leases"
+LEASES_TABLE: Final = LEASES.name
 _LEASE_COLUMNS: Final = {
     "lease": ("name", "partition", "owner", "ttl_us"),
     "release": ("name", "partition", "owner"),
@@ -117,4 +271,66 @@ def check_table_write(w: TableWrite) -> TableWrite:
     if len(_checked) > 4096:
         _checked.clear()
     _checked.add(signature)
+    return w
+
+
+INT64_MIN: Final = -(2**63)
+INT64_MAX: Final = 2**63 - 1
+
+
+def _value_problem(value: object) -> str | None:
+    """Why no adapter can store ``value`` in a read-model column, or None if every one can.
+
+    The rule all adapters share (so tests on memory are honest): None, bool, int within int64,
+    float except NaN (SQLite would turn it into NULL), str that is valid UTF-8 without NUL
+    (PostgreSQL text refuses NUL), bytes / bytearray / memoryview.
+    """
+    t = type(value)
+    if t is str:
+        s: str = value  # type: ignore[assignment]
+        if not s.isascii():
+            try:
+                s.encode()
+            except UnicodeEncodeError:
+                return "a string that is not valid UTF-8 (a lone surrogate)"
+        return "a string with a NUL character" if "\x00" in s else None
+    if t is int:
+        i: int = value  # type: ignore[assignment]
+        return None if INT64_MIN <= i <= INT64_MAX else f"{i} is outside the int64 range"
+    if t is float:
+        return "NaN" if value != value else None
+    if value is None or t is bool or t is bytes:
+        return None
+    if isinstance(value, bytearray | memoryview):
+        return None
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        base = str if isinstance(value, str) else int if isinstance(value, int) else float
+        return _value_problem(base(value))
+    return f"a value of type {t.__name__}"
+
+
+def check_values(w: TableWrite) -> TableWrite:
+    """``w`` if every value of its row can be stored by every adapter, else ReadModelError
+    naming the table and the column (checked before anything touches the database)."""
+    for i, value in enumerate(w.row):
+        t = type(value)
+        if t is int:
+            if INT64_MIN <= value <= INT64_MAX:
+                continue
+        elif t is str:
+            if value.isascii() and "\x00" not in value:
+                continue
+        elif t is float:
+            if value == value:
+                continue
+        elif value is None or t is bool or t is bytes:
+            continue
+        problem = _value_problem(value)
+        if problem is not None:
+            column = w.columns[i] if i < len(w.columns) else f"#{i}"
+            raise ReadModelError(
+                f"table {w.table!r}, column {column!r} cannot hold {problem}",
+                table=w.table,
+                column=column,
+            )
     return w

@@ -34,12 +34,13 @@ from chronik.store.base import EventStore
 
 __all__ = ["EventStoreConformance", "StoreFactory"]
 
+from chronik.testing.conformance_faults import FaultConformance
 from chronik.testing.conformance_state import StateConformance, collect, ev
 
 StoreFactory = Callable[..., Awaitable[EventStore]]
 
 
-class EventStoreConformance(StateConformance):
+class EventStoreConformance(StateConformance, FaultConformance):
     """Subclass with a ``make_store`` fixture; every test here must pass for the adapter."""
 
     @pytest.fixture
