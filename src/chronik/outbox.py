@@ -11,9 +11,15 @@ database's clock; others stand by), reads due messages in creation order, publis
 each on the transport, and marks it done only after the transport confirmed, in a unit of work
 that renews the lease: a dispatcher that lost its lease cannot mark anything, so a message is
 never lost and is published twice only if a dispatcher died between publishing and marking
-(within its in-flight batch) — consumers absorb that with the message id (inbox). Failures are
-retried with backoff up to ``max_attempts``, then the message is marked failed;
-``OutboxAdmin`` lists, retries and drops.
+(within its in-flight batch), or if a publish's outcome was unknown (a retry reuses the message
+id) — consumers absorb that with the message id (inbox).
+
+Order: messages of one key (``Message.key``; messages without a key: of one topic) are published
+in creation order. A message waiting for its backoff, or marked failed after ``max_attempts``,
+holds back every later message of its key until it is sent, retried (``OutboxAdmin.retry``)
+or dropped; other keys never wait. ``OutboxAdmin.status`` counts the held-back messages and
+names the blocked keys. The outbox table is a system table, created by the store's
+migrations: recording a message creates nothing.
 """
 
 from __future__ import annotations
@@ -31,41 +37,56 @@ import msgspec
 
 from chronik.errors import LeaseHeld, ValidationError
 from chronik.projections import leases
-from chronik.projections.system import LEASES
-from chronik.store.base import EventStore, TableSpec, TableWrite, UnitOfWork
+from chronik.store.base import EventStore, TableWrite, UnitOfWork
+from chronik.store.tables import LEASES, OUTBOX
 from chronik.transports.base import Transport
 from chronik.transports.message import DEFAULT_MAX_BODY_BYTES, Message, check_message
 
 __all__ = ["OUTBOX", "OutboxAdmin", "OutboxDispatcher", "OutboxStatus", "record"]
 
 log = logging.getLogger("chronik.outbox")
-OUTBOX: Final = TableSpec(
-    "outbox_messages",
-    (
-        ("id", "TEXT"),
-        ("kind", "TEXT"),
-        ("topic", "TEXT"),
-        ("body", "BLOB"),
-        ("headers", "TEXT"),
-        ("msg_key", "TEXT"),
-        ("state", "TEXT"),
-        ("attempts", "INTEGER"),
-        ("next_attempt_us", "INTEGER"),
-        ("last_error", "TEXT"),
-        ("created_us", "INTEGER"),
-        ("sent_us", "INTEGER"),
-    ),
-    ("id",),
-    (("state", "created_us"),),
-)
 LEASE: Final = "outbox"
-_ENSURE: Final = TableWrite("ensure", OUTBOX.name, spec=OUTBOX)
-_ENSURE_LEASES: Final = TableWrite("ensure", LEASES.name, spec=LEASES)
 PENDING, DONE, FAILED = "pending", "done", "failed"
+
+
+_last_created_us = 0
 
 
 def _now_us() -> int:
     return time.time_ns() // 1000
+
+
+def _created_us() -> int:
+    """A creation time, strictly increasing within this process (the order of one key's
+    messages recorded in one microsecond, or one unit of work, is kept)."""
+    global _last_created_us
+    _last_created_us = max(_now_us(), _last_created_us + 1)
+    return _last_created_us
+
+
+def _scope(row: dict[str, Any]) -> tuple[str, str]:
+    """What a message is ordered within: its key, or its topic if it has none."""
+    key = row["msg_key"]
+    return ("key", key) if key is not None else ("topic", row["topic"])
+
+
+def _due(window: list[dict[str, Any]], blocked: set[tuple[str, str]], now: int) -> list[Any]:
+    """The rows of ``window`` (oldest first) that may go now: none behind a failed message of
+    their key (``blocked``) or behind one waiting for its backoff."""
+    due = []
+    for row in window:
+        scope = _scope(row)
+        if scope in blocked:
+            continue
+        if row["next_attempt_us"] > now:  # backing off: its key's later messages wait
+            blocked.add(scope)
+            continue
+        due.append(row)
+    return due
+
+
+def _scope_name(scope: tuple[str, str]) -> str:
+    return f"{scope[0]} {scope[1]}"
 
 
 def record(tx: UnitOfWork, message: Message, kind: Literal["publish", "send"] = "publish") -> None:
@@ -89,10 +110,10 @@ def record(tx: UnitOfWork, message: Message, kind: Literal["publish", "send"] = 
         "attempts": 0,
         "next_attempt_us": 0,
         "last_error": None,
-        "created_us": _now_us(),
+        "created_us": _created_us(),
         "sent_us": None,
     }
-    tx.write_tables([_ENSURE, TableWrite.upsert(OUTBOX.name, row, ("id",))])
+    tx.write_tables([TableWrite.upsert(OUTBOX.name, row, ("id",))])
 
 
 def _message(row: dict[str, Any]) -> Message:
@@ -138,7 +159,6 @@ class OutboxDispatcher:
         self.sent = 0
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self._ensured = False
 
     async def start(self) -> None:
         """Start dispatching in the background."""
@@ -182,41 +202,54 @@ class OutboxDispatcher:
                     await asyncio.wait_for(self._wake.wait(), self.poll_interval)
 
     async def dispatch_once(self) -> int:
-        """One round: renew the lease, publish a batch of due messages, mark them. The count."""
-        if not self._ensured:
-            async with self.store.transaction() as tx:
-                tx.write_tables([_ENSURE, _ENSURE_LEASES])
-            self._ensured = True
+        """One round: renew the lease, publish a batch of due messages, mark them. The count.
+
+        A message is skipped (with every later one of its key) while an earlier message of its
+        key waits for its backoff or is failed; the round stops publishing at half the lease's
+        time to live, so the marks renew the lease before it can expire.
+        """
         if await leases.acquire(self.store, LEASE, self.owner, self.lease_ttl) is None:
             self.active = False
             return 0
         self.active = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.lease_ttl / 2
         now = _now_us()
-        rows = [
-            r
-            for r in await self.store.read_table(
-                OUTBOX.name, {"state": PENDING}, ("created_us",), self.batch_size * 4
+        blocked = {_scope(r) for r in await self.store.read_table(OUTBOX.name, {"state": FAILED})}
+        limit = self.batch_size * 4
+        while True:  # widen the window until it holds a batch of free keys (no starvation)
+            window = await self.store.read_table(
+                OUTBOX.name, {"state": PENDING}, ("created_us", "id"), limit
             )
-            if r["next_attempt_us"] <= now
-        ][: self.batch_size]
-        if not rows:
-            return 0
+            due = _due(window, set(blocked), now)
+            if len(due) >= self.batch_size or len(window) < limit:
+                break
+            limit *= 4
         marks: list[TableWrite] = []
-        for row in rows:
+        for row in due:
+            if len(marks) >= self.batch_size or loop.time() >= deadline:
+                break
+            scope = _scope(row)
+            if scope in blocked:  # an earlier message of its key failed in this round
+                continue
             message = _message(row)
             try:
-                if row["kind"] == "send":
-                    await self.transport.send(message)
-                else:
-                    await self.transport.publish(message)
-            except Exception as exc:
+                async with asyncio.timeout(max(0.001, deadline - loop.time())):
+                    if row["kind"] == "send":
+                        await self.transport.send(message)
+                    else:
+                        await self.transport.publish(message)
+            except Exception as exc:  # any failure fails this message alone, and holds its key
                 marks.append(self._failure(row, exc))
+                blocked.add(scope)
                 continue
             marks.append(
                 TableWrite.upsert(
                     OUTBOX.name, {"id": row["id"], "state": DONE, "sent_us": _now_us()}, ("id",)
                 )
             )
+        if not marks:
+            return 0
         try:
             async with self.store.transaction() as tx:
                 tx.write_tables([leases.write(LEASE, self.owner, self.lease_ttl), *marks])
@@ -225,7 +258,7 @@ class OutboxDispatcher:
             return 0
         sent = sum(1 for m in marks if m.row[1] == DONE)
         self.sent += sent
-        return len(rows)
+        return len(marks)
 
     def _failure(self, row: dict[str, Any], exc: Exception) -> TableWrite:
         attempts = row["attempts"] + 1
@@ -250,6 +283,27 @@ class OutboxStatus(msgspec.Struct):
     failed: int
     oldest_pending_age_s: float | None
     dispatcher: str | None  # the owner holding the lease, if unexpired
+    blocked: int = 0  # pending messages held back by a failed message of their key
+    blocked_keys: list[str] = msgspec.field(default_factory=list)  # "key K" / "topic T"
+
+
+def _blockers(failed: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The oldest failed message of each scope: it holds back the scope's later messages."""
+    first: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in failed:
+        held = first.get(_scope(row))
+        if held is None or (row["created_us"], row["id"]) < (held["created_us"], held["id"]):
+            first[_scope(row)] = row
+    return first
+
+
+def _blocked_by(row: dict[str, Any], blockers: dict[tuple[str, str], dict[str, Any]]) -> str | None:
+    """The id of the failed message that holds ``row`` back, if it is pending behind one."""
+    first = blockers.get(_scope(row))
+    if row["state"] != PENDING or first is None:
+        return None
+    held = (first["created_us"], first["id"]) < (row["created_us"], row["id"])
+    return str(first["id"]) if held else None
 
 
 class OutboxAdmin:
@@ -258,36 +312,48 @@ class OutboxAdmin:
     def __init__(self, store: EventStore) -> None:
         self.store = store
 
-    async def _ensure(self) -> None:
-        async with self.store.transaction() as tx:
-            tx.write_tables([_ENSURE, _ENSURE_LEASES])
-
     async def status(self) -> OutboxStatus:
-        """Counts by state, the age of the oldest pending message, the active dispatcher."""
-        await self._ensure()
+        """Counts by state, the age of the oldest pending message, the active dispatcher, and
+        the messages held back behind failed ones (with their keys)."""
         counts = {PENDING: 0, DONE: 0, FAILED: 0}
         oldest: int | None = None
-        for row in await self.store.read_table(OUTBOX.name):
+        rows = await self.store.read_table(OUTBOX.name)
+        blockers = _blockers([r for r in rows if r["state"] == FAILED])
+        blocked = 0
+        for row in rows:
             counts[row["state"]] = counts.get(row["state"], 0) + 1
             if row["state"] == PENDING and (oldest is None or row["created_us"] < oldest):
                 oldest = row["created_us"]
+            blocked += _blocked_by(row, blockers) is not None
         holder = None
         with contextlib.suppress(Exception):
             found = await self.store.read_table(LEASES.name, {"name": LEASE}, limit=1)
             if found and found[0]["expires_at"] > _now_us():
                 holder = found[0]["owner"]
         age = None if oldest is None else (_now_us() - oldest) / 1e6
-        return OutboxStatus(counts[PENDING], counts[DONE], counts[FAILED], age, holder)
+        keys = sorted(_scope_name(scope) for scope in blockers)
+        return OutboxStatus(
+            counts[PENDING], counts[DONE], counts[FAILED], age, holder, blocked, keys
+        )
 
     async def messages(self, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """Outbox rows (oldest first), optionally of one state."""
-        await self._ensure()
+        """Outbox rows (oldest first), optionally of one state; ``blocked_by`` names the failed
+        message a pending one waits behind (None if it does not wait)."""
         where = {"state": state} if state else None
-        rows = await self.store.read_table(OUTBOX.name, where, ("created_us",), limit)
-        return [{**r, "body": bytes(r["body"]).decode("utf-8", "replace")} for r in rows]
+        rows = await self.store.read_table(OUTBOX.name, where, ("created_us", "id"), limit)
+        blockers = _blockers(await self.store.read_table(OUTBOX.name, {"state": FAILED}))
+        return [
+            {
+                **r,
+                "body": bytes(r["body"]).decode("utf-8", "replace"),
+                "blocked_by": _blocked_by(r, blockers),
+            }
+            for r in rows
+        ]
 
     async def retry(self, message_id: str | None = None) -> int:
-        """Make failed messages (one, or all) pending again with a fresh attempt count."""
+        """Make failed messages (one, or all) pending again with a fresh attempt count; they keep
+        their place (and id): the messages their key held back follow them, in order."""
         rows = await self._select(FAILED, message_id)
         async with self.store.transaction() as tx:
             tx.write_tables(
@@ -303,14 +369,14 @@ class OutboxAdmin:
         return len(rows)
 
     async def drop(self, message_id: str | None = None) -> int:
-        """Delete failed messages (one, or all): they are never sent."""
+        """Delete failed messages (one, or all): they are never sent, and the messages their
+        key held back flow again."""
         rows = await self._select(FAILED, message_id)
         async with self.store.transaction() as tx:
             tx.write_tables([TableWrite.delete(OUTBOX.name, {"id": r["id"]}) for r in rows])
         return len(rows)
 
     async def _select(self, state: str, message_id: str | None) -> list[dict[str, Any]]:
-        await self._ensure()
         where: dict[str, Any] = {"state": state}
         if message_id is not None:
             where["id"] = message_id

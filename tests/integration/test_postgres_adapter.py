@@ -15,7 +15,7 @@ import chronik
 from chronik import EventData, RecordedEvent, StreamId
 from chronik.cli import _build
 from chronik.store.postgres import PostgresEventStore
-from chronik.store.postgres_schema import split_url
+from chronik.store.postgres_schema import SCHEMA_VERSION, split_url
 from chronik.testing.services import free_port
 
 pytestmark = pytest.mark.timeout(90)
@@ -44,7 +44,7 @@ def test_db_migrate_and_init_report_schema_versions(postgres_url: str) -> None:
     """`chronik db migrate` creates the schema once; `db init` then finds it up to date."""
     runner = CliRunner()
     first = runner.invoke(_build(), ["db", "migrate", "--store", postgres_url])
-    assert first.exit_code == 0 and "migrated from version 0 to 1" in first.output
+    assert first.exit_code == 0 and f"migrated from version 0 to {SCHEMA_VERSION}" in first.output
     again = runner.invoke(_build(), ["db", "init", "--store", postgres_url])
     assert again.exit_code == 0 and "up to date" in again.output
     assert "password" not in again.output

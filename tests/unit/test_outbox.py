@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import cast
 
 import pytest
 
 import chronik
+import chronik.outbox as outbox_module
 from chronik.outbox import OutboxAdmin, OutboxDispatcher, record
-from chronik.store.base import EventStore
+from chronik.store.base import EventStore, TableWrite, UnitOfWork
 from chronik.transports import open_transport
 from chronik.transports.base import Transport
 from chronik.transports.memory import MemoryTransport
@@ -18,12 +20,13 @@ from chronik.transports.message import Delivery, Message
 S = chronik.StreamId("customer", "c1")
 
 
-def msg(n: int) -> Message:
+def msg(n: int, key: str | None = None) -> Message:
     return Message(
         topic="customer.registered",
         body=b'{"n": %d}' % n,
         id=f"m-{n}",
         headers={"correlation-id": "req-1"},
+        key=key,
     )
 
 
@@ -97,8 +100,8 @@ async def test_failures_back_off_then_fail_and_can_be_retried_or_dropped(
 ) -> None:
     """A failing publish is retried with backoff, marked failed at the limit, then retried."""
     async with store.transaction() as tx:
-        record(tx, msg(1))
-        record(tx, msg(2))
+        record(tx, msg(1, key="c1"))
+        record(tx, msg(2, key="c2"))  # another key: it does not wait for m-1
     transport = Flaky(failures=4)
     got: list[Delivery] = []
     async with transport:
@@ -185,3 +188,124 @@ async def test_commands_record_integration_messages_with_their_events() -> None:
         rows = await OutboxAdmin(app.store).messages()
         assert [r["id"] for r in rows] == [result.events[0].event_id]
         assert rows[0]["body"] == '{"name":"Ada"}' and rows[0]["state"] == "pending"
+
+
+class _Writes:
+    """Collects what ``record`` adds to a unit of work."""
+
+    def __init__(self) -> None:
+        self.writes: list[TableWrite] = []
+
+    def write_tables(self, writes: list[TableWrite]) -> None:
+        self.writes.extend(writes)
+
+
+async def test_recording_creates_nothing_and_every_store_has_the_table(store: EventStore) -> None:
+    """record() adds one row write and no DDL; a fresh store already has the outbox table."""
+    unit = _Writes()
+    record(cast(UnitOfWork, unit), msg(1))
+    assert [w.op for w in unit.writes] == ["upsert"]
+    assert await store.read_table("outbox_messages") == []
+    assert (await OutboxAdmin(store).status()).pending == 0
+
+
+class FailOnce(MemoryTransport):
+    """A memory transport that fails the first publish of each id in ``ids``."""
+
+    def __init__(self, *ids: str) -> None:
+        super().__init__("memory://")
+        self.ids = set(ids)
+
+    async def _publish(self, message: Message) -> None:
+        if message.id in self.ids:
+            self.ids.discard(message.id)
+            raise chronik.ChronikError("broker unavailable")
+        await super()._publish(message)
+
+
+async def test_a_key_waits_for_its_message_in_backoff_other_keys_do_not(store: EventStore) -> None:
+    """A message backing off holds back the later messages of its key, not of other keys."""
+    async with store.transaction() as tx:
+        record(tx, msg(1, key="a"))
+        record(tx, msg(2, key="b"))
+        record(tx, msg(3, key="a"))
+    got: list[Delivery] = []
+    async with FailOnce("m-1") as transport:
+        await collect(transport, got)
+        dispatcher = OutboxDispatcher(store, transport, backoff=0.3)
+        assert await dispatcher.dispatch_once() == 2  # m-1 failed, m-2 sent, m-3 not tried
+        assert await dispatcher.dispatch_once() == 0  # m-1 backs off: m-3 still waits
+        await until(lambda: len(got) == 1)
+        await asyncio.sleep(0.35)
+        assert await dispatcher.dispatch_once() == 2
+        await until(lambda: len(got) == 3)
+    assert [d.id for d in got] == ["m-2", "m-1", "m-3"]
+
+
+@pytest.mark.parametrize("action", ["retry", "drop"])
+async def test_a_failed_message_blocks_its_key_until_retried_or_dropped(
+    store: EventStore, action: str
+) -> None:
+    """A failed message holds its key's later messages back, says so in status and list, and
+    releases them (in order) when retried or dropped."""
+    async with store.transaction() as tx:
+        record(tx, msg(1, key="a"))
+        record(tx, msg(2, key="a"))
+        record(tx, msg(3, key="b"))
+    got: list[Delivery] = []
+    async with FailOnce("m-1") as transport:
+        await collect(transport, got)
+        dispatcher = OutboxDispatcher(store, transport, max_attempts=1)
+        await dispatcher.dispatch_once()
+        assert await dispatcher.dispatch_once() == 0
+        admin = OutboxAdmin(store)
+        status = await admin.status()
+        assert (status.pending, status.failed, status.done) == (1, 1, 1)
+        assert (status.blocked, status.blocked_keys) == (1, ["key a"])
+        rows = {r["id"]: r for r in await admin.messages()}
+        assert rows["m-2"]["blocked_by"] == "m-1" and rows["m-3"]["blocked_by"] is None
+        assert await (admin.retry("m-1") if action == "retry" else admin.drop("m-1")) == 1
+        assert await dispatcher.dispatch_once() == (2 if action == "retry" else 1)
+        await until(lambda: len(got) == (3 if action == "retry" else 2))
+        assert (await admin.status()).blocked_keys == []
+    want = ["m-3", "m-1", "m-2"] if action == "retry" else ["m-3", "m-2"]
+    assert [d.id for d in got] == want
+
+
+async def test_a_blocked_key_with_a_long_backlog_does_not_starve_other_keys(
+    store: EventStore,
+) -> None:
+    """More messages queued behind a failed one than a dispatch window holds do not keep a
+    later message of another key from going out."""
+    async with store.transaction() as tx:
+        for n in range(1, 31):
+            record(tx, msg(n, key="a"))
+        record(tx, msg(99, key="b"))
+    got: list[Delivery] = []
+    async with FailOnce("m-1") as transport:
+        await collect(transport, got)
+        dispatcher = OutboxDispatcher(store, transport, max_attempts=1, batch_size=2)
+        await dispatcher.dispatch_once()  # m-1 fails: key a is blocked behind it
+        await dispatcher.dispatch_once()
+        await until(lambda: len(got) == 1)
+    assert [d.id for d in got] == ["m-99"]
+
+
+async def test_messages_keep_the_recorded_order_when_the_clock_stalls_or_steps_back(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Messages recorded while the wall clock stands still or steps back (NTP) go out in the
+    order they were recorded, whatever their ids."""
+    ticks = iter(range(10**15, 0, -1000))  # each reading a microsecond earlier than the last
+    monkeypatch.setattr(outbox_module.time, "time_ns", lambda: next(ticks))
+    ids = [f"z-{99 - n:02d}" for n in range(20)]  # ids sort opposite to the recording order
+    async with store.transaction() as tx:
+        for i in ids:
+            record(tx, Message(topic="customer.registered", body=b"{}", id=i, key="k"))
+    monkeypatch.undo()
+    got: list[Delivery] = []
+    async with open_transport("memory://") as transport:
+        await collect(transport, got)
+        await OutboxDispatcher(store, transport).dispatch_once()
+        await until(lambda: len(got) == 20)
+    assert [d.id for d in got] == ids

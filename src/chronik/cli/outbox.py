@@ -28,7 +28,7 @@ def build_outbox() -> Any:
     console = Console()
 
     async def with_admin(store: str | None, act: Any) -> Any:
-        async with open_store(_store_url(store)) as s:
+        async with open_store(_store_url(store), create=False) as s:
             return await act(OutboxAdmin(s))
 
     @outbox.command("status")
@@ -47,6 +47,12 @@ def build_outbox() -> Any:
             f"dispatcher {st.dispatcher or '-'}",
             highlight=False,
         )
+        if st.blocked_keys:
+            console.print(
+                f"blocked: {st.blocked} pending message(s) wait behind failed ones of "
+                f"{', '.join(st.blocked_keys)}: `chronik outbox retry` or `drop` them",
+                highlight=False,
+            )
 
     @outbox.command("list")
     def list_(
@@ -61,13 +67,17 @@ def build_outbox() -> Any:
             for r in rows:
                 print(json.dumps(r))
             return
-        table = Table("id", "kind", "topic", "state", "attempts", "last error")
+        table = Table("id", "kind", "topic", "key", "state", "attempts", "last error")
         for r in rows:
+            state = r["state"]
+            if r["blocked_by"] is not None:
+                state += f" (blocked by {r['blocked_by']})"
             table.add_row(
                 r["id"],
                 r["kind"],
                 r["topic"],
-                r["state"],
+                r["msg_key"] or "",
+                state,
                 str(r["attempts"]),
                 r["last_error"] or "",
             )
@@ -78,7 +88,7 @@ def build_outbox() -> Any:
         message_id: str | None = typer.Argument(None, help="one message; default: every failed"),
         store: str | None = store_opt,
     ) -> None:
-        """Make failed messages pending again."""
+        """Make failed messages pending again (their keys' held-back messages follow, in order)."""
         n = _run(lambda: with_admin(store, lambda a: a.retry(message_id)))
         console.print(f"{n} message(s) will be sent again", highlight=False)
 
@@ -87,7 +97,7 @@ def build_outbox() -> Any:
         message_id: str | None = typer.Argument(None, help="one message; default: every failed"),
         store: str | None = store_opt,
     ) -> None:
-        """Delete failed messages: they will never be sent."""
+        """Delete failed messages: they will never be sent; their keys' later messages flow."""
         n = _run(lambda: with_admin(store, lambda a: a.drop(message_id)))
         console.print(f"{n} message(s) dropped", highlight=False)
 

@@ -8,9 +8,9 @@ never commit a batch again.
 
 from __future__ import annotations
 
-from chronik.errors import LeaseHeld, ReadModelError
-from chronik.projections.system import LEASES
+from chronik.errors import LeaseHeld
 from chronik.store.base import EventStore, TableWrite
+from chronik.store.tables import LEASES
 
 __all__ = ["acquire", "write"]
 
@@ -34,13 +34,9 @@ async def acquire(
 ) -> int | None:
     """Claim or renew the lease; its epoch, or None while another owner holds it."""
     claim = write(name, owner, ttl, partition=partition)
-    try:
-        try:
-            async with store.transaction() as tx:
-                tx.write_tables([claim], checked=True)
-        except ReadModelError:  # first use: create the table, then claim
-            async with store.transaction() as tx:
-                tx.write_tables([TableWrite("ensure", LEASES.name, spec=LEASES), claim])
+    try:  # the table is the store's (created by its migrations): nothing is created here
+        async with store.transaction() as tx:
+            tx.write_tables([claim], checked=True)
     except LeaseHeld:
         return None
     found = await store.read_table(LEASES.name, {"name": name, "partition": partition}, limit=1)

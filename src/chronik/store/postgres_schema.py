@@ -123,7 +123,7 @@ _APPEND_EVENT = (
     )
 )
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 MIGRATIONS: Final[dict[int, list[str]]] = {
     1: [
         """CREATE TABLE {s}.streams (
@@ -168,6 +168,52 @@ MIGRATIONS: Final[dict[int, list[str]]] = {
             PRIMARY KEY (name, partition))""",
         _APPEND_EVENTS,
         _APPEND_EVENT,
+    ],
+    # chronik's own tables (chronik.store.tables.SYSTEM_TABLES), created at run time before:
+    # IF NOT EXISTS keeps the ones an older chronik made (same columns, same index names)
+    2: [
+        """CREATE TABLE IF NOT EXISTS {s}.chronik_projections (
+            name text, version bigint, generation bigint, building bigint,
+            building_version bigint, state text, position text, build_position text, head text,
+            lag_events bigint, lag_seconds double precision, events_per_s double precision,
+            processed bigint, last_error text, heartbeat bigint, owner text,
+            PRIMARY KEY (name))""",
+        """CREATE TABLE IF NOT EXISTS {s}.chronik_projection_requests (
+            id text, projection text, action text, arg text, created_at bigint,
+            PRIMARY KEY (id))""",
+        """CREATE TABLE IF NOT EXISTS {s}.chronik_dead_letters (
+            projection text, event_id text, generation bigint, position bigint,
+            position_index bigint, stream text, sequence bigint, type text, error text,
+            attempts bigint, blocked bigint, parked_at bigint,
+            PRIMARY KEY (projection, generation, event_id))""",
+        "CREATE INDEX IF NOT EXISTS chronik_dead_letters__projection_stream "
+        "ON {s}.chronik_dead_letters (projection, stream)",
+        """CREATE TABLE IF NOT EXISTS {s}.chronik_leases (
+            name text, partition bigint, owner text, epoch bigint, expires_at bigint,
+            PRIMARY KEY (name, partition))""",
+        """CREATE TABLE IF NOT EXISTS {s}.chronik_projection_plans (
+            name text, generation bigint, version bigint, partitions bigint, building bigint,
+            building_version bigint, building_partitions bigint, switching bigint, retired text,
+            PRIMARY KEY (name))""",
+        """CREATE TABLE IF NOT EXISTS {s}.outbox_messages (
+            id text, kind text, topic text, body bytea, headers text, msg_key text, state text,
+            attempts bigint, next_attempt_us bigint, last_error text, created_us bigint,
+            sent_us bigint,
+            PRIMARY KEY (id))""",
+        "CREATE INDEX IF NOT EXISTS outbox_messages__state_created_us "
+        "ON {s}.outbox_messages (state, created_us)",
+        """CREATE TABLE IF NOT EXISTS {s}.chronik_inbox (
+            consumer text, message_id text, topic text,
+            PRIMARY KEY (consumer, message_id))""",
+        """CREATE TABLE IF NOT EXISTS {s}.chronik_saga_record (
+            owner text, command_id text, instance_id text, event_id text, command text,
+            outcome text, detail text, recorded_at bigint,
+            PRIMARY KEY (owner, command_id))""",
+        "CREATE INDEX IF NOT EXISTS chronik_saga_record__owner_event_id "
+        "ON {s}.chronik_saga_record (owner, event_id)",
+        """CREATE TABLE IF NOT EXISTS {s}.chronik_replay_marks (
+            projection text, partition bigint, generation bigint, position text, refuse text,
+            PRIMARY KEY (projection, partition, generation))""",
     ],
 }
 

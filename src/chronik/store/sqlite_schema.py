@@ -12,7 +12,7 @@ from chronik.errors import ConfigurationError
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate", "options_from_url", "path_from_url"]
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 MIGRATIONS: Final[dict[int, list[str]]] = {
     1: [
         """CREATE TABLE chronik_streams (
@@ -98,6 +98,68 @@ MIGRATIONS: Final[dict[int, list[str]]] = {
             PRIMARY KEY (projection, generation, event_id))""",
         "CREATE INDEX IF NOT EXISTS chronik_dead_letters_projection_stream "
         "ON chronik_dead_letters (projection, stream)",
+    ],
+    # the other system tables (chronik.store.tables.SYSTEM_TABLES), created at run time before:
+    # IF NOT EXISTS keeps the ones an older chronik made (same columns, same index names)
+    4: [
+        """CREATE TABLE IF NOT EXISTS chronik_leases (
+            name TEXT,
+            partition INTEGER,
+            owner TEXT,
+            epoch INTEGER,
+            expires_at INTEGER,
+            PRIMARY KEY (name, partition))""",
+        """CREATE TABLE IF NOT EXISTS chronik_projection_plans (
+            name TEXT,
+            generation INTEGER,
+            version INTEGER,
+            partitions INTEGER,
+            building INTEGER,
+            building_version INTEGER,
+            building_partitions INTEGER,
+            switching INTEGER,
+            retired TEXT,
+            PRIMARY KEY (name))""",
+        """CREATE TABLE IF NOT EXISTS outbox_messages (
+            id TEXT,
+            kind TEXT,
+            topic TEXT,
+            body BLOB,
+            headers TEXT,
+            msg_key TEXT,
+            state TEXT,
+            attempts INTEGER,
+            next_attempt_us INTEGER,
+            last_error TEXT,
+            created_us INTEGER,
+            sent_us INTEGER,
+            PRIMARY KEY (id))""",
+        "CREATE INDEX IF NOT EXISTS outbox_messages__state_created_us "
+        "ON outbox_messages (state, created_us)",
+        """CREATE TABLE IF NOT EXISTS chronik_inbox (
+            consumer TEXT,
+            message_id TEXT,
+            topic TEXT,
+            PRIMARY KEY (consumer, message_id))""",
+        """CREATE TABLE IF NOT EXISTS chronik_saga_record (
+            owner TEXT,
+            command_id TEXT,
+            instance_id TEXT,
+            event_id TEXT,
+            command TEXT,
+            outcome TEXT,
+            detail TEXT,
+            recorded_at INTEGER,
+            PRIMARY KEY (owner, command_id))""",
+        "CREATE INDEX IF NOT EXISTS chronik_saga_record__owner_event_id "
+        "ON chronik_saga_record (owner, event_id)",
+        """CREATE TABLE IF NOT EXISTS chronik_replay_marks (
+            projection TEXT,
+            partition INTEGER,
+            generation INTEGER,
+            position TEXT,
+            refuse TEXT,
+            PRIMARY KEY (projection, partition, generation))""",
     ],
 }
 

@@ -24,17 +24,13 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Generic, TypeVar
 
-from chronik.store.base import EventStore, TableSpec, TableWrite, UnitOfWork
+from chronik.store.base import EventStore, TableWrite, UnitOfWork
+from chronik.store.tables import INBOX
 from chronik.transports.base import Delivery, Handler, check_group
 
 __all__ = ["INBOX_TABLE", "Inbox", "MemoryInbox", "StoreInbox"]
 
-INBOX_TABLE: Final = "chronik_inbox"
-_SPEC = TableSpec(
-    INBOX_TABLE,
-    (("consumer", "TEXT"), ("message_id", "TEXT"), ("topic", "TEXT")),
-    ("consumer", "message_id"),
-)
+INBOX_TABLE: Final = INBOX.name
 U = TypeVar("U")
 
 
@@ -90,17 +86,9 @@ class StoreInbox(Inbox[UnitOfWork]):
     def __init__(self, store: EventStore, consumer: str) -> None:
         super().__init__(consumer)
         self.store = store
-        self._ensured = False
-
-    async def _ensure(self) -> None:
-        if not self._ensured:
-            async with self.store.transaction() as unit:
-                unit.write_tables([TableWrite("ensure", INBOX_TABLE, spec=_SPEC)])
-            self._ensured = True
 
     async def processed(self, message_id: str) -> bool:
         """True if this consumer has recorded ``message_id``."""
-        await self._ensure()
         rows = await self.store.read_table(
             INBOX_TABLE, {"consumer": self.consumer, "message_id": message_id}, limit=1
         )

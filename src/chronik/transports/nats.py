@@ -8,6 +8,12 @@ durable consumer filtered on its topic, shared by the group's consumers (competi
 each queue is one durable consumer. ``<topic>:<message id>`` travels as ``Nats-Msg-Id``, so
 JetStream drops a re-published id within ``dedup_window`` (per topic, like the other
 adapters). The client reconnects by itself; consumers resume from their durable state.
+
+A publish either reaches the server and is acknowledged (JetStream PubAck) or fails now: the
+client keeps no publish buffer while disconnected (``pending_size=0``: a publish then raises
+TransportUnavailable, outcome known, nothing sent), and publishes still queued in the client
+when the connection drops are discarded, never flushed on reconnect behind the caller's back
+(the caller got TransportUnavailable(outcome_unknown=True) and retries with the same id).
 """
 
 from __future__ import annotations
@@ -84,7 +90,8 @@ class NatsTransport(Transport):
                     reconnect_time_wait=0.25,
                     connect_timeout=2,
                     error_cb=_quiet,
-                    disconnected_cb=_none,
+                    disconnected_cb=self._disconnected,
+                    pending_size=0,  # no publish buffer while disconnected: fail now
                 ),
                 15,
             )
@@ -97,6 +104,18 @@ class NatsTransport(Transport):
             if self._nc is not None:
                 await self._nc.close()
             raise TransportUnavailable(f"NATS transport at {self.server}: {exc!r}") from exc
+
+    async def _disconnected(self) -> None:
+        """Drop the publishes queued in the client: never flush them on reconnect (their
+        callers were told the outcome is unknown and retry with the same id)."""
+        nc = self._nc
+        pending = getattr(nc, "_pending", None)
+        if nc is None or not isinstance(pending, list):
+            return
+        kept = [cmd for cmd in pending if not cmd.startswith((b"PUB ", b"HPUB "))]
+        if len(kept) != len(pending):
+            nc._pending = kept
+            nc._pending_data_size = sum(len(cmd) for cmd in kept)
 
     async def _stream(self, name: str, subjects: str, retention: RetentionPolicy) -> None:
         js = self.js()
@@ -140,8 +159,14 @@ class NatsTransport(Transport):
         headers = {**m.headers, _ID: f"{m.topic}:{m.id}"}
         if m.key is not None:
             headers[_KEY] = m.key
+        js = self.js()
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            raise TransportUnavailable("NATS is disconnected: not published (retry later)")
         try:
-            await self.js().publish(subject, m.body, timeout=5, headers=headers)
+            await js.publish(subject, m.body, timeout=5, headers=headers)
+        except nats.errors.OutboundBufferLimitError as exc:  # disconnected meanwhile: not sent
+            raise TransportUnavailable(f"NATS publish: {exc!r}") from exc
         except NATS_ERRORS as exc:
             raise TransportUnavailable(f"NATS publish: {exc!r}", outcome_unknown=True) from exc
 
@@ -244,7 +269,3 @@ async def _call(op: Any) -> None:
 
 async def _quiet(exc: Exception) -> None:
     """Connection errors are reported by the calls that meet them."""
-
-
-async def _none() -> None:
-    pass
