@@ -7,8 +7,13 @@ aggregates: an aggregate schedules by emitting ``DeadlineScheduled`` (``Aggregat
 delay, so replays agree. A ``DeadlineScheduler`` (one active per store, by lease; overdue
 deadlines fire on start) appends a ``chronik.DeadlineFired`` event with an id derived from the
 deadline; the owner handles it in order like any event: a saga runs its deadline handler, an
-aggregate receives the deadline's command (with an id derived from the fired event). A
-deadline cancelled or replaced before its owner handles the fired event does nothing.
+aggregate receives the deadline's command (with an id derived from the fired event, sent
+through the decision record of chronik.saga_record, so a rebuild never sends it again, even if
+it was rejected). A deadline cancelled or replaced before its owner handles the fired event does
+nothing. Due times come from the scheduling event's record time, never from the clock of the
+moment it is handled: a replay arms a deadline at the time it had, and one that already fired
+appends nothing new when it comes due again (its fired event's id is derived from the owner,
+instance, name and due time, and appends are idempotent by event id).
 Tests pass a ``ManualClock``.
 """
 
@@ -35,8 +40,8 @@ from chronik.deadline_events import (
 from chronik.errors import ReadModelError
 from chronik.messages import Command, EventData, Metadata, RecordedEvent, StreamId
 from chronik.projections import Projection, ReadModel, Table, leases, query
-from chronik.projections.system import LEASES
-from chronik.store.base import EventStore, TableWrite
+from chronik.saga_record import Recorder
+from chronik.store.base import EventStore
 
 __all__ = [
     "AGGREGATE_DEADLINES",
@@ -99,9 +104,11 @@ _TABLE = Table(
 def aggregate_deadlines(dispatch: Dispatch) -> Projection:
     """The projection that keeps aggregates' deadlines and delivers the fired ones."""
     projection = Projection(AGGREGATE_DEADLINES, tables=[_TABLE])
+    recorder = Recorder(AGGREGATE_DEADLINES, dispatch)
 
     @projection.on(*INTERNAL_EVENTS.values(), DEADLINE_FIRED)
     async def handle(event: RecordedEvent, rm: ReadModel) -> None:
+        past = await recorder.past(rm, event)
         body = event.json()
         if event.type == DEADLINE_FIRED:
             if body.get("owner") != AGGREGATE_DEADLINES:
@@ -112,17 +119,21 @@ def aggregate_deadlines(dispatch: Dispatch) -> Projection:
                 return  # cancelled or moved since the scheduler saw it
             rm.delete(_TABLE.name, **key)
             stream = StreamId.parse(row["instance_id"])
-            await dispatch(
-                Command(
-                    domain=stream.domain,
-                    aggregate_id=stream.aggregate_id,
-                    tenant=stream.tenant,
-                    type=row["command"],
-                    payload=msgspec.json.decode(row["payload"]),
-                    command_id=f"deadline:{event.event_id}",
-                    metadata=Metadata(causation_id=event.event_id),
-                )
+            command = Command(
+                domain=stream.domain,
+                aggregate_id=stream.aggregate_id,
+                tenant=stream.tenant,
+                type=row["command"],
+                payload=msgspec.json.decode(row["payload"]),
+                command_id=f"deadline:{event.event_id}",
+                metadata=Metadata(causation_id=event.event_id),
             )
+            record = await recorder.recorded(rm.store, event)
+            outcome = await recorder.send(
+                rm.store, command, row["instance_id"], event, past=past, record=record
+            )
+            if outcome.kind == "rejected":
+                log.info("deadline %s of %s rejected: %s", body["name"], stream, outcome.detail)
             return
         instance = str(event.stream)
         if event.type == INTERNAL_EVENTS[DeadlineCancelled]:
@@ -177,8 +188,6 @@ class DeadlineScheduler:
 
     async def fire_due(self) -> int:
         """Append a fired event for every due deadline (if this scheduler holds the lease)."""
-        async with self.store.transaction() as tx:
-            tx.write_tables([TableWrite("ensure", LEASES.name, spec=LEASES)])
         if await leases.acquire(self.store, "deadlines", self.owner, self.lease_ttl) is None:
             return 0
         now = self.clock.now_us()

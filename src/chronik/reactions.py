@@ -6,6 +6,11 @@ order. Its handler returns commands; each is dispatched with a command id derive
 (reaction name, event id, index), so an event delivered twice never has a second effect.
 Commands carry the event's correlation id, and the event id as ``causation_id``. A command the
 business logic rejects is a normal outcome (logged, not retried).
+
+Reactions record what they send like sagas do (see chronik.saga_record): a rebuild, reset or
+retry replays the record and sends nothing that was already sent (a rejected command is not
+tried again against today's state), and commands that new code derives from events handled
+before the switch are not sent.
 """
 
 from __future__ import annotations
@@ -17,10 +22,10 @@ from collections.abc import Awaitable, Callable, Sequence
 import msgspec
 
 from chronik.commands import Dispatch
-from chronik.errors import CommandRejected
 from chronik.messages import Command, Metadata, RecordedEvent
 from chronik.projections.projection import ErrorPolicy, Projection
 from chronik.projections.readmodel import ReadModel
+from chronik.saga_record import Recorder
 
 __all__ = ["Dispatch", "React", "reaction"]
 
@@ -39,31 +44,38 @@ def reaction(
 ) -> Projection:
     """A projection that turns events of ``types`` into commands sent through ``dispatch``."""
     projection = Projection(name, policy=policy, domains=domains)
+    recorder = Recorder(name, dispatch)
 
     async def handle(event: RecordedEvent, rm: ReadModel) -> None:
+        past = await recorder.past(rm, event)
         result = react(event)
         commands = await result if inspect.isawaitable(result) else result
+        record = await recorder.recorded(rm.store, event) if commands or past else {}
         for i, command in enumerate(commands):
-            await _send(name, event, i, command, dispatch)
+            outcome = await recorder.send(
+                rm.store, _stamp(name, event, i, command), "", event, past=past, record=record
+            )
+            if outcome.kind == "rejected":
+                log.info(
+                    "%s: %s/%s rejected: %s",
+                    name,
+                    outcome.command.domain,
+                    outcome.command.type,
+                    outcome.detail,
+                )
 
     projection.on(*types)(handle)
     return projection
 
 
-async def _send(
-    name: str, event: RecordedEvent, index: int, command: Command, dispatch: Dispatch
-) -> None:
+def _stamp(name: str, event: RecordedEvent, index: int, command: Command) -> Command:
     metadata = Metadata.of(command.metadata)
     metadata = metadata.with_values(
         correlation_id=metadata.correlation_id or event.metadata.correlation_id or event.event_id,
         causation_id=event.event_id,
     )
-    command = msgspec.structs.replace(
+    return msgspec.structs.replace(
         command,
         command_id=command.command_id or f"{name}:{event.event_id}:{index}",
         metadata=metadata,
     )
-    try:
-        await dispatch(command)
-    except CommandRejected as exc:
-        log.info("%s: %s/%s rejected: %s", name, command.domain, command.type, exc.reason)

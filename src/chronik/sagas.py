@@ -4,9 +4,17 @@ A saga declares the events that start an instance, the events it handles and how
 associated with an instance (a payload key, or the correlation id). It runs on the projection
 machinery, so each instance's state is a row committed with the saga's checkpoint (effectively
 once), events of one stream arrive in order, and failures retry, park or stop like any
-projection. Commands a handler sends get ids derived from (saga, instance, event, index), so an
-event handled twice never acts twice; when one is rejected the saga's ``on_rejected`` handler
-may send compensating commands.
+projection. Commands a handler sends get ids derived from (saga, instance, event, index); when
+one is rejected the saga's ``on_rejected`` handler may send compensating commands.
+
+Decisions are recorded, not repeated (chronik.saga_record): each command is recorded with its
+outcome (accepted with its event ids, or rejected with the reason) before the saga moves on, in
+a table that no rebuild or reset touches. A retry, reset, rebuild or new version runs the
+handlers again to rebuild the state, but ``send`` then answers from the record: nothing that was
+sent is sent again, a rejection stays a rejection (``on_rejected`` runs with the recorded
+reason, its compensations come from the record too), and commands that changed code derives
+from past events are not sent. Deadlines are due at the triggering event's record time plus the
+delay, so a replay arms them at the same time and one that fired never fires again.
 
 Deadlines ("if not paid within 15 minutes, cancel") are rows of the saga's own table. A
 ``DeadlineScheduler`` (one active per store, by lease; overdue deadlines fire on start) appends
@@ -25,10 +33,12 @@ import msgspec
 
 from chronik.commands import Dispatch
 from chronik.deadlines import DEADLINE_FIRED, Clock, SystemClock
-from chronik.errors import CommandRejected, ConfigurationError, ValidationError
+from chronik.errors import ConfigurationError, ValidationError
 from chronik.messages import Command, Metadata, RecordedEvent
 from chronik.projections import Projection, ReadModel, Table
 from chronik.projections.projection import ErrorPolicy
+from chronik.saga_record import Outcome, Recorder
+from chronik.store.base import EventStore
 
 __all__ = ["Saga", "SagaContext"]
 
@@ -55,9 +65,10 @@ class SagaContext:
         self.commands.append(command)
 
     def schedule(self, name: str, after: float, payload: Any = None) -> None:
-        """Fire deadline ``name`` of this instance ``after`` seconds from now (replacing one
-        of the same name)."""
-        due = self.clock.now_us() + int(after * 1_000_000)
+        """Fire deadline ``name`` of this instance ``after`` seconds after the handled event was
+        recorded (replacing one of the same name): a replay arms it at the same time, so a
+        deadline that fired does not fire again (its fired event has an id derived from it)."""
+        due = self.event.recorded_at_us + int(after * 1_000_000)
         self.scheduled[name] = (due, msgspec.json.encode(payload))
         self.cancelled.discard(name)
 
@@ -147,22 +158,25 @@ class Saga(Generic[S]):
         return fn
 
     def projection(self, dispatch: Dispatch, clock: Clock | None = None) -> Projection:
-        """The projection that runs this saga, sending its commands through ``dispatch``."""
+        """The projection that runs this saga, sending its commands through ``dispatch`` (each
+        recorded with its outcome, see chronik.saga_record)."""
         clock = clock or SystemClock()
         projection = Projection(
             self.name, tables=[self.instances, self.deadlines], policy=self.policy
         )
+        recorder = Recorder(self.name, dispatch)
 
         async def handle(event: RecordedEvent, rm: ReadModel) -> None:
-            await self._handle(event, rm, dispatch, clock)
+            await self._handle(event, rm, recorder, clock)
 
         projection.on(*self.handlers, DEADLINE_FIRED)(handle)
         projection.saga = self  # type: ignore[attr-defined]  # found by chronik serve
         return projection
 
     async def _handle(
-        self, event: RecordedEvent, rm: ReadModel, dispatch: Dispatch, clock: Clock
+        self, event: RecordedEvent, rm: ReadModel, recorder: Recorder, clock: Clock
     ) -> None:
+        past = await recorder.past(rm, event)
         deadline: str | None = None
         if event.type == DEADLINE_FIRED:
             fired = event.json()
@@ -192,9 +206,9 @@ class Saga(Generic[S]):
         ctx = SagaContext(instance, event, clock)
         if handler is not None:
             state = await _call(handler, state, event, ctx)
-        key = f"{self.name}:{instance}:{event.event_id}"
-        for i, command in enumerate(ctx.commands):
-            state = await self._send(command, f"{key}:{i}", event, state, ctx, dispatch)
+        if ctx.commands or past:
+            step = _Step(self, recorder, rm.store, event, ctx, past)
+            state = await step.run(state)
         for name, (due, payload) in ctx.scheduled.items():
             rm.upsert(
                 self.deadlines.name, instance_id=instance, name=name, due_us=due, payload=payload
@@ -208,39 +222,78 @@ class Saga(Generic[S]):
             ended=int(ctx.ended),
         )
 
-    async def _send(
+
+class _Step:
+    """Sends the commands of one handled event through the record, compensating rejections."""
+
+    def __init__(
         self,
-        command: Command,
-        command_id: str,
+        saga: Saga[Any],
+        recorder: Recorder,
+        store: EventStore,
         event: RecordedEvent,
-        state: Any,
         ctx: SagaContext,
-        dispatch: Dispatch,
-    ) -> Any:
-        metadata = Metadata.of(command.metadata).with_values(
+        past: bool,
+    ) -> None:
+        self.saga, self.recorder, self.store = saga, recorder, store
+        self.event, self.ctx, self.past = event, ctx, past
+        self.record: dict[str, dict[str, Any]] = {}
+        self.metadata = Metadata(
             correlation_id=event.metadata.correlation_id or event.event_id,
             causation_id=event.event_id,
         )
-        command = msgspec.structs.replace(command, command_id=command_id, metadata=metadata)
-        try:
-            await dispatch(command)
-        except CommandRejected as exc:
-            if self.rejected is None:
-                log.info("saga %s: %s rejected: %s", self.name, command.type, exc.reason)
-                return state
-            undo = SagaContext(ctx.instance_id, event, ctx.clock)
-            state = await _call(self.rejected, state, command, exc.reason, undo)
-            for j, compensation in enumerate(undo.commands):
-                comp = msgspec.structs.replace(
-                    compensation, command_id=f"{command_id}:undo:{j}", metadata=metadata
-                )
-                try:
-                    await dispatch(comp)
-                except CommandRejected as again:
-                    log.warning("saga %s: compensation rejected: %s", self.name, again.reason)
-            ctx.scheduled.update(undo.scheduled)
-            ctx.cancelled |= undo.cancelled
-            ctx.ended = ctx.ended or undo.ended
+
+    def _stamp(self, command: Command, command_id: str) -> Command:
+        metadata = Metadata.of(command.metadata).with_values(
+            correlation_id=self.metadata.correlation_id, causation_id=self.event.event_id
+        )
+        return msgspec.structs.replace(command, command_id=command_id, metadata=metadata)
+
+    async def _send(self, command: Command) -> Outcome:
+        return await self.recorder.send(
+            self.store,
+            command,
+            self.ctx.instance_id,
+            self.event,
+            past=self.past,
+            record=self.record,
+        )
+
+    async def run(self, state: Any) -> Any:
+        """Send (or replay from the record) the handler's commands, in order."""
+        self.record = await self.recorder.recorded(self.store, self.event)
+        key = f"{self.saga.name}:{self.ctx.instance_id}:{self.event.event_id}:"
+        sent: set[str] = set()
+        for i, command in enumerate(self.ctx.commands):
+            outcome = await self._send(self._stamp(command, f"{key}{i}"))
+            sent.add(f"{key}{i}")
+            state = await self._settle(outcome, state)
+        if self.past:  # recorded commands the handler no longer sends: the record wins
+            for outcome in self.recorder.recorded_only(self.record, sent, key, self.metadata):
+                state = await self._settle(outcome, state)
+        return state
+
+    async def _settle(self, outcome: Outcome, state: Any) -> Any:
+        """Run ``on_rejected`` for a rejected command (its compensations recorded too)."""
+        if outcome.kind != "rejected":
+            return state
+        saga, command = self.saga, outcome.command
+        if saga.rejected is None:
+            log.info("saga %s: %s rejected: %s", saga.name, command.type, outcome.detail)
+            return state
+        ctx = self.ctx
+        undo = SagaContext(ctx.instance_id, self.event, ctx.clock)
+        state = await _call(saga.rejected, state, command, outcome.detail, undo)
+        for j, compensation in enumerate(undo.commands):
+            comp = self._stamp(compensation, f"{command.command_id}:undo:{j}")
+            again = await self._send(comp)
+            if again.kind == "rejected":
+                log.warning("saga %s: compensation rejected: %s", saga.name, again.detail)
+        ctx.scheduled.update(undo.scheduled)
+        for name in undo.cancelled:
+            ctx.scheduled.pop(name, None)
+        ctx.cancelled |= undo.cancelled
+        ctx.ended = ctx.ended or undo.ended
         return state
 
 

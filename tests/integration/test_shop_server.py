@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 import chronik
-from chronik.projections import query
+from chronik.projections import ReadModel, query
 from chronik.sdk import Client
 from chronik.server.grpc import GrpcServer
 from chronik.server.remote import remote_projector, remote_saga
@@ -184,7 +184,7 @@ async def test_remote_saga_commands_are_dispatched_once() -> None:
             assert server.runner is not None
             await server.runner["remote_loyalty"].stop()
             react = saga.handlers["TransactionCompleted"][0]
-            await react(done.events[0], None)  # type: ignore[arg-type]
+            await react(done.events[0], ReadModel(app.store, {}, 1))  # type: ignore[misc]
             assert (await app.load("customer", "c9")).points == 37
     finally:
         await server.stop(1)

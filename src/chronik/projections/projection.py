@@ -11,6 +11,7 @@ from typing import Any, Final, Literal, TypeAlias
 from chronik.errors import ConfigurationError, ValidationError
 from chronik.messages import RecordedEvent, StreamId
 from chronik.projections.readmodel import ReadModel, Table
+from chronik.replay_marks import mark_write
 
 __all__ = ["ErrorPolicy", "Handler", "Projection"]
 
@@ -68,6 +69,12 @@ class Projection:
     (two partitions never write one row). A rebuild, a reset to the start or a new version moves
     every partition to a new generation of the tables together (see chronik.projections.plan);
     a new partition count is built by a rebuild or with a new version.
+
+    ``replay="refuse"`` declares handlers whose effects outside chronik cannot be repeated (an
+    email, a payment): once the projection has handled an event, a rebuild or a reset to an
+    earlier position is refused (``ReplayRefused``) instead of running them again. The default
+    ``"repeat"`` suits read models (and effects keyed by ``rm.event_id``). Sagas and reactions
+    need neither: they record what they sent and replay from the record (chronik.saga_record).
     """
 
     def __init__(
@@ -80,6 +87,7 @@ class Projection:
         domains: Sequence[str] | None = None,
         batch_size: int = 500,
         partitions: int = 1,
+        replay: Literal["repeat", "refuse"] = "repeat",
     ) -> None:
         if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
             raise ValidationError(
@@ -91,7 +99,12 @@ class Projection:
             raise ValidationError(f"batch_size must be 1..10000, got {batch_size!r}")
         if type(partitions) is not int or not 1 <= partitions <= 256:
             raise ValidationError(f"partitions must be 1..256, got {partitions!r}")
+        if replay not in ("repeat", "refuse"):
+            raise ValidationError(
+                f"replay must be 'repeat' or 'refuse', got {replay!r}", field="replay"
+            )
         self.name = name
+        self.replay = replay
         self.partitions = partitions
         self.version = version
         self.tables: dict[str, Table] = {}
@@ -112,13 +125,27 @@ class Projection:
             raise ValidationError("on() needs at least one event type")
 
         def register(fn: Handler) -> Handler:
+            run = self._guarded(fn) if self.replay == "refuse" else fn
             for t in types:
                 if t in self.handlers:
                     raise ConfigurationError(f"{self.name}: {t!r} already has a handler")
-                self.handlers[t] = (fn, inspect.iscoroutinefunction(fn))
+                self.handlers[t] = (run, inspect.iscoroutinefunction(run))
             return fn
 
         return register
+
+    def _guarded(self, fn: Handler) -> Handler:
+        """``fn``, staging the projection's replay mark (with its refusal) before each event."""
+        reason = f"projection {self.name} declared replay='refuse'"
+
+        async def guarded(event: RecordedEvent, rm: ReadModel) -> None:
+            partition = self.partition_of(event.stream)
+            rm.writes.append(mark_write(self.name, partition, rm.generation, event, reason))
+            result = fn(event, rm)
+            if inspect.isawaitable(result):
+                await result
+
+        return guarded
 
     def partition_of(self, stream: StreamId) -> int:
         """The partition of a stream: a stable hash of its id, modulo ``partitions``."""

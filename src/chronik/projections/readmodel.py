@@ -158,6 +158,11 @@ class ReadModel:
                 self._folded = 0
 
     @property
+    def store(self) -> EventStore:
+        """The store this batch commits to (process managers record their decisions in it)."""
+        return self._store
+
+    @property
     def event_id(self) -> str:
         """The id of the event being handled (use it as the idempotency key of effects)."""
         if self.event is None:
@@ -205,7 +210,9 @@ class ReadModel:
         overlay = self._overlay
         writes = self.writes
         for w in writes[self._folded :]:
-            t = self._logical[w.table]
+            t = self._logical.get(w.table)
+            if t is None:  # a bookkeeping write staged with the batch (a replay mark)
+                continue
             if w.op == "delete":
                 overlay[(t.name, w.row)] = ("gone", {})
                 continue
