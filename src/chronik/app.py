@@ -18,6 +18,7 @@ from chronik.commands import (
 )
 from chronik.deadline_events import INTERNAL_EVENTS
 from chronik.errors import ConfigurationError
+from chronik.health import Supervisor
 from chronik.messages import Command, Position, StreamId
 
 if TYPE_CHECKING:
@@ -51,6 +52,8 @@ class Chronik:
         self.bus = CommandBus(self.store, self.registry, retry=retry, cache_size=cache_size)
         self._projections: list[Projection] = []
         self.runner: ProjectionRunner | None = None
+        #: every background task the app (and ``chronik serve``) runs, and the loop lag
+        self.health = Supervisor()
 
     # --- business logic -----------------------------------------------------------------------
 
@@ -136,20 +139,23 @@ class Chronik:
     # --- lifecycle ----------------------------------------------------------------------------
 
     async def open(self) -> Self:
-        """Open the store and start the projections."""
+        """Open the store and start the projections (in the background: see ``health``)."""
         await self.store.open()
+        self.health.start()
         if self._projections and self.runner is None:
             from chronik.projections import ProjectionRunner
 
-            self.runner = ProjectionRunner(self.store, self._projections)
+            self.runner = ProjectionRunner(self.store, self._projections, health=self.health)
             await self.runner.start()
         return self
 
-    async def close(self) -> None:
-        """Stop the projections, finish background snapshot writes, close the store."""
+    async def close(self, grace: float = 10.0) -> None:
+        """Stop the projections (a batch still running after ``grace`` s is cancelled), finish
+        background snapshot writes, stop the background tasks, close the store."""
         if self.runner is not None:
-            await self.runner.stop()
+            await self.runner.stop(grace)
         await self.bus.close()
+        await self.health.stop()
         await self.store.close()
 
     async def __aenter__(self) -> Self:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -101,6 +102,18 @@ def test_bad_input_is_one_line_and_non_zero(url: str) -> None:
         assert code == 1 and err.startswith("error:") and "Traceback" not in out + err
 
 
+def _wait_until_open(pid: int, path: str, timeout: float = 20.0) -> None:
+    """Wait until process ``pid`` has the file ``path`` open (it started up)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            fds = Path(f"/proc/{pid}/fd")
+            if any(os.readlink(fd) == path for fd in fds.iterdir()):
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"process {pid} never opened {path}")
+
+
 def test_tail_follows_appends_from_another_process(url: str) -> None:
     """events tail in a subprocess prints events appended after it started, then stops."""
     env = {**os.environ, "CHRONIK_STORE": url, "PYTHONPATH": str(ROOT / "src")}
@@ -122,7 +135,8 @@ def test_tail_follows_appends_from_another_process(url: str) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(1.0)  # let it subscribe at the current head
+    _wait_until_open(tail.pid, url.removeprefix("sqlite:///"))
+    time.sleep(0.5)  # let it read the head and subscribe there
 
     async def append() -> None:
         async with chronik.open_store(url) as store:
@@ -141,3 +155,22 @@ def test_version_flag() -> None:
     """--version prints the package version."""
     code, out, _ = invoke("--version")
     assert code == 0 and chronik.__version__ in out
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("streams", "list"),
+        ("events", "read", "customer/c1"),
+        ("projections", "status"),
+        ("projections", "dead-letters", "list"),
+        ("outbox", "status"),
+    ],
+)
+def test_read_only_commands_never_create_a_store(tmp_path: Path, args: tuple[str, ...]) -> None:
+    """A read-only command on a missing SQLite file says `error: no store at PATH`, exits 1
+    and creates neither the file nor its directories."""
+    path = tmp_path / "typo" / "x.db"
+    code, out, err = invoke(*args, "--store", f"sqlite:///{path}")
+    assert code == 1 and err.strip() == f"error: no store at {path}", (out, err)
+    assert not (tmp_path / "typo").exists()

@@ -176,6 +176,31 @@ async def test_poison_event_is_parked_with_its_stream_while_others_progress(
         assert len(await admin.dead_letters("totals")) == 4
 
 
+async def test_an_outage_longer_than_the_retries_parks_nothing(store: EventStore) -> None:
+    """A handler failing with StoreUnavailable (the infrastructure is down, the event is fine)
+    for longer than its policy retries is retried whole once it is back, and nothing is
+    parked."""
+    outage = {"calls": 0}
+    p = Projection("totals", tables=[TOTALS], policy=FAST)
+
+    @p.on("added")
+    async def added(e: chronik.RecordedEvent, rm: ReadModel) -> None:
+        if outage["calls"] < 3:  # FAST gives one retry: this outlasts it
+            outage["calls"] += 1
+            raise chronik.StoreUnavailable("the other database is restarting")
+        row = await rm.get("totals", id=e.stream.aggregate_id)
+        n = row["n"] if row else 0
+        rm.upsert("totals", id=e.stream.aggregate_id, n=n + 1, total=0, last_seq=e.sequence)
+
+    await add(store, "a")
+    r = await add(store, "b")
+    async with ProjectionProcessor(store, p, heartbeat=0.02) as proc:
+        async with asyncio.timeout(20):
+            await proc.wait_for(r.position)
+    assert await ProjectionAdmin(store).dead_letters("totals") == []
+    assert sorted((r["id"], r["n"]) for r in await rows(store)) == [("a", 1), ("b", 1)]
+
+
 async def test_dead_letters_retry_applies_them_in_order_and_unparks(store: EventStore) -> None:
     """After the cause is fixed, retry applies the parked events in order and the stream flows."""
     broken = {"on": True}

@@ -49,6 +49,7 @@ def run_once(url: str) -> None:
 def test_status_of_a_store_without_projections(tmp_path: Path) -> None:
     """status says there are none (an empty JSON list with --json); names are checked."""
     url = f"sqlite:///{tmp_path}/e.db"
+    assert runner.invoke(_build(), ["db", "init", "--store", url]).exit_code == 0
     code, out, _ = cli("status", "--store", url)
     assert code == 0 and "no projections" in out
     code, out, _ = cli("status", "--json", "--store", url)

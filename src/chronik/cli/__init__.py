@@ -31,13 +31,21 @@ def _store_url(store: str | None) -> str:
     return store or os.environ.get("CHRONIK_STORE") or DEFAULT_STORE
 
 
+def fail(err: BaseException) -> typer.Exit:
+    """Print ``error: ...`` (one line, no traceback) to stderr; the Exit(1) to raise."""
+    text = str(err) if isinstance(err, ChronikError) else f"{type(err).__name__}: {err}"
+    print(f"error: {' '.join(text.split())}", file=sys.stderr, flush=True)
+    return typer.Exit(1)
+
+
 def _run(make: Callable[[], Awaitable[T]]) -> T:
-    """Run a coroutine; chronik errors become a one-line message and exit code 1."""
+    """Run a coroutine; any error becomes a one-line ``error: ...`` and exit code 1."""
     try:
         return asyncio.run(make())  # type: ignore[arg-type]
-    except ChronikError as err:
-        Console(stderr=True).print(f"[red]error:[/red] {err}", highlight=False)
-        raise typer.Exit(1) from None
+    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        raise
+    except Exception as err:
+        raise fail(err) from None
 
 
 def event_json(e: RecordedEvent) -> dict[str, Any]:
@@ -144,7 +152,7 @@ def _build() -> typer.Typer:
         """List streams and their versions."""
 
         async def go() -> list[tuple[str, int]]:
-            async with open_store(_store_url(store)) as s:
+            async with open_store(_store_url(store), create=False) as s:
                 return [
                     (str(i.stream), i.version) async for i in s.list_streams(domain, prefix, limit)
                 ]
@@ -172,7 +180,7 @@ def _build() -> typer.Typer:
 
         async def go() -> list[RecordedEvent]:
             sid = StreamId.parse(stream)
-            async with open_store(_store_url(store)) as s:
+            async with open_store(_store_url(store), create=False) as s:
                 return [e async for e in s.read_stream(sid, from_, backward, limit)]
 
         found = _run(go)
@@ -204,7 +212,7 @@ def _build() -> typer.Typer:
         """Follow new events live (Ctrl-C to stop)."""
 
         async def go() -> None:
-            async with open_store(_store_url(store)) as s:
+            async with open_store(_store_url(store), create=False) as s:
                 start = Position.parse(after) if after else (None if from_start else await s.head())
                 if not as_json:
                     Console(stderr=True).print(

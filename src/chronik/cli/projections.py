@@ -43,7 +43,7 @@ def _position(text: str | None) -> int:
 
 async def _send(url: str, name: str, action: str, arg: str = "") -> str:
     """Queue a request; wait briefly for live processors to take it; say what happened."""
-    async with open_store(url) as store:
+    async with open_store(url, create=False) as store:
         admin = ProjectionAdmin(store)
         before = await admin.status_of(name)
         request_id = await admin.request(name, action, arg)
@@ -65,6 +65,11 @@ async def _send(url: str, name: str, action: str, arg: str = "") -> str:
 def _status_table(rows: list[ProjectionStatus]) -> Table:
     table = Table("name", "state", "position", "head", "lag", "lag s", "ev/s", "dead", "error")
     for s in rows:
+        if s.horizon_events:  # events no reader may pass yet: an older transaction runs
+            s.last_error = (
+                f"{s.horizon_events} events held back {s.horizon_seconds:.0f} s by a running "
+                f"transaction; {s.last_error or ''}"
+            ).rstrip("; ")
         state = (
             s.state if s.building is None else f"{s.state} (g{s.building} at {s.build_position})"
         )
@@ -104,7 +109,7 @@ def build_projections() -> typer.Typer:
         """Each projection: state, position, head, lag, events/s, last error, heartbeat."""
 
         async def go() -> list[ProjectionStatus]:
-            async with open_store(_store_url(store)) as s:
+            async with open_store(_store_url(store), create=False) as s:
                 return await ProjectionAdmin(s).statuses()
 
         rows = _run(go)
@@ -158,7 +163,7 @@ def build_projections() -> typer.Typer:
         """Parked events, oldest first (the failed one of each stream, then those behind it)."""
 
         async def go() -> list[dict[str, Any]]:
-            async with open_store(_store_url(store)) as s:
+            async with open_store(_store_url(store), create=False) as s:
                 return [msgspec.to_builtins(d) for d in await ProjectionAdmin(s).dead_letters(name)]
 
         rows = _run(go)
@@ -205,7 +210,7 @@ def build_projections() -> typer.Typer:
         async def go() -> str:
             if not (event or stream or all_):
                 raise ValidationError("say what to drop: --event ID, --stream S or --all")
-            async with open_store(_store_url(store)) as s:
+            async with open_store(_store_url(store), create=False) as s:
                 admin = ProjectionAdmin(s)
                 n = await admin.drop_dead_letters(name, event, stream)
                 deadline = time.monotonic() + CONFIRM_SECONDS
@@ -229,7 +234,7 @@ async def _rebuild(url: str, name: str, wait: bool) -> str:
 
     A partitioned projection's progress is its slowest partition's, its rate the sum of theirs.
     """
-    async with open_store(url) as store:
+    async with open_store(url, create=False) as store:
         admin = ProjectionAdmin(store)
         start = await _generation(admin, name)
         message = await _send(url, name, "rebuild")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import sys
+import threading
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
 import typer
-
-from chronik.errors import ChronikError
 
 __all__ = ["add_serve"]
 
@@ -27,11 +29,14 @@ def add_serve(app: Any) -> None:
         grace: float = typer.Option(10.0, "--grace", help="seconds in-flight calls get on stop"),
     ) -> None:
         """Serve commands and events over gRPC until SIGTERM or Ctrl-C."""
+        from chronik.cli import fail
+
         try:
             asyncio.run(run_server(config, store, host, port, grace, http_port))
-        except ChronikError as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(1) from None
+        except (typer.Exit, KeyboardInterrupt):
+            raise
+        except Exception as err:  # bad config, port taken, store down, app import error
+            raise fail(err) from None
 
 
 async def run_server(
@@ -69,13 +74,18 @@ async def run_server(
         auth=Auth.from_config(config.auth.api_keys),
         max_message_bytes=config.grpc.max_message_bytes,
         projections=build_projections(config, app),
+        raw_append=config.grpc.raw_append,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    bound = await server.start()
     http: HttpServer | None = None
+    try:
+        bound = await server.start()  # binds, then starts the projections in the background
+    except BaseException:
+        await _bounded(server.stop(0), 5.0)
+        raise
     http_host = host or config.http.host
     http_hosts = allowed_hosts(config.http.allowed_hosts, http_host)
     if config.http.enabled:
@@ -97,9 +107,16 @@ async def run_server(
             max_body_bytes=config.http.max_body_bytes,
             extra_routes=admin,
             allowed_hosts=http_hosts,
+            admin_writes=config.http.admin_writes,
         )
         http = HttpServer(http_app, http_host, config.http.port if http_port is None else http_port)
-        await http.start()
+        try:
+            await http.start()
+        except BaseException:
+            await _bounded(server.stop(0), 5.0)
+            raise
+        if http.task is not None:
+            app.health.watch("http server", http.task)
     print(f"chronik serving store {store}", flush=True)
     print(f"  domains: {', '.join(app.bus.domains) or '(none)'}", flush=True)
     if server.runner is not None:
@@ -123,15 +140,45 @@ async def run_server(
     background = await _start_background(config, app, server)
     await stop.wait()
     print("stopping: letting in-flight calls finish", flush=True)
+    _exit_after(grace + SHUTDOWN_MARGIN)
+    app.health.stopping("http server")
     for stop_one in background:
         try:
             await asyncio.wait_for(stop_one(), grace)
         except Exception as exc:  # never let one part hold the shutdown
             print(f"  {stop_one.__qualname__} did not stop cleanly: {exc!r}", flush=True)
     if http is not None:
-        await http.stop()
-    await server.stop(grace)
+        await _bounded(http.stop(), grace)
+    if server.runner is not None:  # a handler that never returns is cancelled after grace
+        await server.runner.stop(grace)
+    await _bounded(server.stop(grace), grace + 2.0)
     print("stopped", flush=True)
+
+
+SHUTDOWN_MARGIN = 5.0  # seconds past the grace period after which the process just exits
+
+
+def _exit_after(seconds: float) -> None:
+    """Exit the process (code 1) if shutting down takes longer than ``seconds``: a wedged
+    store writer or a task that ignores cancellation never holds the process."""
+
+    def expire() -> None:
+        print(f"error: shutdown took longer than {seconds:g} s; exiting", file=sys.stderr)
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(1)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+
+
+async def _bounded(step: Awaitable[None], seconds: float) -> None:
+    """Run one shutdown step for at most ``seconds``; report what it raised or that it hung."""
+    try:
+        await asyncio.wait_for(step, seconds)
+    except Exception as exc:
+        print(f"  a shutdown step did not finish cleanly: {exc!r}", flush=True)
 
 
 def allowed_hosts(configured: list[str] | None, bound: str) -> list[str] | None:
@@ -152,6 +199,7 @@ async def _start_background(config: Any, app: Any, server: Any) -> list[Any]:
     from chronik.sagas import Saga
 
     stops: list[Any] = []
+    health = app.health
     if config.transport and config.outbox.enabled:
         from chronik.transports import open_transport
 
@@ -162,13 +210,34 @@ async def _start_background(config: Any, app: Any, server: Any) -> list[Any]:
             batch_size=config.outbox.batch_size,
             lease_ttl=config.outbox.lease_ttl,
         )
-        await dispatcher.start()
-        stops += [dispatcher.stop, transport.close]
+
+        async def dispatch() -> None:  # a failing round raises: restarted with backoff
+            while True:
+                if await dispatcher.dispatch_once() < dispatcher.batch_size:
+                    await asyncio.sleep(dispatcher.poll_interval)
+
+        health.supervise("outbox dispatcher", dispatch)
+
+        async def stop_outbox() -> None:
+            await health.stop_task("outbox dispatcher")
+            await dispatcher.stop()  # gives the lease up
+
+        stops += [stop_outbox, transport.close]
         print(f"  outbox:  publishing to {transport.url}", flush=True)
     processors = server.runner.processors.values() if server.runner is not None else []
     sagas = [s for p in processors if isinstance(s := getattr(p.projection, "saga", None), Saga)]
     if server.runner is not None:  # the chronik_deadlines projection is always there
         scheduler = DeadlineScheduler(app.store, sagas)
-        await scheduler.start()
-        stops.append(scheduler.stop)
+
+        async def fire() -> None:  # a failing round raises: restarted with backoff
+            while True:
+                await scheduler.fire_due()
+                await asyncio.sleep(scheduler.poll_interval)
+
+        health.supervise("deadline scheduler", fire)
+
+        async def stop_scheduler() -> None:
+            await health.stop_task("deadline scheduler")
+
+        stops.append(stop_scheduler)
     return stops

@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
-from chronik.errors import ConfigurationError, ValidationError
+from chronik.errors import (
+    ConfigurationError,
+    ServiceUnavailable,
+    StoreClosed,
+    StoreUnavailable,
+    TransportUnavailable,
+    ValidationError,
+)
 from chronik.messages import Position, RecordedEvent
 from chronik.projections import plan
 from chronik.projections.lanes import (
@@ -203,10 +210,19 @@ async def setup(proc: ProjectionProcessor) -> None:
         await proc._commit(writes)
 
 
+#: What a handler raises when the infrastructure is down, not the event bad: the whole page is
+#: left uncommitted and retried by the processor's loop (with backoff, for as long as it takes)
+#: instead of using up the policy's retries and parking a good event.
+TRANSIENT_ERRORS: Final = (StoreUnavailable, StoreClosed, ServiceUnavailable, TransportUnavailable)
+
+
 async def retry_handler(
     proc: ProjectionProcessor, event: RecordedEvent, rm: ReadModel, first: Exception
 ) -> str | None:
-    """Retry a failed handler as the policy says; the error text if it kept failing."""
+    """Retry a failed handler as the policy says; the error text if it kept failing. An error
+    of TRANSIENT_ERRORS is raised instead (the page is retried whole, later)."""
+    if isinstance(first, TRANSIENT_ERRORS):
+        raise first
     policy = proc.projection.policy
     exc: Exception = first
     for attempt in range(1, policy.retries + 2):
@@ -224,6 +240,8 @@ async def retry_handler(
             await proc.projection.handle(event, rm)
         except Exception as again:
             rm.discard()
+            if isinstance(again, TRANSIENT_ERRORS):
+                raise
             exc = again
         else:
             rm.keep()

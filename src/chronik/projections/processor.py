@@ -30,7 +30,7 @@ from chronik.projections import control, leases, rows
 from chronik.projections.lanes import Lane
 from chronik.projections.projection import Projection
 from chronik.projections.readmodel import ReadModel
-from chronik.projections.system import DEAD_LETTERS, Plan, ensure_writes
+from chronik.projections.system import DEAD_LETTERS, Plan
 from chronik.store.base import EventStore, TableWrite
 
 __all__ = ["ProjectionProcessor"]
@@ -98,32 +98,54 @@ class ProjectionProcessor:
         self._last_status = 0.0
         self._next_poll = 0.0
         self._next_claim = 0.0
+        self._busy_since: float | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Set up (tables, checkpoint, parked streams, pending requests) and start the loop."""
-        if self._task is None:
-            async with self.store.transaction() as tx:
-                tx.write_tables(ensure_writes())
+        if self._task is None or (self._task.done() and not self._stopping):
             await self._acquire()
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name=f"projection-{self.projection.name}"
             )
 
-    async def stop(self) -> None:
-        """Finish the current batch, record state ``stopped`` and end the loop."""
+    async def stop(self, grace: float | None = None) -> None:
+        """Finish the current batch, record state ``stopped`` and end the loop; a batch still
+        running after ``grace`` s (a handler that never returns) is cancelled, uncommitted."""
         self._stopping = True
         self._wake.set()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        task = self._task
+        if task is not None and not task.done():
+            done, _ = await asyncio.wait([task], timeout=grace)
+            if not done:
+                task.cancel()
+                await asyncio.wait([task], timeout=1.0)
         self._fail_waiters(ProjectionStopped(f"projection {self.projection.name} was stopped"))
         if not self.store.closed and self.epoch is not None:
             self.state = "stopped"
             with contextlib.suppress(Exception):
                 await self._commit([self._lease_write("release")])
             self.epoch = None
+
+    async def join(self) -> None:
+        """Wait until the loop ends; raise what ended it unless it was stopped (or the store
+        closed), ProjectionStopped if it ended without a cause."""
+        task = self._task
+        if task is None:
+            return
+        await asyncio.wait([task])  # never cancels the loop itself
+        if self._stopping or self.store.closed:
+            return
+        if task.cancelled():
+            raise ProjectionStopped(f"projection {self.key}: its loop was cancelled")
+        exc = task.exception()
+        raise exc if exc is not None else ProjectionStopped(f"projection {self.key}: loop ended")
+
+    @property
+    def busy_for(self) -> float:
+        """Seconds the current page (or handler retry) has been running, 0 when idle."""
+        return 0.0 if self._busy_since is None else time.monotonic() - self._busy_since
 
     async def __aenter__(self) -> ProjectionProcessor:
         await self.start()
@@ -233,11 +255,18 @@ class ProjectionProcessor:
                     await control.poll_requests(self)
                 progressed = False
                 if self.state not in ("paused", "stopped"):
-                    for lane in self._lanes(include_frozen=False):
-                        progressed = await self._step(lane) or progressed
-                    await control.maybe_take_over(self)
+                    self._busy_since = time.monotonic()
+                    try:
+                        for lane in self._lanes(include_frozen=False):
+                            progressed = await self._step(lane) or progressed
+                        await control.maybe_take_over(self)
+                    finally:
+                        self._busy_since = None
+                recovered = self.state == "failing"
+                if recovered:  # every read and commit of this round went through
+                    self.state = "running"
                 if not progressed:
-                    if time.monotonic() - self._last_status >= self.heartbeat:
+                    if recovered or time.monotonic() - self._last_status >= self.heartbeat:
                         await self._commit([])
                     await self._idle(signal)
                 errors = 0

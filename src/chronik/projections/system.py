@@ -1,9 +1,10 @@
 """Projection bookkeeping in the store's database: status rows, control requests, dead letters.
 
-Everything here is a table of the store (SQLite: schema migration 3; memory: created on first
-use), so any process pointed at the same store (the CLI, an admin UI) sees the status of the
-projections a server runs, and its pause / resume / reset / rebuild / retry requests reach the
-running processor, which picks them up within a heartbeat.
+Everything here is a table of the store (``store.tables.SYSTEM_TABLES``: created by the SQLite
+and PostgreSQL migrations, present in a memory store from the start), so any process pointed
+at the same store (the CLI, an admin UI) sees the status of the projections a server runs, and
+its pause / resume / reset / rebuild / retry requests reach the running processor, which picks
+them up within a heartbeat.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from typing import Any, Final, NamedTuple
 import msgspec
 
 from chronik.errors import ReadModelError, UnknownProjection, ValidationError
+from chronik.health import horizon_lag
 from chronik.messages import Position, new_event_id
-from chronik.store.base import EventStore, TableSpec, TableWrite
+from chronik.store.base import EventStore, TableWrite
+from chronik.store.tables import DEAD_LETTERS, LEASES, PLANS, REQUESTS, STATUS
 
 __all__ = [
     "ACTIONS",
@@ -31,84 +34,6 @@ __all__ = [
     "load_plan",
 ]
 
-STATUS: Final = TableSpec(
-    "chronik_projections",
-    (
-        ("name", "TEXT"),
-        ("version", "INTEGER"),
-        ("generation", "INTEGER"),
-        ("building", "INTEGER"),
-        ("building_version", "INTEGER"),
-        ("state", "TEXT"),
-        ("position", "TEXT"),
-        ("build_position", "TEXT"),
-        ("head", "TEXT"),
-        ("lag_events", "INTEGER"),
-        ("lag_seconds", "REAL"),
-        ("events_per_s", "REAL"),
-        ("processed", "INTEGER"),
-        ("last_error", "TEXT"),
-        ("heartbeat", "INTEGER"),
-        ("owner", "TEXT"),
-    ),
-    ("name",),
-)
-REQUESTS: Final = TableSpec(
-    "chronik_projection_requests",
-    (
-        ("id", "TEXT"),
-        ("projection", "TEXT"),
-        ("action", "TEXT"),
-        ("arg", "TEXT"),
-        ("created_at", "INTEGER"),
-    ),
-    ("id",),
-)
-DEAD_LETTERS: Final = TableSpec(
-    "chronik_dead_letters",
-    (
-        ("projection", "TEXT"),
-        ("event_id", "TEXT"),
-        ("generation", "INTEGER"),
-        ("position", "INTEGER"),
-        ("position_index", "INTEGER"),
-        ("stream", "TEXT"),
-        ("sequence", "INTEGER"),
-        ("type", "TEXT"),
-        ("error", "TEXT"),
-        ("attempts", "INTEGER"),
-        ("blocked", "INTEGER"),
-        ("parked_at", "INTEGER"),
-    ),
-    ("projection", "generation", "event_id"),
-    (("projection", "stream"),),
-)
-LEASES: Final = TableSpec(
-    "chronik_leases",
-    (
-        ("name", "TEXT"),
-        ("partition", "INTEGER"),
-        ("owner", "TEXT"),
-        ("epoch", "INTEGER"),
-        ("expires_at", "INTEGER"),
-    ),
-    ("name", "partition"),
-)
-PLANS: Final = TableSpec(
-    "chronik_projection_plans",
-    (
-        ("name", "TEXT"),
-        ("generation", "INTEGER"),
-        ("version", "INTEGER"),
-        ("partitions", "INTEGER"),
-        ("building", "INTEGER"),
-        ("building_version", "INTEGER"),
-        ("building_partitions", "INTEGER"),
-        ("switching", "INTEGER"),
-        ("retired", "TEXT"),
-    ),
-    ("name",),
-)
 ACTIONS: Final = frozenset({"pause", "resume", "reset", "rebuild", "retry", "refresh"})
 ALIVE_SECONDS: Final = 5.0  # a heartbeat older than this means no processor is running
 
@@ -133,6 +58,9 @@ class ProjectionStatus(msgspec.Struct):
     alive: bool
     owner: str | None
     dead_letters: int = 0
+    #: committed events no reader may pass yet: an older transaction still runs (PostgreSQL)
+    horizon_events: int = 0
+    horizon_seconds: float = 0.0  # the age of the oldest running transaction then
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -153,12 +81,6 @@ class DeadLetter(msgspec.Struct):
     attempts: int
     blocked: bool
     parked_at: float
-
-
-def ensure_writes() -> list[TableWrite]:
-    """Create the bookkeeping tables where the schema has no migration for them (memory)."""
-    specs = (STATUS, REQUESTS, DEAD_LETTERS, LEASES, PLANS)
-    return [TableWrite("ensure", spec.name, spec=spec) for spec in specs]
 
 
 class Plan(NamedTuple):
@@ -239,11 +161,6 @@ class ProjectionAdmin:
     def __init__(self, store: EventStore) -> None:
         self.store = store
 
-    async def ensure(self) -> None:
-        """Create the bookkeeping tables if the store has none yet."""
-        async with self.store.transaction() as tx:
-            tx.write_tables(ensure_writes())
-
     async def _read(
         self,
         table: str,
@@ -251,12 +168,8 @@ class ProjectionAdmin:
         order_by: tuple[str, ...] = (),
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Rows of a bookkeeping table; the tables are created on first need (no write else)."""
-        try:
-            return await self.store.read_table(table, where, order_by, limit)
-        except ReadModelError:
-            await self.ensure()
-            return await self.store.read_table(table, where, order_by, limit)
+        """Rows of a bookkeeping table (the store's migrations created it)."""
+        return await self.store.read_table(table, where, order_by, limit)
 
     async def names(self) -> list[str]:
         """The projections that have ever reported a status, sorted (``name/k``: partitions)."""
@@ -284,6 +197,10 @@ class ProjectionAdmin:
             for r in await self._read(LEASES.name)
         }
         now = time.time()
+        horizon = await horizon_lag(store)
+        behind = (0, 0.0)
+        if horizon is not None and horizon.pending_events:
+            behind = (horizon.pending_events, round(horizon.oldest_transaction_seconds or 0.0, 3))
         out = []
         for r in rows:
             position = Position.parse(r["position"]) if r["position"] else None
@@ -322,6 +239,8 @@ class ProjectionAdmin:
                         for d in letters
                         if d["projection"] == r["name"] and d["generation"] == r["generation"]
                     ),
+                    horizon_events=behind[0],
+                    horizon_seconds=behind[1],
                 )
             )
         return out
@@ -344,6 +263,10 @@ class ProjectionAdmin:
         if action not in ACTIONS:
             raise ValidationError(f"unknown action {action!r}", field="action")
         targets = await self.check(name)
+        if action in ("rebuild", "reset"):  # refused whole if it would repeat side effects
+            from chronik.replay_marks import check_replay
+
+            await check_replay(self.store, name, action, arg)
         request_id = new_event_id()
         rows = [
             {

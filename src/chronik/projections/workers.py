@@ -28,7 +28,7 @@ from chronik.projections import leases
 from chronik.projections.lanes import checkpoint_name
 from chronik.projections.processor import ProjectionProcessor
 from chronik.projections.projection import Projection
-from chronik.projections.system import LEASES, ensure_writes, load_plan
+from chronik.projections.system import LEASES, load_plan
 from chronik.store.base import EventStore
 
 __all__ = ["PartitionWorker"]
@@ -82,27 +82,44 @@ class PartitionWorker:
 
     async def start(self) -> None:
         """Join (membership lease), start the processors standing by, then balance."""
-        if self._task is None:
-            async with self.store.transaction() as tx:
-                tx.write_tables(ensure_writes())
+        if self._task is None or (self._task.done() and not self._stopping):
             await self._join()
             for proc in self.processors:
                 await proc.start()
             await self.balance()
             self._task = asyncio.get_running_loop().create_task(self._run())
 
-    async def stop(self) -> None:
-        """Release every partition (after its batch) and the membership."""
+    async def stop(self, grace: float | None = None) -> None:
+        """Release every partition (after its batch, cancelled after ``grace`` s) and the
+        membership."""
         self._stopping = True
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await asyncio.gather(*(p.stop() for p in self.processors))
+            await asyncio.wait([self._task])
+        await asyncio.gather(*(p.stop(grace) for p in self.processors))
         with contextlib.suppress(Exception):
             async with self.store.transaction() as tx:
                 release = leases.write(self._member, self.owner, 0, "release", self._version)
                 tx.write_tables([release], checked=True)
+
+    async def join(self) -> None:
+        """Wait until this worker's loops end; raise what ended one unless it was stopped."""
+        waits = [asyncio.ensure_future(p.join()) for p in self.processors]
+        if self._task is not None:
+            waits.append(asyncio.ensure_future(self._join_balancer(self._task)))
+        try:
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_EXCEPTION)
+            for t in done:
+                if (exc := t.exception()) is not None:
+                    raise exc
+        finally:
+            for w in waits:
+                w.cancel()
+
+    async def _join_balancer(self, task: asyncio.Task[None]) -> None:
+        await asyncio.wait([task])
+        if not self._stopping and not task.cancelled() and (exc := task.exception()):
+            raise exc
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
@@ -17,6 +17,7 @@ from prometheus_client import (
 
 from chronik.commands import CommandResult
 from chronik.errors import ChronikError, ReadModelError
+from chronik.health import STATES, Supervisor, horizon_lag
 from chronik.messages import Command
 
 if TYPE_CHECKING:
@@ -91,6 +92,25 @@ class Metrics:
             ["projection"],
             registry=r,
         )
+        self.task_state = Gauge(
+            "chronik_task_state",
+            "Background tasks: 1 for the state each is in (running, restarting, dead, stopped)",
+            ["task", "state"],
+            registry=r,
+        )
+        self.store_healthy = Gauge(
+            "chronik_store_healthy", "1 while the store's writer works, else 0", registry=r
+        )
+        self.loop_lag = Gauge(
+            "chronik_event_loop_lag_seconds",
+            "How late the event loop is (worst within the last seconds)",
+            registry=r,
+        )
+        self.horizon_pending = Gauge(
+            "chronik_store_horizon_pending_events",
+            "Committed events readers wait for because an older transaction still runs",
+            registry=r,
+        )
         self._instrumented: set[int] = set()
 
     def instrument(self, app: Chronik) -> None:
@@ -138,10 +158,21 @@ class Metrics:
                 pending = []
             self.outbox_pending.set(len(pending))
         if admin is not None:
+            lag = await horizon_lag(store)
+            self.horizon_pending.set(0 if lag is None else lag.pending_events)
             for s in await admin.statuses():
                 self.lag_events.labels(s.name).set(s.lag_events)
                 self.lag_seconds.labels(s.name).set(s.lag_seconds)
                 self.rate.labels(s.name).set(s.events_per_s)
+
+    def refresh_health(self, supervisors: Sequence[Supervisor], store: EventStore) -> None:
+        """Set the task-state, store-health and loop-lag gauges (at scrape time)."""
+        for supervisor in supervisors:
+            for info in supervisor.tasks.values():
+                for state in STATES:
+                    self.task_state.labels(info.name, state).set(int(info.state == state))
+        self.store_healthy.set(int(store.health.ok))
+        self.loop_lag.set(max((s.loop_lag for s in supervisors), default=0.0))
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""

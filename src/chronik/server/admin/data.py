@@ -7,12 +7,16 @@ import json
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from chronik.errors import ValidationError
 from chronik.messages import Position, RecordedEvent, StreamId
 from chronik.projections import DeadLetter, ProjectionStatus
 from chronik.store.base import EventStore
+
+if TYPE_CHECKING:
+    from chronik.app import Chronik
+    from chronik.projections import ProjectionRunner
 
 __all__ = [
     "ChainLink",
@@ -98,6 +102,16 @@ class Overview:
     streams: int
     streams_capped: bool
     projections: list[ProjectionView] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # what /readyz lists: empty = healthy
+
+
+def health_problems(app: Chronik, runner: ProjectionRunner | None) -> list[str]:
+    """What the process's supervisors say is wrong (tasks, loop lag, store writer,
+    projections), as /readyz lists it."""
+    supervisors = [app.health]
+    if runner is not None and runner.health is not app.health:
+        supervisors.append(runner.health)
+    return [p for i, h in enumerate(supervisors) for p in h.problems(None if i else app.store)]
 
 
 class Meter:
@@ -155,7 +169,10 @@ async def _count_streams(store: EventStore, meter: Meter, head: str | None) -> t
 
 
 async def overview(
-    store: EventStore, statuses: list[ProjectionStatus], meter: Meter | None = None
+    store: EventStore,
+    statuses: list[ProjectionStatus],
+    meter: Meter | None = None,
+    problems: list[str] | None = None,
 ) -> Overview:
     """Events total (the head), events/s over the last minute, streams, projections with lag."""
     meter = meter or Meter()
@@ -173,6 +190,7 @@ async def overview(
         streams=streams,
         streams_capped=streams_capped,
         projections=[projection_view(s) for s in statuses],
+        problems=list(problems or ()),
     )
 
 
