@@ -1,9 +1,11 @@
 """Load aggregates (snapshot + tail, upcast), keep recent ones; snapshots off the hot path.
 
-A snapshot is a cache: one that is missing, corrupt, of another state type or of another schema
-version is ignored and the stream replayed in full. The repository also keeps the last state of
-recently used streams with their version; the command bus uses it without a read, because its
-append checks the version anyway, and drops the entry whenever an append fails.
+A stored event that no longer decodes fails the load with UndecodableEvent (from the registry),
+naming the event and the repair. A snapshot is a cache: one that is missing, corrupt, of another
+state type or of another schema version is ignored and the stream replayed in full. The
+repository also keeps the last state of recently used streams with their version; the command
+bus uses it without a read, because its append checks the version anyway, and drops the entry
+whenever an append fails.
 """
 
 from __future__ import annotations
@@ -67,7 +69,13 @@ class Repository:
                 try:
                     state = model.decode_state(snapshot)
                     version = snapshot.sequence
-                except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError) as exc:
+                except (
+                    msgspec.DecodeError,
+                    msgspec.ValidationError,
+                    TypeError,
+                    ValueError,
+                    RecursionError,
+                ) as exc:
                     log.warning("ignoring unreadable snapshot of %s: %s", stream, exc)
         if version is None:
             state = model.initial(stream.aggregate_id)
@@ -121,7 +129,7 @@ class Repository:
             return
         try:  # encoded now: the state object may change with the next command
             state = model.encode_state(loaded.state)
-        except (TypeError, ValueError, msgspec.EncodeError) as exc:
+        except (TypeError, ValueError, msgspec.EncodeError, RecursionError) as exc:
             log.warning("cannot snapshot %s: %s", stream, exc)
             return
         loaded.snapshot_sequence = loaded.version

@@ -36,7 +36,10 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
     runner = ProjectionRunner(app.store, projections(app))
     await runner.start()
     server = HttpServer(
-        create_http_app(app, runner=runner, queries=QUERIES, max_body_bytes=4096), port=0
+        create_http_app(
+            app, runner=runner, queries=QUERIES, max_body_bytes=4096, admin_writes=True
+        ),
+        port=0,
     )
     await server.start()
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}", timeout=10) as c:
@@ -291,7 +294,9 @@ async def test_invalid_utf8_is_a_bad_request(http: httpx.AsyncClient) -> None:
         b'"payload": {"name": "\xff"}}'
     )
     r = await http.post("/v1/commands", content=body)
-    assert r.status_code == 400 and r.json()["title"] == "ValidationError"
+    problem = r.json()
+    assert r.status_code == 400 and problem["title"] == "SerializationError"
+    assert problem["field"] == "body" and "UTF-8" in problem["detail"]
 
 
 async def test_dead_letters_over_http() -> None:
@@ -309,7 +314,7 @@ async def test_dead_letters_over_http() -> None:
     await app.open()
     runner = ProjectionRunner(app.store, [fragile])
     await runner.start()
-    server = HttpServer(create_http_app(app, runner=runner), port=0)
+    server = HttpServer(create_http_app(app, runner=runner, admin_writes=True), port=0)
     await server.start()
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:

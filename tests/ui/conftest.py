@@ -137,7 +137,10 @@ class ServerThread:
         await grpc.start()
         routes = create_admin_routes(app, runner=grpc.runner, auth=self.auth)
         http = HttpServer(
-            create_http_app(app, runner=grpc.runner, auth=self.auth, extra_routes=routes), port=0
+            create_http_app(
+                app, runner=grpc.runner, auth=self.auth, extra_routes=routes, admin_writes=True
+            ),
+            port=0,
         )
         await http.start()
         self.url = f"http://127.0.0.1:{http.port}"

@@ -26,13 +26,18 @@ READER, ADMIN = "reader-key-123", "admin-key-456"
 EVIL = '<script>alert("x")</script>'
 
 
-async def serve(auth: HttpAuth | None) -> AsyncIterator[httpx.AsyncClient]:
+async def serve(
+    auth: HttpAuth | None, admin_writes: bool = True
+) -> AsyncIterator[httpx.AsyncClient]:
     app = build_app("memory://")
     await app.open()
     runner = ProjectionRunner(app.store, projections(app))
     await runner.start()
     routes = create_admin_routes(app, runner=runner, auth=auth)
-    server = HttpServer(create_http_app(app, runner=runner, auth=auth, extra_routes=routes), port=0)
+    http = create_http_app(
+        app, runner=runner, auth=auth, extra_routes=routes, admin_writes=admin_writes
+    )
+    server = HttpServer(http, port=0)
     await server.start()
     url = f"http://127.0.0.1:{server.port}"
     async with httpx.AsyncClient(base_url=url, timeout=10) as c:
@@ -65,6 +70,25 @@ async def secured() -> AsyncIterator[httpx.AsyncClient]:
     keys = Auth([ApiKey("reader", READER), ops])
     async for c in serve(HttpAuth(keys)):
         yield c
+
+
+@pytest.fixture
+async def readonly() -> AsyncIterator[httpx.AsyncClient]:
+    """An admin UI without auth and without admin writes enabled (the default)."""
+    async for c in serve(None, admin_writes=False):
+        yield c
+
+
+async def test_without_auth_or_admin_writes_the_ui_shows_no_write_buttons(
+    readonly: httpx.AsyncClient,
+) -> None:
+    """With admin writes off, pages say read-only instead of offering buttons, and a forged
+    post is refused with the message that says how to enable them."""
+    page = await readonly.get("/admin/projections")
+    assert page.status_code == 200 and "read-only: admin writes are off" in page.text
+    assert "rebuild-button" not in page.text and 'class="pause"' not in page.text
+    r = await readonly.post("/admin/projections/receipts/rebuild", headers=origin(readonly))
+    assert r.status_code == 403 and "admin_writes" in r.text
 
 
 def origin(c: httpx.AsyncClient) -> dict[str, str]:

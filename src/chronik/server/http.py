@@ -1,8 +1,9 @@
 """The HTTP gateway (Starlette): commands, streams, events (also as SSE), projections, live queries.
 
 Every error is ``application/problem+json`` with the chronik error's class as its title and a
-plain message, never a stack trace: rejection 422, wrong expected version 409, validation 400,
-unknown domain / type / projection 404, auth 401 / 403, store or service down 503.
+plain message, never a stack trace (the table is in ``chronik.server.problems``). Inputs are
+checked at the edge (``chronik.server.http_params``: the value rule, positions, parameters); a
+committed command is always answered with its result, never a 5xx.
 """
 
 from __future__ import annotations
@@ -25,50 +26,28 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from chronik.app import Chronik
 from chronik.commands import CommandResult
 from chronik.errors import (
+    AdminWritesDisabled,
     AuthenticationError,
-    ChronikError,
-    CommandRejected,
-    ConcurrencyError,
     PayloadTooLarge,
     PermissionDenied,
-    ServiceUnavailable,
-    StoreClosed,
-    StoreUnavailable,
-    UnknownCommandType,
-    UnknownDomain,
-    UnknownEventType,
     UnknownProjection,
     ValidationError,
 )
-from chronik.messages import Command, Position, StreamId
+from chronik.health import horizon_problems
+from chronik.messages import Position, StreamId
 from chronik.projections import ProjectionAdmin, ProjectionRunner, query
+from chronik.server import http_params as params
 from chronik.server.http_auth import HttpAuth
 from chronik.server.metrics import Metrics
 from chronik.server.openapi import openapi_document
+from chronik.server.problems import PROBLEM, error_response, method_not_allowed, problem
 
-__all__ = ["LiveQuery", "create_http_app"]
+__all__ = ["PROBLEM", "LiveQuery", "create_http_app", "error_response", "problem"]
 
 log = logging.getLogger("chronik.http")
-PROBLEM: Final = "application/problem+json"
-MAX_LIMIT: Final = 1000
+MAX_LIMIT: Final = params.MAX_LIMIT
 SSE_KEEPALIVE: Final = 15.0
 QUERY_POLL: Final = 0.1
-
-_STATUS: Final[list[tuple[type[BaseException], int]]] = [
-    (CommandRejected, 422),
-    (PayloadTooLarge, 413),
-    (ConcurrencyError, 409),
-    (UnknownDomain, 404),
-    (UnknownCommandType, 404),
-    (UnknownEventType, 404),
-    (UnknownProjection, 404),
-    (ValidationError, 400),
-    (AuthenticationError, 401),
-    (PermissionDenied, 403),
-    (ServiceUnavailable, 503),
-    (StoreUnavailable, 503),
-    (StoreClosed, 503),
-]
 
 
 LOOPBACK_HOSTS: Final = ("localhost", "127.0.0.1", "::1")
@@ -106,25 +85,6 @@ class HostCheck:
         await self.app(scope, receive, send)
 
 
-def problem(status: int, title: str, detail: str, **extra: Any) -> Response:
-    """An RFC 9457 problem document."""
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
-    return Response(json.dumps(body), status_code=status, media_type=PROBLEM)
-
-
-def error_response(exc: BaseException) -> Response:
-    """The problem document of an exception (500 without details if it is not chronik's)."""
-    for cls, status in _STATUS:
-        if isinstance(exc, cls):
-            detail = exc.reason if isinstance(exc, CommandRejected) else str(exc)
-            extra = {"reason": exc.reason} if isinstance(exc, CommandRejected) else {}
-            return problem(status, type(exc).__name__, detail, **extra)
-    if isinstance(exc, ChronikError):
-        return problem(500, type(exc).__name__, str(exc))
-    log.exception("unexpected error in an HTTP call", exc_info=exc)
-    return problem(500, "InternalError", "internal error")
-
-
 class LiveQuery(msgspec.Struct, frozen=True):
     """``GET /v1/queries/{name}?param=...``: rows of one projection table, filtered."""
 
@@ -135,43 +95,18 @@ class LiveQuery(msgspec.Struct, frozen=True):
     order_by: tuple[str, ...] = ()
 
 
-class _CommandBody(msgspec.Struct, forbid_unknown_fields=True):
-    domain: str
-    aggregate_id: str
-    type: str
-    payload: dict[str, Any] = msgspec.field(default_factory=dict)
-    command_id: str | None = None
-    metadata: dict[str, str] | None = None
-    expected_sequence: int | None = None
-    tenant: str = ""
-
-
-_command_decoder = msgspec.json.Decoder(_CommandBody)
-
-
-def _limit(request: Request, default: int = 100) -> int:
-    raw = request.query_params.get("limit")
-    try:
-        limit = default if raw is None else int(raw)
-    except ValueError:
-        raise ValidationError(f"invalid limit {raw!r}", field="limit") from None
-    if not 0 < limit <= MAX_LIMIT:
-        raise ValidationError(f"limit must be 1..{MAX_LIMIT}", field="limit")
-    return limit
-
-
-def _position(text: str | None) -> Position | None:
-    return Position.parse(text) if text else None
-
-
 def _result_json(result: CommandResult) -> dict[str, Any]:
-    return {
+    body = {
         "command_id": result.command_id,
         "stream": str(result.stream),
         "version": result.version,
         "duplicate": result.duplicate,
-        "events": [e.to_dict() for e in result.events],
     }
+    try:
+        return {**body, "events": [e.to_dict() for e in result.events]}
+    except Exception:  # committed: answer it even if an event cannot be shown
+        log.exception("cannot show the events of committed command %s", result.command_id)
+        return {**body, "events": []}
 
 
 def create_http_app(
@@ -184,11 +119,15 @@ def create_http_app(
     metrics: Metrics | None = None,
     extra_routes: Sequence[Route] = (),
     allowed_hosts: Sequence[str] | None = None,
+    admin_writes: bool = False,
 ) -> Starlette:
     """The Starlette application serving ``app`` over HTTP.
 
     With ``allowed_hosts``, requests naming any other host in their Host header are refused
     (DNS-rebinding protection; ``chronik serve`` allows the loopback names by default).
+    Admin writes (projection reset/rebuild/pause/resume, dead-letter retry/drop, the admin UI's
+    buttons) need the ``admin`` right when ``auth`` is set; without auth they are refused (403
+    AdminWritesDisabled) unless ``admin_writes`` enables them (config ``http.admin_writes``).
     """
     store = app.store
     admin = ProjectionAdmin(store)
@@ -203,6 +142,8 @@ def create_http_app(
             try:
                 if auth is not None and action is not None:
                     auth.check(request.headers, action)
+                elif action == "admin" and not admin_writes:
+                    raise AdminWritesDisabled()
                 return await handler(request)
             except (AuthenticationError, PermissionDenied) as exc:
                 log.warning("refused %s %s: %s", request.method, request.url.path, exc)
@@ -214,41 +155,49 @@ def create_http_app(
 
     async def body(request: Request) -> bytes:
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
-            raise PayloadTooLarge(int(declared), max_body_bytes)
-        data = b""
+        known = declared is not None and declared.isascii() and declared.isdigit()
+        if known and int(declared or 0) > max_body_bytes:
+            raise PayloadTooLarge(int(declared or 0), max_body_bytes)
+        data = bytearray()
         async for chunk in request.stream():
             data += chunk
             if len(data) > max_body_bytes:
                 raise PayloadTooLarge(len(data), max_body_bytes)
-        return data
+        return bytes(data)
 
     async def post_command(request: Request) -> Response:
-        try:
-            cmd = _command_decoder.decode(await body(request))
-        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
-            raise ValidationError(f"invalid command body: {exc}", field="body") from None
-        command = Command(
-            domain=cmd.domain,
-            aggregate_id=cmd.aggregate_id,
-            type=cmd.type,
-            payload=cmd.payload,
-            command_id=cmd.command_id,
-            metadata=cmd.metadata,
-            expected_sequence=cmd.expected_sequence,
-            tenant=cmd.tenant,
-        )
+        timeout = params.wait_timeout(request.query_params)
+        command = await params.parse_command(await body(request))
         if auth is not None:
             auth.check_command(request.headers, command)
         result = await app.dispatch(command)
-        if request.query_params.get("wait") == "projections" and runner and result.position:
-            async with asyncio.timeout(10):
+        # committed from here on: whatever fails now, the answer is the committed result
+        answer = _result_json(result)
+        if timeout is None:
+            return JSONResponse(answer)
+        if await caught_up(result, timeout):
+            return JSONResponse({**answer, "projections": "caught_up"})
+        return JSONResponse({**answer, "projections": "pending"}, status_code=202)
+
+    async def caught_up(result: CommandResult, seconds: float) -> bool:
+        """Whether the projections applied the command's events within ``seconds``."""
+        if runner is None or result.position is None:
+            return True
+        try:
+            async with asyncio.timeout(seconds):
                 await runner.wait_for(result.position)
-        return JSONResponse(_result_json(result))
+        except TimeoutError:
+            return False
+        except Exception as exc:  # a projection stopped, the store went away: still committed
+            log.warning("command %s committed; projections not confirmed: %r", result, exc)
+            return False
+        return True
 
     async def list_streams(request: Request) -> Response:
         q = request.query_params
-        limit = _limit(request)
+        limit = params.limit(q)
+        domain = params.domains(q)
+        prefix = params.text(q, "prefix")
         streams = [
             {
                 "stream": str(i.stream),
@@ -257,9 +206,7 @@ def create_http_app(
                 "tenant": i.stream.tenant,
                 "version": i.version,
             }
-            async for i in store.list_streams(
-                q.get("domain") or None, q.get("prefix") or None, limit
-            )
+            async for i in store.list_streams(domain[0] if domain else None, prefix, limit)
         ]
         return JSONResponse({"streams": streams})
 
@@ -267,36 +214,36 @@ def create_http_app(
         p = request.path_params
         q = request.query_params
         stream = StreamId(p["domain"], p["aggregate_id"], q.get("tenant", ""))
-        raw_from = q.get("from")
-        if raw_from is not None and not raw_from.isdigit():
-            raise ValidationError(f"invalid from {raw_from!r}", field="from")
-        start = int(raw_from) if raw_from is not None else None
+        start = params.sequence(q, "from")
         events = [
-            e.to_dict() async for e in store.read_stream(stream, start, limit=_limit(request))
+            e.to_dict() async for e in store.read_stream(stream, start, limit=params.limit(q))
         ]
         return JSONResponse({"stream": str(stream), "events": events})
 
     async def all_events(request: Request) -> Response:
         q = request.query_params
-        domains = q.getlist("domain") or None
-        types = q.getlist("type") or None
         events = [
             e.to_dict()
             async for e in store.read_all(
-                _position(q.get("after")),
-                domains,
-                types,
-                _limit(request),
-                backward=q.get("order") == "desc",
-                before=_position(q.get("before")),
+                params.position(q.get("after"), "after"),
+                params.domains(q),
+                params.types(q),
+                params.limit(q),
+                backward=params.backward(q),
+                before=params.position(q.get("before"), "before"),
             )
         ]
         return JSONResponse({"events": events})
 
     async def event_stream(request: Request) -> Response:
         q = request.query_params
-        after = _position(request.headers.get("last-event-id") or q.get("after"))
-        sub = store.subscribe(after, q.getlist("domain") or None, q.getlist("type") or None)
+        resume = request.headers.get("last-event-id")
+        after = (
+            params.position(resume, "Last-Event-ID")
+            if resume
+            else params.position(q.get("after"), "after")
+        )
+        sub = store.subscribe(after, params.domains(q), params.types(q))
 
         async def sse() -> AsyncIterator[bytes]:
             metrics.http_subscriptions += 1
@@ -357,9 +304,19 @@ def create_http_app(
 
     async def projection_action(request: Request) -> Response:
         name, action = request.path_params["name"], request.path_params["action"]
+        if action == "dead-letters":  # the path of GET .../dead-letters, not an action
+            return method_not_allowed(request, "GET, HEAD")
         if action not in ("rebuild", "pause", "resume", "reset"):
-            raise ValidationError(f"unknown action {action!r}", field="action")
-        request_id = await admin.request(name, action, request.query_params.get("to", ""))
+            raise ValidationError(f"unknown action {action[:64]!r}", field="action")
+        to = params.position(request.query_params.get("to"), "to")
+        if to is not None and action != "reset":
+            raise ValidationError(f"to applies to reset, not to {action}", field="to")
+        if to is not None:
+            head = await store.head()
+            if to > (head or Position(0)):
+                shown = f"the head {head}" if head is not None else "the head (the store is empty)"
+                raise ValidationError(f"invalid to: position {to} is past {shown}", field="to")
+        request_id = await admin.request(name, action, "" if to is None else str(to))
         return JSONResponse(
             {"request_id": request_id, "projection": name, "action": action}, status_code=202
         )
@@ -370,7 +327,7 @@ def create_http_app(
 
     async def dead_letters_action(request: Request) -> Response:
         name, action = request.path_params["name"], request.path_params["action"]
-        event_id = request.query_params.get("event_id") or None
+        event_id = params.text(request.query_params, "event_id", 64)
         if action == "retry":
             return JSONResponse(
                 {"request_id": await admin.request(name, "retry", event_id or "")}, status_code=202
@@ -379,7 +336,14 @@ def create_http_app(
             return JSONResponse({"dropped": await admin.drop_dead_letters(name, event_id)})
         raise ValidationError(f"unknown action {action!r}", field="action")
 
+    supervisors = [app.health]
+    if runner is not None and runner.health is not app.health:
+        supervisors.append(runner.health)
+
     async def healthz(request: Request) -> Response:
+        fatal = [p for i, h in enumerate(supervisors) for p in h.fatal(None if i else store)]
+        if fatal:
+            return JSONResponse({"status": "failing", "problems": fatal}, status_code=503)
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
@@ -389,17 +353,19 @@ def create_http_app(
                 await store.head()
         except Exception as exc:
             problems.append(f"store: {exc or type(exc).__name__}")
-        if runner is not None:
+        for i, h in enumerate(supervisors):
+            problems += h.problems(None if i else store)
+        if runner is not None and not problems:
             for status in await admin.statuses():
-                if status.name in runner.processors and (
-                    status.state in ("failing", "stopped") or not status.alive
-                ):
-                    problems.append(f"projection {status.name}: {status.state}")
+                if status.name in runner.processors and not status.alive:
+                    problems.append(f"projection {status.name}: no heartbeat")
+            problems += await horizon_problems(store)
         body = {"status": "ready" if not problems else "not ready", "problems": problems}
         return JSONResponse(body, status_code=200 if not problems else 503)
 
     async def metrics_route(request: Request) -> Response:
         await metrics.refresh(store, admin if runner is not None else None)
+        metrics.refresh_health(supervisors, store)
         data, content_type = metrics.render()
         return Response(data, media_type=content_type)
 
@@ -434,7 +400,8 @@ def create_http_app(
         return problem(404, "NotFound", f"no route {request.method} {request.url.path}")
 
     async def not_allowed(request: Request, exc: Exception) -> Response:
-        return problem(405, "MethodNotAllowed", f"{request.method} not allowed here")
+        allow = (getattr(exc, "headers", None) or {}).get("Allow", "")
+        return method_not_allowed(request, allow)
 
     middleware: list[Middleware] = []
     if allowed_hosts is not None and "*" not in allowed_hosts:
@@ -446,4 +413,5 @@ def create_http_app(
         exception_handlers={404: not_found, 405: not_allowed, 500: lambda r, e: error_response(e)},
     )
     http.state.started = started
+    http.state.admin_writes = admin_writes
     return http

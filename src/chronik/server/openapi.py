@@ -33,17 +33,34 @@ def _query(name: str, schema: dict[str, Any], description: str = "") -> dict[str
     }
 
 
-def _path(name: str) -> dict[str, Any]:
+def _path(name: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "name": name,
         "in": "path",
         "required": True,
-        "schema": {"type": "string", "minLength": 1},
+        "schema": schema or {"type": "string", "minLength": 1},
     }
 
 
 _LIMIT = _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size")
-_POSITION = {"type": "string", "description": "an opaque position from an event"}
+_INT64 = 2**63 - 1
+_POSITION = {
+    "type": "string",
+    "pattern": "^[0-9]{1,19}(:[0-9]{1,19})?$",
+    "description": "a position from an event (each part 0..2**63-1); opaque to clients",
+}
+_DOMAIN = {"type": "string", "pattern": "^[a-z][a-z0-9_.-]{0,63}$"}
+_AGGREGATE_ID = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 256,
+    "pattern": "^[^\\x00-\\x1f\\x7f]+$",
+    "description": "1..256 printable characters",
+}
+_TENANT = {"type": "string", "pattern": "^([a-z0-9][a-z0-9_.-]{0,63})?$"}
+_EVENT_TYPE = {"type": "string", "pattern": "^[A-Za-z][A-Za-z0-9_.:-]{0,127}$"}
+_TEXT = {"type": "string", "maxLength": 256, "pattern": "^[^\\x00-\\x1f\\x7f]*$"}
+_NAME = {"type": "string", "minLength": 1, "maxLength": 200}
 _EVENTS = {
     "type": "object",
     "properties": {"events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}},
@@ -63,12 +80,33 @@ def openapi_document() -> dict[str, Any]:
             "/v1/commands": {
                 "post": {
                     "summary": "Handle a command",
+                    "description": (
+                        "Values are checked at the edge: integers must fit int64, numbers be "
+                        "finite (no NaN/Infinity), nesting at most 64 levels, text valid UTF-8 "
+                        "without lone surrogates; a refusal is 400 naming the field (such as "
+                        "`payload.amount`). With `wait=projections` the answer is 200 with "
+                        '`"projections": "caught_up"` once every projection applied the '
+                        'events, or 202 with the same committed result and `"projections": '
+                        '"pending"` when they did not within `wait_timeout`: the command is '
+                        "committed either way, do not send it again (a retry with the same "
+                        "command_id is answered as a duplicate)."
+                    ),
                     "parameters": [
                         _query(
                             "wait",
                             {"type": "string", "enum": ["projections"]},
                             "wait until the projections applied its events",
-                        )
+                        ),
+                        _query(
+                            "wait_timeout",
+                            {
+                                "type": "number",
+                                "exclusiveMinimum": 0,
+                                "maximum": 60,
+                                "default": 10,
+                            },
+                            "seconds to wait (with wait=projections)",
+                        ),
                     ],
                     "requestBody": {
                         "required": True,
@@ -78,7 +116,11 @@ def openapi_document() -> dict[str, Any]:
                     },
                     "responses": {
                         "200": _json({"$ref": "#/components/schemas/CommandResult"}),
-                        **_errors(400, 401, 403, 404, 409, 422, 503),
+                        "202": _json(
+                            {"$ref": "#/components/schemas/CommandResult"},
+                            "committed; projections pending after wait_timeout",
+                        ),
+                        **_errors(400, 401, 403, 404, 409, 413, 422, 503),
                     },
                 }
             },
@@ -86,8 +128,8 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "List streams",
                     "parameters": [
-                        _query("domain", {"type": "string"}),
-                        _query("prefix", {"type": "string"}),
+                        _query("domain", _DOMAIN),
+                        _query("prefix", _TEXT),
                         _LIMIT,
                     ],
                     "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 403)},
@@ -97,13 +139,13 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "Read one stream",
                     "parameters": [
-                        _path("domain"),
-                        _path("aggregate_id"),
-                        _query("from", {"type": "string", "pattern": "^[0-9]+$"}),
+                        _path("domain", _DOMAIN),
+                        _path("aggregate_id", _AGGREGATE_ID),
+                        _query("from", {"type": "integer", "minimum": 0, "maximum": _INT64}),
                         _LIMIT,
-                        _query("tenant", {"type": "string"}),
+                        _query("tenant", _TENANT),
                     ],
-                    "responses": {"200": _json(_EVENTS), **_errors(400, 401, 403)},
+                    "responses": {"200": _json(_EVENTS), **_errors(400, 401, 403, 404, 422)},
                 }
             },
             "/v1/events": {
@@ -112,8 +154,8 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [
                         _query("after", _POSITION),
                         _query("before", _POSITION),
-                        _query("domain", {"type": "string"}),
-                        _query("type", {"type": "string"}),
+                        _query("domain", _DOMAIN),
+                        _query("type", _EVENT_TYPE),
                         _query("order", {"type": "string", "enum": ["asc", "desc"]}),
                         _LIMIT,
                     ],
@@ -125,8 +167,14 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "SSE: events after a position, then live (Last-Event-ID resumes)",
                     "parameters": [
                         _query("after", _POSITION),
-                        _query("domain", {"type": "string"}),
-                        _query("type", {"type": "string"}),
+                        _query("domain", _DOMAIN),
+                        _query("type", _EVENT_TYPE),
+                        {
+                            "name": "Last-Event-ID",
+                            "in": "header",
+                            "required": False,
+                            "schema": _POSITION,
+                        },
                     ],
                     "responses": {
                         "200": {
@@ -140,7 +188,7 @@ def openapi_document() -> dict[str, Any]:
             "/v1/queries/{name}": {
                 "get": {
                     "summary": "A live query: read-model rows (SSE with Accept: text/event-stream)",
-                    "parameters": [_path("name")],
+                    "parameters": [_path("name", _NAME)],
                     "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 403, 404)},
                 }
             },
@@ -161,8 +209,14 @@ def openapi_document() -> dict[str, Any]:
             "/v1/projections/{name}/{action}": {
                 "post": {
                     "summary": "Ask a projection to rebuild, pause, resume or reset (to=POSITION)",
+                    "description": (
+                        "Admin writes: with auth configured they need the admin right; without "
+                        "auth they are refused (403 AdminWritesDisabled) unless the server "
+                        "enables them (http.admin_writes). `to` applies to reset only and "
+                        "must not be past the head (400)."
+                    ),
                     "parameters": [
-                        _path("name"),
+                        _path("name", _NAME),
                         {
                             "name": "action",
                             "in": "path",
@@ -180,22 +234,23 @@ def openapi_document() -> dict[str, Any]:
             "/v1/projections/{name}/dead-letters": {
                 "get": {
                     "summary": "Parked events of a projection",
-                    "parameters": [_path("name")],
+                    "parameters": [_path("name", _NAME)],
                     "responses": {"200": _json({"type": "array"}), **_errors(401, 403, 404)},
                 }
             },
             "/v1/projections/{name}/dead-letters/{action}": {
                 "post": {
                     "summary": "Retry or drop parked events (all, or one by event_id)",
+                    "description": "Admin writes: see /v1/projections/{name}/{action}.",
                     "parameters": [
-                        _path("name"),
+                        _path("name", _NAME),
                         {
                             "name": "action",
                             "in": "path",
                             "required": True,
                             "schema": {"type": "string", "enum": ["retry", "drop"]},
                         },
-                        _query("event_id", {"type": "string"}),
+                        _query("event_id", {**_TEXT, "maxLength": 64}),
                     ],
                     "responses": {
                         "200": _json({"type": "object"}),
@@ -227,7 +282,13 @@ def openapi_document() -> dict[str, Any]:
                         "title": {"type": "string"},
                         "status": {"type": "integer"},
                         "detail": {"type": "string"},
-                        "reason": {"type": "string"},
+                        "reason": {"type": "string", "description": "a business rejection"},
+                        "field": {"type": "string", "description": "the refused input"},
+                        "event_id": {"type": "string", "description": "UndecodableEvent"},
+                        "stream": {"type": "string"},
+                        "sequence": {"type": "integer"},
+                        "event_type": {"type": "string"},
+                        "schema_version": {"type": "integer"},
                     },
                 },
                 "Command": {
@@ -235,14 +296,14 @@ def openapi_document() -> dict[str, Any]:
                     "required": ["domain", "aggregate_id", "type"],
                     "additionalProperties": False,
                     "properties": {
-                        "domain": {"type": "string"},
-                        "aggregate_id": {"type": "string"},
+                        "domain": _DOMAIN,
+                        "aggregate_id": _AGGREGATE_ID,
                         "type": {"type": "string"},
                         "payload": {"type": "object"},
                         "command_id": {"type": "string"},
                         "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
-                        "expected_sequence": {"type": "integer"},
-                        "tenant": {"type": "string"},
+                        "expected_sequence": {"type": "integer", "minimum": 0, "maximum": _INT64},
+                        "tenant": _TENANT,
                     },
                 },
                 "CommandResult": {
@@ -252,6 +313,11 @@ def openapi_document() -> dict[str, Any]:
                         "stream": {"type": "string"},
                         "version": {"type": ["integer", "null"]},
                         "duplicate": {"type": "boolean"},
+                        "projections": {
+                            "type": "string",
+                            "enum": ["caught_up", "pending"],
+                            "description": "with wait=projections only",
+                        },
                         "events": {
                             "type": "array",
                             "items": {"$ref": "#/components/schemas/Event"},

@@ -154,6 +154,7 @@ def snapshot_to_wire(snapshot: Snapshot | None) -> pb.Snapshot | None:
     )
 
 
-def position_from_wire(text: str) -> Position | None:
-    """A position string (empty: None)."""
-    return Position.parse(text) if text else None
+def position_from_wire(text: str, field: str = "position") -> Position | None:
+    """A position string (empty: None); ValidationError naming ``field`` when it is not one
+    (negative, beyond int64, garbage)."""
+    return Position.parse(text, field) if text else None

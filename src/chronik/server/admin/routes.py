@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -33,8 +34,8 @@ from chronik.server.admin.security import (
     safe_next,
     set_credential,
 )
-from chronik.server.http import error_response
 from chronik.server.http_auth import HttpAuth
+from chronik.server.problems import error_response
 
 __all__ = ["create_admin_routes"]
 
@@ -52,6 +53,9 @@ RECENT: Final = 10
 MAX_LOGIN_BODY: Final = 16_384
 ACTIONS: Final = ("pause", "resume", "rebuild")
 Handler = Callable[[Request], Awaitable[Response]]
+
+
+_writes: contextvars.ContextVar[bool] = contextvars.ContextVar("admin_writes", default=False)
 
 
 def create_admin_routes(
@@ -81,6 +85,7 @@ def create_admin_routes(
     env.filters["q"] = lambda s: quote(str(s), safe="")
 
     def render(template: str, code: int = 200, **context: Any) -> HTMLResponse:
+        context.setdefault("writes", _writes.get())
         html = env.get_template(template).render(**context)
         return HTMLResponse(html, status_code=code, headers=SECURITY_HEADERS)
 
@@ -91,6 +96,9 @@ def create_admin_routes(
                 if post:
                     check_same_origin(request)
                 authorize(auth, request, action)
+                # Buttons that write show only where they can work (with auth the admin
+                # right decides on click; without it only when admin writes are enabled).
+                _writes.set(auth is not None or bool(getattr(request.app.state, "admin_writes", 0)))
                 return await handler(request)
             except AuthenticationError as exc:
                 log.warning("admin: refused %s %s: %s", request.method, request.url.path, exc)
@@ -121,7 +129,8 @@ def create_admin_routes(
     # --- overview -----------------------------------------------------------------------------
 
     async def overview_context() -> dict[str, Any]:
-        ov = await data.overview(store, await padmin.statuses(), meter)
+        problems = data.health_problems(app, runner)
+        ov = await data.overview(store, await padmin.statuses(), meter, problems)
         recent = [data.event_view(e) async for e in store.read_all(backward=True, limit=RECENT)]
         return {"ov": ov, "recent": recent}
 

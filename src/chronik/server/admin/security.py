@@ -8,6 +8,10 @@
 - CSRF: every POST must carry an ``Origin`` (or, failing that, a ``Referer``) naming the host
   and port the request was sent to (its ``Host``; the scheme is not compared, so a TLS proxy in
   front works); SameSite=Strict keeps the cookie off cross-site requests in the first place.
+- Admin writes (the buttons: pause, resume, rebuild, dead-letter and outbox retry/drop) need
+  the ``admin`` right when the server has auth; without auth they are refused (403
+  AdminWritesDisabled) unless the HTTP app enabled them (``create_http_app(...,
+  admin_writes=True)``, config ``http.admin_writes: true``).
 - Every page is served with a strict Content-Security-Policy (scripts from /admin/static
   only, no inline script or style), no framing, no MIME sniffing.
 """
@@ -23,7 +27,7 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.responses import Response
 
-from chronik.errors import PermissionDenied
+from chronik.errors import AdminWritesDisabled, PermissionDenied
 from chronik.server.http_auth import HttpAuth
 
 __all__ = [
@@ -71,9 +75,12 @@ def _decode(value: str) -> str:
 
 
 def authorize(auth: HttpAuth | None, request: Request, action: str) -> None:
-    """AuthenticationError / PermissionDenied unless ``action`` is allowed (no auth: allowed)."""
+    """AuthenticationError / PermissionDenied unless ``action`` is allowed. Without auth, reads
+    are allowed and admin writes only where the HTTP app enabled them (else 403)."""
     if auth is not None:
         auth.check(credentials(request), action)
+    elif action == "admin" and not getattr(request.app.state, "admin_writes", False):
+        raise AdminWritesDisabled()
 
 
 def _host(url: str) -> str | None:
