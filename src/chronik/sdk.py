@@ -28,7 +28,8 @@ from chronik.codec import EventRegistry
 from chronik.commands import CommandResult
 from chronik.errors import ChronikError, CommandRejected
 from chronik.messages import Command, Position, RecordedEvent, Snapshot, StreamId
-from chronik.server.grpc import ERROR_KEY, status_for
+from chronik.server.grpc import ERROR_KEY
+from chronik.server.grpc_edge import EdgeInterceptor, bind_error, report_bug, status_for
 from chronik.server.remote import channel_options
 from chronik.server.wire import command_from_wire, command_to_wire, event_from_wire
 from chronik.v1 import chronik_pb2 as pb
@@ -100,7 +101,7 @@ class BusinessLogicService(rpc.BusinessLogicServicer):
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
     if not isinstance(exc, ChronikError):
-        log.exception("business logic failed", exc_info=exc)
+        report_bug(exc, "business logic")
     context.set_trailing_metadata(((ERROR_KEY, type(exc).__name__),))
     await context.abort(status_for(exc), str(exc) if isinstance(exc, ChronikError) else repr(exc))
 
@@ -110,10 +111,20 @@ async def serve_business_logic(
     registry: EventRegistry,
     address: str = "127.0.0.1:0",
 ) -> tuple[grpc.aio.Server, int]:
-    """Start a BusinessLogic server for ``model``; returns it and its port (stop it when done)."""
-    server = grpc.aio.server(options=channel_options())
+    """Start a BusinessLogic server for ``model``; returns it and its port (stop it when done).
+
+    A malformed request is INVALID_ARGUMENT; PortInUse if another process holds the port.
+    """
+    options: list[tuple[str, Any]] = [*channel_options(), ("grpc.so_reuseport", 0)]
+    server = grpc.aio.server(interceptors=[EdgeInterceptor()], options=options)
     rpc.add_BusinessLogicServicer_to_server(BusinessLogicService(model, registry), server)
-    port = server.add_insecure_port(address)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:  # grpcio >= 1.50 raises where older versions returned 0
+        port = 0
+    if not port:
+        host, _, number = address.rpartition(":")
+        raise bind_error("business logic gRPC", host, int(number) if number.isdigit() else 0)
     await server.start()
     return server, port
 
@@ -129,6 +140,8 @@ _BY_STATUS: dict[grpc.StatusCode, type[ChronikError]] = {
     grpc.StatusCode.UNAUTHENTICATED: errors.AuthenticationError,
     grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
     grpc.StatusCode.ALREADY_EXISTS: errors.DuplicateEventError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.MessageTooLarge,
+    grpc.StatusCode.DATA_LOSS: errors.DeserializationError,
 }
 
 
@@ -142,6 +155,8 @@ def error_from_status(exc: grpc.aio.AioRpcError) -> ChronikError:
     if cls is None:
         cls = _BY_STATUS.get(exc.code(), ChronikError)
     message = exc.details() or exc.code().name
+    if cls is errors.MessageTooLarge:
+        message += " (a server's limit is its grpc.max_message_bytes)"
     err: ChronikError = cls.__new__(cls)
     Exception.__init__(err, message)
     if isinstance(err, CommandRejected):

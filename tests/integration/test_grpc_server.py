@@ -29,7 +29,7 @@ def customer(aggregate_id: str, type_: str = "CreateCustomer", **payload: Any) -
 
 @pytest.fixture
 async def server() -> AsyncIterator[GrpcServer]:
-    srv = GrpcServer(build_app("memory://"), port=0)
+    srv = GrpcServer(build_app("memory://"), port=0, raw_append=True)
     await srv.start()
     yield srv
     await srv.stop(1)
@@ -249,7 +249,7 @@ async def test_auth_keys_and_allowlists() -> None:
             ApiKey(name="ops", key="ops-secret-1", commands={"customer": "*"}, append=True),
         ]
     )
-    srv = GrpcServer(build_app("memory://"), port=0, auth=auth)
+    srv = GrpcServer(build_app("memory://"), port=0, auth=auth, raw_append=True)
     await srv.start()
     address = f"127.0.0.1:{srv.port}"
     try:

@@ -96,3 +96,37 @@ def test_http_serves_only_loopback_host_names_when_bound_to_loopback(tmp_path: P
     path = tmp_path / "chronik.yaml"
     path.write_text("http:\n  allowed_hosts: [shop.example, localhost]\n")
     assert load_config(str(path)).http.allowed_hosts == ["shop.example", "localhost"]
+
+
+def test_writes_that_bypass_business_logic_are_off_by_default(tmp_path: Path) -> None:
+    """grpc.raw_append and http.admin_writes default to false and parse when given."""
+    assert Config().grpc.raw_append is False and Config().http.admin_writes is False
+    path = tmp_path / "c.yaml"
+    path.write_text("grpc: {raw_append: true}\nhttp: {admin_writes: true}\n")
+    config = load_config(path)
+    assert config.grpc.raw_append is True and config.http.admin_writes is True
+
+
+def test_the_shop_demo_enables_admin_writes_but_not_raw_appends() -> None:
+    """examples/shop/chronik.yaml (make run, loopback) keeps the admin buttons, not raw appends."""
+    config = load_config(Path(__file__).parents[2] / "examples" / "shop" / "chronik.yaml")
+    assert config.http.admin_writes is True and config.http.host == "127.0.0.1"
+    assert config.grpc.raw_append is False
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "grpc: {max_message_bytes: 10}\n",
+        "grpc: {max_message_bytes: 4294967296}\n",
+        "grpc: {port: 70000}\n",
+        "http: {port: -1}\n",
+    ],
+)
+def test_limits_and_ports_out_of_range_are_refused(tmp_path: Path, text: str) -> None:
+    """A message limit or port out of range is a ConfigurationError naming the key."""
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    key = text.split("{")[1].split(":")[0]
+    with pytest.raises(chronik.ConfigurationError, match=key):
+        load_config(path)

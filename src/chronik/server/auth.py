@@ -16,7 +16,9 @@ import msgspec
 
 from chronik.errors import AuthenticationError, ConfigurationError, PermissionDenied
 
-__all__ = ["ApiKey", "Auth"]
+__all__ = ["Action", "ApiKey", "Auth"]
+
+Action = Literal["read", "append"]
 
 
 class ApiKey(msgspec.Struct, forbid_unknown_fields=True):
@@ -27,7 +29,7 @@ class ApiKey(msgspec.Struct, forbid_unknown_fields=True):
     key_env: str = ""  # read the key from this environment variable instead
     commands: dict[str, list[str] | Literal["*"]] = msgspec.field(default_factory=dict)
     read: bool = True
-    append: bool = False
+    append: bool = False  # EventStore.Append, when the server enables raw appends at all
     admin: bool = False  # projection actions over HTTP
 
     def secret(self) -> str:
@@ -74,7 +76,7 @@ class Auth:
             raise PermissionDenied(f"{key.name} may not send {domain}/{command_type}")
 
     @staticmethod
-    def allow(key: ApiKey, action: Literal["read", "append"]) -> None:
+    def allow(key: ApiKey, action: Action) -> None:
         """PermissionDenied unless ``key`` may read or append events."""
         if not getattr(key, action):
             raise PermissionDenied(f"{key.name} may not {action} events")

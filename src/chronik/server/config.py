@@ -1,7 +1,8 @@
 """The server's configuration: a YAML file, overridden by CHRONIK_STORE and command-line flags.
 
 store: sqlite:///data/events.db          # flag --store, then $CHRONIK_STORE, then this
-grpc: {host: 127.0.0.1, port: 50051}
+grpc: {host: 127.0.0.1, port: 50051}         # raw_append: false, max_message_bytes: 4194304
+http: {host: 127.0.0.1, port: 8080}          # admin_writes: false (admin actions without auth)
 app: examples.shop.app:build_app         # in-process domains: a factory(store) -> Chronik
 registry: myapp.events:registry          # or: a registry and a list of models
 domains: [myapp.orders:Order, myapp.customer:customer]
@@ -16,7 +17,7 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -42,20 +43,29 @@ __all__ = [
 DEFAULT_STORE = "sqlite:///data/events.db"
 
 
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+
+
 class GrpcConfig(msgspec.Struct, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
-    port: int = 50051
-    max_message_bytes: int = 4 * 1024 * 1024
+    port: Port = 50051
+    #: the largest message either way; larger ones are refused with RESOURCE_EXHAUSTED
+    max_message_bytes: Annotated[int, msgspec.Meta(ge=1024, le=2**31 - 1)] = 4 * 1024 * 1024
+    #: EventStore.Append (events written with no business logic in between): off by default
+    raw_append: bool = False
 
 
 class HttpConfig(msgspec.Struct, forbid_unknown_fields=True):
     enabled: bool = True
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: Port = 8080
     max_body_bytes: int = 1024 * 1024
     #: Host header names served (DNS-rebinding protection); "*": any. Default: the loopback
     #: names when bound to loopback, any otherwise.
     allowed_hosts: list[str] | None = None
+    #: admin writes (projection reset, rebuild, pause, dead-letter retry) on a server without
+    #: auth; with auth they need the admin right instead
+    admin_writes: bool = False
 
 
 class QueryConfig(msgspec.Struct, forbid_unknown_fields=True):

@@ -3,10 +3,17 @@
 It also runs the app's projections (read models, remote projectors, sagas) beside it.
 
 Every chronik error becomes a status code with a plain message (never a stack trace): rejection
-FAILED_PRECONDITION, wrong expected version ABORTED, validation INVALID_ARGUMENT, unknown domain
+FAILED_PRECONDITION, wrong expected version ABORTED, validation INVALID_ARGUMENT (a malformed
+protobuf message too), a message over ``max_message_bytes`` RESOURCE_EXHAUSTED, unknown domain
 or type NOT_FOUND, store or remote service unreachable UNAVAILABLE, auth UNAUTHENTICATED or
-PERMISSION_DENIED. ``stop`` lets in-flight calls finish within a grace period and ends
+PERMISSION_DENIED. Only a bug (an exception that is not a chronik error) is INTERNAL, logged
+once per minute and kind. ``stop`` lets in-flight calls finish within a grace period and ends
 subscriptions cleanly.
+
+EventStore.Append writes events with no business logic in between, so it is off unless enabled
+(``raw_append=True``, config ``grpc.raw_append: true``); with auth it needs the ``append`` right,
+and events are checked against the registered schemas (``check_raw_append``). Health answers
+SERVING only while the store answers.
 """
 
 from __future__ import annotations
@@ -14,72 +21,55 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, TypeVar
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from chronik.app import Chronik
 from chronik.errors import (
-    AuthenticationError,
     ChronikError,
     CommandRejected,
-    ConcurrencyError,
-    DuplicateEventError,
+    InvalidValue,
     PermissionDenied,
-    ServiceUnavailable,
-    StoreClosed,
-    StoreUnavailable,
-    UnknownCommandType,
-    UnknownDomain,
-    UnknownEventType,
-    ValidationError,
+    SerializationError,
 )
 from chronik.messages import RecordedEvent, StreamId
 from chronik.projections import Projection, ProjectionRunner
-from chronik.server.auth import ApiKey, Auth
+from chronik.server.auth import Action, ApiKey, Auth
+from chronik.server.grpc_edge import (
+    EdgeInterceptor,
+    GrpcHealth,
+    bind_error,
+    check_payload,
+    check_raw_append,
+    check_sequence,
+    parse_position,
+    report_bug,
+    status_for,
+)
 from chronik.server.remote import MAX_MESSAGE_BYTES, channel_options
 from chronik.server.wire import (
     command_from_wire,
     event_data_from_wire,
     event_to_wire,
     expected_from_wire,
-    position_from_wire,
 )
 from chronik.subscriptions import Subscription
 from chronik.v1 import chronik_pb2 as pb
 from chronik.v1 import chronik_pb2_grpc as rpc
 
-__all__ = ["ERROR_KEY", "GrpcServer", "status_for"]
+__all__ = ["ERROR_KEY", "GrpcServer", "bind_error", "status_for"]
 
 log = logging.getLogger("chronik.server")
 T = TypeVar("T")
 CAUGHT_UP_POLL: Final = 0.05
 ERROR_KEY: Final = "chronik-error"  # trailing metadata: the chronik error class name
-
-_STATUS: Final[list[tuple[type[BaseException], grpc.StatusCode]]] = [
-    (CommandRejected, grpc.StatusCode.FAILED_PRECONDITION),
-    (ConcurrencyError, grpc.StatusCode.ABORTED),
-    (ValidationError, grpc.StatusCode.INVALID_ARGUMENT),
-    (UnknownDomain, grpc.StatusCode.NOT_FOUND),
-    (UnknownCommandType, grpc.StatusCode.NOT_FOUND),
-    (UnknownEventType, grpc.StatusCode.NOT_FOUND),
-    (ServiceUnavailable, grpc.StatusCode.UNAVAILABLE),
-    (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
-    (StoreClosed, grpc.StatusCode.UNAVAILABLE),
-    (AuthenticationError, grpc.StatusCode.UNAUTHENTICATED),
-    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
-    (DuplicateEventError, grpc.StatusCode.ALREADY_EXISTS),
-]
-
-
-def status_for(exc: BaseException) -> grpc.StatusCode:
-    """The status code a chronik error maps to (INTERNAL for anything unexpected)."""
-    for cls, code in _STATUS:
-        if isinstance(exc, cls):
-            return code
-    return grpc.StatusCode.INTERNAL
+RAW_APPEND_OFF: Final = (
+    "raw appends are disabled: EventStore.Append bypasses the business logic; enable it with "
+    "`grpc.raw_append: true` in the config (GrpcServer(raw_append=True))"
+)
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
@@ -88,7 +78,7 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException
         message = exc.reason if isinstance(exc, CommandRejected) else str(exc)
         context.set_trailing_metadata(((ERROR_KEY, type(exc).__name__),))
     else:
-        log.exception("unexpected error in a gRPC call", exc_info=exc)
+        report_bug(exc, "a gRPC call")
         message = "internal error"
     await context.abort(code, message)
 
@@ -103,9 +93,7 @@ class _Service:
             return None
         return self.auth.authenticate(context.invocation_metadata() or ())
 
-    def _allow(
-        self, context: grpc.aio.ServicerContext[Any, Any], action: Literal["read", "append"]
-    ) -> None:
+    def _allow(self, context: grpc.aio.ServicerContext[Any, Any], action: Action) -> None:
         key = self._key(context)
         if key is not None:
             Auth.allow(key, action)
@@ -132,6 +120,13 @@ class CommandGatewayService(_Service, rpc.CommandGatewayServicer):
             key = self._key(context)
             if key is not None:
                 Auth.allow_command(key, request.domain, request.type)
+            if request.payload:  # the value rule; JSON that is no JSON at all is for the
+                try:  # model to refuse (InvalidCommand, naming the command type)
+                    check_payload(bytes(request.payload), "payload")
+                except InvalidValue:
+                    raise
+                except SerializationError:
+                    pass
             result = await self.app.dispatch(command_from_wire(request))
             return pb.CommandResponse(
                 events=[event_to_wire(e) for e in result.events],
@@ -146,8 +141,9 @@ class CommandGatewayService(_Service, rpc.CommandGatewayServicer):
 class EventStoreService(_Service, rpc.EventStoreServicer):
     """Append, ReadStream, ReadAll and Subscribe on the app's store."""
 
-    def __init__(self, app: Chronik, auth: Auth | None) -> None:
+    def __init__(self, app: Chronik, auth: Auth | None, *, raw_append: bool = False) -> None:
         super().__init__(app, auth)
+        self.raw_append = raw_append
         self.subscriptions: set[Subscription] = set()
         self.stopping = False
 
@@ -161,9 +157,14 @@ class EventStoreService(_Service, rpc.EventStoreServicer):
         self, request: pb.AppendRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.AppendResponse:
         async def call() -> pb.AppendResponse:
-            self._allow(context, "append")
+            self._allow(context, "append")  # credentials first, then the switch
+            if not self.raw_append:
+                raise PermissionDenied(RAW_APPEND_OFF)
             stream = StreamId(request.domain, request.aggregate_id, request.tenant)
+            if request.WhichOneof("expected") == "sequence":
+                check_sequence(request.sequence, "sequence")
             events = [event_data_from_wire(e) for e in request.events]
+            check_raw_append(self.app, stream, events)
             result = await self.app.store.append(stream, events, expected_from_wire(request))
             return pb.AppendResponse(
                 first_sequence=result.first_sequence,
@@ -180,7 +181,9 @@ class EventStoreService(_Service, rpc.EventStoreServicer):
         try:
             self._allow(context, "read")
             stream = StreamId(request.domain, request.aggregate_id, request.tenant)
-            start = request.from_sequence if request.HasField("from_sequence") else None
+            start = None
+            if request.HasField("from_sequence"):
+                start = check_sequence(request.from_sequence, "from_sequence")
             async for event in self.app.store.read_stream(
                 stream, start, request.backward, request.limit or None
             ):
@@ -194,12 +197,12 @@ class EventStoreService(_Service, rpc.EventStoreServicer):
         try:
             self._allow(context, "read")
             async for event in self.app.store.read_all(
-                after=position_from_wire(request.after),
+                after=parse_position(request.after, "after"),
                 domains=list(request.domains) or None,
                 types=list(request.types) or None,
                 limit=request.limit or None,
                 backward=request.backward,
-                before=position_from_wire(request.before),
+                before=parse_position(request.before, "before"),
             ):
                 yield event_to_wire(event)
         except (ChronikError, Exception) as exc:
@@ -211,7 +214,7 @@ class EventStoreService(_Service, rpc.EventStoreServicer):
         try:
             self._allow(context, "read")
             sub = self.app.store.subscribe(
-                position_from_wire(request.after),
+                parse_position(request.after, "after"),
                 domains=list(request.domains) or None,
                 types=list(request.types) or None,
             )
@@ -257,7 +260,11 @@ class EventStoreService(_Service, rpc.EventStoreServicer):
 
 
 class GrpcServer:
-    """Serves one Chronik app over gRPC; ``await start()``, then ``await stop()``."""
+    """Serves one Chronik app over gRPC; ``await start()``, then ``await stop()``.
+
+    ``raw_append`` enables EventStore.Append (off by default); ``max_message_bytes`` bounds
+    every message both ways (larger ones are RESOURCE_EXHAUSTED).
+    """
 
     def __init__(
         self,
@@ -268,23 +275,33 @@ class GrpcServer:
         auth: Auth | None = None,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         projections: Sequence[Projection] = (),
+        raw_append: bool = False,
     ) -> None:
         self.app = app
-        self.runner = ProjectionRunner(app.store, projections) if projections else None
+        self.runner = (
+            ProjectionRunner(app.store, projections, health=app.health) if projections else None
+        )
         self.host = host
         self.port = port
         self.auth = auth
         self.max_message_bytes = max_message_bytes
+        self.raw_append = raw_append
         self._server: grpc.aio.Server | None = None
         self._events: EventStoreService | None = None
-        self._health = health.aio.HealthServicer()
+        self._health = GrpcHealth(app)
 
     async def start(self) -> int:
-        """Open the app, bind and start serving; returns the bound port (``port=0``: any free)."""
-        await self.app.open()
-        server = grpc.aio.server(options=channel_options(self.max_message_bytes))
+        """Bind, open the app and start serving; returns the bound port (``port=0``: any free).
+
+        PortInUse if another process listens on the port (never shared: no SO_REUSEPORT).
+        """
+        options: list[tuple[str, Any]] = [
+            *channel_options(self.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+        server = grpc.aio.server(interceptors=[EdgeInterceptor()], options=options)
         rpc.add_CommandGatewayServicer_to_server(CommandGatewayService(self.app, self.auth), server)
-        self._events = EventStoreService(self.app, self.auth)
+        self._events = EventStoreService(self.app, self.auth, raw_append=self.raw_append)
         rpc.add_EventStoreServicer_to_server(self._events, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         names = [
@@ -294,17 +311,33 @@ class GrpcServer:
             reflection.SERVICE_NAME,
         ]
         reflection.enable_server_reflection(names, server)
-        bound = server.add_insecure_port(f"{self.host}:{self.port}")
+        plain = self.host.startswith("[") or ":" not in self.host
+        address = self.host if plain else f"[{self.host}]"
+        try:
+            bound = server.add_insecure_port(f"{address}:{self.port}")
+        except RuntimeError:  # grpcio >= 1.50 raises where older versions returned 0
+            bound = 0
         if not bound:
-            raise ChronikError(f"cannot listen on {self.host}:{self.port}")
+            raise bind_error("gRPC", self.host, self.port)
+        try:
+            await self.app.open()
+        except BaseException:
+            await server.stop(None)
+            raise
         self.port = bound
         await server.start()
-        for name in ["", *names[:2]]:
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._health.names = ["", *names[:2]]
+        await self._health.probe()
         self._server = server
         if self.runner is not None:
             await self.runner.start()
-        log.info("gRPC listening on %s:%s", self.host, bound)
+        log.info(
+            "gRPC listening on %s:%s (max message %d bytes, raw append %s)",
+            self.host,
+            bound,
+            self.max_message_bytes,
+            "on" if self.raw_append else "off",
+        )
         return bound
 
     async def stop(self, grace: float = 5.0) -> None:

@@ -1,21 +1,52 @@
-"""Serve an ASGI app with uvicorn inside chronik's own event loop (chronik handles signals)."""
+"""Serve an ASGI app with uvicorn inside chronik's own event loop (chronik handles signals).
+
+The server binds its socket itself before uvicorn starts, without SO_REUSEPORT, so a port that
+another process holds is a typed ``PortInUse`` from ``start()`` (never uvicorn's SystemExit).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import socket
 from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
 
-__all__ = ["HttpServer"]
+from chronik.errors import ConfigurationError, PortInUse
+
+__all__ = ["HttpServer", "bind_socket"]
 
 
 class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:  # chronik serve owns SIGTERM / SIGINT
         yield
+
+
+def bind_socket(what: str, host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port (not listening yet); PortInUse if the port is taken,
+    ConfigurationError if the address cannot be used."""
+    name = host.strip("[]")
+    try:
+        infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigurationError(f"cannot listen on {what} {host}:{port}: {exc}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        # SO_REUSEADDR (not SO_REUSEPORT): a restart may bind over TIME_WAIT connections, but
+        # a second listener on the same port is refused
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(what, host, port) from None
+        raise ConfigurationError(f"cannot listen on {what} {host}:{port}: {exc.strerror}") from None
+    return sock
 
 
 class HttpServer:
@@ -31,16 +62,35 @@ class HttpServer:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
-        """Start serving; returns the bound port."""
-        self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()  # raises why it could not start
-                raise OSError(f"cannot listen on {self.host}:{self.port}")
-            await asyncio.sleep(0.01)
+        """Start serving; returns the bound port. PortInUse if another process holds it."""
+        sock = bind_socket("HTTP", self.host, self.port)
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
+        try:
+            while not self._server.started:
+                if self._task.done():
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            if not self._server.started:
+                sock.close()
+        if not self._server.started:
+            try:
+                self._task.result()
+            except (Exception, SystemExit) as exc:  # uvicorn exits when startup fails
+                raise ConfigurationError(
+                    f"HTTP server on {self.host}:{self.port} could not start: {exc!r}"
+                ) from None
+            finally:
+                self._task = None
+            raise ConfigurationError(f"HTTP server on {self.host}:{self.port} did not start")
         sockets = self._server.servers[0].sockets
         self.port = int(sockets[0].getsockname()[1])
         return self.port
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The task serving requests while started (for a health supervisor to watch)."""
+        return self._task
 
     async def stop(self) -> None:
         """Stop accepting, finish open requests, close streaming responses."""

@@ -1,0 +1,361 @@
+"""The gRPC edge: what a request must pass before chronik acts on it.
+
+- ``EdgeInterceptor`` parses every request itself, so a message that is not valid protobuf is
+  INVALID_ARGUMENT (never UNKNOWN), logged at most once per ``LogLimiter.every`` seconds.
+- ``parse_position`` / ``check_sequence`` bound positions and sequences to int64.
+- ``check_payload`` applies the JSON value rule to payload bytes (depth, int64, UTF-8).
+- ``check_raw_append`` validates EventStore.Append events against the registered schemas, and
+  refuses types that no model knows on domains served by models (they would poison the stream).
+- ``status_for`` maps every chronik error to its own status code; anything else is a bug:
+  INTERNAL, logged with its traceback once a minute per kind (``report_bug``).
+- ``GrpcHealth`` answers SERVING only while the app works; ``bind_error`` types a failed bind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import inspect
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
+
+import grpc
+import msgspec
+from grpc_health.v1 import health, health_pb2
+
+from chronik import errors as e
+from chronik.app import Chronik
+from chronik.codec import INT64_MAX, decode_json
+from chronik.errors import (
+    ChronikError,
+    DeserializationError,
+    UpcastError,
+    ValidationError,
+)
+from chronik.health import store_problem
+from chronik.messages import JSON, EventData, Position, StreamId
+
+__all__ = [
+    "EdgeInterceptor",
+    "GrpcHealth",
+    "LogLimiter",
+    "bind_error",
+    "check_payload",
+    "check_raw_append",
+    "check_sequence",
+    "parse_position",
+    "report_bug",
+    "status_for",
+]
+
+log = logging.getLogger("chronik.server")
+
+
+class LogLimiter:
+    """Lets one log line through per key every ``every`` seconds and counts the rest."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self._last: dict[str, float] = {}
+        self._dropped: dict[str, int] = {}
+
+    def allow(self, key: str) -> int | None:
+        """The number of lines suppressed since the last one if this one may go out, else None."""
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self.every:
+            self._dropped[key] = self._dropped.get(key, 0) + 1
+            return None
+        self._last[key] = now
+        return self._dropped.pop(key, 0)
+
+
+# --- parsing requests -------------------------------------------------------------------------
+
+if TYPE_CHECKING:
+    Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+    Handler: TypeAlias = grpc.RpcMethodHandler[Any, Any]
+
+
+class EdgeInterceptor(grpc.aio.ServerInterceptor):
+    """Hands the servicers parsed requests; a malformed one is INVALID_ARGUMENT, not UNKNOWN."""
+
+    def __init__(self, limiter: LogLimiter | None = None) -> None:
+        self.limiter = limiter or LogLimiter()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        return _guard(handler, handler_call_details.method, self.limiter)
+
+
+def _guard(handler: Any, method: str, limiter: LogLimiter) -> Handler:
+    parse_raw = handler.request_deserializer
+    serialize = handler.response_serializer
+
+    async def parse(raw: bytes, context: Context) -> Any:
+        try:
+            return parse_raw(raw)
+        except Exception as exc:  # DecodeError, or anything a deserializer raises on bad bytes
+            dropped = limiter.allow(f"malformed:{method}")
+            if dropped is not None:
+                more = f" ({dropped} more since the last report)" if dropped else ""
+                log.warning("malformed %s request: %s%s", method, exc, more)
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"malformed request: not a valid protobuf message for {method}",
+            )
+
+    if not handler.request_streaming and not handler.response_streaming:
+        unary = handler.unary_unary
+
+        async def unary_unary(raw: bytes, context: Context) -> Any:
+            return await _result(unary(await parse(raw, context), context))
+
+        return grpc.unary_unary_rpc_method_handler(unary_unary, None, serialize)
+    if not handler.request_streaming:
+        stream = handler.unary_stream
+        if inspect.isasyncgenfunction(stream):
+
+            async def unary_stream(raw: bytes, context: Context) -> AsyncIterator[Any]:
+                async for item in stream(await parse(raw, context), context):
+                    yield item
+
+            return grpc.unary_stream_rpc_method_handler(unary_stream, None, serialize)
+
+        async def unary_write(raw: bytes, context: Context) -> None:  # writes via context.write
+            await _result(stream(await parse(raw, context), context))
+
+        return grpc.unary_stream_rpc_method_handler(unary_write, None, serialize)
+
+    async def requests(raw: AsyncIterator[bytes], context: Context) -> AsyncIterator[Any]:
+        async for item in raw:
+            yield await parse(item, context)
+
+    if not handler.response_streaming:
+        client_stream = handler.stream_unary
+
+        async def stream_unary(raw: AsyncIterator[bytes], context: Context) -> Any:
+            return await _result(client_stream(requests(raw, context), context))
+
+        return grpc.stream_unary_rpc_method_handler(stream_unary, None, serialize)
+    both = handler.stream_stream
+    if inspect.isasyncgenfunction(both):
+
+        async def stream_stream(raw: AsyncIterator[bytes], context: Context) -> AsyncIterator[Any]:
+            async for item in both(requests(raw, context), context):
+                yield item
+
+        return grpc.stream_stream_rpc_method_handler(stream_stream, None, serialize)
+
+    async def stream_write(raw: AsyncIterator[bytes], context: Context) -> None:
+        await _result(both(requests(raw, context), context))
+
+    return grpc.stream_stream_rpc_method_handler(stream_write, None, serialize)
+
+
+async def _result(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+# --- fields -----------------------------------------------------------------------------------
+
+
+def parse_position(text: str, field: str) -> Position | None:
+    """A position field (empty: None); INVALID_ARGUMENT naming ``field`` if malformed or out
+    of the int64 range every store can hold (``Position.parse``)."""
+    return Position.parse(text, field) if text else None
+
+
+def check_sequence(value: int, field: str) -> int:
+    """A sequence number that fits int64 (the wire allows uint64)."""
+    if not 0 <= value <= INT64_MAX:
+        raise ValidationError(f"{field}: {value} is out of range (0 to 2**63-1)", field=field)
+    return value
+
+
+def check_payload(raw: bytes, field: str) -> Any:
+    """The JSON value in ``raw``, checked by the codec's value rule (``decode_json``): bad
+    JSON, deep nesting, ints beyond int64, NaN, lone surrogates are INVALID_ARGUMENT naming
+    ``field`` and the path below it."""
+    return decode_json(raw, field)
+
+
+# --- raw appends ------------------------------------------------------------------------------
+
+
+def check_raw_append(app: Chronik, stream: StreamId, events: Sequence[EventData]) -> None:
+    """Refuse events that the domain's business logic could not load later.
+
+    A registered type must be JSON that decodes into its class at its schema version (upcast
+    first when older); a type the registry does not know is refused on a domain served by a
+    model (in-process or remote) and allowed on domains that only the event store serves.
+    """
+    registry = app.registry
+    modelled = stream.domain in app.bus.domains
+    for i, event in enumerate(events):
+        where = f"events[{i}]"
+        if event.content_type == JSON and isinstance(event.payload, bytes):
+            check_payload(event.payload, f"{where}.payload")
+        if event.type not in registry:
+            if modelled:
+                raise ValidationError(
+                    f"{where}.type: {event.type!r} is not a registered event type, and domain "
+                    f"{stream.domain!r} is served by a model that could not load it "
+                    f"(registered: {', '.join(registry.names()) or 'none'})",
+                    field=f"{where}.type",
+                )
+            continue
+        if event.content_type != JSON:
+            raise ValidationError(
+                f"{where}.content_type: {event.type} is a registered type; its payload must "
+                "be JSON",
+                field=f"{where}.content_type",
+            )
+        _check_schema(app, event, where)
+
+
+def _check_schema(app: Chronik, event: EventData, where: str) -> None:
+    registry = app.registry
+    cls = registry.class_for(event.type)
+    name = registry.canonical(event.type)
+    current = registry.version_of(event.type)
+    try:
+        if event.schema_version == current:
+            msgspec.json.decode(bytes(event.payload), type=cls)
+            return
+        payload = msgspec.json.decode(bytes(event.payload))
+        if not isinstance(payload, dict):
+            raise msgspec.ValidationError("expected a JSON object")
+        _, upcast = registry.upcast_payload(event.type, event.schema_version, payload)
+        msgspec.convert(upcast, cls)
+    except (msgspec.ValidationError, msgspec.DecodeError, TypeError, ValueError) as exc:
+        raise ValidationError(
+            f"{where}.payload does not fit {name} v{event.schema_version} "
+            f"({cls.__qualname__}): {exc}",
+            field=f"{where}.payload",
+        ) from None
+    except (UpcastError, DeserializationError) as exc:
+        raise ValidationError(
+            f"{where}.schema_version: {exc}", field=f"{where}.schema_version"
+        ) from None
+
+
+# --- status codes, bugs, health, ports -------------------------------------------------------
+
+HEALTH_PROBE_TIMEOUT: Final = 2.0
+_Code = grpc.StatusCode
+_STATUS: Final[list[tuple[type[BaseException], grpc.StatusCode]]] = [
+    (e.CommandRejected, _Code.FAILED_PRECONDITION),
+    (e.ConcurrencyError, _Code.ABORTED),
+    (e.ReplayRefused, _Code.FAILED_PRECONDITION),
+    (e.MessageTooLarge, _Code.RESOURCE_EXHAUSTED),
+    (e.PayloadTooLarge, _Code.RESOURCE_EXHAUSTED),
+    (e.UnknownProjection, _Code.NOT_FOUND),
+    (e.ValidationError, _Code.INVALID_ARGUMENT),
+    (e.UnknownDomain, _Code.NOT_FOUND),
+    (e.UnknownCommandType, _Code.NOT_FOUND),
+    (e.UnknownEventType, _Code.NOT_FOUND),
+    (e.ServiceUnavailable, _Code.UNAVAILABLE),
+    (e.StoreUnavailable, _Code.UNAVAILABLE),
+    (e.StoreClosed, _Code.UNAVAILABLE),
+    (e.TransportUnavailable, _Code.UNAVAILABLE),
+    (e.TransportClosed, _Code.UNAVAILABLE),
+    (e.ConsumerStopped, _Code.UNAVAILABLE),
+    (e.ProjectionStopped, _Code.UNAVAILABLE),
+    (e.AuthenticationError, _Code.UNAUTHENTICATED),
+    (e.PermissionDenied, _Code.PERMISSION_DENIED),
+    (e.DuplicateEventError, _Code.ALREADY_EXISTS),
+    (e.DeserializationError, _Code.DATA_LOSS),  # stored bytes the code no longer decodes
+    (e.UpcastError, _Code.FAILED_PRECONDITION),
+    (e.ReadModelError, _Code.FAILED_PRECONDITION),
+    (e.ConfigurationError, _Code.FAILED_PRECONDITION),
+    (e.HandlerError, _Code.INTERNAL),  # a bug in business logic, named in the message
+]
+_bugs = LogLimiter(every=60.0)
+
+
+def status_for(exc: BaseException) -> grpc.StatusCode:
+    """The status code an error maps to: each chronik error its own, INTERNAL for a bug."""
+    for cls, code in _STATUS:
+        if isinstance(exc, cls):
+            return code
+    return _Code.INTERNAL
+
+
+def report_bug(exc: BaseException, where: str) -> None:
+    """Log an unexpected exception with its traceback, once a minute per kind and place."""
+    dropped = _bugs.allow(f"{where}:{type(exc).__qualname__}")
+    if dropped is not None:
+        more = f" ({dropped} more since the last report)" if dropped else ""
+        log.error("unexpected error in %s%s", where, more, exc_info=exc)
+
+
+class GrpcHealth(health.aio.HealthServicer):
+    """Health that looks before it answers Check: SERVING only while the app really works."""
+
+    def __init__(self, app: Chronik) -> None:
+        super().__init__()
+        self.app = app
+        self.names: list[str] = []
+        self.problem: str | None = None
+
+    async def probe(self) -> bool:
+        """Whether the app works now (the store answers, its writer works, no vital background
+        task is dead); sets every service's status accordingly."""
+        store = self.app.store
+        problems = self.app.health.fatal(store)
+        writer = store_problem(store)
+        if writer is not None:
+            problems.append(writer)
+        try:
+            async with asyncio.timeout(HEALTH_PROBE_TIMEOUT):
+                await store.head()
+        except Exception as exc:  # any failure means not serving; the reason is logged
+            problems.append(f"store: {type(exc).__name__}: {exc}")
+        problem = "; ".join(problems) or None
+        if problem != self.problem:
+            self.problem = problem
+            if problem is None:
+                log.warning("gRPC health: SERVING again")
+            else:
+                log.warning("gRPC health: NOT_SERVING (%s)", problem)
+        serving = health_pb2.HealthCheckResponse.SERVING
+        status = serving if problem is None else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in self.names:
+            await self.set(name, status)
+        return problem is None
+
+    async def Check(
+        self,
+        request: health_pb2.HealthCheckRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> health_pb2.HealthCheckResponse:
+        await self.probe()
+        return await super().Check(request, context)
+
+
+def bind_error(what: str, host: str, port: int) -> ChronikError:
+    """The typed error of a server that could not listen on host:port: PortInUse if another
+    process holds the port (gRPC does not say why; the same bind, tried here, does)."""
+    reason = "the address is not available"
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:  # gaierror included
+        if exc.errno == errno.EADDRINUSE:
+            return e.PortInUse(what, host, port)
+        reason = exc.strerror or str(exc)
+    return e.ConfigurationError(f"cannot listen on {what} {host}:{port}: {reason}")
