@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench lint setup clean proto demo
+.PHONY: run test soak bench lint setup clean proto demo
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ proto: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+soak: $(STAMP)  # the fault drills only, ten times longer than in make test
+	CHRONIK_SOAK=10 $(BIN)/python -m pytest -m drill --timeout 1800 $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

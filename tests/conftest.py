@@ -3,11 +3,15 @@ free port.
 
 A service that cannot start skips the tests that need it, unless CHRONIK_REQUIRE_SERVICES=1,
 which turns that into a failure.
+
+Fault drills and soak tests are marked ``drill``; ``make test`` runs them at scale 1 (bounded),
+``make soak`` runs only them with CHRONIK_SOAK=10, and the ``scale`` fixture says which.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -22,6 +26,19 @@ from chronik.testing.services import (
 )
 
 _schemas = itertools.count(1)
+SCALE = max(1, int(os.environ.get("CHRONIK_SOAK", "1") or "1"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "drill: a fault drill or soak test, bounded in make test, long in make soak"
+    )
+
+
+@pytest.fixture(scope="session")
+def scale() -> int:
+    """How much longer drills run: 1 in make test, CHRONIK_SOAK (10 in make soak) otherwise."""
+    return SCALE
 
 
 @pytest.fixture(scope="session")
