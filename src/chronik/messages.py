@@ -296,11 +296,18 @@ class RecordedEvent(msgspec.Struct, frozen=True):
         return msgspec.json.decode(self.payload)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (payload decoded when it is JSON, else base64 text)."""
-        payload: Any = (
-            self.json() if self.content_type == JSON else base64.b64encode(self.payload).decode()
-        )
-        return {
+        """A JSON-ready dict (payload decoded when it is JSON, else base64 text). A JSON payload
+        that does not parse (stored before the value rule, or by another writer) is shown as
+        base64 with ``payload_error`` saying why, so one bad event never breaks a listing."""
+        error: str | None = None
+        if self.content_type == JSON:
+            try:
+                payload: Any = self.json()
+            except (msgspec.DecodeError, ValueError, RecursionError) as exc:
+                payload, error = base64.b64encode(self.payload).decode(), f"not JSON: {exc}"
+        else:
+            payload = base64.b64encode(self.payload).decode()
+        out = {
             "event_id": self.event_id,
             "stream": str(self.stream),
             "domain": self.stream.domain,
@@ -315,6 +322,9 @@ class RecordedEvent(msgspec.Struct, frozen=True):
             "recorded_at": self.recorded_at.isoformat(),
             "position": str(self.position),
         }
+        if error is not None:
+            out["payload_error"] = error
+        return out
 
 
 class AppendResult(msgspec.Struct, frozen=True):

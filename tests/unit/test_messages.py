@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from datetime import UTC, datetime
 
@@ -158,6 +159,17 @@ def test_recorded_event_decodes_lazily() -> None:
     with pytest.raises(AttributeError):
         e.sequence = 2  # type: ignore[misc]
     assert msgspec.structs.replace(e, raw_metadata=None).metadata is EMPTY_METADATA
+
+
+def test_a_stored_payload_that_is_not_json_is_listed_not_raised() -> None:
+    """to_dict of an event whose JSON payload does not parse (stored by an older writer) shows
+    it as base64 with the reason, so one bad event never breaks a listing."""
+    bad = b'{"k": "\\ud800"}'
+    e = chronik.RecordedEvent(
+        "id-1", chronik.StreamId("a", "b"), 0, "t", 1, bad, chronik.Position(1), 0, None
+    )
+    d = e.to_dict()
+    assert base64.b64decode(d["payload"]) == bad and d["payload_error"].startswith("not JSON")
 
 
 def test_expected_states_are_distinct_and_named() -> None:
