@@ -2,8 +2,10 @@
 
 ``nats://host:4222`` (options: ``stream_prefix`` (default ``CHRONIK``), ``ack_wait`` seconds,
 ``dedup_window`` seconds). Two streams are created on open: ``<prefix>_TOPICS`` (subjects
-``chronik.t.<topic>``, interest retention: a message lives until every group acked it) and
-``<prefix>_QUEUES`` (``chronik.q.<queue>``, work-queue retention). Each subscriber group is one
+``<root>.t.<topic>``, interest retention: a message lives until every group acked it) and
+``<prefix>_QUEUES`` (``<root>.q.<queue>``, work-queue retention), where ``<root>`` is
+``chronik`` for the default prefix and the prefix in lower case otherwise, so transports with
+different prefixes share a server without their subjects overlapping. Each subscriber group is one
 durable consumer filtered on its topic, shared by the group's consumers (competing fetches);
 each queue is one durable consumer. ``<topic>:<message id>`` travels as ``Nats-Msg-Id``, so
 JetStream drops a re-published id within ``dedup_window`` (per topic, like the other
@@ -76,6 +78,8 @@ class NatsTransport(Transport):
             raise ConfigurationError("stream_prefix must be [A-Za-z0-9_]+ and ack_wait > 0")
         self.server = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
         self.topics_stream = f"{self.stream_prefix}_TOPICS"
+        root = "chronik" if self.stream_prefix == "CHRONIK" else self.stream_prefix.lower()
+        self._topics, self._queues = f"{root}.t.", f"{root}.q."
         self.queues_stream = f"{self.stream_prefix}_QUEUES"
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
@@ -98,8 +102,8 @@ class NatsTransport(Transport):
             self._js = self._nc.jetstream(timeout=5)
             # the server's max_payload bounds a message; keep room for the headers
             self.max_body_bytes = min(self.max_body_bytes, self._nc.max_payload - 65536)
-            await self._stream(self.topics_stream, "chronik.t.>", RetentionPolicy.INTEREST)
-            await self._stream(self.queues_stream, "chronik.q.>", RetentionPolicy.WORK_QUEUE)
+            await self._stream(self.topics_stream, f"{self._topics}>", RetentionPolicy.INTEREST)
+            await self._stream(self.queues_stream, f"{self._queues}>", RetentionPolicy.WORK_QUEUE)
         except NATS_ERRORS as exc:
             if self._nc is not None:
                 await self._nc.close()
@@ -149,10 +153,10 @@ class NatsTransport(Transport):
         return self._js
 
     async def _publish(self, message: Message) -> None:
-        await self._put(f"chronik.t.{message.topic}", message)
+        await self._put(f"{self._topics}{message.topic}", message)
 
     async def _send(self, message: Message) -> None:
-        await self._put(f"chronik.q.{message.topic}", message)
+        await self._put(f"{self._queues}{message.topic}", message)
 
     async def _put(self, subject: str, m: Message) -> None:
         # JetStream dedupes per stream: scope the id by topic, as the other adapters do
@@ -176,10 +180,10 @@ class NatsTransport(Transport):
         js = self.js()
         if kind == "topic":
             stream, durable = self.topics_stream, f"t~{group}~{name.replace('.', '~')}"
-            subject, policy = f"chronik.t.{name}", DeliverPolicy.NEW
+            subject, policy = f"{self._topics}{name}", DeliverPolicy.NEW
         else:
             stream, durable = self.queues_stream, f"q~{name.replace('.', '~')}"
-            subject, policy = f"chronik.q.{name}", DeliverPolicy.ALL
+            subject, policy = f"{self._queues}{name}", DeliverPolicy.ALL
         config = ConsumerConfig(
             durable_name=durable,
             filter_subject=subject,
