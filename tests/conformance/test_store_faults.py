@@ -35,10 +35,13 @@ from chronik.testing.faults import (
     sqlite_error,
     touches,
 )
+from tests.conftest import SCALE
 
-EXAMPLES = int(os.environ.get("CHRONIK_FAULT_EXAMPLES", "40"))
+pytestmark = pytest.mark.drill  # a fault campaign: make soak runs ten times more examples
+EXAMPLES = int(os.environ.get("CHRONIK_FAULT_EXAMPLES", "40")) * SCALE
 FAULT_SETTINGS = settings(
     max_examples=EXAMPLES,
+    derandomize=SCALE == 1,  # make test: the same cases every run; make soak: new ones
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -24,10 +24,11 @@ from chronik.server.grpc import GrpcServer
 from chronik.v1 import chronik_pb2 as pb
 from examples.shop.app import build_app, projections
 from examples.shop.events import registry
+from tests.conftest import SCALE
 
 BATCH = 30  # requests per example
-EXAMPLES = 100  # 3,000 requests in all
-BUDGET = 60.0  # seconds the whole run may take
+EXAMPLES = 100 * SCALE  # 3,000 requests in make test
+BUDGET = 60.0 * SCALE  # seconds the whole run may take
 BAD = (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 METHODS: dict[str, tuple[type[Message], bool]] = {
@@ -179,6 +180,8 @@ async def send(channel: grpc.aio.Channel, method: str, body: bytes) -> grpc.Stat
         return exc.code()
 
 
+@pytest.mark.drill
+@pytest.mark.timeout(120 * SCALE)
 async def test_fuzzed_requests_get_typed_statuses_and_the_store_survives(
     server: GrpcServer,
 ) -> None:
@@ -219,6 +222,7 @@ async def _generate() -> list[tuple[str, bytes]]:
 
     @settings(
         max_examples=EXAMPLES,
+        derandomize=SCALE == 1,  # make test: the same requests every run; make soak: new ones
         deadline=None,
         database=None,
         suppress_health_check=list(HealthCheck),

@@ -4,6 +4,7 @@ refused; methods a route lacks are 405 with Allow."""
 
 from __future__ import annotations
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import GenerationMode
@@ -18,6 +19,7 @@ from schemathesis.checks import (
 
 from chronik.server.http import LiveQuery, create_http_app
 from examples.shop.app import build_app
+from tests.conftest import SCALE
 
 app = build_app("memory://")
 http = create_http_app(
@@ -39,8 +41,14 @@ CHECKS = [
 ]
 
 
+@pytest.mark.drill
 @schema.parametrize()
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=40 * SCALE,
+    derandomize=SCALE == 1,  # make test: the same cases every run; make soak: new ones
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
 def test_generated_requests_conform(case: schemathesis.Case) -> None:
     """Whatever the generated request: never a 5xx, a documented status and content type, a body
     of the documented schema, invalid input refused (4xx), errors as problem+json."""
