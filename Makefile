@@ -2,40 +2,47 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# Two stamps: the runtime extras (all `make run` and `make demo` need) and the dev tools on top
+# (pytest, mypy, ruff, playwright, schemathesis, ...: only test, lint, soak and bench need them).
+RUNTIME := $(VENV)/.installed-runtime
+DEV := $(VENV)/.installed-dev
 
 .PHONY: run test soak bench lint setup clean proto demo
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
+$(RUNTIME): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[all]'
+	touch $(RUNTIME)
+
+$(DEV): $(RUNTIME)
 	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
-	touch $(STAMP)
+	touch $(DEV)
 
-setup: $(STAMP)
+setup: $(DEV)
 
-run: $(STAMP)
+run: $(RUNTIME)  # serves ./data/events.db
 	$(BIN)/python -m chronik.cli serve --config examples/shop/chronik.yaml
 
-demo: $(STAMP)
+demo: $(RUNTIME)  # its own ./data/demo.db: never the store `make run` serves
 	$(BIN)/python -m examples.shop.run
 
-proto: $(STAMP)
+proto: $(RUNTIME)
 	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=src --grpc_python_out=src \
 		--pyi_out=src proto/chronik/v1/chronik.proto
 
-test: $(STAMP)
+test: $(DEV)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-soak: $(STAMP)  # the fault drills only, ten times longer than in make test
+soak: $(DEV)  # the fault drills only, ten times longer than in make test
 	CHRONIK_SOAK=10 $(BIN)/python -m pytest -m drill --timeout 1800 $(PYTEST_ARGS)
 
-bench: $(STAMP)
+bench: $(DEV)
 	$(BIN)/python -m bench
 
-lint: $(STAMP)
+lint: $(DEV)
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy

@@ -1,29 +1,34 @@
-"""`make run`: the shop driven in-process through commands, on ./data/events.db.
+"""`make demo`: the shop driven in-process through commands, on its own ./data/demo.db.
 
 Creates a customer, shows an idempotent retry, a rejection, a payload that fails its schema,
 a transaction created and completed, loyalty points added for it, a stale command refused,
-the streams read back, and what a live subscription saw. Store: $CHRONIK_STORE or the file.
+the streams read back, and what a live subscription saw.
+
+The demo awards the loyalty points itself (no saga runs here), so it never writes to the store
+`make run` serves (./data/events.db, or $CHRONIK_STORE), where the server's loyalty saga would
+award them a second time: `--store URL` picks another store, CHRONIK_STORE is not read.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import os
 
 import chronik
 from examples.shop.app import build_app
 
-STORE = os.environ.get("CHRONIK_STORE", "sqlite:///data/events.db")
+STORE = "sqlite:///data/demo.db"
 
 
 def say(text: str) -> None:
     print(text, flush=True)
 
 
-async def main() -> None:
-    async with build_app(STORE) as app:
+async def main(url: str = STORE) -> None:
+    """Run the scenario on the store at ``url``."""
+    async with build_app(url) as app:
         store, registry = app.store, app.registry
-        say(f"chronik {chronik.__version__}: store {STORE}, domains {', '.join(app.bus.domains)}")
+        say(f"chronik {chronik.__version__}: store {url}, domains {', '.join(app.bus.domains)}")
         seen: list[chronik.RecordedEvent] = []
         live = store.subscribe(after=await store.head())
 
@@ -117,4 +122,6 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", default=STORE, help=f"the demo's store (default {STORE})")
+    asyncio.run(main(parser.parse_args().store))

@@ -380,17 +380,22 @@ def cli(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
+def jsonl(text: str) -> list[Any]:
+    """The objects of a --json output (JSON Lines)."""
+    return [json.loads(line) for line in text.splitlines()]
+
+
 def test_cli_status_pause_resume_reset(url: str, server: subprocess.Popen[str]) -> None:
     """status --json shows the running projector; pause, resume and reset reach it."""
     code, out, _ = cli("status", "--json", "--store", url)
-    [s] = json.loads(out)
+    [s] = jsonl(out)
     assert code == 0 and s["name"] == "counts" and s["state"] == "running" and s["alive"]
     assert {"position", "head", "lag_events", "lag_seconds", "last_error"} <= s.keys()
     code, out, _ = cli("pause", "counts", "--store", url)
     assert code == 0 and "done: counts paused" in out
     run(append(url, [("a", {"x": 5})]))
     time.sleep(0.3)
-    [s] = json.loads(cli("status", "--json", "--store", url)[1])
+    [s] = jsonl(cli("status", "--json", "--store", url)[1])
     assert s["state"] == "paused" and s["lag_events"] == 1
     code, out, _ = cli("resume", "counts", "--store", url)
     assert code == 0 and "done: counts running" in out
@@ -408,7 +413,7 @@ def test_cli_dead_letters_list_retry_drop(url: str, server: subprocess.Popen[str
     run(append(url, [("p", {"x": 1, "poison": True}), ("p", {"x": 2}), ("q", {"x": 3})]))
     wait_until(lambda: caught_up(url))
     code, out, _ = cli("dead-letters", "list", "--json", "--store", url)
-    letters = json.loads(out)
+    letters = jsonl(out)
     assert code == 0 and [(d["stream"], d["blocked"]) for d in letters] == [
         ("acc/p", False),
         ("acc/p", True),
@@ -416,12 +421,12 @@ def test_cli_dead_letters_list_retry_drop(url: str, server: subprocess.Popen[str
     assert "poison" in letters[0]["error"]
     code, out, _ = cli("dead-letters", "retry", "counts", "--store", url)
     assert code == 0 and "retry of counts done" in out
-    assert len(json.loads(cli("dead-letters", "list", "--json", "--store", url)[1])) == 2
+    assert len(jsonl(cli("dead-letters", "list", "--json", "--store", url)[1])) == 2
     code, _, err = cli("dead-letters", "drop", "counts", "--store", url)
     assert code == 1 and "--event" in err
     code, out, _ = cli("dead-letters", "drop", "counts", "--stream", "acc/p", "--store", url)
     assert code == 0 and "dropped 2" in out
-    assert json.loads(cli("dead-letters", "list", "--json", "--store", url)[1]) == []
+    assert jsonl(cli("dead-letters", "list", "--json", "--store", url)[1]) == []
     run(append(url, [("p", {"x": 7})]))
     wait_until(lambda: caught_up(url))
     assert {r["id"]: r["total"] for r in run(actual(url))}["p"] == 7
@@ -444,14 +449,14 @@ def test_cli_status_of_a_dead_projector_says_stopped(url: str) -> None:
     assert proc.wait(timeout=60) == 0
     run(append(url, [("a", {"x": 2})]))
     code, out, _ = cli("status", "--json", "--store", url)
-    [s] = json.loads(out)
+    [s] = jsonl(out)
     assert s["state"] == "stopped" and s["lag_events"] == 1
     code, out, _ = cli("pause", "counts", "--store", url)
     assert code == 0 and "queued" in out  # applied when a projector starts
     proc = start(url, "serve")
     try:
         wait_until(lambda: (s := run(status(url))) is not None and s.alive and s.state == "paused")
-        [s] = json.loads(cli("status", "--json", "--store", url)[1])
+        [s] = jsonl(cli("status", "--json", "--store", url)[1])
         assert s["lag_events"] == 1  # it started paused
     finally:
         proc.kill()

@@ -1,4 +1,5 @@
-"""`make run`'s server as a process: it starts, serves the shop, and stops cleanly on SIGTERM."""
+"""`chronik serve` as a process: it starts, serves the shop or a project's own app, and stops
+cleanly on SIGTERM."""
 
 from __future__ import annotations
 
@@ -61,3 +62,64 @@ async def test_serve_the_shop_then_stop_on_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+PROJECT_MODULE = """
+import chronik
+
+
+def build_app(store):
+    return chronik.Chronik(store=store)
+"""
+
+
+def serve_console_script(cwd: Path, *args: str) -> tuple[int, str, str]:
+    """Run the installed `chronik serve` (the console script, not python -m) in ``cwd``; stop
+    it with SIGTERM once it listens; its exit code, stdout and stderr."""
+    script = Path(sys.executable).with_name("chronik")
+    assert script.is_file(), f"{script}: the chronik console script is not installed"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CHRONIK_STORE")}
+    proc = subprocess.Popen(
+        [str(script), "serve", "--port", "0", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        out = ""
+        while "gRPC:" not in out:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            out += line
+        if "gRPC:" in out:
+            proc.send_signal(signal.SIGTERM)
+        rest, err = proc.communicate(timeout=30)
+        return proc.returncode, out + rest, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_console_script_imports_the_project_from_the_working_directory(tmp_path: Path) -> None:
+    """`chronik serve --config chronik.yaml` (the installed script) in a project folder finds
+    the project's own module, as `python -m chronik.cli` does; --app-dir names another folder."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "bank_project_app.py").write_text(PROJECT_MODULE)
+    (project / "chronik.yaml").write_text(
+        "store: sqlite:///data/bank.db\nhttp: {enabled: false}\napp: bank_project_app:build_app\n"
+    )
+    code, out, err = serve_console_script(project, "--config", "chronik.yaml")
+    assert code == 0 and "stopped" in out, err
+    assert (project / "data" / "bank.db").exists()
+    code, out, err = serve_console_script(
+        tmp_path, "--config", "project/chronik.yaml", "--app-dir", "project"
+    )
+    assert code == 0 and "stopped" in out, err
+    code, out, err = serve_console_script(tmp_path, "--config", "project/chronik.yaml")
+    assert code == 1 and "No module named 'bank_project_app'" in err, (out, err)

@@ -174,3 +174,10 @@ def test_read_only_commands_never_create_a_store(tmp_path: Path, args: tuple[str
     code, out, err = invoke(*args, "--store", f"sqlite:///{path}")
     assert code == 1 and err.strip() == f"error: no store at {path}", (out, err)
     assert not (tmp_path / "typo").exists()
+
+
+def test_serve_app_dir_that_is_not_a_directory(tmp_path: Path) -> None:
+    """serve --app-dir on a missing folder exits 1 with one line naming --app-dir."""
+    code, out, err = invoke("serve", "--app-dir", str(tmp_path / "nope"), "--port", "0")
+    assert code == 1 and err.strip() == f"error: --app-dir {tmp_path / 'nope'}: not a directory"
+    assert "Traceback" not in out + err

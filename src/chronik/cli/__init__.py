@@ -7,21 +7,24 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import Any, TypeVar
 
-from chronik.errors import ChronikError
+from chronik.errors import ChronikError, ConfigurationError
 from chronik.messages import JSON, Position, RecordedEvent, StreamId
 from chronik.store import open_store
 
 try:
     import typer
+    from rich import box
     from rich.console import Console
+    from rich.measure import Measurement
     from rich.table import Table
 except ImportError:  # pragma: no cover - exercised without the extra
     typer = None  # type: ignore[assignment]
 
-__all__ = ["main"]
+__all__ = ["main", "print_json_lines", "print_table", "table", "use_app_dir"]
 
 DEFAULT_STORE = "sqlite:///data/events.db"
 T = TypeVar("T")
@@ -46,6 +49,76 @@ def _run(make: Callable[[], Awaitable[T]]) -> T:
         raise
     except Exception as err:
         raise fail(err) from None
+
+
+def use_app_dir(app_dir: str | Path) -> str:
+    """Put ``app_dir`` first on ``sys.path``, as ``python -m`` does with the working directory,
+    so the console script finds a project's modules too; the absolute path it inserted.
+
+    ConfigurationError (naming ``--app-dir``) if it is not a directory.
+    """
+    path = Path(app_dir).resolve()
+    if not path.is_dir():
+        raise ConfigurationError(f"--app-dir {app_dir}: not a directory")
+    text = str(path)
+    if text in sys.path:
+        sys.path.remove(text)
+    sys.path.insert(0, text)
+    return text
+
+
+def print_json_lines(rows: Iterable[Any]) -> None:
+    """Every ``--json`` output: JSON Lines, one object per line (nothing when there is none)."""
+    for row in rows:
+        print(json.dumps(row), flush=True)
+
+
+def table(*headers: str, text: Iterable[str] = ()) -> Table:
+    """A table whose columns are never cut (names, ids, positions, types), except the free
+    ``text`` columns (errors, payloads), which wrap. Print it with :func:`print_table`."""
+    wrapping = set(text)
+    made = Table()
+    for h in headers:
+        if h in wrapping:
+            made.add_column(h, overflow="fold")
+        else:
+            made.add_column(h, no_wrap=True)
+    return made
+
+
+TEXT_MIN = 12  # the narrowest a wrapping column gets before the table outgrows the terminal
+
+
+def _needed_width(console: Console, shown: Table) -> int:
+    """The table's width with every identifier whole and the text columns narrow."""
+    wide = console.options.update_width(10**5)
+    for column in shown.columns:
+        if column.no_wrap:
+            cells = [column.header, *column.cells]
+            column.min_width = max(Measurement.get(console, wide, c).maximum for c in cells)
+        else:
+            column.max_width = TEXT_MIN
+    need = Measurement.get(console, wide, shown).minimum
+    for column in shown.columns:
+        if not column.no_wrap:
+            column.max_width = None
+    return need
+
+
+def print_table(console: Console, shown: Table) -> None:
+    """Print a table whole: on a narrow terminal it drops its side borders first and then,
+    rather than cut an identifier, prints lines wider than the terminal (which wraps them)."""
+    need = _needed_width(console, shown)
+    if need > console.width:
+        shown.box, shown.show_edge, shown.pad_edge = box.SIMPLE_HEAD, False, False
+        shown.collapse_padding = True
+        need = _needed_width(console, shown)
+    width = console.width
+    try:
+        console.width = max(width, need)
+        console.print(shown)
+    finally:
+        console.width = width
 
 
 def event_json(e: RecordedEvent) -> dict[str, Any]:
@@ -159,13 +232,12 @@ def _build() -> typer.Typer:
 
         rows = _run(go)
         if as_json:
-            for name, version in rows:
-                print(json.dumps({"stream": name, "version": version}))
+            print_json_lines({"stream": name, "version": version} for name, version in rows)
             return
-        table = Table("stream", "version")
+        shown = table("stream", "version")
         for name, version in rows:
-            table.add_row(name, str(version))
-        console.print(table)
+            shown.add_row(name, str(version))
+        print_table(console, shown)
 
     @events.command("read")
     def events_read(
@@ -185,19 +257,18 @@ def _build() -> typer.Typer:
 
         found = _run(go)
         if as_json:
-            for e in found:
-                print(json.dumps(event_json(e)))
+            print_json_lines(event_json(e) for e in found)
             return
-        table = Table("seq", "type", "position", "recorded at", "payload")
+        shown = table("seq", "type", "position", "recorded at", "payload", text=["payload"])
         for e in found:
-            table.add_row(
+            shown.add_row(
                 str(e.sequence),
                 e.type,
                 str(e.position),
                 e.recorded_at.strftime("%Y-%m-%d %H:%M:%S"),
                 _short(e),
             )
-        console.print(table)
+        print_table(console, shown)
 
     @events.command("tail")
     def events_tail(

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 from typing import Any
 
 import msgspec
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from chronik.cli import DEFAULT_STORE, _run, _store_url
+from chronik.cli import DEFAULT_STORE, _run, _store_url, print_json_lines, print_table, table
 from chronik.outbox import OutboxAdmin, OutboxDispatcher
 from chronik.store import open_store
 
@@ -34,12 +32,12 @@ def build_outbox() -> Any:
     @outbox.command("status")
     def status(
         store: str | None = store_opt,
-        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+        as_json: bool = typer.Option(False, "--json", help="JSON lines (one object)."),
     ) -> None:
         """Counts by state, the oldest pending message's age, the active dispatcher."""
         st = _run(lambda: with_admin(store, lambda a: a.status()))
         if as_json:
-            print(json.dumps(msgspec.to_builtins(st)))
+            print_json_lines([msgspec.to_builtins(st)])
             return
         age = "-" if st.oldest_pending_age_s is None else f"{st.oldest_pending_age_s:.1f}s"
         console.print(
@@ -59,20 +57,21 @@ def build_outbox() -> Any:
         store: str | None = store_opt,
         state: str | None = typer.Option(None, "--state", help="pending, done or failed"),
         limit: int = typer.Option(100, "--limit"),
-        as_json: bool = typer.Option(False, "--json", help="Print JSON lines."),
+        as_json: bool = typer.Option(False, "--json", help="JSON lines."),
     ) -> None:
         """Outbox messages, oldest first."""
         rows = _run(lambda: with_admin(store, lambda a: a.messages(state, limit)))
         if as_json:
-            for r in rows:
-                print(json.dumps(r))
+            print_json_lines(rows)
             return
-        table = Table("id", "kind", "topic", "key", "state", "attempts", "last error")
+        shown = table(
+            "id", "kind", "topic", "key", "state", "attempts", "last error", text=["last error"]
+        )
         for r in rows:
             state = r["state"]
             if r["blocked_by"] is not None:
                 state += f" (blocked by {r['blocked_by']})"
-            table.add_row(
+            shown.add_row(
                 r["id"],
                 r["kind"],
                 r["topic"],
@@ -81,7 +80,7 @@ def build_outbox() -> Any:
                 str(r["attempts"]),
                 r["last_error"] or "",
             )
-        console.print(table)
+        print_table(console, shown)
 
     @outbox.command("retry")
     def retry(

@@ -8,7 +8,6 @@ picks a request up within a heartbeat. With no processor running a request waits
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Any
 
@@ -25,7 +24,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from chronik.cli import DEFAULT_STORE, _run, _store_url
+from chronik.cli import DEFAULT_STORE, _run, _store_url, print_json_lines, print_table, table
 from chronik.errors import ValidationError
 from chronik.messages import Position
 from chronik.projections import ProjectionAdmin, ProjectionStatus
@@ -41,29 +40,60 @@ def _position(text: str | None) -> int:
     return Position.parse(text).commit if text else 0
 
 
-async def _send(url: str, name: str, action: str, arg: str = "") -> str:
-    """Queue a request; wait briefly for live processors to take it; say what happened."""
+async def _send(
+    url: str, name: str, action: str, arg: str = "", asked: str = "", then: str = ""
+) -> str:
+    """Queue a request; wait briefly for live processors to take it; say what happened.
+
+    ``asked`` is the request in the user's terms (default ``ACTION of NAME``); ``then`` what
+    it means for the events handled next, said instead of the position reached."""
+    asked = asked or f"{action} of {name}"
+    after_that = f"; {then}" if then else ""
     async with open_store(url, create=False) as store:
         admin = ProjectionAdmin(store)
         before = await admin.status_of(name)
         request_id = await admin.request(name, action, arg)
         if not any(s.alive for s in before):
             return (
-                f"{action} of {name} queued: no processor of {name} is running "
-                "(it applies the request when it starts)"
+                f"{asked} queued: no processor of {name} is running "
+                f"(it applies the request when it starts){after_that}"
             )
         deadline = time.monotonic() + CONFIRM_SECONDS
         while time.monotonic() < deadline:
             if not await admin.pending(request_id):
                 after = await admin.status_of(name)
-                shown = ", ".join(f"{s.name} {s.state} at {s.position}" for s in after)
-                return f"{action} of {name} done: {shown}"
+                if not then:
+                    shown = ", ".join(f"{s.name} {s.state} at {s.position}" for s in after)
+                    return f"{asked} done: {shown}"
+                states = ", ".join(f"{s.name} {s.state}" for s in after)
+                return f"{asked} done: {then} ({states})"
             await asyncio.sleep(0.05)
-        return f"{action} of {name} queued: the processor has not taken it yet"
+        return f"{asked} queued: the processor has not taken it yet{after_that}"
+
+
+def _reset_terms(name: str, to: str | None) -> tuple[str, str]:
+    """A reset request and what it means, in the user's terms."""
+    if to is None:
+        return f"reset of {name} to the start", "it replays every event into empty tables"
+    return (
+        f"reset of {name} to position {to}",
+        f"the next event it handles is the first after {to}",
+    )
 
 
 def _status_table(rows: list[ProjectionStatus]) -> Table:
-    table = Table("name", "state", "position", "head", "lag", "lag s", "ev/s", "dead", "error")
+    shown = table(
+        "name",
+        "state",
+        "position",
+        "head",
+        "lag",
+        "lag s",
+        "ev/s",
+        "dead",
+        "error",
+        text=["error"],
+    )
     for s in rows:
         if s.horizon_events:  # events no reader may pass yet: an older transaction runs
             s.last_error = (
@@ -73,7 +103,7 @@ def _status_table(rows: list[ProjectionStatus]) -> Table:
         state = (
             s.state if s.building is None else f"{s.state} (g{s.building} at {s.build_position})"
         )
-        table.add_row(
+        shown.add_row(
             s.name,
             state,
             s.position or "-",
@@ -84,7 +114,7 @@ def _status_table(rows: list[ProjectionStatus]) -> Table:
             str(s.dead_letters),
             (s.last_error or "")[:60],
         )
-    return table
+    return shown
 
 
 def build_projections() -> typer.Typer:
@@ -104,7 +134,7 @@ def build_projections() -> typer.Typer:
     @app.command("status")
     def status(
         store: str | None = store_opt,
-        as_json: bool = typer.Option(False, "--json", help="A JSON list."),
+        as_json: bool = typer.Option(False, "--json", help="JSON lines."),
     ) -> None:
         """Each projection: state, position, head, lag, events/s, last error, heartbeat."""
 
@@ -114,11 +144,11 @@ def build_projections() -> typer.Typer:
 
         rows = _run(go)
         if as_json:
-            print(json.dumps([r.to_json() for r in rows]))
+            print_json_lines(r.to_json() for r in rows)
         elif not rows:
             console.print("no projections have run against this store yet")
         else:
-            console.print(_status_table(rows))
+            print_table(console, _status_table(rows))
 
     @app.command("pause")
     def pause(name: str, store: str | None = store_opt) -> None:
@@ -141,8 +171,10 @@ def build_projections() -> typer.Typer:
         """Replay a projection: from the start (its tables cleared) or after a position."""
         if to is not None:
             _run(lambda: _check_position(to))
+        asked, then = _reset_terms(name, to)
         console.print(
-            _run(lambda: _send(_store_url(store), name, "reset", to or "")), highlight=False
+            _run(lambda: _send(_store_url(store), name, "reset", to or "", asked, then)),
+            highlight=False,
         )
 
     @app.command("rebuild")
@@ -158,7 +190,7 @@ def build_projections() -> typer.Typer:
     def letters_list(
         name: str | None = typer.Argument(None, help="Only this projection."),
         store: str | None = store_opt,
-        as_json: bool = typer.Option(False, "--json", help="A JSON list."),
+        as_json: bool = typer.Option(False, "--json", help="JSON lines."),
     ) -> None:
         """Parked events, oldest first (the failed one of each stream, then those behind it)."""
 
@@ -168,13 +200,21 @@ def build_projections() -> typer.Typer:
 
         rows = _run(go)
         if as_json:
-            print(json.dumps(rows))
+            print_json_lines(rows)
             return
-        table = Table(
-            "projection", "position", "stream", "seq", "type", "blocked", "tries", "error"
+        shown = table(
+            "projection",
+            "position",
+            "stream",
+            "seq",
+            "type",
+            "blocked",
+            "tries",
+            "error",
+            text=["error"],
         )
         for d in rows:
-            table.add_row(
+            shown.add_row(
                 d["projection"],
                 d["position"],
                 d["stream"],
@@ -184,7 +224,7 @@ def build_projections() -> typer.Typer:
                 str(d["attempts"]),
                 (d["error"] or "")[:60],
             )
-        console.print(table)
+        print_table(console, shown)
 
     @letters.command("retry")
     def letters_retry(

@@ -27,11 +27,18 @@ def add_serve(app: Any) -> None:
         port: int | None = typer.Option(None, "--port", help="gRPC port (default 50051)"),
         http_port: int | None = typer.Option(None, "--http-port", help="HTTP port (default 8080)"),
         grace: float = typer.Option(10.0, "--grace", help="seconds in-flight calls get on stop"),
+        app_dir: Path = typer.Option(
+            Path("."),
+            "--app-dir",
+            help="where the config's modules are: put first on sys.path (default: the "
+            "working directory, as with python -m)",
+        ),
     ) -> None:
         """Serve commands and events over gRPC until SIGTERM or Ctrl-C."""
-        from chronik.cli import fail
+        from chronik.cli import fail, use_app_dir
 
         try:
+            use_app_dir(app_dir)
             asyncio.run(run_server(config, store, host, port, grace, http_port))
         except (typer.Exit, KeyboardInterrupt):
             raise
@@ -66,6 +73,7 @@ async def run_server(
     config = load_config(config_path)
     store = resolve_store(store_flag, config)
     app = build_app(config, store)
+    app.run_deadlines = False  # serve runs the scheduler for the app's sagas and its own
     setup_observability(config, app)
     server = GrpcServer(
         app,
@@ -211,12 +219,7 @@ async def _start_background(config: Any, app: Any, server: Any) -> list[Any]:
             lease_ttl=config.outbox.lease_ttl,
         )
 
-        async def dispatch() -> None:  # a failing round raises: restarted with backoff
-            while True:
-                if await dispatcher.dispatch_once() < dispatcher.batch_size:
-                    await asyncio.sleep(dispatcher.poll_interval)
-
-        health.supervise("outbox dispatcher", dispatch)
+        health.supervise("outbox dispatcher", dispatcher.run)
 
         async def stop_outbox() -> None:
             await health.stop_task("outbox dispatcher")
@@ -224,17 +227,11 @@ async def _start_background(config: Any, app: Any, server: Any) -> list[Any]:
 
         stops += [stop_outbox, transport.close]
         print(f"  outbox:  publishing to {transport.url}", flush=True)
-    processors = server.runner.processors.values() if server.runner is not None else []
+    runners = [r for r in (server.runner, app.runner) if r is not None]
+    processors = [p for r in runners for p in r.processors.values()]
     sagas = [s for p in processors if isinstance(s := getattr(p.projection, "saga", None), Saga)]
     if server.runner is not None:  # the chronik_deadlines projection is always there
-        scheduler = DeadlineScheduler(app.store, sagas)
-
-        async def fire() -> None:  # a failing round raises: restarted with backoff
-            while True:
-                await scheduler.fire_due()
-                await asyncio.sleep(scheduler.poll_interval)
-
-        health.supervise("deadline scheduler", fire)
+        health.supervise("deadline scheduler", DeadlineScheduler(app.store, sagas).run)
 
         async def stop_scheduler() -> None:
             await health.stop_task("deadline scheduler")
