@@ -146,6 +146,11 @@ class EventRegistry:
         """The registered type names (current names, not aliases), sorted."""
         return sorted({e.name for e in self._by_name.values()})
 
+    def aliases(self, name: str) -> list[str]:
+        """The former names of the type registered as ``name``, sorted (read-only)."""
+        entry = self._entry(name)
+        return sorted(k for k, e in self._by_name.items() if e is entry and k != entry.name)
+
     def canonical(self, name: str) -> str:
         """The current name of a type registered as ``name`` (itself or an alias)."""
         return self._entry(name).name

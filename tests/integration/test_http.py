@@ -202,10 +202,10 @@ async def read_sse(lines: AsyncIterator[str], count: int) -> list[dict[str, str]
 
 
 async def test_event_stream_is_live_and_resumable(http: httpx.AsyncClient) -> None:
-    """GET /v1/events/stream sends stored then live events; Last-Event-ID resumes after one."""
+    """GET /v1/events/stream?from=start sends stored then live events; Last-Event-ID resumes."""
     body = command("customer", "s1", "CreateCustomer", payload={"name": "A", "email": "e"})
     await http.post("/v1/commands", json=body)
-    async with asyncio.timeout(10), http.stream("GET", "/v1/events/stream") as r:
+    async with asyncio.timeout(10), http.stream("GET", "/v1/events/stream?from=start") as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         lines = r.aiter_lines()
         first = await read_sse(lines, 1)
@@ -221,6 +221,44 @@ async def test_event_stream_is_live_and_resumable(http: httpx.AsyncClient) -> No
     async with asyncio.timeout(10), http.stream("GET", "/v1/events/stream", headers=headers) as r:
         (resumed,) = await read_sse(r.aiter_lines(), 1)
         assert resumed["id"] == live["id"]
+
+
+async def test_event_stream_starts_from_now(http: httpx.AsyncClient) -> None:
+    """Without from/after the stream starts at the head: stored events are not replayed, the
+    first frame only sets the reconnect id, and reconnecting with it misses nothing."""
+    for name in ("old1", "old2"):
+        body = command("customer", name, "CreateCustomer", payload={"name": "A", "email": "e"})
+        await http.post("/v1/commands", json=body)
+    head = (await http.get("/v1/events?order=desc&limit=1")).json()["events"][0]["position"]
+    async with asyncio.timeout(10), http.stream("GET", "/v1/events/stream") as r:
+        lines = r.aiter_lines()
+        (mark,) = await read_sse(lines, 1)
+        assert mark == {"id": head}  # no event: nothing stored is sent
+        await http.post(
+            "/v1/commands",
+            json=command("customer", "new", "CreateCustomer", payload={"name": "B", "email": "e"}),
+        )
+        (live,) = await read_sse(lines, 1)
+        assert json.loads(live["data"])["aggregate_id"] == "new"
+    headers = {"last-event-id": mark["id"]}  # what EventSource sends on reconnect
+    async with asyncio.timeout(10), http.stream("GET", "/v1/events/stream", headers=headers) as r:
+        (resumed,) = await read_sse(r.aiter_lines(), 1)
+        assert resumed["id"] == live["id"]
+    async with asyncio.timeout(10), http.stream("GET", f"/v1/events/stream?after={head}") as r:
+        (after,) = await read_sse(r.aiter_lines(), 1)
+        assert after["id"] == live["id"]
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [("from=then", "from"), ("from=start&after=1", "from"), ("after=x", "after")],
+)
+async def test_event_stream_start_is_checked(
+    http: httpx.AsyncClient, query: str, field: str
+) -> None:
+    """A bad from, or from together with after, is a 400 naming the field."""
+    r = await http.get(f"/v1/events/stream?{query}")
+    assert r.status_code == 400 and r.json()["field"] == field, r.text
 
 
 async def test_live_query_and_its_updates(http: httpx.AsyncClient) -> None:

@@ -37,6 +37,7 @@ from chronik.health import horizon_problems
 from chronik.messages import Position, StreamId
 from chronik.projections import ProjectionAdmin, ProjectionRunner, query
 from chronik.server import http_params as params
+from chronik.server.catalog import catalog_of
 from chronik.server.http_auth import HttpAuth
 from chronik.server.metrics import Metrics
 from chronik.server.openapi import openapi_document
@@ -237,18 +238,18 @@ def create_http_app(
 
     async def event_stream(request: Request) -> Response:
         q = request.query_params
-        resume = request.headers.get("last-event-id")
-        after = (
-            params.position(resume, "Last-Event-ID")
-            if resume
-            else params.position(q.get("after"), "after")
-        )
-        sub = store.subscribe(after, params.domains(q), params.types(q))
+        at_head, after = params.live_start(q, request.headers.get("last-event-id"))
+        domains, types = params.domains(q), params.types(q)
+        if at_head:  # live clients start from now; ?from=start or ?after= catch up
+            after = await store.head()
+        sub = store.subscribe(after, domains, types)
 
         async def sse() -> AsyncIterator[bytes]:
             metrics.http_subscriptions += 1
             try:
                 async with sub:
+                    if at_head and after is not None:  # sets the reconnect id, no event
+                        yield f"id: {after}\n\n".encode()
                     events = sub.__aiter__()
                     while True:
                         try:
@@ -370,7 +371,10 @@ def create_http_app(
         return Response(data, media_type=content_type)
 
     async def openapi(request: Request) -> Response:
-        return JSONResponse(openapi_document())
+        return JSONResponse(openapi_document(catalog_of(app), {q.name: q.params for q in queries}))
+
+    async def schemas(request: Request) -> Response:
+        return JSONResponse(catalog_of(app).to_json())
 
     routes = [
         Route("/v1/commands", guarded(post_command), methods=["POST"]),
@@ -379,6 +383,7 @@ def create_http_app(
         Route("/v1/events", guarded(all_events, "read")),
         Route("/v1/events/stream", guarded(event_stream, "read")),
         Route("/v1/queries/{name}", guarded(get_query, "read")),
+        Route("/v1/schemas", guarded(schemas, "read")),
         Route("/v1/projections", guarded(projections, "read")),
         Route("/v1/projections/{name}/dead-letters", guarded(dead_letters, "read")),
         Route(

@@ -26,6 +26,7 @@ __all__ = [
     "backward",
     "domains",
     "limit",
+    "live_start",
     "parse_command",
     "position",
     "sequence",
@@ -103,6 +104,25 @@ def limit(q: QueryParams, default: int = 100) -> int:
 def position(text: str | None, field: str) -> Position | None:
     """A position parameter (absent: None; present, it must be a position, even empty)."""
     return None if text is None else Position.parse(text, field)
+
+
+def live_start(q: QueryParams, last_event_id: str | None) -> tuple[bool, Position | None]:
+    """Where an event stream starts: ``(at_head, after)``.
+
+    ``Last-Event-ID`` (a reconnecting client) wins over the query; then ``?after=POSITION``;
+    then ``?from=start`` (the beginning) or ``?from=now`` (the default: the current head).
+    """
+    start = q.get("from")
+    if start is not None and start not in ("start", "now"):
+        raise ValidationError(f"invalid from {start[:32]!r}: expected start or now", field="from")
+    if last_event_id:
+        return False, position(last_event_id, "Last-Event-ID")
+    after = position(q.get("after"), "after")
+    if after is not None:
+        if start is not None:
+            raise ValidationError("give either from or after, not both", field="from")
+        return False, after
+    return start != "start", None
 
 
 def backward(q: QueryParams) -> bool:

@@ -1,8 +1,18 @@
-"""The OpenAPI 3.1 document of the HTTP gateway (served at /openapi.json)."""
+"""The OpenAPI 3.1 document of the HTTP gateway (served at /openapi.json).
+
+Given the app's schema catalog (``chronik.server.catalog``), the body of ``POST /v1/commands``
+is a ``oneOf`` of each domain's command types with their payload schemas, and each configured
+live query gets its own path with its parameters.
+"""
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
+
+from chronik.server.catalog import CATALOG_SCHEMA, Catalog, command_union
 
 __all__ = ["openapi_document"]
 
@@ -67,8 +77,28 @@ _EVENTS = {
 }
 
 
-def openapi_document() -> dict[str, Any]:
-    """The document (built on each call; it is small)."""
+def openapi_document(
+    catalog: Catalog | None = None, queries: Mapping[str, Sequence[str]] | None = None
+) -> dict[str, Any]:
+    """The document (built on each call; it is small): command bodies from ``catalog``, one
+    path per live query (name -> parameters) of ``queries``."""
+    doc = _document()
+    schemas = doc["components"]["schemas"]
+    if catalog is not None:
+        union, components = command_union(catalog, schemas["Command"])
+        schemas.update(components)
+        body = doc["paths"]["/v1/commands"]["post"]["requestBody"]["content"]["application/json"]
+        body["schema"] = union
+    for name, names in (queries or {}).items():
+        path = copy.deepcopy(doc["paths"]["/v1/queries/{name}"])
+        path["get"]["summary"] = f"The live query {name}"
+        path["get"]["parameters"] = [_query(p, {"type": "string"}) for p in names]
+        path["get"]["responses"] = {"200": _json({"type": "object"}), **_errors(400, 401, 403)}
+        doc["paths"]["/v1/queries/" + quote(name, safe="")] = path
+    return doc
+
+
+def _document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {
@@ -164,8 +194,15 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v1/events/stream": {
                 "get": {
-                    "summary": "SSE: events after a position, then live (Last-Event-ID resumes)",
+                    "summary": "SSE: live events from now; from=start or after= catch up first",
+                    "description": (
+                        "Starts at the current head (the first frame carries only its `id`, "
+                        "so a reconnecting EventSource resumes from there); `from=start` "
+                        "replays the whole history first, `after=POSITION` the events after "
+                        "it; `Last-Event-ID` (a reconnect) wins over both."
+                    ),
                     "parameters": [
+                        _query("from", {"type": "string", "enum": ["now", "start"]}),
                         _query("after", _POSITION),
                         _query("domain", _DOMAIN),
                         _query("type", _EVENT_TYPE),
@@ -182,6 +219,15 @@ def openapi_document() -> dict[str, Any]:
                             "content": {"text/event-stream": {"schema": {"type": "string"}}},
                         },
                         **_errors(400, 401, 403),
+                    },
+                }
+            },
+            "/v1/schemas": {
+                "get": {
+                    "summary": "The JSON Schema of every command (per domain) and event type",
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/Catalog"}),
+                        **_errors(401, 403),
                     },
                 }
             },
@@ -274,6 +320,7 @@ def openapi_document() -> dict[str, Any]:
         },
         "components": {
             "schemas": {
+                "Catalog": CATALOG_SCHEMA,
                 "Problem": {
                     "type": "object",
                     "required": ["title", "status", "detail"],

@@ -249,3 +249,49 @@ class SagaResponse(_message.Message):
     COMMANDS_FIELD_NUMBER: _ClassVar[int]
     commands: _containers.RepeatedCompositeFieldContainer[CommandRequest]
     def __init__(self, commands: _Optional[_Iterable[_Union[CommandRequest, _Mapping]]] = ...) -> None: ...
+
+class DescribeRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CommandSchema(_message.Message):
+    __slots__ = ("type", "json_schema")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    JSON_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    json_schema: str
+    def __init__(self, type: _Optional[str] = ..., json_schema: _Optional[str] = ...) -> None: ...
+
+class DomainSchema(_message.Message):
+    __slots__ = ("domain", "logic", "open", "commands", "note")
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    LOGIC_FIELD_NUMBER: _ClassVar[int]
+    OPEN_FIELD_NUMBER: _ClassVar[int]
+    COMMANDS_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    logic: str
+    open: bool
+    commands: _containers.RepeatedCompositeFieldContainer[CommandSchema]
+    note: str
+    def __init__(self, domain: _Optional[str] = ..., logic: _Optional[str] = ..., open: _Optional[bool] = ..., commands: _Optional[_Iterable[_Union[CommandSchema, _Mapping]]] = ..., note: _Optional[str] = ...) -> None: ...
+
+class EventSchema(_message.Message):
+    __slots__ = ("type", "schema_version", "aliases", "json_schema")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
+    JSON_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    schema_version: int
+    aliases: _containers.RepeatedScalarFieldContainer[str]
+    json_schema: str
+    def __init__(self, type: _Optional[str] = ..., schema_version: _Optional[int] = ..., aliases: _Optional[_Iterable[str]] = ..., json_schema: _Optional[str] = ...) -> None: ...
+
+class DescribeResponse(_message.Message):
+    __slots__ = ("domains", "events")
+    DOMAINS_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    domains: _containers.RepeatedCompositeFieldContainer[DomainSchema]
+    events: _containers.RepeatedCompositeFieldContainer[EventSchema]
+    def __init__(self, domains: _Optional[_Iterable[_Union[DomainSchema, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[EventSchema, _Mapping]]] = ...) -> None: ...

@@ -521,3 +521,84 @@ class Saga:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class CatalogStub:
+    """What the server accepts, so generic clients can build forms: each domain's command types and
+    every registered event type, with their JSON Schemas (the same as HTTP GET /v1/schemas).
+    Needs the read right when auth is configured.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Describe = channel.unary_unary(
+                '/chronik.v1.Catalog/Describe',
+                request_serializer=chronik_dot_v1_dot_chronik__pb2.DescribeRequest.SerializeToString,
+                response_deserializer=chronik_dot_v1_dot_chronik__pb2.DescribeResponse.FromString,
+                _registered_method=True)
+
+
+class CatalogServicer:
+    """What the server accepts, so generic clients can build forms: each domain's command types and
+    every registered event type, with their JSON Schemas (the same as HTTP GET /v1/schemas).
+    Needs the read right when auth is configured.
+    """
+
+    def Describe(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_CatalogServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Describe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Describe,
+                    request_deserializer=chronik_dot_v1_dot_chronik__pb2.DescribeRequest.FromString,
+                    response_serializer=chronik_dot_v1_dot_chronik__pb2.DescribeResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'chronik.v1.Catalog', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('chronik.v1.Catalog', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Catalog:
+    """What the server accepts, so generic clients can build forms: each domain's command types and
+    every registered event type, with their JSON Schemas (the same as HTTP GET /v1/schemas).
+    Needs the read right when auth is configured.
+    """
+
+    @staticmethod
+    def Describe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chronik.v1.Catalog/Describe',
+            chronik_dot_v1_dot_chronik__pb2.DescribeRequest.SerializeToString,
+            chronik_dot_v1_dot_chronik__pb2.DescribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
