@@ -46,7 +46,9 @@ Adapters translate driver errors to these once, at their boundary, with ``raise 
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
+from collections.abc import Mapping
+from typing import Any, Self
 
 __all__ = [
     "AdminWritesDisabled",
@@ -95,6 +97,40 @@ __all__ = [
 
 class ChronikError(Exception):
     """Base class of every error chronik raises on purpose."""
+
+    @classmethod
+    def from_data(cls, message: str, data: Mapping[str, Any] | None = None) -> Self:
+        """The error rebuilt from its message and fields (as a server sent them): through
+        its constructor when ``data`` holds what it takes, else with the fields set on a bare
+        instance. ``str()`` of the result is ``message`` either way."""
+        fields = dict(data or {})
+        try:
+            err = cls._construct(message, fields)
+        except Exception:  # fields that do not fit the constructor: keep them as they came
+            err = None
+        if err is None:
+            err = cls.__new__(cls)
+        for name, value in fields.items():
+            if name.isidentifier() and not name.startswith("_"):
+                setattr(err, name, value)
+        err.args = (message,)
+        return err
+
+    @classmethod
+    def _construct(cls, message: str, fields: dict[str, Any]) -> Self | None:
+        args: dict[str, Any] = {}
+        for p in inspect.signature(cls).parameters.values():
+            if p.kind is p.VAR_POSITIONAL:  # Exception's own constructor: the message
+                return cls(message)
+            if p.kind is p.VAR_KEYWORD:
+                continue
+            if p.name == "message":
+                args[p.name] = message
+            elif p.name in fields:
+                args[p.name] = fields[p.name]
+            elif p.default is p.empty:
+                return None  # the constructor needs a field that did not come
+        return cls(**args)
 
 
 class ConfigurationError(ChronikError):

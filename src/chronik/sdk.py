@@ -15,27 +15,29 @@ Needs the ``grpc`` extra.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import grpc
 import msgspec
 
-from chronik import errors
 from chronik.aggregate import Aggregate, AggregateModel, DomainModel
+from chronik.client import Client, RemoteSubscription, error_from_status
 from chronik.codec import EventRegistry
-from chronik.commands import CommandResult
 from chronik.errors import ChronikError, CommandRejected
-from chronik.messages import Command, Position, RecordedEvent, Snapshot, StreamId
-from chronik.server.grpc import ERROR_KEY
+from chronik.messages import Snapshot
 from chronik.server.grpc_edge import EdgeInterceptor, bind_error, report_bug, status_for
 from chronik.server.remote import channel_options
-from chronik.server.wire import command_from_wire, command_to_wire, event_from_wire
+from chronik.server.wire import command_from_wire, error_trailers, event_from_wire
 from chronik.v1 import chronik_pb2 as pb
 from chronik.v1 import chronik_pb2_grpc as rpc
 
-__all__ = ["BusinessLogicService", "Client", "serve_business_logic"]
+__all__ = [
+    "BusinessLogicService",
+    "Client",
+    "RemoteSubscription",
+    "error_from_status",
+    "serve_business_logic",
+]
 
 log = logging.getLogger("chronik.sdk")
 
@@ -102,7 +104,8 @@ class BusinessLogicService(rpc.BusinessLogicServicer):
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
     if not isinstance(exc, ChronikError):
         report_bug(exc, "business logic")
-    context.set_trailing_metadata(((ERROR_KEY, type(exc).__name__),))
+    if isinstance(exc, ChronikError):
+        context.set_trailing_metadata(error_trailers(exc))
     await context.abort(status_for(exc), str(exc) if isinstance(exc, ChronikError) else repr(exc))
 
 
@@ -127,113 +130,3 @@ async def serve_business_logic(
         raise bind_error("business logic gRPC", host, int(number) if number.isdigit() else 0)
     await server.start()
     return server, port
-
-
-# --- the client -------------------------------------------------------------------------------
-
-_BY_STATUS: dict[grpc.StatusCode, type[ChronikError]] = {
-    grpc.StatusCode.FAILED_PRECONDITION: errors.CommandRejected,
-    grpc.StatusCode.ABORTED: errors.ConcurrencyError,
-    grpc.StatusCode.INVALID_ARGUMENT: errors.ValidationError,
-    grpc.StatusCode.NOT_FOUND: errors.UnknownDomain,
-    grpc.StatusCode.UNAVAILABLE: errors.ServiceUnavailable,
-    grpc.StatusCode.UNAUTHENTICATED: errors.AuthenticationError,
-    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
-    grpc.StatusCode.ALREADY_EXISTS: errors.DuplicateEventError,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.MessageTooLarge,
-    grpc.StatusCode.DATA_LOSS: errors.DeserializationError,
-}
-
-
-def error_from_status(exc: grpc.aio.AioRpcError) -> ChronikError:
-    """The chronik error a failed call stands for (the class named by the server if known)."""
-    name = ""
-    for key, value in exc.trailing_metadata() or ():
-        if key == ERROR_KEY:
-            name = value.decode() if isinstance(value, bytes) else value
-    cls = getattr(errors, name, None) if name in errors.__all__ else None
-    if cls is None:
-        cls = _BY_STATUS.get(exc.code(), ChronikError)
-    message = exc.details() or exc.code().name
-    if cls is errors.MessageTooLarge:
-        message += " (a server's limit is its grpc.max_message_bytes)"
-    err: ChronikError = cls.__new__(cls)
-    Exception.__init__(err, message)
-    if isinstance(err, CommandRejected):
-        err.reason = message
-    return err
-
-
-class Client:
-    """A client of a chronik server's CommandGateway and EventStore."""
-
-    def __init__(self, address: str, *, api_key: str | None = None, timeout: float = 10.0) -> None:
-        self.address = address
-        self.timeout = timeout
-        self._metadata = (("x-api-key", api_key),) if api_key else ()
-        self._channel = grpc.aio.insecure_channel(address, options=channel_options())
-        self._gateway = rpc.CommandGatewayStub(self._channel)
-        self._events = rpc.EventStoreStub(self._channel)
-
-    async def dispatch(self, command: Command) -> CommandResult:
-        """Send a command; raises the chronik error the server answered with."""
-        try:
-            response = await self._gateway.Handle(
-                command_to_wire(command), timeout=self.timeout, metadata=self._metadata
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise error_from_status(exc) from None
-        events = [event_from_wire(e) for e in response.events]
-        stream = StreamId(command.domain, command.aggregate_id, command.tenant)
-        version = None if response.version < 0 else response.version
-        return CommandResult(response.command_id, stream, events, version, response.duplicate)
-
-    async def read_stream(
-        self, stream: StreamId, from_sequence: int | None = None, limit: int | None = None
-    ) -> AsyncIterator[RecordedEvent]:
-        """The events of one stream."""
-        request = pb.ReadStreamRequest(
-            domain=stream.domain,
-            aggregate_id=stream.aggregate_id,
-            tenant=stream.tenant,
-            limit=limit or 0,
-        )
-        if from_sequence is not None:
-            request.from_sequence = from_sequence
-        try:
-            async for event in self._events.ReadStream(request, metadata=self._metadata):
-                yield event_from_wire(event)
-        except grpc.aio.AioRpcError as exc:
-            raise error_from_status(exc) from None
-
-    async def subscribe(
-        self,
-        after: Position | None = None,
-        domains: Sequence[str] = (),
-        types: Sequence[str] = (),
-    ) -> AsyncIterator[RecordedEvent]:
-        """Every event after ``after``: catch up, then live (until the caller stops)."""
-        request = pb.SubscribeRequest(
-            after=str(after) if after is not None else "", domains=domains, types=types
-        )
-        try:
-            async for item in self._events.Subscribe(request, metadata=self._metadata):
-                if item.HasField("event"):
-                    yield event_from_wire(item.event)
-        except grpc.aio.AioRpcError as exc:
-            raise error_from_status(exc) from None
-
-    async def close(self) -> None:
-        """Close the channel."""
-        await self._channel.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()

@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -238,7 +239,37 @@ async def test_health_and_reflection(channel: grpc.aio.Channel) -> None:
     names = set()
     async for reply in stub.ServerReflectionInfo(ask()):
         names |= {s.name for s in reply.list_services_response.service}
-    assert {"chronik.v1.CommandGateway", "chronik.v1.EventStore"} <= names
+    assert {"chronik.v1.CommandGateway", "chronik.v1.EventStore", "chronik.v1.Catalog"} <= names
+
+
+@pytest.mark.parametrize("version", ["v1", "v1alpha"])
+async def test_reflection_v1_and_v1alpha(channel: grpc.aio.Channel, version: str) -> None:
+    """A raw reflection client of either protocol version lists the services (both reflection
+    services among them) and gets the file describing chronik's and its own service."""
+    call = channel.stream_stream(
+        f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    own = f"grpc.reflection.{version}.ServerReflection"
+    asks = [
+        reflection_pb2.ServerReflectionRequest(list_services=""),
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="chronik.v1.Catalog"),
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol=own),
+    ]
+    replies = [r async for r in call(iter(asks))]
+    names = {s.name for s in replies[0].list_services_response.service}
+    assert {"chronik.v1.CommandGateway", "chronik.v1.Catalog"} <= names
+    assert {"grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"} <= (
+        names
+    )
+    for reply, package in zip(replies[1:], ["chronik.v1", own.rsplit(".", 1)[0]], strict=True):
+        assert not reply.HasField("error_response"), reply.error_response
+        files = [
+            descriptor_pb2.FileDescriptorProto.FromString(raw)
+            for raw in reply.file_descriptor_response.file_descriptor_proto
+        ]
+        assert package in {f.package for f in files}
 
 
 async def test_auth_keys_and_allowlists() -> None:
@@ -296,7 +327,7 @@ async def test_stop_lets_in_flight_commands_finish() -> None:
     async with Client(f"127.0.0.1:{srv.port}") as c:
         await c.dispatch(customer("first"))
         app.use_handler(slow)
-        events = c.subscribe()
+        events = c.subscribe(reconnect=False)  # ends with the server, instead of waiting
         assert (await anext(events)).stream.aggregate_id == "first"  # the stream is open
         follower = asyncio.create_task(anext(events))
         pending = asyncio.create_task(c.dispatch(customer("slow")))

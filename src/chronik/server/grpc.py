@@ -1,4 +1,5 @@
-"""The gRPC server: CommandGateway and EventStore over one Chronik app, health and reflection.
+"""The gRPC server: CommandGateway, EventStore and Catalog over one Chronik app, health and
+reflection (v1 and v1alpha).
 
 It also runs the app's projections (read models, remote projectors, sagas) beside it.
 
@@ -19,13 +20,13 @@ SERVING only while the store answers.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Final, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from chronik.app import Chronik
 from chronik.errors import (
@@ -38,6 +39,7 @@ from chronik.errors import (
 from chronik.messages import RecordedEvent, StreamId
 from chronik.projections import Projection, ProjectionRunner
 from chronik.server.auth import Action, ApiKey, Auth
+from chronik.server.catalog import catalog_of
 from chronik.server.grpc_edge import (
     EdgeInterceptor,
     GrpcHealth,
@@ -49,9 +51,11 @@ from chronik.server.grpc_edge import (
     report_bug,
     status_for,
 )
+from chronik.server.reflection import enable_reflection
 from chronik.server.remote import MAX_MESSAGE_BYTES, channel_options
 from chronik.server.wire import (
     command_from_wire,
+    error_trailers,
     event_data_from_wire,
     event_to_wire,
     expected_from_wire,
@@ -76,7 +80,7 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException
     code = status_for(exc)
     if isinstance(exc, ChronikError):
         message = exc.reason if isinstance(exc, CommandRejected) else str(exc)
-        context.set_trailing_metadata(((ERROR_KEY, type(exc).__name__),))
+        context.set_trailing_metadata(error_trailers(exc))
     else:
         report_bug(exc, "a gRPC call")
         message = "internal error"
@@ -259,6 +263,43 @@ class EventStoreService(_Service, rpc.EventStoreServicer):
             self.subscriptions.discard(sub)
 
 
+class CatalogService(_Service, rpc.CatalogServicer):
+    """Catalog.Describe: each domain's command types and every event type, with JSON Schemas."""
+
+    async def Describe(
+        self, request: pb.DescribeRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.DescribeResponse:
+        async def call() -> pb.DescribeResponse:
+            self._allow(context, "read")
+            catalog = catalog_of(self.app)
+            return pb.DescribeResponse(
+                domains=[
+                    pb.DomainSchema(
+                        domain=d.domain,
+                        logic=d.logic,
+                        open=d.open,
+                        note=d.note,
+                        commands=[
+                            pb.CommandSchema(type=c.type, json_schema=json.dumps(c.schema))
+                            for c in d.commands
+                        ],
+                    )
+                    for d in catalog.domains
+                ],
+                events=[
+                    pb.EventSchema(
+                        type=e.type,
+                        schema_version=e.schema_version,
+                        aliases=e.aliases,
+                        json_schema=json.dumps(e.schema),
+                    )
+                    for e in catalog.events
+                ],
+            )
+
+        return await self._guarded(context, call)
+
+
 class GrpcServer:
     """Serves one Chronik app over gRPC; ``await start()``, then ``await stop()``.
 
@@ -303,14 +344,15 @@ class GrpcServer:
         rpc.add_CommandGatewayServicer_to_server(CommandGatewayService(self.app, self.auth), server)
         self._events = EventStoreService(self.app, self.auth, raw_append=self.raw_append)
         rpc.add_EventStoreServicer_to_server(self._events, server)
+        rpc.add_CatalogServicer_to_server(CatalogService(self.app, self.auth), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         names = [
             pb.DESCRIPTOR.services_by_name["CommandGateway"].full_name,
             pb.DESCRIPTOR.services_by_name["EventStore"].full_name,
+            pb.DESCRIPTOR.services_by_name["Catalog"].full_name,
             health.SERVICE_NAME,
-            reflection.SERVICE_NAME,
         ]
-        reflection.enable_server_reflection(names, server)
+        enable_reflection(names, server)  # v1 and v1alpha
         plain = self.host.startswith("[") or ":" not in self.host
         address = self.host if plain else f"[{self.host}]"
         try:

@@ -1,13 +1,23 @@
-"""Conversions between the wire messages (chronik.v1) and chronik's own types."""
+"""Conversions between the wire messages (chronik.v1) and chronik's own types.
+
+A failed call carries its chronik error in trailing metadata (``error_trailers``):
+``chronik-error`` names the class, ``chronik-error-data`` holds its fields as ASCII JSON (a
+StreamId as ``{"$stream": {...}}``, an expected state as ``{"$expected": "NO_STREAM"}``; left
+out when over ``MAX_ERROR_DATA`` characters), so a client rebuilds the same error with its data
+(``error_data_from_wire`` + ``ChronikError.from_data``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
 
 import msgspec
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from chronik.errors import ValidationError
+from chronik.errors import ChronikError, ValidationError
 from chronik.messages import (
     ANY,
     JSON,
@@ -16,6 +26,7 @@ from chronik.messages import (
     Command,
     EventData,
     Expected,
+    ExpectedState,
     Position,
     RecordedEvent,
     Snapshot,
@@ -24,9 +35,15 @@ from chronik.messages import (
 from chronik.v1 import chronik_pb2 as pb
 
 __all__ = [
+    "ERROR_DATA_KEY",
+    "ERROR_KEY",
+    "MAX_ERROR_DATA",
     "command_from_wire",
     "command_to_wire",
+    "error_data_from_wire",
+    "error_trailers",
     "event_data_from_wire",
+    "event_data_to_wire",
     "event_from_wire",
     "event_to_wire",
     "expected_from_wire",
@@ -34,6 +51,9 @@ __all__ = [
     "snapshot_to_wire",
 ]
 
+ERROR_KEY: Final = "chronik-error"  # trailing metadata: the chronik error class name
+ERROR_DATA_KEY: Final = "chronik-error-data"  # trailing metadata: its fields, as JSON
+MAX_ERROR_DATA: Final = 4096  # characters; larger field sets are left out (headers are small)
 _metadata_encoder = msgspec.json.Encoder(order="sorted")  # as the stores encode metadata
 _EXPECTED_STATES = {
     pb.EXPECTED_ANY: ANY,
@@ -91,6 +111,21 @@ def event_data_from_wire(event: pb.NewEvent) -> EventData:
     if event.event_id:
         data.event_id = event.event_id
     return data
+
+
+def event_data_to_wire(event: EventData) -> pb.NewEvent:
+    """EventData as a NewEvent (its id kept, so a retried append stores it once)."""
+    raw = event.payload
+    payload = bytes(raw) if isinstance(raw, bytes | bytearray) else msgspec.json.encode(raw)
+    metadata: Mapping[str, str] = event.metadata or {}
+    return pb.NewEvent(
+        type=event.type,
+        payload=payload,
+        metadata=dict(metadata),
+        schema_version=event.schema_version,
+        event_id=event.event_id,
+        content_type="" if event.content_type == JSON else event.content_type,
+    )
 
 
 def expected_from_wire(request: pb.AppendRequest) -> Expected:
@@ -158,3 +193,76 @@ def position_from_wire(text: str, field: str = "position") -> Position | None:
     """A position string (empty: None); ValidationError naming ``field`` when it is not one
     (negative, beyond int64, garbage)."""
     return Position.parse(text, field) if text else None
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+class _Unsent(Exception):
+    """A field value that does not travel (an exception, an object): it is left out."""
+
+
+def _field_to_json(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _Unsent
+        return value
+    if isinstance(value, StreamId):
+        return {
+            "$stream": {
+                "domain": value.domain,
+                "aggregate_id": value.aggregate_id,
+                "tenant": value.tenant,
+            }
+        }
+    if isinstance(value, ExpectedState):
+        return {"$expected": value.name}
+    if isinstance(value, Mapping):
+        if not all(isinstance(k, str) for k in value):
+            raise _Unsent
+        return {k: _field_to_json(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
+        return [_field_to_json(v) for v in value]
+    raise _Unsent
+
+
+def error_trailers(exc: ChronikError) -> tuple[tuple[str, str], ...]:
+    """The trailing metadata naming ``exc``'s class, and its public fields as JSON."""
+    fields: dict[str, Any] = {}
+    for name, value in vars(exc).items():
+        if name.startswith("_"):
+            continue
+        try:
+            fields[name] = _field_to_json(value)
+        except _Unsent:
+            continue
+    text = json.dumps(fields, ensure_ascii=True, separators=(",", ":"), sort_keys=True)
+    named = (ERROR_KEY, type(exc).__name__)
+    if not fields or len(text) > MAX_ERROR_DATA:
+        return (named,)
+    return (named, (ERROR_DATA_KEY, text))
+
+
+def _field_from_json(obj: dict[str, Any]) -> Any:
+    if len(obj) == 1:
+        stream = obj.get("$stream")
+        if isinstance(stream, dict):
+            try:
+                return StreamId(**stream)
+            except (TypeError, ValidationError):
+                return obj
+        state = obj.get("$expected")
+        if isinstance(state, str) and state in ExpectedState.__members__:
+            return ExpectedState[state]
+    return obj
+
+
+def error_data_from_wire(text: str | bytes) -> dict[str, Any]:
+    """The fields of an error sent as ``chronik-error-data`` (empty if they do not parse)."""
+    try:
+        data = json.loads(text, object_hook=_field_from_json)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        return {}
+    return data if isinstance(data, dict) else {}
