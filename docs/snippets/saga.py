@@ -3,8 +3,7 @@ import asyncio
 import msgspec
 
 import chronik
-from chronik.deadlines import DeadlineScheduler, ManualClock
-from chronik.projections import ProjectionRunner
+from chronik.deadlines import ManualClock
 from chronik.sagas import Saga, SagaContext
 
 registry = chronik.EventRegistry()
@@ -24,6 +23,10 @@ def decide(command: chronik.Command, state: dict) -> object:
     if command.type == "Place":
         return OrderPlaced(command.aggregate_id)
     return OrderCancelled(command.payload["reason"])
+
+
+def evolve(state: dict, event: object) -> dict:
+    return {"cancelled": isinstance(event, OrderCancelled)}
 
 
 class Payment(msgspec.Struct):
@@ -48,17 +51,19 @@ def unpaid(state: Payment, event: chronik.RecordedEvent, ctx: SagaContext) -> Pa
 
 
 async def main() -> None:
-    app = chronik.Chronik(store="memory://", registry=registry)
-    app.add_decider("order", decide, lambda state, event: state, dict)
-    clock = ManualClock()  # tests move time; production uses the wall clock
-    async with app, ProjectionRunner(app.store, [payment.projection(app.dispatch)]) as runner:
+    clock = ManualClock()  # tests move time; production leaves the wall clock
+    app = chronik.Chronik(store="memory://", registry=registry, clock=clock)
+    app.add_decider("order", decide, evolve, dict)
+    app.add_saga(payment)  # runs inside `async with app`, its deadlines too
+    async with app:
         placed = await app.dispatch(
             chronik.Command(domain="order", aggregate_id="o-1", type="Place")
         )
-        await runner.wait_for(placed.position)  # the saga has recorded its deadline
-        clock.advance(16 * 60)
-        await DeadlineScheduler(app.store, [payment], clock=clock).fire_due()
-        await runner.wait_for(await app.store.head())  # ... and handled it
+        await app.wait_for(placed.position)  # the saga has recorded its deadline
+        clock.advance(16 * 60)  # the app's deadline scheduler fires it, the saga cancels
+        async with asyncio.timeout(5):
+            while not (await app.load("order", "o-1")).get("cancelled"):
+                await asyncio.sleep(0.05)
         async for event in app.store.read_stream(chronik.StreamId("order", "o-1")):
             print(event.sequence, event.type, event.json())
 

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, NoReturn, TypeVar
 import msgspec
 
 from chronik.errors import CommandRejected, ConfigurationError, InvalidCommand, UnknownCommandType
-from chronik.messages import _DOMAIN_RE, Command, Snapshot, StreamId
+from chronik.messages import _DOMAIN_RE, Command, RecordedEvent, Snapshot, StreamId
 
 __all__ = [
     "Aggregate",
@@ -317,7 +317,12 @@ class Aggregate:
             setattr(self, name, copy.deepcopy(getattr(type(self), name)))
 
     def emit(self, event: Any) -> None:
-        """Record a new event and apply it to this aggregate now."""
+        """Record a new event and apply it to this aggregate now.
+
+        A raw ``chronik.EventData`` of a type the registry does not know is stored as it is;
+        an ``@apply`` method taking a ``RecordedEvent`` gets it once the command is decided
+        (and on every load), as the registry is the allowlist of classes events decode into.
+        """
         self._apply(event)
         self._pending.append(event)
 
@@ -325,8 +330,8 @@ class Aggregate:
         self, name: str, after: float, command: str, payload: dict[str, Any] | None = None
     ) -> None:
         """Send this aggregate ``command`` ``after`` seconds from now, unless cancelled first
-        (replaces a deadline of the same name; needs the chronik_deadlines projection, which
-        ``chronik serve`` runs)."""
+        (replaces a deadline of the same name; needs the chronik_deadlines projection and a
+        deadline scheduler: ``chronik serve`` runs them, an app ``Chronik(run_deadlines=True)``)."""
         from chronik.deadline_events import schedule
 
         self.emit(schedule(name, after, command, payload))
@@ -429,7 +434,10 @@ class AggregateModel(DomainModel):
         return events
 
     def settle(self, state: Any, events: list[Any]) -> Any:
-        return state  # emit applied each event already
+        for event in events:  # emit applied each typed event already; raw ones come recorded
+            if isinstance(event, RecordedEvent):
+                state._apply(event)
+        return state
 
     def encode_state(self, state: Any) -> bytes:
         fields = {n: getattr(state, n) for n in self.cls._state_fields}

@@ -14,6 +14,7 @@ import asyncio
 import inspect
 import random
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
@@ -267,7 +268,9 @@ class CommandBus:
                 if model.typed_events:
                     events = [self._typed(e) for e in decided]
                     data = [
-                        self.registry.to_event_data(e, metadata, event_id_for(command_id, i))
+                        _raw_event_data(e, metadata, command, command_id, i)
+                        if isinstance(e, EventData)  # a raw event of a type not registered
+                        else self.registry.to_event_data(e, metadata, event_id_for(command_id, i))
                         for i, e in enumerate(events)
                     ]
                 else:
@@ -276,10 +279,10 @@ class CommandBus:
                         _raw_event_data(e, metadata, command, command_id, i)
                         for i, e in enumerate(events)
                     ]
-                own = [e for e in events if type(e) not in INTERNAL_EVENTS]
-                state = self._settle(model, command, loaded.state, own)
                 expected = NO_STREAM if loaded.version is None else loaded.version
                 request = self.store.prepare(stream, data, expected)
+                own = _evolvable(model, stream, loaded.version, events, request.events)
+                state = self._settle(model, command, loaded.state, own)
             except BaseException:
                 repository.forget(stream)  # the state may have been changed in place
                 raise
@@ -364,8 +367,11 @@ class CommandBus:
             raise HandlerError(command.domain, command.type, exc) from exc
 
     def _typed(self, event: Any) -> Any:
-        """A registered event instance (an EventData's payload converted to its class)."""
+        """A registered event instance (an EventData's payload converted to its class), or a
+        raw EventData of a type that is not registered (stored as it is, like store.append)."""
         if isinstance(event, EventData):
+            if event.type not in self.registry:
+                return event
             cls = self.registry.class_for(event.type)
             try:
                 return msgspec.convert(event.payload, cls)
@@ -419,6 +425,40 @@ class CommandBus:
     async def close(self) -> None:
         """Wait for background snapshot writes."""
         await self.repository.drain()
+
+
+def _evolvable(
+    model: DomainModel,
+    stream: StreamId,
+    version: int | None,
+    events: list[Any],
+    prepared: list[PreparedEvent],
+) -> list[Any]:
+    """The events a typed model's state evolves with after its command: each typed event as
+    it is, each raw EventData as the RecordedEvent a later load gives it (its position and
+    record time are provisional until the append); chronik's own deadline events left out."""
+    if not model.typed_events:
+        return events
+    first = 0 if version is None else version + 1
+    now = time.time_ns() // 1000
+    return [
+        RecordedEvent(
+            p.event_id,
+            stream,
+            first + i,
+            p.type,
+            p.schema_version,
+            p.payload,
+            Position(0),
+            now,
+            p.metadata,
+            p.content_type,
+        )
+        if isinstance(e, EventData)
+        else e
+        for i, (e, p) in enumerate(zip(events, prepared, strict=True))
+        if type(e) not in INTERNAL_EVENTS
+    ]
 
 
 def _raw_event_data(

@@ -216,6 +216,13 @@ class DeadlineScheduler:
         if self._task is None:
             self._task = asyncio.create_task(self._run())
 
+    async def run(self) -> None:
+        """Fire due deadlines every poll interval until cancelled; a failing round raises (run
+        it under a supervisor such as ``app.health``, which restarts it with backoff)."""
+        while True:
+            await self.fire_due()
+            await asyncio.sleep(self.poll_interval)
+
     async def _run(self) -> None:
         while True:
             try:

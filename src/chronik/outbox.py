@@ -189,6 +189,15 @@ class OutboxDispatcher:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
+    async def run(self) -> None:
+        """Dispatch round after round until cancelled; a failing round raises (run it under a
+        supervisor such as ``app.health``, which restarts it with backoff)."""
+        while True:
+            if await self.dispatch_once() < self.batch_size:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+
     async def _run(self) -> None:
         while True:
             try:

@@ -80,7 +80,7 @@ class Repository:
         if version is None:
             state = model.initial(stream.aggregate_id)
         replayed = 0
-        decode = self.registry.decode if model.typed_events else _raw
+        decode = self._decode if model.typed_events else _raw
         evolve = model.evolve
         from_sequence = None if version is None else version + 1
         async for event in self.store.read_stream(stream, from_sequence):
@@ -91,6 +91,11 @@ class Repository:
             replayed += 1
         loaded = Loaded(state, version, snap_seq, replayed, (time.perf_counter() - start) * 1000)
         return loaded
+
+    def _decode(self, event: RecordedEvent) -> Any:
+        """A registered event as its class; one of a type not registered (a raw EventData the
+        logic returned, or appended with store.append) as the RecordedEvent itself."""
+        return self.registry.decode(event) if event.type in self.registry else event
 
     def remember(self, model: DomainModel, stream: StreamId, loaded: Loaded) -> None:
         """Keep a state for the next command on the stream (evicting the least recent)."""

@@ -259,3 +259,33 @@ async def test_dataclass_and_dict_states_snapshot_and_load() -> None:
             assert loaded.snapshot_sequence == 1 and loaded.replayed == 1
             expected = Totals(6, [1, 2, 3]) if domain == "dc" else {"total": 6}
             assert loaded.state == expected
+
+
+class Audited(Counter):
+    """A counter that also records raw audit events of a type nobody registered."""
+
+    domain = "audited"
+    audits: list[str] = []  # noqa: RUF012 - copied for each instance
+
+    @chronik.command("Audit")
+    def audit(self, payload: dict[str, Any]) -> None:
+        self.emit(Added(1))
+        self.emit(chronik.EventData("audit.noted", {"who": payload["who"]}))
+
+    @chronik.apply
+    def _audited(self, event: chronik.RecordedEvent) -> None:
+        self.audits.append(event.json()["who"])
+
+
+async def test_an_aggregate_may_emit_raw_event_data_of_an_unregistered_type() -> None:
+    """A raw EventData an aggregate emits is stored; its RecordedEvent applier runs after the
+    command (cached state) and on a fresh load, typed events as before."""
+    async with app_on("memory://", Audited) as app:
+        audit = Command(domain="audited", aggregate_id="a1", type="Audit", payload={"who": "ada"})
+        result = await app.dispatch(audit)
+        assert [e.type for e in result.events] == ["Added", "audit.noted"]
+        await app.dispatch(msgspec.structs.replace(audit, payload={"who": "bob"}, command_id="2"))
+        state = await app.load("audited", "a1")
+        assert (state.total, state.audits) == (2, ["ada", "bob"])
+        cached = await app.bus.repository.load(app.bus.model("audited"), StreamId("audited", "a1"))
+        assert cached.state.audits == ["ada", "bob"]

@@ -11,6 +11,7 @@ import pytest
 
 import chronik
 from chronik import Command, StreamId
+from chronik.commands import event_id_for
 
 registry = chronik.EventRegistry()
 
@@ -355,3 +356,35 @@ async def test_app_runs_its_projections_and_waits_for_them() -> None:
             app.add_projection(balances)
     with pytest.raises(chronik.ConfigurationError, match="no running projections"):
         await make_app().wait_for(result.position)
+
+
+async def test_a_decider_may_return_raw_event_data_of_a_type_it_did_not_register() -> None:
+    """A raw EventData of an unregistered type is stored as store.append would store it; evolve
+    gets it as a RecordedEvent, both right after the command and when the stream is loaded."""
+    seen: list[Any] = []
+
+    def decide_raw(command: Command, state: dict[str, Any]) -> Any:
+        return [
+            Opened("ada"),
+            chronik.EventData("account.noted", {"note": command.payload["note"]}, {"by": "me"}),
+        ]
+
+    def evolve_raw(state: dict[str, Any], event: Any) -> dict[str, Any]:
+        seen.append(event)
+        if isinstance(event, chronik.RecordedEvent):
+            return {**state, "notes": [*state.get("notes", []), event.json()["note"]]}
+        return {**state, "owner": event.owner}
+
+    app = chronik.Chronik(store="memory://", registry=registry)
+    app.add_decider("account", decide_raw, evolve_raw, dict)
+    async with app:
+        result = await app.dispatch(cmd("Note", {"note": "hello"}, command_id="n-1"))
+        assert [e.type for e in result.events] == ["Opened", "account.noted"]
+        stored = result.events[1]
+        assert stored.json() == {"note": "hello"} and stored.metadata["by"] == "me"
+        assert stored.event_id == event_id_for("n-1", 1)  # a retry appends nothing
+        assert isinstance(seen[-1], chronik.RecordedEvent) and seen[-1].sequence == 1
+        again = await app.dispatch(cmd("Note", {"note": "again"}))  # from the cached state
+        assert again.version == 3
+        state = await app.load("account", "a1")  # a fresh load: RecordedEvents again
+        assert state == {"owner": "ada", "notes": ["hello", "again"]}
