@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RUNTIME := $(VENV)/.installed-runtime
 DEV := $(VENV)/.installed-dev
 
-.PHONY: run test soak bench lint setup clean proto demo
+.PHONY: run test soak bench lint setup clean proto demo docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,5 +47,8 @@ lint: $(DEV)
 	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
 
+docs: $(DEV)  # the docs site into site/; --strict fails on a broken link or reference
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) data .pytest_cache .mypy_cache
+	rm -rf $(VENV) data site .pytest_cache .mypy_cache

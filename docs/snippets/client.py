@@ -51,6 +51,10 @@ async def main() -> None:
             stream = chronik.StreamId("customer", "c1")
             print([e.json() async for e in client.read_stream(stream, backward=True)])
             print("head:", await client.head())
+            print("streams:", [str(i.stream) async for i in client.list_streams("customer")])
+            catalog = await client.describe()  # command and event types with JSON Schemas
+            print("commands:", [c["type"] for d in catalog["domains"] for c in d["commands"]])
+            print("projections:", await client.projections())  # pause(), rebuild(), ...
             async with client.subscribe(domains=["customer"]) as events:  # reconnects
                 async for event in events:
                     print("event:", event.type, event.position)

@@ -13,6 +13,7 @@ from chronik.server.config import build_app, build_projections, load_config
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("**/*.md"))]
 YAML_BLOCK = re.compile(r"^```ya?ml\n(.*?)^```", re.S | re.M)
+INCLUDE = re.compile(r'--8<-- "[^"]+"\n')  # the docs site includes a tested file (or section)
 NAMED = re.compile(r"# (\S+?):?(?:\s|$)")
 
 
@@ -22,6 +23,7 @@ def shown_configs() -> list[tuple[str, str]]:
         (str(page.relative_to(ROOT)), body)
         for page in PAGES
         for body in YAML_BLOCK.findall(page.read_text())
+        if not INCLUDE.fullmatch(body)  # docs/snippets/*.yaml: tests/unit/test_docs_site.py
     ]
 
 
