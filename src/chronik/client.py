@@ -2,8 +2,10 @@
 
 Everything the gRPC API offers: ``dispatch`` (CommandGateway.Handle), ``append`` (where the
 server enables raw appends), ``read_stream``, ``read_all``, ``head``, ``stream_version``,
-``subscribe`` and ``health``. Failures raise the chronik error the server raised, rebuilt with
-its fields (``WrongExpectedVersion.expected``, ``CommandRejected.reason``, ...).
+``subscribe``, ``list_streams``, ``describe`` (the schema catalog), the projection calls
+(``projections``, ``pause``, ``rebuild``, ...; see chronik.client_admin) and ``health``.
+Failures raise the chronik error the server raised, rebuilt with its fields
+(``WrongExpectedVersion.expected``, ``CommandRejected.reason``, ...).
 
 Idempotent calls are retried on ``UNAVAILABLE`` with jittered exponential backoff within the
 call's timeout: a command gets its id before the first try and events theirs, so a retry never
@@ -25,6 +27,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from chronik import errors
+from chronik.client_admin import AdminCalls
 from chronik.client_stream import RemoteSubscription, error_from_status, retryable
 from chronik.commands import CommandResult
 from chronik.errors import ConfigurationError, InvalidExpectedVersion
@@ -57,8 +60,9 @@ _EXPECTED: Final = {
 }
 
 
-class Client:
-    """A client of a chronik server's CommandGateway, EventStore and health services.
+class Client(AdminCalls):
+    """A client of a chronik server's CommandGateway, EventStore, Catalog, Projections and
+    health services.
 
     ``api_key`` is sent as ``x-api-key``, ``token`` as ``authorization: Bearer``. ``timeout``
     (seconds) bounds each unary call, retries included (each method takes its own ``timeout``;
@@ -110,6 +114,8 @@ class Client:
         self._channel = grpc.aio.insecure_channel(address, options=options)
         self._gateway = rpc.CommandGatewayStub(self._channel)  # type: ignore[no-untyped-call]
         self._events = rpc.EventStoreStub(self._channel)  # type: ignore[no-untyped-call]
+        self._catalog = rpc.CatalogStub(self._channel)  # type: ignore[no-untyped-call]
+        self._projections = rpc.ProjectionsStub(self._channel)  # type: ignore[no-untyped-call]
         self._health: Any = health_pb2_grpc.HealthStub(self._channel)
         self._closed = False
 
@@ -364,7 +370,9 @@ class Client:
         seconds: float | None,
         *,
         raw: bool = False,
+        once: bool = False,
     ) -> T:
+        """Run one unary call within the deadline, retried on UNAVAILABLE unless ``once``."""
         deadline = time.monotonic() + (self.timeout if seconds is None else seconds)
         attempt = 0
         while True:
@@ -372,6 +380,8 @@ class Client:
             try:
                 return await call(max(0.001, deadline - time.monotonic()))
             except grpc.aio.AioRpcError as exc:
+                if once:
+                    raise error_from_status(exc) from None
                 attempt += 1
                 await self._retry_wait(exc, attempt, deadline, raw=raw)
 

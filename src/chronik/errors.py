@@ -38,7 +38,7 @@
     ├── ServiceUnavailable          a remote service (business logic, projector, saga) is down
     ├── AuthenticationError         missing or unknown credentials
     ├── PermissionDenied            credentials that do not allow the operation
-    │   └── AdminWritesDisabled     an HTTP admin write with no auth configured and none enabled
+    │   └── AdminWritesDisabled     an admin write with no auth configured and none enabled
     └── StoreClosed                 an operation on a store that was closed
 
 Adapters translate driver errors to these once, at their boundary, with ``raise ... from``.
@@ -423,14 +423,21 @@ class PermissionDenied(ChronikError):
 
 
 class AdminWritesDisabled(PermissionDenied):
-    """An HTTP admin write (reset, rebuild, pause, resume, dead-letter retry/drop) on a server
-    with no auth configured, where admin writes were not enabled explicitly."""
+    """An admin write (reset, rebuild, pause, resume, dead-letter retry/drop) on a server with
+    no auth configured, where admin writes were not enabled explicitly; ``key`` is the config
+    key that enables them (``http.admin_writes`` or ``grpc.admin_writes``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, key: str = "http.admin_writes") -> None:
+        self.key = key
+        where = (
+            "GrpcServer(..., admin_writes=True)"
+            if key.startswith("grpc.")
+            else "create_http_app(..., admin_writes=True)"
+        )
         super().__init__(
             "admin writes are disabled: this server has no auth configured. Configure auth "
             "(an API key or JWT with the admin right), or enable them explicitly with "
-            "`http.admin_writes: true` in the config (create_http_app(..., admin_writes=True))"
+            f"`{key}: true` in the config ({where})"
         )
 
 

@@ -388,3 +388,67 @@ async def test_a_decider_may_return_raw_event_data_of_a_type_it_did_not_register
         assert again.version == 3
         state = await app.load("account", "a1")  # a fresh load: RecordedEvents again
         assert state == {"owner": "ada", "notes": ["hello", "again"]}
+
+
+def _noting(command: Command, state: dict[str, Any]) -> Any:
+    return [
+        chronik.EventData("Opened", {"owner": "ada"}),  # a registered type: becomes Opened
+        chronik.EventData("account.noted", {"note": command.payload["note"]}, {"by": "me"}),
+    ]
+
+
+def _evolve_notes(state: dict[str, Any], event: Any) -> dict[str, Any]:
+    if isinstance(event, chronik.RecordedEvent):
+        return {**state, "notes": [*state.get("notes", []), event.json()["note"]], "last": event}
+    return {**state, "owner": event.owner}
+
+
+async def test_given_treats_raw_event_data_as_the_bus_does() -> None:
+    """With registry=, given/when/then accepts a raw EventData of an unregistered type as the
+    bus does: evolve gets the RecordedEvent the bus builds (same id, sequence, metadata); a
+    registered type's EventData becomes its class; a prior raw event is evolved recorded."""
+    from chronik.testing import given
+
+    prior = chronik.EventData("account.noted", {"note": "first"})
+    outcome = (
+        given(
+            chronik.Decider("account", _noting, _evolve_notes),
+            prior,
+            aggregate_id="a1",
+            registry=registry,
+        )
+        .when("Note", {"note": "hello"}, command_id="n-1")
+        .then_events(Opened("ada"), chronik.EventData("account.noted", {"note": "hello"}))
+        .then_state(lambda s: s["notes"] == ["first", "hello"] and s["owner"] == "ada")
+    )
+    app = chronik.Chronik(store="memory://", registry=registry)
+    app.add_decider("account", _noting, _evolve_notes, dict)
+    async with app:
+        await app.store.append(StreamId("account", "a1"), [prior])
+        result = await app.dispatch(cmd("Note", {"note": "hello"}, command_id="n-1"))
+        bus = (await app.load("account", "a1"))["last"]
+    ours = outcome.state["last"]
+    assert bus == result.events[1]
+    fields = ("event_id", "stream", "sequence", "type", "schema_version", "payload", "metadata")
+    assert [getattr(ours, f) for f in fields] == [getattr(bus, f) for f in fields]
+
+
+def test_given_still_refuses_what_the_bus_refuses() -> None:
+    """An unregistered event instance is UnknownEventType with registry=; a raw EventData the
+    store would refuse (a bad type name) is InvalidEventType; a different payload fails
+    then_events."""
+    from chronik.testing import given
+
+    def decide_bad(command: Command, state: Any) -> Any:
+        if command.type == "Typed":
+            return Unregistered(1)
+        return chronik.EventData(command.payload["type"], {"note": "x"})
+
+    model = chronik.Decider("account", decide_bad, _evolve_notes, dict)
+    given(model, registry=registry).when("Typed").then_error(chronik.UnknownEventType)
+    bad = given(model, registry=registry).when("Raw", {"type": "not a type!"})
+    bad.then_error(chronik.InvalidEventType)
+    ok = given(model, registry=registry).when("Raw", {"type": "account.noted"})
+    with pytest.raises(AssertionError, match="expected events"):
+        ok.then_events(chronik.EventData("account.noted", {"note": "y"}))
+    ok.then_events(chronik.EventData("account.noted", {"note": "x"}))

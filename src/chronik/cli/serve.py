@@ -83,6 +83,7 @@ async def run_server(
         max_message_bytes=config.grpc.max_message_bytes,
         projections=build_projections(config, app),
         raw_append=config.grpc.raw_append,
+        admin_writes=config.grpc.admin_writes,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -131,7 +132,7 @@ async def run_server(
         names = [*server.runner.processors, *server.runner.workers]
         print(f"  projections: {', '.join(names)}", flush=True)
     print(
-        f"  gRPC:    {server.host}:{bound} (CommandGateway, EventStore, health, reflection)",
+        f"  gRPC:    {server.host}:{bound} (CommandGateway, EventStore, Catalog, Projections, health, reflection)",
         flush=True,
     )
     if http is not None:

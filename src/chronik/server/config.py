@@ -1,7 +1,7 @@
 """The server's configuration: a YAML file, overridden by CHRONIK_STORE and command-line flags.
 
 store: sqlite:///data/events.db          # flag --store, then $CHRONIK_STORE, then this
-grpc: {host: 127.0.0.1, port: 50051}         # raw_append: false, max_message_bytes: 4194304
+grpc: {host: 127.0.0.1, port: 50051}     # raw_append, admin_writes: false; max_message_bytes
 http: {host: 127.0.0.1, port: 8080}          # admin_writes: false (admin actions without auth)
 app: examples.shop.app:build_app         # in-process domains: a factory(store) -> Chronik
 registry: myapp.events:registry          # or: a registry and a list of models
@@ -53,6 +53,9 @@ class GrpcConfig(msgspec.Struct, forbid_unknown_fields=True):
     max_message_bytes: Annotated[int, msgspec.Meta(ge=1024, le=2**31 - 1)] = 4 * 1024 * 1024
     #: EventStore.Append (events written with no business logic in between): off by default
     raw_append: bool = False
+    #: Projections admin calls (pause, resume, reset, rebuild, dead-letter retry / drop) on a
+    #: server without auth; with auth they need the admin right instead
+    admin_writes: bool = False
 
 
 class HttpConfig(msgspec.Struct, forbid_unknown_fields=True):

@@ -1,5 +1,5 @@
-"""The gRPC server: CommandGateway, EventStore and Catalog over one Chronik app, health and
-reflection (v1 and v1alpha).
+"""The gRPC server: CommandGateway, EventStore, Catalog and Projections over one Chronik app,
+health and reflection (v1 and v1alpha).
 
 It also runs the app's projections (read models, remote projectors, sagas) beside it.
 
@@ -13,14 +13,15 @@ subscriptions cleanly.
 
 EventStore.Append writes events with no business logic in between, so it is off unless enabled
 (``raw_append=True``, config ``grpc.raw_append: true``); with auth it needs the ``append`` right,
-and events are checked against the registered schemas (``check_raw_append``). Health answers
-SERVING only while the store answers.
+and events are checked against the registered schemas (``check_raw_append``). Projections
+admin writes are off without auth unless enabled (``admin_writes=True``, config
+``grpc.admin_writes: true``; see chronik.server.grpc_admin). Health answers SERVING only while
+the store answers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Final, TypeVar
@@ -39,7 +40,7 @@ from chronik.errors import (
 from chronik.messages import RecordedEvent, StreamId
 from chronik.projections import Projection, ProjectionRunner
 from chronik.server.auth import Action, ApiKey, Auth
-from chronik.server.catalog import catalog_of
+from chronik.server.grpc_admin import CatalogService, ProjectionsService, list_streams
 from chronik.server.grpc_edge import (
     EdgeInterceptor,
     GrpcHealth,
@@ -85,6 +86,12 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException
         report_bug(exc, "a gRPC call")
         message = "internal error"
     await context.abort(code, message)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Retrieve a finished future's exception, so asyncio does not log it as never retrieved."""
+    if not future.cancelled():
+        future.exception()
 
 
 class _Service:
@@ -179,6 +186,15 @@ class EventStoreService(_Service, rpc.EventStoreServicer):
 
         return await self._guarded(context, call)
 
+    async def ListStreams(
+        self, request: pb.ListStreamsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListStreamsResponse:
+        async def call() -> pb.ListStreamsResponse:
+            self._allow(context, "read")
+            return await list_streams(self.app, request)
+
+        return await self._guarded(context, call)
+
     async def ReadStream(
         self, request: pb.ReadStreamRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.Event]:
@@ -258,53 +274,18 @@ class EventStoreService(_Service, rpc.EventStoreServicer):
                         return
                     yield pb.SubscribeResponse(event=event_to_wire(event))
         finally:
-            if pending is not None and not pending.done():
+            if pending is not None:  # its end (StopAsyncIteration on close) is retrieved
                 pending.cancel()
+                pending.add_done_callback(_retrieve)
             self.subscriptions.discard(sub)
-
-
-class CatalogService(_Service, rpc.CatalogServicer):
-    """Catalog.Describe: each domain's command types and every event type, with JSON Schemas."""
-
-    async def Describe(
-        self, request: pb.DescribeRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.DescribeResponse:
-        async def call() -> pb.DescribeResponse:
-            self._allow(context, "read")
-            catalog = catalog_of(self.app)
-            return pb.DescribeResponse(
-                domains=[
-                    pb.DomainSchema(
-                        domain=d.domain,
-                        logic=d.logic,
-                        open=d.open,
-                        note=d.note,
-                        commands=[
-                            pb.CommandSchema(type=c.type, json_schema=json.dumps(c.schema))
-                            for c in d.commands
-                        ],
-                    )
-                    for d in catalog.domains
-                ],
-                events=[
-                    pb.EventSchema(
-                        type=e.type,
-                        schema_version=e.schema_version,
-                        aliases=e.aliases,
-                        json_schema=json.dumps(e.schema),
-                    )
-                    for e in catalog.events
-                ],
-            )
-
-        return await self._guarded(context, call)
 
 
 class GrpcServer:
     """Serves one Chronik app over gRPC; ``await start()``, then ``await stop()``.
 
-    ``raw_append`` enables EventStore.Append (off by default); ``max_message_bytes`` bounds
-    every message both ways (larger ones are RESOURCE_EXHAUSTED).
+    ``raw_append`` enables EventStore.Append, ``admin_writes`` the Projections admin calls
+    without auth (both off by default); ``max_message_bytes`` bounds every message both ways
+    (larger ones are RESOURCE_EXHAUSTED).
     """
 
     def __init__(
@@ -317,6 +298,7 @@ class GrpcServer:
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         projections: Sequence[Projection] = (),
         raw_append: bool = False,
+        admin_writes: bool = False,
     ) -> None:
         self.app = app
         self.runner = (
@@ -327,6 +309,7 @@ class GrpcServer:
         self.auth = auth
         self.max_message_bytes = max_message_bytes
         self.raw_append = raw_append
+        self.admin_writes = admin_writes
         self._server: grpc.aio.Server | None = None
         self._events: EventStoreService | None = None
         self._health = GrpcHealth(app)
@@ -344,12 +327,16 @@ class GrpcServer:
         rpc.add_CommandGatewayServicer_to_server(CommandGatewayService(self.app, self.auth), server)
         self._events = EventStoreService(self.app, self.auth, raw_append=self.raw_append)
         rpc.add_EventStoreServicer_to_server(self._events, server)
-        rpc.add_CatalogServicer_to_server(CatalogService(self.app, self.auth), server)
+        guard = _Service(self.app, self.auth)._guarded
+        rpc.add_CatalogServicer_to_server(CatalogService(self.app, self.auth, guard), server)
+        projections = ProjectionsService(self.app, self.auth, guard, admin_writes=self.admin_writes)
+        rpc.add_ProjectionsServicer_to_server(projections, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         names = [
             pb.DESCRIPTOR.services_by_name["CommandGateway"].full_name,
             pb.DESCRIPTOR.services_by_name["EventStore"].full_name,
             pb.DESCRIPTOR.services_by_name["Catalog"].full_name,
+            pb.DESCRIPTOR.services_by_name["Projections"].full_name,
             health.SERVICE_NAME,
         ]
         enable_reflection(names, server)  # v1 and v1alpha

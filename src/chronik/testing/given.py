@@ -5,23 +5,51 @@
     ).then_events(LoyaltyPointsAdded(5))
 
 Runs the same model code the command bus runs (payload schema, decide, evolve), in memory,
-with no store and no event loop. Pass ``registry=`` to also check that every emitted event is
-registered and encodable, as a dispatch would.
+with no store and no event loop, and treats events as the bus does: a raw ``chronik.EventData``
+of a registered type becomes its class, one of a type not registered is kept as it is and
+reaches ``evolve`` (or an ``@apply`` method) as the ``RecordedEvent`` the bus would store
+(its id derived from the command id, its position provisional). Prior events may be raw too.
+Pass ``registry=`` to also check that every emitted event is registered (or raw) and
+encodable, as a dispatch would; without it every raw EventData counts as unregistered.
+``then_events`` compares a raw EventData by type, payload, schema version and content type
+(and metadata, when the expected one has any), not by its generated event id.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
 from chronik.aggregate import Aggregate, AggregateModel, DomainModel
 from chronik.codec import EventRegistry
-from chronik.errors import ChronikError, CommandRejected, HandlerError
-from chronik.messages import Command
+from chronik.commands import event_id_for
+from chronik.deadline_events import INTERNAL_EVENTS
+from chronik.errors import (
+    ChronikError,
+    CommandRejected,
+    HandlerError,
+    SerializationError,
+    UnknownEventType,
+)
+from chronik.messages import (
+    ANY,
+    NO_STREAM,
+    Command,
+    EventData,
+    Metadata,
+    Position,
+    RecordedEvent,
+    StreamId,
+    new_event_id,
+)
+from chronik.store.memory import MemoryEventStore
 
 __all__ = ["Outcome", "Scenario", "given"]
+
+_CHECKS: Final = MemoryEventStore()  # only its append validation (prepare) is used: never opened
 
 
 def given(
@@ -30,7 +58,8 @@ def given(
     aggregate_id: str = "test-1",
     registry: EventRegistry | None = None,
 ) -> Scenario:
-    """A scenario whose aggregate has already seen ``events`` (typed event instances)."""
+    """A scenario whose aggregate has already seen ``events`` (typed event instances, or raw
+    ``EventData`` of types not registered)."""
     if isinstance(model, type) and issubclass(model, Aggregate):
         model = AggregateModel(model)
     return Scenario(model, list(events), aggregate_id, registry)
@@ -50,12 +79,19 @@ class Scenario:
         self.events = events
         self.aggregate_id = aggregate_id
         self.registry = registry
+        self.stream = StreamId(model.domain, aggregate_id)
 
     def state(self) -> Any:
-        """The state after the prior events."""
+        """The state after the prior events (each as a load decodes it)."""
         state = self.model.initial(self.aggregate_id)
-        for event in self.events:
-            state = self.model.evolve(state, event)
+        stamp = Metadata({})
+        for i, event in enumerate(self.events):
+            typed = self._typed(event)
+            if isinstance(typed, EventData):
+                data = _raw(typed, stamp, f"given-{i}", 0)
+                (prepared,) = _CHECKS.prepare(self.stream, [data], ANY).events
+                typed = _recorded(self.stream, i, prepared)
+            state = self.model.evolve(state, typed)
         return state
 
     def when(self, command: Command | str, payload: Any = None, **fields: Any) -> Outcome:
@@ -70,17 +106,110 @@ class Scenario:
             )
         state = self.state()
         try:
-            events = self.model.decide(self.model.parse(command), state)
-            if self.registry is not None:
-                for event in events:
-                    self.registry.to_event_data(event)
-                    msgspec.json.encode(event)
-            state = self.model.settle(state, events)
+            decided = self.model.decide(self.model.parse(command), state)
+            events = [self._typed(e) for e in decided]
+            state = self.model.settle(state, self._evolvable(command, events))
         except ChronikError as exc:
             return Outcome([], exc, state)
         except Exception as exc:
             return Outcome([], HandlerError(command.domain, command.type, exc), state)
         return Outcome(events, None, state)
+
+    def _typed(self, event: Any) -> Any:
+        """As the bus types a decided event: a registered instance, an EventData of a
+        registered type converted to its class, or a raw EventData of an unregistered type."""
+        if isinstance(event, type) or event is None:
+            raise UnknownEventType(repr(event))
+        registry = self.registry
+        if registry is None:
+            return event
+        if isinstance(event, EventData):
+            if event.type not in registry:
+                return event
+            cls = registry.class_for(event.type)
+            try:
+                return msgspec.convert(event.payload, cls)
+            except msgspec.ValidationError as exc:
+                raise SerializationError(
+                    f"{event.type} payload does not fit {cls.__qualname__}: {exc}", field="payload"
+                ) from None
+        registry.name_of(event)
+        return event
+
+    def _evolvable(self, command: Command, events: list[Any]) -> list[Any]:
+        """The events the state evolves with, as the bus gives them: typed ones as they are,
+        raw ones as RecordedEvents; each checked as the append would check it."""
+        command_id = command.command_id or new_event_id()
+        metadata = Metadata.of(command.metadata)
+        metadata = metadata.with_values(
+            correlation_id=metadata.correlation_id or command_id, causation_id=command_id
+        )
+        checked: list[tuple[int, EventData]] = []
+        for i, e in enumerate(events):
+            if isinstance(e, EventData):
+                checked.append((i, _raw(e, metadata, command_id, i)))
+            elif self.registry is not None:
+                data = self.registry.to_event_data(e, metadata, event_id_for(command_id, i))
+                checked.append((i, data))
+        if not checked:
+            return [e for e in events if type(e) not in INTERNAL_EVENTS]
+        expected = NO_STREAM if not self.events else len(self.events) - 1
+        prepared = _CHECKS.prepare(self.stream, [d for _, d in checked], expected).events
+        by_index = dict(zip((i for i, _ in checked), prepared, strict=True))
+        first = len(self.events)
+        return [
+            _recorded(self.stream, first + i, by_index[i]) if isinstance(e, EventData) else e
+            for i, e in enumerate(events)
+            if type(e) not in INTERNAL_EVENTS
+        ]
+
+
+def _raw(event: EventData, metadata: Metadata, command_id: str, index: int) -> EventData:
+    """A raw EventData as the bus appends it: the command's metadata, a derived id."""
+    return EventData(
+        event.type,
+        event.payload,
+        Metadata({**metadata, **Metadata.of(event.metadata)}),
+        event_id_for(command_id, index),
+        event.schema_version,
+        event.content_type,
+    )
+
+
+def _recorded(stream: StreamId, sequence: int, p: Any) -> RecordedEvent:
+    """The RecordedEvent a load gives a prepared raw event (a provisional position)."""
+    return RecordedEvent(
+        p.event_id,
+        stream,
+        sequence,
+        p.type,
+        p.schema_version,
+        p.payload,
+        Position(0),
+        time.time_ns() // 1000,
+        p.metadata,
+        p.content_type,
+    )
+
+
+def _same(expected: Any, actual: Any) -> bool:
+    """Whether an event matches the expected one (a raw EventData: by content, not by id)."""
+    if not (isinstance(expected, EventData) and isinstance(actual, EventData)):
+        return bool(expected == actual)
+    return (
+        expected.type == actual.type
+        and _builtins(expected.payload) == _builtins(actual.payload)
+        and expected.schema_version == actual.schema_version
+        and expected.content_type == actual.content_type
+        and (
+            expected.metadata is None
+            or Metadata.of(expected.metadata) == Metadata.of(actual.metadata)
+        )
+    )
+
+
+def _builtins(payload: Any) -> Any:
+    return payload if isinstance(payload, bytes) else msgspec.to_builtins(payload)
 
 
 class Outcome:
@@ -95,7 +224,10 @@ class Outcome:
         """Assert the command succeeded with exactly these events, in order."""
         if self.error is not None:
             raise AssertionError(f"expected events {list(expected)}, got {self.error!r}")
-        if self.events != list(expected):
+        same = len(self.events) == len(expected) and all(
+            _same(e, a) for e, a in zip(expected, self.events, strict=True)
+        )
+        if not same:
             raise AssertionError(f"expected events {list(expected)}, got {self.events}")
         return self
 

@@ -218,6 +218,40 @@ class SubscribeResponse(_message.Message):
     caught_up: str
     def __init__(self, event: _Optional[_Union[Event, _Mapping]] = ..., caught_up: _Optional[str] = ...) -> None: ...
 
+class ListStreamsRequest(_message.Message):
+    __slots__ = ("domain", "prefix", "tenant", "limit", "cursor")
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    prefix: str
+    tenant: str
+    limit: int
+    cursor: str
+    def __init__(self, domain: _Optional[str] = ..., prefix: _Optional[str] = ..., tenant: _Optional[str] = ..., limit: _Optional[int] = ..., cursor: _Optional[str] = ...) -> None: ...
+
+class StreamInfo(_message.Message):
+    __slots__ = ("domain", "aggregate_id", "tenant", "version")
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATE_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    aggregate_id: str
+    tenant: str
+    version: int
+    def __init__(self, domain: _Optional[str] = ..., aggregate_id: _Optional[str] = ..., tenant: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class ListStreamsResponse(_message.Message):
+    __slots__ = ("streams", "next_cursor")
+    STREAMS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    streams: _containers.RepeatedCompositeFieldContainer[StreamInfo]
+    next_cursor: str
+    def __init__(self, streams: _Optional[_Iterable[_Union[StreamInfo, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
+
 class ContextualCommand(_message.Message):
     __slots__ = ("command", "snapshot", "events", "version")
     COMMAND_FIELD_NUMBER: _ClassVar[int]
@@ -295,3 +329,125 @@ class DescribeResponse(_message.Message):
     domains: _containers.RepeatedCompositeFieldContainer[DomainSchema]
     events: _containers.RepeatedCompositeFieldContainer[EventSchema]
     def __init__(self, domains: _Optional[_Iterable[_Union[DomainSchema, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[EventSchema, _Mapping]]] = ...) -> None: ...
+
+class ProjectionStatus(_message.Message):
+    __slots__ = ("name", "state", "version", "generation", "building", "position", "build_position", "head", "lag_events", "lag_seconds", "events_per_s", "processed", "last_error", "heartbeat", "alive", "owner", "dead_letters", "horizon_events", "horizon_seconds")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    BUILDING_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    BUILD_POSITION_FIELD_NUMBER: _ClassVar[int]
+    HEAD_FIELD_NUMBER: _ClassVar[int]
+    LAG_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    LAG_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    PROCESSED_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    ALIVE_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    DEAD_LETTERS_FIELD_NUMBER: _ClassVar[int]
+    HORIZON_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    HORIZON_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    state: str
+    version: int
+    generation: int
+    building: int
+    position: str
+    build_position: str
+    head: str
+    lag_events: int
+    lag_seconds: float
+    events_per_s: float
+    processed: int
+    last_error: str
+    heartbeat: float
+    alive: bool
+    owner: str
+    dead_letters: int
+    horizon_events: int
+    horizon_seconds: float
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., version: _Optional[int] = ..., generation: _Optional[int] = ..., building: _Optional[int] = ..., position: _Optional[str] = ..., build_position: _Optional[str] = ..., head: _Optional[str] = ..., lag_events: _Optional[int] = ..., lag_seconds: _Optional[float] = ..., events_per_s: _Optional[float] = ..., processed: _Optional[int] = ..., last_error: _Optional[str] = ..., heartbeat: _Optional[float] = ..., alive: _Optional[bool] = ..., owner: _Optional[str] = ..., dead_letters: _Optional[int] = ..., horizon_events: _Optional[int] = ..., horizon_seconds: _Optional[float] = ...) -> None: ...
+
+class DeadLetter(_message.Message):
+    __slots__ = ("projection", "event_id", "generation", "position", "stream", "sequence", "type", "error", "attempts", "blocked", "parked_at")
+    PROJECTION_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    BLOCKED_FIELD_NUMBER: _ClassVar[int]
+    PARKED_AT_FIELD_NUMBER: _ClassVar[int]
+    projection: str
+    event_id: str
+    generation: int
+    position: str
+    stream: str
+    sequence: int
+    type: str
+    error: str
+    attempts: int
+    blocked: bool
+    parked_at: float
+    def __init__(self, projection: _Optional[str] = ..., event_id: _Optional[str] = ..., generation: _Optional[int] = ..., position: _Optional[str] = ..., stream: _Optional[str] = ..., sequence: _Optional[int] = ..., type: _Optional[str] = ..., error: _Optional[str] = ..., attempts: _Optional[int] = ..., blocked: _Optional[bool] = ..., parked_at: _Optional[float] = ...) -> None: ...
+
+class ListProjectionsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ProjectionsResponse(_message.Message):
+    __slots__ = ("projections",)
+    PROJECTIONS_FIELD_NUMBER: _ClassVar[int]
+    projections: _containers.RepeatedCompositeFieldContainer[ProjectionStatus]
+    def __init__(self, projections: _Optional[_Iterable[_Union[ProjectionStatus, _Mapping]]] = ...) -> None: ...
+
+class ProjectionRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ResetRequest(_message.Message):
+    __slots__ = ("name", "to")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    to: str
+    def __init__(self, name: _Optional[str] = ..., to: _Optional[str] = ...) -> None: ...
+
+class DeadLetterRequest(_message.Message):
+    __slots__ = ("name", "event_id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    event_id: str
+    def __init__(self, name: _Optional[str] = ..., event_id: _Optional[str] = ...) -> None: ...
+
+class DeadLettersResponse(_message.Message):
+    __slots__ = ("dead_letters",)
+    DEAD_LETTERS_FIELD_NUMBER: _ClassVar[int]
+    dead_letters: _containers.RepeatedCompositeFieldContainer[DeadLetter]
+    def __init__(self, dead_letters: _Optional[_Iterable[_Union[DeadLetter, _Mapping]]] = ...) -> None: ...
+
+class ActionResponse(_message.Message):
+    __slots__ = ("request_id", "projection", "action")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PROJECTION_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    projection: str
+    action: str
+    def __init__(self, request_id: _Optional[str] = ..., projection: _Optional[str] = ..., action: _Optional[str] = ...) -> None: ...
+
+class DropResponse(_message.Message):
+    __slots__ = ("dropped",)
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    dropped: int
+    def __init__(self, dropped: _Optional[int] = ...) -> None: ...

@@ -107,7 +107,8 @@ class CommandGateway:
 
 
 class EventStoreStub:
-    """Missing associated documentation comment in .proto file."""
+    """Append needs the append right and `grpc.raw_append: true`; the reads need the read right.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -135,10 +136,16 @@ class EventStoreStub:
                 request_serializer=chronik_dot_v1_dot_chronik__pb2.SubscribeRequest.SerializeToString,
                 response_deserializer=chronik_dot_v1_dot_chronik__pb2.SubscribeResponse.FromString,
                 _registered_method=True)
+        self.ListStreams = channel.unary_unary(
+                '/chronik.v1.EventStore/ListStreams',
+                request_serializer=chronik_dot_v1_dot_chronik__pb2.ListStreamsRequest.SerializeToString,
+                response_deserializer=chronik_dot_v1_dot_chronik__pb2.ListStreamsResponse.FromString,
+                _registered_method=True)
 
 
 class EventStoreServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Append needs the append right and `grpc.raw_append: true`; the reads need the read right.
+    """
 
     def Append(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -159,6 +166,12 @@ class EventStoreServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Subscribe(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListStreams(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -187,6 +200,11 @@ def add_EventStoreServicer_to_server(servicer, server):
                     request_deserializer=chronik_dot_v1_dot_chronik__pb2.SubscribeRequest.FromString,
                     response_serializer=chronik_dot_v1_dot_chronik__pb2.SubscribeResponse.SerializeToString,
             ),
+            'ListStreams': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListStreams,
+                    request_deserializer=chronik_dot_v1_dot_chronik__pb2.ListStreamsRequest.FromString,
+                    response_serializer=chronik_dot_v1_dot_chronik__pb2.ListStreamsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'chronik.v1.EventStore', rpc_method_handlers)
@@ -196,7 +214,8 @@ def add_EventStoreServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class EventStore:
-    """Missing associated documentation comment in .proto file."""
+    """Append needs the append right and `grpc.raw_append: true`; the reads need the read right.
+    """
 
     @staticmethod
     def Append(request,
@@ -296,6 +315,33 @@ class EventStore:
             '/chronik.v1.EventStore/Subscribe',
             chronik_dot_v1_dot_chronik__pb2.SubscribeRequest.SerializeToString,
             chronik_dot_v1_dot_chronik__pb2.SubscribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListStreams(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chronik.v1.EventStore/ListStreams',
+            chronik_dot_v1_dot_chronik__pb2.ListStreamsRequest.SerializeToString,
+            chronik_dot_v1_dot_chronik__pb2.ListStreamsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -593,6 +639,437 @@ class Catalog:
             '/chronik.v1.Catalog/Describe',
             chronik_dot_v1_dot_chronik__pb2.DescribeRequest.SerializeToString,
             chronik_dot_v1_dot_chronik__pb2.DescribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class ProjectionsStub:
+    """The projections any process serving the store runs. List, Status and DeadLetters need the
+    read right; the rest need the admin right, and without auth are refused (PERMISSION_DENIED)
+    unless `grpc.admin_writes: true`. An unknown name is NOT_FOUND; a rebuild or reset that
+    would repeat effects of a projection declared replay="refuse" is FAILED_PRECONDITION.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.List = channel.unary_unary(
+                '/chronik.v1.Projections/List',
+                request_serializer=chronik_dot_v1_dot_chronik__pb2.ListProjectionsRequest.SerializeToString,
+                response_deserializer=chronik_dot_v1_dot_chronik__pb2.ProjectionsResponse.FromString,
+                _registered_method=True)
+        self.Status = channel.unary_unary(
+                '/chronik.v1.Projections/Status',
+                request_serializer=chronik_dot_v1_dot_chronik__pb2.ProjectionRequest.SerializeToString,
+                response_deserializer=chronik_dot_v1_dot_chronik__pb2.ProjectionsResponse.FromString,
+                _registered_method=True)
+        self.DeadLetters = channel.unary_unary(
+                '/chronik.v1.Projections/DeadLetters',
+                request_serializer=chronik_dot_v1_dot_chronik__pb2.ProjectionRequest.SerializeToString,
+                response_deserializer=chronik_dot_v1_dot_chronik__pb2.DeadLettersResponse.FromString,
+                _registered_method=True)
+        self.Pause = channel.unary_unary(
+                '/chronik.v1.Projections/Pause',
+                request_serializer=chronik_dot_v1_dot_chronik__pb2.ProjectionRequest.SerializeToString,
+                response_deserializer=chronik_dot_v1_dot_chronik__pb2.ActionResponse.FromString,
+                _registered_method=True)
+        self.Resume = channel.unary_unary(
+                '/chronik.v1.Projections/Resume',
+                request_serializer=chronik_dot_v1_dot_chronik__pb2.ProjectionRequest.SerializeToString,
+                response_deserializer=chronik_dot_v1_dot_chronik__pb2.ActionResponse.FromString,
+                _registered_method=True)
+        self.Reset = channel.unary_unary(
+                '/chronik.v1.Projections/Reset',
+                request_serializer=chronik_dot_v1_dot_chronik__pb2.ResetRequest.SerializeToString,
+                response_deserializer=chronik_dot_v1_dot_chronik__pb2.ActionResponse.FromString,
+                _registered_method=True)
+        self.Rebuild = channel.unary_unary(
+                '/chronik.v1.Projections/Rebuild',
+                request_serializer=chronik_dot_v1_dot_chronik__pb2.ProjectionRequest.SerializeToString,
+                response_deserializer=chronik_dot_v1_dot_chronik__pb2.ActionResponse.FromString,
+                _registered_method=True)
+        self.Retry = channel.unary_unary(
+                '/chronik.v1.Projections/Retry',
+                request_serializer=chronik_dot_v1_dot_chronik__pb2.DeadLetterRequest.SerializeToString,
+                response_deserializer=chronik_dot_v1_dot_chronik__pb2.ActionResponse.FromString,
+                _registered_method=True)
+        self.Drop = channel.unary_unary(
+                '/chronik.v1.Projections/Drop',
+                request_serializer=chronik_dot_v1_dot_chronik__pb2.DeadLetterRequest.SerializeToString,
+                response_deserializer=chronik_dot_v1_dot_chronik__pb2.DropResponse.FromString,
+                _registered_method=True)
+
+
+class ProjectionsServicer:
+    """The projections any process serving the store runs. List, Status and DeadLetters need the
+    read right; the rest need the admin right, and without auth are refused (PERMISSION_DENIED)
+    unless `grpc.admin_writes: true`. An unknown name is NOT_FOUND; a rebuild or reset that
+    would repeat effects of a projection declared replay="refuse" is FAILED_PRECONDITION.
+    """
+
+    def List(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Status(self, request, context):
+        """one row, or one per partition
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeadLetters(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Pause(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Resume(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Reset(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Rebuild(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Retry(self, request, context):
+        """retry parked events
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Drop(self, request, context):
+        """drop parked events: never applied
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ProjectionsServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'List': grpc.unary_unary_rpc_method_handler(
+                    servicer.List,
+                    request_deserializer=chronik_dot_v1_dot_chronik__pb2.ListProjectionsRequest.FromString,
+                    response_serializer=chronik_dot_v1_dot_chronik__pb2.ProjectionsResponse.SerializeToString,
+            ),
+            'Status': grpc.unary_unary_rpc_method_handler(
+                    servicer.Status,
+                    request_deserializer=chronik_dot_v1_dot_chronik__pb2.ProjectionRequest.FromString,
+                    response_serializer=chronik_dot_v1_dot_chronik__pb2.ProjectionsResponse.SerializeToString,
+            ),
+            'DeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeadLetters,
+                    request_deserializer=chronik_dot_v1_dot_chronik__pb2.ProjectionRequest.FromString,
+                    response_serializer=chronik_dot_v1_dot_chronik__pb2.DeadLettersResponse.SerializeToString,
+            ),
+            'Pause': grpc.unary_unary_rpc_method_handler(
+                    servicer.Pause,
+                    request_deserializer=chronik_dot_v1_dot_chronik__pb2.ProjectionRequest.FromString,
+                    response_serializer=chronik_dot_v1_dot_chronik__pb2.ActionResponse.SerializeToString,
+            ),
+            'Resume': grpc.unary_unary_rpc_method_handler(
+                    servicer.Resume,
+                    request_deserializer=chronik_dot_v1_dot_chronik__pb2.ProjectionRequest.FromString,
+                    response_serializer=chronik_dot_v1_dot_chronik__pb2.ActionResponse.SerializeToString,
+            ),
+            'Reset': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reset,
+                    request_deserializer=chronik_dot_v1_dot_chronik__pb2.ResetRequest.FromString,
+                    response_serializer=chronik_dot_v1_dot_chronik__pb2.ActionResponse.SerializeToString,
+            ),
+            'Rebuild': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rebuild,
+                    request_deserializer=chronik_dot_v1_dot_chronik__pb2.ProjectionRequest.FromString,
+                    response_serializer=chronik_dot_v1_dot_chronik__pb2.ActionResponse.SerializeToString,
+            ),
+            'Retry': grpc.unary_unary_rpc_method_handler(
+                    servicer.Retry,
+                    request_deserializer=chronik_dot_v1_dot_chronik__pb2.DeadLetterRequest.FromString,
+                    response_serializer=chronik_dot_v1_dot_chronik__pb2.ActionResponse.SerializeToString,
+            ),
+            'Drop': grpc.unary_unary_rpc_method_handler(
+                    servicer.Drop,
+                    request_deserializer=chronik_dot_v1_dot_chronik__pb2.DeadLetterRequest.FromString,
+                    response_serializer=chronik_dot_v1_dot_chronik__pb2.DropResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'chronik.v1.Projections', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('chronik.v1.Projections', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Projections:
+    """The projections any process serving the store runs. List, Status and DeadLetters need the
+    read right; the rest need the admin right, and without auth are refused (PERMISSION_DENIED)
+    unless `grpc.admin_writes: true`. An unknown name is NOT_FOUND; a rebuild or reset that
+    would repeat effects of a projection declared replay="refuse" is FAILED_PRECONDITION.
+    """
+
+    @staticmethod
+    def List(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chronik.v1.Projections/List',
+            chronik_dot_v1_dot_chronik__pb2.ListProjectionsRequest.SerializeToString,
+            chronik_dot_v1_dot_chronik__pb2.ProjectionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Status(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chronik.v1.Projections/Status',
+            chronik_dot_v1_dot_chronik__pb2.ProjectionRequest.SerializeToString,
+            chronik_dot_v1_dot_chronik__pb2.ProjectionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chronik.v1.Projections/DeadLetters',
+            chronik_dot_v1_dot_chronik__pb2.ProjectionRequest.SerializeToString,
+            chronik_dot_v1_dot_chronik__pb2.DeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Pause(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chronik.v1.Projections/Pause',
+            chronik_dot_v1_dot_chronik__pb2.ProjectionRequest.SerializeToString,
+            chronik_dot_v1_dot_chronik__pb2.ActionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Resume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chronik.v1.Projections/Resume',
+            chronik_dot_v1_dot_chronik__pb2.ProjectionRequest.SerializeToString,
+            chronik_dot_v1_dot_chronik__pb2.ActionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chronik.v1.Projections/Reset',
+            chronik_dot_v1_dot_chronik__pb2.ResetRequest.SerializeToString,
+            chronik_dot_v1_dot_chronik__pb2.ActionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rebuild(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chronik.v1.Projections/Rebuild',
+            chronik_dot_v1_dot_chronik__pb2.ProjectionRequest.SerializeToString,
+            chronik_dot_v1_dot_chronik__pb2.ActionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Retry(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chronik.v1.Projections/Retry',
+            chronik_dot_v1_dot_chronik__pb2.DeadLetterRequest.SerializeToString,
+            chronik_dot_v1_dot_chronik__pb2.ActionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Drop(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chronik.v1.Projections/Drop',
+            chronik_dot_v1_dot_chronik__pb2.DeadLetterRequest.SerializeToString,
+            chronik_dot_v1_dot_chronik__pb2.DropResponse.FromString,
             options,
             channel_credentials,
             insecure,
