@@ -20,7 +20,7 @@ from typing import Any, ClassVar, NoReturn, TypeVar
 import msgspec
 
 from chronik.errors import CommandRejected, ConfigurationError, InvalidCommand, UnknownCommandType
-from chronik.messages import _DOMAIN_RE, Command, RecordedEvent, Snapshot, StreamId
+from chronik.messages import _DOMAIN_RE, Command, Snapshot, StreamId
 
 __all__ = [
     "Aggregate",
@@ -431,11 +431,16 @@ class AggregateModel(DomainModel):
             handler(command.payload)
         events: list[Any] = state._pending
         state._pending = []
+        state._emitted = {id(e) for e in events}  # what emit applied (or could not: raw data)
         return events
 
     def settle(self, state: Any, events: list[Any]) -> Any:
-        for event in events:  # emit applied each typed event already; raw ones come recorded
-            if isinstance(event, RecordedEvent):
+        """Apply what emit could not: a raw EventData reaches the state here, typed by the bus
+        (as its class, or as a RecordedEvent when its type is not registered)."""
+        emitted: set[int] = getattr(state, "_emitted", set())
+        state._emitted = set()
+        for event in events:
+            if id(event) not in emitted:
                 state._apply(event)
         return state
 
