@@ -132,7 +132,8 @@ async def run_server(
         names = [*server.runner.processors, *server.runner.workers]
         print(f"  projections: {', '.join(names)}", flush=True)
     print(
-        f"  gRPC:    {server.host}:{bound} (CommandGateway, EventStore, Catalog, Projections, health, reflection)",
+        f"  gRPC:    {server.host}:{bound} "
+        "(CommandGateway, EventStore, Catalog, Projections, health, reflection)",
         flush=True,
     )
     if http is not None:
