@@ -119,7 +119,13 @@ async def test_openapi_documents_the_command_union_and_queries(http: httpx.Async
         assert not valid(root, body), body
         assert (await http.post("/v1/commands", json=body)).status_code in (400, 404), body
     query = doc["paths"]["/v1/queries/customer"]["get"]
-    assert [p["name"] for p in query["parameters"]] == ["customer_id"]
+    assert [p["name"] for p in query["parameters"]] == [
+        "customer_id",
+        *(f"customer_id.{op}" for op in ("gt", "gte", "lt", "lte", "in")),
+        "limit",
+        "order",
+        "cursor",
+    ]
     assert "/v1/schemas" in doc["paths"] and "Catalog" in doc["components"]["schemas"]
 
 

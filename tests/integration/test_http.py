@@ -262,7 +262,7 @@ async def test_event_stream_start_is_checked(
 
 
 async def test_live_query_and_its_updates(http: httpx.AsyncClient) -> None:
-    """A query returns read-model rows; as SSE it sends the result and then each change."""
+    """A query returns read-model rows; as SSE it sends the first page, then changed rows."""
     await buy(http)
     rows = (await http.get("/v1/queries/receipts?customer_id=c1")).json()["rows"]
     assert rows == [{"transaction_id": "t1", "customer_id": "c1", "amount_cents": 3750}]
@@ -275,14 +275,16 @@ async def test_live_query_and_its_updates(http: httpx.AsyncClient) -> None:
     ):
         lines = r.aiter_lines()
         (initial,) = await read_sse(lines, 1)
-        points = json.loads(initial["data"])[0]["loyalty_points"]
+        assert initial["event"] == "page"
+        points = json.loads(initial["data"])["rows"][0]["loyalty_points"]
         await http.post(
             "/v1/commands",
             json=command("customer", "c1", "AddLoyaltyPoints", payload={"points": 5}),
         )
         while True:
             (update,) = await read_sse(lines, 1)
-            if json.loads(update["data"])[0]["loyalty_points"] == points + 5:
+            assert update["event"] == "upsert"
+            if json.loads(update["data"])["loyalty_points"] == points + 5:
                 break
 
 

@@ -47,8 +47,11 @@ async def query(
     where: dict[str, Any] | None = None,
     order_by: tuple[str, ...] = (),
     limit: int | None = None,
+    *,
+    after: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Committed rows of a projection's table, from the generation that serves now."""
+    """Committed rows of a projection's table, from the generation that serves now
+    (``where``, ``order_by``, ``limit`` and ``after`` as ``EventStore.read_table`` takes them)."""
     for attempt in range(2):
         rows = await store.read_table(STATUS.name, {"name": projection}, limit=1)
         if rows:
@@ -57,7 +60,9 @@ async def query(
             plan = await load_plan(store, projection)
             generation = plan.generation if plan is not None else 1
         try:
-            return await store.read_table(physical_name(table, generation), where, order_by, limit)
+            return await store.read_table(
+                physical_name(table, generation), where, order_by, limit, after=after
+            )
         except ReadModelError:
             if attempt:  # the generation may have been swapped under us: look once more
                 raise

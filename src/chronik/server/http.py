@@ -35,10 +35,11 @@ from chronik.errors import (
 )
 from chronik.health import horizon_problems
 from chronik.messages import Position, StreamId
-from chronik.projections import ProjectionAdmin, ProjectionRunner, query
+from chronik.projections import ProjectionAdmin, ProjectionRunner
 from chronik.server import http_params as params
 from chronik.server.catalog import catalog_of
 from chronik.server.http_auth import HttpAuth
+from chronik.server.http_queries import LiveQuery, live_changes, parse_page, read_page, table_of
 from chronik.server.metrics import Metrics
 from chronik.server.openapi import openapi_document
 from chronik.server.problems import PROBLEM, error_response, method_not_allowed, problem
@@ -84,16 +85,6 @@ class HostCheck:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
-
-
-class LiveQuery(msgspec.Struct, frozen=True):
-    """``GET /v1/queries/{name}?param=...``: rows of one projection table, filtered."""
-
-    name: str
-    projection: str
-    table: str
-    params: tuple[str, ...] = ()
-    order_by: tuple[str, ...] = ()
 
 
 def _result_json(result: CommandResult) -> dict[str, Any]:
@@ -273,32 +264,15 @@ def create_http_app(
         spec = live.get(name)
         if spec is None:
             raise UnknownProjection(name, sorted(live))
-        unknown = set(request.query_params) - set(spec.params)
-        if unknown:
-            raise ValidationError(f"unknown query parameters {sorted(unknown)}", field="query")
-        where = {k: request.query_params[k] for k in spec.params if k in request.query_params}
-
-        async def rows() -> list[dict[str, Any]]:
-            return await query(store, spec.projection, spec.table, where or None, spec.order_by)
-
+        table = table_of(spec, runner if runner is not None else app.runner)
+        page = parse_page(spec, table, request.query_params)
         if "text/event-stream" not in request.headers.get("accept", ""):
-            return JSONResponse({"query": name, "rows": await rows()})
-
-        async def updates() -> AsyncIterator[bytes]:
-            last: list[dict[str, Any]] | None = None
-            quiet = 0.0
-            while True:
-                current = await rows()
-                if current != last:
-                    last, quiet = current, 0.0
-                    yield f"event: result\ndata: {json.dumps(current)}\n\n".encode()
-                elif quiet >= SSE_KEEPALIVE:
-                    quiet = 0.0
-                    yield b": keepalive\n\n"
-                await asyncio.sleep(QUERY_POLL)
-                quiet += QUERY_POLL
-
-        return StreamingResponse(updates(), media_type="text/event-stream")
+            rows, next_cursor = await read_page(store, spec, page)
+            return JSONResponse({"query": name, "rows": rows, "next_cursor": next_cursor})
+        changes = live_changes(store, spec, page, QUERY_POLL, SSE_KEEPALIVE)
+        return StreamingResponse(
+            changes, media_type="text/event-stream", headers={"cache-control": "no-store"}
+        )
 
     async def projections(request: Request) -> Response:
         return JSONResponse([s.to_json() for s in await admin.statuses()])

@@ -92,10 +92,64 @@ def openapi_document(
     for name, names in (queries or {}).items():
         path = copy.deepcopy(doc["paths"]["/v1/queries/{name}"])
         path["get"]["summary"] = f"The live query {name}"
-        path["get"]["parameters"] = [_query(p, {"type": "string"}) for p in names]
-        path["get"]["responses"] = {"200": _json({"type": "object"}), **_errors(400, 401, 403)}
+        path["get"]["parameters"] = _live_query_parameters(names)
+        path["get"]["responses"] = {"200": _LIVE_QUERY_OK, **_errors(400, 401, 403, 404)}
         doc["paths"]["/v1/queries/" + quote(name, safe="")] = path
     return doc
+
+
+_FILTERS = {
+    "": "equal to",
+    ".gt": "greater than",
+    ".gte": "at least",
+    ".lt": "less than",
+    ".lte": "at most",
+    ".in": "one of (comma-separated, at most 100)",
+}
+_LIVE_QUERY_OK = {
+    "description": (
+        "a page of rows; as SSE (Accept: text/event-stream) `event: page` with the same body, "
+        "then `event: upsert` (a row that entered or changed) and `event: delete` (the key of "
+        "a row that left), each with the projection's checkpoint as its `id`"
+    ),
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["query", "rows", "next_cursor"],
+                "properties": {
+                    "query": {"type": "string"},
+                    "rows": {"type": "array", "items": {"type": "object"}},
+                    "next_cursor": {"type": ["string", "null"]},
+                },
+            }
+        },
+        "text/event-stream": {"schema": {"type": "string"}},
+    },
+}
+
+
+def _live_query_parameters(names: Sequence[str]) -> list[dict[str, Any]]:
+    """A live query's filters (each declared column with its operators) and paging."""
+    out = [
+        _query(
+            f"{p}{op}",
+            {"type": "string", "maxLength": 1024},
+            f"rows whose {p} is {what} this (converted to the column's type)",
+        )
+        for p in names
+        for op, what in _FILTERS.items()
+    ]
+    return [
+        *out,
+        _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size (100)"),
+        _query(
+            "order",
+            {"type": "string", "pattern": "^-?[a-z_][a-z0-9_]*(,-?[a-z_][a-z0-9_]*){0,3}$"},
+            "columns (filters or the primary key; -column descending); the key breaks ties",
+        ),
+        _query("cursor", {"type": "string"}, "next_cursor of the previous page"),
+    ]
 
 
 def _document() -> dict[str, Any]:

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple, Self
@@ -26,7 +26,6 @@ from chronik.errors import (
     InvalidEventType,
     InvalidExpectedVersion,
     PayloadTooLarge,
-    ReadModelError,
     StoreClosed,
     StoreUnavailable,
     TooManyEvents,
@@ -50,11 +49,14 @@ from chronik.messages import (
     StreamInfo,
 )
 from chronik.store.tables import (
+    Condition,
     TableSpec,
     TableWrite,
+    check_after,
     check_identifier,
     check_table_write,
     check_values,
+    check_where,
 )
 from chronik.values import check_json_value, decode_json, encode_json
 
@@ -549,30 +551,33 @@ class EventStore(abc.ABC):
     async def read_table(
         self,
         table: str,
-        where: dict[str, Any] | None = None,
+        where: Mapping[str, Any] | None = None,
         order_by: Sequence[str] = (),
         limit: int | None = None,
+        *,
+        after: Mapping[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
-        """Committed rows of a read-model table whose columns equal ``where``, as dicts.
+        """Committed rows of a read-model table that meet ``where``, as dicts.
 
-        ``order_by`` names columns (prefix one with ``-`` for descending). Raises ReadModelError
-        if the table does not exist.
+        ``where`` maps columns to a value (equality; None matches NULL), a ``Range`` or an
+        ``In`` (``chronik.store.tables``); every condition must hold, and all run in the
+        database with bound values. ``order_by`` names columns (prefix one with ``-`` for
+        descending); NULL sorts first ascending on every adapter. ``after`` (keyset paging)
+        gives a value for each ``order_by`` column, typically those of the last row of the
+        previous page: only rows that come after it in that order are returned (make the order
+        unique, e.g. end it with the primary key). Raises ValidationError naming the column for
+        a bad condition, ReadModelError if the table or a column does not exist.
         """
         check_identifier(table)
-        conds = tuple((check_identifier(c, "column"), v) for c, v in (where or {}).items())
+        conds = check_where(where)
         order = tuple(
             (check_identifier(c.removeprefix("-"), "column"), c.startswith("-")) for c in order_by
         )
+        keyset = check_after(order, after)
         _check_limit(limit)
         self._require_tables()
-        try:  # a value no column can hold matches nothing: refuse it as every adapter would
-            check_values(
-                TableWrite("delete", table, tuple(c for c, _ in conds), tuple(v for _, v in conds))
-            )
-        except ReadModelError as exc:
-            raise ValidationError(str(exc), field=exc.column) from None
         await self._ready()
-        return await self._read_table(table, conds, order, limit)
+        return await self._read_table(table, conds, order, limit, keyset)
 
     def _require_tables(self) -> None:
         if not self.supports_tables:
@@ -583,9 +588,10 @@ class EventStore(abc.ABC):
     async def _read_table(
         self,
         table: str,
-        where: tuple[tuple[str, Any], ...],
+        where: tuple[Condition, ...],
         order_by: tuple[tuple[str, bool], ...],
         limit: int | None,
+        after: tuple[Any, ...] | None,
     ) -> list[dict[str, Any]]:
         raise NotImplementedError  # adapters with supports_tables implement it
 

@@ -31,7 +31,8 @@ from chronik.store.base import (
     match_duplicate,
     unit_error,
 )
-from chronik.store.tables import SYSTEM_TABLES
+from chronik.store.table_query import matches, sort_rows
+from chronik.store.tables import SYSTEM_TABLES, Condition
 
 __all__ = ["MemoryEventStore"]
 
@@ -168,20 +169,19 @@ class MemoryEventStore(EventStore):
     async def _read_table(
         self,
         table: str,
-        where: tuple[tuple[str, Any], ...],
+        where: tuple[Condition, ...],
         order_by: tuple[tuple[str, bool], ...],
         limit: int | None,
+        after: tuple[Any, ...] | None,
     ) -> list[dict[str, Any]]:
         if table not in self._tables:
             raise ReadModelError(f"no read-model table {table!r}")
         spec, rows = self._tables[table]
         names = {c for c, _ in spec.columns}
-        for column in [c for c, _ in where] + [c for c, _ in order_by]:
+        for column in [c for c, _, _ in where] + [c for c, _ in order_by]:
             if column not in names:
                 raise ReadModelError(f"table {table!r} has no column {column!r}")
-        out = [dict(r) for r in rows.values() if all(r.get(c) == v for c, v in where)]
-        for column, desc in reversed(order_by):
-            out.sort(key=lambda r: _sort_key(r[column]), reverse=desc)
+        out = sort_rows(matches(rows.values(), where, order_by, after, table), order_by, table)
         return out if limit is None else out[:limit]
 
     async def _get_event(self, event_id: str) -> RecordedEvent | None:
@@ -270,10 +270,6 @@ class MemoryEventStore(EventStore):
 
 def _position(event: RecordedEvent) -> Position:
     return event.position
-
-
-def _sort_key(value: Any) -> tuple[bool, Any]:
-    return (value is not None, value)
 
 
 def _check_tables(

@@ -26,6 +26,7 @@ from chronik.messages import (
 from chronik.store.base import FaultHook, cancelled_by_caller
 from chronik.store.postgres_pool import ConnectionPool
 from chronik.store.postgres_tables import read_table
+from chronik.store.tables import Condition
 
 __all__ = ["DRIVER_ERRORS", "HorizonLag", "PostgresReader", "is_connection_error", "safe_url"]
 
@@ -114,12 +115,14 @@ class PostgresReader:
     async def _read_table(
         self,
         table: str,
-        where: tuple[tuple[str, Any], ...],
+        where: tuple[Condition, ...],
         order_by: tuple[tuple[str, bool], ...],
         limit: int | None,
+        after: tuple[Any, ...] | None,
     ) -> list[dict[str, Any]]:
         return await self._call(
-            "read", lambda: read_table(self._pool.fetch, self._s, table, where, order_by, limit)
+            "read",
+            lambda: read_table(self._pool.fetch, self._s, table, where, order_by, limit, after),
         )
 
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:

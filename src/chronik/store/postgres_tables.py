@@ -14,12 +14,14 @@ import asyncpg
 
 from chronik.errors import LeaseHeld, ReadModelError
 from chronik.store.base import TableWrite
+from chronik.store.table_query import order_sql, where_sql
+from chronik.store.tables import Condition
 
 __all__ = ["read_table", "table_error", "write_tables"]
 
 _TYPES: Final = {
     "INTEGER": "bigint",
-    "TEXT": "text",
+    "TEXT": 'text COLLATE "C"',  # byte order, as SQLite and memory sort
     "REAL": "double precision",
     "BLOB": "bytea",
 }
@@ -144,24 +146,29 @@ async def read_table(
     fetch: Callable[..., Awaitable[list[Any]]],
     s: str,
     table: str,
-    where: tuple[tuple[str, Any], ...],
+    where: tuple[Condition, ...],
     order_by: tuple[tuple[str, bool], ...],
     limit: int | None,
+    after: tuple[Any, ...] | None = None,
 ) -> list[dict[str, Any]]:
-    """Committed rows of ``table`` matching ``where`` (NULL matches NULL), as dicts."""
-    sql = f"SELECT * FROM {s}.{table}"
-    params = [v for _, v in where]
-    if where:
-        sql += " WHERE " + " AND ".join(
-            f"{c} IS NOT DISTINCT FROM ${i}" for i, (c, _) in enumerate(where, 1)
-        )
-    if order_by:
-        sql += " ORDER BY " + ", ".join(f"{c} {'DESC' if d else 'ASC'}" for c, d in order_by)
+    """Committed rows of ``table`` meeting ``where`` after the keyset ``after``, as dicts."""
+    params: list[Any] = []
+
+    def param(value: Any) -> str:
+        params.append(value)
+        return f"${len(params)}"
+
+    sql = f"SELECT * FROM {s}.{table}" + where_sql(where, order_by, after, param)
+    sql += order_sql(order_by, nulls=True)
     if limit is not None:
-        params.append(limit)
-        sql += f" LIMIT ${len(params)}"
+        sql += f" LIMIT {param(limit)}"
     try:
         rows = await fetch(sql, *params)
-    except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError, asyncpg.DataError) as exc:
+    except (
+        asyncpg.UndefinedTableError,
+        asyncpg.UndefinedColumnError,
+        asyncpg.DataError,
+        asyncpg.UndefinedFunctionError,
+    ) as exc:
         raise ReadModelError(f"read-model query on {table!r} failed: {exc}") from exc
     return [dict(r) for r in rows]

@@ -18,6 +18,8 @@ from chronik.messages import (
     StreamInfo,
 )
 from chronik.store.base import FaultHook, cancelled_by_caller
+from chronik.store.table_query import order_sql, where_sql
+from chronik.store.tables import Condition
 
 __all__ = ["SQLiteReader"]
 
@@ -191,16 +193,20 @@ class SQLiteReader:
     async def _read_table(
         self,
         table: str,
-        where: tuple[tuple[str, Any], ...],
+        where: tuple[Condition, ...],
         order_by: tuple[tuple[str, bool], ...],
         limit: int | None,
+        after: tuple[Any, ...] | None,
     ) -> list[dict[str, Any]]:
-        sql = f"SELECT * FROM {table}"  # identifiers validated by EventStore.read_table
-        if where:
-            sql += " WHERE " + " AND ".join(f"{c} IS ?" for c, _ in where)
-        if order_by:
-            sql += " ORDER BY " + ", ".join(f"{c} {'DESC' if d else 'ASC'}" for c, d in order_by)
-        params = [v for _, v in where]
+        params: list[Any] = []
+
+        def param(value: Any) -> str:
+            params.append(value)
+            return "?"
+
+        # identifiers validated by EventStore.read_table; values are bound
+        sql = f"SELECT * FROM {table}" + where_sql(where, order_by, after, param)
+        sql += order_sql(order_by, nulls=False)
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)

@@ -12,6 +12,8 @@ match these specs), the memory store on construction. Nothing creates them on a 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
 from chronik.errors import ReadModelError, ValidationError
@@ -19,6 +21,7 @@ from chronik.errors import ReadModelError, ValidationError
 __all__ = [
     "DEAD_LETTERS",
     "INBOX",
+    "MAX_IN_VALUES",
     "LEASES",
     "LEASES_TABLE",
     "OUTBOX",
@@ -28,11 +31,16 @@ __all__ = [
     "STATUS",
     "SYSTEM_TABLES",
     "TABLE_OPS",
+    "Condition",
+    "In",
+    "Range",
     "TableSpec",
     "TableWrite",
+    "check_after",
     "check_identifier",
     "check_table_write",
     "check_values",
+    "check_where",
 ]
 
 
@@ -334,3 +342,91 @@ def check_values(w: TableWrite) -> TableWrite:
                 column=column,
             )
     return w
+
+
+# --- conditions of read_table -------------------------------------------------------------------
+
+MAX_IN_VALUES: Final = 1000
+#: A checked condition as adapters receive it: (column, op, value). ``op`` is ``eq`` (the value
+#: may be None: IS NULL), ``gt`` / ``ge`` / ``lt`` / ``le`` (never None) or ``in`` (a tuple of
+#: values, none of them None).
+Condition = tuple[str, str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    """A ``read_table`` condition: the column lies within the given bounds (> ``gt``, >= ``ge``,
+    < ``lt``, <= ``le``; each optional, at least one). NULL never matches a Range."""
+
+    gt: Any = None
+    ge: Any = None
+    lt: Any = None
+    le: Any = None
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class In:
+    """A ``read_table`` condition: the column equals one of ``values`` (at most MAX_IN_VALUES,
+    none of them None; an empty In matches nothing)."""
+
+    values: tuple[Any, ...]
+
+    def __init__(self, values: Iterable[Any]) -> None:
+        if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+            raise ValidationError(f"In needs a collection of values, got {values!r}")
+        object.__setattr__(self, "values", tuple(values))
+
+
+def _condition_value(column: str, value: object) -> Any:
+    problem = None if value is None else _value_problem(value)
+    if problem is not None:
+        raise ValidationError(f"column {column!r} cannot hold {problem}", field=column)
+    return value
+
+
+def check_where(where: Mapping[str, Any] | None) -> tuple[Condition, ...]:
+    """The checked conditions of a ``read_table`` ``where`` (column -> value, Range or In).
+
+    A plain value means equality (None: IS NULL). Raises ValidationError naming the column for
+    a bad column name, a value no adapter can store, an empty Range or an oversized In.
+    """
+    if where is not None and not isinstance(where, Mapping):
+        raise ValidationError(f"where must be a mapping, got {where!r}", field="where")
+    out: list[Condition] = []
+    for column, cond in (where or {}).items():
+        check_identifier(column, "column")
+        if isinstance(cond, Range):
+            bounds = [
+                (op, v)
+                for op, v in (("gt", cond.gt), ("ge", cond.ge), ("lt", cond.lt), ("le", cond.le))
+                if v is not None
+            ]
+            if not bounds:
+                raise ValidationError(f"the Range on {column!r} has no bound", field=column)
+            out += [(column, op, _condition_value(column, v)) for op, v in bounds]
+        elif isinstance(cond, In):
+            if len(cond.values) > MAX_IN_VALUES:
+                raise ValidationError(
+                    f"In on {column!r} has more than {MAX_IN_VALUES} values", field=column
+                )
+            if any(v is None for v in cond.values):
+                raise ValidationError(f"In on {column!r} cannot hold None", field=column)
+            out.append((column, "in", tuple(_condition_value(column, v) for v in cond.values)))
+        else:
+            out.append((column, "eq", _condition_value(column, cond)))
+    return tuple(out)
+
+
+def check_after(
+    order_by: tuple[tuple[str, bool], ...], after: Mapping[str, Any] | None
+) -> tuple[Any, ...] | None:
+    """The keyset of a ``read_table`` ``after`` (one value per ``order_by`` column, in that
+    order), or None; ValidationError naming ``after`` if it does not fit ``order_by``."""
+    if after is None:
+        return None
+    columns = [c for c, _ in order_by]
+    if not columns or not isinstance(after, Mapping) or set(after) != set(columns):
+        raise ValidationError(
+            f"after must give a value for each order_by column {columns}", field="after"
+        )
+    return tuple(_condition_value(c, after[c]) for c in columns)

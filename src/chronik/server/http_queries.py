@@ -1,0 +1,268 @@
+"""Live queries over HTTP: ``GET /v1/queries/{name}``, its filters, paging and row changes.
+
+A ``LiveQuery`` (``queries:`` in chronik.yaml) serves one projection table. Its declared
+``params`` filter by equality (``?status=open``), range (``.gt``, ``.gte``, ``.lt``, ``.lte``)
+and membership (``.in=open,paid``); values are converted to the column's declared type, and a
+bad one is a 400 naming the parameter. ``limit`` (default 100, at most 1000), ``order`` (a
+declared parameter or primary-key column, ``-column`` descending) and an opaque ``cursor``
+(keyset paging: the answer's ``next_cursor``) shape the page. Everything runs in the database
+(``EventStore.read_table``). As SSE the first page is sent as ``event: page``, then each row that
+enters or changes in it as ``event: upsert`` and each that leaves it as ``event: delete``, with
+the projection's checkpoint as the event id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import math
+import re
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Final, NamedTuple
+
+import msgspec
+from starlette.datastructures import QueryParams
+
+from chronik.errors import UnknownProjection, ValidationError
+from chronik.projections import ProjectionRunner, Table, query
+from chronik.projections.lanes import checkpoint_name
+from chronik.projections.system import STATUS
+from chronik.server import http_params as params
+from chronik.store.base import EventStore
+from chronik.store.tables import In, Range
+
+__all__ = [
+    "LiveQuery",
+    "QueryPage",
+    "decode_cursor",
+    "encode_cursor",
+    "live_changes",
+    "parse_page",
+    "read_page",
+    "table_of",
+]
+
+DEFAULT_LIMIT: Final = 100
+MAX_IN: Final = 100
+MAX_ORDER: Final = 4
+MAX_TEXT: Final = 1024
+_RANGES: Final = {"gt": "gt", "gte": "ge", "lt": "lt", "lte": "le"}
+_CONTROL: Final = frozenset({"limit", "order", "cursor"})
+_INT_RE = re.compile(r"-?[0-9]{1,19}")
+_REAL_RE = re.compile(r"-?[0-9]{1,30}(\.[0-9]{1,30})?([eE][-+]?[0-9]{1,3})?")
+_ORDER_RE = re.compile(r"-?[a-z_][a-z0-9_]{0,62}")
+_CURSOR_KEY: Final = b"chronik.live-query.cursor.v1"
+
+
+class LiveQuery(msgspec.Struct, frozen=True):
+    """``GET /v1/queries/{name}?param=...``: rows of one projection table, filtered.
+
+    ``params`` are the columns a client may filter and order by; ``order_by`` the default
+    order (``-column`` descending), always completed by the primary key.
+    """
+
+    name: str
+    projection: str
+    table: str
+    params: tuple[str, ...] = ()
+    order_by: tuple[str, ...] = ()
+
+
+class QueryPage(NamedTuple):
+    """What one request asks for: conditions, order (completed by the key), size, keyset."""
+
+    where: dict[str, Any]
+    order: tuple[str, ...]
+    limit: int
+    after: dict[str, Any] | None
+    key: tuple[str, ...]
+
+
+def table_of(spec: LiveQuery, runner: ProjectionRunner | None) -> Table:
+    """The declared table a live query serves (from the projections ``runner`` runs)."""
+    if runner is not None:
+        proc = runner.processors.get(spec.projection) or runner.workers.get(spec.projection)
+        table = None if proc is None else proc.projection.tables.get(spec.table)
+        if table is not None:
+            return table
+    known = sorted([*runner.processors, *runner.workers]) if runner is not None else []
+    raise UnknownProjection(spec.projection, known)
+
+
+def _value(name: str, sql_type: str, raw: str) -> Any:
+    if sql_type == "INTEGER" and _INT_RE.fullmatch(raw):
+        value = int(raw)
+        if -(2**63) <= value < 2**63:
+            return value
+    elif sql_type == "REAL" and _REAL_RE.fullmatch(raw) and math.isfinite(float(raw)):
+        return float(raw)
+    elif sql_type == "TEXT" and len(raw) <= MAX_TEXT and "\x00" not in raw:
+        return raw
+    expected = {"INTEGER": "an integer", "REAL": "a number", "TEXT": f"text of <= {MAX_TEXT}"}
+    raise ValidationError(
+        f"invalid value {raw[:32]!r} for {name}: expected {expected.get(sql_type, 'nothing')}"
+        + ("" if sql_type in expected else f" (a {sql_type} column cannot be filtered)"),
+        field=name,
+    )
+
+
+def _conditions(spec: LiveQuery, types: Mapping[str, str], q: QueryParams) -> dict[str, Any]:
+    where: dict[str, Any] = {}
+    ranges: dict[str, dict[str, Any]] = {}
+    for name in q:
+        if name in _CONTROL:
+            continue
+        column, _, op = name.partition(".")
+        if column not in spec.params or (op and op != "in" and op not in _RANGES):
+            allowed = ", ".join(spec.params) or "none"
+            raise ValidationError(
+                f"unknown query parameter {name[:64]!r} (filters: {allowed}; operators: "
+                "gt, gte, lt, lte, in)",
+                field=name[:64],
+            )
+        if len(q.getlist(name)) > 1:
+            raise ValidationError(f"{name} is given more than once", field=name)
+        if column not in types:
+            raise ValidationError(f"{spec.table} has no column {column!r}", field=name)
+        raw = q[name]
+        if column in where or (column in ranges and op in ("", "in")):
+            raise ValidationError(f"conflicting filters on {column}", field=name)
+        if not op:
+            where[column] = _value(name, types[column], raw)
+        elif op == "in":
+            items = raw.split(",")
+            if len(items) > MAX_IN:
+                raise ValidationError(f"{name} takes at most {MAX_IN} values", field=name)
+            where[column] = In(_value(name, types[column], v) for v in items)
+        else:
+            ranges.setdefault(column, {})[_RANGES[op]] = _value(name, types[column], raw)
+    return where | {c: Range(**bounds) for c, bounds in ranges.items()}
+
+
+def _order(spec: LiveQuery, table: Table, types: Mapping[str, str], raw: str | None) -> list[str]:
+    allowed = {*spec.params, *table.primary_key, *(c.lstrip("-") for c in spec.order_by)}
+    items = raw.split(",") if raw is not None else list(spec.order_by)
+    seen: set[str] = set()
+    for item in items:
+        column = item.removeprefix("-")
+        if (
+            len(items) > MAX_ORDER
+            or not _ORDER_RE.fullmatch(item)
+            or column not in allowed
+            or types.get(column) not in ("INTEGER", "REAL", "TEXT")
+            or column in seen
+        ):
+            raise ValidationError(
+                f"invalid order {(raw or '')[:64]!r}: up to {MAX_ORDER} of "
+                f"{sorted(allowed)}, each once, -column for descending",
+                field="order",
+            )
+        seen.add(column)
+    return items + [c for c in table.primary_key if c not in seen]
+
+
+def _digest(payload: bytes) -> bytes:
+    return hashlib.blake2b(payload, key=_CURSOR_KEY, digest_size=12).digest()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def encode_cursor(order: tuple[str, ...], row: Mapping[str, Any]) -> str:
+    """The opaque cursor continuing after ``row`` in ``order`` (a keyset, not a secret)."""
+    payload = json.dumps([list(order), [row[c.lstrip("-")] for c in order]]).encode()
+    return f"{_b64(payload)}.{_b64(_digest(payload))}"
+
+
+def decode_cursor(text: str, order: tuple[str, ...], types: Mapping[str, str]) -> dict[str, Any]:
+    """The keyset of a cursor made by ``encode_cursor`` for ``order``; a cursor that was
+    changed, or made for another order, is a 400 naming ``cursor``."""
+    try:
+        body, mac = text.split(".")
+        payload = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+        if base64.urlsafe_b64decode(mac + "=" * (-len(mac) % 4)) != _digest(payload):
+            raise ValueError("digest")
+        made_for, values = json.loads(payload)
+    except (ValueError, TypeError) as exc:
+        raise ValidationError("invalid cursor", field="cursor") from exc
+    if made_for != list(order) or not isinstance(values, list) or len(values) != len(order):
+        raise ValidationError("the cursor belongs to another order", field="cursor")
+    allowed = {"INTEGER": (int,), "REAL": (float, int), "TEXT": (str,)}
+    for column, value in zip(order, values, strict=True):
+        kinds = allowed.get(types[column.lstrip("-")], ())
+        if value is not None and (type(value) not in kinds):
+            raise ValidationError("invalid cursor", field="cursor")
+    return {c.lstrip("-"): v for c, v in zip(order, values, strict=True)}
+
+
+def parse_page(spec: LiveQuery, table: Table, q: QueryParams) -> QueryPage:
+    """The page a request asks for (ValidationError naming the parameter on bad input)."""
+    types = dict(table.columns)
+    where = _conditions(spec, types, q)
+    order = tuple(_order(spec, table, types, q.get("order")))
+    limit = params.limit(q, DEFAULT_LIMIT)
+    cursor = q.get("cursor")
+    after = None if cursor is None else decode_cursor(cursor, order, types)
+    return QueryPage(where, order, limit, after, table.primary_key)
+
+
+async def read_page(
+    store: EventStore, spec: LiveQuery, page: QueryPage
+) -> tuple[list[dict[str, Any]], str | None]:
+    """The rows of the page and the cursor of the next one (None: this is the last)."""
+    rows = await query(
+        store, spec.projection, spec.table, page.where, page.order, page.limit + 1,
+        after=page.after,
+    )  # fmt: skip
+    if len(rows) <= page.limit:
+        return rows, None
+    del rows[page.limit :]
+    return rows, encode_cursor(page.order, rows[-1])
+
+
+async def checkpoint(store: EventStore, projection: str) -> str | None:
+    """The position the projection's serving generation has committed (partition 0)."""
+    rows = await store.read_table(STATUS.name, {"name": projection}, limit=1)
+    generation = rows[0]["generation"] if rows else 1
+    found = await store.load_checkpoint(checkpoint_name(projection, generation))
+    return None if found is None else str(found.position)
+
+
+def _event(kind: str, data: object, position: str | None) -> bytes:
+    head = f"id: {position}\n" if position is not None else ""
+    return f"{head}event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+async def live_changes(
+    store: EventStore, spec: LiveQuery, page: QueryPage, poll: float, keepalive: float
+) -> AsyncIterator[bytes]:
+    """The SSE of a live query: ``page``, then ``upsert`` / ``delete`` as rows enter, change
+    in or leave the page (found by comparing it by primary key every ``poll`` seconds, so
+    states between two polls may be coalesced); memory is bounded by the page's limit."""
+    rows, next_cursor = await read_page(store, spec, page)
+    position = await checkpoint(store, spec.projection)
+    yield _event("page", {"rows": rows, "next_cursor": next_cursor}, position)
+
+    def keyed(rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
+        return {tuple(r[c] for c in page.key): r for r in rows}
+
+    last, quiet = keyed(rows), 0.0
+    while True:
+        await asyncio.sleep(poll)
+        quiet += poll
+        current = keyed((await read_page(store, spec, page))[0])
+        gone = [k for k in last if k not in current]
+        changed = [r for k, r in current.items() if last.get(k) != r]
+        if gone or changed:
+            position, quiet = await checkpoint(store, spec.projection), 0.0
+            for k in gone:
+                yield _event("delete", dict(zip(page.key, k, strict=True)), position)
+            for row in changed:
+                yield _event("upsert", row, position)
+        elif quiet >= keepalive:
+            quiet = 0.0
+            yield b": keepalive\n\n"
+        last = current
