@@ -15,6 +15,7 @@ import pytest
 import chronik
 from chronik import EventData, StreamId
 from chronik.store.base import EventStore, TableSpec, TableWrite
+from chronik.testing.services import unavailable
 
 TABLE = TableSpec("rm_full", (("id", "TEXT"), ("blob", "BLOB")), ("id",))
 
@@ -28,7 +29,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True
     )
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+        unavailable(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
     try:
         yield mnt
     finally:
