@@ -20,8 +20,6 @@ SNIPPETS = DOCS / "snippets"
 CONFIGS = sorted(SNIPPETS.glob("*.yaml"))
 INCLUDE = re.compile(r'^--8<-- "([^":]+)(?::(\w+))?"$', re.M)
 
-pytest.importorskip("mkdocs", reason="the docs tools come with the dev extra")
-
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
