@@ -10,8 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+
 import chronik
 from chronik.sdk import Client
+from chronik.testing.services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -123,3 +126,46 @@ def test_console_script_imports_the_project_from_the_working_directory(tmp_path:
     assert code == 0 and "stopped" in out, err
     code, out, err = serve_console_script(tmp_path, "--config", "project/chronik.yaml")
     assert code == 1 and "No module named 'bank_project_app'" in err, (out, err)
+
+
+async def test_serve_serves_the_built_docs_site_and_the_admin_links_to_it(tmp_path: Path) -> None:
+    """With a built docs site in http.docs_dir, chronik serve serves it at /docs/, says so at
+    start-up, and the admin pages link to their docs pages there."""
+    project = tmp_path / "project"
+    (project / "site" / "how-to" / "rebuilds-resets").mkdir(parents=True)
+    (project / "site" / "index.html").write_text("<h1>chronik docs</h1>")
+    (project / "site" / "how-to" / "rebuilds-resets" / "index.html").write_text("rebuilds")
+    (project / "bank_docs_app.py").write_text(PROJECT_MODULE)
+    port = free_port()
+    (project / "chronik.yaml").write_text(
+        f"store: sqlite:///data/bank.db\napp: bank_docs_app:build_app\n"
+        f"http: {{port: {port}, docs_dir: site}}\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(project), "CHRONIK_STORE": ""}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chronik.cli", "serve", "--config", "chronik.yaml", "--port", "0"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        out = ""
+        while "docs:" not in out:
+            line = proc.stdout.readline()
+            assert line, out
+            out += line
+        assert f"http://127.0.0.1:{port}/docs/" in out
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            assert "chronik docs" in (await http.get("/docs/")).text
+            assert (await http.get("/docs/how-to/rebuilds-resets/")).text == "rebuilds"
+            page = (await http.get("/admin/projections")).text
+            assert 'href="/docs/how-to/rebuilds-resets/"' in page
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,6 +15,7 @@ from chronik.messages import EventData, StreamId
 from chronik.projections import ProjectionRunner
 from chronik.server.admin import create_admin_routes
 from chronik.server.admin.data import RATE_WINDOW, Meter, correlation_chain
+from chronik.server.admin.routes import DOC_PAGES
 from chronik.server.auth import ApiKey, Auth
 from chronik.server.http import create_http_app
 from chronik.server.http_auth import HttpAuth
@@ -27,13 +29,13 @@ EVIL = '<script>alert("x")</script>'
 
 
 async def serve(
-    auth: HttpAuth | None, admin_writes: bool = True
+    auth: HttpAuth | None, admin_writes: bool = True, docs_url: str | None = None
 ) -> AsyncIterator[httpx.AsyncClient]:
     app = build_app("memory://")
     await app.open()
     runner = ProjectionRunner(app.store, projections(app))
     await runner.start()
-    routes = create_admin_routes(app, runner=runner, auth=auth)
+    routes = create_admin_routes(app, runner=runner, auth=auth, docs_url=docs_url)
     http = create_http_app(
         app, runner=runner, auth=auth, extra_routes=routes, admin_writes=admin_writes
     )
@@ -89,6 +91,21 @@ async def test_without_auth_or_admin_writes_the_ui_shows_no_write_buttons(
     assert "rebuild-button" not in page.text and 'class="pause"' not in page.text
     r = await readonly.post("/admin/projections/receipts/rebuild", headers=origin(readonly))
     assert r.status_code == 403 and "admin_writes" in r.text
+
+
+async def test_each_page_links_to_its_docs_page_and_the_pages_exist() -> None:
+    """With a docs site, every admin page links to the docs page about it, and each linked
+    page is one the docs site has (docs/PATH.md or docs/PATH/index.md)."""
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    for page in DOC_PAGES.values():
+        path = page.rstrip("/")
+        assert not path or (docs / f"{path}.md").is_file() or (docs / path / "index.md").is_file()
+    async for c in serve(None, docs_url="/docs/"):
+        for name, page in [("projections", "how-to/rebuilds-resets/"), ("outbox", "concepts/")]:
+            html = (await c.get(f"/admin/{name}")).text
+            assert f'class="docs" href="/docs/{page}' in html
+    async for c in serve(None):  # no docs site: no link
+        assert 'class="docs"' not in (await c.get("/admin/projections")).text
 
 
 def origin(c: httpx.AsyncClient) -> dict[str, str]:

@@ -101,7 +101,16 @@ async def run_server(
         keys = server.auth
         jwt_config = config.auth.jwt
         http_auth = HttpAuth(keys, jwt_config) if keys or jwt_config else None
-        admin = create_admin_routes(app, runner=server.runner, auth=http_auth)
+        docs = Path(config.http.docs_dir)
+        docs_url = "/docs/" if (docs / "index.html").is_file() else None
+        admin: list[Any] = create_admin_routes(
+            app, runner=server.runner, auth=http_auth, docs_url=docs_url
+        )
+        if docs_url is not None:  # the site `make docs` built: static, like the docs it is
+            from starlette.routing import Mount
+            from starlette.staticfiles import StaticFiles
+
+            admin.append(Mount("/docs", StaticFiles(directory=docs, html=True), name="docs"))
         metrics = Metrics()
         metrics.grpc_subscriptions = lambda: server.subscriptions
         http_app = create_http_app(
@@ -141,6 +150,8 @@ async def run_server(
             f"  HTTP:    http://{http.host}:{http.port}/v1 (OpenAPI at /openapi.json)", flush=True
         )
         print(f"  admin:   http://{http.host}:{http.port}/admin", flush=True)
+        if docs_url is not None:
+            print(f"  docs:    http://{http.host}:{http.port}{docs_url}", flush=True)
         if not server.auth and config.auth.jwt is None and http_hosts is None:
             print(
                 f"  warning: HTTP listens on {http.host} with no auth and any Host name: "

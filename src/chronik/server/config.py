@@ -69,6 +69,9 @@ class HttpConfig(msgspec.Struct, forbid_unknown_fields=True):
     #: admin writes (projection reset, rebuild, pause, dead-letter retry) on a server without
     #: auth; with auth they need the admin right instead
     admin_writes: bool = False
+    #: the built docs site (`make docs`), served at /docs when the directory exists; the admin
+    #: UI then links each page to its docs
+    docs_dir: str = "site"
 
 
 class QueryConfig(msgspec.Struct, forbid_unknown_fields=True):

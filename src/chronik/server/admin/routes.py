@@ -58,14 +58,27 @@ Handler = Callable[[Request], Awaitable[Response]]
 _writes: contextvars.ContextVar[bool] = contextvars.ContextVar("admin_writes", default=False)
 
 
+#: the docs page (under the docs site's root) each admin page links to
+DOC_PAGES: Final = {
+    "overview": "",
+    "streams": "concepts/log-positions/",
+    "projections": "how-to/rebuilds-resets/",
+    "dead-letters": "how-to/dead-letters/",
+    "sagas": "how-to/sagas-deadlines/",
+    "outbox": "concepts/delivery/",
+}
+
+
 def create_admin_routes(
     app: Chronik,
     *,
     runner: ProjectionRunner | None = None,
     auth: HttpAuth | None = None,
     base: str = "/admin",
+    docs_url: str | None = None,
 ) -> list[Route]:
-    """The admin UI under ``base``, for ``create_http_app(..., extra_routes=...)``."""
+    """The admin UI under ``base``, for ``create_http_app(..., extra_routes=...)``; with
+    ``docs_url`` (the docs site's root, e.g. ``/docs/``) each page links to its docs page."""
     store = app.store
     padmin = ProjectionAdmin(store)
     meter = data.Meter()
@@ -81,7 +94,13 @@ def create_admin_routes(
         href = f"{base}/streams/{stream.domain}/{quote(stream.aggregate_id, safe='')}"
         return f"{href}?{urlencode({'tenant': stream.tenant})}" if stream.tenant else href
 
-    env.globals.update(base=base, auth=auth is not None, stream_href=stream_href)
+    env.globals.update(
+        base=base,
+        auth=auth is not None,
+        stream_href=stream_href,
+        docs=docs_url,
+        doc_pages=DOC_PAGES,
+    )
     env.filters["q"] = lambda s: quote(str(s), safe="")
 
     def render(template: str, code: int = 200, **context: Any) -> HTMLResponse:
