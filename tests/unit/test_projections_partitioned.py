@@ -18,7 +18,7 @@ from chronik.projections import (
     ReadModel,
 )
 from chronik.projections.system import Plan, load_plan
-from chronik.store.base import EventStore
+from chronik.store.base import EventStore, TableWrite
 from tests.unit.test_projections import (
     TOTALS,
     _no_requests,
@@ -318,6 +318,27 @@ async def test_a_new_partition_count_waits_for_a_rebuild_then_splits_anew(
         await settled(store, two)
         assert await rows(store) == fold(history)
         assert not await table_exists(store, "totals__g2")  # rows of totals/2..4 are unheld
+
+
+async def test_a_request_queued_for_a_partition_of_an_earlier_split_is_pruned(
+    store: EventStore,
+) -> None:
+    """A request fanned out from a status read taken just before a smaller split pruned its
+    partitions (so it names one no one will ever run) is pruned too, not left pending."""
+    await add(store, "a1")
+    (two,) = workers(store, lambda: totals(partitions=2), 1)
+    async with two:
+        await settled(store, two)
+        async with store.transaction() as tx:  # what the race leaves behind
+            row = {
+                "id": "late.2",
+                "projection": "totals/2",
+                "action": "rebuild",
+                "arg": "",
+                "created_at": 0,
+            }
+            tx.write_tables([TableWrite.upsert("chronik_projection_requests", row, ("id",))])
+        await _until(lambda: _no_requests(store))
 
 
 async def _all_say(admin: ProjectionAdmin, text: str, partitions: int) -> bool:

@@ -254,7 +254,13 @@ async def _prune(proc: ProjectionProcessor, plan: Plan) -> list[TableWrite]:
     rows, pending requests, dead letters) once no one holds them."""
     p, store = proc.projection, proc.store
     split = max(plan.partitions, plan.building_partitions or 0, p.partitions)
-    extra = {k: r["name"] for k, r in (await _partition_rows(proc)).items() if k >= split}
+    keys = {k: r["name"] for k, r in (await _partition_rows(proc)).items()}
+    prefix = f"{p.name}/"
+    for r in await store.read_table(REQUESTS.name):  # queued from a status read just pruned
+        tail = r["projection"][len(prefix) :] if r["projection"].startswith(prefix) else ""
+        if tail.isdigit():
+            keys.setdefault(int(tail), r["projection"])
+    extra = {k: key for k, key in keys.items() if k >= split}
     if not extra:
         return []
     writes: list[TableWrite] = []
