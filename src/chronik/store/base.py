@@ -407,9 +407,9 @@ class EventStore(abc.ABC):
         payload = event.payload
         if isinstance(payload, bytes | bytearray | memoryview):
             data = bytes(payload)
+            if len(data) > self.max_payload_bytes:  # before any parsing
+                raise PayloadTooLarge(len(data), self.max_payload_bytes)
             if content_type == JSON:
-                if len(data) > self.max_payload_bytes:
-                    raise PayloadTooLarge(len(data), self.max_payload_bytes)
                 decode_json(data, "payload")  # the value rule of chronik.codec
             elif not isinstance(content_type, str) or not _CONTENT_TYPE_RE.fullmatch(content_type):
                 raise ValidationError(
@@ -421,15 +421,15 @@ class EventStore(abc.ABC):
                     "content_type applies to bytes payloads only", field="content_type"
                 )
             data = encode_json(payload, "payload")  # the value rule of chronik.codec
-        if len(data) > self.max_payload_bytes:
-            raise PayloadTooLarge(len(data), self.max_payload_bytes)
+            if len(data) > self.max_payload_bytes:
+                raise PayloadTooLarge(len(data), self.max_payload_bytes)
         md = event.metadata
         if md is None or (isinstance(md, Metadata) and not md):
             meta = None
         else:
-            md = Metadata.of(md)
-            check_json_value(md.to_dict(), "metadata")
-            meta = _metadata_encoder.encode(md.to_dict()) if md else None
+            fields = Metadata.of(md).to_dict()
+            check_json_value(fields, "metadata")
+            meta = _metadata_encoder.encode(fields) if fields else None
         return PreparedEvent(event_id, etype, version, data, meta, content_type)
 
     # --- reading ------------------------------------------------------------------------------
