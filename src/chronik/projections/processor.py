@@ -287,12 +287,11 @@ class ProjectionProcessor:
         timeout = max(0.0, self._next_poll - time.monotonic())
         if self._stopping:
             return
-        self.store._watch(1)
         waits = [asyncio.ensure_future(signal.wait()), asyncio.ensure_future(self._wake.wait())]
         try:
-            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            with self.store.watching():
+                await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            self.store._watch(-1)
             for w in waits:
                 w.cancel()
             self._wake.clear()
@@ -305,14 +304,14 @@ class ProjectionProcessor:
     async def _step(self, lane: Lane) -> bool:
         """Process one page of ``lane``; False when there was nothing to do."""
         store, p = self.store, self.projection
-        head = self.head = await store.head()
-        bound = head if store.head_bounds_reads else None
+        self.head = await store.head()
         limit = 1 if lane.isolate_until is not None else p.batch_size
-        page = await store._read_all_page(lane.position, None, p.domains, self._types, limit, False)
+        read = await store.read_page(lane.position, limit, p.domains, self._types)
+        page, bound = read
         if not page:
             lane.caught_up = True
             if bound is not None and (lane.position is None or bound > lane.position):
-                lane.position = lane.applied = bound  # scanned: none of ours up to the head
+                lane.position = lane.applied = bound  # scanned: none of ours up to there
                 lane.dirty = True
                 self._resolve_waiters()
             return False

@@ -163,12 +163,8 @@ class PartitionWorker:
             if not left:
                 return
             pending = left
-            self.store._watch(1)
-            try:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(signal.wait(), self.heartbeat)
-            finally:
-                self.store._watch(-1)
+            with self.store.watching(), contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(signal.wait(), self.heartbeat)
 
     @property
     def outdated(self) -> bool:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple, Self
@@ -36,6 +37,7 @@ from chronik.messages import (
     JSON,
     NO_STREAM,
     STREAM_EXISTS,
+    TYPE_NAME_RE,
     AppendResult,
     Checkpoint,
     EventData,
@@ -61,7 +63,7 @@ from chronik.store.tables import (
 from chronik.values import check_json_value, decode_json, encode_json
 
 if TYPE_CHECKING:
-    from chronik.subscriptions import Subscription
+    from chronik.store.subscription import Subscription
 
 __all__ = [
     "DEFAULT_MAX_APPEND_EVENTS",
@@ -71,6 +73,7 @@ __all__ = [
     "EventStore",
     "FaultHook",
     "PreparedEvent",
+    "ReadPage",
     "StoreHealth",
     "TableSpec",
     "TableWrite",
@@ -83,7 +86,7 @@ DEFAULT_MAX_PAYLOAD_BYTES: Final = 1024 * 1024
 DEFAULT_MAX_APPEND_EVENTS: Final = 1000
 DEFAULT_MAX_SNAPSHOT_BYTES: Final = 16 * 1024 * 1024
 READ_PAGE: Final = 1000
-_TYPE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,127}")
+_TYPE_RE = TYPE_NAME_RE
 _CONTENT_TYPE_RE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+(;.{0,64})?", re.I)
 _encoder = msgspec.json.Encoder()
 _metadata_encoder = msgspec.json.Encoder(order="sorted")  # canonical bytes, whatever the source
@@ -219,6 +222,17 @@ def match_duplicate(request: AppendRequest, stored: Sequence[StoredEvent]) -> Ap
         tuple(s.position for s in stored),
         stored[0].recorded_at_us,
     )
+
+
+class ReadPage(NamedTuple):
+    """One page of the global order, as ``EventStore.read_page`` returns it."""
+
+    #: The events after the requested position, in commit order.
+    events: list[RecordedEvent]
+    #: When not None: no event of the page's filter commits at or before this position other
+    #: than ``events``, so a reader may continue from here instead of rescanning what it does
+    #: not want (stores whose commit order is position order, filtered short pages only).
+    scanned: Position | None
 
 
 class EventStore(abc.ABC):
@@ -515,7 +529,7 @@ class EventStore(abc.ABC):
         batch_size: int = 500,
     ) -> Subscription:
         """Every event after ``after`` in commit order: catch up, then follow live appends."""
-        from chronik.subscriptions import Subscription
+        from chronik.store.subscription import Subscription
 
         domains_t, types_t = _check_filters(domains, types)
         return Subscription(self, after, domains_t, types_t, batch_size)
@@ -650,6 +664,50 @@ class EventStore(abc.ABC):
             self._change = asyncio.Event()
         return self._change
 
+    def wake_readers(self) -> None:
+        """Set the current change signal now (a reader that closes wakes its own wait)."""
+        self._notify()
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[None]:
+        """Hold while waiting on ``change_signal()``.
+
+        Adapters that must poll to see other processes' commits poll only while someone watches.
+        """
+        self._watch(1)
+        try:
+            yield
+        finally:
+            self._watch(-1)
+
+    async def read_page(
+        self,
+        after: Position | None,
+        limit: int,
+        domains: Sequence[str] | None = None,
+        types: Sequence[str] | None = None,
+    ) -> ReadPage:
+        """Up to ``limit`` events after ``after`` in commit order, for readers that keep their place.
+
+        On stores where commit order is position order, a filtered page that comes back short
+        also says up to where nothing else of the filter exists (``ReadPage.scanned``).
+        """
+        domains_t, types_t = _check_filters(domains, types)
+        await self._ready()
+        sparse = domains_t is not None or types_t is not None
+        head = await self._head() if sparse and self.head_bounds_reads else None
+        page = await self._read_all_page(after, None, domains_t, types_t, limit, False)
+        scanned = head if head is not None and len(page) < limit else None
+        return ReadPage(page, scanned)
+
+    async def settled(self, after: Position | None) -> bool:
+        """Whether no committed event after ``after`` is held back by a running transaction.
+
+        Stores that commit in position order (memory, SQLite) are always settled.
+        """
+        await self._ready()
+        return await self._settled(after)
+
     def _notify(self) -> None:
         change = self._change
         if change is not None:
@@ -657,7 +715,11 @@ class EventStore(abc.ABC):
             change.set()
 
     def _watch(self, delta: int) -> None:  # noqa: B027 - optional hook
-        """A subscription starts (+1) or stops (-1) waiting for changes; adapters may poll."""
+        """A reader starts (+1) or stops (-1) waiting for changes; adapters may poll."""
+
+    async def _settled(self, after: Position | None) -> bool:
+        """Adapters whose transactions commit out of position order override this."""
+        return True
 
     # --- what adapters implement --------------------------------------------------------------
 
