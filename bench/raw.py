@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from chronik.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
+from chronik.store.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
 
 INSERT_EVENT = (
     "INSERT INTO chronik_events (stream_id, sequence, event_id, type, schema_version, payload, "

@@ -15,7 +15,7 @@ import chronik
 from chronik import EventData, RecordedEvent, StreamId
 from chronik.cli import _build
 from chronik.store.postgres import PostgresEventStore
-from chronik.store.postgres_schema import SCHEMA_VERSION, split_url
+from chronik.store.postgres.schema import SCHEMA_VERSION, split_url
 from chronik.testing.services import free_port
 
 pytestmark = pytest.mark.timeout(90)

@@ -13,7 +13,7 @@ import pytest
 import chronik
 from chronik import ANY, NO_STREAM, EventData, RecordedEvent, StreamId
 from chronik.store.postgres import PostgresEventStore
-from chronik.store.postgres_schema import split_url
+from chronik.store.postgres.schema import split_url
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -15,8 +15,9 @@ import pytest
 import chronik
 from chronik.outbox import OutboxAdmin
 from chronik.projections import leases
-from chronik.store import postgres_schema, sqlite_schema
-from chronik.store.postgres_schema import quote_schema, split_url
+from chronik.store.postgres import schema as postgres_schema
+from chronik.store.sqlite import schema as sqlite_schema
+from chronik.store.postgres.schema import quote_schema, split_url
 from chronik.store.tables import OUTBOX, SYSTEM_TABLES, TableSpec
 from chronik.transports.message import Message
 

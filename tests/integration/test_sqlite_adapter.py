@@ -11,7 +11,7 @@ import pytest
 
 import chronik
 from chronik.store.sqlite import WAL_LIMIT
-from chronik.store.sqlite_schema import SCHEMA_VERSION
+from chronik.store.sqlite.schema import SCHEMA_VERSION
 
 
 def ev(n: int = 0) -> chronik.EventData:

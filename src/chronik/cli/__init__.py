@@ -151,7 +151,7 @@ async def _migrate(url: str) -> str:
     if url.split("://", 1)[0].lower() in ("postgresql", "postgres"):
         open_store(url)  # checks the scheme and that the driver is installed
         from chronik.store.postgres import migrate_database
-        from chronik.store.postgres_read import safe_url
+        from chronik.store.postgres.read import safe_url
 
         before, after = await migrate_database(url)
         change = f"migrated from version {before} to {after}" if before != after else "up to date"

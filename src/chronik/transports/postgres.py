@@ -23,7 +23,7 @@ import asyncpg
 import msgspec
 
 from chronik.errors import ConfigurationError, TransportClosed, TransportUnavailable
-from chronik.store.postgres_schema import split_url
+from chronik.store.postgres.schema import split_url
 from chronik.transports.base import Delivery, Incoming, Message, Source, Transport
 from chronik.transports.inbox import Inbox
 

@@ -24,8 +24,8 @@ from chronik.messages import (
     StreamInfo,
 )
 from chronik.store.base import FaultHook, cancelled_by_caller
-from chronik.store.postgres_pool import ConnectionPool
-from chronik.store.postgres_tables import read_table
+from chronik.store.postgres.pool import ConnectionPool
+from chronik.store.postgres.tables import read_table
 from chronik.store.tables import Condition
 
 __all__ = ["DRIVER_ERRORS", "HorizonLag", "PostgresReader", "is_connection_error", "safe_url"]

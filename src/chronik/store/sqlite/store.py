@@ -43,9 +43,9 @@ from chronik.store.base import (
     match_duplicate,
     unit_error,
 )
-from chronik.store.sqlite_read import SELECT_STREAM, SQLiteReader
-from chronik.store.sqlite_schema import migrate, options_from_url, path_from_url
-from chronik.store.sqlite_tables import write_tables
+from chronik.store.sqlite.read import SELECT_STREAM, SQLiteReader
+from chronik.store.sqlite.schema import migrate, options_from_url, path_from_url
+from chronik.store.sqlite.tables import write_tables
 
 __all__ = ["SQLiteEventStore", "options_from_url"]
 

@@ -52,9 +52,9 @@ from chronik.store.base import (
     match_duplicate,
     unit_error,
 )
-from chronik.store.postgres_feed import ChangeFeed
-from chronik.store.postgres_pool import ConnectionPool
-from chronik.store.postgres_read import (
+from chronik.store.postgres.feed import ChangeFeed
+from chronik.store.postgres.pool import ConnectionPool
+from chronik.store.postgres.read import (
     DRIVER_ERRORS,
     HORIZON,
     HorizonLag,
@@ -62,7 +62,7 @@ from chronik.store.postgres_read import (
     is_connection_error,
     safe_url,
 )
-from chronik.store.postgres_schema import (
+from chronik.store.postgres.schema import (
     DEFAULT_SCHEMA,
     SCHEMA_VERSION,
     lock_class,
@@ -71,7 +71,7 @@ from chronik.store.postgres_schema import (
     schema_version,
     split_url,
 )
-from chronik.store.postgres_write import Retry, write_unit
+from chronik.store.postgres.write import Retry, write_unit
 
 __all__ = ["HorizonLag", "PostgresEventStore", "migrate_database"]
 
@@ -88,7 +88,7 @@ _EXPECT: Final = {ANY: -1, NO_STREAM: -2, STREAM_EXISTS: -3}
 class PostgresEventStore(PostgresReader, EventStore):
     """An event store in one PostgreSQL schema; any number of processes may share it."""
 
-    supports_tables = True  # read-model tables and leases: chronik.store.postgres_tables
+    supports_tables = True  # read-model tables and leases: chronik.store.postgres.tables
 
     # head() is the safe head: every event at or before it is final (no transaction that may
     # still commit sorts before it), so a filtered reader that found nothing of its own up to

@@ -9,10 +9,10 @@ import asyncpg
 from chronik.errors import CheckpointFenced, WrongExpectedVersion
 from chronik.messages import AppendResult
 from chronik.store.base import WriteUnit
-from chronik.store.postgres_tables import write_tables
+from chronik.store.postgres.tables import write_tables
 
 if TYPE_CHECKING:
-    from chronik.store.postgres import PostgresEventStore
+    from chronik.store.postgres.store import PostgresEventStore
 
 __all__ = ["Retry", "write_unit"]
 
