@@ -23,7 +23,7 @@ import chronik
 from bench import raw_pg
 from bench.__main__ import PAYLOAD, Scale, emit, log, run_many
 from chronik.store.postgres import PostgresEventStore
-from chronik.testing.services import PostgresService, ServiceUnavailable
+from chronik.testing.services import PostgresService, ServiceNotStarted
 
 DURABILITY = "PostgreSQL 15 defaults: fsync=on, synchronous_commit=on"
 BASE = ""  # the server's URL, set by run()
@@ -303,7 +303,7 @@ def run(quick: bool = False, runs: int = 3, only: set[str] | None = None) -> Non
     service = PostgresService(durable=True)
     try:
         service.start()
-    except ServiceUnavailable as exc:
+    except ServiceNotStarted as exc:
         log(f"postgres: skipped ({exc})")
         service.stop()
         return

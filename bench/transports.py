@@ -33,7 +33,7 @@ from chronik.testing.services import (
     PostgresService,
     RabbitMQService,
     Service,
-    ServiceUnavailable,
+    ServiceNotStarted,
 )
 from chronik.transports import Delivery, Message, open_transport
 
@@ -297,7 +297,7 @@ def run(runs: int, quick: bool, only: set[str] | None = None) -> None:
         service = make()
         try:
             service.start()
-        except ServiceUnavailable as exc:
+        except ServiceNotStarted as exc:
             log(f"W11 {backend} skipped: {exc}")
             service.stop()
             continue

@@ -21,7 +21,7 @@ from chronik.testing.services import (
     PostgresService,
     RabbitMQService,
     Service,
-    ServiceUnavailable,
+    ServiceNotStarted,
     unavailable,
 )
 
@@ -47,7 +47,7 @@ def postgres_server() -> Iterator[PostgresService]:
     service = PostgresService(durable=False)
     try:
         service.start()
-    except ServiceUnavailable as exc:
+    except ServiceNotStarted as exc:
         service.stop()
         unavailable(f"PostgreSQL unavailable: {exc}")
     try:
@@ -73,7 +73,7 @@ def postgres_restart(postgres_server: PostgresService) -> Callable[[], None]:
 def _session_service(service: Service, what: str) -> Iterator[Service]:
     try:
         service.start()
-    except ServiceUnavailable as exc:
+    except ServiceNotStarted as exc:
         service.stop()
         unavailable(f"{what} unavailable: {exc}")
     try:

@@ -1,5 +1,7 @@
 """Choosing an adapter by the scheme of a URL: shared by ``open_store`` and ``open_transport``.
 
+``safe_url`` shows such a URL without its password, in every adapter's repr and errors.
+
 Adapters are imported by path, and only when their URL is used, so a backend whose extra is not
 installed costs nothing until it is asked for, and then fails with the extra's name.
 """
@@ -13,7 +15,7 @@ from typing import Any, TypeAlias
 
 from chronik.errors import ConfigurationError, MissingExtraError
 
-__all__ = ["Adapters", "load_adapter"]
+__all__ = ["Adapters", "load_adapter", "safe_url"]
 
 # scheme -> (module, class, extra that provides its driver, driver module)
 Adapters: TypeAlias = Mapping[str, tuple[str, str, str | None, str | None]]
@@ -46,3 +48,13 @@ def load_adapter(url: str, adapters: Adapters, what: str) -> tuple[str, ModuleTy
             raise
         raise ConfigurationError(f"the {scheme} {what} is not available in this version") from None
     return scheme, module, getattr(module, class_name)
+
+
+def safe_url(url: str) -> str:
+    """``url`` fit for a message or a repr: the password of its user info becomes ``***``."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not sep or not at:
+        return url
+    user, colon, _ = creds.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}@{host}"

@@ -25,7 +25,7 @@ from chronik.server.grpc import GrpcServer
 from chronik.server.http import create_http_app
 from chronik.server.http_auth import HttpAuth
 from chronik.server.http_server import HttpServer
-from chronik.testing.services import ServiceUnavailable, apt_install, unavailable
+from chronik.testing.services import ServiceNotStarted, apt_install, unavailable
 from examples.shop.app import build_app, projections
 
 CHROMIUM = "/usr/bin/chromium"
@@ -48,7 +48,7 @@ def chromium() -> str:
     if not os.path.exists(CHROMIUM):
         try:
             apt_install(["chromium"])
-        except (ServiceUnavailable, OSError) as exc:
+        except (ServiceNotStarted, OSError) as exc:
             unavailable(f"chromium unavailable: {exc}")
     if not os.path.exists(CHROMIUM):
         unavailable("chromium unavailable: apt-get did not install /usr/bin/chromium")

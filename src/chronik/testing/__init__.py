@@ -1,7 +1,18 @@
 """Testing helpers: given/when/then for business logic, fixtures for sagas and projections,
 and the adapters' conformance suites.
 
-``chronik.testing.conformance`` (it needs pytest) is imported by path.
+What lives here: ``given`` (aggregates and deciders), ``sagas`` and ``projections`` (fixtures,
+exported below); ``conformance`` (the store port's suite, with ``conformance_reads``,
+``conformance_state`` and ``conformance_faults``), ``transport_conformance`` (the transport
+port's suite, with ``transport_failures`` and the helpers in ``transport_kit``) and ``faults``
+(a fault-injecting store); ``service_base``, ``services`` and ``brokers`` (real PostgreSQL,
+NATS and RabbitMQ servers for tests and benchmarks). The suites (they need pytest) and the
+services are imported by path.
+
+Imports: the public chronik API and its ports (chronik, chronik.errors, chronik.messages,
+chronik.codec, chronik.aggregate, chronik.commands, chronik.sagas, chronik.deadlines,
+chronik.projections, chronik.store, chronik.transports); never chronik.server or chronik.cli.
+Nothing in chronik outside this package imports it.
 """
 
 from chronik.testing.given import Outcome, Scenario, given

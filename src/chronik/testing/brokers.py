@@ -1,4 +1,4 @@
-"""NATS and RabbitMQ test services (part of ``chronik.testing.services``, which exports them).
+"""NATS and RabbitMQ test services (``chronik.testing.services`` exports them too).
 
 Both run as child processes in their own session, on free ports, with every file in the
 service's temp dir; ``stop()`` ends the whole process group.
@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
-from chronik.testing.services import Service, ServiceUnavailable, _wait_port, free_port
+from chronik.testing.service_base import Service, ServiceNotStarted, free_port, wait_port
 
 __all__ = ["NatsService", "RabbitMQService"]
 
@@ -44,19 +44,19 @@ class _ProcessService(Service):
                 start_new_session=True,
             )
         except OSError as exc:
-            raise ServiceUnavailable(f"{self.name}: cannot run {args[0]}: {exc}") from exc
+            raise ServiceNotStarted(f"{self.name}: cannot run {args[0]}: {exc}") from exc
         finally:
             log.close()
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise ServiceUnavailable(
+                raise ServiceNotStarted(
                     f"{self.name} exited with {self.process.returncode}: {self.log_tail()}"
                 )
-            if _wait_port(self.port, 0.2) and self._ready():
+            if wait_port(self.port, 0.2) and self._ready():
                 return
         self._kill()
-        raise ServiceUnavailable(
+        raise ServiceNotStarted(
             f"{self.name} did not start within {self.start_timeout:.0f}s: {self.log_tail()}"
         )
 

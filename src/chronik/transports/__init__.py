@@ -3,6 +3,16 @@
 ``memory://[name]``, ``postgresql://...`` (a table, LISTEN/NOTIFY and ``FOR UPDATE SKIP
 LOCKED``), ``nats://...`` (JetStream) and ``amqp://...`` (RabbitMQ quorum queues). Adapters are
 imported by path and only when their URL is used; a missing extra names itself.
+
+What lives here: ``message`` (Message, Delivery, FailurePolicy and their checks), ``source``
+(the adapter's side of the port: Source, Incoming), ``consumer`` (the one consumer loop, which
+runs on a Source), ``base`` (the Transport port: validates, then starts consumers), ``inbox``
+(dedupe of deliveries) and one module per broker (``memory``, ``postgres``, ``nats``,
+``rabbitmq``), each imported only by ``open_transport``.
+
+Imports: chronik.errors, chronik.messages, chronik.adapters, chronik.store (``inbox`` and the
+PostgreSQL adapter's tables only); never chronik.server, chronik.cli, chronik.projections or
+the command path. Inside: message <- source <- consumer <- base <- adapters, never upwards.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The message transport port: messages, the two patterns, and the checks every adapter shares.
 
 Adapters implement a few primitives (``_open``, ``_close``, ``_publish``, ``_send`` and
-``_source``, which hands out a ``Source`` of deliveries for one consumer); the public methods
-here validate input once, and ``chronik.transports.consumer`` runs handlers, acks, retries and
+``_source``, which hands out a ``Source`` of deliveries for one consumer, see
+``chronik.transports.source``); the public methods here validate input once and start a
+``chronik.transports.consumer.Consumer`` on that source, which runs handlers, acks, retries and
 dead letters the same way on every adapter, so the conformance suite in
 ``chronik.testing.transport_conformance`` holds them all to one semantics.
 
@@ -16,13 +17,12 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import re
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
+from typing import ClassVar, Literal, Self
 
-import msgspec
-
+from chronik.adapters import safe_url
 from chronik.errors import ConfigurationError, InvalidMessage, TransportClosed
+from chronik.transports.consumer import Consumer
 from chronik.transports.message import (
     CAUSATION_ID,
     CORRELATION_ID,
@@ -35,9 +35,7 @@ from chronik.transports.message import (
     check_message,
     check_topic,
 )
-
-if TYPE_CHECKING:
-    from chronik.transports.consumer import Consumer
+from chronik.transports.source import Incoming, Source
 
 __all__ = [
     "CAUSATION_ID",
@@ -53,47 +51,6 @@ __all__ = [
     "check_group",
     "check_topic",
 ]
-
-
-class Incoming(msgspec.Struct):
-    """A delivery as an adapter hands it over: the message, the broker's delivery count and
-    the adapter's own handle for acking it."""
-
-    message: Message
-    attempt: int
-    token: Any = None
-
-
-class Source(abc.ABC):
-    """One consumer's connection to its group or queue (implemented by each adapter).
-
-    ``touch_interval``: seconds between ``touch`` calls for a message whose handler is still
-    running (None: the broker never takes a message back from a live consumer).
-    """
-
-    touch_interval: float | None = None
-
-    @abc.abstractmethod
-    async def fetch(self, limit: int, wait: float) -> list[Incoming]:
-        """Up to ``limit`` deliveries, waiting at most ``wait`` seconds for the first one.
-
-        Raises TransportUnavailable while the broker is unreachable (the consumer retries).
-        """
-
-    @abc.abstractmethod
-    async def ack(self, incoming: Incoming) -> None:
-        """Acknowledge: the message is done for this group."""
-
-    @abc.abstractmethod
-    async def release(self, incoming: Incoming) -> None:
-        """Give the message back for redelivery (at once, without penalty)."""
-
-    async def touch(self, incoming: Incoming) -> None:  # noqa: B027 - optional
-        """Tell the broker the message is still being worked on (long retries)."""
-
-    @abc.abstractmethod
-    async def close(self) -> None:
-        """Stop fetching; unacknowledged deliveries go back to the broker."""
 
 
 class Transport(abc.ABC):
@@ -159,7 +116,7 @@ class Transport(abc.ABC):
         await self.close()
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {_safe_url(self.url)} {self._state}>"
+        return f"<{type(self).__name__} {safe_url(self.url)} {self._state}>"
 
     async def _ready(self) -> None:
         if self._state != "open":
@@ -228,8 +185,6 @@ class Transport(abc.ABC):
         prefetch: int,
         dead_letter_queue: str,
     ) -> Consumer:
-        from chronik.transports.consumer import Consumer
-
         if not callable(handler):
             raise InvalidMessage("handler must be an async callable taking a Delivery")
         if type(concurrency) is not int or not 1 <= concurrency <= 1024:
@@ -281,8 +236,3 @@ class Transport(abc.ABC):
         self, kind: Literal["topic", "queue"], name: str, group: str, prefetch: int
     ) -> Source:
         """Create the durable group (or queue) if missing and return a source of deliveries."""
-
-
-def _safe_url(url: str) -> str:
-    """``url`` without its password."""
-    return re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", url)

@@ -5,6 +5,9 @@ and unkeyed messages run concurrently up to ``concurrency``. A failing handler i
 backoff inside its lane, so only its own key waits; after the policy's retries the message is
 dead-lettered (or parks its key, or stops the consumer). A broker outage never ends the loop:
 it backs off and fetches again once the adapter has reconnected.
+
+It runs on the adapter's ``Source`` (``chronik.transports.source``) and imports no transport:
+``Transport`` in ``chronik.transports.base`` builds consumers and is only a type here.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import logging
 from typing import TYPE_CHECKING, Literal
 
 from chronik.errors import ConsumerStopped, TransportUnavailable
-from chronik.transports.base import Delivery, FailurePolicy, Handler, Incoming, Message, Source
+from chronik.transports.message import Delivery, FailurePolicy, Handler, Message
+from chronik.transports.source import Incoming, Source
 
 if TYPE_CHECKING:
     from chronik.transports.base import Transport

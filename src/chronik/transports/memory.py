@@ -16,7 +16,8 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from chronik.errors import ConfigurationError, TransportClosed
-from chronik.transports.base import Incoming, Message, Source, Transport
+from chronik.transports.base import Message, Transport
+from chronik.transports.source import Incoming, Source
 
 __all__ = ["MemoryBroker", "MemoryTransport"]
 

@@ -40,7 +40,8 @@ from nats.js.api import (
 )
 
 from chronik.errors import ConfigurationError, TransportClosed, TransportUnavailable
-from chronik.transports.base import Incoming, Message, Source, Transport
+from chronik.transports.base import Message, Transport
+from chronik.transports.source import Incoming, Source
 
 __all__ = ["NatsTransport"]
 

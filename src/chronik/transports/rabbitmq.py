@@ -29,8 +29,9 @@ from aio_pika.abc import (
 from aiormq.abc import FieldTable
 
 from chronik.errors import TransportClosed, TransportUnavailable
-from chronik.transports.base import Incoming, Message, Source, Transport
+from chronik.transports.base import Message, Transport
 from chronik.transports.message import headers_from
+from chronik.transports.source import Incoming, Source
 
 __all__ = ["RabbitMQTransport"]
 

@@ -1,0 +1,141 @@
+"""Store conformance, the reading half: read_stream, read_all, list_streams and what comes back.
+
+Part of ``EventStoreConformance`` (``chronik.testing.conformance``), which every adapter's suite
+subclasses; these cases need its ``store`` fixture. Imports chronik's public API, the store port
+and ``chronik.testing.conformance_state`` (the shared ``ev``/``collect`` helpers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from datetime import UTC, datetime
+
+import pytest
+
+import chronik
+from chronik import EventData, StreamId
+from chronik.store.base import EventStore
+from chronik.testing.conformance_state import collect, ev
+
+__all__ = ["ReadConformance"]
+
+
+class ReadConformance:
+    """Reads: order, bounds, filters, pages, and payloads and metadata as they were stored."""
+
+    # --- read_stream and read_all -----------------------------------------------------------------
+
+    async def test_read_stream_directions_bounds_and_pages(self, store: EventStore) -> None:
+        """read_stream pages over 2,500 events forward and backward, from any sequence."""
+        s = StreamId("big", "b1")
+        for start in range(0, 2500, 500):
+            await store.append(s, [ev(start + i) for i in range(500)])
+        seqs = [e.sequence for e in await collect(store.read_stream(s))]
+        assert seqs == list(range(2500))
+        back = [e.sequence for e in await collect(store.read_stream(s, backward=True))]
+        assert back == list(range(2499, -1, -1))
+        assert [e.sequence for e in await collect(store.read_stream(s, 1998, limit=5))] == [
+            1998,
+            1999,
+            2000,
+            2001,
+            2002,
+        ]
+        assert [
+            e.sequence for e in await collect(store.read_stream(s, 1001, backward=True, limit=3))
+        ] == [1001, 1000, 999]
+        assert len(await collect(store.read_stream(s, 1200, limit=1500))) == 1300
+        assert await collect(store.read_stream(s, 2500)) == []
+        assert await collect(store.read_stream(s, limit=0)) == []
+        assert await collect(store.read_stream(StreamId("big", "missing"))) == []
+        assert await collect(store.read_stream(StreamId("big", "missing"), backward=True)) == []
+
+    async def test_read_all_order_bounds_filters_and_pages(self, store: EventStore) -> None:
+        """read_all is in commit order both ways, honours after/before/limit and filters."""
+        assert await store.head() is None
+        for i in range(1200):
+            domain = "alpha" if i % 3 else "beta"
+            etype = "t.even" if i % 2 == 0 else "t.odd"
+            await store.append(StreamId(domain, f"s{i % 7}"), [ev(i, etype)])
+        events = await collect(store.read_all())
+        assert [e.json()["n"] for e in events] == list(range(1200))
+        positions = [e.position for e in events]
+        assert all(a < b for a, b in itertools.pairwise(positions))
+        assert await store.head() == positions[-1]
+        newest = await collect(store.read_all(backward=True))
+        assert newest == events[::-1]
+        assert await collect(store.read_all(after=positions[9], limit=3)) == events[10:13]
+        assert await collect(store.read_all(before=positions[10], backward=True, limit=3)) == [
+            events[9],
+            events[8],
+            events[7],
+        ]
+        assert await collect(store.read_all(after=positions[5], before=positions[9])) == events[6:9]
+        beta = await collect(store.read_all(domains=["beta"]))
+        assert beta == [e for e in events if e.stream.domain == "beta"]
+        odd = await collect(store.read_all(types=["t.odd"]))
+        assert odd == [e for e in events if e.type == "t.odd"]
+        both = await collect(store.read_all(domains=["beta"], types=["t.odd"], backward=True))
+        assert both == [e for e in newest if e.stream.domain == "beta" and e.type == "t.odd"]
+        assert await collect(store.read_all(domains=["nobody"])) == []
+        assert await collect(store.read_all(after=positions[-1])) == []
+
+    async def test_appends_and_units_are_never_interleaved(self, store: EventStore) -> None:
+        """Concurrent batch appends and units each occupy a contiguous run of read_all."""
+
+        async def batch(k: int) -> None:
+            await store.append(StreamId("batch", f"b{k}"), [ev(k) for _ in range(7)])
+
+        async def unit(k: int) -> None:
+            async with store.transaction() as tx:
+                tx.append(StreamId("unit", f"u{k}"), [ev(k) for _ in range(3)])
+                tx.append(StreamId("unit", f"v{k}"), [ev(k) for _ in range(4)])
+
+        await asyncio.gather(*(batch(k) for k in range(15)), *(unit(k + 100) for k in range(15)))
+        labels = [e.json()["n"] for e in await collect(store.read_all())]
+        runs = [labels[i : i + 7] for i in range(0, len(labels), 7)]
+        assert len(runs) == 30
+        assert all(len(set(r)) == 1 for r in runs)
+        assert sorted(r[0] for r in runs) == sorted([*range(15), *range(100, 115)])
+
+    # --- what comes back ----------------------------------------------------------------------
+
+    async def test_bytes_payloads_are_stored_as_they_are(self, store: EventStore) -> None:
+        """Bytes with a content type round-trip untouched; JSON bytes are stored verbatim."""
+        s = StreamId("blob", "b1")
+        secret = bytes(range(256))
+        await store.append(
+            s,
+            [
+                EventData("secret.sealed", secret, content_type="application/octet-stream"),
+                EventData("json.raw", b'{"b": 1,  "a": 2}'),
+            ],
+        )
+        sealed, raw_json = await collect(store.read_stream(s))
+        assert sealed.payload == secret and sealed.content_type == "application/octet-stream"
+        assert raw_json.payload == b'{"b": 1,  "a": 2}' and raw_json.content_type == chronik.JSON
+        with pytest.raises(chronik.ValidationError):
+            await store.append(s, [EventData("t", {"a": 1}, content_type="text/plain")])
+
+    async def test_metadata_and_timestamps_round_trip(self, store: EventStore) -> None:
+        """Metadata keys come back as stored; recorded_at is aware UTC and close to now."""
+        s = StreamId("meta", "m1")
+        md = {"correlation_id": "corr-1", "causation_id": "cmd-1", "user": "ada"}
+        await store.append(s, [EventData("t", {}, md), EventData("t", {})])
+        with_md, without = await collect(store.read_stream(s))
+        assert dict(with_md.metadata) == md and with_md.metadata.correlation_id == "corr-1"
+        assert dict(without.metadata) == {}
+        assert with_md.recorded_at.tzinfo is UTC
+        assert abs((datetime.now(UTC) - with_md.recorded_at).total_seconds()) < 60
+
+    async def test_list_streams_filters_and_pages(self, store: EventStore) -> None:
+        """list_streams yields each stream once with its version, by domain and prefix."""
+        for i in range(1100):
+            await store.append(StreamId("many" if i % 2 else "few", f"id-{i}"), [ev()])
+        await store.append(StreamId("few", "id-0"), [ev()])
+        infos = [i async for i in store.list_streams()]
+        assert len(infos) == 1100 and len({i.stream for i in infos}) == 1100
+        few = [i async for i in store.list_streams(domain="few", prefix="id-0")]
+        assert [(i.stream.aggregate_id, i.version) for i in few] == [("id-0", 1)]
+        assert len([i async for i in store.list_streams(domain="many", limit=10)]) == 10
