@@ -36,9 +36,9 @@ from typing import Any, Final, Literal
 import msgspec
 
 from chronik.errors import LeaseHeld, ValidationError
-from chronik.projections import leases
+from chronik.store import leases
 from chronik.store.base import EventStore, TableWrite, UnitOfWork
-from chronik.store.tables import LEASES, OUTBOX
+from chronik.store.tables import OUTBOX
 from chronik.transports.base import Transport
 from chronik.transports.message import DEFAULT_MAX_BODY_BYTES, Message, check_message
 
@@ -175,8 +175,7 @@ class OutboxDispatcher:
         if self.active:
             self.active = False
             with contextlib.suppress(Exception):
-                async with self.store.transaction() as tx:
-                    tx.write_tables([leases.write(LEASE, self.owner, self.lease_ttl, "release")])
+                await leases.release(self.store, LEASE, self.owner)
 
     def wake(self) -> None:
         """Look for due messages now instead of at the next poll."""
@@ -261,7 +260,8 @@ class OutboxDispatcher:
             return 0
         try:
             async with self.store.transaction() as tx:
-                tx.write_tables([leases.write(LEASE, self.owner, self.lease_ttl), *marks])
+                tx.acquire_lease(LEASE, self.owner, self.lease_ttl)
+                tx.write_tables(marks)
         except LeaseHeld:  # another dispatcher took over; it may publish this batch again
             self.active = False
             return 0
@@ -336,9 +336,9 @@ class OutboxAdmin:
             blocked += _blocked_by(row, blockers) is not None
         holder = None
         with contextlib.suppress(Exception):
-            found = await self.store.read_table(LEASES.name, {"name": LEASE}, limit=1)
-            if found and found[0]["expires_at"] > _now_us():
-                holder = found[0]["owner"]
+            found = await leases.holders(self.store, LEASE, 0)
+            if found and found[0].valid(_now_us()):
+                holder = found[0].owner
         age = None if oldest is None else (_now_us() - oldest) / 1e6
         keys = sorted(_scope_name(scope) for scope in blockers)
         return OutboxStatus(

@@ -12,13 +12,14 @@ from hypothesis import settings
 import chronik
 from chronik.store.base import EventStore
 from chronik.testing.conformance import EventStoreConformance, StoreFactory
+from chronik.testing.conformance_leases import LeaseConformance
 from chronik.testing.services import PostgresService
 from tests.conformance.test_stateful import StoreMachine
 
 _fresh = itertools.count(1)
 
 
-class TestPostgresStore(EventStoreConformance):
+class TestPostgresStore(EventStoreConformance, LeaseConformance):
     """postgresql:// meets the store semantics (each store on a fresh schema)."""
 
     @pytest.fixture

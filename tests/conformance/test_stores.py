@@ -11,9 +11,10 @@ import pytest
 import chronik
 from chronik.store.base import EventStore
 from chronik.testing.conformance import EventStoreConformance, StoreFactory
+from chronik.testing.conformance_leases import LeaseConformance
 
 
-class TestMemoryStore(EventStoreConformance):
+class TestMemoryStore(EventStoreConformance, LeaseConformance):
     """memory:// meets the store semantics."""
 
     @pytest.fixture
@@ -30,7 +31,7 @@ class TestMemoryStore(EventStoreConformance):
             await store.close()
 
 
-class TestSQLiteStore(EventStoreConformance):
+class TestSQLiteStore(EventStoreConformance, LeaseConformance):
     """sqlite:// meets the store semantics, at synchronous=normal (loop) and full (thread)."""
 
     @pytest.fixture(params=["normal", "full"])

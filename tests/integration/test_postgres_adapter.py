@@ -17,6 +17,7 @@ from chronik.cli import _build
 from chronik.store.postgres import PostgresEventStore
 from chronik.store.postgres.schema import SCHEMA_VERSION, split_url
 from chronik.testing.services import free_port
+from chronik.transports import open_transport
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -202,3 +203,21 @@ async def test_values_postgres_refuses_are_validation_errors(postgres_url: str) 
         assert await store.head() is None
         await store.append(s, [EventData("t", {})])
         assert await store.stream_version(s) == 0
+
+
+async def test_transport_connections_carry_the_store_timeouts(postgres_url: str) -> None:
+    """The PostgreSQL transport's pooled connections set the store's server-side timeouts:
+    the defaults, or the ``*_timeout_ms`` URL options."""
+    async with open_transport(postgres_url) as transport:
+        rows = await transport.pool().fetch(
+            "SELECT current_setting('lock_timeout'), "
+            "current_setting('idle_in_transaction_session_timeout'), "
+            "current_setting('statement_timeout')"
+        )
+        assert tuple(rows[0]) == ("5s", "30s", "30s")
+    url = postgres_url + "&lock_timeout_ms=1234&statement_timeout_ms=0"
+    async with open_transport(url) as transport:
+        rows = await transport.pool().fetch(
+            "SELECT current_setting('lock_timeout'), current_setting('statement_timeout')"
+        )
+        assert tuple(rows[0]) == ("1234ms", "0")

@@ -14,6 +14,7 @@ import chronik
 from chronik import ANY, NO_STREAM, EventData, RecordedEvent, StreamId
 from chronik.store.postgres import PostgresEventStore
 from chronik.store.postgres.schema import split_url
+from chronik.store.postgres.write import append_call, now_us
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -40,7 +41,7 @@ async def begin_and_append(
     await tx.start()
     xid = await conn.fetchval("SELECT pg_current_xact_id()::text::bigint")
     req = store.prepare(stream, [EventData("held.event", {"n": n})], ANY)
-    sql, args = store.append_call(req, store.now_us())
+    sql, args = append_call(store.statements, req, now_us())
     row = await conn.fetchrow(sql, *args)
     assert row[0] == 0
     return int(xid), tx

@@ -16,8 +16,8 @@ import chronik
 from chronik.outbox import OutboxAdmin
 from chronik.projections import leases
 from chronik.store.postgres import schema as postgres_schema
-from chronik.store.sqlite import schema as sqlite_schema
 from chronik.store.postgres.schema import quote_schema, split_url
+from chronik.store.sqlite import schema as sqlite_schema
 from chronik.store.tables import OUTBOX, SYSTEM_TABLES, TableSpec
 from chronik.transports.message import Message
 
@@ -83,7 +83,7 @@ async def test_sqlite_database_at_the_previous_version_is_migrated_on_open(tmp_p
         assert await leases.acquire(store, "outbox", "me", 5.0) == 1
     with sqlite3.connect(path) as conn:
         version = conn.execute("SELECT max(version) FROM chronik_schema").fetchone()[0]
-    assert version == sqlite_schema.SCHEMA_VERSION == 4
+    assert version == sqlite_schema.SCHEMA_VERSION == 5
     for spec in SYSTEM_TABLES:
         assert _sqlite_columns(path, spec.name) == _want(spec), spec.name
 
@@ -115,7 +115,7 @@ async def test_postgres_schema_at_the_previous_version_is_migrated_on_open(
             assert [(r["id"], r["body"]) for r in rows] == [("old-1", "{}")]
             assert await leases.acquire(store, "outbox", "me", 5.0) == 1
         version = await conn.fetchval(f"SELECT max(version) FROM {s}.schema_migrations")
-        assert version == postgres_schema.SCHEMA_VERSION == 2
+        assert version == postgres_schema.SCHEMA_VERSION == 3
         for spec in SYSTEM_TABLES:
             assert await _pg_columns(conn, schema, spec.name) == _want(spec, _PG_TYPES), spec.name
     finally:
@@ -193,3 +193,41 @@ async def test_a_row_lock_on_the_outbox_does_not_delay_recording(postgres_url: s
         print(f"\noutbox record under a held row lock: {took * 1000:.1f} ms")
         assert took < 1.0
         assert len(await OutboxAdmin(app.store).messages()) == 2
+
+
+async def test_postgres_transport_tables_come_from_versioned_migrations(postgres_url: str) -> None:
+    """The PostgreSQL transport creates its tables through its own versioned migrations (under
+    the store's migrator and lock) and adopts the tables an older chronik created on open."""
+    from chronik.transports import open_transport
+    from chronik.transports import postgres as transport_pg
+
+    dsn, options = split_url(postgres_url)
+    s = quote_schema(options["schema"])
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f"CREATE SCHEMA {s}")
+        await conn.execute(
+            f"CREATE TABLE {s}.transport_groups (topic text NOT NULL, grp text NOT NULL, "
+            "PRIMARY KEY (topic, grp))"
+        )
+        await conn.execute(f"INSERT INTO {s}.transport_groups VALUES ('old.topic', 'g')")
+        for _ in range(2):  # a second open finds the schema up to date
+            async with open_transport(postgres_url):
+                pass
+        latest = max(transport_pg.MIGRATIONS)
+        versions = await conn.fetch(f"SELECT version FROM {s}.{transport_pg.MIGRATIONS_TABLE}")
+        assert [r[0] for r in versions] == list(range(1, latest + 1))
+        kept = await conn.fetch(f"SELECT topic, grp FROM {s}.transport_groups")
+        assert [tuple(r) for r in kept] == [("old.topic", "g")]
+        tables = await conn.fetch(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = $1",
+            options["schema"],
+        )
+        assert {r[0] for r in tables} >= {
+            "transport_groups",
+            "transport_messages",
+            "transport_ids",
+            "transport_inbox",
+        }
+    finally:
+        await conn.close()

@@ -1,18 +1,17 @@
-"""Leases in the database: one owner per (projection, partition), by the database's clock.
+"""The old import path of leases (they now live in ``chronik.store.leases``), kept for callers.
 
-A ``lease`` write claims or renews a lease inside a unit of work and fails the whole unit
-(LeaseHeld) while another owner's lease is unexpired; the epoch grows each time the owner
-changes, and processors write their checkpoints with it, so an owner that lost its lease can
-never commit a batch again.
+``acquire`` is ``chronik.store.leases.acquire``; ``write`` makes the ``lease`` / ``release``
+TableWrite that ``UnitOfWork.write_tables`` still accepts (it becomes a lease operation of the
+unit): new code calls ``tx.acquire_lease`` / ``tx.release_lease`` instead.
 """
 
 from __future__ import annotations
 
-from chronik.errors import LeaseHeld
-from chronik.store.base import EventStore, TableWrite
-from chronik.store.tables import LEASES
+from chronik.store.leases import Lease, acquire, holders, release
+from chronik.store.records import TableWrite
+from chronik.store.system_tables import LEASES
 
-__all__ = ["acquire", "write"]
+__all__ = ["Lease", "acquire", "holders", "release", "write"]
 
 
 def write(name: str, owner: str, ttl: float, op: str = "lease", partition: int = 0) -> TableWrite:
@@ -27,18 +26,3 @@ def write(name: str, owner: str, ttl: float, op: str = "lease", partition: int =
         ("name", "partition", "owner", "ttl_us"),
         (name, partition, owner, int(ttl * 1_000_000)),
     )
-
-
-async def acquire(
-    store: EventStore, name: str, owner: str, ttl: float, partition: int = 0
-) -> int | None:
-    """Claim or renew the lease; its epoch, or None while another owner holds it."""
-    claim = write(name, owner, ttl, partition=partition)
-    try:  # the table is the store's (created by its migrations): nothing is created here
-        async with store.transaction() as tx:
-            tx.write_tables([claim], checked=True)
-    except LeaseHeld:
-        return None
-    found = await store.read_table(LEASES.name, {"name": name, "partition": partition}, limit=1)
-    epoch: int = found[0]["epoch"]
-    return epoch

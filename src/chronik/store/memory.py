@@ -19,9 +19,10 @@ from chronik.messages import (
     StreamId,
     StreamInfo,
 )
-from chronik.store.base import (
+from chronik.store.base import EventStore
+from chronik.store.records import (
     AppendRequest,
-    EventStore,
+    LeaseOp,
     PreparedEvent,
     StoredEvent,
     TableSpec,
@@ -31,8 +32,9 @@ from chronik.store.base import (
     match_duplicate,
     unit_error,
 )
+from chronik.store.system_tables import LEASES, SYSTEM_TABLES
 from chronik.store.table_query import matches, sort_rows
-from chronik.store.tables import SYSTEM_TABLES, Condition
+from chronik.store.tables import Condition
 
 __all__ = ["MemoryEventStore"]
 
@@ -102,10 +104,11 @@ class MemoryEventStore(EventStore):
                 raise WrongExpectedVersion(req.stream, req.expected, actual)
             versions[req.stream] = (-1 if actual is None else actual) + len(req.events)
             plan.append(None)
-        if unit.tables:
+        if unit.tables or unit.leases:
             if hook is not None:
                 hook("tables", unit)
             _check_tables(self._tables, unit.tables)
+            _check_leases(self._tables[LEASES.name][1], unit.leases)
         if hook is not None:
             if unit.snapshots:
                 hook("snapshot", unit)
@@ -162,6 +165,8 @@ class MemoryEventStore(EventStore):
                 self._snapshots[snap.stream] = snap
         for w in unit.tables:
             _apply_table_write(self._tables, w)
+        for op in unit.leases:
+            _apply_lease(self._tables[LEASES.name][1], op)
         if requests:
             self._notify()
         return results
@@ -278,16 +283,8 @@ def _check_tables(
 ) -> None:
     """Raise ReadModelError before anything is applied if a write would fail."""
     columns = {name: {c for c, _ in spec.columns} for name, (spec, _) in tables.items()}
-    now = time.time_ns() // 1000
     for w in writes:
-        if w.op == "lease":
-            if w.table not in columns:
-                raise ReadModelError(f"no table {w.table!r}")
-            name, partition, owner, _ttl = w.row
-            held = tables[w.table][1].get((name, partition)) if w.table in tables else None
-            if held is not None and held["owner"] != owner and held["expires_at"] >= now:
-                raise LeaseHeld(name, partition, owner)
-        elif w.op == "ensure":
+        if w.op == "ensure":
             assert w.spec is not None
             columns.setdefault(w.table, {c for c, _ in w.spec.columns})
         elif w.op == "drop":
@@ -311,23 +308,6 @@ def _apply_table_write(
         tables.pop(w.table, None)
         return
     spec, rows = tables[w.table]
-    if w.op in ("lease", "release"):
-        name, partition, owner = w.row[:3]
-        held = rows.get((name, partition))
-        if w.op == "release":
-            if held is not None and held["owner"] == owner:
-                held["expires_at"] = 0
-            return
-        epoch = 1 if held is None else held["epoch"] + (held["owner"] != owner)
-        expires = time.time_ns() // 1000 + w.row[3]
-        rows[(name, partition)] = {
-            "name": name,
-            "partition": partition,
-            "owner": owner,
-            "epoch": epoch,
-            "expires_at": expires,
-        }
-        return
     if w.op == "clear":
         rows.clear()
         return
@@ -344,3 +324,38 @@ def _apply_table_write(
         rows[key] = {c: values.get(c) for c, _ in spec.columns}
     else:
         row.update(values)
+
+
+_Rows = dict[tuple[Any, ...], dict[str, Any]]
+
+
+def _check_leases(rows: _Rows, ops: Sequence[LeaseOp]) -> None:
+    """LeaseHeld before anything is applied if another owner holds a lease the unit claims."""
+    now = time.time_ns() // 1000
+    for op in ops:
+        held = rows.get((op.name, op.partition))
+        if (
+            op.op == "acquire"
+            and held is not None
+            and held["owner"] != op.owner
+            and held["expires_at"] >= now
+        ):
+            raise LeaseHeld(op.name, op.partition, op.owner)
+
+
+def _apply_lease(rows: _Rows, op: LeaseOp) -> None:
+    """Claim, renew or release one lease (checked by ``_check_leases``)."""
+    held = rows.get((op.name, op.partition))
+    if op.op == "release":
+        if held is not None and held["owner"] == op.owner:
+            held["expires_at"] = 0
+        return
+    epoch = 1 if held is None else held["epoch"] + (held["owner"] != op.owner)
+    rows[(op.name, op.partition)] = {
+        "name": op.name,
+        "partition": op.partition,
+        "owner": op.owner,
+        "epoch": epoch,
+        "expires_at": time.time_ns() // 1000 + op.ttl_us,
+        "version": op.version,
+    }

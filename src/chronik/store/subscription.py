@@ -123,4 +123,3 @@ class Subscription:
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("live" if self.caught_up else "catching up")
         return f"<Subscription after={self.position} {state}>"
-

@@ -1,12 +1,10 @@
-"""Read-model tables and leases as a unit of work writes them: specs, writes, their checks.
+"""Read-model tables as a unit of work writes and ``read_table`` reads them: the checks.
 
-Adapters with ``supports_tables`` run these writes in the same transaction as the unit's
-appends; identifiers are validated here once, values are always bound parameters.
-
-``SYSTEM_TABLES`` are chronik's own tables (projection bookkeeping, leases, the outbox, the
-inbox). Every adapter simply has them: SQLite and PostgreSQL create them in their versioned
-migrations (``sqlite_schema``, ``postgres_schema``; a test checks that the migrated columns
-match these specs), the memory store on construction. Nothing creates them on a hot path.
+Adapters with ``supports_tables`` run ``TableWrite`` s in the same transaction as the unit's
+appends; identifiers are validated here once, values are always bound parameters, and every
+value is checked against the rule all adapters share (``check_values``). The records
+(``TableSpec``, ``TableWrite``) live in ``chronik.store.records`` and chronik's own tables in
+``chronik.store.system_tables``; both are re-exported here, their documented import path.
 """
 
 from __future__ import annotations
@@ -14,19 +12,35 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 from chronik.errors import ReadModelError, ValidationError
+from chronik.store.records import TableSpec, TableWrite
+from chronik.store.system_tables import (
+    DEAD_LETTERS,
+    INBOX,
+    LEASES,
+    LEASES_TABLE,
+    OUTBOX,
+    PLANS,
+    REPLAY_MARKS,
+    REQUESTS,
+    SAGA_RECORD,
+    STATUS,
+    SYSTEM_TABLES,
+)
 
 __all__ = [
     "DEAD_LETTERS",
     "INBOX",
-    "MAX_IN_VALUES",
     "LEASES",
     "LEASES_TABLE",
+    "MAX_IN_VALUES",
     "OUTBOX",
     "PLANS",
+    "REPLAY_MARKS",
     "REQUESTS",
+    "SAGA_RECORD",
     "SQL_TYPES",
     "STATUS",
     "SYSTEM_TABLES",
@@ -43,195 +57,9 @@ __all__ = [
     "check_where",
 ]
 
-
-class TableSpec(NamedTuple):
-    """A read-model table: validated identifiers, SQL column types, primary key columns."""
-
-    name: str
-    columns: tuple[tuple[str, str], ...]  # (column, one of SQL_TYPES)
-    primary_key: tuple[str, ...]
-    indexes: tuple[tuple[str, ...], ...] = ()
-
-
-class TableWrite(NamedTuple):
-    """One read-model write committed with a unit of work.
-
-    ``op`` is ``ensure`` (create ``spec`` if missing), ``drop``, ``clear`` (delete every row),
-    ``upsert`` (insert ``row`` into ``columns``, or update those columns of the row with the
-    same primary key ``key``) or ``delete`` (the row whose ``columns`` equal ``row``). Values
-    are always bound parameters.
-
-    ``lease`` claims or renews (name, partition) in ``chronik_leases`` for ``owner`` until the
-    database clock passes now + ``ttl_us``; it raises LeaseHeld (the whole unit fails) while
-    another owner's lease is unexpired, and bumps the lease epoch when the owner changes.
-    ``release`` lets the owner's lease expire now.
-    """
-
-    op: str
-    table: str
-    columns: tuple[str, ...] = ()
-    row: tuple[Any, ...] = ()
-    spec: TableSpec | None = None
-    key: tuple[str, ...] = ()  # upsert: the primary key columns
-
-    @classmethod
-    def upsert(cls, table: str, values: dict[str, Any], key: tuple[str, ...]) -> TableWrite:
-        """An upsert of ``values`` (column -> value) keyed by the ``key`` columns."""
-        return cls("upsert", table, tuple(values), tuple(values.values()), None, key)
-
-    @classmethod
-    def delete(cls, table: str, values: dict[str, Any]) -> TableWrite:
-        """A delete of the row whose columns equal ``values``."""
-        return cls("delete", table, tuple(values), tuple(values.values()))
-
-
-STATUS: Final = TableSpec(
-    "chronik_projections",
-    (
-        ("name", "TEXT"),
-        ("version", "INTEGER"),
-        ("generation", "INTEGER"),
-        ("building", "INTEGER"),
-        ("building_version", "INTEGER"),
-        ("state", "TEXT"),
-        ("position", "TEXT"),
-        ("build_position", "TEXT"),
-        ("head", "TEXT"),
-        ("lag_events", "INTEGER"),
-        ("lag_seconds", "REAL"),
-        ("events_per_s", "REAL"),
-        ("processed", "INTEGER"),
-        ("last_error", "TEXT"),
-        ("heartbeat", "INTEGER"),
-        ("owner", "TEXT"),
-    ),
-    ("name",),
-)
-REQUESTS: Final = TableSpec(
-    "chronik_projection_requests",
-    (
-        ("id", "TEXT"),
-        ("projection", "TEXT"),
-        ("action", "TEXT"),
-        ("arg", "TEXT"),
-        ("created_at", "INTEGER"),
-    ),
-    ("id",),
-)
-DEAD_LETTERS: Final = TableSpec(
-    "chronik_dead_letters",
-    (
-        ("projection", "TEXT"),
-        ("event_id", "TEXT"),
-        ("generation", "INTEGER"),
-        ("position", "INTEGER"),
-        ("position_index", "INTEGER"),
-        ("stream", "TEXT"),
-        ("sequence", "INTEGER"),
-        ("type", "TEXT"),
-        ("error", "TEXT"),
-        ("attempts", "INTEGER"),
-        ("blocked", "INTEGER"),
-        ("parked_at", "INTEGER"),
-    ),
-    ("projection", "generation", "event_id"),
-    (("projection", "stream"),),
-)
-LEASES: Final = TableSpec(
-    "chronik_leases",
-    (
-        ("name", "TEXT"),
-        ("partition", "INTEGER"),
-        ("owner", "TEXT"),
-        ("epoch", "INTEGER"),
-        ("expires_at", "INTEGER"),
-    ),
-    ("name", "partition"),
-)
-PLANS: Final = TableSpec(
-    "chronik_projection_plans",
-    (
-        ("name", "TEXT"),
-        ("generation", "INTEGER"),
-        ("version", "INTEGER"),
-        ("partitions", "INTEGER"),
-        ("building", "INTEGER"),
-        ("building_version", "INTEGER"),
-        ("building_partitions", "INTEGER"),
-        ("switching", "INTEGER"),
-        ("retired", "TEXT"),
-    ),
-    ("name",),
-)
-OUTBOX: Final = TableSpec(
-    "outbox_messages",
-    (
-        ("id", "TEXT"),
-        ("kind", "TEXT"),
-        ("topic", "TEXT"),
-        ("body", "BLOB"),
-        ("headers", "TEXT"),
-        ("msg_key", "TEXT"),
-        ("state", "TEXT"),
-        ("attempts", "INTEGER"),
-        ("next_attempt_us", "INTEGER"),
-        ("last_error", "TEXT"),
-        ("created_us", "INTEGER"),
-        ("sent_us", "INTEGER"),
-    ),
-    ("id",),
-    (("state", "created_us"),),
-)
-INBOX: Final = TableSpec(
-    "chronik_inbox",
-    (("consumer", "TEXT"), ("message_id", "TEXT"), ("topic", "TEXT")),
-    ("consumer", "message_id"),
-)
-SAGA_RECORD: Final = TableSpec(  # what process managers sent and how it went (chronik.saga_record)
-    "chronik_saga_record",
-    (
-        ("owner", "TEXT"),
-        ("command_id", "TEXT"),
-        ("instance_id", "TEXT"),
-        ("event_id", "TEXT"),
-        ("command", "TEXT"),
-        ("outcome", "TEXT"),
-        ("detail", "TEXT"),
-        ("recorded_at", "INTEGER"),
-    ),
-    ("owner", "command_id"),
-    (("owner", "event_id"),),
-)
-REPLAY_MARKS: Final = TableSpec(  # how far projections handled events live (chronik.replay_marks)
-    "chronik_replay_marks",
-    (
-        ("projection", "TEXT"),
-        ("partition", "INTEGER"),
-        ("generation", "INTEGER"),
-        ("position", "TEXT"),
-        ("refuse", "TEXT"),
-    ),
-    ("projection", "partition", "generation"),
-)
-SYSTEM_TABLES: Final = (
-    STATUS,
-    REQUESTS,
-    DEAD_LETTERS,
-    LEASES,
-    PLANS,
-    OUTBOX,
-    INBOX,
-    SAGA_RECORD,
-    REPLAY_MARKS,
-)
-
 SQL_TYPES: Final = frozenset({"INTEGER", "TEXT", "REAL", "BLOB"})
-TABLE_OPS: Final = frozenset({"ensure", "drop", "clear", "upsert", "delete", "lease", "release"})
-LEASES_TABLE: Final = LEASES.name
-_LEASE_COLUMNS: Final = {
-    "lease": ("name", "partition", "owner", "ttl_us"),
-    "release": ("name", "partition", "owner"),
-}
+#: The read-model ops adapters run (a unit's ``lease`` / ``release`` writes become LeaseOps).
+TABLE_OPS: Final = frozenset({"ensure", "drop", "clear", "upsert", "delete"})
 _IDENT_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
@@ -259,8 +87,6 @@ def check_table_write(w: TableWrite) -> TableWrite:
     check_identifier(w.table)
     for column in (*w.columns, *w.key):
         check_identifier(column, "column")
-    if w.op in _LEASE_COLUMNS and (w.table != LEASES_TABLE or w.columns != _LEASE_COLUMNS[w.op]):
-        raise ValidationError(f"a {w.op} needs {LEASES_TABLE} and {_LEASE_COLUMNS[w.op]}")
     if w.op == "ensure":
         spec = w.spec
         if spec is None or spec.name != w.table or not spec.columns or not spec.primary_key:

@@ -1,10 +1,12 @@
 """The PostgreSQL transport: a message table, LISTEN/NOTIFY wake-ups, ``FOR UPDATE SKIP LOCKED``.
 
 ``postgresql://user@host/db?schema=chronik`` (options: ``schema``, ``pool_max_size``, ``lease``
-seconds a claimed message stays with its consumer, ``dedup_window`` seconds). Tables live in the
-schema, created on open: ``transport_groups`` (topic, group), ``transport_messages`` (one row
-per group and message; deleted on ack), ``transport_ids`` (published ids, for dedup) and
-``transport_inbox`` (``PostgresInbox``).
+seconds a claimed message stays with its consumer, ``dedup_window`` seconds, and the store's
+server-side timeouts ``lock_timeout_ms``, ``idle_in_transaction_timeout_ms``,
+``statement_timeout_ms``). Tables live in the schema, created on open by the store's migrator
+(``MIGRATIONS``, recorded in ``transport_migrations``): ``transport_groups``, ``transport_messages``
+(one row per group and message; deleted on ack), ``transport_ids`` (published ids, for dedup),
+``transport_inbox`` (``PostgresInbox``). The store's ``ConnectionPool`` and ``errors`` serve it.
 
 A consumer claims rows with ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)``,
 setting a lease; a crashed consumer's rows come back when the lease ends. A row whose key has an
@@ -22,14 +24,21 @@ from typing import Any, Literal
 import asyncpg
 import msgspec
 
-from chronik.errors import ConfigurationError, TransportClosed, TransportUnavailable
-from chronik.store.postgres.schema import split_url
+from chronik.errors import (
+    ChronikError,
+    ConfigurationError,
+    TransportClosed,
+    TransportUnavailable,
+)
+from chronik.store.postgres.errors import DRIVER_ERRORS, transport_unavailable
+from chronik.store.postgres.pool import ConnectionPool, timeout_settings
+from chronik.store.postgres.schema import migrate, quote_schema, split_url
 from chronik.transports.base import Delivery, Incoming, Message, Source, Transport
 from chronik.transports.inbox import Inbox
 
-__all__ = ["PostgresInbox", "PostgresTransport"]
+__all__ = ["MIGRATIONS", "PostgresInbox", "PostgresTransport"]
 
-DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+_WHAT = "PostgreSQL transport"
 _OPTIONS: dict[str, Callable[[str], Any]] = {
     "schema": str,
     "pool_max_size": int,
@@ -39,24 +48,29 @@ _OPTIONS: dict[str, Callable[[str], Any]] = {
 _json = msgspec.json.Encoder()
 _headers = msgspec.json.Decoder(dict[str, str])
 
-_SCHEMA_SQL = """
-CREATE SCHEMA IF NOT EXISTS {s};
-CREATE TABLE IF NOT EXISTS {s}.transport_groups (
-    topic text NOT NULL, grp text NOT NULL, PRIMARY KEY (topic, grp));
-CREATE TABLE IF NOT EXISTS {s}.transport_messages (
-    id bigserial, channel text NOT NULL, message_id text NOT NULL,
-    topic text NOT NULL, key text, headers text NOT NULL, body bytea NOT NULL,
-    attempts int NOT NULL DEFAULT 0, locked_until timestamptz NOT NULL DEFAULT '-infinity',
-    PRIMARY KEY (channel, id));
-CREATE INDEX IF NOT EXISTS transport_messages_key ON {s}.transport_messages (channel, key, id)
-    WHERE key IS NOT NULL;
-CREATE UNLOGGED TABLE IF NOT EXISTS {s}.transport_ids (
-    dest text NOT NULL, message_id text NOT NULL, at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (dest, message_id));
-CREATE TABLE IF NOT EXISTS {s}.transport_inbox (
-    consumer text NOT NULL, message_id text NOT NULL, at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (consumer, message_id));
-"""
+#: The transport's tables, by version (``{s}``: the quoted schema). Version 1 is what older
+#: chronik releases created on open, hence IF NOT EXISTS: their tables are adopted as they are.
+MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        """CREATE TABLE IF NOT EXISTS {s}.transport_groups (
+            topic text NOT NULL, grp text NOT NULL, PRIMARY KEY (topic, grp))""",
+        """CREATE TABLE IF NOT EXISTS {s}.transport_messages (
+            id bigserial, channel text NOT NULL, message_id text NOT NULL,
+            topic text NOT NULL, key text, headers text NOT NULL, body bytea NOT NULL,
+            attempts int NOT NULL DEFAULT 0,
+            locked_until timestamptz NOT NULL DEFAULT '-infinity',
+            PRIMARY KEY (channel, id))""",
+        "CREATE INDEX IF NOT EXISTS transport_messages_key "
+        "ON {s}.transport_messages (channel, key, id) WHERE key IS NOT NULL",
+        """CREATE UNLOGGED TABLE IF NOT EXISTS {s}.transport_ids (
+            dest text NOT NULL, message_id text NOT NULL, at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (dest, message_id))""",
+        """CREATE TABLE IF NOT EXISTS {s}.transport_inbox (
+            consumer text NOT NULL, message_id text NOT NULL,
+            at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (consumer, message_id))""",
+    ],
+}
+MIGRATIONS_TABLE = "transport_migrations"
 
 
 class PostgresTransport(Transport):
@@ -77,12 +91,15 @@ class PostgresTransport(Transport):
         **options: int,
     ) -> None:
         super().__init__(url, **options)
-        self.dsn, query = split_url(url, _OPTIONS, "transport")
+        dsn, query = split_url(url, _OPTIONS, "transport")
+        # the store's server-side timeouts (URL options), on every connection but LISTEN's
+        self.dsn, self.server_settings = timeout_settings(dsn, {})
         self.schema = query.get("schema", schema)
         if not isinstance(self.schema, str) or not self.schema.isidentifier():
             raise ConfigurationError(f"invalid schema name {self.schema!r}")
         if self.schema != self.schema.lower():
             raise ConfigurationError(f"schema name {self.schema!r} must be lower case")
+        quote_schema(self.schema)  # the store's rule: [a-z_][a-z0-9_]{0,62}
         self.pool_max_size = int(query.get("pool_max_size", pool_max_size))
         self.lease = float(query.get("lease", lease))
         self.dedup_window = float(query.get("dedup_window", dedup_window))
@@ -90,8 +107,8 @@ class PostgresTransport(Transport):
             raise ConfigurationError("need pool_max_size 1..1000, lease > 0, dedup_window >= 0")
         s = f'"{self.schema}"'
         self.notify_channel = f"chronik_transport_{self.schema}"
-        self._pool: asyncpg.Pool | None = None
-        self._consumer_pool: asyncpg.Pool | None = None
+        self._pool: ConnectionPool | None = None
+        self._consumer_pool: ConnectionPool | None = None
         self._listener: asyncpg.Connection | None = None
         self._wakers: dict[str, set[asyncio.Event]] = {}
         self._watch: asyncio.Task[None] | None = None
@@ -153,19 +170,21 @@ class PostgresTransport(Transport):
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def _open(self) -> None:
+        pool = ConnectionPool(self.dsn, 1, self.pool_max_size, server_settings=self.server_settings)
+        self._pool = pool
         try:
-            self._pool = await asyncpg.create_pool(
-                self.dsn, min_size=1, max_size=self.pool_max_size
-            )
-            async with self._pool.acquire() as conn, conn.transaction():
-                await conn.execute(
-                    "SELECT pg_advisory_xact_lock(hashtext($1))", self.notify_channel
-                )
-                await conn.execute(_SCHEMA_SQL.format(s=f'"{self.schema}"'))
+            await pool.open()
+            async with pool.connection() as conn:
+                # A migration may wait for another process's and take long: no timeouts.
+                await conn.execute("SET lock_timeout = 0; SET statement_timeout = 0")
+                await migrate(conn, self.schema, MIGRATIONS, MIGRATIONS_TABLE)
+                await conn.execute("RESET lock_timeout; RESET statement_timeout")
+        except ChronikError:  # e.g. tables newer than this chronik
+            await pool.close()
+            raise
         except DRIVER_ERRORS as exc:
-            if self._pool is not None:
-                self._pool.terminate()
-            raise TransportUnavailable(f"PostgreSQL transport: {exc}") from exc
+            pool.terminate()
+            raise transport_unavailable(_WHAT, exc) from exc
         self._watch = asyncio.get_running_loop().create_task(self._keep_listening())
 
     async def _close(self) -> None:
@@ -215,8 +234,8 @@ class PostgresTransport(Transport):
             for event in events:
                 event.set()
 
-    def pool(self) -> asyncpg.Pool:
-        """The connection pool (for ``PostgresInbox``)."""
+    def pool(self) -> ConnectionPool:
+        """The connection pool (for ``PostgresInbox``): ``fetch``, ``execute``, ``connection()``."""
         if self._pool is None or self.closed:
             raise TransportClosed(f"{self!r} is closed")
         return self._pool
@@ -226,12 +245,9 @@ class PostgresTransport(Transport):
         if consumer and self._consumer_pool is not None:
             pool = self._consumer_pool
         try:
-            async with pool.acquire() as conn:
-                return await conn.fetch(sql, *args)
+            return await pool.fetch(sql, *args)
         except DRIVER_ERRORS as exc:
-            raise TransportUnavailable(
-                f"PostgreSQL transport: {exc}", outcome_unknown=True
-            ) from exc
+            raise transport_unavailable(_WHAT, exc, unknown=True) from exc
 
     # --- primitives ----------------------------------------------------------------------------
 
@@ -251,15 +267,17 @@ class PostgresTransport(Transport):
         if self._consumer_pool is None:
             # Claims, acks and releases commit without waiting for the WAL flush: one lost in
             # a crash only means a redelivery. Publishes stay synchronous.
+            pool = ConnectionPool(
+                self.dsn,
+                1,
+                max(2, self.pool_max_size // 2),
+                server_settings={**self.server_settings, "synchronous_commit": "off"},
+            )
             try:
-                pool = await asyncpg.create_pool(
-                    self.dsn,
-                    min_size=1,
-                    max_size=max(2, self.pool_max_size // 2),
-                    server_settings={"synchronous_commit": "off"},
-                )
+                await pool.open()
             except DRIVER_ERRORS as exc:
-                raise TransportUnavailable(f"PostgreSQL transport: {exc}") from exc
+                pool.terminate()
+                raise transport_unavailable(_WHAT, exc) from exc
             if self._consumer_pool is None:
                 self._consumer_pool = pool
             else:
@@ -373,10 +391,10 @@ class PostgresInbox(Inbox[asyncpg.Connection]):
     ) -> bool:
         await self.transport._ready()
         try:
-            async with self.transport.pool().acquire() as conn, conn.transaction():
+            async with self.transport.pool().connection() as conn, conn.transaction():
                 if not await conn.fetchval(self.transport.inbox_sql, self.consumer, delivery.id):
                     return False
                 await fn(delivery, conn)
                 return True
         except DRIVER_ERRORS as exc:
-            raise TransportUnavailable(f"PostgreSQL inbox: {exc}", outcome_unknown=True) from exc
+            raise transport_unavailable("PostgreSQL inbox", exc, unknown=True) from exc

@@ -4,6 +4,9 @@ asyncpg's own pool sends a reset query (or at least schedules a task) on every r
 store leaves no session state behind (its locks are transaction-scoped and every transaction is
 committed or rolled back before release), so it needs none of that. A connection that failed
 in a way that may leave it unusable is discarded, and a new one is opened on demand.
+
+Every connection sets the server-side timeouts of ``TIMEOUTS`` (the store and the PostgreSQL
+transport read them from their URL with ``timeout_settings``).
 """
 
 from __future__ import annotations
@@ -11,11 +14,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from typing import Any
+from collections.abc import AsyncIterator, MutableMapping
+from typing import Any, Final
 
 import asyncpg
 
-__all__ = ["ConnectionPool"]
+from chronik.errors import ConfigurationError
+from chronik.store.postgres.schema import split_url
+
+__all__ = ["TIMEOUTS", "ConnectionPool", "timeout_settings"]
+
+#: Server-side timeouts (URL option -> (PostgreSQL setting, default in ms)).
+TIMEOUTS: Final = {
+    "lock_timeout_ms": ("lock_timeout", 5000),
+    "idle_in_transaction_timeout_ms": ("idle_in_transaction_session_timeout", 30000),
+    "statement_timeout_ms": ("statement_timeout", 30000),
+}
+
+
+def timeout_settings(dsn: str, options: MutableMapping[str, Any]) -> tuple[str, dict[str, str]]:
+    """The DSN without the TIMEOUTS options and the server settings they ask for; a keyword in
+    ``options`` (popped) wins over the DSN's query, 0 turns a timeout off."""
+    dsn, from_url = split_url(dsn, dict.fromkeys(TIMEOUTS, int))
+    settings: dict[str, str] = {}
+    for option, (setting, default) in TIMEOUTS.items():
+        value = int(options.pop(option, from_url.get(option, default)))
+        if value < 0:
+            raise ConfigurationError(f"{option} must be >= 0 (0: no timeout), not {value}")
+        settings[setting] = str(value)
+    return dsn, settings
 
 
 class ConnectionPool:
@@ -104,9 +131,28 @@ class ConnectionPool:
             ok = True
             return rows
         except asyncpg.PostgresError as exc:
-            ok = not isinstance(
-                exc, asyncpg.PostgresConnectionError | asyncpg.exceptions.OperatorInterventionError
-            )
+            ok = _answered(exc)
+            raise
+        finally:
+            self.release(conn, discard=not ok)
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        """Run a statement on a pooled connection; returns its status."""
+        async with self.connection() as conn:
+            status: str = await conn.execute(sql, *args)
+            return status
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection for the block; discarded when the block fails other than by an
+        error the server answered with, or leaves it inside a transaction."""
+        conn = await self.acquire()
+        ok = False
+        try:
+            yield conn
+            ok = True
+        except asyncpg.PostgresError as exc:
+            ok = _answered(exc)
             raise
         finally:
             self.release(conn, discard=not ok)
@@ -129,3 +175,10 @@ class ConnectionPool:
         for conn in self._idle:
             conn.terminate()
         self._idle.clear()
+
+
+def _answered(exc: asyncpg.PostgresError) -> bool:
+    """Whether the server answered ``exc`` on a connection that stays usable."""
+    return not isinstance(
+        exc, asyncpg.PostgresConnectionError | asyncpg.exceptions.OperatorInterventionError
+    )

@@ -1,4 +1,4 @@
-"""The read side of the PostgreSQL store, and the one place driver errors are translated.
+"""The read side of the PostgreSQL store (driver errors are translated by ``errors``).
 
 ``read_all`` pages are bounded by the safe horizon: only rows whose transaction id is below the
 oldest transaction still running are returned, in ``(xid, id)`` order, so a transaction that
@@ -7,13 +7,9 @@ took its id early and commits late is never passed by a reader.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, NamedTuple, TypeVar
 
-import asyncpg
-
-from chronik.errors import ChronikError, StoreUnavailable, ValidationError
 from chronik.messages import (
     JSON,
     Checkpoint,
@@ -23,12 +19,13 @@ from chronik.messages import (
     StreamId,
     StreamInfo,
 )
-from chronik.store.base import FaultHook, cancelled_by_caller
+from chronik.store.base import FaultHook
+from chronik.store.postgres.errors import read_error
 from chronik.store.postgres.pool import ConnectionPool
 from chronik.store.postgres.tables import read_table
 from chronik.store.tables import Condition
 
-__all__ = ["DRIVER_ERRORS", "HorizonLag", "PostgresReader", "is_connection_error", "safe_url"]
+__all__ = ["HORIZON", "HorizonLag", "PostgresReader"]
 
 T = TypeVar("T")
 COLS: Final = (
@@ -37,14 +34,6 @@ COLS: Final = (
 )
 HORIZON: Final = "(SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint)"
 _STREAM_CACHE_LIMIT: Final = 200_000
-#: Everything the driver raises that chronik translates (to StoreUnavailable, mostly).
-DRIVER_ERRORS: Final = (
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-    OSError,
-    TimeoutError,
-)
 
 
 class HorizonLag(NamedTuple):
@@ -61,20 +50,6 @@ class HorizonLag(NamedTuple):
     oldest_transaction_seconds: float | None
 
 
-def is_connection_error(exc: BaseException) -> bool:
-    """Whether ``exc`` means the connection (or the server) went away."""
-    return isinstance(
-        exc,
-        OSError
-        | TimeoutError
-        | asyncpg.PostgresConnectionError
-        | asyncpg.InterfaceError
-        | asyncpg.InternalClientError
-        | asyncpg.exceptions.OperatorInterventionError
-        | asyncpg.exceptions.InsufficientResourcesError,
-    )
-
-
 class PostgresReader:
     """Reads pages of events and streams through the pool; caches stream ids (immutable)."""
 
@@ -87,30 +62,17 @@ class PostgresReader:
         self._stream_ids: dict[StreamId, int] = {}
         self._streams_by_id: dict[int, StreamId] = {}
 
-    def _unavailable(
-        self, what: str, exc: BaseException, unknown: bool = False
-    ) -> StoreUnavailable:
-        return StoreUnavailable(
-            f"{what} on {safe_url(self.url)} failed: {type(exc).__name__}: {exc}",
-            outcome_unknown=unknown,
-        )
-
     async def _call(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
         """Run a read; driver errors (any unexpected exception) become StoreUnavailable."""
         try:
             if self.fault_hook is not None:
                 self.fault_hook("fetch", None)
             return await fn()
-        except asyncpg.DataError as exc:
-            raise ValidationError(f"PostgreSQL refused a value: {exc}") from exc
-        except DRIVER_ERRORS as exc:
-            raise self._unavailable(what, exc) from exc
-        except (ChronikError, KeyboardInterrupt, SystemExit):
-            raise
         except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError) and cancelled_by_caller():
+            error = read_error(what, self.url, exc)
+            if error is exc:
                 raise
-            raise self._unavailable(what, exc) from exc
+            raise error from exc
 
     async def _read_table(
         self,
@@ -328,18 +290,3 @@ def _events(rows: Sequence[Any], streams: dict[int, StreamId]) -> list[RecordedE
         )
         for xid, rid, sid, seq, eid, etype, ver, payload, md, ct, at in rows
     ]
-
-
-def safe_url(url: str) -> str:
-    """The URL without a password."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    creds, _, host = rest.rpartition("@")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}@{host}"
-
-
-async def sleep_backoff(attempt: int, cap: float = 2.0) -> None:
-    """Exponential backoff from 50 ms, capped."""
-    await asyncio.sleep(min(cap, 0.05 * 2**attempt))

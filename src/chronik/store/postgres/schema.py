@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -123,7 +123,7 @@ _APPEND_EVENT = (
     )
 )
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 MIGRATIONS: Final[dict[int, list[str]]] = {
     1: [
         """CREATE TABLE {s}.streams (
@@ -215,6 +215,10 @@ MIGRATIONS: Final[dict[int, list[str]]] = {
             projection text, partition bigint, generation bigint, position text, refuse text,
             PRIMARY KEY (projection, partition, generation))""",
     ],
+    # leases carry the holder's version (chronik.store.leases), no longer in the partition column
+    3: [
+        "ALTER TABLE {s}.chronik_leases ADD COLUMN IF NOT EXISTS version bigint NOT NULL DEFAULT 0"
+    ],
 }
 
 
@@ -245,33 +249,39 @@ async def schema_version(conn: asyncpg.Connection, schema: str) -> int:
     return int(version or 0)
 
 
-async def migrate(conn: asyncpg.Connection, schema: str) -> tuple[int, int]:
-    """Bring ``schema`` to SCHEMA_VERSION in one transaction; returns (before, after).
+async def migrate(
+    conn: asyncpg.Connection,
+    schema: str,
+    migrations: Mapping[int, Sequence[str]] = MIGRATIONS,
+    table: str = "schema_migrations",
+) -> tuple[int, int]:
+    """Bring ``schema`` to the latest of ``migrations`` (the store's by default) in one
+    transaction, recording applied versions in ``table``; returns (before, after).
 
-    An advisory lock keyed on the schema name serialises concurrent migrators.
+    An advisory lock keyed on the schema name serialises concurrent migrators (the store's and
+    the PostgreSQL transport's, which keeps its own ``transport_migrations``).
     """
     s = quote_schema(schema)
+    latest = max(migrations)
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('chronik:' || $1))", schema)
         await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
         await conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {s}.schema_migrations (version integer PRIMARY KEY, "
+            f"CREATE TABLE IF NOT EXISTS {s}.{table} (version integer PRIMARY KEY, "
             "applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        current = int(
-            await conn.fetchval(f"SELECT coalesce(max(version), 0) FROM {s}.schema_migrations")
-        )
-        if current > SCHEMA_VERSION:
+        current = int(await conn.fetchval(f"SELECT coalesce(max(version), 0) FROM {s}.{table}"))
+        if current > latest:
             raise ConfigurationError(
                 f"schema {schema} has version {current}, newer than this chronik "
-                f"({SCHEMA_VERSION}): upgrade chronik"
+                f"({latest}): upgrade chronik"
             )
-        for version in range(current + 1, SCHEMA_VERSION + 1):
-            for statement in MIGRATIONS[version]:
+        for version in range(current + 1, latest + 1):
+            for statement in migrations[version]:
                 sql = statement.replace("{s}", s).replace("{lock_class}", str(lock_class(schema)))
                 await conn.execute(sql)
-            await conn.execute(f"INSERT INTO {s}.schema_migrations (version) VALUES ($1)", version)
-    return current, SCHEMA_VERSION
+            await conn.execute(f"INSERT INTO {s}.{table} (version) VALUES ($1)", version)
+    return current, latest
 
 
 def _bool(text: str) -> bool:

@@ -22,67 +22,31 @@ Other query parameters go to the driver (``sslmode``, ...).
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any, Final
 
 import asyncpg
 
-from chronik.errors import (
-    ChronikError,
-    ConfigurationError,
-    StoreUnavailable,
-    ValidationError,
-    WrongExpectedVersion,
-)
-from chronik.messages import (
-    ANY,
-    JSON,
-    NO_STREAM,
-    STREAM_EXISTS,
-    AppendResult,
-    Position,
-    StreamId,
-)
-from chronik.store.base import (
-    AppendRequest,
-    EventStore,
-    PreparedEvent,
-    StoredEvent,
-    WriteUnit,
-    match_duplicate,
-    unit_error,
-)
+from chronik.adapters import safe_url
+from chronik.errors import ChronikError, ConfigurationError, StoreUnavailable
+from chronik.messages import AppendResult, Position
+from chronik.store.base import EventStore, WriteUnit
+from chronik.store.postgres.errors import DRIVER_ERRORS, unavailable, write_error
 from chronik.store.postgres.feed import ChangeFeed
-from chronik.store.postgres.pool import ConnectionPool
-from chronik.store.postgres.read import (
-    DRIVER_ERRORS,
-    HORIZON,
-    HorizonLag,
-    PostgresReader,
-    is_connection_error,
-    safe_url,
-)
+from chronik.store.postgres.pool import TIMEOUTS, ConnectionPool, timeout_settings
+from chronik.store.postgres.read import HORIZON, HorizonLag, PostgresReader
 from chronik.store.postgres.schema import (
     DEFAULT_SCHEMA,
     SCHEMA_VERSION,
-    lock_class,
     migrate,
     quote_schema,
     schema_version,
     split_url,
 )
-from chronik.store.postgres.write import Retry, write_unit
+from chronik.store.postgres.write import Retry, Statements, write_unit
 
-__all__ = ["HorizonLag", "PostgresEventStore", "migrate_database"]
+__all__ = ["TIMEOUTS", "HorizonLag", "PostgresEventStore", "migrate_database"]
 
 MAX_ATTEMPTS: Final = 8
-#: Server-side timeouts (URL option -> (PostgreSQL setting, default in ms)).
-TIMEOUTS: Final = {
-    "lock_timeout_ms": ("lock_timeout", 5000),
-    "idle_in_transaction_timeout_ms": ("idle_in_transaction_session_timeout", 30000),
-    "statement_timeout_ms": ("statement_timeout", 30000),
-}
-_EXPECT: Final = {ANY: -1, NO_STREAM: -2, STREAM_EXISTS: -3}
 
 
 class PostgresEventStore(PostgresReader, EventStore):
@@ -102,7 +66,6 @@ class PostgresEventStore(PostgresReader, EventStore):
         ``lock_timeout_ms`` (5000), ``idle_in_transaction_timeout_ms`` (30000),
         ``statement_timeout_ms`` (30000)."""
         dsn, from_url = split_url(url)
-        dsn, timeouts = split_url(dsn, dict.fromkeys(TIMEOUTS, int))
         settings: dict[str, Any] = {
             "schema": DEFAULT_SCHEMA,
             "migrate": True,
@@ -112,12 +75,7 @@ class PostgresEventStore(PostgresReader, EventStore):
             **options,
         }
         schema = settings.pop("schema")
-        self.server_settings: dict[str, str] = {}
-        for option, (setting, default) in TIMEOUTS.items():
-            value = int(settings.pop(option, timeouts.get(option, default)))
-            if value < 0:
-                raise ConfigurationError(f"{option} must be >= 0 (0: no timeout), not {value}")
-            self.server_settings[setting] = str(value)
+        dsn, self.server_settings = timeout_settings(dsn, settings)
         self.auto_migrate = bool(settings.pop("migrate"))
         self.pool_max_size = int(settings.pop("pool_max_size"))
         self.pool_min_size = int(settings.pop("pool_min_size", min(2, self.pool_max_size)))
@@ -126,18 +84,11 @@ class PostgresEventStore(PostgresReader, EventStore):
         self.url = url
         self.dsn = dsn
         self.schema = schema
-        self._s = quote_schema(schema)
-        self.lock_class = lock_class(schema)
+        self.statements = Statements.for_schema(schema)
+        self._s = self.statements.s
+        self.lock_class = self.statements.lock_class
         if not 1 <= self.pool_min_size <= self.pool_max_size:
             raise ConfigurationError("need 1 <= pool_min_size <= pool_max_size")
-        self._append_sql = (
-            f"SELECT o_status, o_actual, o_xid, o_ids FROM {self._s}.append_events"
-            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-        )
-        self._append_one_sql = (
-            f"SELECT o_status, o_actual, o_xid, o_id FROM {self._s}.append_event"
-            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-        )
         self._init_reader()
         self._watchers = 0
         self._poll_task: asyncio.Task[None] | None = None
@@ -156,7 +107,7 @@ class PostgresEventStore(PostgresReader, EventStore):
             await self._pool.open()
         except DRIVER_ERRORS as exc:
             self._pool.terminate()
-            raise self._unavailable("connecting", exc) from exc
+            raise unavailable("connecting", self.url, exc) from exc
         try:
             conn = await self._pool.acquire()
             try:
@@ -179,7 +130,7 @@ class PostgresEventStore(PostgresReader, EventStore):
             raise
         except DRIVER_ERRORS as exc:
             self._pool.terminate()
-            raise self._unavailable("migrating", exc) from exc
+            raise unavailable("migrating", self.url, exc) from exc
         self._feed = ChangeFeed(
             self.dsn, f"chronik.{self.schema}", self._notify, self.server_settings
         )
@@ -217,10 +168,10 @@ class PostgresEventStore(PostgresReader, EventStore):
             try:
                 conn = await self._pool.acquire()
             except DRIVER_ERRORS as exc:
-                raise self._unavailable("connecting", exc) from exc
+                raise unavailable("connecting", self.url, exc) from exc
             broken = True
             try:
-                results = await write_unit(self, conn, unit, resolved)
+                results = await write_unit(conn, self.statements, unit, resolved, self.fault_hook)
                 broken = False
             except Retry as retry:
                 broken = False
@@ -232,14 +183,7 @@ class PostgresEventStore(PostgresReader, EventStore):
                 broken = False
                 raise
             except BaseException as exc:
-                if is_connection_error(exc):
-                    raise self._unavailable("write", exc, unknown=True) from exc
-                broken = not isinstance(exc, asyncpg.PostgresError)
-                if isinstance(exc, asyncpg.DataError):  # e.g. a NUL character in a text value
-                    raise ValidationError(f"PostgreSQL refused a value: {exc}") from exc
-                if isinstance(exc, asyncpg.PostgresError):
-                    raise self._unavailable("write", exc) from exc
-                error = unit_error(exc, f"write on {safe_url(self.url)}")
+                error, broken = write_error(self.url, exc)
                 if error is exc:
                     raise
                 raise error from exc
@@ -252,93 +196,6 @@ class PostgresEventStore(PostgresReader, EventStore):
                     self._feed.notify_soon()
             return results
         raise StoreUnavailable(f"write gave up after {MAX_ATTEMPTS} attempts (conflicts)")
-
-    def append_call(self, req: AppendRequest, now: int) -> tuple[str, tuple[Any, ...]]:
-        """The statement (append_event for one event, append_events for more) and its args."""
-        st, events = req.stream, req.events
-        expected = req.expected
-        code = _EXPECT[expected] if not isinstance(expected, int) else expected
-        if len(events) == 1:
-            e = events[0]
-            return self._append_one_sql, (
-                st.tenant,
-                st.domain,
-                st.aggregate_id,
-                code,
-                e.event_id,
-                e.type,
-                e.schema_version,
-                e.payload,
-                e.metadata,
-                None if e.content_type == JSON else e.content_type,
-                now,
-            )
-        return self._append_sql, (
-            st.tenant,
-            st.domain,
-            st.aggregate_id,
-            code,
-            [e.event_id for e in events],
-            [e.type for e in events],
-            [e.schema_version for e in events],
-            [e.payload for e in events],
-            [e.metadata for e in events],
-            [None if e.content_type == JSON else e.content_type for e in events],
-            now,
-        )
-
-    async def append_on(
-        self, conn: asyncpg.Connection, req: AppendRequest, now: int
-    ) -> AppendResult:
-        """Run the append function for one request on ``conn`` (in a transaction or not)."""
-        sql, args = self.append_call(req, now)
-        status, actual, xid, ids = await conn.fetchrow(sql, *args)
-        if status == 0:
-            first = 0 if actual is None else actual + 1
-            if type(ids) is int:
-                pos = Position(xid, ids)
-                return AppendResult(req.stream, first, first, pos, (pos,), now)
-            positions = tuple([Position(xid, i) for i in ids])
-            return AppendResult(
-                req.stream, first, first + len(req.events) - 1, positions[-1], positions, now
-            )
-        dup = await self.find_duplicate(conn, [req])
-        if 0 in dup:
-            return dup[0]
-        raise WrongExpectedVersion(req.stream, req.expected, actual)
-
-    async def find_duplicate(
-        self, conn: asyncpg.Connection, requests: list[AppendRequest]
-    ) -> dict[int, AppendResult]:
-        """The original results of requests whose event ids are stored (DuplicateEventError
-        if one only partly matches), by index in ``requests``."""
-        ids = [e.event_id for r in requests for e in r.events]
-        rows = await conn.fetch(
-            "SELECT e.event_id, e.type, e.schema_version, e.payload, e.metadata, "
-            "e.content_type, s.tenant, s.domain, s.aggregate_id, e.sequence, e.xid, e.id, "
-            "e.recorded_at "
-            f"FROM {self._s}.events e JOIN {self._s}.streams s ON s.id = e.stream_id "
-            "WHERE e.event_id = ANY($1::text[])",
-            ids,
-        )
-        by_id = {r[0]: r for r in rows}
-        out: dict[int, AppendResult] = {}
-        for i, req in enumerate(requests):
-            stored = []
-            for e in req.events:
-                r = by_id.get(e.event_id)
-                if r is not None:
-                    old = PreparedEvent(r[0], r[1], r[2], r[3], r[4], r[5] or JSON)
-                    stream = StreamId(r[7], r[8], r[6])
-                    stored.append(StoredEvent(old, stream, r[9], Position(r[10], r[11]), r[12]))
-            if stored:
-                out[i] = match_duplicate(req, stored)
-        return out
-
-    @staticmethod
-    def now_us() -> int:
-        """The current time in microseconds (recorded_at)."""
-        return time.time_ns() // 1000
 
     # --- delivery: horizon, polling -----------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 Tables live in the store's schema. Identifiers were validated by the port (``check_table_write``,
 ``read_table``); values are always bound parameters. SQL types map as INTEGER -> bigint,
-TEXT -> text, REAL -> double precision, BLOB -> bytea. Leases are decided by the database clock.
+TEXT -> text, REAL -> double precision, BLOB -> bytea. Leases: ``chronik.store.postgres.leases``.
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ from typing import Any, Final
 
 import asyncpg
 
-from chronik.errors import LeaseHeld, ReadModelError
+from chronik.errors import ReadModelError
 from chronik.store.base import TableWrite
+from chronik.store.postgres.errors import REFUSED_QUERY, refused_table_write
 from chronik.store.table_query import order_sql, where_sql
 from chronik.store.tables import Condition
 
-__all__ = ["read_table", "table_error", "write_tables"]
+__all__ = ["read_table", "write_tables"]
 
 _TYPES: Final = {
     "INTEGER": "bigint",
@@ -25,19 +26,7 @@ _TYPES: Final = {
     "REAL": "double precision",
     "BLOB": "bytea",
 }
-_NOW_US: Final = "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
 _sql: dict[tuple[str, str, str, tuple[str, ...], tuple[str, ...]], str] = {}
-
-
-def table_error(exc: BaseException) -> bool:
-    """Whether a driver error means the read-model statement itself was refused."""
-    return isinstance(
-        exc,
-        asyncpg.DataError
-        | asyncpg.IntegrityConstraintViolationError
-        | asyncpg.SyntaxOrAccessError
-        | asyncpg.InterfaceError,
-    ) and not isinstance(exc, asyncpg.exceptions.InsufficientPrivilegeError)
 
 
 def _statement(s: str, w: TableWrite) -> str:
@@ -61,17 +50,6 @@ def _statement(s: str, w: TableWrite) -> str:
         sql = f"DELETE FROM {t}"
     elif w.op == "drop":
         sql = f"DROP TABLE IF EXISTS {t}"
-    elif w.op == "lease":
-        sql = (
-            f"INSERT INTO {t} AS l (name, partition, owner, epoch, expires_at) "
-            f"VALUES ($1, $2, $3, 1, {_NOW_US} + $4) "
-            "ON CONFLICT (name, partition) DO UPDATE SET "
-            "epoch = CASE WHEN l.owner = excluded.owner THEN l.epoch ELSE l.epoch + 1 END, "
-            "owner = excluded.owner, expires_at = excluded.expires_at "
-            f"WHERE l.owner = excluded.owner OR l.expires_at < {_NOW_US} RETURNING 1"
-        )
-    elif w.op == "release":
-        sql = f"UPDATE {t} SET expires_at = 0 WHERE name = $1 AND partition = $2 AND owner = $3"
     else:
         raise AssertionError(w.op)
     if len(_sql) > 4096:
@@ -82,23 +60,14 @@ def _statement(s: str, w: TableWrite) -> str:
 
 async def write_tables(conn: asyncpg.Connection, s: str, writes: Sequence[TableWrite]) -> None:
     """Run read-model writes in order inside the caller's transaction; runs of the same
-    statement go through executemany. Raises LeaseHeld when a lease is held by another, and
-    ReadModelError when the database refuses a write (a missing table, a bad value)."""
+    statement go through executemany. Raises ReadModelError when the database refuses a
+    write (a missing table, a bad value)."""
     try:
         await _write_tables(conn, s, writes)
     except asyncpg.PostgresError as exc:
-        if isinstance(exc, asyncpg.UndefinedTableError | asyncpg.UndefinedColumnError) or (
-            table_error(exc)
-        ):
+        if refused_table_write(exc):
             raise ReadModelError(f"read-model write refused: {exc}") from exc
         raise
-
-
-_LEASES_DDL: Final = (
-    "CREATE TABLE IF NOT EXISTS {s}.chronik_leases (name text, partition bigint, owner text, "
-    "epoch bigint, expires_at bigint, PRIMARY KEY (name, partition))"
-)
-_leases_ready: set[str] = set()  # schemas whose leases table exists
 
 
 async def _write_tables(conn: asyncpg.Connection, s: str, writes: Sequence[TableWrite]) -> None:
@@ -120,15 +89,7 @@ async def _write_tables(conn: asyncpg.Connection, s: str, writes: Sequence[Table
                 )
             i += 1
             continue
-        if w.op in ("lease", "release") and s not in _leases_ready:
-            await conn.execute(_LEASES_DDL.format(s=s))  # created on first use, as elsewhere
-            _leases_ready.add(s)
         sql = _statement(s, w)
-        if w.op == "lease":
-            if await conn.fetchval(sql, *w.row) is None:
-                raise LeaseHeld(w.row[0], w.row[1], w.row[2])
-            i += 1
-            continue
         j = i + 1
         while j < n:
             x = writes[j]
@@ -164,11 +125,6 @@ async def read_table(
         sql += f" LIMIT {param(limit)}"
     try:
         rows = await fetch(sql, *params)
-    except (
-        asyncpg.UndefinedTableError,
-        asyncpg.UndefinedColumnError,
-        asyncpg.DataError,
-        asyncpg.UndefinedFunctionError,
-    ) as exc:
+    except REFUSED_QUERY as exc:
         raise ReadModelError(f"read-model query on {table!r} failed: {exc}") from exc
     return [dict(r) for r in rows]

@@ -1,22 +1,34 @@
-"""One attempt at writing a unit of work on one connection of the PostgreSQL store."""
+"""One attempt at writing a unit of work on one connection of the PostgreSQL store.
+
+Plain functions over a connection and the schema's prepared statements (``Statements``); the
+store calls them and nothing here calls back into the store.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import time
+from typing import Any, Final, NamedTuple
 
 import asyncpg
 
 from chronik.errors import CheckpointFenced, WrongExpectedVersion
-from chronik.messages import AppendResult
-from chronik.store.base import WriteUnit
+from chronik.messages import ANY, JSON, NO_STREAM, STREAM_EXISTS, AppendResult, Position, StreamId
+from chronik.store.base import (
+    AppendRequest,
+    FaultHook,
+    PreparedEvent,
+    StoredEvent,
+    WriteUnit,
+    match_duplicate,
+)
+from chronik.store.postgres.leases import write_leases
+from chronik.store.postgres.schema import lock_class, quote_schema
 from chronik.store.postgres.tables import write_tables
 
-if TYPE_CHECKING:
-    from chronik.store.postgres.store import PostgresEventStore
+__all__ = ["Retry", "Statements", "append_call", "append_on", "now_us", "write_unit"]
 
-__all__ = ["Retry", "write_unit"]
-
-EVENT_ID_KEY = "events_event_id_key"
+EVENT_ID_KEY: Final = "events_event_id_key"
+_EXPECT: Final = {ANY: -1, NO_STREAM: -2, STREAM_EXISTS: -3}
 
 
 class Retry(Exception):
@@ -26,29 +38,81 @@ class Retry(Exception):
         self.resolved = resolved
 
 
+class Statements(NamedTuple):
+    """The write path's SQL for one schema, built once per store."""
+
+    s: str  # the quoted schema name
+    lock_class: int  # the first key of the streams' advisory locks
+    append_one: str
+    append_many: str
+    duplicates: str
+    version: str
+    checkpoint: str
+    checkpoint_epoch: str
+    snapshot: str
+
+    @classmethod
+    def for_schema(cls, schema: str) -> Statements:
+        """The statements of ``schema`` (validated and quoted here)."""
+        s = quote_schema(schema)
+        return cls(
+            s,
+            lock_class(schema),
+            f"SELECT o_status, o_actual, o_xid, o_id FROM {s}.append_event"
+            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            f"SELECT o_status, o_actual, o_xid, o_ids FROM {s}.append_events"
+            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            "SELECT e.event_id, e.type, e.schema_version, e.payload, e.metadata, "
+            "e.content_type, s.tenant, s.domain, s.aggregate_id, e.sequence, e.xid, e.id, "
+            "e.recorded_at "
+            f"FROM {s}.events e JOIN {s}.streams s ON s.id = e.stream_id "
+            "WHERE e.event_id = ANY($1::text[])",
+            f"SELECT version FROM {s}.streams WHERE tenant = $1 AND domain = $2 "
+            "AND aggregate_id = $3",
+            f"INSERT INTO {s}.checkpoints AS c (name, partition, commit_pos, index_pos, epoch, "
+            "updated_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name, partition) DO UPDATE "
+            "SET commit_pos = excluded.commit_pos, index_pos = excluded.index_pos, "
+            "epoch = excluded.epoch, updated_at = excluded.updated_at "
+            "WHERE c.epoch <= excluded.epoch RETURNING 1",
+            f"SELECT epoch FROM {s}.checkpoints WHERE name = $1 AND partition = $2",
+            f"INSERT INTO {s}.snapshots AS x (tenant, domain, aggregate_id, sequence, type, "
+            "schema_version, state, taken_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+            "ON CONFLICT (tenant, domain, aggregate_id) DO UPDATE SET "
+            "sequence = excluded.sequence, type = excluded.type, "
+            "schema_version = excluded.schema_version, state = excluded.state, "
+            "taken_at = excluded.taken_at WHERE excluded.sequence >= x.sequence",
+        )
+
+
+def now_us() -> int:
+    """The current time in microseconds (recorded_at)."""
+    return time.time_ns() // 1000
+
+
 async def write_unit(
-    store: PostgresEventStore,
     conn: asyncpg.Connection,
+    sql: Statements,
     unit: WriteUnit,
     resolved: dict[int, AppendResult],
+    hook: FaultHook | None = None,
 ) -> list[AppendResult]:
     """Write ``unit``; ``resolved`` holds appends already known to be stored (retries).
 
     A lone append runs in autocommit: one round trip. Raises ``Retry`` when the unit must run
     again (an event id stored concurrently, a deadlock); nothing was written then.
     """
-    now = store.now_us()
+    now = now_us()
     appends = unit.appends
-    hook = store.fault_hook
     if hook is not None:
         hook("begin", unit)
     try:
-        if len(appends) == 1 and not unit.checkpoints and not unit.snapshots and not unit.tables:
+        side = unit.checkpoints or unit.snapshots or unit.tables or unit.leases
+        if len(appends) == 1 and not side:
             if 0 in resolved:
                 return [resolved[0]]
             if hook is not None:
                 hook("append", unit)
-            return [await store.append_on(conn, appends[0], now)]
+            return [await append_on(conn, sql, appends[0], now)]
         async with conn.transaction():
             # Lock every stream first, in one global order: no deadlocks between units, and
             # the transaction takes its id (its position) only once it holds them all.
@@ -63,10 +127,10 @@ async def write_unit(
                 await conn.execute(
                     "SELECT pg_advisory_xact_lock($1, k) FROM (SELECT DISTINCT hashtext(x) AS k "
                     "FROM unnest($2::text[]) AS x ORDER BY 1) AS keys",
-                    store.lock_class,
+                    sql.lock_class,
                     keys,
                 )
-            await _write_side_tables(store, conn, unit, now)
+            await _write_side_tables(conn, sql, unit, now, hook)
             results = []
             for i, req in enumerate(appends):
                 if i in resolved:
@@ -74,7 +138,7 @@ async def write_unit(
                 else:
                     if hook is not None:
                         hook("append", unit)
-                    results.append(await store.append_on(conn, req, now))
+                    results.append(await append_on(conn, sql, req, now))
             if hook is not None:
                 hook("commit", unit)
             return results
@@ -83,43 +147,110 @@ async def write_unit(
             # Another transaction stored one of these ids since we looked: see which.
             pending = [r for i, r in enumerate(appends) if i not in resolved]
             index = [i for i in range(len(appends)) if i not in resolved]
-            dups = await store.find_duplicate(conn, pending)
+            dups = await find_duplicate(conn, sql, pending)
             merged = dict(resolved)
             merged.update({index[k]: v for k, v in dups.items()})
             raise Retry(merged) from exc
         # (stream, sequence) taken: another writer got there first.
-        req = appends[0]
-        actual = await conn.fetchval(
-            f"SELECT version FROM {store._s}.streams WHERE tenant = $1 AND domain = $2 "
-            "AND aggregate_id = $3",
-            req.stream.tenant,
-            req.stream.domain,
-            req.stream.aggregate_id,
-        )
+        st = appends[0].stream
+        actual = await conn.fetchval(sql.version, st.tenant, st.domain, st.aggregate_id)
         found = None if actual is None or actual < 0 else int(actual)
-        raise WrongExpectedVersion(req.stream, req.expected, found) from exc
+        raise WrongExpectedVersion(st, appends[0].expected, found) from exc
     except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
         raise Retry() from exc
 
 
+def append_call(sql: Statements, req: AppendRequest, now: int) -> tuple[str, tuple[Any, ...]]:
+    """The statement (append_event for one event, append_events for more) and its args."""
+    st, events = req.stream, req.events
+    expected = req.expected
+    code = _EXPECT[expected] if not isinstance(expected, int) else expected
+    if len(events) == 1:
+        e = events[0]
+        return sql.append_one, (
+            st.tenant,
+            st.domain,
+            st.aggregate_id,
+            code,
+            e.event_id,
+            e.type,
+            e.schema_version,
+            e.payload,
+            e.metadata,
+            None if e.content_type == JSON else e.content_type,
+            now,
+        )
+    return sql.append_many, (
+        st.tenant,
+        st.domain,
+        st.aggregate_id,
+        code,
+        [e.event_id for e in events],
+        [e.type for e in events],
+        [e.schema_version for e in events],
+        [e.payload for e in events],
+        [e.metadata for e in events],
+        [None if e.content_type == JSON else e.content_type for e in events],
+        now,
+    )
+
+
+async def append_on(
+    conn: asyncpg.Connection, sql: Statements, req: AppendRequest, now: int
+) -> AppendResult:
+    """Run the append function for one request on ``conn`` (in a transaction or not)."""
+    statement, args = append_call(sql, req, now)
+    status, actual, xid, ids = await conn.fetchrow(statement, *args)
+    if status == 0:
+        first = 0 if actual is None else actual + 1
+        if type(ids) is int:
+            pos = Position(xid, ids)
+            return AppendResult(req.stream, first, first, pos, (pos,), now)
+        positions = tuple([Position(xid, i) for i in ids])
+        return AppendResult(
+            req.stream, first, first + len(req.events) - 1, positions[-1], positions, now
+        )
+    dup = await find_duplicate(conn, sql, [req])
+    if 0 in dup:
+        return dup[0]
+    raise WrongExpectedVersion(req.stream, req.expected, actual)
+
+
+async def find_duplicate(
+    conn: asyncpg.Connection, sql: Statements, requests: list[AppendRequest]
+) -> dict[int, AppendResult]:
+    """The original results of requests whose event ids are stored (DuplicateEventError
+    if one only partly matches), by index in ``requests``."""
+    ids = [e.event_id for r in requests for e in r.events]
+    rows = await conn.fetch(sql.duplicates, ids)
+    by_id = {r[0]: r for r in rows}
+    out: dict[int, AppendResult] = {}
+    for i, req in enumerate(requests):
+        stored = []
+        for e in req.events:
+            r = by_id.get(e.event_id)
+            if r is not None:
+                old = PreparedEvent(r[0], r[1], r[2], r[3], r[4], r[5] or JSON)
+                stream = StreamId(r[7], r[8], r[6])
+                stored.append(StoredEvent(old, stream, r[9], Position(r[10], r[11]), r[12]))
+        if stored:
+            out[i] = match_duplicate(req, stored)
+    return out
+
+
 async def _write_side_tables(
-    store: PostgresEventStore, conn: asyncpg.Connection, unit: WriteUnit, now: int
+    conn: asyncpg.Connection, sql: Statements, unit: WriteUnit, now: int, hook: FaultHook | None
 ) -> None:
-    s = store._s
-    hook = store.fault_hook
-    if unit.tables:  # read-model writes and leases, in the same transaction
+    if unit.tables or unit.leases:  # read-model writes and leases, in the same transaction
         if hook is not None:
             hook("tables", unit)
-        await write_tables(conn, s, unit.tables)
+        await write_tables(conn, sql.s, unit.tables)
+        await write_leases(conn, sql.s, unit.leases)
     if hook is not None and unit.checkpoints:
         hook("checkpoint", unit)
     for cp in unit.checkpoints:
         done = await conn.fetchval(
-            f"INSERT INTO {s}.checkpoints AS c (name, partition, commit_pos, index_pos, epoch, "
-            "updated_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name, partition) DO UPDATE "
-            "SET commit_pos = excluded.commit_pos, index_pos = excluded.index_pos, "
-            "epoch = excluded.epoch, updated_at = excluded.updated_at "
-            "WHERE c.epoch <= excluded.epoch RETURNING 1",
+            sql.checkpoint,
             cp.name,
             cp.partition,
             cp.position.commit,
@@ -128,23 +259,14 @@ async def _write_side_tables(
             now,
         )
         if done is None:
-            stored = await conn.fetchval(
-                f"SELECT epoch FROM {s}.checkpoints WHERE name = $1 AND partition = $2",
-                cp.name,
-                cp.partition,
-            )
+            stored = await conn.fetchval(sql.checkpoint_epoch, cp.name, cp.partition)
             raise CheckpointFenced(cp.name, cp.partition, cp.epoch, int(stored))
     if hook is not None and unit.snapshots:
         hook("snapshot", unit)
     for snap in unit.snapshots:
         st = snap.stream
         await conn.execute(
-            f"INSERT INTO {s}.snapshots AS x (tenant, domain, aggregate_id, sequence, type, "
-            "schema_version, state, taken_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
-            "ON CONFLICT (tenant, domain, aggregate_id) DO UPDATE SET "
-            "sequence = excluded.sequence, type = excluded.type, "
-            "schema_version = excluded.schema_version, state = excluded.state, "
-            "taken_at = excluded.taken_at WHERE excluded.sequence >= x.sequence",
+            sql.snapshot,
             st.tenant,
             st.domain,
             st.aggregate_id,

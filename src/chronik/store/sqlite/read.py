@@ -1,13 +1,12 @@
-"""The read side of the SQLite store: bounded pages on the reader connection, on the event loop."""
+"""The read side of the SQLite store: bounded pages on the reader connection, on the event loop
+(driver errors are translated by ``errors``)."""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Sequence
 from typing import Any, Final
 
-from chronik.errors import ChronikError, ReadModelError, StoreUnavailable
 from chronik.messages import (
     JSON,
     Checkpoint,
@@ -17,7 +16,8 @@ from chronik.messages import (
     StreamId,
     StreamInfo,
 )
-from chronik.store.base import FaultHook, cancelled_by_caller
+from chronik.store.base import FaultHook
+from chronik.store.sqlite.errors import read_error, table_read_error
 from chronik.store.table_query import order_sql, where_sql
 from chronik.store.tables import Condition
 
@@ -49,16 +49,11 @@ class SQLiteReader:
             if self.fault_hook is not None:
                 self.fault_hook("fetch", None)
             return self._rconn.execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"read from {self.path} failed: {exc}") from exc
-        except (ChronikError, KeyboardInterrupt, SystemExit):
-            raise
         except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError) and cancelled_by_caller():
+            error = read_error(self.path, exc)
+            if error is exc:
                 raise
-            raise StoreUnavailable(
-                f"read from {self.path} failed: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise error from exc
 
     def _stream_key_id(self, stream: StreamId) -> int | None:
         sid = self._stream_ids.get(stream)
@@ -214,12 +209,8 @@ class SQLiteReader:
             cur = self._rconn.execute(sql, params)
             names = [d[0] for d in cur.description]
             return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-        except sqlite3.OperationalError as exc:
-            if "no such" in str(exc):
-                raise ReadModelError(f"read-model query on {table!r} failed: {exc}") from exc
-            raise StoreUnavailable(f"read from {self.path} failed: {exc}") from exc
         except sqlite3.Error as exc:
-            raise StoreUnavailable(f"read from {self.path} failed: {exc}") from exc
+            raise table_read_error(self.path, table, exc) from exc
 
     def _recorded(self, rows: list[Any]) -> list[RecordedEvent]:
         streams = self._streams_by_id

@@ -12,7 +12,7 @@ from chronik.errors import ConfigurationError
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate", "options_from_url", "path_from_url"]
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 MIGRATIONS: Final[dict[int, list[str]]] = {
     1: [
         """CREATE TABLE chronik_streams (
@@ -56,7 +56,7 @@ MIGRATIONS: Final[dict[int, list[str]]] = {
             updated_at INTEGER NOT NULL,
             PRIMARY KEY (name, partition))""",
     ],
-    3: [  # projections: status, control requests, dead letters (see chronik.projections.system)
+    3: [  # projections: status, requests, dead letters (chronik.projections.bookkeeping)
         """CREATE TABLE IF NOT EXISTS chronik_projections (
             name TEXT NOT NULL,
             version INTEGER,
@@ -161,6 +161,8 @@ MIGRATIONS: Final[dict[int, list[str]]] = {
             refuse TEXT,
             PRIMARY KEY (projection, partition, generation))""",
     ],
+    # leases carry the holder's version (chronik.store.leases), no longer in the partition column
+    5: ["ALTER TABLE chronik_leases ADD COLUMN version INTEGER NOT NULL DEFAULT 0"],
 }
 
 

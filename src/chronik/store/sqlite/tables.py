@@ -1,12 +1,10 @@
-"""Read-model tables and leases on SQLite: the TableWrite statements of a unit of work."""
+"""Read-model tables on SQLite: the TableWrite statements of a unit of work (leases: .leases)."""
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from typing import Final
 
-from chronik.errors import LeaseHeld
 from chronik.store.tables import TableWrite
 
 __all__ = ["write_tables"]
@@ -43,40 +41,11 @@ def _table_statement(w: TableWrite) -> str:
     return sql
 
 
-_NOW_US: Final = "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)"
-_LEASE_SQL: Final = (
-    "INSERT INTO chronik_leases (name, partition, owner, epoch, expires_at) "
-    f"VALUES (?, ?, ?, 1, {_NOW_US} + ?) "
-    "ON CONFLICT (name, partition) DO UPDATE SET "
-    "epoch = CASE WHEN owner = excluded.owner THEN epoch ELSE epoch + 1 END, "
-    "owner = excluded.owner, expires_at = excluded.expires_at "
-    f"WHERE owner = excluded.owner OR expires_at < {_NOW_US}"
-)
-
-
-def _lease(conn: sqlite3.Connection, w: TableWrite) -> None:
-    """Claim, renew or release a lease by the database clock; LeaseHeld if another holds it."""
-    if w.op == "release":
-        conn.execute(
-            "UPDATE chronik_leases SET expires_at = 0 WHERE name = ? AND partition = ? "
-            "AND owner = ?",
-            w.row,
-        )
-        return
-    conn.execute(_LEASE_SQL, w.row)
-    if conn.execute("SELECT changes()").fetchone()[0] == 0:
-        raise LeaseHeld(w.row[0], w.row[1], w.row[2])
-
-
 def write_tables(conn: sqlite3.Connection, writes: Sequence[TableWrite]) -> None:
     """Run read-model writes in order; runs of the same statement go through executemany."""
     i, n = 0, len(writes)
     while i < n:
         w = writes[i]
-        if w.op in ("lease", "release"):
-            _lease(conn, w)
-            i += 1
-            continue
         if w.op == "ensure":
             spec = w.spec
             assert spec is not None

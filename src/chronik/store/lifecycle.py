@@ -1,0 +1,148 @@
+"""The lifecycle every store shares: open / close, health, and the change signal readers wait on.
+
+``EventStore`` (``chronik.store.base``) builds on it; adapters implement ``_open`` / ``_close``
+and may override ``_watch`` (poll for other processes' commits while someone waits).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Self
+
+from chronik.errors import StoreClosed
+from chronik.store.records import HEALTHY, FaultHook, StoreHealth
+
+__all__ = ["StoreLifecycle"]
+
+
+class StoreLifecycle(abc.ABC):
+    """An async context manager with an explicit state (new, open, closed), the writer's health
+    and a change signal set at each commit."""
+
+    url: str
+
+    def __init__(self) -> None:
+        self._state = "new"
+        self._open_lock: asyncio.Lock | None = None
+        self._change: asyncio.Event | None = None
+        #: Set by ``chronik.testing.faults`` only; adapters call it at each step when set.
+        self.fault_hook: FaultHook | None = None
+        self._health = HEALTHY
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def open(self) -> Self:
+        """Open the store (create the schema if needed); idempotent."""
+        if self._state == "open":
+            return self
+        if self._state == "closed":
+            raise StoreClosed(f"{self!r} is closed")
+        if self._open_lock is None:
+            self._open_lock = asyncio.Lock()
+        async with self._open_lock:
+            if self._state == "new":
+                await self._open()
+                self._state = "open"
+        return self
+
+    async def close(self) -> None:
+        """Close the store; pending subscriptions end."""
+        if self._state == "open":
+            self._state = "closed"
+            self._notify()
+            await self._close()
+        self._state = "closed"
+
+    async def __aenter__(self) -> Self:
+        return await self.open()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url} {self._state}>"
+
+    @property
+    def closed(self) -> bool:
+        """True once the store has been closed."""
+        return self._state == "closed"
+
+    @property
+    def health(self) -> StoreHealth:
+        """Whether the writer works (see StoreHealth); read-only, cheap, never raises.
+
+        Not ok while the latest writes failed with StoreUnavailable (disk full, connection
+        lost, lock timeouts ...) until the next successful write, and once the store is
+        closed. The memory adapter is always ok while open.
+        """
+        if self._state == "closed":
+            return StoreHealth(False, "the store is closed", None, 0)
+        return self._health
+
+    def _write_succeeded(self) -> None:
+        """Adapters call this after a commit: health is ok again."""
+        if not self._health.ok:
+            self._health = HEALTHY
+
+    def _write_failed(self, error: BaseException) -> None:
+        """Adapters call this when a write fails for a reason of the store's own."""
+        h = self._health
+        self._health = StoreHealth(
+            False,
+            f"writes are failing: {error}",
+            time.time() if h.ok else h.since,
+            h.failures + 1,
+        )
+
+    async def _ready(self) -> None:
+        if self._state != "open":
+            await self.open()
+
+    # --- change notification (for subscriptions) ----------------------------------------------
+
+    def change_signal(self) -> asyncio.Event:
+        """An event that is set at the next commit; take it before reading, then wait on it."""
+        if self._change is None:
+            self._change = asyncio.Event()
+        return self._change
+
+    def wake_readers(self) -> None:
+        """Set the current change signal now (a reader that closes wakes its own wait)."""
+        self._notify()
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[None]:
+        """Hold while waiting on ``change_signal()``.
+
+        Adapters that must poll to see other processes' commits poll only while someone watches.
+        """
+        self._watch(1)
+        try:
+            yield
+        finally:
+            self._watch(-1)
+
+    def _notify(self) -> None:
+        change = self._change
+        if change is not None:
+            self._change = None
+            change.set()
+
+    def _watch(self, delta: int) -> None:  # noqa: B027 - optional hook
+        """A reader starts (+1) or stops (-1) waiting for changes; adapters may poll."""
+
+    @abc.abstractmethod
+    async def _open(self) -> None: ...
+
+    @abc.abstractmethod
+    async def _close(self) -> None: ...

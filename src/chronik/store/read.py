@@ -1,0 +1,196 @@
+"""The read side of the store port: streams, the global order, followers' pages, stream lists.
+
+``StoreReader`` holds the read template methods (input checked once, reads paged by
+``READ_PAGE``) over the primitives each adapter implements (``_read_stream_page``,
+``_read_all_page``, ``_head`` ...); ``EventStore`` (``chronik.store.base``) adds the write side.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Sequence
+from typing import ClassVar, Final
+
+from chronik.errors import ValidationError
+from chronik.messages import Position, RecordedEvent, StreamId, StreamInfo
+from chronik.store.lifecycle import StoreLifecycle
+from chronik.store.records import ReadPage
+from chronik.store.validation import check_event_id, check_filters, check_limit
+
+__all__ = ["READ_PAGE", "StoreReader"]
+
+READ_PAGE: Final = 1000
+
+
+class StoreReader(StoreLifecycle):
+    """The reads every store offers, paged over the adapter's page readers."""
+
+    #: True when no event can commit at or before a position ``head()`` has returned (commit
+    #: order is position order: memory, SQLite). Filtered readers then skip to the head
+    #: instead of rescanning events they do not want.
+    head_bounds_reads: ClassVar[bool] = False
+
+    # --- reading ------------------------------------------------------------------------------
+
+    async def stream_version(self, stream: StreamId) -> int | None:
+        """The last sequence of ``stream``, or None when it has no events."""
+        await self._ready()
+        return await self._stream_version(stream)
+
+    async def head(self) -> Position | None:
+        """The position of the last committed event, or None when the store is empty."""
+        await self._ready()
+        return await self._head()
+
+    async def read_stream(
+        self,
+        stream: StreamId,
+        from_sequence: int | None = None,
+        backward: bool = False,
+        limit: int | None = None,
+    ) -> AsyncIterator[RecordedEvent]:
+        """The events of one stream from ``from_sequence`` (inclusive) in either direction.
+
+        ``from_sequence=None`` starts at the beginning (forward) or the end (backward).
+        """
+        check_limit(limit)
+        if from_sequence is not None and (type(from_sequence) is not int or from_sequence < 0):
+            raise ValidationError(f"invalid from_sequence {from_sequence!r}", field="from")
+        await self._ready()
+        remaining = limit
+        cursor = from_sequence
+        while remaining is None or remaining > 0:
+            size = READ_PAGE if remaining is None else min(READ_PAGE, remaining)
+            page = await self._read_stream_page(stream, cursor, backward, size)
+            for event in page:
+                yield event
+            if len(page) < size:
+                return
+            if remaining is not None:
+                remaining -= len(page)
+            cursor = page[-1].sequence + (-1 if backward else 1)
+            if cursor < 0:
+                return
+
+    async def read_all(
+        self,
+        after: Position | None = None,
+        domains: Sequence[str] | None = None,
+        types: Sequence[str] | None = None,
+        limit: int | None = None,
+        backward: bool = False,
+        before: Position | None = None,
+    ) -> AsyncIterator[RecordedEvent]:
+        """All events in commit order (newest first with ``backward=True``).
+
+        Only events strictly after ``after`` and strictly before ``before`` are read; pass the last
+        position you saw as ``after`` (forward) or ``before`` (backward) to page on.
+        """
+        check_limit(limit)
+        domains_t, types_t = check_filters(domains, types)
+        await self._ready()
+        remaining = limit
+        while remaining is None or remaining > 0:
+            size = READ_PAGE if remaining is None else min(READ_PAGE, remaining)
+            page = await self._read_all_page(after, before, domains_t, types_t, size, backward)
+            for event in page:
+                yield event
+            if len(page) < size:
+                return
+            if remaining is not None:
+                remaining -= len(page)
+            if backward:
+                before = page[-1].position
+            else:
+                after = page[-1].position
+
+    async def list_streams(
+        self,
+        domain: str | None = None,
+        prefix: str | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[StreamInfo]:
+        """Streams with their versions, oldest first; filter by domain and aggregate id prefix."""
+        check_limit(limit)
+        await self._ready()
+        remaining = limit
+        cursor: int | None = None
+        while remaining is None or remaining > 0:
+            size = READ_PAGE if remaining is None else min(READ_PAGE, remaining)
+            page, cursor = await self._list_streams_page(domain, prefix, cursor, size)
+            for info in page:
+                yield info
+            if len(page) < size or cursor is None:
+                return
+            if remaining is not None:
+                remaining -= len(page)
+
+    async def get_event(self, event_id: str) -> RecordedEvent | None:
+        """The stored event with this id, or None."""
+        check_event_id(event_id)
+        await self._ready()
+        return await self._get_event(event_id)
+
+    async def read_page(
+        self,
+        after: Position | None,
+        limit: int,
+        domains: Sequence[str] | None = None,
+        types: Sequence[str] | None = None,
+    ) -> ReadPage:
+        """Up to ``limit`` events after ``after`` in commit order (readers that keep their place).
+
+        On stores where commit order is position order, a filtered page that comes back short
+        also says up to where nothing else of the filter exists (``ReadPage.scanned``).
+        """
+        domains_t, types_t = check_filters(domains, types)
+        await self._ready()
+        sparse = domains_t is not None or types_t is not None
+        head = await self._head() if sparse and self.head_bounds_reads else None
+        page = await self._read_all_page(after, None, domains_t, types_t, limit, False)
+        scanned = head if head is not None and len(page) < limit else None
+        return ReadPage(page, scanned)
+
+    async def settled(self, after: Position | None) -> bool:
+        """Whether no committed event after ``after`` is held back by a running transaction.
+
+        Stores that commit in position order (memory, SQLite) are always settled.
+        """
+        await self._ready()
+        return await self._settled(after)
+
+    async def _settled(self, after: Position | None) -> bool:
+        """Adapters whose transactions commit out of position order override this."""
+        return True
+
+    # --- what adapters implement ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def _get_event(self, event_id: str) -> RecordedEvent | None: ...
+
+    @abc.abstractmethod
+    async def _stream_version(self, stream: StreamId) -> int | None: ...
+
+    @abc.abstractmethod
+    async def _head(self) -> Position | None: ...
+
+    @abc.abstractmethod
+    async def _read_stream_page(
+        self, stream: StreamId, from_sequence: int | None, backward: bool, limit: int
+    ) -> list[RecordedEvent]: ...
+
+    @abc.abstractmethod
+    async def _read_all_page(
+        self,
+        after: Position | None,
+        before: Position | None,
+        domains: tuple[str, ...] | None,
+        types: tuple[str, ...] | None,
+        limit: int,
+        backward: bool,
+    ) -> list[RecordedEvent]: ...
+
+    @abc.abstractmethod
+    async def _list_streams_page(
+        self, domain: str | None, prefix: str | None, cursor: int | None, limit: int
+    ) -> tuple[list[StreamInfo], int | None]: ...

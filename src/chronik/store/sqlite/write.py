@@ -1,0 +1,227 @@
+"""Writing units of work on the SQLite writer connection, inside the batch's transaction.
+
+Plain functions over a connection; the group commit (``commit``) calls them and nothing here
+calls back into the store. Each unit of a batch of several runs in a savepoint, so whatever it
+raises fails that unit alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Sequence
+from typing import Final
+
+from chronik.errors import CheckpointFenced, WrongExpectedVersion
+from chronik.messages import JSON, AppendResult, Position, StreamId
+from chronik.store.base import (
+    AppendRequest,
+    FaultHook,
+    PreparedEvent,
+    StoredEvent,
+    WriteUnit,
+    check_expected,
+    match_duplicate,
+)
+from chronik.store.sqlite.errors import refused_table_write, unit_failed
+from chronik.store.sqlite.leases import write_leases
+from chronik.store.sqlite.read import SELECT_STREAM
+from chronik.store.sqlite.tables import write_tables
+
+__all__ = ["Outcome", "Pending", "find_duplicate", "write_unit", "write_units"]
+
+Outcome = list[AppendResult] | BaseException
+Pending = tuple[WriteUnit, "asyncio.Future[list[AppendResult]]"]
+
+_INSERT_EVENT: Final = (
+    "INSERT INTO chronik_events (stream_id, sequence, event_id, type, schema_version, payload, "
+    "metadata, content_type, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_CHECKPOINT_EPOCH: Final = "SELECT epoch FROM chronik_checkpoints WHERE name = ? AND partition = ?"
+_CHECKPOINT: Final = (
+    "INSERT OR REPLACE INTO chronik_checkpoints (name, partition, commit_pos, "
+    "index_pos, epoch, updated_at) VALUES (?, ?, ?, ?, ?, ?)"
+)
+_SNAPSHOT: Final = (
+    "INSERT INTO chronik_snapshots (tenant, domain, aggregate_id, sequence, type, "
+    "schema_version, state, taken_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (tenant, domain, aggregate_id) DO UPDATE SET "
+    "sequence = excluded.sequence, type = excluded.type, "
+    "schema_version = excluded.schema_version, state = excluded.state, "
+    "taken_at = excluded.taken_at WHERE excluded.sequence >= sequence"
+)
+
+
+def write_units(
+    conn: sqlite3.Connection, batch: Sequence[Pending], path: str, hook: FaultHook | None
+) -> list[Outcome]:
+    """Write each unit of ``batch`` (in the caller's transaction): its results or its error.
+
+    A unit whose caller gave up is skipped. With one unit and no savepoint, its error is the
+    only outcome and the caller rolls back.
+    """
+    now = time.time_ns() // 1000
+    outcomes: list[Outcome] = []
+    savepoints = len(batch) > 1
+    for unit, fut in batch:
+        if fut.cancelled():  # its caller gave up before it was written: skip it
+            outcomes.append(asyncio.CancelledError())
+            continue
+        if savepoints:
+            conn.execute("SAVEPOINT unit")
+        try:
+            outcomes.append(write_unit(conn, unit, now, hook))
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            if not savepoints:
+                return [unit_failed(path, exc)]  # the caller rolls back
+            conn.execute("ROLLBACK TO unit")
+            outcomes.append(unit_failed(path, exc))
+        if savepoints:
+            conn.execute("RELEASE unit")
+    return outcomes
+
+
+def write_unit(
+    conn: sqlite3.Connection, unit: WriteUnit, now: int, hook: FaultHook | None = None
+) -> list[AppendResult]:
+    """Write one unit's checkpoints, tables, snapshots and appends; raises what refuses it."""
+    if hook is not None and unit.checkpoints:
+        hook("checkpoint", unit)
+    for cp in unit.checkpoints:
+        row = conn.execute(_CHECKPOINT_EPOCH, (cp.name, cp.partition)).fetchone()
+        if row is not None and row[0] > cp.epoch:
+            raise CheckpointFenced(cp.name, cp.partition, cp.epoch, row[0])
+        conn.execute(
+            _CHECKPOINT,
+            (cp.name, cp.partition, cp.position.commit, cp.position.index, cp.epoch, now),
+        )
+    if unit.tables or unit.leases:
+        if hook is not None:
+            hook("tables", unit)
+        try:
+            write_tables(conn, unit.tables)
+            write_leases(conn, unit.leases)
+        except (sqlite3.Error, OverflowError, ValueError) as exc:  # a value it cannot bind
+            error = refused_table_write(exc)
+            if error is None:
+                raise
+            raise error from exc
+    if hook is not None and unit.snapshots:
+        hook("snapshot", unit)
+    for snap in unit.snapshots:
+        st = snap.stream
+        conn.execute(
+            _SNAPSHOT,
+            (
+                st.tenant,
+                st.domain,
+                st.aggregate_id,
+                snap.sequence,
+                snap.type,
+                snap.schema_version,
+                snap.state,
+                snap.taken_at_us,
+            ),
+        )
+    results = []
+    for req in unit.appends:
+        if hook is not None:
+            hook("append", unit)
+        results.append(_append(conn, req, now))
+    return results
+
+
+def _append(conn: sqlite3.Connection, req: AppendRequest, now: int) -> AppendResult:
+    stream = req.stream
+    key = (stream.tenant, stream.domain, stream.aggregate_id)
+    row = conn.execute(SELECT_STREAM, key).fetchone()
+    actual: int | None = None if row is None else row[1]
+    if not check_expected(req.expected, actual):
+        dup = find_duplicate(conn, req)
+        if dup is None:
+            raise WrongExpectedVersion(stream, req.expected, actual)
+        return dup
+    if row is None:
+        stream_id = conn.execute(
+            "INSERT INTO chronik_streams (tenant, domain, aggregate_id, version) "
+            "VALUES (?, ?, ?, -1)",
+            key,
+        ).lastrowid
+        assert stream_id is not None
+    else:
+        stream_id = row[0]
+    first = 0 if actual is None else actual + 1
+    events = req.events
+    try:
+        if len(events) == 1:
+            last_pos = conn.execute(_INSERT_EVENT, _row(stream_id, first, events[0], now)).lastrowid
+        else:
+            conn.executemany(
+                _INSERT_EVENT, [_row(stream_id, first + i, e, now) for i, e in enumerate(events)]
+            )
+            last_pos = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+    except sqlite3.IntegrityError as exc:
+        if "event_id" not in str(exc):
+            raise
+        # An event id is already stored: undo this request's rows, then either it is
+        # a retry of a stored append (return its result) or a real duplicate.
+        conn.execute(
+            "DELETE FROM chronik_events WHERE stream_id = ? AND sequence >= ?",
+            (stream_id, first),
+        )
+        if row is None:
+            conn.execute("DELETE FROM chronik_streams WHERE id = ?", (stream_id,))
+        dup = find_duplicate(conn, req)
+        if dup is None:  # pragma: no cover - the index said it exists
+            raise
+        return dup
+    last = first + len(events) - 1
+    conn.execute("UPDATE chronik_streams SET version = ? WHERE id = ?", (last, stream_id))
+    assert last_pos is not None
+    # One transaction, one writer: the rows of one request take consecutive rowids.
+    positions = tuple(Position(p) for p in range(last_pos - len(events) + 1, last_pos + 1))
+    return AppendResult(stream, first, last, Position(last_pos), positions, now)
+
+
+def _row(
+    stream_id: int, sequence: int, e: PreparedEvent, now: int
+) -> tuple[int, int, str, str, int, bytes, bytes | None, str | None, int]:
+    return (
+        stream_id,
+        sequence,
+        e.event_id,
+        e.type,
+        e.schema_version,
+        e.payload,
+        e.metadata,
+        None if e.content_type == JSON else e.content_type,
+        now,
+    )
+
+
+def find_duplicate(conn: sqlite3.Connection, req: AppendRequest) -> AppendResult | None:
+    """The original result of ``req`` if its event ids are stored (DuplicateEventError if
+    they only partly match), else None."""
+    ids = [e.event_id for e in req.events]
+    marks = ",".join("?" * len(ids))
+    rows = conn.execute(
+        "SELECT e.event_id, e.type, e.schema_version, e.payload, e.metadata, e.content_type, "
+        "s.tenant, s.domain, s.aggregate_id, e.sequence, e.position, e.recorded_at "
+        "FROM chronik_events e "
+        f"JOIN chronik_streams s ON s.id = e.stream_id WHERE e.event_id IN ({marks})",
+        ids,
+    ).fetchall()
+    if not rows:
+        return None
+    by_id = {r[0]: r for r in rows}
+    stored = []
+    for event_id in ids:
+        r = by_id.get(event_id)
+        if r is not None:
+            old = PreparedEvent(r[0], r[1], r[2], r[3], r[4], r[5] or JSON)
+            stream = StreamId(r[7], r[8], r[6])
+            stored.append(StoredEvent(old, stream, r[9], Position(r[10]), r[11]))
+    return match_duplicate(req, stored)

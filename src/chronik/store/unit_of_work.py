@@ -1,0 +1,161 @@
+"""The unit of work: appends, checkpoints, snapshots, table writes and leases, all or nothing.
+
+``store.transaction()`` makes one; everything added is checked at once (a ValidationError
+naming the field) and handed to the adapter as one ``WriteUnit`` at commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
+
+from chronik.errors import ValidationError
+from chronik.messages import (
+    ANY,
+    AppendResult,
+    Checkpoint,
+    EventData,
+    Expected,
+    Position,
+    Snapshot,
+    StreamId,
+)
+from chronik.store.leases import check_lease, from_table_write
+from chronik.store.records import AppendRequest, LeaseOp, TableWrite, WriteUnit
+from chronik.store.tables import check_table_write, check_values
+from chronik.store.validation import check_checkpoint
+
+if TYPE_CHECKING:
+    from chronik.store.base import EventStore
+
+__all__ = ["UnitOfWork"]
+
+_LEASE_WRITES = ("lease", "release")
+
+
+class UnitOfWork:
+    """Appends to several streams committed as one transaction; use with ``async with``."""
+
+    def __init__(self, store: EventStore) -> None:
+        self._store = store
+        self._requests: list[AppendRequest] = []
+        self._checkpoints: list[Checkpoint] = []
+        self._snapshots: list[Snapshot] = []
+        self._tables: list[TableWrite] = []
+        self._leases: list[LeaseOp] = []
+        self._event_ids: set[str] = set()
+        self._results: list[AppendResult] | None = None
+
+    def _open(self) -> None:
+        if self._results is not None:
+            raise ValidationError("this unit of work is already committed")
+
+    def append(
+        self, stream: StreamId, events: Iterable[EventData], expected: Expected = ANY
+    ) -> None:
+        """Add an append to the unit (validated now, written at commit)."""
+        self.append_prepared(self._store.prepare(stream, events, expected))
+
+    def append_prepared(self, request: AppendRequest) -> None:
+        """Add an append made by ``EventStore.prepare``."""
+        self._open()
+        ids = {e.event_id for e in request.events}
+        if not ids.isdisjoint(self._event_ids):
+            raise ValidationError("the same event id appears twice in one unit of work")
+        self._event_ids |= ids
+        self._requests.append(request)
+
+    def save_checkpoint(
+        self, name: str, position: Position, partition: int = 0, epoch: int = 0
+    ) -> None:
+        """Commit a processor's checkpoint with the unit (fenced by ``epoch``)."""
+        self._open()
+        self._checkpoints.append(check_checkpoint(name, position, partition, epoch))
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Commit a snapshot with the unit."""
+        self._open()
+        self._snapshots.append(self._store.check_snapshot(snapshot))
+
+    def write_tables(self, writes: Iterable[TableWrite], *, checked: bool = False) -> None:
+        """Commit read-model table writes with the unit (validated now, in order).
+
+        ``checked=True`` is for writes whose identifiers were validated when they were made
+        (``chronik.projections`` builds them from declared tables): they are not checked again.
+        Values are always checked: one no adapter can store (an int outside int64, NaN, a str
+        with NUL or a lone surrogate, an unsupported type) raises ReadModelError naming the
+        table and column, before anything reaches the database. A ``lease`` / ``release``
+        write (the form ``chronik.projections.leases.write`` makes) joins the unit's leases.
+        """
+        self._open()
+        self._store._require_tables()
+        tables: list[TableWrite] = []
+        leases: list[LeaseOp] = []
+        for w in writes:
+            if isinstance(w, TableWrite) and w.op in _LEASE_WRITES:
+                leases.append(from_table_write(w))
+            elif checked:
+                tables.append(check_values(w))
+            else:
+                tables.append(check_values(check_table_write(w)))
+        self._tables += tables
+        self._leases += leases
+
+    def acquire_lease(
+        self, name: str, owner: str, ttl: float, partition: int = 0, *, version: int = 0
+    ) -> None:
+        """Claim or renew a lease with the unit: the unit fails (LeaseHeld) while another
+        owner's lease is unexpired; see ``chronik.store.leases``."""
+        self._open()
+        self._store._require_tables()
+        self._leases.append(check_lease("acquire", name, owner, ttl, partition, version))
+
+    def release_lease(self, name: str, owner: str, partition: int = 0) -> None:
+        """Let ``owner``'s lease expire when the unit commits."""
+        self._open()
+        self._store._require_tables()
+        self._leases.append(check_lease("release", name, owner, 0.0, partition))
+
+    @property
+    def results(self) -> list[AppendResult]:
+        """One AppendResult per append, in order; available after commit."""
+        if self._results is None:
+            raise ValidationError("the unit of work has not been committed")
+        return self._results
+
+    async def commit(self) -> list[AppendResult]:
+        """Write the unit; raises WrongExpectedVersion naming the stream if any append fails."""
+        if self._results is None:
+            if (
+                self._requests
+                or self._checkpoints
+                or self._snapshots
+                or self._tables
+                or self._leases
+            ):
+                await self._store._ready()
+                self._results = await self._store._commit(
+                    WriteUnit(
+                        self._requests,
+                        self._checkpoints,
+                        self._snapshots,
+                        self._tables,
+                        self._leases,
+                    )
+                )
+            else:
+                self._results = []
+        return self._results
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            await self.commit()
