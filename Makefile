@@ -42,8 +42,8 @@ soak: $(DEV)  # the fault drills only, ten times longer than in make test
 bench: $(DEV)
 	$(BIN)/python -m bench
 
-lint: $(DEV)
-	$(BIN)/ruff check src tests bench examples
+lint: $(DEV)  # docs/snippets are checked, not reformatted: the docs show them as written
+	$(BIN)/ruff check src tests bench examples docs/snippets
 	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
 

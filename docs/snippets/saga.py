@@ -60,10 +60,10 @@ async def main() -> None:
             chronik.Command(domain="order", aggregate_id="o-1", type="Place")
         )
         await app.wait_for(placed.position)  # the saga has recorded its deadline
+        cancelled = app.store.subscribe(placed.position, types=["OrderCancelled"])
         clock.advance(16 * 60)  # the app's deadline scheduler fires it, the saga cancels
-        async with asyncio.timeout(5):
-            while not (await app.load("order", "o-1")).get("cancelled"):
-                await asyncio.sleep(0.05)
+        async with asyncio.timeout(5), cancelled:
+            await anext(cancelled)  # the cancel command's event (no polling)
         async for event in app.store.read_stream(chronik.StreamId("order", "o-1")):
             print(event.sequence, event.type, event.json())
 

@@ -112,6 +112,7 @@ class AdminCalls:
                     "commands": [
                         {"type": c.type, "schema": json.loads(c.json_schema)} for c in d.commands
                     ],
+                    "events": list(d.events),
                 }
                 for d in reply.domains
             ],
@@ -121,6 +122,16 @@ class AdminCalls:
                     "schema_version": e.schema_version,
                     "aliases": list(e.aliases),
                     "schema": json.loads(e.json_schema),
+                    "domains": list(e.domains),
+                    "versions": [
+                        {
+                            "version": v.version,
+                            "current": v.current,
+                            "upcaster": v.upcaster if v.HasField("upcaster") else None,
+                            "readable": v.readable,
+                        }
+                        for v in e.versions
+                    ],
                 }
                 for e in reply.events
             ],

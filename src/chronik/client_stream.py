@@ -6,31 +6,18 @@ from __future__ import annotations
 
 import asyncio
 from types import TracebackType
-from typing import Any, Final, Protocol, Self
+from typing import Any, Protocol, Self
 
 import grpc
 
 from chronik import errors
 from chronik.errors import ChronikError
 from chronik.messages import Position, RecordedEvent
+from chronik.server.status import grpc_error_class
 from chronik.server.wire import ERROR_DATA_KEY, ERROR_KEY, error_data_from_wire, event_from_wire
 from chronik.v1 import chronik_pb2 as pb
 
 __all__ = ["RemoteSubscription", "SubscribingClient", "error_from_status", "retryable"]
-
-_BY_STATUS: Final[dict[grpc.StatusCode, type[ChronikError]]] = {
-    grpc.StatusCode.FAILED_PRECONDITION: errors.CommandRejected,
-    grpc.StatusCode.ABORTED: errors.ConcurrencyError,
-    grpc.StatusCode.INVALID_ARGUMENT: errors.ValidationError,
-    grpc.StatusCode.NOT_FOUND: errors.UnknownDomain,
-    grpc.StatusCode.UNAVAILABLE: errors.ServiceUnavailable,
-    grpc.StatusCode.DEADLINE_EXCEEDED: errors.ServiceUnavailable,
-    grpc.StatusCode.UNAUTHENTICATED: errors.AuthenticationError,
-    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
-    grpc.StatusCode.ALREADY_EXISTS: errors.DuplicateEventError,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.MessageTooLarge,
-    grpc.StatusCode.DATA_LOSS: errors.DeserializationError,
-}
 
 
 def _trailers(exc: grpc.aio.AioRpcError) -> dict[str, str]:
@@ -41,16 +28,12 @@ def _trailers(exc: grpc.aio.AioRpcError) -> dict[str, str]:
 
 
 def error_from_status(exc: grpc.aio.AioRpcError) -> ChronikError:
-    """The chronik error a failed call stands for: the class the server named, rebuilt with
-    the fields it sent; else the class of the status code."""
+    """The chronik error a failed call stands for (``chronik.server.status``): the class the
+    server named, rebuilt with the fields it sent; else the class of the status code."""
     trailers = _trailers(exc)
-    name = trailers.get(ERROR_KEY, "")
-    cls = getattr(errors, name, None) if name in errors.__all__ else None
-    named = isinstance(cls, type) and issubclass(cls, ChronikError)
-    if not named:
-        cls = _BY_STATUS.get(exc.code(), ChronikError)
-    assert cls is not None and issubclass(cls, ChronikError)
-    message = exc.details() or exc.code().name
+    name, code = trailers.get(ERROR_KEY, ""), exc.code().name
+    cls = grpc_error_class(code, name)
+    message = exc.details() or code
     data = error_data_from_wire(trailers[ERROR_DATA_KEY]) if ERROR_DATA_KEY in trailers else {}
     if cls is errors.MessageTooLarge:
         message += " (a server's limit is its grpc.max_message_bytes)"

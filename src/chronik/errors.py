@@ -4,7 +4,7 @@
     ├── ConfigurationError          bad store URL, unknown scheme, option out of range
     │   ├── MissingExtraError       a backend whose optional dependency is not installed
     │   └── PortInUse               a server port (gRPC, HTTP) another process listens on
-    ├── ValidationError             bad input from a caller; nothing was stored
+    ├── ValidationError             bad input from a caller; nothing was stored (also a ValueError)
     │   ├── InvalidStreamId         domain / aggregate id / tenant out of shape
     │   ├── InvalidEventType        an event type name out of shape
     │   ├── PayloadTooLarge         payload over the store's max_payload_bytes
@@ -14,17 +14,19 @@
     │   ├── InvalidExpectedVersion  an expectation that is not ANY/NO_STREAM/STREAM_EXISTS/int >= 0
     │   ├── InvalidCommand          a command payload that fails its declared schema (fields)
     │   ├── MessageTooLarge         a gRPC message over the limit (grpc.max_message_bytes)
-    │   └── InvalidMessage          a transport message, topic, group or header out of shape
+    │   ├── InvalidMessage          a transport message, topic, group or header out of shape
+    │   └── UnknownProjection       a projection name nobody registered (also a NotFound)
     ├── ConcurrencyError            optimistic concurrency lost
     │   ├── WrongExpectedVersion    the stream was not at the expected version (expected, actual)
     │   ├── CheckpointFenced        a checkpoint write from an older lease epoch than the stored one
     │   └── LeaseHeld               a lease (processor, partition) another owner holds unexpired
     ├── CommandRejected             business logic refused a command (reason)
-    ├── UnknownDomain               a command for a domain nobody handles
-    ├── UnknownCommandType          a command type its domain does not declare
+    ├── NotFound                    something named that does not exist (404 / NOT_FOUND)
+    │   ├── UnknownDomain           a command for a domain nobody handles
+    │   ├── UnknownCommandType      a command type its domain does not declare
+    │   └── UnknownEventType        a type name the registry does not allow
     ├── HandlerError                a command handler failed unexpectedly; nothing was stored
     ├── DuplicateEventError         an event id already stored with different content
-    ├── UnknownEventType            a type name the registry does not allow
     ├── DeserializationError        stored bytes that do not decode into the registered class
     │   └── UndecodableEvent        a stored event that no longer decodes (named, with the repair)
     ├── UpcastError                 an upcaster chain with a missing step or a failing step
@@ -42,57 +44,30 @@
     └── StoreClosed                 an operation on a store that was closed
 
 Adapters translate driver errors to these once, at their boundary, with ``raise ... from``.
+How each one travels over HTTP and gRPC is one table: ``chronik.server.status``.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from typing import Any, Self
 
+from chronik.error_data import rebuild
+
+# fmt: off
 __all__ = [
-    "AdminWritesDisabled",
-    "AuthenticationError",
-    "CheckpointFenced",
-    "ChronikError",
-    "CommandRejected",
-    "ConcurrencyError",
-    "ConfigurationError",
-    "ConsumerStopped",
-    "DeserializationError",
-    "DuplicateEventError",
-    "HandlerError",
-    "InvalidCommand",
-    "InvalidEventType",
-    "InvalidExpectedVersion",
-    "InvalidMessage",
-    "InvalidStreamId",
-    "InvalidValue",
-    "LeaseHeld",
-    "MessageTooLarge",
-    "MissingExtraError",
-    "PermissionDenied",
-    "PayloadTooLarge",
-    "PortInUse",
-    "ProjectionStopped",
-    "ReadModelError",
-    "ReplayRefused",
-    "SerializationError",
-    "ServiceUnavailable",
-    "StoreClosed",
-    "StoreUnavailable",
-    "TooManyEvents",
-    "TransportClosed",
-    "TransportUnavailable",
-    "UndecodableEvent",
-    "UnknownCommandType",
-    "UnknownDomain",
-    "UnknownEventType",
-    "UnknownProjection",
-    "UpcastError",
-    "ValidationError",
-    "WrongExpectedVersion",
+    "AdminWritesDisabled", "AuthenticationError", "CheckpointFenced", "ChronikError",
+    "CommandRejected", "ConcurrencyError", "ConfigurationError", "ConsumerStopped",
+    "DeserializationError", "DuplicateEventError", "HandlerError", "InvalidCommand",
+    "InvalidEventType", "InvalidExpectedVersion", "InvalidMessage", "InvalidStreamId",
+    "InvalidValue", "LeaseHeld", "MessageTooLarge", "MissingExtraError", "NotFound",
+    "PermissionDenied", "PayloadTooLarge", "PortInUse", "ProjectionStopped", "ReadModelError",
+    "ReplayRefused", "SerializationError", "ServiceUnavailable", "StoreClosed", "StoreUnavailable",
+    "TooManyEvents", "TransportClosed", "TransportUnavailable", "UndecodableEvent",
+    "UnknownCommandType", "UnknownDomain", "UnknownEventType", "UnknownProjection", "UpcastError",
+    "ValidationError", "WrongExpectedVersion",
 ]
+# fmt: on
 
 
 class ChronikError(Exception):
@@ -102,35 +77,8 @@ class ChronikError(Exception):
     def from_data(cls, message: str, data: Mapping[str, Any] | None = None) -> Self:
         """The error rebuilt from its message and fields (as a server sent them): through
         its constructor when ``data`` holds what it takes, else with the fields set on a bare
-        instance. ``str()`` of the result is ``message`` either way."""
-        fields = dict(data or {})
-        try:
-            err = cls._construct(message, fields)
-        except Exception:  # fields that do not fit the constructor: keep them as they came
-            err = None
-        if err is None:
-            err = cls.__new__(cls)
-        for name, value in fields.items():
-            if name.isidentifier() and not name.startswith("_"):
-                setattr(err, name, value)
-        err.args = (message,)
-        return err
-
-    @classmethod
-    def _construct(cls, message: str, fields: dict[str, Any]) -> Self | None:
-        args: dict[str, Any] = {}
-        for p in inspect.signature(cls).parameters.values():
-            if p.kind is p.VAR_POSITIONAL:  # Exception's own constructor: the message
-                return cls(message)
-            if p.kind is p.VAR_KEYWORD:
-                continue
-            if p.name == "message":
-                args[p.name] = message
-            elif p.name in fields:
-                args[p.name] = fields[p.name]
-            elif p.default is p.empty:
-                return None  # the constructor needs a field that did not come
-        return cls(**args)
+        instance (``chronik.error_data.rebuild``). ``str()`` of the result is ``message``."""
+        return rebuild(cls, message, data)
 
 
 class ConfigurationError(ChronikError):
@@ -158,8 +106,8 @@ class PortInUse(ConfigurationError):
         super().__init__(f"{server} port {host}:{port} is in use by another process")
 
 
-class ValidationError(ChronikError):
-    """Input that chronik refuses; nothing was stored."""
+class ValidationError(ChronikError, ValueError):
+    """Input that chronik refuses; nothing was stored. Also a ``ValueError``."""
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         self.field = field
@@ -197,9 +145,8 @@ class SerializationError(ValidationError):
 
 
 class InvalidValue(SerializationError):
-    """A JSON value that chronik does not carry, because some place it would go cannot hold it:
-    an integer beyond int64, NaN or Infinity, nesting deeper than the limit, a lone surrogate.
-    ``field`` is the value's path, such as ``payload.items[2].qty``."""
+    """A JSON value chronik does not carry (beyond int64, NaN or Infinity, nested too deep, a lone
+    surrogate): somewhere it would go cannot hold it. ``field``: its path (``payload.a[2].qty``)."""
 
     def __init__(self, field: str, reason: str) -> None:
         self.reason = reason
@@ -237,7 +184,11 @@ class CommandRejected(ChronikError):
         super().__init__(reason)
 
 
-class UnknownDomain(ChronikError):
+class NotFound(ChronikError):
+    """Something named (domain, command or event type, projection) that does not exist."""
+
+
+class UnknownDomain(NotFound):
     """A command addressed to a domain that no handler is registered for."""
 
     def __init__(self, domain: str, known: list[str] | None = None) -> None:
@@ -246,7 +197,7 @@ class UnknownDomain(ChronikError):
         super().__init__(f"unknown domain {domain!r}{hint}")
 
 
-class UnknownCommandType(ChronikError):
+class UnknownCommandType(NotFound):
     """A command type that its domain does not declare."""
 
     def __init__(self, domain: str, command_type: str, known: list[str] | None = None) -> None:
@@ -265,7 +216,7 @@ class HandlerError(ChronikError):
         super().__init__(f"handler of {domain}/{command_type} failed: {cause!r}")
 
 
-class UnknownProjection(ValidationError):
+class UnknownProjection(ValidationError, NotFound):
     """A projection name that no processor registered; the message lists the known ones."""
 
     def __init__(self, name: str, known: list[str]) -> None:
@@ -283,9 +234,7 @@ class WrongExpectedVersion(ConcurrencyError):
     """The stream was not at the version the caller expected; nothing was written."""
 
     def __init__(self, stream: Any, expected: Any, actual: int | None) -> None:
-        self.stream = stream
-        self.expected = expected
-        self.actual = actual
+        self.stream, self.expected, self.actual = stream, expected, actual
         shown = "no stream" if actual is None else f"version {actual}"
         super().__init__(f"stream {stream} expected {expected}, found {shown}")
 
@@ -294,10 +243,12 @@ class CheckpointFenced(ConcurrencyError):
     """A checkpoint write whose lease epoch is older than the stored one; nothing was written."""
 
     def __init__(self, name: str, partition: int, epoch: int, stored_epoch: int) -> None:
-        self.name = name
-        self.partition = partition
-        self.epoch = epoch
-        self.stored_epoch = stored_epoch
+        self.name, self.partition, self.epoch, self.stored_epoch = (
+            name,
+            partition,
+            epoch,
+            stored_epoch,
+        )
         super().__init__(
             f"checkpoint {name}[{partition}] is held at epoch {stored_epoch}; "
             f"a write from epoch {epoch} is fenced off"
@@ -308,9 +259,7 @@ class LeaseHeld(ConcurrencyError):
     """A lease that another owner holds and has not let expire; the unit wrote nothing."""
 
     def __init__(self, name: str, partition: int, owner: str) -> None:
-        self.name = name
-        self.partition = partition
-        self.owner = owner
+        self.name, self.partition, self.owner = name, partition, owner
         super().__init__(f"lease {name}[{partition}] is held by another owner than {owner!r}")
 
 
@@ -322,7 +271,7 @@ class DuplicateEventError(ChronikError):
         super().__init__(f"event {event_id} is already stored {reason}")
 
 
-class UnknownEventType(ChronikError):
+class UnknownEventType(NotFound):
     """An event type name (or class) that is not registered."""
 
     def __init__(self, type_name: str) -> None:
@@ -335,11 +284,8 @@ class DeserializationError(ChronikError):
 
 
 class UndecodableEvent(DeserializationError):
-    """A stored event that no longer decodes into its registered class (or upcasts to it).
-
-    Events are immutable: the repair is code, not data: register an upcaster (or fix the
-    registered class) so that this type at this schema version decodes again.
-    """
+    """A stored event that no longer decodes (or upcasts) into its registered class. Events are
+    immutable: the repair is code (an upcaster, or the class fixed) so that it decodes again."""
 
     def __init__(
         self,
@@ -361,8 +307,7 @@ class UndecodableEvent(DeserializationError):
         self.repair = repair or f"register an upcaster for {event_type} v{schema_version}"
         super().__init__(
             f"event {event_type} v{schema_version} at {stream}#{sequence} (id {event_id}) "
-            f"does not decode: {reason}. Repair: {self.repair}; the stored event is never "
-            "changed"
+            f"does not decode: {reason}. Repair: {self.repair}; the stored event is never changed"
         )
 
 
@@ -371,9 +316,8 @@ class UpcastError(ChronikError):
 
 
 class ReadModelError(ChronikError):
-    """A read-model write or query the database refused (missing table, constraint, a value
-    a column cannot hold); the unit of work it belonged to wrote nothing. ``table`` and
-    ``column`` name the culprit when it is known."""
+    """A read-model write or query the database refused (missing table, constraint, a value a
+    column cannot hold); its unit of work wrote nothing. ``table``/``column``: the culprit."""
 
     def __init__(
         self, message: str, *, table: str | None = None, column: str | None = None
@@ -392,9 +336,7 @@ class ReplayRefused(ChronikError):
     side effects it already had (it declared ``replay="refuse"``); nothing was changed."""
 
     def __init__(self, projection: str, action: str, reason: str) -> None:
-        self.projection = projection
-        self.action = action
-        self.reason = reason
+        self.projection, self.action, self.reason = projection, action, reason
         super().__init__(
             f"{action} of {projection} refused: replaying it would repeat side effects that "
             f"already happened ({reason}). Nothing was changed; a reset to a position after "
@@ -429,15 +371,11 @@ class AdminWritesDisabled(PermissionDenied):
 
     def __init__(self, key: str = "http.admin_writes") -> None:
         self.key = key
-        where = (
-            "GrpcServer(..., admin_writes=True)"
-            if key.startswith("grpc.")
-            else "create_http_app(..., admin_writes=True)"
-        )
+        where = "GrpcServer" if key.startswith("grpc.") else "create_http_app"
         super().__init__(
             "admin writes are disabled: this server has no auth configured. Configure auth "
             "(an API key or JWT with the admin right), or enable them explicitly with "
-            f"`{key}: true` in the config ({where})"
+            f"`{key}: true` in the config ({where}(..., admin_writes=True))"
         )
 
 
@@ -446,8 +384,7 @@ class StoreClosed(ChronikError):
 
 
 class TransportUnavailable(ChronikError):
-    """The message broker could not be reached; ``outcome_unknown`` says whether a publish may
-    have landed (retry it with the same message id)."""
+    """The broker could not be reached; ``outcome_unknown``: a publish may have landed (retry)."""
 
     def __init__(self, message: str, *, outcome_unknown: bool = False) -> None:
         self.outcome_unknown = outcome_unknown

@@ -36,6 +36,10 @@ SHOP_EVENTS = {
     "TransactionCreated",
     "TransactionCompleted",
 }
+SHOP_DOMAIN_EVENTS = {
+    "customer": ["CustomerCreated", "LoyaltyPointsAdded"],
+    "transaction": ["TransactionCompleted", "TransactionCreated"],
+}
 KEYS = Auth([ApiKey("reader", "reader-key-1"), ApiKey("blind", "blind-key-1", read=False)])
 ITEM = {"sku": "book", "price_cents": 1500, "qty": 2}
 
@@ -215,6 +219,112 @@ async def test_grpc_catalog_describe() -> None:
     assert not valid(schema["CreateCustomer"], {"email": "a@x"})
     events = {e.type: e for e in reply.events}
     assert set(events) >= SHOP_EVENTS and events["TransactionCompleted"].schema_version == 1
+    assert {d.domain: list(d.events) for d in reply.domains} == SHOP_DOMAIN_EVENTS
+    completed = events["TransactionCompleted"]
+    assert list(completed.domains) == ["transaction"]
+    (v1,) = completed.versions
+    assert v1.version == 1 and v1.current and v1.readable and not v1.HasField("upcaster")
     assert valid(json.loads(events["TransactionCompleted"].json_schema), {
         "customer_id": "c1", "amount_cents": 3000,
     })  # fmt: skip
+
+
+async def test_schemas_list_events_per_domain(http: httpx.AsyncClient) -> None:
+    """GET /v1/schemas lists the event types each shop domain emits (a decider and an
+    aggregate) and, per event type, the domains emitting it and its versions."""
+    body = (await http.get("/v1/schemas")).json()
+    assert {d["domain"]: d["events"] for d in body["domains"]} == SHOP_DOMAIN_EVENTS
+    events = {e["type"]: e for e in body["events"]}
+    assert events["LoyaltyPointsAdded"]["domains"] == ["customer"]
+    assert events["TransactionCreated"]["domains"] == ["transaction"]
+    assert events["TransactionCreated"]["versions"] == [
+        {"version": 1, "current": True, "upcaster": None, "readable": True}
+    ]
+
+
+class Opened(msgspec.Struct):
+    """An account was opened (registered at v3)."""
+
+    owner: str
+
+
+class Closed(msgspec.Struct):
+    """An account was closed (registered at v2, v1 has no upcaster)."""
+
+
+class Noted(msgspec.Struct):
+    """A note, emitted by the aggregate below."""
+
+    text: str
+
+
+class Notebook(chronik.Aggregate):
+    """An aggregate: its command method emits Noted, its apply method reads it."""
+
+    domain = "notebook"
+    count: int = 0
+
+    @chronik.command("Note")
+    def note(self, cmd: dict[str, Any]) -> None:
+        self.emit(Noted(cmd["text"]))
+
+    @chronik.apply
+    def _noted(self, event: Noted) -> None:
+        self.count += 1
+
+
+def _to_v2(payload: dict[str, Any]) -> dict[str, Any]:
+    return {**payload, "owner": payload.get("owner", "")}
+
+
+def test_versions_upcasters_and_emitted_types() -> None:
+    """Every version of an event type is listed with the upcaster reading it, a gap in the
+    chain marks the versions before it unreadable; a decider's events are found from its
+    annotations and the raw EventData type names it uses, an aggregate's from its methods,
+    and a remote domain lists none."""
+    registry = chronik.EventRegistry()
+    registry.register(Opened, "account.opened", version=3)
+    registry.register(Closed, "account.closed", version=2)
+    registry.register(Noted, "note.added")
+    registry.register(msgspec.defstruct("Unused", [("x", int)]), "unused")
+    registry.add_upcaster("account.opened", 1, _to_v2)
+    registry.add_upcaster("account.opened", 2, lambda p: p)
+
+    def decide(command: chronik.Command, state: dict[str, Any]) -> list[Opened]:
+        return [Opened(command.aggregate_id)]
+
+    def evolve(state: dict[str, Any], event: object) -> dict[str, Any]:
+        return state
+
+    def close(command: chronik.Command, state: dict[str, Any]) -> chronik.EventData:
+        return chronik.EventData("account.closed", {})
+
+    app = chronik.Chronik("memory://", registry=registry)
+    app.add_decider("account", decide, evolve)
+    app.add_decider("closing", close, evolve)
+    app.add_aggregate(Notebook)
+    app.add_model(RemoteModel("pricing", "127.0.0.1:9"))
+    body = catalog_of(app).to_json()
+    emits = {d["domain"]: d["events"] for d in body["domains"]}
+    assert emits == {
+        "account": ["account.opened"],
+        "closing": ["account.closed"],
+        "notebook": ["note.added"],
+        "pricing": [],
+    }
+    events = {e["type"]: e for e in body["events"]}
+    assert events["unused"]["domains"] == [] and events["note.added"]["domains"] == ["notebook"]
+    assert events["account.opened"]["versions"] == [
+        {"version": 1, "current": False, "upcaster": f"{__name__}._to_v2", "readable": True},
+        {
+            "version": 2,
+            "current": False,
+            "upcaster": f"{__name__}.test_versions_upcasters_and_emitted_types.<locals>.<lambda>",
+            "readable": True,
+        },
+        {"version": 3, "current": True, "upcaster": None, "readable": True},
+    ]
+    assert events["account.closed"]["versions"] == [
+        {"version": 1, "current": False, "upcaster": None, "readable": False},
+        {"version": 2, "current": True, "upcaster": None, "readable": True},
+    ]

@@ -167,7 +167,8 @@ async def test_sse_sends_a_page_then_row_changes(
     served: tuple[chronik.Chronik, httpx.AsyncClient],
 ) -> None:
     """As SSE: event page (the first page), then upsert for a row that enters or changes and
-    delete (its key) for one that leaves, each with the projection's checkpoint as its id."""
+    delete (its key) for one that leaves, each with a resume token (the projection's
+    checkpoint the page reflects) as its id."""
     app, http = served
     headers = {"accept": "text/event-stream"}
     url = "/v1/queries/orders?status=open&order=amount&limit=10"
@@ -177,6 +178,7 @@ async def test_sse_sends_a_page_then_row_changes(
         (page,) = await read_sse(lines, 1)
         assert page["event"] == "page" and page["id"]
         body = json.loads(page["data"])
+        assert body["reset"] is False
         assert [row["id"] for row in body["rows"]] == ["o1", "o6", "o3"]
         assert body["next_cursor"] is None
         await place(app, "o7", 7, "open", 0.0)
@@ -188,7 +190,7 @@ async def test_sse_sends_a_page_then_row_changes(
             "status": "open",
             "score": 0.0,
         }
-        assert chronik.Position.parse(upsert["id"]) >= chronik.Position.parse(page["id"])
+        assert upsert["id"] != page["id"]
         await place(app, "o1", 5, "paid", 1.5)  # no longer matches: it leaves the result
         (delete,) = await read_sse(lines, 1)
         assert delete["event"] == "delete" and json.loads(delete["data"]) == {"id": "o1"}
@@ -196,7 +198,7 @@ async def test_sse_sends_a_page_then_row_changes(
         await app.wait_for(result.position)
         (gone,) = await read_sse(lines, 1)
         assert gone["event"] == "delete" and json.loads(gone["data"]) == {"id": "o3"}
-        assert gone["id"] == str(result.position)
+        assert gone["id"].startswith(f"{result.position}.g1.")
 
 
 async def test_a_query_of_a_projection_not_run_here_is_404(
@@ -213,3 +215,72 @@ async def test_a_query_of_a_projection_not_run_here_is_404(
         assert r.status_code == 404 and r.json()["title"] == "UnknownProjection", r.text
     finally:
         await server.stop()
+
+
+URL = "/v1/queries/orders?status=open&order=amount&limit=10"
+SSE = {"accept": "text/event-stream"}
+
+
+async def next_change(lines: AsyncIterator[str]) -> dict[str, str]:
+    """The next SSE message that is an event (id-only messages skipped)."""
+    while True:
+        (message,) = await read_sse(lines, 1)
+        if "event" in message:
+            return message
+
+
+async def first_page_id(http: httpx.AsyncClient, url: str = URL) -> str:
+    """The id of the first page a live query sends over SSE (then disconnects)."""
+    async with asyncio.timeout(20), http.stream("GET", url, headers=SSE) as r:
+        page = await next_change(r.aiter_lines())
+    assert page["event"] == "page", page
+    return page["id"]
+
+
+async def test_a_reconnect_with_an_unchanged_id_gets_only_what_changes_after_it(
+    served: tuple[chronik.Chronik, httpx.AsyncClient],
+) -> None:
+    """Reconnecting with Last-Event-ID while the projection has not moved sends no page
+    again: the first message is the change made after the reconnect."""
+    app, http = served
+    last = await first_page_id(http)
+    headers = {**SSE, "last-event-id": last}
+    async with asyncio.timeout(20), http.stream("GET", URL, headers=headers) as r:
+        assert r.status_code == 200
+        lines = r.aiter_lines()
+        await asyncio.sleep(0.3)  # a page, if one were (wrongly) sent, comes first
+        await place(app, "o7", 7, "open", 0.0)
+        change = await next_change(lines)
+    assert change["event"] == "upsert" and json.loads(change["data"])["id"] == "o7", change
+    assert change["id"] != last
+
+
+async def test_a_reconnect_after_changes_gets_the_page_marked_as_reset(
+    served: tuple[chronik.Chronik, httpx.AsyncClient],
+) -> None:
+    """Reconnecting with an id older than the projection's checkpoint sends the current page
+    marked reset (the client replaces its rows), with a new id."""
+    app, http = served
+    last = await first_page_id(http)
+    await place(app, "o7", 7, "open", 0.0)
+    headers = {**SSE, "last-event-id": last}
+    async with asyncio.timeout(20), http.stream("GET", URL, headers=headers) as r:
+        page = await next_change(r.aiter_lines())
+    body = json.loads(page["data"])
+    assert page["event"] == "page" and body["reset"] is True, page
+    assert [row["id"] for row in body["rows"]] == ["o1", "o7", "o6", "o3"]
+    assert page["id"] != last
+
+
+async def test_a_bad_last_event_id_is_400_naming_it(
+    served: tuple[chronik.Chronik, httpx.AsyncClient],
+) -> None:
+    """A Last-Event-ID that is garbage, tampered with, too long or sent by another query
+    (other filters) is a 400 naming Last-Event-ID, before any stream starts."""
+    _, http = served
+    last = await first_page_id(http)
+    other = await first_page_id(http, "/v1/queries/orders?status=paid")
+    tampered = last[:-2] + ("AA" if not last.endswith("AA") else "BB")
+    for bad in ("garbage", "1.g1.", tampered, last + "x" * 600, other, "é.g1.AAAA".encode()):
+        r = await http.get(URL, headers={"accept": SSE["accept"], "last-event-id": bad})
+        assert r.status_code == 400 and r.json()["field"] == "Last-Event-ID", (bad, r.text)

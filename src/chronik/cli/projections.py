@@ -24,14 +24,22 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from chronik.cli import DEFAULT_STORE, _run, _store_url, print_json_lines, print_table, table
+from chronik.cli.common import (
+    STORE_OPTION,
+    console,
+    print_json_lines,
+    print_table,
+    run,
+    store_url,
+    table,
+)
 from chronik.errors import ValidationError
 from chronik.messages import Position
 from chronik.projections import ProjectionAdmin, ProjectionStatus
-from chronik.projections.system import load_plan
+from chronik.projections.bookkeeping import load_plan
 from chronik.store import open_store
 
-__all__ = ["build_projections"]
+__all__ = ["app", "build_projections", "letters"]
 
 CONFIRM_SECONDS = 5.0  # how long a command waits for a running processor to take its request
 
@@ -117,151 +125,152 @@ def _status_table(rows: list[ProjectionStatus]) -> Table:
     return shown
 
 
+app = typer.Typer(help="Projections: status, rebuild, reset, pause, resume.", no_args_is_help=True)
+letters = typer.Typer(help="Events parked by a projection's error policy.", no_args_is_help=True)
+app.add_typer(letters, name="dead-letters")
+
+
+@app.command("status")
+def status(
+    store: str | None = STORE_OPTION,
+    as_json: bool = typer.Option(False, "--json", help="JSON lines."),
+) -> None:
+    """Each projection: state, position, head, lag, events/s, last error, heartbeat."""
+
+    async def go() -> list[ProjectionStatus]:
+        async with open_store(store_url(store), create=False) as s:
+            return await ProjectionAdmin(s).statuses()
+
+    rows = run(go)
+    if as_json:
+        print_json_lines(r.to_json() for r in rows)
+    elif not rows:
+        console().print("no projections have run against this store yet")
+    else:
+        print_table(console(), _status_table(rows))
+
+
+@app.command("pause")
+def pause(name: str, store: str | None = STORE_OPTION) -> None:
+    """Pause a projection (it keeps its heartbeat and position)."""
+    console().print(run(lambda: _send(store_url(store), name, "pause")), highlight=False)
+
+
+@app.command("resume")
+def resume(name: str, store: str | None = STORE_OPTION) -> None:
+    """Resume a paused or stopped projection."""
+    console().print(run(lambda: _send(store_url(store), name, "resume")), highlight=False)
+
+
+@app.command("reset")
+def reset(
+    name: str,
+    store: str | None = STORE_OPTION,
+    to: str | None = typer.Option(
+        None, "--to", help="Replay the events after this position (default: from the start)."
+    ),
+) -> None:
+    """Replay a projection: from the start (its tables cleared) or after a position."""
+    if to is not None:
+        run(lambda: _check_position(to))
+    asked, then = _reset_terms(name, to)
+    console().print(
+        run(lambda: _send(store_url(store), name, "reset", to or "", asked, then)),
+        highlight=False,
+    )
+
+
+@app.command("rebuild")
+def rebuild(
+    name: str,
+    store: str | None = STORE_OPTION,
+    wait: bool = typer.Option(True, help="Follow the rebuild with a progress bar."),
+) -> None:
+    """Rebuild into new tables while the current ones serve; switch when caught up."""
+    console().print(run(lambda: _rebuild(store_url(store), name, wait)), highlight=False)
+
+
+@letters.command("list")
+def letters_list(
+    name: str | None = typer.Argument(None, help="Only this projection."),
+    store: str | None = STORE_OPTION,
+    as_json: bool = typer.Option(False, "--json", help="JSON lines."),
+) -> None:
+    """Parked events, oldest first (the failed one of each stream, then those behind it)."""
+
+    async def go() -> list[dict[str, Any]]:
+        async with open_store(store_url(store), create=False) as s:
+            return [msgspec.to_builtins(d) for d in await ProjectionAdmin(s).dead_letters(name)]
+
+    rows = run(go)
+    if as_json:
+        print_json_lines(rows)
+        return
+    shown = table(
+        "projection",
+        "position",
+        "stream",
+        "seq",
+        "type",
+        "blocked",
+        "tries",
+        "error",
+        text=["error"],
+    )
+    for d in rows:
+        shown.add_row(
+            d["projection"],
+            d["position"],
+            d["stream"],
+            str(d["sequence"]),
+            d["type"],
+            "yes" if d["blocked"] else "",
+            str(d["attempts"]),
+            (d["error"] or "")[:60],
+        )
+    print_table(console(), shown)
+
+
+@letters.command("retry")
+def letters_retry(
+    name: str,
+    store: str | None = STORE_OPTION,
+    stream: str | None = typer.Option(None, help="Only this stream (DOMAIN/ID)."),
+    event: str | None = typer.Option(None, help="Only the stream of this parked event."),
+) -> None:
+    """Apply parked events again, per stream in order; streams that succeed flow on."""
+    arg = stream or event or ""
+    console().print(run(lambda: _send(store_url(store), name, "retry", arg)), highlight=False)
+
+
+@letters.command("drop")
+def letters_drop(
+    name: str,
+    store: str | None = STORE_OPTION,
+    event: str | None = typer.Option(None, help="Only this event id."),
+    stream: str | None = typer.Option(None, help="Every parked event of this stream."),
+    all_: bool = typer.Option(False, "--all", help="Every parked event of the projection."),
+) -> None:
+    """Delete parked events without applying them (choose --event, --stream or --all)."""
+
+    async def go() -> str:
+        if not (event or stream or all_):
+            raise ValidationError("say what to drop: --event ID, --stream S or --all")
+        async with open_store(store_url(store), create=False) as s:
+            admin = ProjectionAdmin(s)
+            n = await admin.drop_dead_letters(name, event, stream)
+            deadline = time.monotonic() + CONFIRM_SECONDS
+            while time.monotonic() < deadline and (await admin.status(name)).alive:
+                if not await admin.pending_for(name):
+                    break
+                await asyncio.sleep(0.05)
+        return f"dropped {n} dead letter(s) of {name}"
+
+    console().print(run(go), highlight=False)
+
+
 def build_projections() -> typer.Typer:
-    """The ``projections`` sub-command group."""
-    app = typer.Typer(
-        help="Projections: status, rebuild, reset, pause, resume.", no_args_is_help=True
-    )
-    letters = typer.Typer(
-        help="Events parked by a projection's error policy.", no_args_is_help=True
-    )
-    app.add_typer(letters, name="dead-letters")
-    store_opt = typer.Option(
-        None, "--store", help=f"Store URL [env CHRONIK_STORE; default {DEFAULT_STORE}]"
-    )
-    console = Console()
-
-    @app.command("status")
-    def status(
-        store: str | None = store_opt,
-        as_json: bool = typer.Option(False, "--json", help="JSON lines."),
-    ) -> None:
-        """Each projection: state, position, head, lag, events/s, last error, heartbeat."""
-
-        async def go() -> list[ProjectionStatus]:
-            async with open_store(_store_url(store), create=False) as s:
-                return await ProjectionAdmin(s).statuses()
-
-        rows = _run(go)
-        if as_json:
-            print_json_lines(r.to_json() for r in rows)
-        elif not rows:
-            console.print("no projections have run against this store yet")
-        else:
-            print_table(console, _status_table(rows))
-
-    @app.command("pause")
-    def pause(name: str, store: str | None = store_opt) -> None:
-        """Pause a projection (it keeps its heartbeat and position)."""
-        console.print(_run(lambda: _send(_store_url(store), name, "pause")), highlight=False)
-
-    @app.command("resume")
-    def resume(name: str, store: str | None = store_opt) -> None:
-        """Resume a paused or stopped projection."""
-        console.print(_run(lambda: _send(_store_url(store), name, "resume")), highlight=False)
-
-    @app.command("reset")
-    def reset(
-        name: str,
-        store: str | None = store_opt,
-        to: str | None = typer.Option(
-            None, "--to", help="Replay the events after this position (default: from the start)."
-        ),
-    ) -> None:
-        """Replay a projection: from the start (its tables cleared) or after a position."""
-        if to is not None:
-            _run(lambda: _check_position(to))
-        asked, then = _reset_terms(name, to)
-        console.print(
-            _run(lambda: _send(_store_url(store), name, "reset", to or "", asked, then)),
-            highlight=False,
-        )
-
-    @app.command("rebuild")
-    def rebuild(
-        name: str,
-        store: str | None = store_opt,
-        wait: bool = typer.Option(True, help="Follow the rebuild with a progress bar."),
-    ) -> None:
-        """Rebuild into new tables while the current ones serve; switch when caught up."""
-        console.print(_run(lambda: _rebuild(_store_url(store), name, wait)), highlight=False)
-
-    @letters.command("list")
-    def letters_list(
-        name: str | None = typer.Argument(None, help="Only this projection."),
-        store: str | None = store_opt,
-        as_json: bool = typer.Option(False, "--json", help="JSON lines."),
-    ) -> None:
-        """Parked events, oldest first (the failed one of each stream, then those behind it)."""
-
-        async def go() -> list[dict[str, Any]]:
-            async with open_store(_store_url(store), create=False) as s:
-                return [msgspec.to_builtins(d) for d in await ProjectionAdmin(s).dead_letters(name)]
-
-        rows = _run(go)
-        if as_json:
-            print_json_lines(rows)
-            return
-        shown = table(
-            "projection",
-            "position",
-            "stream",
-            "seq",
-            "type",
-            "blocked",
-            "tries",
-            "error",
-            text=["error"],
-        )
-        for d in rows:
-            shown.add_row(
-                d["projection"],
-                d["position"],
-                d["stream"],
-                str(d["sequence"]),
-                d["type"],
-                "yes" if d["blocked"] else "",
-                str(d["attempts"]),
-                (d["error"] or "")[:60],
-            )
-        print_table(console, shown)
-
-    @letters.command("retry")
-    def letters_retry(
-        name: str,
-        store: str | None = store_opt,
-        stream: str | None = typer.Option(None, help="Only this stream (DOMAIN/ID)."),
-        event: str | None = typer.Option(None, help="Only the stream of this parked event."),
-    ) -> None:
-        """Apply parked events again, per stream in order; streams that succeed flow on."""
-        arg = stream or event or ""
-        console.print(_run(lambda: _send(_store_url(store), name, "retry", arg)), highlight=False)
-
-    @letters.command("drop")
-    def letters_drop(
-        name: str,
-        store: str | None = store_opt,
-        event: str | None = typer.Option(None, help="Only this event id."),
-        stream: str | None = typer.Option(None, help="Every parked event of this stream."),
-        all_: bool = typer.Option(False, "--all", help="Every parked event of the projection."),
-    ) -> None:
-        """Delete parked events without applying them (choose --event, --stream or --all)."""
-
-        async def go() -> str:
-            if not (event or stream or all_):
-                raise ValidationError("say what to drop: --event ID, --stream S or --all")
-            async with open_store(_store_url(store), create=False) as s:
-                admin = ProjectionAdmin(s)
-                n = await admin.drop_dead_letters(name, event, stream)
-                deadline = time.monotonic() + CONFIRM_SECONDS
-                while time.monotonic() < deadline and (await admin.status(name)).alive:
-                    if not await admin.pending_for(name):
-                        break
-                    await asyncio.sleep(0.05)
-            return f"dropped {n} dead letter(s) of {name}"
-
-        console.print(_run(go), highlight=False)
-
+    """The ``projections`` sub-command group (its commands are this module's functions)."""
     return app
 
 

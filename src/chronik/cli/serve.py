@@ -13,37 +13,38 @@ from typing import Any
 
 import typer
 
-__all__ = ["add_serve"]
+from chronik.cli.common import fail, use_app_dir
+
+__all__ = ["add_serve", "run_server", "serve"]
 
 
-def add_serve(app: Any) -> None:
+def serve(
+    config: Path | None = typer.Option(None, "--config", "-c", help="chronik.yaml"),
+    store: str | None = typer.Option(None, "--store", help="store URL (or CHRONIK_STORE)"),
+    host: str | None = typer.Option(None, "--host", help="gRPC host (default 127.0.0.1)"),
+    port: int | None = typer.Option(None, "--port", help="gRPC port (default 50051)"),
+    http_port: int | None = typer.Option(None, "--http-port", help="HTTP port (default 8080)"),
+    grace: float = typer.Option(10.0, "--grace", help="seconds in-flight calls get on stop"),
+    app_dir: Path = typer.Option(
+        Path("."),
+        "--app-dir",
+        help="where the config's modules are: put first on sys.path (default: the "
+        "working directory, as with python -m)",
+    ),
+) -> None:
+    """Serve commands and events over gRPC until SIGTERM or Ctrl-C."""
+    try:
+        use_app_dir(app_dir)
+        asyncio.run(run_server(config, store, host, port, grace, http_port))
+    except (typer.Exit, KeyboardInterrupt):
+        raise
+    except Exception as err:  # bad config, port taken, store down, app import error
+        raise fail(err) from None
+
+
+def add_serve(app: typer.Typer) -> None:
     """Register the ``serve`` command on the CLI app."""
-
-    @app.command()  # type: ignore[untyped-decorator]
-    def serve(
-        config: Path | None = typer.Option(None, "--config", "-c", help="chronik.yaml"),
-        store: str | None = typer.Option(None, "--store", help="store URL (or CHRONIK_STORE)"),
-        host: str | None = typer.Option(None, "--host", help="gRPC host (default 127.0.0.1)"),
-        port: int | None = typer.Option(None, "--port", help="gRPC port (default 50051)"),
-        http_port: int | None = typer.Option(None, "--http-port", help="HTTP port (default 8080)"),
-        grace: float = typer.Option(10.0, "--grace", help="seconds in-flight calls get on stop"),
-        app_dir: Path = typer.Option(
-            Path("."),
-            "--app-dir",
-            help="where the config's modules are: put first on sys.path (default: the "
-            "working directory, as with python -m)",
-        ),
-    ) -> None:
-        """Serve commands and events over gRPC until SIGTERM or Ctrl-C."""
-        from chronik.cli import fail, use_app_dir
-
-        try:
-            use_app_dir(app_dir)
-            asyncio.run(run_server(config, store, host, port, grace, http_port))
-        except (typer.Exit, KeyboardInterrupt):
-            raise
-        except Exception as err:  # bad config, port taken, store down, app import error
-            raise fail(err) from None
+    app.command()(serve)
 
 
 async def run_server(

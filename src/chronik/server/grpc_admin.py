@@ -22,7 +22,7 @@ import grpc
 
 from chronik.app import Chronik
 from chronik.errors import AdminWritesDisabled, PermissionDenied, ValidationError
-from chronik.messages import Position
+from chronik.messages import DOMAIN_RE, Position
 from chronik.projections import DeadLetter, ProjectionAdmin, ProjectionStatus
 from chronik.server.auth import ApiKey, Auth
 from chronik.server.catalog import catalog_of
@@ -44,7 +44,6 @@ __all__ = [
 DEFAULT_PAGE: Final = 100  # ListStreams: streams per page when the request gives no limit
 MAX_PAGE: Final = 1000  # as GET /v1/streams?limit=
 _NAME_RE: Final = re.compile(r"[a-z][a-z0-9_]{0,47}(/[0-9]{1,3})?")
-_DOMAIN_RE: Final = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 _CURSOR_RE: Final = re.compile(r"[0-9]{1,12}")
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -65,7 +64,7 @@ async def list_streams(app: Chronik, request: pb.ListStreamsRequest) -> pb.ListS
     filtered by tenant when the request names one. The cursor counts the matching streams
     before the page."""
     domain = request.domain or None
-    if domain is not None and not _DOMAIN_RE.fullmatch(domain):
+    if domain is not None and not DOMAIN_RE.fullmatch(domain):
         raise ValidationError(
             f"invalid domain {domain[:70]!r}: expected [a-z][a-z0-9_.-]{{0,63}}", field="domain"
         )
@@ -185,7 +184,8 @@ class GuardedService:
 
 
 class CatalogService(GuardedService, rpc.CatalogServicer):
-    """Catalog.Describe: each domain's command types and every event type, with JSON Schemas."""
+    """Catalog.Describe: each domain's command and event types, every event type with its
+    JSON Schema, the domains emitting it and every schema version with its upcaster."""
 
     async def Describe(self, request: pb.DescribeRequest, context: Context) -> Any:
         async def call() -> pb.DescribeResponse:
@@ -202,6 +202,7 @@ class CatalogService(GuardedService, rpc.CatalogServicer):
                             pb.CommandSchema(type=c.type, json_schema=json.dumps(c.schema))
                             for c in d.commands
                         ],
+                        events=d.events,
                     )
                     for d in catalog.domains
                 ],
@@ -211,6 +212,16 @@ class CatalogService(GuardedService, rpc.CatalogServicer):
                         schema_version=e.schema_version,
                         aliases=e.aliases,
                         json_schema=json.dumps(e.schema),
+                        domains=e.domains,
+                        versions=[
+                            pb.EventVersion(
+                                version=v.version,
+                                current=v.current,
+                                upcaster=v.upcaster,
+                                readable=v.readable,
+                            )
+                            for v in e.versions
+                        ],
                     )
                     for e in catalog.events
                 ],

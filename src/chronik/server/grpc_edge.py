@@ -6,7 +6,8 @@
 - ``check_payload`` applies the JSON value rule to payload bytes (depth, int64, UTF-8).
 - ``check_raw_append`` validates EventStore.Append events against the registered schemas, and
   refuses types that no model knows on domains served by models (they would poison the stream).
-- ``status_for`` maps every chronik error to its own status code; anything else is a bug:
+- ``status_for`` maps every chronik error to its status code (the one table,
+  ``chronik.server.status``); anything else is a bug:
   INTERNAL, logged with its traceback once a minute per kind (``report_bug``).
 - ``GrpcHealth`` answers SERVING only while the app works; ``bind_error`` types a failed bind.
 """
@@ -37,6 +38,7 @@ from chronik.errors import (
 )
 from chronik.health import store_problem
 from chronik.messages import JSON, EventData, Position, StreamId
+from chronik.server.status import wire_status
 
 __all__ = [
     "EdgeInterceptor",
@@ -252,43 +254,12 @@ def _check_schema(app: Chronik, event: EventData, where: str) -> None:
 # --- status codes, bugs, health, ports -------------------------------------------------------
 
 HEALTH_PROBE_TIMEOUT: Final = 2.0
-_Code = grpc.StatusCode
-_STATUS: Final[list[tuple[type[BaseException], grpc.StatusCode]]] = [
-    (e.CommandRejected, _Code.FAILED_PRECONDITION),
-    (e.ConcurrencyError, _Code.ABORTED),
-    (e.ReplayRefused, _Code.FAILED_PRECONDITION),
-    (e.MessageTooLarge, _Code.RESOURCE_EXHAUSTED),
-    (e.PayloadTooLarge, _Code.RESOURCE_EXHAUSTED),
-    (e.UnknownProjection, _Code.NOT_FOUND),
-    (e.ValidationError, _Code.INVALID_ARGUMENT),
-    (e.UnknownDomain, _Code.NOT_FOUND),
-    (e.UnknownCommandType, _Code.NOT_FOUND),
-    (e.UnknownEventType, _Code.NOT_FOUND),
-    (e.ServiceUnavailable, _Code.UNAVAILABLE),
-    (e.StoreUnavailable, _Code.UNAVAILABLE),
-    (e.StoreClosed, _Code.UNAVAILABLE),
-    (e.TransportUnavailable, _Code.UNAVAILABLE),
-    (e.TransportClosed, _Code.UNAVAILABLE),
-    (e.ConsumerStopped, _Code.UNAVAILABLE),
-    (e.ProjectionStopped, _Code.UNAVAILABLE),
-    (e.AuthenticationError, _Code.UNAUTHENTICATED),
-    (e.PermissionDenied, _Code.PERMISSION_DENIED),
-    (e.DuplicateEventError, _Code.ALREADY_EXISTS),
-    (e.DeserializationError, _Code.DATA_LOSS),  # stored bytes the code no longer decodes
-    (e.UpcastError, _Code.FAILED_PRECONDITION),
-    (e.ReadModelError, _Code.FAILED_PRECONDITION),
-    (e.ConfigurationError, _Code.FAILED_PRECONDITION),
-    (e.HandlerError, _Code.INTERNAL),  # a bug in business logic, named in the message
-]
 _bugs = LogLimiter(every=60.0)
 
 
 def status_for(exc: BaseException) -> grpc.StatusCode:
-    """The status code an error maps to: each chronik error its own, INTERNAL for a bug."""
-    for cls, code in _STATUS:
-        if isinstance(exc, cls):
-            return code
-    return _Code.INTERNAL
+    """The status code an error maps to (``chronik.server.status``): INTERNAL for a bug."""
+    return grpc.StatusCode[wire_status(exc).grpc]
 
 
 def report_bug(exc: BaseException, where: str) -> None:

@@ -17,7 +17,7 @@ from starlette.datastructures import QueryParams
 
 from chronik.codec import INT64_MAX, decode_json
 from chronik.errors import InvalidValue, SerializationError, ValidationError
-from chronik.messages import Command, Position
+from chronik.messages import DOMAIN_RE, TYPE_NAME_RE, Command, Position
 
 __all__ = [
     "MAX_LIMIT",
@@ -39,8 +39,6 @@ MAX_LIMIT: Final = 1000
 WAIT_TIMEOUT: Final = 10.0
 WAIT_TIMEOUT_MAX: Final = 60.0
 OFF_LOOP_BYTES: Final = 64 * 1024  # bodies this large are decoded and checked in a thread
-DOMAIN_RE: Final = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
-_TYPE_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,127}")
 _AT_RE: Final = re.compile(r"at `\$\.?([^`]*)`")
 
 
@@ -148,7 +146,7 @@ def types(q: QueryParams) -> list[str] | None:
     """``?type=`` (repeatable): each an event type name."""
     found = q.getlist("type")
     for t in found:
-        if not _TYPE_RE.fullmatch(t):
+        if not TYPE_NAME_RE.fullmatch(t):
             raise ValidationError(f"invalid event type {t[:130]!r}", field="type")
     return found or None
 

@@ -7,8 +7,14 @@ bad one is a 400 naming the parameter. ``limit`` (default 100, at most 1000), ``
 declared parameter or primary-key column, ``-column`` descending) and an opaque ``cursor``
 (keyset paging: the answer's ``next_cursor``) shape the page. Everything runs in the database
 (``EventStore.read_table``). As SSE the first page is sent as ``event: page``, then each row that
-enters or changes in it as ``event: upsert`` and each that leaves it as ``event: delete``, with
-the projection's checkpoint as the event id.
+enters or changes in it as ``event: upsert`` and each that leaves it as ``event: delete``.
+
+The id of each SSE message is a resume token: the projection's checkpoints (every partition,
+its serving generation) that the page reflects, bound to the query by a digest. A client that
+reconnects with it as ``Last-Event-ID`` (``EventSource`` does) gets only what changes after it
+if the projection has not moved since; otherwise the rows it missed cannot be told apart from
+the rows it has (no per-row history is kept), so it gets the current page with ``"reset":
+true`` to replace what it holds. A batch of changes carries the id on its last message only.
 """
 
 from __future__ import annotations
@@ -27,8 +33,8 @@ from starlette.datastructures import QueryParams
 
 from chronik.errors import UnknownProjection, ValidationError
 from chronik.projections import ProjectionRunner, Table, query
+from chronik.projections.bookkeeping import STATUS, load_plan
 from chronik.projections.lanes import checkpoint_name
-from chronik.projections.system import STATUS
 from chronik.server import http_params as params
 from chronik.store.base import EventStore
 from chronik.store.tables import In, Range
@@ -38,9 +44,11 @@ __all__ = [
     "QueryPage",
     "decode_cursor",
     "encode_cursor",
+    "event_id",
     "live_changes",
     "parse_page",
     "read_page",
+    "resume_from",
     "table_of",
 ]
 
@@ -54,6 +62,8 @@ _INT_RE = re.compile(r"-?[0-9]{1,19}")
 _REAL_RE = re.compile(r"-?[0-9]{1,30}(\.[0-9]{1,30})?([eE][-+]?[0-9]{1,3})?")
 _ORDER_RE = re.compile(r"-?[a-z_][a-z0-9_]{0,62}")
 _CURSOR_KEY: Final = b"chronik.live-query.cursor.v1"
+_EVENT_ID_KEY: Final = b"chronik.live-query.event-id.v1"
+MAX_EVENT_ID: Final = 512
 
 
 class LiveQuery(msgspec.Struct, frozen=True):
@@ -163,8 +173,8 @@ def _order(spec: LiveQuery, table: Table, types: Mapping[str, str], raw: str | N
     return items + [c for c in table.primary_key if c not in seen]
 
 
-def _digest(payload: bytes) -> bytes:
-    return hashlib.blake2b(payload, key=_CURSOR_KEY, digest_size=12).digest()
+def _digest(payload: bytes, key: bytes = _CURSOR_KEY) -> bytes:
+    return hashlib.blake2b(payload, key=key, digest_size=12).digest()
 
 
 def _b64(data: bytes) -> str:
@@ -223,28 +233,90 @@ async def read_page(
     return rows, encode_cursor(page.order, rows[-1])
 
 
-async def checkpoint(store: EventStore, projection: str) -> str | None:
-    """The position the projection's serving generation has committed (partition 0)."""
-    rows = await store.read_table(STATUS.name, {"name": projection}, limit=1)
-    generation = rows[0]["generation"] if rows else 1
-    found = await store.load_checkpoint(checkpoint_name(projection, generation))
-    return None if found is None else str(found.position)
+async def checkpoint(store: EventStore, projection: str) -> str:
+    """What the projection's tables reflect: the committed checkpoint of each partition of
+    its serving generation (``-`` for none yet) and that generation, e.g. ``42.g1``; the
+    tables do not change while it stays the same."""
+    plan = await load_plan(store, projection)
+    if plan is not None:
+        generation, partitions = plan.generation, plan.partitions
+    else:
+        rows = await store.read_table(STATUS.name, {"name": projection}, limit=1)
+        generation, partitions = (rows[0]["generation"] if rows else 1), 1
+    name = checkpoint_name(projection, generation)
+    found = [await store.load_checkpoint(name, k) for k in range(partitions)]
+    marks = ",".join("-" if c is None else str(c.position) for c in found)
+    return f"{marks}.g{generation}"
 
 
-def _event(kind: str, data: object, position: str | None) -> bytes:
-    head = f"id: {position}\n" if position is not None else ""
+def _bound(spec: LiveQuery, page: QueryPage, version: str) -> bytes:
+    after = None if page.after is None else sorted(page.after.items())
+    shape = repr((sorted(page.where.items()), page.order, page.limit, after))
+    return _digest(
+        f"{spec.name}\n{spec.projection}\n{spec.table}\n{shape}\n{version}".encode(),
+        _EVENT_ID_KEY,
+    )
+
+
+def event_id(spec: LiveQuery, page: QueryPage, version: str) -> str:
+    """The SSE id of a message reflecting ``version`` (see ``checkpoint``) of this query."""
+    return f"{version}.{_b64(_bound(spec, page, version))}"
+
+
+def resume_from(spec: LiveQuery, page: QueryPage, last_event_id: str) -> str:
+    """The version a ``Last-Event-ID`` made by ``event_id`` for this query names; a changed
+    one, one of another query or not ours is a 400 naming ``Last-Event-ID``."""
+    version, _, mac = last_event_id.rpartition(".")
+    valid = len(last_event_id) <= MAX_EVENT_ID and bool(version) and last_event_id.isascii()
+    try:
+        digest = base64.urlsafe_b64decode(mac + "=" * (-len(mac) % 4))
+    except ValueError:
+        valid = False
+    if not valid or digest != _bound(spec, page, version):
+        raise ValidationError(
+            "invalid Last-Event-ID: not an id this query sent (ids are per query and filters)",
+            field="Last-Event-ID",
+        )
+    return version
+
+
+def _event(kind: str, data: object, token: str | None = None) -> bytes:
+    head = f"id: {token}\n" if token is not None else ""
     return f"{head}event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
 
 
-async def live_changes(
-    store: EventStore, spec: LiveQuery, page: QueryPage, poll: float, keepalive: float
+def live_changes(
+    store: EventStore,
+    spec: LiveQuery,
+    page: QueryPage,
+    poll: float,
+    keepalive: float,
+    last_event_id: str | None = None,
 ) -> AsyncIterator[bytes]:
     """The SSE of a live query: ``page``, then ``upsert`` / ``delete`` as rows enter, change
-    in or leave the page (found by comparing it by primary key every ``poll`` seconds, so
-    states between two polls may be coalesced); memory is bounded by the page's limit."""
+    in or leave the page (found by comparing it by primary key whenever the projection's
+    checkpoint moves, checked every ``poll`` seconds, so states between two checks may be
+    coalesced); memory is bounded by the page's limit. ``last_event_id`` (a reconnect) is
+    checked here, before the response starts: a bad one raises ValidationError."""
+    resume = resume_from(spec, page, last_event_id) if last_event_id else None
+    return _changes(store, spec, page, poll, keepalive, resume)
+
+
+async def _changes(
+    store: EventStore,
+    spec: LiveQuery,
+    page: QueryPage,
+    poll: float,
+    keepalive: float,
+    resume: str | None,
+) -> AsyncIterator[bytes]:
+    # Each id is read BEFORE the page it labels: the page reflects that version or a later
+    # one, so a client resuming with it while the version is unchanged holds the current page.
+    seen = await checkpoint(store, spec.projection)
     rows, next_cursor = await read_page(store, spec, page)
-    position = await checkpoint(store, spec.projection)
-    yield _event("page", {"rows": rows, "next_cursor": next_cursor}, position)
+    if resume is None or resume != seen or await checkpoint(store, spec.projection) != seen:
+        body = {"rows": rows, "next_cursor": next_cursor, "reset": resume is not None}
+        yield _event("page", body, event_id(spec, page, seen))
 
     def keyed(rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
         return {tuple(r[c] for c in page.key): r for r in rows}
@@ -253,16 +325,23 @@ async def live_changes(
     while True:
         await asyncio.sleep(poll)
         quiet += poll
+        version = await checkpoint(store, spec.projection)
+        if version == seen:
+            if quiet >= keepalive:
+                quiet = 0.0
+                yield b": keepalive\n\n"
+            continue
         current = keyed((await read_page(store, spec, page))[0])
-        gone = [k for k in last if k not in current]
-        changed = [r for k, r in current.items() if last.get(k) != r]
-        if gone or changed:
-            position, quiet = await checkpoint(store, spec.projection), 0.0
-            for k in gone:
-                yield _event("delete", dict(zip(page.key, k, strict=True)), position)
-            for row in changed:
-                yield _event("upsert", row, position)
-        elif quiet >= keepalive:
-            quiet = 0.0
-            yield b": keepalive\n\n"
-        last = current
+        messages = [
+            ("delete", dict(zip(page.key, k, strict=True))) for k in last if k not in current
+        ]
+        messages += [("upsert", r) for k, r in current.items() if last.get(k) != r]
+        token = event_id(spec, page, version)
+        if not messages:  # the projection moved, not this page: only the id (no event)
+            yield f"id: {token}\n\n".encode()
+        else:  # one write; the id on the last message: a cut batch resumes before it
+            yield b"".join(
+                _event(kind, data, token if i == len(messages) - 1 else None)
+                for i, (kind, data) in enumerate(messages)
+            )
+        last, seen, quiet = current, version, 0.0

@@ -12,7 +12,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
+from chronik.server import openapi_schemas as schemas
 from chronik.server.catalog import CATALOG_SCHEMA, Catalog, command_union
+from chronik.server.openapi_schemas import component_schemas
 
 __all__ = ["openapi_document"]
 
@@ -53,28 +55,6 @@ def _path(name: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
 
 
 _LIMIT = _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size")
-_INT64 = 2**63 - 1
-_POSITION = {
-    "type": "string",
-    "pattern": "^[0-9]{1,19}(:[0-9]{1,19})?$",
-    "description": "a position from an event (each part 0..2**63-1); opaque to clients",
-}
-_DOMAIN = {"type": "string", "pattern": "^[a-z][a-z0-9_.-]{0,63}$"}
-_AGGREGATE_ID = {
-    "type": "string",
-    "minLength": 1,
-    "maxLength": 256,
-    "pattern": "^[^\\x00-\\x1f\\x7f]+$",
-    "description": "1..256 printable characters",
-}
-_TENANT = {"type": "string", "pattern": "^([a-z0-9][a-z0-9_.-]{0,63})?$"}
-_EVENT_TYPE = {"type": "string", "pattern": "^[A-Za-z][A-Za-z0-9_.:-]{0,127}$"}
-_TEXT = {"type": "string", "maxLength": 256, "pattern": "^[^\\x00-\\x1f\\x7f]*$"}
-_NAME = {"type": "string", "minLength": 1, "maxLength": 200}
-_EVENTS = {
-    "type": "object",
-    "properties": {"events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}},
-}
 
 
 def openapi_document(
@@ -212,8 +192,8 @@ def _document() -> dict[str, Any]:
                 "get": {
                     "summary": "List streams",
                     "parameters": [
-                        _query("domain", _DOMAIN),
-                        _query("prefix", _TEXT),
+                        _query("domain", schemas.DOMAIN),
+                        _query("prefix", schemas.TEXT),
                         _LIMIT,
                     ],
                     "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 403)},
@@ -223,27 +203,27 @@ def _document() -> dict[str, Any]:
                 "get": {
                     "summary": "Read one stream",
                     "parameters": [
-                        _path("domain", _DOMAIN),
-                        _path("aggregate_id", _AGGREGATE_ID),
-                        _query("from", {"type": "integer", "minimum": 0, "maximum": _INT64}),
+                        _path("domain", schemas.DOMAIN),
+                        _path("aggregate_id", schemas.AGGREGATE_ID),
+                        _query("from", {"type": "integer", "minimum": 0, "maximum": schemas.INT64}),
                         _LIMIT,
-                        _query("tenant", _TENANT),
+                        _query("tenant", schemas.TENANT),
                     ],
-                    "responses": {"200": _json(_EVENTS), **_errors(400, 401, 403, 404, 422)},
+                    "responses": {"200": _json(schemas.EVENTS), **_errors(400, 401, 403, 404, 422)},
                 }
             },
             "/v1/events": {
                 "get": {
                     "summary": "Read all events in commit order",
                     "parameters": [
-                        _query("after", _POSITION),
-                        _query("before", _POSITION),
-                        _query("domain", _DOMAIN),
-                        _query("type", _EVENT_TYPE),
+                        _query("after", schemas.POSITION),
+                        _query("before", schemas.POSITION),
+                        _query("domain", schemas.DOMAIN),
+                        _query("type", schemas.EVENT_TYPE),
                         _query("order", {"type": "string", "enum": ["asc", "desc"]}),
                         _LIMIT,
                     ],
-                    "responses": {"200": _json(_EVENTS), **_errors(400, 401, 403)},
+                    "responses": {"200": _json(schemas.EVENTS), **_errors(400, 401, 403)},
                 }
             },
             "/v1/events/stream": {
@@ -257,14 +237,14 @@ def _document() -> dict[str, Any]:
                     ),
                     "parameters": [
                         _query("from", {"type": "string", "enum": ["now", "start"]}),
-                        _query("after", _POSITION),
-                        _query("domain", _DOMAIN),
-                        _query("type", _EVENT_TYPE),
+                        _query("after", schemas.POSITION),
+                        _query("domain", schemas.DOMAIN),
+                        _query("type", schemas.EVENT_TYPE),
                         {
                             "name": "Last-Event-ID",
                             "in": "header",
                             "required": False,
-                            "schema": _POSITION,
+                            "schema": schemas.POSITION,
                         },
                     ],
                     "responses": {
@@ -288,7 +268,7 @@ def _document() -> dict[str, Any]:
             "/v1/queries/{name}": {
                 "get": {
                     "summary": "A live query: read-model rows (SSE with Accept: text/event-stream)",
-                    "parameters": [_path("name", _NAME)],
+                    "parameters": [_path("name", schemas.NAME)],
                     "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 403, 404)},
                 }
             },
@@ -316,7 +296,7 @@ def _document() -> dict[str, Any]:
                         "must not be past the head (400)."
                     ),
                     "parameters": [
-                        _path("name", _NAME),
+                        _path("name", schemas.NAME),
                         {
                             "name": "action",
                             "in": "path",
@@ -326,7 +306,7 @@ def _document() -> dict[str, Any]:
                                 "enum": ["rebuild", "pause", "resume", "reset"],
                             },
                         },
-                        _query("to", _POSITION),
+                        _query("to", schemas.POSITION),
                     ],
                     "responses": {"202": _json({"type": "object"}), **_errors(400, 401, 403, 404)},
                 }
@@ -334,7 +314,7 @@ def _document() -> dict[str, Any]:
             "/v1/projections/{name}/dead-letters": {
                 "get": {
                     "summary": "Parked events of a projection",
-                    "parameters": [_path("name", _NAME)],
+                    "parameters": [_path("name", schemas.NAME)],
                     "responses": {"200": _json({"type": "array"}), **_errors(401, 403, 404)},
                 }
             },
@@ -343,14 +323,14 @@ def _document() -> dict[str, Any]:
                     "summary": "Retry or drop parked events (all, or one by event_id)",
                     "description": "Admin writes: see /v1/projections/{name}/{action}.",
                     "parameters": [
-                        _path("name", _NAME),
+                        _path("name", schemas.NAME),
                         {
                             "name": "action",
                             "in": "path",
                             "required": True,
                             "schema": {"type": "string", "enum": ["retry", "drop"]},
                         },
-                        _query("event_id", {**_TEXT, "maxLength": 64}),
+                        _query("event_id", {**schemas.TEXT, "maxLength": 64}),
                     ],
                     "responses": {
                         "200": _json({"type": "object"}),
@@ -372,89 +352,5 @@ def _document() -> dict[str, Any]:
                 }
             },
         },
-        "components": {
-            "schemas": {
-                "Catalog": CATALOG_SCHEMA,
-                "Problem": {
-                    "type": "object",
-                    "required": ["title", "status", "detail"],
-                    "properties": {
-                        "type": {"type": "string"},
-                        "title": {"type": "string"},
-                        "status": {"type": "integer"},
-                        "detail": {"type": "string"},
-                        "reason": {"type": "string", "description": "a business rejection"},
-                        "field": {"type": "string", "description": "the refused input"},
-                        "event_id": {"type": "string", "description": "UndecodableEvent"},
-                        "stream": {"type": "string"},
-                        "sequence": {"type": "integer"},
-                        "event_type": {"type": "string"},
-                        "schema_version": {"type": "integer"},
-                    },
-                },
-                "Command": {
-                    "type": "object",
-                    "required": ["domain", "aggregate_id", "type"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "domain": _DOMAIN,
-                        "aggregate_id": _AGGREGATE_ID,
-                        "type": {"type": "string"},
-                        "payload": {"type": "object"},
-                        "command_id": {"type": "string"},
-                        "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
-                        "expected_sequence": {"type": "integer", "minimum": 0, "maximum": _INT64},
-                        "tenant": _TENANT,
-                    },
-                },
-                "CommandResult": {
-                    "type": "object",
-                    "properties": {
-                        "command_id": {"type": "string"},
-                        "stream": {"type": "string"},
-                        "version": {"type": ["integer", "null"]},
-                        "duplicate": {"type": "boolean"},
-                        "projections": {
-                            "type": "string",
-                            "enum": ["caught_up", "pending"],
-                            "description": "with wait=projections only",
-                        },
-                        "events": {
-                            "type": "array",
-                            "items": {"$ref": "#/components/schemas/Event"},
-                        },
-                    },
-                },
-                "Event": {
-                    "type": "object",
-                    "properties": {
-                        "event_id": {"type": "string"},
-                        "stream": {"type": "string"},
-                        "domain": {"type": "string"},
-                        "aggregate_id": {"type": "string"},
-                        "tenant": {"type": "string"},
-                        "sequence": {"type": "integer"},
-                        "type": {"type": "string"},
-                        "schema_version": {"type": "integer"},
-                        "payload": {},
-                        "content_type": {"type": "string"},
-                        "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
-                        "recorded_at": {"type": "string"},
-                        "position": {"type": "string"},
-                    },
-                },
-                "ProjectionStatus": {
-                    "type": "object",
-                    "properties": {
-                        "name": {"type": "string"},
-                        "state": {"type": "string"},
-                        "position": {"type": ["string", "null"]},
-                        "head": {"type": ["string", "null"]},
-                        "lag_events": {"type": "integer"},
-                        "lag_seconds": {"type": "number"},
-                        "last_error": {"type": ["string", "null"]},
-                    },
-                },
-            }
-        },
+        "components": {"schemas": {"Catalog": CATALOG_SCHEMA, **component_schemas()}},
     }

@@ -1,10 +1,10 @@
-"""Errors as RFC 9457 problem documents: the one table from chronik's errors to HTTP statuses.
+"""Errors as RFC 9457 problem documents, by the one table in ``chronik.server.status``.
 
-Rejection 422 (with ``reason``), an undecodable stored event 422 (UndecodableEvent, with the
-event's stream, sequence, id, type and version), too large 413, concurrency 409, unknown
-domain / type / projection 404, validation 400 (with ``field``), auth 401 / 403, store or
-service down 503; any other chronik error 500 with its message, anything else 500 without
-details (logged once with its traceback).
+The problem's ``type`` is the error's problem type (``urn:chronik:problem:<slug>``), its
+``title`` the chronik error's class, ``detail`` a plain message, plus what a client acts on:
+``reason`` (a rejection), ``field`` (the refused input), the stored event of an
+UndecodableEvent. Anything that is not a chronik error is 500 without details (logged once with
+its traceback).
 """
 
 from __future__ import annotations
@@ -16,66 +16,32 @@ from typing import Any, Final
 from starlette.requests import Request
 from starlette.responses import Response
 
-from chronik.errors import (
-    AuthenticationError,
-    ChronikError,
-    CommandRejected,
-    ConcurrencyError,
-    DeserializationError,
-    PayloadTooLarge,
-    PermissionDenied,
-    ReplayRefused,
-    ServiceUnavailable,
-    StoreClosed,
-    StoreUnavailable,
-    UnknownCommandType,
-    UnknownDomain,
-    UnknownEventType,
-    UnknownProjection,
-    UpcastError,
-    ValidationError,
-)
+from chronik.errors import ChronikError, CommandRejected, DeserializationError, ValidationError
+from chronik.server.status import INTERNAL, wire_status
 
 __all__ = ["PROBLEM", "error_response", "method_not_allowed", "problem", "problem_fields"]
 
 log = logging.getLogger("chronik.http")
 PROBLEM: Final = "application/problem+json"
-_STATUS: Final[list[tuple[type[BaseException], int]]] = [
-    (CommandRejected, 422),
-    (DeserializationError, 422),  # UndecodableEvent: a stored event the code cannot read
-    (UpcastError, 422),
-    (PayloadTooLarge, 413),
-    (ConcurrencyError, 409),
-    (ReplayRefused, 409),
-    (UnknownDomain, 404),
-    (UnknownCommandType, 404),
-    (UnknownEventType, 404),
-    (UnknownProjection, 404),
-    (ValidationError, 400),
-    (AuthenticationError, 401),
-    (PermissionDenied, 403),
-    (ServiceUnavailable, 503),
-    (StoreUnavailable, 503),
-    (StoreClosed, 503),
-]
 
 
-def problem(status: int, title: str, detail: str, **extra: Any) -> Response:
-    """An RFC 9457 problem document."""
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+def problem(
+    status: int, title: str, detail: str, *, type_: str = "about:blank", **extra: Any
+) -> Response:
+    """An RFC 9457 problem document (``type_``: the problem type URI)."""
+    body = {"type": type_, "title": title, "status": status, "detail": detail, **extra}
     return Response(json.dumps(body), status_code=status, media_type=PROBLEM)
 
 
 def error_response(exc: BaseException) -> Response:
     """The problem document of an exception (500 without details if it is not chronik's)."""
-    for cls, status in _STATUS:
-        if isinstance(exc, cls):
-            detail = exc.reason if isinstance(exc, CommandRejected) else str(exc)
-            return problem(status, type(exc).__name__, detail, **problem_fields(exc))
     if isinstance(exc, ChronikError):
-        return problem(500, type(exc).__name__, str(exc))
+        row = wire_status(exc)
+        detail = exc.reason if isinstance(exc, CommandRejected) else str(exc)
+        fields = problem_fields(exc)
+        return problem(row.http, type(exc).__name__, detail, type_=row.problem_type, **fields)
     log.exception("unexpected error in an HTTP call", exc_info=exc)
-    return problem(500, "InternalError", "internal error")
+    return problem(500, "InternalError", "internal error", type_=INTERNAL.problem_type)
 
 
 def problem_fields(exc: BaseException) -> dict[str, Any]:

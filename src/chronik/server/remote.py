@@ -16,10 +16,13 @@ from typing import Any, Final
 import grpc
 import msgspec
 
-from chronik.aggregate import DomainModel, _check_domain
+from chronik.client_stream import error_from_status
+from chronik.domain_model import DomainModel, check_domain
 from chronik.errors import (
+    ChronikError,
     CommandRejected,
     HandlerError,
+    NotFound,
     ServiceUnavailable,
     UnknownCommandType,
     ValidationError,
@@ -49,6 +52,22 @@ REMOTE_POLICY: Final = ErrorPolicy(retries=12, backoff=0.1, max_backoff=5.0, the
 
 MAX_MESSAGE_BYTES: Final = 4 * 1024 * 1024
 _RETRYABLE: Final = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def _service_error(command: Command, exc: grpc.aio.AioRpcError) -> ChronikError:
+    """What a failed BusinessLogic call means for the command: the error the service named
+    (or its code's class, ``chronik.server.status``) when it is an answer about the command (a
+    rejection, bad input, not found); a nameless NOT_FOUND, or a service that does not
+    implement BusinessLogic, is UnknownCommandType (the domain routed here); anything else is
+    a HandlerError: the business logic failed and nothing was stored."""
+    err = error_from_status(exc)
+    unnamed_not_found = type(err) is NotFound
+    if exc.code() == grpc.StatusCode.UNIMPLEMENTED or unnamed_not_found:
+        return UnknownCommandType(command.domain, command.type)
+    if isinstance(err, CommandRejected | ValidationError | NotFound):
+        return err
+    cause = RuntimeError(f"{exc.code().name}: {exc.details()}")
+    return HandlerError(command.domain, command.type, cause)
 
 
 def channel_options(max_message_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[str, int]]:
@@ -83,7 +102,7 @@ class RemoteModel(DomainModel):
         attempts: int = 3,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
-        _check_domain(domain)
+        check_domain(domain)
         self.domain = domain
         self.address = address
         self.timeout = timeout
@@ -191,15 +210,7 @@ class RemoteModel(DomainModel):
                         self._reconnect(stub)  # the next attempt connects afresh
                     await asyncio.sleep(min(1.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.5))
                     continue
-                if code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNIMPLEMENTED):
-                    raise UnknownCommandType(command.domain, command.type) from None
-                if code == grpc.StatusCode.FAILED_PRECONDITION:
-                    raise CommandRejected(exc.details() or "rejected") from None
-                if code == grpc.StatusCode.INVALID_ARGUMENT:
-                    raise ValidationError(exc.details() or "invalid command") from None
-                raise HandlerError(
-                    command.domain, command.type, RuntimeError(f"{code.name}: {exc.details()}")
-                ) from None
+                raise _service_error(command, exc) from None
         detail = last.details() if last is not None else ""
         raise ServiceUnavailable(
             f"business logic of {command.domain!r} at {self.address} is unavailable "

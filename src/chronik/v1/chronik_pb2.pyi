@@ -297,30 +297,48 @@ class CommandSchema(_message.Message):
     def __init__(self, type: _Optional[str] = ..., json_schema: _Optional[str] = ...) -> None: ...
 
 class DomainSchema(_message.Message):
-    __slots__ = ("domain", "logic", "open", "commands", "note")
+    __slots__ = ("domain", "logic", "open", "commands", "note", "events")
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
     LOGIC_FIELD_NUMBER: _ClassVar[int]
     OPEN_FIELD_NUMBER: _ClassVar[int]
     COMMANDS_FIELD_NUMBER: _ClassVar[int]
     NOTE_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
     domain: str
     logic: str
     open: bool
     commands: _containers.RepeatedCompositeFieldContainer[CommandSchema]
     note: str
-    def __init__(self, domain: _Optional[str] = ..., logic: _Optional[str] = ..., open: _Optional[bool] = ..., commands: _Optional[_Iterable[_Union[CommandSchema, _Mapping]]] = ..., note: _Optional[str] = ...) -> None: ...
+    events: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, domain: _Optional[str] = ..., logic: _Optional[str] = ..., open: _Optional[bool] = ..., commands: _Optional[_Iterable[_Union[CommandSchema, _Mapping]]] = ..., note: _Optional[str] = ..., events: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class EventVersion(_message.Message):
+    __slots__ = ("version", "current", "upcaster", "readable")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_FIELD_NUMBER: _ClassVar[int]
+    UPCASTER_FIELD_NUMBER: _ClassVar[int]
+    READABLE_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    current: bool
+    upcaster: str
+    readable: bool
+    def __init__(self, version: _Optional[int] = ..., current: _Optional[bool] = ..., upcaster: _Optional[str] = ..., readable: _Optional[bool] = ...) -> None: ...
 
 class EventSchema(_message.Message):
-    __slots__ = ("type", "schema_version", "aliases", "json_schema")
+    __slots__ = ("type", "schema_version", "aliases", "json_schema", "domains", "versions")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     ALIASES_FIELD_NUMBER: _ClassVar[int]
     JSON_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    DOMAINS_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
     type: str
     schema_version: int
     aliases: _containers.RepeatedScalarFieldContainer[str]
     json_schema: str
-    def __init__(self, type: _Optional[str] = ..., schema_version: _Optional[int] = ..., aliases: _Optional[_Iterable[str]] = ..., json_schema: _Optional[str] = ...) -> None: ...
+    domains: _containers.RepeatedScalarFieldContainer[str]
+    versions: _containers.RepeatedCompositeFieldContainer[EventVersion]
+    def __init__(self, type: _Optional[str] = ..., schema_version: _Optional[int] = ..., aliases: _Optional[_Iterable[str]] = ..., json_schema: _Optional[str] = ..., domains: _Optional[_Iterable[str]] = ..., versions: _Optional[_Iterable[_Union[EventVersion, _Mapping]]] = ...) -> None: ...
 
 class DescribeResponse(_message.Message):
     __slots__ = ("domains", "events")

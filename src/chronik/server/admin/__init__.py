@@ -5,6 +5,9 @@
 overview, stream browser and stream pages (payloads, metadata, correlation chains), projections
 (pause / resume / rebuild with progress), dead letters (inspect / retry / drop), and panels for
 sagas, deadlines and the outbox. See chronik.server.admin.security for sign-in and CSRF.
+
+Its modules import chronik's core and ``chronik.server`` (problems, status, http_auth), never
+``chronik.cli`` or ``chronik.server.http``.
 """
 
 from __future__ import annotations

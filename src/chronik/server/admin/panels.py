@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from chronik.errors import ReadModelError
 from chronik.projections import Projection, ProjectionRunner, query
-from chronik.projections.system import LEASES
+from chronik.projections.bookkeeping import LEASES
 from chronik.store.base import EventStore
 
 __all__ = ["DeadlineView", "SagaView", "outbox_context", "sagas_context"]
