@@ -169,3 +169,65 @@ async def test_serve_serves_the_built_docs_site_and_the_admin_links_to_it(tmp_pa
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_the_tutorial_config_serves_its_curls(tmp_path: Path) -> None:
+    """docs/snippets/library.yaml served as the tutorial says: the lend command, the live query
+    over the app's own projection, the book's events and the schemas all answer."""
+    http_port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "CHRONIK_STORE": ""}
+    snippets = ROOT / "docs" / "snippets"
+    config = str(snippets / "library.yaml")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "chronik.cli",
+            "serve",
+            "--config",
+            config,
+            "--app-dir",
+            str(snippets),
+            "--port",
+            "0",
+            "--http-port",
+            str(http_port),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        banner = ""
+        while "HTTP:" not in banner:
+            line = proc.stdout.readline()
+            assert line, (banner, proc.stderr.read() if proc.stderr else "")
+            banner += line
+        assert "loans" in banner and "overdue" in banner, banner
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}") as http:
+            lend = {
+                "domain": "book",
+                "aggregate_id": "emma",
+                "type": "Lend",
+                "command_id": "lend-emma-1",
+                "payload": {"loan_id": "loan-2", "member": "ada"},
+            }
+            r = await http.post("/v1/commands?wait=projections", json=lend)
+            assert r.status_code == 200, r.text
+            r = await http.get("/v1/queries/loans", params={"member": "ada"})
+            assert r.status_code == 200, r.text
+            assert [(row["book"], row["member"]) for row in r.json()["rows"]] == [("emma", "ada")]
+            r = await http.get("/v1/streams/book/emma/events")
+            assert [e["type"] for e in r.json()["events"]] == ["BookLent"]
+            r = await http.get("/v1/schemas")
+            assert "Lend" in {c["type"] for d in r.json()["domains"] for c in d["commands"]}
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

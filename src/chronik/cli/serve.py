@@ -138,8 +138,9 @@ async def run_server(
             app.health.watch("http server", http.task)
     print(f"chronik serving store {store}", flush=True)
     print(f"  domains: {', '.join(app.bus.domains) or '(none)'}", flush=True)
-    if server.runner is not None:
-        names = [*server.runner.processors, *server.runner.workers]
+    runners = [r for r in (app.runner, server.runner) if r is not None]
+    names = [name for r in runners for name in (*r.processors, *r.workers)]
+    if names:
         print(f"  projections: {', '.join(names)}", flush=True)
     print(
         f"  gRPC:    {server.host}:{bound} "

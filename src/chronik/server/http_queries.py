@@ -25,7 +25,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, Final, NamedTuple
 
 import msgspec
@@ -90,15 +90,19 @@ class QueryPage(NamedTuple):
     key: tuple[str, ...]
 
 
-def table_of(spec: LiveQuery, runner: ProjectionRunner | None) -> Table:
-    """The declared table a live query serves (from the projections ``runner`` runs)."""
-    if runner is not None:
+def table_of(spec: LiveQuery, runners: Iterable[ProjectionRunner | None]) -> Table:
+    """The declared table a live query serves, from the projections the ``runners`` run (the
+    server's own and those the app was given)."""
+    known: list[str] = []
+    for runner in runners:
+        if runner is None:
+            continue
         proc = runner.processors.get(spec.projection) or runner.workers.get(spec.projection)
         table = None if proc is None else proc.projection.tables.get(spec.table)
         if table is not None:
             return table
-    known = sorted([*runner.processors, *runner.workers]) if runner is not None else []
-    raise UnknownProjection(spec.projection, known)
+        known += [*runner.processors, *runner.workers]
+    raise UnknownProjection(spec.projection, sorted(known))
 
 
 def _value(name: str, sql_type: str, raw: str) -> Any:

@@ -117,7 +117,7 @@ async def get_query(request: Request) -> Response:
     spec = state.queries.get(name)
     if spec is None:
         raise UnknownProjection(name, sorted(state.queries))
-    table = table_of(spec, state.runner if state.runner is not None else state.app.runner)
+    table = table_of(spec, (state.runner, state.app.runner))
     page = parse_page(spec, table, request.query_params)
     if "text/event-stream" not in request.headers.get("accept", ""):
         rows, next_cursor = await read_page(state.store, spec, page)
