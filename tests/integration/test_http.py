@@ -406,3 +406,35 @@ async def test_a_host_name_not_served_is_refused() -> None:
     finally:
         await server.stop()
         await app.close()
+
+
+async def test_wait_for_projections_covers_the_apps_own_projections() -> None:
+    """?wait=projections also waits for the projections the app itself runs (app.add_projection),
+    not only those the server was given."""
+    from chronik.projections import Projection, ReadModel, Table
+
+    app = build_app("memory://")
+    slow = Projection(
+        "slow_names", tables=[Table("slow_names", {"id": str, "name": str}, primary_key="id")]
+    )
+
+    @slow.on("CustomerCreated")
+    async def created(event: Any, rm: ReadModel) -> None:
+        await asyncio.sleep(0.3)
+        rm.upsert("slow_names", id=event.stream.aggregate_id, name=event.json()["name"])
+
+    app.add_projection(slow)
+    async with app:
+        names = LiveQuery("names", "slow_names", "slow_names", ("id",))
+        server = HttpServer(create_http_app(app, queries=[names]), port=0)
+        await server.start()
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as c:
+                body = command("customer", "c9", "CreateCustomer")
+                body["payload"] = {"name": "Ada", "email": "a@x"}
+                r = await c.post("/v1/commands?wait=projections", json=body)
+                assert r.status_code == 200 and r.json()["projections"] == "caught_up"
+                rows = (await c.get("/v1/queries/names", params={"id": "c9"})).json()["rows"]
+                assert [row["name"] for row in rows] == ["Ada"]
+        finally:
+            await server.stop()

@@ -114,6 +114,19 @@ async def test_bad_credentials_are_401_and_logged(
     assert any("refused GET /v1/events" in m for m in caplog.messages)
 
 
+async def test_a_command_without_credentials_is_401_before_its_body_is_read(
+    http: httpx.AsyncClient,
+) -> None:
+    """POST /v1/commands with no or bad credentials answers 401 even when the body is bad:
+    nothing about the command schema reaches an unauthenticated caller."""
+    for headers in ({}, {"x-api-key": "wrong-key-123"}):
+        for body in (b"{}", b"not json", b'{"domain": 1}'):
+            r = await http.post("/v1/commands", content=body, headers=headers)
+            assert r.status_code == 401, r.text
+    r = await http.post("/v1/commands", content=b"{}", headers={"x-api-key": "blind-key-1"})
+    assert r.status_code == 400  # authenticated: now the body is checked
+
+
 async def test_scopes_and_keys_allow_what_they_name(http: httpx.AsyncClient) -> None:
     """Valid tokens and keys reach exactly what their scope or key allows (else 403)."""
     read_only = bearer(token("read"))

@@ -82,7 +82,9 @@ class HttpAuth:
         self.authorize = authorize
         self._jwt_keys = jwt_config.keys() if jwt_config is not None else {}
 
-    def _principal(self, headers: Mapping[str, str]) -> Principal:
+    def authenticate(self, headers: Mapping[str, str]) -> Principal:
+        """Who sent the request (AuthenticationError if nobody valid), before anything of the
+        request is read."""
         api_key = headers.get("x-api-key", "")
         auth = headers.get("authorization", "")
         token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
@@ -118,7 +120,7 @@ class HttpAuth:
 
     def check(self, headers: Mapping[str, str], action: str) -> None:
         """Authenticate, then require ``action`` ("read" or "admin")."""
-        who = self._principal(headers)
+        who = self.authenticate(headers)
         if isinstance(who, ApiKey):
             allowed = who.read if action == "read" else who.admin
             name = who.name
@@ -127,9 +129,12 @@ class HttpAuth:
         if not allowed:
             raise PermissionDenied(f"{name} may not {action}")
 
-    def check_command(self, headers: Mapping[str, str], command: Command) -> None:
-        """Authenticate, require permission to send this command, then ask the hook."""
-        who = self._principal(headers)
+    def check_command(
+        self, headers: Mapping[str, str], command: Command, who: Principal | None = None
+    ) -> None:
+        """Authenticate (unless ``who`` already is), require permission to send this command,
+        then ask the hook."""
+        who = self.authenticate(headers) if who is None else who
         domain, command_type = command.domain, command.type
         if isinstance(who, ApiKey):
             Auth.allow_command(who, domain, command_type)

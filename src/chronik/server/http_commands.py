@@ -41,10 +41,11 @@ async def post_command(request: Request) -> Response:
     """``POST /v1/commands``: dispatch one command; 202 if the projections are not caught up
     within the wait."""
     state = state_of(request)
+    who = None if state.auth is None else state.auth.authenticate(request.headers)
     timeout = params.wait_timeout(request.query_params)
     command = await params.parse_command(await read_body(request))
     if state.auth is not None:
-        state.auth.check_command(request.headers, command)
+        state.auth.check_command(request.headers, command, who)
     result = await state.app.dispatch(command)
     # committed from here on: whatever fails now, the answer is the committed result
     answer = result_json(result)
@@ -57,11 +58,13 @@ async def post_command(request: Request) -> Response:
 
 async def caught_up(state: HttpState, result: CommandResult, seconds: float) -> bool:
     """Whether the projections applied the command's events within ``seconds``."""
-    if state.runner is None or result.position is None:
+    runners = [r for r in (state.runner, state.app.runner) if r is not None]
+    if not runners or result.position is None:
         return True
     try:
         async with asyncio.timeout(seconds):
-            await state.runner.wait_for(result.position)
+            for runner in runners:  # the server's projections and the app's own
+                await runner.wait_for(result.position)
     except TimeoutError:
         return False
     except Exception as exc:  # a projection stopped, the store went away: still committed
