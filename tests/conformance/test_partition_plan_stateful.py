@@ -26,7 +26,7 @@ from chronik.projections import (
     Table,
     query,
 )
-from chronik.projections.system import load_plan
+from chronik.projections.bookkeeping import load_plan
 from chronik.testing.services import PostgresService
 
 _fresh = itertools.count(1)

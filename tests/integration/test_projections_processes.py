@@ -33,7 +33,7 @@ from chronik.projections import (
     Table,
     query,
 )
-from chronik.projections.system import Plan, load_plan
+from chronik.projections.bookkeeping import Plan, load_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 COUNTS = Table("counts", {"id": str, "n": int, "total": int, "last_seq": int}, primary_key="id")

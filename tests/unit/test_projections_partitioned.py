@@ -17,7 +17,7 @@ from chronik.projections import (
     ProjectionProcessor,
     ReadModel,
 )
-from chronik.projections.system import Plan, load_plan
+from chronik.projections.bookkeeping import Plan, load_plan
 from chronik.store.base import EventStore, TableWrite
 from tests.unit.test_projections import (
     TOTALS,

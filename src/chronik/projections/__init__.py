@@ -3,6 +3,13 @@
 Declare a ``Projection`` with its ``Table``s and handlers, run it with a ``ProjectionRunner``
 (or one ``ProjectionProcessor``), read its rows with ``query``; ``ProjectionAdmin`` shows
 status and sends pause / resume / reset / rebuild / retry requests from any process.
+
+Inside: ``processor`` is the one module that commits for a projection and changes a
+processor's state; ``control`` (requests), ``plan`` (partitions), ``batch`` (a page through the
+handlers), ``lanes`` and ``dead_letters`` take values and return decisions or table writes;
+``bookkeeping`` holds the system tables' rows, ``admin`` the operator actions, ``workers`` and
+``runner`` run processors. Modules here import ``chronik.store`` (the port, never an adapter),
+``chronik.messages``, ``chronik.errors`` and each other in that order, never a server or CLI.
 """
 
 from __future__ import annotations
@@ -10,17 +17,13 @@ from __future__ import annotations
 from typing import Any
 
 from chronik.errors import ReadModelError
+from chronik.projections.admin import ProjectionAdmin, ProjectionStatus
+from chronik.projections.bookkeeping import STATUS, load_plan
+from chronik.projections.dead_letters import DeadLetter
 from chronik.projections.processor import ProjectionProcessor
 from chronik.projections.projection import ErrorPolicy, Handler, Projection
 from chronik.projections.readmodel import ReadModel, Table, physical_name
 from chronik.projections.runner import ProjectionRunner
-from chronik.projections.system import (
-    STATUS,
-    DeadLetter,
-    ProjectionAdmin,
-    ProjectionStatus,
-    load_plan,
-)
 from chronik.projections.workers import PartitionWorker
 from chronik.store.base import EventStore
 

@@ -1,249 +1,161 @@
-"""What a processor does on request: pause, resume, reset, rebuild, retry dead letters; takeover.
+"""What a processor does on request, at start-up and at takeover, decided from a ``View``.
 
 Requests are rows of ``chronik_projection_requests`` (written by ``ProjectionAdmin``, from any
-process); the processor applies each one and deletes it in the same unit of work.
+process): pause, resume, reset, rebuild, retry dead letters, refresh. Each is turned into a
+``Step``, the processor's next move as values (a new state, a generation to build, a position
+to reset to, the table writes, the request's own delete among them); the processor applies it
+and commits it as one unit of work. Functions here read the store, never write it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from typing import TYPE_CHECKING, Any, Final
+from dataclasses import dataclass, field
+from typing import Any
 
-from chronik.errors import (
-    ConfigurationError,
-    ServiceUnavailable,
-    StoreClosed,
-    StoreUnavailable,
-    TransportUnavailable,
-    ValidationError,
-)
-from chronik.messages import Position, RecordedEvent
-from chronik.projections import plan
+from chronik.errors import ValidationError
+from chronik.messages import Position
+from chronik.projections import dead_letters
+from chronik.projections.bookkeeping import REQUESTS, STATUS, load_plan
 from chronik.projections.lanes import (
+    START,
     Lane,
-    delete_letter,
+    View,
     drop_tables,
     ensure_tables,
-    forget_dead_letters,
     load_lane,
     specs,
 )
-from chronik.projections.readmodel import ReadModel
-from chronik.projections.system import DEAD_LETTERS, REQUESTS, STATUS, load_plan
-from chronik.store.base import TableWrite
+from chronik.projections.projection import Projection
+from chronik.store.base import EventStore, TableWrite
 
-if TYPE_CHECKING:
-    from chronik.projections.processor import ProjectionProcessor
-
-__all__ = ["maybe_take_over", "poll_requests", "retry_handler", "setup"]
-
-START = Position(0)
+__all__ = ["Start", "Step", "decide", "requests", "setup", "take_over"]
 
 
-async def poll_requests(proc: ProjectionProcessor) -> None:
-    """Follow a partitioned projection's plan; apply the pending requests, oldest first."""
-    if proc.projection.partitions > 1:
-        await plan.poll(proc)
-    rows = await proc.store.read_table(REQUESTS.name, {"projection": proc.key}, order_by=("id",))
-    for r in rows:
-        done = TableWrite.delete(REQUESTS.name, {"id": r["id"]})
-        action, arg = r["action"], r["arg"] or ""
-        if action == "pause":
-            proc.state = "paused"
-            await proc._commit([done])
-        elif action == "resume":
-            proc.state = "running"
-            proc.last_error = None
-            await proc._commit([done])
-        elif proc.projection.partitions > 1 and (
-            action == "rebuild" or (action == "reset" and not arg)
-        ):  # a new generation for every partition: partition 0 leads, the others follow
-            if proc.state == "stopped":
-                proc.state = "running"
-            await plan.poll(proc, action if proc.partition == 0 else None, [done])
-        elif action == "rebuild" or (action == "reset" and not arg and proc.active.frozen):
-            await _rebuild(proc, [done])
-        elif action == "reset":
-            await _reset(proc, arg, [done])
-        elif action == "retry":
-            await _retry(proc, {arg} if arg else None, [done])
-        else:  # refresh: dead letters were dropped; streams whose failed event went flow on
-            await _retry(proc, await _headless(proc), [done])
+@dataclass(frozen=True, slots=True)
+class Step:
+    """The processor's next move; it applies the fields in this order, then commits."""
+
+    writes: list[TableWrite] = field(default_factory=list)
+    state: str | None = None  # the state from now on
+    wake: bool = False  # a stopped processor runs again
+    error: str | None = None  # the new last_error (with clear_error: even None)
+    clear_error: bool = False
+    follow: bool = False  # partitioned: follow the plan, committing the writes with it
+    request: str | None = None  # ... after the leader changed it as this request asks
+    build: int | None = None  # start building this new generation from the start
+    reset: Position | None = None  # move the serving generation to this position
+    unpark: bool = False  # ... whose parked streams are gone
+    take_over: bool = False  # the building generation serves from now on
+    reload_parked: bool = False  # read the serving generation's parked streams again
 
 
-async def _rebuild(proc: ProjectionProcessor, writes: list[TableWrite]) -> None:
+@dataclass(frozen=True, slots=True)
+class Start:
+    """What a processor that just claimed its lease starts from."""
+
+    state: str
+    row: dict[str, Any]  # its status row as the last owner left it ({} if none)
+    active: Lane | None = None  # None: a partitioned projection, whose plan says
+    building: Lane | None = None
+    step: Step = field(default_factory=Step)
+    refuse: str | None = None  # why it cannot run (it ran partitioned before)
+
+
+async def requests(store: EventStore, key: str) -> list[dict[str, Any]]:
+    """The pending requests of a processor, oldest first."""
+    return await store.read_table(REQUESTS.name, {"projection": key}, order_by=("id",))
+
+
+async def decide(store: EventStore, view: View, r: dict[str, Any]) -> Step:
+    """The step that carries out request ``r`` (and deletes it)."""
+    done = [TableWrite.delete(REQUESTS.name, {"id": r["id"]})]
+    action, arg = r["action"], r["arg"] or ""
+    p = view.projection
+    if action == "pause":
+        return Step(done, state="paused")
+    if action == "resume":
+        return Step(done, state="running", clear_error=True)
+    if p.partitions > 1 and (action == "rebuild" or (action == "reset" and not arg)):
+        # a new generation for every partition: partition 0 leads, the others follow
+        return Step(done, wake=True, follow=True, request=action if view.partition == 0 else None)
+    if action == "rebuild" or (action == "reset" and not arg and view.active.frozen):
+        return await rebuild(store, view, done)
+    if action == "reset":
+        return await _reset(store, view, arg, done)
+    key, generation = view.key, view.active.generation
+    if action == "retry":
+        streams = {arg} if arg else None
+    else:  # refresh: dead letters were dropped; streams whose failed event went flow on
+        streams = await dead_letters.headless(store, key, generation)
+    writes = await dead_letters.retry(store, p, key, generation, streams)
+    return Step(writes + done, reload_parked=True)
+
+
+async def rebuild(store: EventStore, view: View, writes: list[TableWrite]) -> Step:
     """Start a new generation that builds while the current one serves (blue/green)."""
-    old = proc.building
-    generation = max(proc.active.generation, old.generation if old else 0) + 1
+    p, old = view.projection, view.building
+    generation = max(view.active.generation, old.generation if old else 0) + 1
     if old is not None:
-        writes += drop_tables(proc, old.generation) + await forget_dead_letters(
-            proc, old.generation
-        )
-    lane = proc.building = Lane(generation, proc.projection.version)
-    writes += ensure_tables(proc, generation)
-    if proc.state == "stopped":
-        proc.state = "running"
-    await proc._commit(writes, lane, START)
-    lane.position = lane.applied = START
+        writes += drop_tables(p, old.generation)
+        writes += await dead_letters.forget(store, view.key, old.generation)
+    return Step(writes + ensure_tables(p, generation), wake=True, build=generation)
 
 
-async def _reset(proc: ProjectionProcessor, arg: str, writes: list[TableWrite]) -> None:
+async def _reset(store: EventStore, view: View, arg: str, writes: list[TableWrite]) -> Step:
     """Reset the serving generation: to the start (tables cleared) or to a position."""
-    lane = proc.active
-    if arg:
-        try:
-            position = Position.parse(arg)
-        except ValidationError as exc:
-            proc.last_error = f"reset ignored: {exc}"
-            await proc._commit(writes)
-            return
-    else:
-        position = START
-        writes += [TableWrite("clear", s.name) for s in specs(proc, lane.generation)]
-        writes += await forget_dead_letters(proc, lane.generation)
-        lane.parked = set()
-    if proc.state == "stopped":
-        proc.state = "running"
-    await proc._commit(writes, lane, position)
-    lane.position = lane.applied = position
-    lane.caught_up = False
+    generation = view.active.generation
+    if not arg:
+        writes += [TableWrite("clear", s.name) for s in specs(view.projection, generation)]
+        writes += await dead_letters.forget(store, view.key, generation)
+        return Step(writes, wake=True, reset=START, unpark=True)
+    try:
+        position = Position.parse(arg)
+    except ValidationError as exc:
+        return Step(writes, error=f"reset ignored: {exc}")
+    return Step(writes, wake=True, reset=position)
 
 
-async def _headless(proc: ProjectionProcessor) -> set[str]:
-    """Streams whose first parked event is one that only waited (its failed one was dropped)."""
-    rows = await proc.store.read_table(
-        DEAD_LETTERS.name,
-        {"projection": proc.key, "generation": proc.active.generation},
-        order_by=("position", "position_index"),
-    )
-    first: dict[str, bool] = {}
-    for r in rows:
-        first.setdefault(r["stream"], bool(r["blocked"]))
-    return {stream for stream, blocked in first.items() if blocked}
-
-
-async def _retry(
-    proc: ProjectionProcessor, streams: set[str] | None, writes: list[TableWrite]
-) -> None:
-    """Apply parked events again (of ``streams``, or all), per stream in order; a stream with
-    none left flows on. An event id in ``streams`` stands for its stream (order holds)."""
-    lane, name = proc.active, proc.key
-    rows = await proc.store.read_table(
-        DEAD_LETTERS.name,
-        {"projection": name, "generation": lane.generation},
-        order_by=("position", "position_index"),
-    )
-    if streams is not None:
-        streams = {r["stream"] for r in rows if r["stream"] in streams or r["event_id"] in streams}
-    failed: set[str] = set()
-    rm = ReadModel(proc.store, proc.projection.tables, lane.generation)
-    for r in rows:
-        if (streams is not None and r["stream"] not in streams) or r["stream"] in failed:
-            continue
-        event = await proc.store.get_event(r["event_id"])
-        if event is not None and event.type in proc.projection.handlers:
-            rm.begin(event)
-            try:
-                await proc.projection.handle(event, rm)
-            except Exception as exc:
-                rm.discard()
-                failed.add(r["stream"])
-                error = f"{type(exc).__name__}: {exc}"
-                values = {**r, "error": error, "attempts": (r["attempts"] or 0) + 1}
-                writes.append(
-                    TableWrite.upsert(DEAD_LETTERS.name, values, DEAD_LETTERS.primary_key)
-                )
-                continue
-            rm.keep()
-        writes.append(delete_letter(name, lane.generation, r["event_id"]))
-    await proc._commit(rm.writes + writes)
-    await proc._load_parked(lane)
-
-
-async def maybe_take_over(proc: ProjectionProcessor) -> None:
+async def take_over(store: EventStore, view: View) -> Step | None:
     """Switch to the building generation once it has caught up with the serving one (a
     partitioned projection switches when its plan does: see chronik.projections.plan)."""
-    new, old = proc.building, proc.active
-    if new is None or proc.projection.partitions > 1 or not new.caught_up or new.position is None:
-        return
+    new, old = view.building, view.active
+    if new is None or view.projection.partitions > 1 or not new.caught_up or new.position is None:
+        return None
     if not old.frozen and old.position is not None and new.position < old.position:
-        return
-    writes = drop_tables(proc, old.generation) + await forget_dead_letters(proc, old.generation)
-    proc.active, proc.building = new, None
-    await proc._commit(writes, new, new.position)
-    proc._resolve_waiters()
+        return None
+    writes = drop_tables(view.projection, old.generation)
+    writes += await dead_letters.forget(store, view.key, old.generation)
+    return Step(writes, take_over=True)
 
 
-async def setup(proc: ProjectionProcessor) -> None:
-    """Load the projection's generations, checkpoints and parked streams from the database."""
-    store, p = proc.store, proc.projection
-    found = await store.read_table(STATUS.name, {"name": proc.key}, limit=1)
+async def setup(store: EventStore, p: Projection, partition: int, key: str) -> Start:
+    """What a processor starts from: its generations, checkpoints and parked streams."""
+    found = await store.read_table(STATUS.name, {"name": key}, limit=1)
     row: dict[str, Any] = found[0] if found else {}
     # a pause survives restarts; a projection stopped by its error policy retries on start
-    proc.state = "paused" if row.get("state") == "paused" else "running"
+    state = "paused" if row.get("state") == "paused" else "running"
     if p.partitions > 1:
-        await plan.setup(proc, row)
-        return
+        return Start(state, row)
     if not row and await load_plan(store, p.name) is not None:  # it ran partitioned
-        async with store.transaction() as tx:
-            tx.write_tables([proc._lease_write("release")])
-        proc.epoch = None
-        raise ConfigurationError(
-            f"projection {p.name} runs in partitions (see chronik_projection_plans): run it "
-            "with PartitionWorkers, or give the unpartitioned projection a new name"
+        return Start(
+            state,
+            row,
+            refuse=f"projection {p.name} runs in partitions (see chronik_projection_plans): run "
+            "it with PartitionWorkers, or give the unpartitioned projection a new name",
         )
     generation = row.get("generation") or 1
     building, building_version = row.get("building"), row.get("building_version")
-    proc.active = await load_lane(proc, generation, row.get("version") or p.version)
-    proc.building = None
+    active = await load_lane(store, p, partition, key, generation, row.get("version") or p.version)
+    new: Lane | None = None
     writes: list[TableWrite] = []
     if building and building_version == p.version:
-        proc.building = await load_lane(proc, building, p.version)
+        new = await load_lane(store, p, partition, key, building, p.version)
     elif building:
-        writes += drop_tables(proc, building)
-    for lane in proc._lanes(include_frozen=False):
-        writes += ensure_tables(proc, lane.generation)
-    if proc.active.frozen and proc.building is None:  # a new version: build it (blue/green)
-        await _rebuild(proc, writes)
-    else:
-        await proc._commit(writes)
-
-
-#: What a handler raises when the infrastructure is down, not the event bad: the whole page is
-#: left uncommitted and retried by the processor's loop (with backoff, for as long as it takes)
-#: instead of using up the policy's retries and parking a good event.
-TRANSIENT_ERRORS: Final = (StoreUnavailable, StoreClosed, ServiceUnavailable, TransportUnavailable)
-
-
-async def retry_handler(
-    proc: ProjectionProcessor, event: RecordedEvent, rm: ReadModel, first: Exception
-) -> str | None:
-    """Retry a failed handler as the policy says; the error text if it kept failing. An error
-    of TRANSIENT_ERRORS is raised instead (the page is retried whole, later)."""
-    if isinstance(first, TRANSIENT_ERRORS):
-        raise first
-    policy = proc.projection.policy
-    exc: Exception = first
-    for attempt in range(1, policy.retries + 2):
-        error = f"{type(exc).__name__}: {exc}"
-        if attempt > policy.retries or proc._stopping:
-            return error
-        proc.state = "failing"
-        proc.last_error = f"{event.type} {event.event_id} ({event.stream}): {error}"
-        if attempt == 1:
-            with contextlib.suppress(Exception):
-                await proc._commit([])
-        await asyncio.sleep(policy.delay(attempt))
-        rm.begin(event)
-        try:
-            await proc.projection.handle(event, rm)
-        except Exception as again:
-            rm.discard()
-            if isinstance(again, TRANSIENT_ERRORS):
-                raise
-            exc = again
-        else:
-            rm.keep()
-            return None
-    raise AssertionError("unreachable")
+        writes += drop_tables(p, building)
+    for lane in (active, new):
+        if lane is not None and not lane.frozen:
+            writes += ensure_tables(p, lane.generation)
+    if active.frozen and new is None:  # a new version: build it (blue/green)
+        view = View(p, partition, key, state, None, None, False, active.view(), None)
+        return Start(state, row, active, None, await rebuild(store, view, writes))
+    return Start(state, row, active, new, Step(writes))

@@ -1,31 +1,68 @@
-"""Lanes: the generations of a projection's tables a processor advances, and their cleanup."""
+"""Lanes: the generations of a projection's tables a processor advances, seen as values.
+
+A ``Lane`` is one generation with its checkpoint and parked streams; the processor owns its
+lanes and is the only one that changes them. ``View`` is the frozen snapshot of a processor
+that ``chronik.projections.control`` and ``chronik.projections.plan`` decide from; the
+functions here turn a generation into the table writes that create, drop or clear it, and
+read a lane as the database has it. ``Waiters`` are the read-your-writes waits on a lane.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+from dataclasses import dataclass
+from typing import NamedTuple
 
+from chronik.errors import ConfigurationError, ValidationError
 from chronik.messages import Position
-from chronik.projections.system import DEAD_LETTERS
-from chronik.store.base import TableSpec, TableWrite
-
-if TYPE_CHECKING:
-    from chronik.projections.processor import ProjectionProcessor
+from chronik.projections import dead_letters
+from chronik.projections.bookkeeping import Plan
+from chronik.projections.projection import Projection
+from chronik.store.base import EventStore, TableSpec, TableWrite
 
 __all__ = [
+    "START",
     "Lane",
+    "LaneView",
+    "View",
+    "Waiters",
     "checkpoint_name",
-    "delete_letter",
     "drop_tables",
     "ensure_tables",
-    "forget_dead_letters",
     "load_lane",
+    "partition_key",
     "specs",
 ]
+
+START = Position(0)
+
+
+def partition_key(p: Projection, partition: int, heartbeat: float, lease_ttl: float) -> str:
+    """The name of a partition's status row, requests and dead letters (``name`` or
+    ``name/k``), once its processor's settings are checked."""
+    if not p.handlers:
+        raise ConfigurationError(f"projection {p.name!r} has no handlers")
+    if type(partition) is not int or not 0 <= partition < p.partitions:
+        raise ValidationError(f"{p.name} has no partition {partition!r}")
+    if lease_ttl <= 2 * heartbeat:
+        raise ValidationError("lease_ttl must be more than twice the heartbeat")
+    return p.name if p.partitions == 1 else f"{p.name}/{partition}"
 
 
 def checkpoint_name(projection: str, generation: int) -> str:
     """The checkpoint name of one generation of a projection."""
     return f"projection:{projection}:g{generation}"
+
+
+class LaneView(NamedTuple):
+    """A lane's state as values."""
+
+    generation: int
+    version: int
+    frozen: bool
+    position: Position | None
+    applied: Position | None
+    caught_up: bool
 
 
 class Lane:
@@ -46,44 +83,99 @@ class Lane:
         """The checkpoint name of this generation."""
         return checkpoint_name(projection, self.generation)
 
+    def view(self) -> LaneView:
+        """This lane's state as values."""
+        return LaneView(
+            self.generation, self.version, self.frozen, self.position, self.applied, self.caught_up
+        )
+
     def __repr__(self) -> str:
         return f"<Lane g{self.generation} v{self.version} at {self.position}>"
 
 
-async def load_lane(proc: ProjectionProcessor, generation: int, version: int) -> Lane:
-    """A lane of ``proc``'s partition as the database has it: checkpoint and parked streams."""
-    lane = Lane(generation, version, frozen=version != proc.projection.version)
-    name = lane.checkpoint(proc.projection.name)
-    checkpoint = await proc.store.load_checkpoint(name, proc.partition)
+@dataclass(frozen=True, slots=True)
+class View:
+    """What a processor's decisions are made from: its projection and partition, its state and
+    its lanes, as values taken at one moment."""
+
+    projection: Projection
+    partition: int
+    key: str  # the name of the partition's status row, requests and dead letters
+    state: str
+    last_error: str | None
+    plan: Plan | None
+    outdated: bool
+    active: LaneView
+    building: LaneView | None
+
+    def lanes(self) -> dict[int, LaneView]:
+        """The lanes by generation (the serving one even if frozen)."""
+        found = {self.active.generation: self.active}
+        if self.building is not None:
+            found[self.building.generation] = self.building
+        return found
+
+
+async def load_lane(
+    store: EventStore,
+    projection: Projection,
+    partition: int,
+    key: str,
+    generation: int,
+    version: int,
+) -> Lane:
+    """A new lane of one partition as the database has it: checkpoint and parked streams."""
+    lane = Lane(generation, version, frozen=version != projection.version)
+    checkpoint = await store.load_checkpoint(lane.checkpoint(projection.name), partition)
     lane.position = lane.applied = checkpoint.position if checkpoint else None
-    await proc._load_parked(lane)
+    lane.parked = await dead_letters.parked_streams(store, key, generation)
     return lane
 
 
-def specs(proc: ProjectionProcessor, generation: int) -> list[TableSpec]:
+def specs(projection: Projection, generation: int) -> list[TableSpec]:
     """The table specs of one generation of the projection."""
-    return [t.spec(generation) for t in proc.projection.tables.values()]
+    return [t.spec(generation) for t in projection.tables.values()]
 
 
-def ensure_tables(proc: ProjectionProcessor, generation: int) -> list[TableWrite]:
+def ensure_tables(projection: Projection, generation: int) -> list[TableWrite]:
     """Writes that create one generation's tables if they are missing."""
-    return [TableWrite("ensure", s.name, spec=s) for s in specs(proc, generation)]
+    return [TableWrite("ensure", s.name, spec=s) for s in specs(projection, generation)]
 
 
-def drop_tables(proc: ProjectionProcessor, generation: int) -> list[TableWrite]:
+def drop_tables(projection: Projection, generation: int) -> list[TableWrite]:
     """Writes that drop one generation's tables."""
-    return [TableWrite("drop", s.name) for s in specs(proc, generation)]
+    return [TableWrite("drop", s.name) for s in specs(projection, generation)]
 
 
-def delete_letter(name: str, generation: int, event_id: str) -> TableWrite:
-    """The write that deletes one dead letter."""
-    values = {"projection": name, "generation": generation, "event_id": event_id}
-    return TableWrite.delete(DEAD_LETTERS.name, values)
+class Waiters:
+    """Read-your-writes: waits until the serving lane has applied a position."""
 
+    def __init__(self) -> None:
+        self.waiting: list[tuple[Position, asyncio.Future[None]]] = []
 
-async def forget_dead_letters(proc: ProjectionProcessor, generation: int) -> list[TableWrite]:
-    """Writes that delete this processor's dead letters of one generation."""
-    rows = await proc.store.read_table(
-        DEAD_LETTERS.name, {"projection": proc.key, "generation": generation}
-    )
-    return [delete_letter(proc.key, generation, r["event_id"]) for r in rows]
+    @staticmethod
+    def reached(lane: Lane, position: Position) -> bool:
+        """Whether ``lane`` serves and has applied ``position``."""
+        mine = lane.applied
+        return not lane.frozen and mine is not None and mine >= position
+
+    async def wait(self, position: Position) -> None:
+        """Wait until ``resolve`` finds ``position`` reached (or ``fail`` ends the wait)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiting.append((position, fut))
+        try:
+            await fut
+        finally:
+            self.waiting = [(p, f) for p, f in self.waiting if f is not fut]
+
+    def resolve(self, lane: Lane) -> None:
+        """End the waits whose position the serving ``lane`` has reached."""
+        for position, fut in self.waiting:
+            if not fut.done() and self.reached(lane, position):
+                fut.set_result(None)
+
+    def fail(self, exc: Exception) -> None:
+        """End every wait with ``exc``."""
+        for _, fut in self.waiting:
+            if not fut.done():
+                fut.set_exception(exc)

@@ -29,31 +29,23 @@ larger split left behind once no one holds them.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from chronik.messages import Position
+from chronik.projections import dead_letters
+from chronik.projections.bookkeeping import LEASES, REQUESTS, STATUS, Plan, load_plan
 from chronik.projections.lanes import (
+    Lane,
+    View,
     checkpoint_name,
-    delete_letter,
     drop_tables,
     ensure_tables,
-    forget_dead_letters,
     load_lane,
 )
-from chronik.projections.system import (
-    DEAD_LETTERS,
-    LEASES,
-    REQUESTS,
-    STATUS,
-    Plan,
-    load_plan,
-)
-from chronik.store.base import TableWrite
+from chronik.store.base import EventStore, TableWrite
 
-if TYPE_CHECKING:
-    from chronik.projections.processor import ProjectionProcessor
-
-__all__ = ["poll", "setup"]
+__all__ = ["Decision", "Follow", "poll", "switch_checkpoint"]
 
 WAITING = "waiting for partition 0 to publish the projection's generations"
 OLDER = "this process runs version"
@@ -61,46 +53,66 @@ SPLIT = "this process splits"
 _NOTES = (WAITING, OLDER, SPLIT)  # what last_error says while the plan holds a partition back
 
 
-async def setup(proc: ProjectionProcessor, row: dict[str, Any]) -> None:
-    """Set up a partition that was just claimed: load its lanes as the plan says."""
-    proc.plan = None
-    await poll(proc, row=row)
+@dataclass(frozen=True, slots=True)
+class Follow:
+    """The lanes a partition follows the plan with: the processor installs them as they are."""
+
+    plan: Plan | None  # the plan they follow
+    active: int  # the generation that serves (a lane the processor has, or one in ``loaded``)
+    frozen: bool  # whether this partition advances it
+    building: int | None  # the generation this partition builds
+    loaded: dict[int, Lane]  # lanes read from the database (they replace any the processor has)
+    outdated: bool  # the plan serves a newer version than this process runs
+    changed: bool  # whether another lane serves or builds now (waiters may be resolved)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One heartbeat of following the plan: the processor applies it, then commits if asked."""
+
+    writes: list[TableWrite]
+    last_error: str | None
+    follow: Follow | None  # None: the lanes stay as they are
+    stopped: tuple[tuple[str, Position], ...]  # checkpoints of where the serving one stopped
+    commit: bool
 
 
 async def poll(
-    proc: ProjectionProcessor,
+    store: EventStore,
+    view: View,
     request: str | None = None,
     writes: list[TableWrite] | None = None,
     row: dict[str, Any] | None = None,
-) -> None:
+) -> Decision:
     """Follow the plan (the leader first changes it: ``request`` rebuild or reset, a new
-    version, a switch, retired tables); commit ``writes`` with whatever changed."""
-    name = proc.projection.name
+    version, a switch, retired tables), with ``writes`` to commit with whatever changed; ``row``
+    is the partition's status row when it was just claimed."""
+    name = view.projection.name
     writes = list(writes or ())
-    plan = await load_plan(proc.store, name)
-    if proc.partition == 0:
-        new = await _lead(proc, plan, request, row, writes)
+    plan = await load_plan(store, name)
+    last_error = view.last_error
+    if view.partition == 0:
+        new, note = await _lead(store, view, plan, request, row, writes)
+        last_error = note or last_error
         if new != plan:
             writes.append(new.write(name))
             published = {new.generation, new.building} - (
                 set() if plan is None else {plan.generation, plan.building}
             )
             for generation in sorted(g for g in published if g is not None):
-                if _shape_of(new, generation) == _shape(proc):
-                    writes += ensure_tables(proc, generation)
-            writes += await _collect(proc, new, plan)
+                if _shape_of(new, generation) == _shape(view):
+                    writes += ensure_tables(view.projection, generation)
+            writes += await _collect(store, view, new, plan)
             plan = new
-        writes += await _prune(proc, plan)
-    changed, stopped = await _follow(proc, plan, writes)
-    if writes or changed or row is not None:
-        await proc._commit(writes, checkpoints=stopped)
-    if changed:
-        proc._resolve_waiters()
+        writes += await _prune(store, view, plan)
+    follow, last_error, stopped = await _follow(store, view, plan, writes, last_error)
+    changed = follow is not None and follow.changed
+    return Decision(writes, last_error, follow, stopped, bool(writes) or changed or row is not None)
 
 
-def _shape(proc: ProjectionProcessor) -> tuple[int, int]:
+def _shape(view: View) -> tuple[int, int]:
     """What this process builds: its projection's version and partition count."""
-    return proc.projection.version, proc.projection.partitions
+    return view.projection.version, view.projection.partitions
 
 
 def _shape_of(plan: Plan, generation: int) -> tuple[int | None, int | None]:
@@ -109,13 +121,15 @@ def _shape_of(plan: Plan, generation: int) -> tuple[int | None, int | None]:
     return plan.building_version, plan.building_partitions
 
 
-async def _first(proc: ProjectionProcessor, row: dict[str, Any], writes: list[TableWrite]) -> Plan:
+async def _first(
+    store: EventStore, view: View, row: dict[str, Any], writes: list[TableWrite]
+) -> Plan:
     """The plan before any: what partition 0 served before plans existed, or what the
     projection served when it ran unpartitioned (its status row is taken over), or nothing."""
-    p = proc.projection
+    p = view.projection
     if row:
         return Plan(row.get("generation") or 1, row.get("version") or p.version, p.partitions)
-    found = await proc.store.read_table(STATUS.name, {"name": p.name}, limit=1)
+    found = await store.read_table(STATUS.name, {"name": p.name}, limit=1)
     if found:
         writes.append(TableWrite.delete(STATUS.name, {"name": p.name}))
         return Plan(found[0]["generation"] or 1, found[0]["version"] or p.version, 1)
@@ -123,23 +137,25 @@ async def _first(proc: ProjectionProcessor, row: dict[str, Any], writes: list[Ta
 
 
 async def _lead(
-    proc: ProjectionProcessor,
+    store: EventStore,
+    view: View,
     plan: Plan | None,
     request: str | None,
     row: dict[str, Any] | None,
     writes: list[TableWrite],
-) -> Plan:
-    """The plan after this heartbeat of the leader."""
-    version, partitions = _shape(proc)
+) -> tuple[Plan, str | None]:
+    """The plan after this heartbeat of the leader, and why a request was refused."""
+    version, partitions = _shape(view)
     if plan is None:
-        plan = await _first(proc, row or {}, writes)
+        plan = await _first(store, view, row or {}, writes)
     if version < plan.version:  # older code than what serves: never change the plan
+        note = None
         if request is not None:
-            proc.last_error = (
+            note = (
                 f"{request} refused: this process runs version {version} of "
-                f"{proc.projection.name}, older than the version {plan.version} that serves"
+                f"{view.projection.name}, older than the version {plan.version} that serves"
             )
-        return await _retire(proc, plan)
+        return await _retire(store, view, plan), note
     if request == "reset":  # start over now: a new, empty serving generation
         old = (plan.generation, *([plan.building] if plan.building else []))
         plan = Plan(plan.newest() + 1, version, partitions, retired=plan.retired + old)
@@ -154,14 +170,14 @@ async def _lead(
             retired=plan.retired + old,
             switching=False,
         )
-    elif await _ready(proc, plan):
+    elif await _ready(store, view, plan):
         new, version_, split = plan.building, plan.building_version, plan.building_partitions
         assert new is not None and version_ is not None and split is not None
         if _advancing(plan) and not plan.switching:  # first stop what serves, everywhere
             plan = plan._replace(switching=True)
-        elif not _advancing(plan) or await _stopped(proc, plan):
+        elif not _advancing(plan) or await _stopped(store, view, plan):
             plan = Plan(new, version_, split, retired=(*plan.retired, plan.generation))
-    return await _retire(proc, plan)
+    return await _retire(store, view, plan), None
 
 
 def _advancing(plan: Plan) -> bool:
@@ -177,11 +193,11 @@ def switch_checkpoint(projection: str, generation: int) -> str:
     return f"projection:{projection}:switch:g{generation}"
 
 
-async def _stopped(proc: ProjectionProcessor, plan: Plan) -> bool:
+async def _stopped(store: EventStore, view: View, plan: Plan) -> bool:
     """Whether every partition has stopped the serving generation and built the new one at
     least as far."""
     assert plan.building is not None
-    store, name = proc.store, proc.projection.name
+    name = view.projection.name
     for k in range(plan.partitions):
         stop = await store.load_checkpoint(switch_checkpoint(name, plan.building), k)
         built = await store.load_checkpoint(checkpoint_name(name, plan.building), k)
@@ -190,10 +206,10 @@ async def _stopped(proc: ProjectionProcessor, plan: Plan) -> bool:
     return True
 
 
-async def _ready(proc: ProjectionProcessor, plan: Plan) -> bool:
+async def _ready(store: EventStore, view: View, plan: Plan) -> bool:
     """Whether the build has reached what serves: each partition what it serves, or, split
     differently, each new partition what the slowest old one served."""
-    lane, p, store = proc.building, proc.projection, proc.store
+    lane, p = view.building, view.projection
     if plan.building is None or lane is None or lane.generation != plan.building:
         return False
     if not lane.caught_up:
@@ -212,7 +228,7 @@ async def _ready(proc: ProjectionProcessor, plan: Plan) -> bool:
     )
 
 
-async def _retire(proc: ProjectionProcessor, plan: Plan) -> Plan:
+async def _retire(store: EventStore, view: View, plan: Plan) -> Plan:
     """The plan, its retired generations let go once every partition follows it.
 
     A partition follows the plan when its status row shows the plan's serving and building
@@ -222,39 +238,40 @@ async def _retire(proc: ProjectionProcessor, plan: Plan) -> Plan:
     """
     if not plan.retired:
         return plan
-    p = proc.projection
-    rows = await _partition_rows(proc)
+    p = view.projection
+    rows = await _partition_rows(store, p.name)
     if not all(k in rows and _follows(rows[k], plan) for k in range(p.partitions)):
         return plan
     behind = {k for k, r in rows.items() if not _follows(r, plan)}
-    if behind and behind & await _held(proc):  # partitions this process does not have, still held
+    # partitions this process does not have, still held
+    if behind and behind & await _held(store, p.name):
         return plan
     return plan._replace(retired=())
 
 
-async def _partition_rows(proc: ProjectionProcessor) -> dict[int, dict[str, Any]]:
+async def _partition_rows(store: EventStore, name: str) -> dict[int, dict[str, Any]]:
     """The status rows of the projection's partitions (of any split), by partition."""
-    prefix = f"{proc.projection.name}/"
+    prefix = f"{name}/"
     return {
         int(r["name"][len(prefix) :]): r
-        for r in await proc.store.read_table(STATUS.name)
+        for r in await store.read_table(STATUS.name)
         if r["name"].startswith(prefix) and r["name"][len(prefix) :].isdigit()
     }
 
 
-async def _held(proc: ProjectionProcessor) -> set[int]:
+async def _held(store: EventStore, name: str) -> set[int]:
     """The partitions whose lease someone holds now."""
     now_us = time.time_ns() // 1000
-    rows = await proc.store.read_table(LEASES.name, {"name": proc.projection.name})
+    rows = await store.read_table(LEASES.name, {"name": name})
     return {r["partition"] for r in rows if r["expires_at"] > now_us}
 
 
-async def _prune(proc: ProjectionProcessor, plan: Plan) -> list[TableWrite]:
+async def _prune(store: EventStore, view: View, plan: Plan) -> list[TableWrite]:
     """Writes that delete what partitions of an earlier, larger split left behind (status
     rows, pending requests, dead letters) once no one holds them."""
-    p, store = proc.projection, proc.store
+    p = view.projection
     split = max(plan.partitions, plan.building_partitions or 0, p.partitions)
-    keys = {k: r["name"] for k, r in (await _partition_rows(proc)).items()}
+    keys = {k: r["name"] for k, r in (await _partition_rows(store, p.name)).items()}
     prefix = f"{p.name}/"
     for r in await store.read_table(REQUESTS.name):  # queued from a status read just pruned
         tail = r["projection"][len(prefix) :] if r["projection"].startswith(prefix) else ""
@@ -264,15 +281,14 @@ async def _prune(proc: ProjectionProcessor, plan: Plan) -> list[TableWrite]:
     if not extra:
         return []
     writes: list[TableWrite] = []
-    held = await _held(proc)
+    held = await _held(store, p.name)
     for k, key in extra.items():
         if k in held:
             continue
         writes.append(TableWrite.delete(STATUS.name, {"name": key}))
         for r in await store.read_table(REQUESTS.name, {"projection": key}):
             writes.append(TableWrite.delete(REQUESTS.name, {"id": r["id"]}))
-        for r in await store.read_table(DEAD_LETTERS.name, {"projection": key}):
-            writes.append(delete_letter(key, r["generation"], r["event_id"]))
+        writes += await dead_letters.forget_key(store, key)
     return writes
 
 
@@ -280,64 +296,73 @@ def _follows(row: dict[str, Any], plan: Plan) -> bool:
     return (row["generation"], row["building"]) == (plan.generation, plan.building)
 
 
-async def _collect(proc: ProjectionProcessor, new: Plan, old: Plan | None) -> list[TableWrite]:
+async def _collect(store: EventStore, view: View, new: Plan, old: Plan | None) -> list[TableWrite]:
     """Writes that drop the tables and dead letters of generations the new plan let go."""
     if old is None:
         return []
     gone = set(old.retired) - set(new.retired) - {new.generation, new.building}
-    name = proc.projection.name
+    p = view.projection
     writes: list[TableWrite] = []
     for generation in sorted(gone):
-        writes += drop_tables(proc, generation)
-        for r in await proc.store.read_table(DEAD_LETTERS.name, {"generation": generation}):
-            if r["projection"] == name or r["projection"].startswith(f"{name}/"):
-                writes.append(delete_letter(r["projection"], generation, r["event_id"]))
+        writes += drop_tables(p, generation)
+        writes += await dead_letters.forget_generation(store, p.name, generation)
     return writes
 
 
 async def _follow(
-    proc: ProjectionProcessor, plan: Plan | None, writes: list[TableWrite]
-) -> tuple[bool, tuple[tuple[str, Position], ...]]:
-    """Align this partition's lanes with the plan; whether they changed, and the checkpoint
-    that says where it stopped the serving generation (when the plan is switching)."""
+    store: EventStore, view: View, plan: Plan | None, writes: list[TableWrite], error: str | None
+) -> tuple[Follow | None, str | None, tuple[tuple[str, Position], ...]]:
+    """This partition's lanes aligned with the plan (None: as they are), its last_error, and
+    the checkpoint that says where it stopped the serving generation (the plan switching)."""
     if plan is None:  # no leader has run yet: wait for it, advancing nothing
-        proc.active.frozen = True
-        proc.building = None
-        proc.last_error = WAITING
-        return False, ()
-    if proc.plan == plan:
-        return False, ()
-    if proc.last_error is not None and proc.last_error.startswith(_NOTES):
-        proc.last_error = None
-    lanes = {lane.generation: lane for lane in proc._lanes()} if proc.plan is not None else {}
-    proc.plan = plan
-    shape = _shape(proc)
-    active = lanes.get(plan.generation)
-    if active is None or active.version != plan.version:
-        active = await load_lane(proc, plan.generation, plan.version)
-    active.frozen = (plan.version, plan.partitions) != shape
+        active = view.active.generation
+        return Follow(view.plan, active, True, None, {}, view.outdated, False), WAITING, ()
+    if view.plan == plan:
+        return None, error, ()
+    if error is not None and error.startswith(_NOTES):
+        error = None
+    lanes = view.lanes() if view.plan is not None else {}
+    p, k, key = view.projection, view.partition, view.key
+    shape = _shape(view)
+    loaded: dict[int, Lane] = {}
+    found = lanes.get(plan.generation)
+    if found is None or found.version != plan.version:
+        found = None
+        loaded[plan.generation] = await load_lane(store, p, k, key, plan.generation, plan.version)
+    frozen = (plan.version, plan.partitions) != shape
     building = None
     if plan.building is not None and (plan.building_version, plan.building_partitions) == shape:
-        building = lanes.get(plan.building) or await load_lane(proc, plan.building, shape[0])
-    before = (proc.active, proc.building)
-    proc.active, proc.building = active, building
-    proc.outdated = plan.version > shape[0]
-    if active.frozen and building is None:
-        proc.last_error = _held_back(proc, plan)
+        building = plan.building
+        if building not in lanes:
+            loaded[building] = await load_lane(store, p, k, key, building, shape[0])
+    if frozen and building is None:
+        error = _held_back(view, plan)
     for generation in set(lanes) - {plan.generation, plan.building}:
-        writes += await forget_dead_letters(proc, generation)
+        writes += await dead_letters.forget(store, key, generation)
     stopped: tuple[tuple[str, Position], ...] = ()
-    if plan.switching and building is not None and not active.frozen:
-        active.frozen = True  # never advanced again: the switch follows
-        assert plan.building is not None
-        at = active.applied or Position(0)
-        stopped = ((switch_checkpoint(proc.projection.name, plan.building), at),)
-    return (proc.active, proc.building) != before or bool(stopped), stopped
+    if plan.switching and building is not None and not frozen:
+        frozen = True  # never advanced again: the switch follows
+        applied = loaded[plan.generation].applied if found is None else found.applied
+        stopped = ((switch_checkpoint(p.name, building), applied or Position(0)),)
+    before = None if view.building is None else view.building.generation
+    changed = (  # another lane object serves or builds
+        plan.generation in loaded
+        or plan.generation != view.active.generation
+        or building in loaded
+        or building != before
+        or bool(stopped)
+    )
+    outdated = plan.version > shape[0]
+    return (
+        Follow(plan, plan.generation, frozen, building, loaded, outdated, changed),
+        error,
+        stopped,
+    )
 
 
-def _held_back(proc: ProjectionProcessor, plan: Plan) -> str:
+def _held_back(view: View, plan: Plan) -> str:
     """Why this partition advances nothing under ``plan``."""
-    p = proc.projection
+    p = view.projection
     if p.version == plan.version:
         return (
             f"{SPLIT} {p.name} into {p.partitions} partitions; generation {plan.generation} "

@@ -6,6 +6,10 @@ the dead letters, the new checkpoint and its status row as one unit of work: a c
 point leaves the read model exactly at the checkpoint (effectively once). It reads the next
 page only after the commit (backpressure). A blue/green rebuild is a second lane with its own
 generation of tables and checkpoint, run by the same task; it takes over once caught up.
+
+This is the only module that commits for a projection or changes a processor's state:
+``control`` (requests, start-up, takeover) and ``plan`` (partitions) decide from a ``View``
+of the processor and return what to do, ``dead_letters`` builds the parked rows.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import contextlib
 import os
 import socket
 import time
+from typing import Any
 
 from chronik.errors import (
     CheckpointFenced,
@@ -23,20 +28,20 @@ from chronik.errors import (
     ProjectionStopped,
     ReadModelError,
     StoreClosed,
-    ValidationError,
 )
 from chronik.messages import Position, RecordedEvent
-from chronik.projections import control, leases, rows
-from chronik.projections.lanes import Lane
+from chronik.projections import batch, control, dead_letters, leases, plan
+from chronik.projections.bookkeeping import Plan, RateMeter, status_row
+from chronik.projections.lanes import START, Lane, View, Waiters, partition_key
+from chronik.projections.loop import Loop
 from chronik.projections.projection import Projection
 from chronik.projections.readmodel import ReadModel
-from chronik.projections.system import DEAD_LETTERS, Plan
 from chronik.store.base import EventStore, TableWrite
 
 __all__ = ["ProjectionProcessor"]
 
 
-class ProjectionProcessor:
+class ProjectionProcessor(Loop):
     """Runs one projection against a store; ``async with`` it or call start() and stop().
 
     ``state`` is one of new, standby, running, paused, rebuilding, failing, stopped.
@@ -61,23 +66,13 @@ class ProjectionProcessor:
         partition: int = 0,
         wanted: bool = True,
     ) -> None:
-        if not projection.handlers:
-            raise ConfigurationError(f"projection {projection.name!r} has no handlers")
-        if type(partition) is not int or not 0 <= partition < projection.partitions:
-            raise ValidationError(f"{projection.name} has no partition {partition!r}")
-        self.partition = partition
         #: the name of this processor's status row, requests and dead letters
-        self.key = (
-            projection.name if projection.partitions == 1 else f"{projection.name}/{partition}"
-        )
+        self.key = partition_key(projection, partition, heartbeat, lease_ttl)
+        super().__init__(store, f"projection {self.key}", f"projection-{projection.name}")
+        self.partition, self.projection = partition, projection
+        self.heartbeat, self.lease_ttl = heartbeat, lease_ttl
         self.wanted = wanted  # whether to claim the lease (a PartitionWorker decides)
         self._release = False
-        self.store = store
-        self.projection = projection
-        self.heartbeat = heartbeat
-        if lease_ttl <= 2 * heartbeat:
-            raise ValidationError("lease_ttl must be more than twice the heartbeat")
-        self.lease_ttl = lease_ttl
         self.epoch: int | None = None  # the lease epoch while this processor holds the lease
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         self.state = "new"
@@ -88,64 +83,23 @@ class ProjectionProcessor:
         self.plan: Plan | None = None  # the plan of a partitioned projection the lanes follow
         self.outdated = False  # the plan serves a newer version than this process runs
         self._types = projection.types
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
-        self._wake = asyncio.Event()
-        self._waiters: list[tuple[Position, asyncio.Future[None]]] = []
-        self.rate = rows.RateMeter()
+        self._waiters = Waiters()
+        self.rate = RateMeter()
         self.head: Position | None = None
         self.last_event_us = 0
         self._last_status = 0.0
-        self._next_poll = 0.0
         self._next_claim = 0.0
-        self._busy_since: float | None = None
-
-    # --- lifecycle ----------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        """Set up (tables, checkpoint, parked streams, pending requests) and start the loop."""
-        if self._task is None or (self._task.done() and not self._stopping):
-            await self._acquire()
-            self._task = asyncio.get_running_loop().create_task(
-                self._run(), name=f"projection-{self.projection.name}"
-            )
 
     async def stop(self, grace: float | None = None) -> None:
         """Finish the current batch, record state ``stopped`` and end the loop; a batch still
         running after ``grace`` s (a handler that never returns) is cancelled, uncommitted."""
-        self._stopping = True
-        self._wake.set()
-        task = self._task
-        if task is not None and not task.done():
-            done, _ = await asyncio.wait([task], timeout=grace)
-            if not done:
-                task.cancel()
-                await asyncio.wait([task], timeout=1.0)
-        self._fail_waiters(ProjectionStopped(f"projection {self.projection.name} was stopped"))
+        await self._halt(grace)
+        self._waiters.fail(ProjectionStopped(f"projection {self.projection.name} was stopped"))
         if not self.store.closed and self.epoch is not None:
             self.state = "stopped"
             with contextlib.suppress(Exception):
                 await self._commit([self._lease_write("release")])
             self.epoch = None
-
-    async def join(self) -> None:
-        """Wait until the loop ends; raise what ended it unless it was stopped (or the store
-        closed), ProjectionStopped if it ended without a cause."""
-        task = self._task
-        if task is None:
-            return
-        await asyncio.wait([task])  # never cancels the loop itself
-        if self._stopping or self.store.closed:
-            return
-        if task.cancelled():
-            raise ProjectionStopped(f"projection {self.key}: its loop was cancelled")
-        exc = task.exception()
-        raise exc if exc is not None else ProjectionStopped(f"projection {self.key}: loop ended")
-
-    @property
-    def busy_for(self) -> float:
-        """Seconds the current page (or handler retry) has been running, 0 when idle."""
-        return 0.0 if self._busy_since is None else time.monotonic() - self._busy_since
 
     async def __aenter__(self) -> ProjectionProcessor:
         await self.start()
@@ -163,47 +117,20 @@ class ProjectionProcessor:
         return self.active.applied
 
     async def wait_for(self, position: Position) -> None:
-        """Return once every event up to ``position`` is applied (read-your-writes).
-
-        Raises ProjectionStopped if the projection stops first; bound the wait with
-        ``asyncio.timeout``.
-        """
+        """Return once every event up to ``position`` is applied (read-your-writes); raises
+        ProjectionStopped if the projection stops first (bound it with ``asyncio.timeout``)."""
         if self.state == "stopped":
             raise ProjectionStopped(f"projection {self.projection.name} is stopped")
-        if self._reached(position):
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((position, fut))
-        try:
-            await fut
-        finally:
-            self._waiters = [(p, f) for p, f in self._waiters if f is not fut]
-
-    def _reached(self, position: Position) -> bool:
-        mine = self.active.applied
-        return not self.active.frozen and mine is not None and mine >= position
-
-    def _resolve_waiters(self) -> None:
-        if self._waiters:
-            for position, fut in self._waiters:
-                if not fut.done() and self._reached(position):
-                    fut.set_result(None)
-
-    def _fail_waiters(self, exc: Exception) -> None:
-        for _, fut in self._waiters:
-            if not fut.done():
-                fut.set_exception(exc)
-
-    # --- setup --------------------------------------------------------------------------------
-
-    def _lease_write(self, op: str = "lease") -> TableWrite:
-        return leases.write(self.projection.name, self.owner, self.lease_ttl, op, self.partition)
+        if not Waiters.reached(self.active, position):
+            await self._waiters.wait(position)
 
     def release(self) -> None:
         """Give the lease up after the current batch and stand by (a PartitionWorker calls it)."""
-        self.wanted = False
-        self._release = True
+        self.wanted, self._release = False, True
         self._wake.set()
+
+    def _lease_write(self, op: str = "lease") -> TableWrite:
+        return leases.write(self.projection.name, self.owner, self.lease_ttl, op, self.partition)
 
     async def _acquire(self) -> bool:
         """Claim the projection's lease; on success load everything from the database."""
@@ -216,20 +143,92 @@ class ProjectionProcessor:
         if self.epoch is None:
             self.state = "standby"
             return False
-        await control.setup(self)
+        start = await control.setup(self.store, self.projection, self.partition, self.key)
+        self.state = start.state
+        if start.refuse is not None:
+            async with self.store.transaction() as tx:
+                tx.write_tables([self._lease_write("release")])
+            self.epoch = None
+            raise ConfigurationError(start.refuse)
+        if start.active is None:  # partitioned: as the plan says
+            self.plan = None
+            await self._follow(row=start.row)
+        else:
+            self.active, self.building = start.active, start.building
+            await self._apply(start.step)
         return True
 
     def _lanes(self, include_frozen: bool = True) -> list[Lane]:
         lanes = [self.active] if include_frozen or not self.active.frozen else []
         return lanes + ([self.building] if self.building is not None else [])
 
-    async def _load_parked(self, lane: Lane) -> None:
-        rows = await self.store.read_table(
-            DEAD_LETTERS.name, {"projection": self.key, "generation": lane.generation}
+    def _view(self) -> View:
+        """This processor as values, for control and plan to decide from."""
+        p, k, active = self.projection, self.partition, self.active.view()
+        building = None if self.building is None else self.building.view()
+        return View(
+            p, k, self.key, self.state, self.last_error, self.plan, self.outdated, active, building
         )
-        lane.parked = {r["stream"] for r in rows}
 
-    # --- the loop -----------------------------------------------------------------------------
+    async def _poll(self) -> None:
+        """Follow a partitioned projection's plan; carry out the pending requests, oldest first."""
+        if self.projection.partitions > 1:
+            await self._follow()
+        for r in await control.requests(self.store, self.key):
+            await self._apply(await control.decide(self.store, self._view(), r))
+
+    async def _apply(self, step: control.Step) -> None:
+        """Carry out a decision of chronik.projections.control and commit it."""
+        if step.state is not None:
+            self.state = step.state
+        if step.wake and self.state == "stopped":
+            self.state = "running"
+        if step.clear_error or step.error is not None:
+            self.last_error = step.error
+        if step.follow:
+            await self._follow(step.request, step.writes)
+            return
+        lane, at = None, None
+        if step.build is not None:
+            lane = self.building = Lane(step.build, self.projection.version)
+            at = START
+        elif step.reset is not None:
+            lane, at = self.active, step.reset
+            if step.unpark:
+                lane.parked = set()
+        elif step.take_over and self.building is not None:
+            lane = self.active = self.building
+            self.building, at = None, lane.position
+        await self._commit(step.writes, lane, at)
+        if step.take_over:
+            self._waiters.resolve(self.active)
+        elif lane is not None:
+            lane.position = lane.applied = at
+            lane.caught_up = False
+        if step.reload_parked:
+            lane = self.active
+            lane.parked = await dead_letters.parked_streams(self.store, self.key, lane.generation)
+
+    async def _follow(
+        self,
+        request: str | None = None,
+        writes: list[TableWrite] | None = None,
+        row: dict[str, Any] | None = None,
+    ) -> None:
+        """Follow the plan of a partitioned projection (see chronik.projections.plan)."""
+        d = await plan.poll(self.store, self._view(), request, writes, row)
+        self.last_error = d.last_error
+        f = d.follow
+        if f is not None:
+            lanes = {lane.generation: lane for lane in self._lanes()} | f.loaded
+            self.plan, self.outdated = f.plan, f.outdated
+            self.active = lanes[f.active]
+            self.active.frozen = f.frozen
+            self.building = None if f.building is None else lanes[f.building]
+        if d.commit:
+            await self._commit(d.writes, checkpoints=d.stopped)
+        if f is not None and f.changed:
+            self._waiters.resolve(self.active)
 
     async def _run(self) -> None:
         errors = 0
@@ -252,14 +251,17 @@ class ProjectionProcessor:
                 now = time.monotonic()
                 if now >= self._next_poll:
                     self._next_poll = now + self.heartbeat
-                    await control.poll_requests(self)
+                    await self._poll()
                 progressed = False
                 if self.state not in ("paused", "stopped"):
                     self._busy_since = time.monotonic()
                     try:
                         for lane in self._lanes(include_frozen=False):
                             progressed = await self._step(lane) or progressed
-                        await control.maybe_take_over(self)
+                        if self.building is not None and self.projection.partitions == 1:
+                            step = await control.take_over(self.store, self._view())
+                            if step is not None:
+                                await self._apply(step)
                     finally:
                         self._busy_since = None
                 recovered = self.state == "failing"
@@ -283,23 +285,10 @@ class ProjectionProcessor:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 await asyncio.sleep(min(5.0, 0.05 * 2 ** min(errors, 7)))
 
-    async def _idle(self, signal: asyncio.Event) -> None:
-        timeout = max(0.0, self._next_poll - time.monotonic())
-        if self._stopping:
-            return
-        waits = [asyncio.ensure_future(signal.wait()), asyncio.ensure_future(self._wake.wait())]
-        try:
-            with self.store.watching():
-                await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waits:
-                w.cancel()
-            self._wake.clear()
-
     def _stop_with(self, error: str) -> None:
         self.state = "stopped"
         self.last_error = error
-        self._fail_waiters(ProjectionStopped(f"projection {self.projection.name}: {error}"))
+        self._waiters.fail(ProjectionStopped(f"projection {self.projection.name}: {error}"))
 
     async def _step(self, lane: Lane) -> bool:
         """Process one page of ``lane``; False when there was nothing to do."""
@@ -313,78 +302,52 @@ class ProjectionProcessor:
             if bound is not None and (lane.position is None or bound > lane.position):
                 lane.position = lane.applied = bound  # scanned: none of ours up to there
                 lane.dirty = True
-                self._resolve_waiters()
+                self._waiters.resolve(self.active)
             return False
         lane.caught_up = False
         rm = ReadModel(store, p.tables, lane.generation)
-        dead: list[TableWrite] = []
-        position: Position | None = page[-1].position
-        stop_error: str | None = None
-        parked = set(lane.parked)
-        handlers = p.handlers
-        writes = rm.writes
-        split = p.partitions > 1
-        for i, e in enumerate(page):
-            if split and p.partition_of(e.stream) != self.partition:
-                continue  # another partition's event
-            if parked and str(e.stream) in parked:
-                dead.append(rows.dead_letter(self.key, lane.generation, e, None, 0, blocked=True))
-                continue
-            fn, is_async = handlers[e.type]
-            rm.event = e
-            rm._mark = len(writes)
-            try:
-                if is_async:
-                    await fn(e, rm)  # type: ignore[misc]
-                else:
-                    fn(e, rm)
-            except Exception as exc:
-                rm.discard()
-                error = await control.retry_handler(self, e, rm, exc)
-                if error is None:
-                    continue
-                then = p.policy.then
-                self.last_error = f"{e.type} {e.event_id} ({e.stream}): {error}"
-                if then == "stop":
-                    stop_error = self.last_error
-                    position = page[i - 1].position if i else lane.position
-                    break
-                if then == "park":
-                    parked.add(str(e.stream))
-                    dead.append(
-                        rows.dead_letter(self.key, lane.generation, e, error, p.policy.retries + 1)
-                    )
+        where = (self.key, self.partition)
+        done = await batch.handle(
+            p, page, rm, lane.position, lane.parked, where, self._failing, lambda: self._stopping
+        )
+        position, parked = done.position, done.parked
+        stop_error = done.error if done.stopped else None
+        if done.error is not None:
+            self.last_error = done.error
         if stop_error is None and len(page) < limit and bound is not None:
             position = max(position, bound) if position is not None else bound
         state = "stopped" if stop_error is not None else self.state
         if state == "failing":
             state = "running"
         try:
-            await self._advance(lane, position, state, rm.writes + dead, page)
+            await self._advance(lane, position, state, done.writes, page)
         except ReadModelError as exc:
             if len(page) > 1:  # find the event the database refuses: one event per commit
                 lane.isolate_until = page[-1].position
                 return True
-            error = f"{type(exc).__name__}: {exc}"
-            self.last_error = f"{page[0].type} {page[0].event_id} ({page[0].stream}): {error}"
-            if p.policy.then == "stop":
-                self._stop_with(self.last_error)
+            done = batch.refused(p, page[0], exc, where, lane.generation, lane.parked)
+            self.last_error = done.error
+            if done.stopped and done.error is not None:
+                self._stop_with(done.error)
                 return False
-            dead = []
-            parked = set(lane.parked)
-            if p.policy.then == "park":
-                parked.add(str(page[0].stream))
-                dead = [rows.dead_letter(self.key, lane.generation, page[0], error, 1)]
-            await self._advance(lane, page[0].position, state, dead, page)
+            parked = done.parked
+            await self._advance(lane, done.position, state, done.writes, page)
         lane.parked = parked
         until = lane.isolate_until
         if until is not None and lane.position is not None and lane.position >= until:
             lane.isolate_until = None
         if lane is self.active:
-            self._resolve_waiters()
+            self._waiters.resolve(lane)
         if stop_error is not None:
             self._stop_with(stop_error)
         return stop_error is None
+
+    async def _failing(self, error: str, first: bool) -> None:
+        """A handler is retried: state failing, ``error`` (committed before the first retry)."""
+        self.state, self.last_error = "failing", error
+        if first:
+            with contextlib.suppress(Exception):
+                await self._commit([])
 
     async def _advance(
         self,
@@ -407,8 +370,6 @@ class ProjectionProcessor:
             raise
         lane.applied = position
 
-    # --- commits and status -------------------------------------------------------------------
-
     async def _commit(
         self,
         writes: list[TableWrite],
@@ -421,6 +382,7 @@ class ProjectionProcessor:
         name, epoch, k = self.projection.name, self.epoch, self.partition
         if epoch is None:
             raise LeaseHeld(name, k, self.owner)
+        counters = (self.processed, self.rate(self.processed), self.last_event_us)
         async with self.store.transaction() as tx:
             if not writes or writes[-1].op != "release":
                 tx.write_tables([self._lease_write()], checked=True)
@@ -432,7 +394,7 @@ class ProjectionProcessor:
                     tx.save_checkpoint(other.checkpoint(name), other.position, k, epoch)
             for checkpoint, at in checkpoints:
                 tx.save_checkpoint(checkpoint, at, k, epoch)
-            tx.write_tables([rows.status(self)])
+            tx.write_tables([status_row(self._view(), self.owner, self.head, counters)])
         for other in self._lanes(include_frozen=False):
             other.dirty = False
         self._last_status = time.monotonic()

@@ -24,11 +24,11 @@ from typing import Self
 
 from chronik.errors import ConfigurationError, ValidationError
 from chronik.messages import Position
-from chronik.projections import leases
+from chronik.projections.bookkeeping import load_plan
 from chronik.projections.lanes import checkpoint_name
 from chronik.projections.processor import ProjectionProcessor
 from chronik.projections.projection import Projection
-from chronik.projections.system import LEASES, load_plan
+from chronik.store import leases
 from chronik.store.base import EventStore
 
 __all__ = ["PartitionWorker"]
@@ -70,7 +70,7 @@ class PartitionWorker:
             for k in range(projection.partitions)
         ]
         self._member = f"{projection.name}:member:{self.owner}"
-        self._version = projection.version  # the membership lease's partition column carries it
+        self._version = projection.version  # published as the membership lease's version
         self._outdated = False
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -98,9 +98,7 @@ class PartitionWorker:
             await asyncio.wait([self._task])
         await asyncio.gather(*(p.stop(grace) for p in self.processors))
         with contextlib.suppress(Exception):
-            async with self.store.transaction() as tx:
-                release = leases.write(self._member, self.owner, 0, "release", self._version)
-                tx.write_tables([release], checked=True)
+            await leases.release(self.store, self._member, self.owner)
 
     async def join(self) -> None:
         """Wait until this worker's loops end; raise what ended one unless it was stopped."""
@@ -173,7 +171,9 @@ class PartitionWorker:
 
     async def _join(self) -> None:
         """Claim or renew the membership (with this worker's projection version)."""
-        await leases.acquire(self.store, self._member, self.owner, self.lease_ttl, self._version)
+        await leases.acquire(
+            self.store, self._member, self.owner, self.lease_ttl, version=self._version
+        )
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -197,19 +197,15 @@ class PartitionWorker:
         for proc in self.processors:
             proc.release()
         with contextlib.suppress(Exception):
-            async with self.store.transaction() as tx:
-                release = leases.write(self._member, self.owner, 0, "release", self._version)
-                tx.write_tables([release], checked=True)
+            await leases.release(self.store, self._member, self.owner)
 
     async def balance(self) -> None:
         """Give up partitions beyond the fair share; want free ones up to it."""
-        rows = await self.store.read_table(LEASES.name)
+        rows = await leases.holders(self.store)
         now_us = time.time_ns() // 1000
         prefix = f"{self.projection.name}:member:"
         versions = {
-            r["owner"]: r["partition"]
-            for r in rows
-            if r["name"].startswith(prefix) and r["expires_at"] > now_us
+            r.owner: r.version for r in rows if r.name.startswith(prefix) and r.valid(now_us)
         } | {self.owner: self._version}
         newest = max(versions.values())
         if self._version < newest:  # a newer version runs: it builds and serves from now on
@@ -217,9 +213,7 @@ class PartitionWorker:
             return
         members = {owner for owner, version in versions.items() if version == newest}
         held = {
-            r["partition"]: r["owner"]
-            for r in rows
-            if r["name"] == self.projection.name and r["expires_at"] > now_us
+            r.partition: r.owner for r in rows if r.name == self.projection.name and r.valid(now_us)
         }
         # shares differ by at most one: the first (n mod members) workers take one more
         rank = sorted(members).index(self.owner)

@@ -254,8 +254,8 @@ class StateConformance:
 
     async def test_leases_one_owner_at_a_time(self, store: EventStore) -> None:
         """A lease has one unexpired owner; a unit taking a held lease writes nothing."""
+        from chronik.projections.bookkeeping import LEASES
         from chronik.projections.leases import write
-        from chronik.projections.system import LEASES
         from chronik.store.base import TableWrite
 
         if not store.supports_tables:

@@ -1,38 +1,26 @@
-"""Projection bookkeeping in the store's database: status rows, control requests, dead letters.
+"""Projection admin: what the CLI, the HTTP API, gRPC and the admin UI do to projections.
 
-Everything here is a table of the store (``store.tables.SYSTEM_TABLES``: created by the SQLite
-and PostgreSQL migrations, present in a memory store from the start), so any process pointed
-at the same store (the CLI, an admin UI) sees the status of the projections a server runs, and
-its pause / resume / reset / rebuild / retry requests reach the running processor, which picks
-them up within a heartbeat.
+``ProjectionAdmin`` reads the bookkeeping tables (``chronik.projections.bookkeeping``) of any
+store and queues control requests (pause / resume / reset / rebuild / retry / refresh) that the
+processor of a projection picks up within a heartbeat, from whatever process runs it; dropping
+dead letters deletes them here and tells the processor to reload its parked streams.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 import msgspec
 
-from chronik.errors import ReadModelError, UnknownProjection, ValidationError
+from chronik.errors import UnknownProjection, ValidationError
 from chronik.health import horizon_lag
 from chronik.messages import Position, new_event_id
+from chronik.projections.bookkeeping import DEAD_LETTERS, LEASES, REQUESTS, STATUS, lag_events
+from chronik.projections.dead_letters import DeadLetter, delete, from_rows
 from chronik.store.base import EventStore, TableWrite
-from chronik.store.tables import DEAD_LETTERS, LEASES, PLANS, REQUESTS, STATUS
 
-__all__ = [
-    "ACTIONS",
-    "DEAD_LETTERS",
-    "LEASES",
-    "PLANS",
-    "REQUESTS",
-    "STATUS",
-    "DeadLetter",
-    "Plan",
-    "ProjectionAdmin",
-    "ProjectionStatus",
-    "load_plan",
-]
+__all__ = ["ACTIONS", "ALIVE_SECONDS", "ProjectionAdmin", "ProjectionStatus"]
 
 ACTIONS: Final = frozenset({"pause", "resume", "reset", "rebuild", "retry", "refresh"})
 ALIVE_SECONDS: Final = 5.0  # a heartbeat older than this means no processor is running
@@ -67,92 +55,10 @@ class ProjectionStatus(msgspec.Struct):
         return msgspec.to_builtins(self)  # type: ignore[no-any-return]
 
 
-class DeadLetter(msgspec.Struct):
-    """An event a projection parked: the failed one (``blocked`` false) or one waiting behind it."""
-
-    projection: str
-    event_id: str
-    generation: int
-    position: str
-    stream: str
-    sequence: int
-    type: str
-    error: str | None
-    attempts: int
-    blocked: bool
-    parked_at: float
-
-
-class Plan(NamedTuple):
-    """The generations of a partitioned projection: the one that serves and the one that builds
-    (each with the version and partition count that built it), and retired ones whose tables
-    are dropped once no partition uses them."""
-
-    generation: int
-    version: int
-    partitions: int
-    building: int | None = None
-    building_version: int | None = None
-    building_partitions: int | None = None
-    retired: tuple[int, ...] = ()
-    switching: bool = False  # the serving generation stops; the switch follows once all stopped
-
-    def newest(self) -> int:
-        """The highest generation the plan has used (a new one is always higher)."""
-        return max(self.generation, self.building or 0, *self.retired)
-
-    def write(self, name: str) -> TableWrite:
-        """The upsert of this plan as the plan of projection ``name``."""
-        values = {
-            "name": name,
-            "generation": self.generation,
-            "version": self.version,
-            "partitions": self.partitions,
-            "building": self.building,
-            "building_version": self.building_version,
-            "building_partitions": self.building_partitions,
-            "switching": int(self.switching),
-            "retired": ",".join(map(str, self.retired)),
-        }
-        return TableWrite.upsert(PLANS.name, values, ("name",))
-
-
-async def load_plan(store: EventStore, name: str) -> Plan | None:
-    """The plan of a partitioned projection, or None if its partition 0 never ran."""
-    try:
-        rows = await store.read_table(PLANS.name, {"name": name}, limit=1)
-    except ReadModelError:  # the table is created by the first processor
-        return None
-    if not rows:
-        return None
-    r = rows[0]
-    retired = tuple(int(g) for g in (r["retired"] or "").split(",") if g)
-    return Plan(
-        r["generation"],
-        r["version"],
-        r["partitions"],
-        r["building"],
-        r["building_version"],
-        r["building_partitions"],
-        retired,
-        bool(r["switching"]),
-    )
-
-
 def _lease_key(status_name: str) -> tuple[str, int]:
     """The lease of a status row: ``name`` -> (name, 0), ``name/k`` -> (name, k)."""
     base, _, k = status_name.partition("/")
     return (base, int(k)) if k.isdigit() else (status_name, 0)
-
-
-def lag_events(position: Position | None, head: Position | None) -> int:
-    """Events between a position and the head, from the positions alone: the row id part
-    (``index``, PostgreSQL) when there is one, else ``commit`` (memory, SQLite rowids)."""
-    if head is None:
-        return 0
-    if head.index or (position is not None and position.index):
-        return max(0, head.index - (position.index if position is not None else 0))
-    return max(0, head.commit - (position.commit if position is not None else 0))
 
 
 class ProjectionAdmin:
@@ -299,24 +205,7 @@ class ProjectionAdmin:
         rows = await self._read(
             DEAD_LETTERS.name, order_by=("projection", "position", "position_index")
         )
-        rows = [r for r in rows if targets is None or r["projection"] in targets]
-        return [
-            DeadLetter(
-                r["projection"],
-                r["event_id"],
-                r["generation"],
-                str(Position(r["position"], r["position_index"])),
-                r["stream"],
-                r["sequence"],
-                r["type"],
-                r["error"],
-                r["attempts"],
-                bool(r["blocked"]),
-                r["parked_at"] / 1e6,
-            )
-            for r in rows
-            if current.get(r["projection"]) == r["generation"]
-        ]
+        return from_rows(rows, current, targets)
 
     async def drop_dead_letters(
         self, name: str, event_id: str | None = None, stream: str | None = None
@@ -334,16 +223,6 @@ class ProjectionAdmin:
         ]
         if letters:
             async with self.store.transaction() as tx:
-                tx.write_tables(
-                    TableWrite.delete(
-                        DEAD_LETTERS.name,
-                        {
-                            "projection": d.projection,
-                            "generation": d.generation,
-                            "event_id": d.event_id,
-                        },
-                    )
-                    for d in letters
-                )
+                tx.write_tables(delete(d.projection, d.generation, d.event_id) for d in letters)
             await self.request(name, "refresh")
         return len(letters)
