@@ -30,7 +30,8 @@ class PlaceOrder(msgspec.Struct):
 
 class Order(chronik.Aggregate):
     domain = "order"
-    items: list[ItemAdded] = []  # annotated fields with defaults are the state
+    # annotated fields with defaults are the state (a mutable one from a factory)
+    items: list[ItemAdded] = msgspec.field(default_factory=list)
     placed: bool = False
 
     @chronik.command()  # the command type is the payload class's name

@@ -1,29 +1,31 @@
 """Business logic in two styles: aggregate classes and decider functions, behind one model.
 
-A *decider* is three plain functions: ``decide(command, state) -> event | [events] | None``
-(raise ``CommandRejected`` to refuse), ``evolve(state, event) -> state`` and ``initial()``.
-An *aggregate* is a class whose command methods check invariants and ``emit`` typed events, and
-whose apply methods change its fields. Both become a ``DomainModel``: what the command bus, the
-repository and the test kit use, so a command runs the same code everywhere.
+A *decider* is three plain functions (``chronik.decider``). An *aggregate* is a class whose
+command methods check invariants and ``emit`` typed events, and whose apply methods change its
+fields (this module). Both become a ``DomainModel`` (``chronik.domain_model``): what the command
+bus, the repository and the test kit use, so a command runs the same code everywhere. This
+module re-exports ``CommandSpec``, ``Decider``, ``DomainModel`` and ``Snapshots``.
 """
 
 from __future__ import annotations
 
-import abc
 import copy
-import dataclasses
 import inspect
 import typing
-from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, NoReturn, TypeVar
+from collections.abc import Callable
+from typing import Any, ClassVar, Final, NoReturn, TypeVar
 
 import msgspec
 
-from chronik.errors import CommandRejected, ConfigurationError, InvalidCommand, UnknownCommandType
-from chronik.messages import _DOMAIN_RE, Command, Snapshot, StreamId
+from chronik.deadline_events import cancel_deadline, schedule
+from chronik.decider import Decider
+from chronik.domain_model import CommandSpec, DomainModel, Snapshots, check_domain, is_schema
+from chronik.errors import CommandRejected, ConfigurationError
+from chronik.messages import Command, Snapshot
 
 __all__ = [
     "Aggregate",
+    "AggregateModel",
     "CommandSpec",
     "Decider",
     "DomainModel",
@@ -34,205 +36,6 @@ __all__ = [
 
 F = TypeVar("F", bound=Callable[..., Any])
 _encoder = msgspec.json.Encoder()
-
-
-class Snapshots(msgspec.Struct, frozen=True):
-    """When to snapshot a stream: every ``every`` events, or when a load took longer."""
-
-    every: int | None = 100
-    slower_than_ms: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.every is not None and (type(self.every) is not int or self.every < 1):
-            raise ConfigurationError(f"Snapshots.every must be an int >= 1, not {self.every!r}")
-        if self.slower_than_ms is not None and self.slower_than_ms < 0:
-            raise ConfigurationError("Snapshots.slower_than_ms must be >= 0")
-
-
-# --- command schemas --------------------------------------------------------------------------
-
-
-def _is_schema(tp: object) -> bool:
-    return isinstance(tp, type) and (issubclass(tp, msgspec.Struct) or dataclasses.is_dataclass(tp))
-
-
-def _schema_fields(schema: type[Any]) -> dict[str, tuple[Any, bool]]:
-    """Field name -> (type, required) of a Struct or dataclass."""
-    if issubclass(schema, msgspec.Struct):
-        return {f.encode_name: (f.type, f.required) for f in msgspec.structs.fields(schema)}
-    hints = typing.get_type_hints(schema)
-    return {
-        f.name: (
-            hints.get(f.name, Any),
-            f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
-        )
-        for f in dataclasses.fields(schema)
-    }
-
-
-class CommandSpec:
-    """A command type of a domain and the schema its payload must fit (None: any JSON object)."""
-
-    def __init__(self, name: str, schema: type[Any] | None = None) -> None:
-        if schema is not None and not _is_schema(schema):
-            raise ConfigurationError(f"command schema {schema!r} is not a Struct or dataclass")
-        self.name = name
-        self.schema = schema
-        self._fields = _schema_fields(schema) if schema is not None else {}
-
-    def parse(self, payload: Any) -> Any:
-        """The payload as the schema's type; InvalidCommand listing every bad field."""
-        if isinstance(payload, bytes | bytearray | memoryview):
-            try:
-                payload = msgspec.json.decode(payload)
-            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-                raise InvalidCommand(self.name, {"payload": f"not valid JSON: {exc}"}) from None
-        schema = self.schema
-        if schema is None:
-            if not isinstance(payload, Mapping):
-                raise InvalidCommand(self.name, {"payload": "expected a JSON object"})
-            return payload
-        if isinstance(payload, schema):
-            return payload
-        if not isinstance(payload, Mapping):
-            raise InvalidCommand(self.name, {"payload": "expected a JSON object"})
-        try:
-            return msgspec.convert(payload, schema)
-        except (msgspec.ValidationError, TypeError, ValueError) as exc:
-            first_error = str(exc)
-        problems: dict[str, str] = {}  # find every bad field, not only the first
-        for name, (tp, required) in self._fields.items():
-            if name not in payload:
-                if required:
-                    problems[name] = "required"
-                continue
-            try:
-                msgspec.convert(payload[name], tp)
-            except msgspec.ValidationError as exc:
-                problems[name] = str(exc)
-        if issubclass(schema, msgspec.Struct) and schema.__struct_config__.forbid_unknown_fields:
-            for key in payload:
-                if key not in self._fields:
-                    problems[str(key)] = "unknown field"
-        raise InvalidCommand(self.name, problems or {"payload": first_error})
-
-
-# --- the model the bus runs -------------------------------------------------------------------
-
-
-class DomainModel(abc.ABC):
-    """The in-process business logic of one domain."""
-
-    domain: str
-    state_type: str
-    state_version: int
-    snapshots: Snapshots | None
-    commands: dict[str, CommandSpec] | None  # None: any command type is passed to decide
-    typed_events: bool = True  # False: decide returns EventData, evolve gets RecordedEvents
-    cacheable: bool = True  # False: the bus loads the state for every command
-
-    def parse(self, command: Command) -> Command:
-        """The command with its payload checked against (and converted to) its schema."""
-        if self.commands is None:
-            spec = CommandSpec(command.type)
-        else:
-            found = self.commands.get(command.type)
-            if found is None:
-                raise UnknownCommandType(self.domain, command.type, list(self.commands))
-            spec = found
-        payload = spec.parse(command.payload)
-        if payload is command.payload:
-            return command
-        return msgspec.structs.replace(command, payload=payload)
-
-    @abc.abstractmethod
-    def initial(self, aggregate_id: str) -> Any:
-        """The state of an aggregate with no events."""
-
-    @abc.abstractmethod
-    def evolve(self, state: Any, event: Any) -> Any:
-        """The state after one (decoded) event."""
-
-    @abc.abstractmethod
-    def decide(self, command: Command, state: Any) -> list[Any]:
-        """The events a (parsed) command produces (an empty list: none)."""
-
-    def settle(self, state: Any, events: list[Any]) -> Any:
-        """The state after the events ``decide`` returned (checked and typed by the bus)."""
-        for event in events:
-            state = self.evolve(state, event)
-        return state
-
-    @abc.abstractmethod
-    def encode_state(self, state: Any) -> bytes:
-        """The state as snapshot bytes."""
-
-    @abc.abstractmethod
-    def decode_state(self, snapshot: Snapshot) -> Any:
-        """The state stored in a snapshot (raises on a mismatch)."""
-
-    def snapshot_after(self, state: Any, stream: StreamId, version: int) -> Snapshot | None:
-        """A snapshot the logic itself asks to store after a command (default: none)."""
-        return None
-
-
-def _events_of(result: Any) -> list[Any]:
-    if result is None:
-        return []
-    if isinstance(result, list | tuple):
-        return list(result)
-    return [result]
-
-
-class Decider(DomainModel):
-    """Functional business logic: ``decide``, ``evolve`` and ``initial`` for one domain.
-
-    ``commands`` maps command type names to payload schemas (a Struct or dataclass, or None for
-    any JSON object); without it every command type reaches ``decide``. ``state_type`` is the
-    class snapshots decode into (default: the type of ``initial()``).
-    """
-
-    def __init__(
-        self,
-        domain: str,
-        decide: Callable[[Command, Any], Any],
-        evolve: Callable[[Any, Any], Any],
-        initial: Callable[[], Any] = dict,
-        *,
-        commands: Mapping[str, type[Any] | None] | None = None,
-        snapshots: Snapshots | None = None,
-        state_type: Any = None,
-        state_version: int = 1,
-    ) -> None:
-        _check_domain(domain)
-        self.domain = domain
-        self._decide = decide
-        self._evolve = evolve
-        self._initial = initial
-        self.commands = (
-            None if commands is None else {n: CommandSpec(n, s) for n, s in commands.items()}
-        )
-        self.snapshots = snapshots
-        self.state_type = domain
-        self.state_version = state_version
-        self._state_decoder = msgspec.json.Decoder(
-            state_type if state_type is not None else type(initial())
-        )
-
-    def initial(self, aggregate_id: str) -> Any:
-        return self._initial()
-
-    def evolve(self, state: Any, event: Any) -> Any:
-        return self._evolve(state, event)
-
-    def decide(self, command: Command, state: Any) -> list[Any]:
-        return _events_of(self._decide(command, state))
-
-    def encode_state(self, state: Any) -> bytes:
-        return _encoder.encode(state)
-
-    def decode_state(self, snapshot: Snapshot) -> Any:
-        return self._state_decoder.decode(snapshot.state)
 
 
 # --- aggregate classes ------------------------------------------------------------------------
@@ -266,7 +69,9 @@ class Aggregate:
     """Base class of aggregate-style business logic.
 
     Subclasses set ``domain``, declare their state as annotated class attributes with defaults
-    (these are what snapshots store), mark command methods with ``@chronik.command()`` and apply
+    (these are what snapshots store; a mutable default is written
+    ``items: list[Item] = msgspec.field(default_factory=list)``, or as a literal ``[]``, which
+    is copied for each instance), mark command methods with ``@chronik.command()`` and apply
     methods with ``@chronik.apply``. A command method checks invariants (``self.require`` or
     ``self.reject`` refuse with a reason) and calls ``self.emit(event)``, which applies the event
     at once.
@@ -302,7 +107,8 @@ class Aggregate:
                 continue
             if typing.get_origin(tp) is ClassVar or tp is ClassVar:
                 continue
-            if name not in vars(cls) and not any(name in vars(b) for b in cls.__mro__[1:]):
+            declared = name in vars(cls) or any(name in vars(b) for b in cls.__mro__[1:])
+            if not declared or _required(getattr(cls, name)):
                 raise ConfigurationError(f"{cls.__name__}.{name} needs a default value")
             fields[name] = tp
         cls._state_fields = fields
@@ -314,7 +120,7 @@ class Aggregate:
         self.id = aggregate_id
         self._pending: list[Any] = []
         for name in self._state_fields:
-            setattr(self, name, copy.deepcopy(getattr(type(self), name)))
+            setattr(self, name, _fresh(getattr(type(self), name)))
 
     def emit(self, event: Any) -> None:
         """Record a new event and apply it to this aggregate now.
@@ -332,14 +138,10 @@ class Aggregate:
         """Send this aggregate ``command`` ``after`` seconds from now, unless cancelled first
         (replaces a deadline of the same name; needs the chronik_deadlines projection and a
         deadline scheduler: ``chronik serve`` runs them, an app ``Chronik(run_deadlines=True)``)."""
-        from chronik.deadline_events import schedule
-
         self.emit(schedule(name, after, command, payload))
 
     def cancel_deadline(self, name: str) -> None:
         """Cancel this aggregate's deadline ``name``."""
-        from chronik.deadline_events import cancel_deadline
-
         self.emit(cancel_deadline(name))
 
     def reject(self, reason: str) -> NoReturn:
@@ -361,10 +163,34 @@ class Aggregate:
         return f"{type(self).__name__}(id={self.id!r}, {state})"
 
 
+_FIELD: Final = type(msgspec.field())
+
+
+def _required(value: Any) -> bool:
+    """Whether a state field's class value is a ``msgspec.field()`` with no default."""
+    return (
+        isinstance(value, _FIELD)
+        and value.default is msgspec.NODEFAULT
+        and value.default_factory is msgspec.NODEFAULT
+    )
+
+
 def _default(value: Any) -> Any:
+    """A state field's default for the snapshot struct (a mutable one as a factory)."""
+    if isinstance(value, _FIELD):
+        return value
     if isinstance(value, list | dict | set | bytearray):
         return msgspec.field(default_factory=lambda: copy.deepcopy(value))
     return value
+
+
+def _fresh(value: Any) -> Any:
+    """A new instance's value of a state field: its factory's, or a copy of its default."""
+    if isinstance(value, _FIELD):
+        if value.default_factory is not msgspec.NODEFAULT:
+            return value.default_factory()
+        return copy.deepcopy(value.default)
+    return copy.deepcopy(value)
 
 
 def _first_param(fn: Callable[..., Any]) -> tuple[str, Any, int]:
@@ -379,7 +205,7 @@ def _command_spec(cls: type[Any], fn: Callable[..., Any], name: str) -> tuple[Co
     _, schema, arity = _first_param(fn)
     if arity > 2:
         raise ConfigurationError(f"{fn.__qualname__}: expected (self, payload[, command])")
-    if not _is_schema(schema):
+    if not is_schema(schema):
         schema = None
     name = name or (schema.__name__ if schema is not None else "")
     if not name:
@@ -405,7 +231,7 @@ class AggregateModel(DomainModel):
         domain = getattr(cls, "domain", None)
         if not isinstance(domain, str):
             raise ConfigurationError(f"{cls.__name__} needs a `domain = '...'` class attribute")
-        _check_domain(domain)
+        check_domain(domain)
         self.cls = cls
         self.domain = domain
         self.commands = {n: spec for n, (spec, _, _) in cls._command_specs.items()}
@@ -454,8 +280,3 @@ class AggregateModel(DomainModel):
         for name in self.cls._state_fields:
             setattr(state, name, getattr(decoded, name))
         return state
-
-
-def _check_domain(domain: str) -> None:
-    if not isinstance(domain, str) or not _DOMAIN_RE.fullmatch(domain):
-        raise ConfigurationError(f"invalid domain {domain!r}: expected [a-z][a-z0-9_.-]{{0,63}}")

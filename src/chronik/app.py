@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from chronik.aggregate import Aggregate, AggregateModel, Decider, DomainModel, Snapshots
+from chronik.aggregate import Aggregate, AggregateModel
 from chronik.codec import EventRegistry
 from chronik.commands import (
     CommandBus,
@@ -23,7 +23,8 @@ from chronik.commands import (
     OutboxRule,
     RetryPolicy,
 )
-from chronik.deadline_events import INTERNAL_EVENTS
+from chronik.decider import Decider
+from chronik.domain_model import DomainModel, Snapshots
 from chronik.errors import ConfigurationError
 from chronik.health import Supervisor
 from chronik.messages import Command, Position, StreamId
@@ -83,9 +84,6 @@ class Chronik:
     ) -> None:
         self.store = open_store(store) if isinstance(store, str) else store
         self.registry = registry if registry is not None else EventRegistry()
-        for cls, name in INTERNAL_EVENTS.items():  # deadlines that aggregates schedule
-            if name not in self.registry:
-                self.registry.register(cls, name)
         self.bus = CommandBus(self.store, self.registry, retry=retry, cache_size=cache_size)
         self._projections: list[Projection] = []
         self.runner: ProjectionRunner | None = None

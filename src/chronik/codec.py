@@ -13,7 +13,6 @@ import.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -27,7 +26,7 @@ from chronik.errors import (
     UnknownEventType,
     UpcastError,
 )
-from chronik.messages import JSON, EventData, Metadata, RecordedEvent
+from chronik.messages import JSON, TYPE_NAME_RE, EventData, Metadata, RecordedEvent
 from chronik.values import (
     INT64_MAX,
     INT64_MIN,
@@ -50,7 +49,6 @@ __all__ = [
 
 T = TypeVar("T")
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
-_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,127}")
 _encoder = msgspec.json.Encoder()
 _dict_decoder = msgspec.json.Decoder(dict[str, Any])
 
@@ -90,7 +88,7 @@ class EventRegistry:
         ):
             raise ConfigurationError(f"{cls!r} is not a dataclass or msgspec Struct")
         name = name or cls.__name__
-        if not _NAME_RE.fullmatch(name):
+        if not TYPE_NAME_RE.fullmatch(name):
             raise InvalidEventType(f"invalid event type name {name!r}", field="type")
         if type(version) is not int or version < 1:
             raise ConfigurationError(f"schema version of {name} must be an int >= 1")
@@ -100,7 +98,7 @@ class EventRegistry:
         if cls in self._by_class and self._by_class[cls].name != name:
             raise ConfigurationError(f"{cls!r} is already registered as {self._by_class[cls].name}")
         for alias in aliases:
-            if not _NAME_RE.fullmatch(alias):
+            if not TYPE_NAME_RE.fullmatch(alias):
                 raise InvalidEventType(f"invalid event type alias {alias!r}", field="type")
             taken = self._by_name.get(alias)
             if taken is not None and taken.cls is not cls:
@@ -170,6 +168,11 @@ class EventRegistry:
     def version_of(self, name: str) -> int:
         """The current schema version of ``name``."""
         return self._entry(name).version
+
+    def upcasters(self, name: str) -> dict[int, Upcaster]:
+        """The upcasters of the type registered as ``name``, by the version each reads."""
+        entry = self._entry(name)
+        return {v: fn for (n, v), fn in sorted(self._upcasters.items()) if n == entry.name}
 
     def _entry(self, name: str) -> _Entry:
         entry = self._by_name.get(name)

@@ -1,9 +1,17 @@
 """The command bus: route a command to its domain, load, decide, append, retry on conflict.
 
-One dispatch: check the command (domain, type, payload schema), take the stream's in-process
-lock, return the earlier result if this command id was already handled, load the state
-(cached, or snapshot + tail), run the business logic, append its events with the loaded
-version as expectation, and on a concurrent write reload and decide again (bounded, jittered).
+One dispatch, step by step (``CommandBus._dispatch`` and ``_run`` read in this order):
+
+1. *route*: check the command (domain, type, payload schema, id, expected sequence) and find
+   its domain's model; the checked command travels as a ``_Routed``;
+2. take the stream's in-process lock;
+3. *dedupe*: return the earlier result if this command id was already handled;
+4. *load* the state (cached, or snapshot + tail, ``chronik.repository``);
+5. *decide*: run the business logic through the handler middleware, turn its events into the
+   events to append (``chronik.decisions``) and the state after them;
+6. *append* with the loaded version as expectation (with the outbox rules' messages);
+7. *retry on conflict*: on a concurrent write reload and decide again (bounded, jittered).
+
 Event ids derive from the command id, so a retried command can never append twice: a
 concurrent duplicate loses the append race and then finds the winner's events.
 """
@@ -11,42 +19,38 @@ concurrent duplicate loses the append race and then finds the winner's events.
 from __future__ import annotations
 
 import asyncio
-import inspect
+import dataclasses
 import random
-import re
-import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import msgspec
 
-from chronik.aggregate import DomainModel
+from chronik import decisions
 from chronik.codec import EventRegistry
-from chronik.deadline_events import INTERNAL_EVENTS
+from chronik.domain_model import DomainModel
 from chronik.errors import (
     ChronikError,
     ConcurrencyError,
     ConfigurationError,
     DuplicateEventError,
     HandlerError,
-    SerializationError,
     UnknownDomain,
-    UnknownEventType,
     ValidationError,
     WrongExpectedVersion,
 )
+from chronik.ids import event_id_for, new_event_id
 from chronik.messages import (
     NO_STREAM,
+    TYPE_NAME_RE,
     AppendResult,
     Command,
-    EventData,
     Metadata,
     Position,
     RecordedEvent,
     StreamId,
-    new_event_id,
 )
+from chronik.middleware import Chains
 from chronik.repository import Loaded, Repository
 from chronik.store.base import AppendRequest, EventStore, PreparedEvent
 
@@ -60,14 +64,7 @@ __all__ = [
     "event_id_for",
 ]
 
-_NAMESPACE: Final = uuid.UUID("6f1d3c52-7a0e-4c3b-9d61-2f8e5b7a9c14")
 MAX_COMMAND_ID: Final = 128
-_COMMAND_TYPE_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,127}")
-
-
-def event_id_for(command_id: str, index: int) -> str:
-    """The id of the ``index``-th event a command produces (the same on every retry)."""
-    return str(uuid.uuid5(_NAMESPACE, f"{command_id}\x00{index}"))
 
 
 class RetryPolicy(msgspec.Struct, frozen=True):
@@ -113,6 +110,28 @@ HandlerFn = Callable[[Command, Any], Awaitable[list[Any]]]
 HandlerMiddleware = Callable[[Command, Any, HandlerFn], Awaitable[list[Any]]]
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Routed:
+    """A checked command and what its dispatch needs: the model, stream, ids and metadata."""
+
+    model: DomainModel
+    command: Command
+    stream: StreamId
+    command_id: str
+    known_id: bool  # the caller gave the id: an earlier dispatch of it may exist
+    metadata: Metadata  # of the events: correlation and causation set
+    expected_sequence: int | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Decision:
+    """What the logic decided: its events, the append they make, the state after them."""
+
+    events: list[Any]
+    request: AppendRequest
+    state: Any
+
+
 class CommandBus:
     """Dispatches commands to in-process domain models over one event store."""
 
@@ -129,10 +148,8 @@ class CommandBus:
         self.retry = retry or RetryPolicy()
         self.repository = Repository(store, registry, cache_size)
         self._models: dict[str, DomainModel] = {}
-        self._dispatch_middleware: list[DispatchMiddleware] = []
-        self._handler_middleware: list[HandlerMiddleware] = []
+        self._chains = Chains(self._dispatch)
         self._locks: dict[StreamId, list[Any]] = {}
-        self._chain: Dispatch = self._dispatch
         self._outbox: list[OutboxRule] = []
 
     # --- configuration ------------------------------------------------------------------------
@@ -142,6 +159,7 @@ class CommandBus:
         if model.domain in self._models:
             raise ConfigurationError(f"domain {model.domain!r} is already registered")
         self._models[model.domain] = model
+        self._chains.add_model(model)
         return model
 
     @property
@@ -162,11 +180,7 @@ class CommandBus:
         The first added is the outermost. Middleware may refuse (raise), change the command
         (e.g. add metadata) or observe the result.
         """
-        self._dispatch_middleware.append(middleware)
-        chain: Dispatch = self._dispatch
-        for mw in reversed(self._dispatch_middleware):
-            chain = _bind_dispatch(mw, chain)
-        self._chain = chain
+        self._chains.use(middleware)
 
     def add_outbox(self, rule: OutboxRule) -> None:
         """Record integration messages in the outbox with the events that cause them.
@@ -182,7 +196,7 @@ class CommandBus:
 
         It runs inside the retry loop, once per decision, with the parsed command.
         """
-        self._handler_middleware.append(middleware)
+        self._chains.use_handler(middleware)
 
     # --- dispatch -----------------------------------------------------------------------------
 
@@ -190,20 +204,33 @@ class CommandBus:
         """Handle one command; see the module docstring for the steps."""
         if not isinstance(command, Command):
             raise ValidationError(f"expected a Command, got {command!r}", field="command")
-        return await self._chain(command)
+        return await self._chains.dispatch(command)
 
     async def _dispatch(self, command: Command) -> CommandResult:
+        routed = self._route(command)
+        lock = self._locks.get(routed.stream)
+        if lock is None:
+            lock = self._locks[routed.stream] = [asyncio.Lock(), 0]
+        lock[1] += 1
+        try:
+            async with lock[0]:
+                return await self._run(routed)
+        finally:
+            lock[1] -= 1
+            if lock[1] == 0:
+                del self._locks[routed.stream]
+
+    def _route(self, command: Command) -> _Routed:
+        """Step 1: the command checked, parsed by its domain's model, with ids and metadata."""
         stream = command.stream  # validates domain, aggregate id and tenant
-        if not isinstance(command.type, str) or not _COMMAND_TYPE_RE.fullmatch(command.type):
+        if not isinstance(command.type, str) or not TYPE_NAME_RE.fullmatch(command.type):
             raise ValidationError(f"invalid command type {command.type!r}", field="type")
         model = self.model(command.domain)
         command = model.parse(command)
-        expected_sequence = command.expected_sequence
-        if expected_sequence is not None and (
-            type(expected_sequence) is not int or expected_sequence < -1
-        ):
+        expected = command.expected_sequence
+        if expected is not None and (type(expected) is not int or expected < -1):
             raise ValidationError(
-                f"invalid expected_sequence {expected_sequence!r}", field="expected_sequence"
+                f"invalid expected_sequence {expected!r}", field="expected_sequence"
             )
         command_id = command.command_id
         known_id = command_id is not None
@@ -215,134 +242,95 @@ class CommandBus:
         metadata = metadata.with_values(
             correlation_id=metadata.correlation_id or command_id, causation_id=command_id
         )
-        lock = self._lock(stream)
-        try:
-            async with lock[0]:
-                return await self._run(
-                    model, command, stream, command_id, known_id, metadata, expected_sequence
-                )
-        finally:
-            lock[1] -= 1
-            if lock[1] == 0:
-                del self._locks[stream]
+        return _Routed(model, command, stream, command_id, known_id, metadata, expected)
 
-    def _lock(self, stream: StreamId) -> list[Any]:
-        entry = self._locks.get(stream)
-        if entry is None:
-            entry = self._locks[stream] = [asyncio.Lock(), 0]
-        entry[1] += 1
-        return entry
-
-    async def _run(
-        self,
-        model: DomainModel,
-        command: Command,
-        stream: StreamId,
-        command_id: str,
-        known_id: bool,
-        metadata: Metadata,
-        expected_sequence: int | None,
-    ) -> CommandResult:
-        repository = self.repository
+    async def _run(self, r: _Routed) -> CommandResult:
+        """Steps 3 to 7 under the stream's lock: dedupe, load, decide, append, retry."""
         last_error: WrongExpectedVersion | None = None
         for attempt in range(self.retry.attempts):
-            if known_id:
-                previous = await self._previous(command_id, stream)
+            if r.known_id:
+                previous = await self._previous(r.command_id, r.stream)
                 if previous is not None:
                     return previous
+            loaded = await self._load(r, use_cache=attempt == 0)
+            decision = await self._decide(r, loaded)
+            if decision is None:
+                return CommandResult(r.command_id, r.stream, [], loaded.version)
             try:
-                loaded = await repository.load(model, stream, use_cache=attempt == 0)
-            except ChronikError:
-                raise
-            except Exception as exc:  # an evolve / apply method that fails on stored events
-                raise HandlerError(command.domain, command.type, exc) from exc
-            if expected_sequence is not None:
-                actual = loaded.version
-                if actual != (None if expected_sequence == -1 else expected_sequence):
-                    repository.forget(stream)
-                    raise WrongExpectedVersion(stream, expected_sequence, actual)
-            try:
-                decided = await self._decide(model, command, loaded.state)
-                if not decided:
-                    return CommandResult(command_id, stream, [], loaded.version)
-                if model.typed_events:
-                    events = [self._typed(e) for e in decided]
-                    data = [
-                        _raw_event_data(e, metadata, command, command_id, i)
-                        if isinstance(e, EventData)  # a raw event of a type not registered
-                        else self.registry.to_event_data(e, metadata, event_id_for(command_id, i))
-                        for i, e in enumerate(events)
-                    ]
-                else:
-                    events = decided
-                    data = [
-                        _raw_event_data(e, metadata, command, command_id, i)
-                        for i, e in enumerate(events)
-                    ]
-                expected = NO_STREAM if loaded.version is None else loaded.version
-                request = self.store.prepare(stream, data, expected)
-                own = _evolvable(model, stream, loaded.version, events, request.events)
-                state = self._settle(model, command, loaded.state, own)
-            except BaseException:
-                repository.forget(stream)  # the state may have been changed in place
-                raise
-            try:
-                if self._outbox and model.typed_events:
-                    result = await self._append_with_outbox(request, events)
-                else:
-                    result = await self.store.append_prepared(request)
-            except WrongExpectedVersion as exc:
-                repository.forget(stream)
+                result = await self._append(r, decision)
+            except WrongExpectedVersion as exc:  # a concurrent write: load and decide again
                 last_error = exc
                 await asyncio.sleep(self.retry.delay(attempt))
                 continue
             except DuplicateEventError:
-                repository.forget(stream)
-                previous = await self._previous(command_id, stream)
+                previous = await self._previous(r.command_id, r.stream)
                 if previous is None:
                     raise
                 return previous
-            except BaseException:
-                repository.forget(stream)
-                raise
-            recorded = await self._recorded(request, result)
-            if result.first_sequence != (0 if loaded.version is None else loaded.version + 1):
-                # The store returned an earlier append of these very events (a concurrent
-                # dispatch of this command id) made on another version: our state is not it.
-                repository.forget(stream)
-                return CommandResult(
-                    command_id, stream, recorded, result.last_sequence, duplicate=True
-                )
-            after = Loaded(
-                state,
-                result.last_sequence,
-                loaded.snapshot_sequence,
-                loaded.replayed,
-                loaded.load_ms,
-            )
-            repository.remember(model, stream, after)
-            repository.maybe_snapshot(model, stream, after)
-            return CommandResult(command_id, stream, recorded, result.last_sequence)
+            return await self._appended(r, loaded, decision, result)
         raise ConcurrencyError(
-            f"{command.type} on {stream} lost the append race {self.retry.attempts} times"
+            f"{r.command.type} on {r.stream} lost the append race {self.retry.attempts} times"
         ) from last_error
 
-    async def _decide(self, model: DomainModel, command: Command, state: Any) -> list[Any]:
-        async def base(cmd: Command, st: Any) -> list[Any]:
-            events: Any = model.decide(cmd, st)
-            if inspect.isawaitable(events):
-                events = await events
-            return list(events)
-
-        call: HandlerFn = base
-        for mw in reversed(self._handler_middleware):
-            call = _bind_handler(mw, call)
+    async def _load(self, r: _Routed, use_cache: bool) -> Loaded:
+        """Step 4: the stream's state, checked against the command's expected sequence."""
         try:
-            return await call(command, state)
+            loaded = await self.repository.load(r.model, r.stream, use_cache=use_cache)
+        except ChronikError:
+            raise
+        except Exception as exc:  # an evolve / apply method that fails on stored events
+            raise HandlerError(r.command.domain, r.command.type, exc) from exc
+        expected = r.expected_sequence
+        if expected is not None and loaded.version != (None if expected == -1 else expected):
+            self.repository.forget(r.stream)
+            raise WrongExpectedVersion(r.stream, expected, loaded.version)
+        return loaded
+
+    async def _decide(self, r: _Routed, loaded: Loaded) -> _Decision | None:
+        """Step 5: the logic's events as an append request and the state after them (None:
+        no events). A failure drops the cached state, which may have been changed in place."""
+        try:
+            decided = await self._call_logic(r, self._chains.handler(r.model), loaded.state)
+            if not decided:
+                return None
+            typed = r.model.typed_events
+            events = [decisions.typed(self.registry, e) for e in decided] if typed else decided
+            registry = self.registry if typed else None
+            data = decisions.event_data(registry, events, r.command, r.command_id, r.metadata)
+            expected = NO_STREAM if loaded.version is None else loaded.version
+            request = self.store.prepare(r.stream, data, expected)
+            own = decisions.evolvable(typed, r.stream, loaded.version, events, request.events)
+            state = self._call_settle(r, loaded.state, own)
+        except BaseException:
+            self.repository.forget(r.stream)
+            raise
+        return _Decision(events, request, state)
+
+    async def _call_logic(self, r: _Routed, call: HandlerFn, state: Any) -> list[Any]:
+        try:
+            return await call(r.command, state)
         except ChronikError:
             raise
         except Exception as exc:
-            raise HandlerError(command.domain, command.type, exc) from exc
+            raise HandlerError(r.command.domain, r.command.type, exc) from exc
+
+    def _call_settle(self, r: _Routed, state: Any, events: list[Any]) -> Any:
+        try:
+            return self.repository.settle(r.model, state, events)
+        except ChronikError:
+            raise
+        except Exception as exc:
+            raise HandlerError(r.command.domain, r.command.type, exc) from exc
+
+    async def _append(self, r: _Routed, decision: _Decision) -> AppendResult:
+        """Step 6: append (with the outbox rules' messages); any failure drops the cache."""
+        try:
+            if self._outbox and r.model.typed_events:
+                return await self._append_with_outbox(decision.request, decision.events)
+            return await self.store.append_prepared(decision.request)
+        except BaseException:
+            self.repository.forget(r.stream)
+            raise
 
     async def _append_with_outbox(self, request: AppendRequest, events: list[Any]) -> AppendResult:
         from chronik.outbox import record
@@ -358,55 +346,31 @@ class CommandBus:
                     record(tx, message, kind)
         return tx.results[0]
 
-    def _settle(self, model: DomainModel, command: Command, state: Any, events: list[Any]) -> Any:
-        try:
-            return model.settle(state, events)
-        except ChronikError:
-            raise
-        except Exception as exc:
-            raise HandlerError(command.domain, command.type, exc) from exc
-
-    def _typed(self, event: Any) -> Any:
-        """A registered event instance (an EventData's payload converted to its class), or a
-        raw EventData of a type that is not registered (stored as it is, like store.append)."""
-        if isinstance(event, EventData):
-            if event.type not in self.registry:
-                return event
-            cls = self.registry.class_for(event.type)
-            try:
-                return msgspec.convert(event.payload, cls)
-            except msgspec.ValidationError as exc:
-                raise SerializationError(
-                    f"{event.type} payload does not fit {cls.__qualname__}: {exc}", field="payload"
-                ) from None
-        if isinstance(event, type) or event is None:
-            raise UnknownEventType(repr(event))
-        self.registry.name_of(event)
-        return event
-
-    async def _recorded(self, request: AppendRequest, result: AppendResult) -> list[RecordedEvent]:
-        events = request.events
-        if len(result.positions) != len(events) or not result.recorded_at_us:
-            got = self.store.read_stream(request.stream, result.first_sequence, limit=len(events))
-            return [e async for e in got]
-        return [
-            RecordedEvent(
-                p.event_id,
-                request.stream,
-                result.first_sequence + i,
-                p.type,
-                p.schema_version,
-                p.payload,
-                result.positions[i],
-                result.recorded_at_us,
-                p.metadata,
-                p.content_type,
+    async def _appended(
+        self, r: _Routed, loaded: Loaded, decision: _Decision, result: AppendResult
+    ) -> CommandResult:
+        """The result of an append: the new state kept (and maybe snapshotted), unless the
+        store returned an earlier append of these events made by a concurrent dispatch."""
+        recorded = await decisions.recorded(self.store, decision.request, result)
+        if result.first_sequence != (0 if loaded.version is None else loaded.version + 1):
+            # made on another version than ours: our state is not the stream's
+            self.repository.forget(r.stream)
+            return CommandResult(
+                r.command_id, r.stream, recorded, result.last_sequence, duplicate=True
             )
-            for i, p in enumerate(events)
-        ]
+        after = Loaded(
+            decision.state,
+            result.last_sequence,
+            loaded.snapshot_sequence,
+            loaded.replayed,
+            loaded.load_ms,
+        )
+        self.repository.remember(r.model, r.stream, after)
+        self.repository.maybe_snapshot(r.model, r.stream, after)
+        return CommandResult(r.command_id, r.stream, recorded, result.last_sequence)
 
     async def _previous(self, command_id: str, stream: StreamId) -> CommandResult | None:
-        """The result of an earlier dispatch of ``command_id``, if it appended events."""
+        """Step 3: the result of an earlier dispatch of ``command_id``, if it appended events."""
         first = await self.store.get_event(event_id_for(command_id, 0))
         if first is None:
             return None
@@ -425,68 +389,3 @@ class CommandBus:
     async def close(self) -> None:
         """Wait for background snapshot writes."""
         await self.repository.drain()
-
-
-def _evolvable(
-    model: DomainModel,
-    stream: StreamId,
-    version: int | None,
-    events: list[Any],
-    prepared: list[PreparedEvent],
-) -> list[Any]:
-    """The events a typed model's state evolves with after its command: each typed event as
-    it is, each raw EventData as the RecordedEvent a later load gives it (its position and
-    record time are provisional until the append); chronik's own deadline events left out."""
-    if not model.typed_events:
-        return events
-    first = 0 if version is None else version + 1
-    now = time.time_ns() // 1000
-    return [
-        RecordedEvent(
-            p.event_id,
-            stream,
-            first + i,
-            p.type,
-            p.schema_version,
-            p.payload,
-            Position(0),
-            now,
-            p.metadata,
-            p.content_type,
-        )
-        if isinstance(e, EventData)
-        else e
-        for i, (e, p) in enumerate(zip(events, prepared, strict=True))
-        if type(e) not in INTERNAL_EVENTS
-    ]
-
-
-def _raw_event_data(
-    event: Any, metadata: Metadata, command: Command, command_id: str, index: int
-) -> EventData:
-    """An EventData from untyped business logic, with the command's metadata and derived id."""
-    if not isinstance(event, EventData):
-        error = TypeError(f"expected EventData, got {event!r}")
-        raise HandlerError(command.domain, command.type, error)
-    return EventData(
-        event.type,
-        event.payload,
-        Metadata({**metadata, **Metadata.of(event.metadata)}),
-        event_id_for(command_id, index),
-        event.schema_version,
-        event.content_type,
-    )
-
-
-def _bind_dispatch(mw: DispatchMiddleware, call_next: Dispatch) -> Dispatch:
-    async def call(command: Command) -> CommandResult:
-        return await mw(command, call_next)
-
-    return call
-
-
-def _bind_handler(mw: HandlerMiddleware, call_next: HandlerFn) -> HandlerFn:
-    async def call(command: Command, state: Any) -> list[Any]:
-        return await mw(command, state, call_next)
-
-    return call

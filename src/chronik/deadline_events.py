@@ -11,6 +11,7 @@ __all__ = [
     "DeadlineCancelled",
     "DeadlineScheduled",
     "cancel_deadline",
+    "is_deadline_event",
     "schedule",
 ]
 
@@ -34,6 +35,12 @@ INTERNAL_EVENTS: Final[dict[type[Any], str]] = {
     DeadlineScheduled: "chronik.DeadlineScheduled",
     DeadlineCancelled: "chronik.DeadlineCancelled",
 }
+
+
+def is_deadline_event(event: Any) -> bool:
+    """Whether ``event`` is one of chronik's own deadline events: the one rule that keeps them
+    from business logic (its state never evolves with them; chronik_deadlines handles them)."""
+    return type(event) in INTERNAL_EVENTS
 
 
 def schedule(

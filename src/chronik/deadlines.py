@@ -39,8 +39,9 @@ from chronik.deadline_events import (
 )
 from chronik.errors import ReadModelError
 from chronik.messages import Command, EventData, Metadata, RecordedEvent, StreamId
-from chronik.projections import Projection, ReadModel, Table, leases, query
+from chronik.projections import Projection, ReadModel, Table, query
 from chronik.saga_record import Recorder
+from chronik.store import leases
 from chronik.store.base import EventStore
 
 __all__ = [
@@ -126,7 +127,7 @@ def aggregate_deadlines(dispatch: Dispatch) -> Projection:
                 type=row["command"],
                 payload=msgspec.json.decode(row["payload"]),
                 command_id=f"deadline:{event.event_id}",
-                metadata=Metadata(causation_id=event.event_id),
+                metadata=Metadata.caused_by(event),
             )
             record = await recorder.recorded(rm.store, event)
             outcome = await recorder.send(

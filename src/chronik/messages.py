@@ -1,13 +1,12 @@
-"""The core value types: streams, positions, events, metadata and event ids."""
+"""The core value types: streams, positions, events, metadata, event ids (made in chronik.ids),
+and the naming rules (``DOMAIN_RE``, ``TENANT_RE``, ``TYPE_NAME_RE``) every module checks names by.
+"""
 
 from __future__ import annotations
 
 import base64
 import enum
-import os
 import re
-import threading
-import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, TypeAlias
@@ -15,12 +14,16 @@ from typing import Any, Final, TypeAlias
 import msgspec
 
 from chronik.errors import InvalidStreamId, ValidationError
+from chronik.ids import new_event_id
 
 __all__ = [
     "ANY",
+    "DOMAIN_RE",
     "JSON",
     "NO_STREAM",
     "STREAM_EXISTS",
+    "TENANT_RE",
+    "TYPE_NAME_RE",
     "AppendResult",
     "Checkpoint",
     "Command",
@@ -38,38 +41,12 @@ __all__ = [
 
 JSON: Final = "application/json"
 
-_DOMAIN_RE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
-_TENANT_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+#: the naming rules, one definition each: a domain, a tenant, an event or command type name
+DOMAIN_RE: Final = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
+TENANT_RE: Final = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+TYPE_NAME_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,127}")
 MAX_AGGREGATE_ID = 256
 _POSITION_MAX: Final = 2**63 - 1  # int64: SQLite rowids, PostgreSQL bigint/xid8 columns
-
-# --- event ids (UUIDv7, RFC 9562: 48-bit unix ms, then a 12-bit counter, then random) ---------
-
-_uuid_lock = threading.Lock()
-_last_ms = 0
-_counter = 0
-
-
-def new_event_id() -> str:
-    """A new UUIDv7 as canonical text; ids from one process sort in creation order."""
-    global _last_ms, _counter
-    ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10))
-    with _uuid_lock:
-        if ms > _last_ms:
-            _last_ms = ms
-            _counter = rand >> 70  # a random start in the lower half leaves room to count up
-        else:
-            _counter += 1
-            if _counter > 0xFFF:  # counter exhausted within one ms: borrow the next ms
-                _last_ms += 1
-                _counter = 0
-            ms = _last_ms
-        counter = _counter
-    n = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | (rand & 0x3FFF_FFFF_FFFF_FFFF)
-    h = f"{n:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
 
 # --- streams and positions --------------------------------------------------------------------
 
@@ -82,7 +59,7 @@ class StreamId(msgspec.Struct, frozen=True, order=True):
     tenant: str = ""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.domain, str) or not _DOMAIN_RE.fullmatch(self.domain):
+        if not isinstance(self.domain, str) or not DOMAIN_RE.fullmatch(self.domain):
             raise InvalidStreamId(
                 f"invalid domain {self.domain!r}: expected [a-z][a-z0-9_.-]{{0,63}}",
                 field="domain",
@@ -99,7 +76,7 @@ class StreamId(msgspec.Struct, frozen=True, order=True):
                 field="aggregate_id",
             )
         if self.tenant and (
-            not isinstance(self.tenant, str) or not _TENANT_RE.fullmatch(self.tenant)
+            not isinstance(self.tenant, str) or not TENANT_RE.fullmatch(self.tenant)
         ):
             raise InvalidStreamId(
                 f"invalid tenant {self.tenant!r}: expected [a-z0-9][a-z0-9_.-]{{0,63}}",
@@ -214,6 +191,16 @@ class Metadata(Mapping[str, str]):
     def causation_id(self) -> str | None:
         """The id of the message that caused this one."""
         return self._data.get("causation_id")
+
+    @classmethod
+    def caused_by(cls, event: RecordedEvent, metadata: Mapping[str, str] | None = None) -> Metadata:
+        """The metadata of a command an event caused (by a saga, reaction or deadline): the
+        command's own ``metadata`` with correlation = the event's correlation id (its event id
+        when it has none) and causation = the event id."""
+        return cls.of(metadata).with_values(
+            correlation_id=event.metadata.correlation_id or event.event_id,
+            causation_id=event.event_id,
+        )
 
     def with_values(self, **values: str | None) -> Metadata:
         """A copy with keys added or replaced."""

@@ -4,7 +4,8 @@ A reaction is a projection without tables, so it gets checkpoints, retries with 
 parking of a failing stream, status and lag like any projection, and events of one stream in
 order. Its handler returns commands; each is dispatched with a command id derived from
 (reaction name, event id, index), so an event delivered twice never has a second effect.
-Commands carry the event's correlation id, and the event id as ``causation_id``. A command the
+Commands carry the event's correlation id (its event id when it has none), and the event id
+as ``causation_id`` (``Metadata.caused_by``, the rule sagas and deadlines follow too). A command the
 business logic rejects is a normal outcome (logged, not retried).
 
 Reactions record what they send like sagas do (see chronik.saga_record): a rebuild, reset or
@@ -69,13 +70,8 @@ def reaction(
 
 
 def _stamp(name: str, event: RecordedEvent, index: int, command: Command) -> Command:
-    metadata = Metadata.of(command.metadata)
-    metadata = metadata.with_values(
-        correlation_id=metadata.correlation_id or event.metadata.correlation_id or event.event_id,
-        causation_id=event.event_id,
-    )
     return msgspec.structs.replace(
         command,
         command_id=command.command_id or f"{name}:{event.event_id}:{index}",
-        metadata=metadata,
+        metadata=Metadata.caused_by(event, command.metadata),
     )

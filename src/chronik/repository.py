@@ -1,5 +1,9 @@
 """Load aggregates (snapshot + tail, upcast), keep recent ones; snapshots off the hot path.
 
+Events reach a model's state only here: through ``load`` (stored events) and ``settle`` (the
+events a command just decided). Both leave out chronik's own deadline events
+(``chronik.deadline_events.is_deadline_event``), which the repository registers in its registry.
+
 A stored event that no longer decodes fails the load with UndecodableEvent (from the registry),
 naming the event and the repair. A snapshot is a cache: one that is missing, corrupt, of another
 state type or of another schema version is ignored and the stream replayed in full. The
@@ -18,9 +22,9 @@ from typing import Any
 
 import msgspec
 
-from chronik.aggregate import DomainModel
 from chronik.codec import EventRegistry
-from chronik.deadline_events import INTERNAL_EVENTS
+from chronik.deadline_events import INTERNAL_EVENTS, is_deadline_event
+from chronik.domain_model import DomainModel
 from chronik.messages import RecordedEvent, Snapshot, StreamId
 from chronik.store.base import EventStore
 
@@ -50,6 +54,9 @@ class Repository:
         self.cache_size = cache_size
         self._cache: OrderedDict[StreamId, Loaded] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
+        for cls, name in INTERNAL_EVENTS.items():  # deadlines that aggregates schedule
+            if name not in registry:
+                registry.register(cls, name)
 
     async def load(self, model: DomainModel, stream: StreamId, use_cache: bool = True) -> Loaded:
         """The stream's state: from the cache, else the latest usable snapshot plus the tail."""
@@ -85,12 +92,16 @@ class Repository:
         from_sequence = None if version is None else version + 1
         async for event in self.store.read_stream(stream, from_sequence):
             decoded = decode(event)
-            if type(decoded) not in INTERNAL_EVENTS:  # chronik's own (deadlines)
+            if not is_deadline_event(decoded):
                 state = evolve(state, decoded)
             version = event.sequence
             replayed += 1
         loaded = Loaded(state, version, snap_seq, replayed, (time.perf_counter() - start) * 1000)
         return loaded
+
+    def settle(self, model: DomainModel, state: Any, events: list[Any]) -> Any:
+        """The state after the events a command decided (chronik's deadline events left out)."""
+        return model.settle(state, [e for e in events if not is_deadline_event(e)])
 
     def _decode(self, event: RecordedEvent) -> Any:
         """A registered event as its class; one of a type not registered (a raw EventData the

@@ -238,15 +238,10 @@ class _Step:
         self.saga, self.recorder, self.store = saga, recorder, store
         self.event, self.ctx, self.past = event, ctx, past
         self.record: dict[str, dict[str, Any]] = {}
-        self.metadata = Metadata(
-            correlation_id=event.metadata.correlation_id or event.event_id,
-            causation_id=event.event_id,
-        )
+        self.metadata = Metadata.caused_by(event)
 
     def _stamp(self, command: Command, command_id: str) -> Command:
-        metadata = Metadata.of(command.metadata).with_values(
-            correlation_id=self.metadata.correlation_id, causation_id=self.event.event_id
-        )
+        metadata = Metadata.caused_by(self.event, command.metadata)
         return msgspec.structs.replace(command, command_id=command_id, metadata=metadata)
 
     async def _send(self, command: Command) -> Outcome:

@@ -315,3 +315,45 @@ def test_given_runs_an_aggregate_emitting_raw_event_data() -> None:
     given(Audited, aggregate_id="a1", registry=registry).when("Audit", {"who": "ada"}).then_events(
         Added(1), chronik.EventData("audit.noted", {"who": "ada"})
     ).then_state(lambda s: (s.total, s.audits) == (1, ["ada"]))
+
+
+class Tally(chronik.Aggregate):
+    """State with mutable defaults written without mutable class attributes."""
+
+    domain = "tally"
+    snapshots = chronik.Snapshots(every=1)
+    seen: list[int] = msgspec.field(default_factory=list)
+    label: str = msgspec.field(default="t")
+    tags: tuple[str, ...] = ()
+
+    @chronik.command()
+    def add(self, cmd: Add) -> None:
+        self.emit(Added(cmd.n))
+
+    @chronik.apply
+    def _added(self, event: Added) -> None:
+        self.seen.append(event.n)
+
+
+async def test_state_fields_may_default_by_msgspec_field(tmp_path: Path) -> None:
+    """``msgspec.field(default_factory=...)`` gives each instance its own value, and the state
+    survives a snapshot round trip; a field() with no default is refused like a bare one."""
+    one, two = Tally("a"), Tally("b")
+    one.seen.append(1)
+    assert two.seen == [] and two.label == "t" and two.tags == ()
+    app = chronik.Chronik(store=f"sqlite:///{tmp_path / 't.db'}", registry=registry)
+    app.add_aggregate(Tally)
+    async with app:
+        for n in (1, 2):
+            await app.dispatch(Command(domain="tally", aggregate_id="t1", type="Add",
+                                       payload={"n": n}))  # fmt: skip
+        await app.bus.close()  # the background snapshot written
+        snapshot = await app.store.load_snapshot(StreamId("tally", "t1"))
+        assert snapshot is not None and snapshot.sequence == 1
+        loaded = await app.load("tally", "t1")
+        assert loaded.seen == [1, 2] and loaded.label == "t"
+    with pytest.raises(chronik.ConfigurationError, match="default"):
+
+        class Required(chronik.Aggregate):
+            domain = "x"
+            total: int = msgspec.field()

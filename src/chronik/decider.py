@@ -1,0 +1,79 @@
+"""Functional business logic: a ``Decider`` is ``decide``, ``evolve`` and ``initial`` functions.
+
+``decide(command, state) -> event | [events] | None`` (raise ``CommandRejected`` to refuse),
+``evolve(state, event) -> state`` and ``initial()``. Import it from ``chronik`` (or
+``chronik.aggregate``); this module imports only the domain model and messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import msgspec
+
+from chronik.domain_model import CommandSpec, DomainModel, Snapshots, check_domain
+from chronik.messages import Command, Snapshot
+
+__all__ = ["Decider"]
+
+_encoder = msgspec.json.Encoder()
+
+
+def _events_of(result: Any) -> list[Any]:
+    if result is None:
+        return []
+    if isinstance(result, list | tuple):
+        return list(result)
+    return [result]
+
+
+class Decider(DomainModel):
+    """Functional business logic: ``decide``, ``evolve`` and ``initial`` for one domain.
+
+    ``commands`` maps command type names to payload schemas (a Struct or dataclass, or None for
+    any JSON object); without it every command type reaches ``decide``. ``state_type`` is the
+    class snapshots decode into (default: the type of ``initial()``).
+    """
+
+    def __init__(
+        self,
+        domain: str,
+        decide: Callable[[Command, Any], Any],
+        evolve: Callable[[Any, Any], Any],
+        initial: Callable[[], Any] = dict,
+        *,
+        commands: Mapping[str, type[Any] | None] | None = None,
+        snapshots: Snapshots | None = None,
+        state_type: Any = None,
+        state_version: int = 1,
+    ) -> None:
+        check_domain(domain)
+        self.domain = domain
+        self._decide = decide
+        self._evolve = evolve
+        self._initial = initial
+        self.commands = (
+            None if commands is None else {n: CommandSpec(n, s) for n, s in commands.items()}
+        )
+        self.snapshots = snapshots
+        self.state_type = domain
+        self.state_version = state_version
+        self._state_decoder = msgspec.json.Decoder(
+            state_type if state_type is not None else type(initial())
+        )
+
+    def initial(self, aggregate_id: str) -> Any:
+        return self._initial()
+
+    def evolve(self, state: Any, event: Any) -> Any:
+        return self._evolve(state, event)
+
+    def decide(self, command: Command, state: Any) -> list[Any]:
+        return _events_of(self._decide(command, state))
+
+    def encode_state(self, state: Any) -> bytes:
+        return _encoder.encode(state)
+
+    def decode_state(self, snapshot: Snapshot) -> Any:
+        return self._state_decoder.decode(snapshot.state)

@@ -1,0 +1,52 @@
+"""Ids chronik makes: new event ids (UUIDv7) and the ids derived from a command id.
+
+``chronik.messages`` re-exports ``new_event_id`` and ``chronik.commands`` re-exports
+``event_id_for``, where users import them from.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from typing import Final
+
+__all__ = ["event_id_for", "new_event_id"]
+
+# --- event ids (UUIDv7, RFC 9562: 48-bit unix ms, then a 12-bit counter, then random) ---------
+
+_uuid_lock = threading.Lock()
+_last_ms = 0
+_counter = 0
+
+
+def new_event_id() -> str:
+    """A new UUIDv7 as canonical text; ids from one process sort in creation order."""
+    global _last_ms, _counter
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10))
+    with _uuid_lock:
+        if ms > _last_ms:
+            _last_ms = ms
+            _counter = rand >> 70  # a random start in the lower half leaves room to count up
+        else:
+            _counter += 1
+            if _counter > 0xFFF:  # counter exhausted within one ms: borrow the next ms
+                _last_ms += 1
+                _counter = 0
+            ms = _last_ms
+        counter = _counter
+    n = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | (rand & 0x3FFF_FFFF_FFFF_FFFF)
+    h = f"{n:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+# --- ids derived from a command id (the same on every retry) ----------------------------------
+
+_NAMESPACE: Final = uuid.UUID("6f1d3c52-7a0e-4c3b-9d61-2f8e5b7a9c14")
+
+
+def event_id_for(command_id: str, index: int) -> str:
+    """The id of the ``index``-th event a command produces (the same on every retry)."""
+    return str(uuid.uuid5(_NAMESPACE, f"{command_id}\x00{index}"))
