@@ -7,9 +7,8 @@ point leaves the read model exactly at the checkpoint (effectively once). It rea
 page only after the commit (backpressure). A blue/green rebuild is a second lane with its own
 generation of tables and checkpoint, run by the same task; it takes over once caught up.
 
-This is the only module that commits for a projection or changes a processor's state:
-``control`` (requests, start-up, takeover) and ``plan`` (partitions) decide from a ``View``
-of the processor and return what to do, ``dead_letters`` builds the parked rows.
+The only module that commits for a projection or changes a processor's state: ``control``
+(requests, start-up, takeover) and ``plan`` (partitions) decide from a ``View``.
 """
 
 from __future__ import annotations
@@ -30,12 +29,13 @@ from chronik.errors import (
     StoreClosed,
 )
 from chronik.messages import Position, RecordedEvent
-from chronik.projections import batch, control, dead_letters, leases, plan
+from chronik.projections import batch, control, dead_letters, plan
 from chronik.projections.bookkeeping import Plan, RateMeter, status_row
 from chronik.projections.lanes import START, Lane, View, Waiters, partition_key
 from chronik.projections.loop import Loop
 from chronik.projections.projection import Projection
 from chronik.projections.readmodel import ReadModel
+from chronik.store import leases
 from chronik.store.base import EventStore, TableWrite
 
 __all__ = ["ProjectionProcessor"]
@@ -98,7 +98,7 @@ class ProjectionProcessor(Loop):
         if not self.store.closed and self.epoch is not None:
             self.state = "stopped"
             with contextlib.suppress(Exception):
-                await self._commit([self._lease_write("release")])
+                await self._commit([], release=True)
             self.epoch = None
 
     async def __aenter__(self) -> ProjectionProcessor:
@@ -129,9 +129,6 @@ class ProjectionProcessor(Loop):
         self.wanted, self._release = False, True
         self._wake.set()
 
-    def _lease_write(self, op: str = "lease") -> TableWrite:
-        return leases.write(self.projection.name, self.owner, self.lease_ttl, op, self.partition)
-
     async def _acquire(self) -> bool:
         """Claim the projection's lease; on success load everything from the database."""
         if not self.wanted:
@@ -147,7 +144,7 @@ class ProjectionProcessor(Loop):
         self.state = start.state
         if start.refuse is not None:
             async with self.store.transaction() as tx:
-                tx.write_tables([self._lease_write("release")])
+                tx.release_lease(self.projection.name, self.owner, self.partition)
             self.epoch = None
             raise ConfigurationError(start.refuse)
         if start.active is None:  # partitioned: as the plan says
@@ -237,7 +234,7 @@ class ProjectionProcessor(Loop):
             try:
                 if self._release and self.epoch is not None:
                     self._release = False
-                    await self._commit([self._lease_write("release")])
+                    await self._commit([], release=True)
                     self.epoch, self.state = None, "standby"
                 # standby: try to take over once per heartbeat (not on every change)
                 if self.epoch is None:
@@ -376,16 +373,19 @@ class ProjectionProcessor(Loop):
         lane: Lane | None = None,
         position: Position | None = None,
         checkpoints: tuple[tuple[str, Position], ...] = (),
+        release: bool = False,
     ) -> None:
-        """Commit table writes, the lane's checkpoint, dirty checkpoints, other ``checkpoints``
-        (name, position) of this partition and the status row."""
+        """Commit table writes, the lane's, dirty and other ``checkpoints`` of this partition and
+        the status row, with the lease renewed (or given up with ``release``)."""
         name, epoch, k = self.projection.name, self.epoch, self.partition
         if epoch is None:
             raise LeaseHeld(name, k, self.owner)
         counters = (self.processed, self.rate(self.processed), self.last_event_us)
         async with self.store.transaction() as tx:
-            if not writes or writes[-1].op != "release":
-                tx.write_tables([self._lease_write()], checked=True)
+            if release:
+                tx.release_lease(name, self.owner, k)
+            else:
+                tx.acquire_lease(name, self.owner, self.lease_ttl, k)
             tx.write_tables(writes, checked=True)
             if lane is not None and position is not None:
                 tx.save_checkpoint(lane.checkpoint(name), position, k, epoch)

@@ -29,9 +29,8 @@ from chronik.store.system_tables import LEASES
 
 if TYPE_CHECKING:
     from chronik.store.base import EventStore
-    from chronik.store.records import TableWrite
 
-__all__ = ["Lease", "LeaseOp", "acquire", "check_lease", "from_table_write", "holders", "release"]
+__all__ = ["Lease", "LeaseOp", "acquire", "check_lease", "holders", "release"]
 
 _INT63: Final = 2**63 - 1
 _MAX_TTL: Final = 10 * 365 * 86400.0  # seconds: ttl_us stays far inside int64
@@ -80,19 +79,6 @@ def check_lease(
     ):
         raise ValidationError(f"invalid lease ttl {ttl!r}: expected 0..{_MAX_TTL} s", field="ttl")
     return LeaseOp(op, name, partition, owner, int(ttl * 1_000_000), version)
-
-
-def from_table_write(w: TableWrite) -> LeaseOp:
-    """The LeaseOp of a ``lease`` / ``release`` TableWrite (the form leases had before)."""
-    if w.table != LEASES.name or len(w.row) != (4 if w.op == "lease" else 3):
-        raise ValidationError(f"a {w.op} write needs {LEASES.name} and its columns", field="tables")
-    name, partition, owner = w.row[:3]
-    if w.op == "release":
-        return check_lease("release", name, owner, 0.0, partition)
-    ttl_us = w.row[3]
-    if type(ttl_us) is not int or not 0 <= ttl_us <= _MAX_TTL * 1_000_000:
-        raise ValidationError(f"invalid lease ttl {ttl_us!r} us", field="ttl")
-    return check_lease("acquire", name, owner, 0.0, partition)._replace(ttl_us=ttl_us)
 
 
 async def acquire(

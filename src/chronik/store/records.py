@@ -114,11 +114,7 @@ class TableWrite(NamedTuple):
     ``op`` is ``ensure`` (create ``spec`` if missing), ``drop``, ``clear`` (delete every row),
     ``upsert`` (insert ``row`` into ``columns``, or update those columns of the row with the
     same primary key ``key``) or ``delete`` (the row whose ``columns`` equal ``row``). Values
-    are always bound parameters.
-
-    ``lease`` / ``release`` (the writes ``chronik.projections.leases.write`` made before leases
-    had their own operations) are still accepted by ``UnitOfWork.write_tables``, which turns
-    them into the unit's ``LeaseOp``; adapters never see them.
+    are always bound parameters. Leases are not table writes: see ``LeaseOp``.
     """
 
     op: str

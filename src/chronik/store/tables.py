@@ -58,7 +58,7 @@ __all__ = [
 ]
 
 SQL_TYPES: Final = frozenset({"INTEGER", "TEXT", "REAL", "BLOB"})
-#: The read-model ops adapters run (a unit's ``lease`` / ``release`` writes become LeaseOps).
+#: The read-model ops adapters run.
 TABLE_OPS: Final = frozenset({"ensure", "drop", "clear", "upsert", "delete"})
 _IDENT_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 

@@ -21,7 +21,7 @@ from chronik.messages import (
     Snapshot,
     StreamId,
 )
-from chronik.store.leases import check_lease, from_table_write
+from chronik.store.leases import check_lease
 from chronik.store.records import AppendRequest, LeaseOp, TableWrite, WriteUnit
 from chronik.store.tables import check_table_write, check_values
 from chronik.store.validation import check_checkpoint
@@ -30,8 +30,6 @@ if TYPE_CHECKING:
     from chronik.store.base import EventStore
 
 __all__ = ["UnitOfWork"]
-
-_LEASE_WRITES = ("lease", "release")
 
 
 class UnitOfWork:
@@ -85,22 +83,14 @@ class UnitOfWork:
         (``chronik.projections`` builds them from declared tables): they are not checked again.
         Values are always checked: one no adapter can store (an int outside int64, NaN, a str
         with NUL or a lone surrogate, an unsupported type) raises ReadModelError naming the
-        table and column, before anything reaches the database. A ``lease`` / ``release``
-        write (the form ``chronik.projections.leases.write`` makes) joins the unit's leases.
+        table and column, before anything reaches the database.
         """
         self._open()
         self._store._require_tables()
-        tables: list[TableWrite] = []
-        leases: list[LeaseOp] = []
-        for w in writes:
-            if isinstance(w, TableWrite) and w.op in _LEASE_WRITES:
-                leases.append(from_table_write(w))
-            elif checked:
-                tables.append(check_values(w))
-            else:
-                tables.append(check_values(check_table_write(w)))
-        self._tables += tables
-        self._leases += leases
+        if checked:
+            self._tables += [check_values(w) for w in writes]
+        else:
+            self._tables += [check_values(check_table_write(w)) for w in writes]
 
     def acquire_lease(
         self, name: str, owner: str, ttl: float, partition: int = 0, *, version: int = 0

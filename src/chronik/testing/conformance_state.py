@@ -251,30 +251,3 @@ class StateConformance:
         assert info.value.field == "after"
         with pytest.raises(chronik.ReadModelError):
             await store.read_table(spec.name, {"nope": Range(gt=1)})
-
-    async def test_leases_one_owner_at_a_time(self, store: EventStore) -> None:
-        """A lease has one unexpired owner; a unit taking a held lease writes nothing."""
-        from chronik.projections.bookkeeping import LEASES
-        from chronik.projections.leases import write
-        from chronik.store.base import TableWrite
-
-        if not store.supports_tables:
-            pytest.skip("this adapter has no read-model tables")
-        async with store.transaction() as tx:
-            tx.write_tables([TableWrite("ensure", LEASES.name, spec=LEASES)])
-            tx.write_tables([write("job", "a", 60)])
-        with pytest.raises(chronik.LeaseHeld):
-            async with store.transaction() as tx:
-                tx.append(StreamId("lease", "l1"), [ev(0)])
-                tx.write_tables([write("job", "b", 60)])
-        assert await store.stream_version(StreamId("lease", "l1")) is None
-        async with store.transaction() as tx:
-            tx.write_tables([write("job", "a", 60)])  # the owner renews
-        (row,) = await store.read_table(LEASES.name, {"name": "job"})
-        assert (row["owner"], row["epoch"]) == ("a", 1)
-        async with store.transaction() as tx:
-            tx.write_tables([write("job", "a", 60, "release")])
-        async with store.transaction() as tx:
-            tx.write_tables([write("job", "b", 60)])  # released: b takes it
-        (row,) = await store.read_table(LEASES.name, {"name": "job"})
-        assert (row["owner"], row["epoch"]) == ("b", 2)
