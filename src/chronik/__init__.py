@@ -2,6 +2,11 @@
 
 The public API is what this module exports; adapters live in ``chronik.store.*`` and are chosen by
 URL through ``open_store``.
+
+Imports go down the layers only (tests/unit/test_structure.py checks it): errors, values, ids
+-> messages, codec -> store -> transports, domain model -> projections, outbox, repository ->
+commands, aggregates, deadlines -> reactions, sagas -> app -> server, client -> this facade,
+cli, testing. This module imports the public names from the layers below.
 """
 
 from chronik.aggregate import (

@@ -198,3 +198,38 @@ def test_every_folder_says_what_lives_there_and_what_it_may_import() -> None:
         if "import" not in doc.lower():
             missing.append(str(init.relative_to(SRC)))
     assert missing == []
+
+
+#: The layers of src/chronik, bottom first: a module imports only its own layer and those below
+#: (the README's architecture section draws the same picture).
+LAYERS: list[set[str]] = [
+    {"errors", "error_data", "values", "ids", "adapters", "v1"},
+    {"messages", "codec", "observability"},
+    {"store"},
+    {"transports", "replay_marks", "health", "deadline_events", "domain_model", "decider"},
+    {"middleware", "projections", "outbox", "repository", "decisions", "saga_record"},
+    {"commands", "aggregate", "deadlines"},
+    {"reactions", "sagas"},
+    {"app"},
+    {"server", "client", "client_admin", "client_channel", "client_stream", "sdk", "subscriptions"},
+    {"chronik", "cli", "testing"},
+]
+
+
+def _layer(module: str) -> int:
+    top = module.split(".")[1] if "." in module else "chronik"
+    for rank, names in enumerate(LAYERS):
+        if top in names:
+            return rank
+    raise AssertionError(f"{module} belongs to no layer: add it to LAYERS")
+
+
+def test_imports_only_go_down_the_layers() -> None:
+    """No module imports a module of a higher layer (lazy imports count)."""
+    upward = [
+        f"{a} -> {b}"
+        for a, targets in import_graph().items()
+        for b in targets
+        if _layer(b) > _layer(a)
+    ]
+    assert upward == []
