@@ -85,7 +85,7 @@ from chronik.messages import (
     new_event_id,
 )
 from chronik.store import EventStore, UnitOfWork, open_store
-from chronik.subscriptions import Subscription
+from chronik.store.subscription import Subscription
 
 __version__ = "0.1.0"
 

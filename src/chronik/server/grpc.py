@@ -61,7 +61,7 @@ from chronik.server.wire import (
     event_to_wire,
     expected_from_wire,
 )
-from chronik.subscriptions import Subscription
+from chronik.store.subscription import Subscription
 from chronik.v1 import chronik_pb2 as pb
 from chronik.v1 import chronik_pb2_grpc as rpc
 
