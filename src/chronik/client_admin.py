@@ -12,16 +12,15 @@ on (``AdminWritesDisabled``).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
+from chronik.client_channel import ClientChannel
 from chronik.messages import Position, StreamId, StreamInfo
 from chronik.projections import DeadLetter, ProjectionStatus
 from chronik.v1 import chronik_pb2 as pb
 
 __all__ = ["AdminCalls", "dead_letter_from_wire", "status_from_wire"]
-
-T = TypeVar("T")
 
 
 def _opt(message: Any, field: str) -> Any:
@@ -70,24 +69,9 @@ def dead_letter_from_wire(d: pb.DeadLetter) -> DeadLetter:
     )
 
 
-class AdminCalls:
-    """The catalog, stream listing and projection calls of ``Client`` (a mixin: ``Client``
-    gives the channel's stubs and the call loop)."""
-
-    _metadata: tuple[tuple[str, str], ...]
-    _events: Any  # EventStore stub
-    _catalog: Any  # Catalog stub
-    _projections: Any  # Projections stub
-
-    async def _unary(
-        self,
-        call: Callable[[float], Awaitable[T]],
-        seconds: float | None,
-        *,
-        raw: bool = False,
-        once: bool = False,
-    ) -> T:
-        raise NotImplementedError  # pragma: no cover - Client's
+class AdminCalls(ClientChannel):
+    """The catalog, stream listing and projection calls of ``Client`` (over the channel,
+    stubs and call loops of ``chronik.client_channel.ClientChannel``)."""
 
     async def describe(
         self,

@@ -6,6 +6,11 @@ overview, stream browser and stream pages (payloads, metadata, correlation chain
 (pause / resume / rebuild with progress), dead letters (inspect / retry / drop), and panels for
 sagas, deadlines and the outbox. See chronik.server.admin.security for sign-in and CSRF.
 
+Handlers are module-level functions ``handler(state, request)`` over an explicit ``AdminState``
+(``state``): ``pages`` (what a page or fragment shows), ``actions`` (the POST buttons and
+sign-in); ``routes`` only assembles them behind their checks. ``data``, ``panels`` and ``live``
+read the store for them (no HTML), the templates render it.
+
 Its modules import chronik's core and ``chronik.server`` (problems, status, http_auth), never
 ``chronik.cli`` or ``chronik.server.http``.
 """
