@@ -7,7 +7,6 @@ import chronik
 from chronik.deadlines import Clock, ManualClock
 from chronik.projections import Projection, ReadModel, Table, query
 from chronik.sagas import Saga, SagaContext
-from chronik.store.base import PreparedEvent
 from chronik.transports import Message, Transport
 
 registry = chronik.EventRegistry()  # the allowlist of event types
@@ -141,7 +140,9 @@ def loan_due(state: Loan, event: chronik.RecordedEvent, ctx: SagaContext) -> Loa
 
 
 # --8<-- [start:outbox]
-def loan_messages(event: object, data: PreparedEvent, stream: chronik.StreamId) -> Message | None:
+def loan_messages(
+    event: object, data: chronik.PreparedEvent, stream: chronik.StreamId
+) -> Message | None:
     """Tell other services about loans: committed with the events, published afterwards."""
     if not isinstance(event, BookLent):
         return None

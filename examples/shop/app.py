@@ -6,7 +6,6 @@ import msgspec
 
 import chronik
 from chronik.projections import Projection
-from chronik.store.base import PreparedEvent
 from chronik.transports.message import Message
 from examples.shop.customer import customer
 from examples.shop.events import CustomerCreated, registry
@@ -24,7 +23,7 @@ def build_app(store: str | chronik.EventStore = "sqlite:///data/events.db") -> c
 
 
 def customer_registered(
-    event: object, data: PreparedEvent, stream: chronik.StreamId
+    event: object, data: chronik.PreparedEvent, stream: chronik.StreamId
 ) -> Message | None:
     """CustomerCreated -> a `customer.registered` integration event, via the outbox."""
     if not isinstance(event, CustomerCreated):

@@ -20,7 +20,7 @@ from chronik.aggregate import (
 )
 from chronik.app import Chronik
 from chronik.codec import EventRegistry
-from chronik.commands import CommandBus, CommandResult, RetryPolicy
+from chronik.commands import CommandBus, CommandResult, OutboxRule, RetryPolicy
 from chronik.errors import (
     AdminWritesDisabled,
     AuthenticationError,
@@ -85,6 +85,7 @@ from chronik.messages import (
     new_event_id,
 )
 from chronik.store import EventStore, UnitOfWork, open_store
+from chronik.store.records import PreparedEvent
 from chronik.store.subscription import Subscription
 
 __version__ = "0.1.0"
@@ -130,10 +131,12 @@ __all__ = [
     "MissingExtraError",
     "NO_STREAM",
     "NotFound",
+    "OutboxRule",
     "PayloadTooLarge",
     "PermissionDenied",
     "PortInUse",
     "Position",
+    "PreparedEvent",
     "ProjectionStopped",
     "ReadModelError",
     "RecordedEvent",

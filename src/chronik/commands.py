@@ -104,6 +104,8 @@ class CommandResult(msgspec.Struct, frozen=True):
 
 
 Dispatch = Callable[[Command], Awaitable[CommandResult]]
+#: An outbox rule: (the decided event, the PreparedEvent to append, its stream) -> a Message, a list
+#: of them, or None; see Chronik.add_outbox.
 OutboxRule = Callable[[Any, PreparedEvent, StreamId], Any]
 DispatchMiddleware = Callable[[Command, Dispatch], Awaitable[CommandResult]]
 HandlerFn = Callable[[Command, Any], Awaitable[list[Any]]]
@@ -238,10 +240,7 @@ class CommandBus:
             command_id = new_event_id()
         elif not isinstance(command_id, str) or not 0 < len(command_id) <= MAX_COMMAND_ID:
             raise ValidationError(f"invalid command id {command_id!r}", field="command_id")
-        metadata = Metadata.of(command.metadata)
-        metadata = metadata.with_values(
-            correlation_id=metadata.correlation_id or command_id, causation_id=command_id
-        )
+        metadata = Metadata.of(command.metadata).of_command(command_id)
         return _Routed(model, command, stream, command_id, known_id, metadata, expected)
 
     async def _run(self, r: _Routed) -> CommandResult:

@@ -202,6 +202,14 @@ class Metadata(Mapping[str, str]):
             causation_id=event.event_id,
         )
 
+    def of_command(self, command_id: str) -> Metadata:
+        """The metadata of the events a command appends: this (the command's) metadata with
+        correlation = its correlation id (the command id when it has none) and causation = the
+        command id."""
+        return self.with_values(
+            correlation_id=self.correlation_id or command_id, causation_id=command_id
+        )
+
     def with_values(self, **values: str | None) -> Metadata:
         """A copy with keys added or replaced."""
         return Metadata(self._data, **values)

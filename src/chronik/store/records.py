@@ -81,7 +81,8 @@ FaultHook = Callable[[str, "WriteUnit | None"], None]
 
 
 class PreparedEvent(NamedTuple):
-    """An event validated and encoded, ready for an adapter to store."""
+    """An event validated and encoded, ready for an adapter to store; outbox rules
+    (``chronik.OutboxRule``) get it beside the decided event (``chronik.PreparedEvent``)."""
 
     event_id: str
     type: str

@@ -1,4 +1,5 @@
-"""How adapters run a checked ``read_table``: the SQL they share, and the reference in Python.
+"""The SQL the adapters share for read-model tables (``write_sql``, the ``read_table`` conditions
+and keysets) and the reference ``read_table`` in Python.
 
 Conditions come from ``tables.check_where`` and keysets from ``tables.check_after``; column
 names are validated identifiers, values are always bound parameters (``param`` returns the
@@ -13,9 +14,9 @@ from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from chronik.errors import ReadModelError
-from chronik.store.tables import Condition
+from chronik.store.tables import Condition, TableWrite
 
-__all__ = ["matches", "order_sql", "sort_rows", "where_sql"]
+__all__ = ["matches", "order_sql", "sort_rows", "where_sql", "write_sql"]
 
 _SQL_OPS: Final = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
 _PY_OPS: Final[dict[str, Callable[[Any, Any], bool]]] = {
@@ -138,3 +139,38 @@ def sort_rows(rows: list[dict[str, Any]], order: Order, table: str) -> list[dict
     except TypeError as exc:
         raise ReadModelError(f"read-model query on {table!r} failed: {exc}") from exc
     return rows
+
+
+_write_sql: dict[tuple[str, str, tuple[str, ...], tuple[str, ...], str], str] = {}
+
+
+def write_sql(w: TableWrite, table: str, mark: Callable[[int], str]) -> str:
+    """The SQL of one validated read-model write to ``table`` (quoted as the adapter needs),
+    with ``mark(i)`` the placeholder of the i-th bound value (from 1); cached."""
+    key = (w.op, table, w.columns, w.key, mark(1))
+    sql = _write_sql.get(key)
+    if sql is not None:
+        return sql
+    cols = w.columns
+    if w.op == "upsert":
+        updates = [f"{c} = excluded.{c}" for c in cols if c not in w.key]
+        action = f"DO UPDATE SET {', '.join(updates)}" if updates else "DO NOTHING"
+        marks = ", ".join(mark(i) for i in range(1, len(cols) + 1))
+        sql = (
+            f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks}) "
+            f"ON CONFLICT ({', '.join(w.key)}) {action}"
+        )
+    elif w.op == "delete":
+        sql = f"DELETE FROM {table} WHERE " + " AND ".join(
+            f"{c} = {mark(i)}" for i, c in enumerate(cols, 1)
+        )
+    elif w.op == "clear":
+        sql = f"DELETE FROM {table}"
+    elif w.op == "drop":
+        sql = f"DROP TABLE IF EXISTS {table}"
+    else:
+        raise AssertionError(w.op)
+    if len(_write_sql) > 4096:
+        _write_sql.clear()
+    _write_sql[key] = sql
+    return sql

@@ -23,15 +23,15 @@ from typing import Any, Final
 
 import msgspec
 
+from chronik import decisions
 from chronik.aggregate import Aggregate, AggregateModel, DomainModel
 from chronik.codec import EventRegistry
 from chronik.commands import event_id_for
-from chronik.deadline_events import INTERNAL_EVENTS
+from chronik.deadline_events import is_deadline_event
 from chronik.errors import (
     ChronikError,
     CommandRejected,
     HandlerError,
-    SerializationError,
     UnknownEventType,
 )
 from chronik.messages import (
@@ -118,32 +118,17 @@ class Scenario:
     def _typed(self, event: Any) -> Any:
         """As the bus types a decided event: a registered instance, an EventData of a
         registered type converted to its class, or a raw EventData of an unregistered type."""
-        if isinstance(event, type) or event is None:
-            raise UnknownEventType(repr(event))
-        registry = self.registry
-        if registry is None:
+        if self.registry is None:
+            if isinstance(event, type) or event is None:
+                raise UnknownEventType(repr(event))
             return event
-        if isinstance(event, EventData):
-            if event.type not in registry:
-                return event
-            cls = registry.class_for(event.type)
-            try:
-                return msgspec.convert(event.payload, cls)
-            except msgspec.ValidationError as exc:
-                raise SerializationError(
-                    f"{event.type} payload does not fit {cls.__qualname__}: {exc}", field="payload"
-                ) from None
-        registry.name_of(event)
-        return event
+        return decisions.typed(self.registry, event)
 
     def _evolvable(self, command: Command, events: list[Any]) -> list[Any]:
         """The events the state evolves with, as the bus gives them: typed ones as they are,
         raw ones as RecordedEvents; each checked as the append would check it."""
         command_id = command.command_id or new_event_id()
-        metadata = Metadata.of(command.metadata)
-        metadata = metadata.with_values(
-            correlation_id=metadata.correlation_id or command_id, causation_id=command_id
-        )
+        metadata = Metadata.of(command.metadata).of_command(command_id)
         checked: list[tuple[int, EventData]] = []
         for i, e in enumerate(events):
             if isinstance(e, EventData):
@@ -152,7 +137,7 @@ class Scenario:
                 data = self.registry.to_event_data(e, metadata, event_id_for(command_id, i))
                 checked.append((i, data))
         if not checked:
-            return [e for e in events if type(e) not in INTERNAL_EVENTS]
+            return [e for e in events if not is_deadline_event(e)]
         expected = NO_STREAM if not self.events else len(self.events) - 1
         prepared = _CHECKS.prepare(self.stream, [d for _, d in checked], expected).events
         by_index = dict(zip((i for i, _ in checked), prepared, strict=True))
@@ -160,7 +145,7 @@ class Scenario:
         return [
             _recorded(self.stream, first + i, by_index[i]) if isinstance(e, EventData) else e
             for i, e in enumerate(events)
-            if type(e) not in INTERNAL_EVENTS
+            if not is_deadline_event(e)
         ]
 
 

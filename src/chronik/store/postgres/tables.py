@@ -15,7 +15,7 @@ import asyncpg
 from chronik.errors import ReadModelError
 from chronik.store.base import TableWrite
 from chronik.store.postgres.errors import REFUSED_QUERY, refused_table_write
-from chronik.store.table_query import order_sql, where_sql
+from chronik.store.table_query import order_sql, where_sql, write_sql
 from chronik.store.tables import Condition
 
 __all__ = ["read_table", "write_tables"]
@@ -26,36 +26,14 @@ _TYPES: Final = {
     "REAL": "double precision",
     "BLOB": "bytea",
 }
-_sql: dict[tuple[str, str, str, tuple[str, ...], tuple[str, ...]], str] = {}
 
 
 def _statement(s: str, w: TableWrite) -> str:
-    key = (s, w.op, w.table, w.columns, w.key)
-    sql = _sql.get(key)
-    if sql is not None:
-        return sql
-    t = f"{s}.{w.table}"
-    cols = w.columns
-    if w.op == "upsert":
-        updates = [f"{c} = excluded.{c}" for c in cols if c not in w.key]
-        action = f"DO UPDATE SET {', '.join(updates)}" if updates else "DO NOTHING"
-        marks = ", ".join(f"${i}" for i in range(1, len(cols) + 1))
-        sql = (
-            f"INSERT INTO {t} ({', '.join(cols)}) VALUES ({marks}) "
-            f"ON CONFLICT ({', '.join(w.key)}) {action}"
-        )
-    elif w.op == "delete":
-        sql = f"DELETE FROM {t} WHERE " + " AND ".join(f"{c} = ${i}" for i, c in enumerate(cols, 1))
-    elif w.op == "clear":
-        sql = f"DELETE FROM {t}"
-    elif w.op == "drop":
-        sql = f"DROP TABLE IF EXISTS {t}"
-    else:
-        raise AssertionError(w.op)
-    if len(_sql) > 4096:
-        _sql.clear()
-    _sql[key] = sql
-    return sql
+    return write_sql(w, f"{s}.{w.table}", _dollar)
+
+
+def _dollar(i: int) -> str:
+    return f"${i}"
 
 
 async def write_tables(conn: asyncpg.Connection, s: str, writes: Sequence[TableWrite]) -> None:

@@ -5,40 +5,19 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
+from chronik.store.table_query import write_sql
 from chronik.store.tables import TableWrite
 
 __all__ = ["write_tables"]
 
-_table_sql: dict[tuple[str, str, tuple[str, ...], tuple[str, ...]], str] = {}
-
 
 def _table_statement(w: TableWrite) -> str:
     """The SQL of one validated read-model write (identifiers checked; values bound)."""
-    columns = w.columns
-    cache_key = (w.op, w.table, columns, w.key)
-    sql = _table_sql.get(cache_key)
-    if sql is not None:
-        return sql
-    t = w.table
-    if w.op == "upsert":
-        updates = [f"{c} = excluded.{c}" for c in columns if c not in w.key]
-        action = f"DO UPDATE SET {', '.join(updates)}" if updates else "DO NOTHING"
-        sql = (
-            f"INSERT INTO {t} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
-            f"ON CONFLICT ({', '.join(w.key)}) {action}"
-        )
-    elif w.op == "delete":
-        sql = f"DELETE FROM {t} WHERE {' AND '.join(f'{c} = ?' for c in columns)}"
-    elif w.op == "clear":
-        sql = f"DELETE FROM {t}"
-    elif w.op == "drop":
-        sql = f"DROP TABLE IF EXISTS {t}"
-    else:
-        raise AssertionError(w.op)
-    if len(_table_sql) > 4096:
-        _table_sql.clear()
-    _table_sql[cache_key] = sql
-    return sql
+    return write_sql(w, w.table, _qmark)
+
+
+def _qmark(_: int) -> str:
+    return "?"
 
 
 def write_tables(conn: sqlite3.Connection, writes: Sequence[TableWrite]) -> None:
