@@ -37,7 +37,9 @@ def log(*parts: object) -> None:
 
 def start(args: list[str], pattern: str, cwd: str) -> tuple[subprocess.Popen[str], int]:
     """Start a process and wait for the line that names its port."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "CHRONIK_STORE": ""}
+    # this checkout's chronik, whichever one the virtualenv has installed
+    path = f"{ROOT / 'src'}{os.pathsep}{ROOT}"
+    env = {**os.environ, "PYTHONPATH": path, "CHRONIK_STORE": ""}
     proc = subprocess.Popen(
         [sys.executable, *args], cwd=cwd, env=env, stdout=subprocess.PIPE, text=True
     )
