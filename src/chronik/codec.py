@@ -67,6 +67,7 @@ class EventRegistry:
         self._by_name: dict[str, _Entry] = {}
         self._by_class: dict[type[Any], _Entry] = {}
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
+        self._current: dict[str, tuple[int, Callable[[bytes], Any]]] | None = None
 
     # --- registration -------------------------------------------------------------------------
 
@@ -107,6 +108,7 @@ class EventRegistry:
         for key in (name, *aliases):
             self._by_name[key] = entry
         self._by_class[cls] = entry
+        self._current = None
         return cls
 
     def event(
@@ -234,6 +236,14 @@ class EventRegistry:
         return msgspec.structs.replace(
             event, type=entry.name, payload=_encoder.encode(payload), schema_version=version
         )
+
+    def current_decoders(self) -> dict[str, tuple[int, Callable[[bytes], Any]]]:
+        """Type name (and alias) -> (current schema version, JSON decoder of its class): the
+        fast path of ``decode`` for a JSON payload stored at the current version. Read-only;
+        anything else, or a payload that fails to decode, goes through ``decode``."""
+        if self._current is None:
+            self._current = {k: (e.version, e.decoder.decode) for k, e in self._by_name.items()}
+        return self._current
 
     def decode(self, event: RecordedEvent) -> Any:
         """The event's payload as an instance of its registered class, upcast as needed.

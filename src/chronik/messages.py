@@ -99,12 +99,12 @@ class StreamId(msgspec.Struct, frozen=True, order=True):
         return f"{self.tenant}:{base}" if self.tenant else base
 
 
-class Position(msgspec.Struct, frozen=True, order=True):
+class Position(msgspec.Struct, frozen=True, order=True, gc=False):
     """A place in the store's global order; compare positions with ``<``.
 
     Opaque to callers: ``str(position)`` and ``Position.parse`` round-trip it. SQLite and memory
-    use ``commit`` alone (the row id); PostgreSQL uses (transaction id, row id).
-    """
+    use ``commit`` alone (the row id); PostgreSQL uses (transaction id, row id). Two ints:
+    never in a reference cycle, so not tracked by the garbage collector (``gc=False``)."""
 
     commit: int
     index: int = 0
@@ -239,6 +239,7 @@ class Metadata(Mapping[str, str]):
 
 EMPTY_METADATA: Final = Metadata()
 _metadata_decoder = msgspec.json.Decoder(dict[str, str])
+_json_decode: Final = msgspec.json.Decoder().decode  # RecordedEvent.json, one per event read
 
 # --- events -----------------------------------------------------------------------------------
 
@@ -260,8 +261,10 @@ class EventData(msgspec.Struct):
     content_type: str = JSON
 
 
-class RecordedEvent(msgspec.Struct, frozen=True):
-    """An event as stored: its stream, gapless sequence, global position and payload bytes."""
+class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
+    """An event as stored: its stream, gapless sequence, global position and payload bytes.
+
+    Never part of a reference cycle (str, int, bytes, untracked structs): ``gc=False``."""
 
     event_id: str
     stream: StreamId
@@ -288,7 +291,7 @@ class RecordedEvent(msgspec.Struct, frozen=True):
 
     def json(self) -> Any:
         """The payload decoded from JSON into builtins (dict, list, str, ...)."""
-        return msgspec.json.decode(self.payload)
+        return _json_decode(self.payload)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (payload decoded when it is JSON, else base64 text). A JSON payload

@@ -25,7 +25,7 @@ import msgspec
 from chronik.codec import EventRegistry
 from chronik.deadline_events import INTERNAL_EVENTS, is_deadline_event
 from chronik.domain_model import DomainModel
-from chronik.messages import RecordedEvent, Snapshot, StreamId
+from chronik.messages import JSON, RecordedEvent, Snapshot, StreamId
 from chronik.store.base import EventStore
 
 __all__ = ["Loaded", "Repository"]
@@ -87,11 +87,27 @@ class Repository:
         if version is None:
             state = model.initial(stream.aggregate_id)
         replayed = 0
-        decode = self._decode if model.typed_events else _raw
+        # typed: the registry's decoder straight away for current JSON payloads; the rest (and
+        # failures, to raise UndecodableEvent) through _decode. Deadline events are left out.
+        fast = self.registry.current_decoders() if model.typed_events else None
         evolve = model.evolve
         from_sequence = None if version is None else version + 1
         async for event in self.store.read_stream(stream, from_sequence):
-            decoded = decode(event)
+            if fast is None:
+                decoded: Any = event
+            else:
+                current = fast.get(event.type)
+                if (
+                    current is None
+                    or current[0] != event.schema_version
+                    or event.content_type != JSON
+                ):
+                    decoded = self._decode(event)
+                else:
+                    try:
+                        decoded = current[1](event.payload)
+                    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+                        decoded = self._decode(event)
             if not is_deadline_event(decoded):
                 state = evolve(state, decoded)
             version = event.sequence
@@ -167,7 +183,3 @@ class Repository:
         """Wait for pending snapshot writes."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
-
-def _raw(event: RecordedEvent) -> RecordedEvent:
-    return event

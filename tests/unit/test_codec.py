@@ -177,3 +177,41 @@ async def test_unencodable_registered_event_is_a_serialization_error(
         with pytest.raises(chronik.SerializationError):
             await store.append(chronik.StreamId("customer", "c1"), [bad])
         assert await store.head() is None
+
+
+def test_current_decoders_follow_registrations() -> None:
+    """current_decoders maps names and aliases to the current version and class decoder, and
+    is rebuilt when a type is registered."""
+    reg = chronik.EventRegistry()
+    reg.register(CustomerRegistered, "customer.registered", version=2, aliases=["cust.reg"])
+    version, decode = reg.current_decoders()["cust.reg"]
+    assert version == 2 and decode(b'{"name": "A", "email": "a@x"}') == CustomerRegistered(
+        "A", "a@x"
+    )
+    assert "customer.renamed" not in reg.current_decoders()
+    reg.register(CustomerRenamed, "customer.renamed")
+    assert reg.current_decoders()["customer.renamed"][1](b'{"name": "B"}') == CustomerRenamed("B")
+
+
+async def test_a_load_over_an_unfit_current_payload_names_the_event() -> None:
+    """Repository.load decodes current payloads directly and hands unregistered types over as
+    they are, yet a payload that does not fit its class still fails the load with
+    UndecodableEvent naming the stream."""
+    reg = chronik.EventRegistry()
+    reg.register(CustomerRenamed, "customer.renamed")
+
+    def evolve(state: list[str], event: Any) -> list[str]:
+        return [*state, event.name if isinstance(event, CustomerRenamed) else event.type]
+
+    app = chronik.Chronik(store="memory://", registry=reg)
+    app.add_decider("customer", lambda c, s: [], evolve, list)
+    async with app:
+        stream = chronik.StreamId("customer", "c1")
+        good = chronik.EventData("customer.renamed", {"name": "A"})
+        await app.store.append(stream, [good, chronik.EventData("other.type", {})])
+        model = app.bus.model("customer")
+        loaded = await app.bus.repository.load(model, stream, use_cache=False)
+        assert loaded.state == ["A", "other.type"] and loaded.version == 1
+        await app.store.append(stream, [chronik.EventData("customer.renamed", {"name": 5})])
+        with pytest.raises(chronik.UndecodableEvent, match="customer/c1"):
+            await app.bus.repository.load(model, stream, use_cache=False)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import gc
+import pickle
 import re
 from datetime import UTC, datetime
 
@@ -159,6 +161,20 @@ def test_recorded_event_decodes_lazily() -> None:
     with pytest.raises(AttributeError):
         e.sequence = 2  # type: ignore[misc]
     assert msgspec.structs.replace(e, raw_metadata=None).metadata is EMPTY_METADATA
+
+
+def test_recorded_events_are_plain_values_outside_the_garbage_collector() -> None:
+    """RecordedEvent and Position are not GC-tracked (gc=False) yet still compare, hash,
+    pickle, encode and replace like any frozen msgspec value."""
+    e = chronik.RecordedEvent(
+        "id-1", chronik.StreamId("a", "b"), 3, "t", 1, b'{"k": 1}', chronik.Position(7), 5
+    )
+    assert not gc.is_tracked(e) and not gc.is_tracked(e.position)
+    copy = pickle.loads(pickle.dumps(e))
+    assert copy == e and hash(copy) == hash(e) and copy.position < chronik.Position(8)
+    assert msgspec.json.decode(msgspec.json.encode(e), type=chronik.RecordedEvent) == e
+    assert msgspec.structs.replace(e, sequence=4) != e
+    assert e.json() == {"k": 1} and e.to_dict()["position"] == "7"
 
 
 def test_a_stored_payload_that_is_not_json_is_listed_not_raised() -> None:

@@ -27,6 +27,11 @@ _COLS: Final = (
     "position, stream_id, sequence, event_id, type, schema_version, payload, metadata, "
     "content_type, recorded_at"
 )
+# one stream's events: its id is known, so the row is unpacked straight into a RecordedEvent
+_STREAM_COLS: Final = (
+    "event_id, sequence, type, schema_version, payload, position, recorded_at, metadata, "
+    "content_type"
+)
 SELECT_STREAM: Final = (
     "SELECT id, version FROM chronik_streams WHERE tenant = ? AND domain = ? AND aggregate_id = ?"
 )
@@ -77,7 +82,13 @@ class SQLiteReader:
         self._streams_by_id[sid] = stream
 
     def _resolve_streams(self, ids: set[int]) -> None:
+        """Cache the streams of one page: the cache is emptied before (never while) they are
+        added, so it may exceed its limit by one page until the next resolve."""
         missing = [i for i in ids if i not in self._streams_by_id]
+        if len(self._streams_by_id) + len(missing) > _STREAM_CACHE_LIMIT:
+            self._stream_ids.clear()
+            self._streams_by_id.clear()
+            missing = list(ids)
         for start in range(0, len(missing), 500):
             chunk = missing[start : start + 500]
             rows = self._read(
@@ -86,7 +97,9 @@ class SQLiteReader:
                 chunk,
             )
             for sid, tenant, domain, aggregate_id in rows:
-                self._remember(sid, StreamId(domain, aggregate_id, tenant))
+                stream = StreamId(domain, aggregate_id, tenant)
+                self._stream_ids[stream] = sid
+                self._streams_by_id[sid] = stream
 
     async def _stream_version(self, stream: StreamId) -> int | None:
         rows = self._read(SELECT_STREAM, (stream.tenant, stream.domain, stream.aggregate_id))
@@ -113,15 +126,13 @@ class SQLiteReader:
             params.append(from_sequence)
         params.append(limit)
         rows = self._read(
-            f"SELECT {_COLS} FROM chronik_events WHERE stream_id = ? {bound} "
+            f"SELECT {_STREAM_COLS} FROM chronik_events WHERE stream_id = ? {bound} "
             f"ORDER BY sequence {order} LIMIT ?",
             params,
         )
         return [
-            RecordedEvent(
-                r[3], stream, r[2], r[4], r[5], r[6], Position(r[0]), r[9], r[7], r[8] or JSON
-            )
-            for r in rows
+            RecordedEvent(eid, stream, seq, etype, sv, payload, Position(pos), at, md, ct or JSON)
+            for eid, seq, etype, sv, payload, pos, at, md, ct in rows
         ]
 
     async def _get_event(self, event_id: str) -> RecordedEvent | None:
@@ -213,19 +224,21 @@ class SQLiteReader:
             raise table_read_error(self.path, table, exc) from exc
 
     def _recorded(self, rows: list[Any]) -> list[RecordedEvent]:
+        try:
+            return self._events(rows)
+        except KeyError:  # a stream not seen yet: resolve the page's streams once, then build
+            self._resolve_streams({row[1] for row in rows})
+            return self._events(rows)
+
+    def _events(self, rows: list[Any]) -> list[RecordedEvent]:
+        """RecordedEvents of ``_COLS`` rows (KeyError: a stream id not in the cache)."""
         streams = self._streams_by_id
-        out = []
-        for r in rows:
-            stream = streams.get(r[1])
-            if stream is None:
-                self._resolve_streams({row[1] for row in rows})
-                stream = streams[r[1]]
-            out.append(
-                RecordedEvent(
-                    r[3], stream, r[2], r[4], r[5], r[6], Position(r[0]), r[9], r[7], r[8] or JSON
-                )
+        return [
+            RecordedEvent(
+                eid, streams[sid], seq, etype, sv, payload, Position(pos), at, md, ct or JSON
             )
-        return out
+            for pos, sid, seq, eid, etype, sv, payload, md, ct, at in rows
+        ]
 
     async def _list_streams_page(
         self, domain: str | None, prefix: str | None, cursor: int | None, limit: int
