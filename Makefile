@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RUNTIME := $(VENV)/.installed-runtime
 DEV := $(VENV)/.installed-dev
 
-.PHONY: run test soak bench lint setup clean proto demo docs
+.PHONY: run test soak bench bench-growth lint setup clean proto demo docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,9 @@ soak: $(DEV)  # the fault drills only, ten times longer than in make test
 
 bench: $(DEV)
 	$(BIN)/python -m bench
+
+bench-growth: $(DEV)  # how cost grows incl. W3 at 100k and W4 at 1M + 10M events (~9 min here)
+	$(BIN)/python -m bench --only growth
 
 lint: $(DEV)  # docs/snippets are checked, not reformatted: the docs show them as written
 	$(BIN)/ruff check src tests bench examples docs/snippets

@@ -246,7 +246,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument(
-        "--only", default="W1,W2,W3,W4,W4-memory,W6,W3s,W7,W8,W9,W8-rebuild,W10,W11,W12"
+        "--only",
+        default="W1,W2,W3,W4,W4-memory,W6,W3-growth,W4-growth,store-bytes,W6-growth,"
+        "peer,W3s,W7,W8,W9,W8-rebuild,W10,W11,W12",
+        help="growth = every growth figure incl. W3 at 100k and W4 at 10M events (bench.growth)",
     )
     parser.add_argument("--quick", action="store_true", help="sizes / 10, for a smoke test")
     args = parser.parse_args()
@@ -254,7 +257,7 @@ def main() -> None:
     only = set(args.only.split(","))
     runs = args.runs
     w1_raw_runs: list[float] = []
-    if only & {"W1", "W6", "W7"}:
+    if only & {"W1", "W6", "W7", "W6-growth", "growth"}:
         log("W1 append-1 ...")
         w1_raw_runs = run_many(runs, w1_raw, sc)
         if "W1" in only:
@@ -263,7 +266,8 @@ def main() -> None:
                 "events/s",
                 run_many(runs, w1_chronik, sc),
                 w1_raw_runs,
-                note=f"append-1: {sc.w1} events over {sc.w1_streams} streams, exact expectation",
+                note=f"append-1: {sc.w1} events over {sc.w1_streams} streams, exact expectation; "
+                "raw = sqlite3, expectation checked by the version UPDATE, one INSERT, commit",
             )
     if "W2" in only:
         log("W2 append-batch10 ...")
@@ -273,7 +277,8 @@ def main() -> None:
             "events/s",
             run_many(runs, w2_chronik, sc),
             raw_runs,
-            note=f"append-batch10: {sc.w2} events, 10 per call, new stream each",
+            note=f"append-batch10: {sc.w2} events, 10 per call, new stream each; raw = sqlite3, "
+            "stream INSERT + one executemany of 10 events, commit",
         )
     if "W3" in only:
         log("W3 rehydrate ...")
@@ -288,7 +293,8 @@ def main() -> None:
             run_many(runs, w3_chronik, sc, setup3),
             raw_runs,
             duration=True,
-            note=f"rehydrate: read and decode a {sc.w3}-event stream",
+            note=f"rehydrate: read and decode a {sc.w3}-event stream; raw = sqlite3 pages of "
+            f"1,000 (chronik's columns), {raw.LOADS_NAME} of each payload",
         )
     if only & {"W4", "W4-memory"}:
         streams = [(f"r{i}", sc.w4 // 100) for i in range(100)]
@@ -304,7 +310,8 @@ def main() -> None:
                 "events/s",
                 run_many(runs, w4_chronik, sc, setup4),
                 raw_runs,
-                note=f"read-all: {sc.w4} events in pages of 1,000, decoded",
+                note=f"read-all: {sc.w4} events in pages of 1,000, decoded; raw = sqlite3, "
+                f"chronik's columns, {raw.LOADS_NAME} of each payload",
             )
         if "W4-memory" in only:
             log("W4 memory ...")
@@ -341,6 +348,17 @@ def main() -> None:
             note=f"32 tasks, 1 event per call, {sc.w6} events; raw = raw single-caller W1 "
             "of this run, target ratio >= 1.5",
         )
+    if only & {"growth", "W3-growth", "W4-growth", "store-bytes", "W6-growth"}:
+        from bench import growth
+
+        growth.run(runs, args.quick, only, w1_raw_runs)
+    if only & {"peer", "W1-peer", "W2-peer", "W3-peer", "W4-peer"}:
+        try:
+            from bench import peer  # eventsourcing beside chronik: W1-peer ... W4-peer
+        except ImportError as exc:
+            log(f"peer: skipped ({exc}; pip install -e '.[dev]')")
+        else:
+            peer.run(runs, args.quick, only)
     if only & {"W3s", "W7"}:
         from bench import commands
 

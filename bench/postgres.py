@@ -171,18 +171,19 @@ async def subscriber(url: str, total: int) -> None:
     print(json.dumps(got), flush=True)
 
 
-# --- raw workloads ---------------------------------------------------------------------------
+# --- raw workloads (bench.raw_pg: prepared statements, orjson; connections opened and
+# statements prepared before timing, as chronik's pool is opened before timing) --------------
 
 
 async def w1_raw(path: str, sc: Scale) -> float:
     schema = schema_for(path)
     conn = await raw_pg.connect(dsn(), schema)
-    sql = raw_pg.insert_sql(schema)
+    writer = await raw_pg.Writer.prepare(conn, schema)
     versions = [0] * sc.w1_streams
     start = time.perf_counter()
     for i in range(sc.w1):
         j = i % sc.w1_streams
-        await raw_pg.append(conn, sql, j, versions[j], [PAYLOAD])
+        await writer.append(j, versions[j], [PAYLOAD])
         versions[j] += 1
     rate = sc.w1 / (time.perf_counter() - start)
     await conn.close()
@@ -192,10 +193,10 @@ async def w1_raw(path: str, sc: Scale) -> float:
 async def w2_raw(path: str, sc: Scale) -> float:
     schema = schema_for(path)
     conn = await raw_pg.connect(dsn(), schema)
-    sql = raw_pg.insert_sql(schema)
+    writer = await raw_pg.Writer.prepare(conn, schema)
     start = time.perf_counter()
     for i in range(sc.w2 // 10):
-        await raw_pg.append(conn, sql, i, 0, [PAYLOAD] * 10)
+        await writer.append(i, 0, [PAYLOAD] * 10)
     rate = sc.w2 / (time.perf_counter() - start)
     await conn.close()
     return rate
@@ -205,10 +206,9 @@ async def w3_raw(path: str, sc: Scale) -> float:
     import asyncpg
 
     conn = await asyncpg.connect(dsn())
-    schema = schema_for(path)
-    sid = await conn.fetchval(f'SELECT id FROM "{schema}".streams WHERE aggregate_id = $1', "big")
+    reader = await raw_pg.Reader.prepare(conn, schema_for(path))
     start = time.perf_counter()
-    n = await raw_pg.read_stream(conn, schema, sid)
+    n = await reader.read_stream("big")
     elapsed = (time.perf_counter() - start) * 1000
     await conn.close()
     assert n == sc.w3, n
@@ -219,8 +219,9 @@ async def w4_raw(path: str, sc: Scale) -> float:
     import asyncpg
 
     conn = await asyncpg.connect(dsn())
+    reader = await raw_pg.Reader.prepare(conn, schema_for(path))
     start = time.perf_counter()
-    n = await raw_pg.read_all(conn, schema_for(path))
+    n = await reader.read_all()
     rate = n / (time.perf_counter() - start)
     await conn.close()
     assert n == sc.w4, n
@@ -232,11 +233,11 @@ def w5_raw(tasks: int) -> Callable[[str, Scale], Any]:
         schema = schema_for(path)
         per_task = sc.w5 // tasks
         conns = [await raw_pg.connect(dsn(), schema) for _ in range(tasks)]
-        sql = raw_pg.insert_sql(schema)
+        writers = [await raw_pg.Writer.prepare(c, schema) for c in conns]
 
         async def worker(k: int) -> None:
             for i in range(per_task):
-                await raw_pg.append(conns[k], sql, k, i, [PAYLOAD])
+                await writers[k].append(k, i, [PAYLOAD])
 
         start = time.perf_counter()
         await asyncio.gather(*(worker(k) for k in range(tasks)))
@@ -252,7 +253,9 @@ def w5_raw(tasks: int) -> Callable[[str, Scale], Any]:
 
 
 def fill(streams: list[tuple[str, int]]) -> Callable[[str], None]:
-    """A run_many setup writing (aggregate_id, count) streams in appends of 1,000."""
+    """A run_many setup writing (aggregate_id, count) streams in appends of 1,000, then settling
+    the table (VACUUM ANALYZE: hint bits, visibility map, statistics, as autovacuum leaves a
+    store read long after its writes), so that neither side's timed read pays for that."""
 
     def setup(path: str) -> None:
         async def go() -> None:
@@ -261,6 +264,11 @@ def fill(streams: list[tuple[str, int]]) -> Callable[[str], None]:
                     s = chronik.StreamId("bench", aggregate_id)
                     for start in range(0, count, 1000):
                         await store.append(s, [event() for _ in range(min(1000, count - start))])
+            import asyncpg
+
+            conn = await asyncpg.connect(dsn())
+            await conn.execute(f'VACUUM (ANALYZE) "{schema_for(path)}".events')
+            await conn.close()
 
         asyncio.run(go())
 
@@ -326,7 +334,8 @@ def _workloads(sc: Scale, runs: int, want: set[str]) -> None:
             "events/s",
             mine,
             raw,
-            note=f"append-1: {sc.w1} events over {sc.w1_streams} streams, exact expectation",
+            note=f"append-1: {sc.w1} events over {sc.w1_streams} streams, exact expectation; "
+            "raw = asyncpg, one prepared one-row INSERT, autocommit, no expectation check",
         )
     if "W2" in want:
         log("postgres W2 append-batch10 ...")
@@ -336,7 +345,8 @@ def _workloads(sc: Scale, runs: int, want: set[str]) -> None:
             "events/s",
             mine,
             raw,
-            note=f"append-batch10: {sc.w2} events, 10 per call, new stream each",
+            note=f"append-batch10: {sc.w2} events, 10 per call, new stream each; raw = asyncpg, "
+            "one prepared 10-row INSERT ... VALUES per call, autocommit",
         )
     if "W3" in want:
         log("postgres W3 rehydrate ...")
@@ -348,7 +358,8 @@ def _workloads(sc: Scale, runs: int, want: set[str]) -> None:
             mine,
             raw,
             duration=True,
-            note=f"rehydrate: read and decode a {sc.w3}-event stream",
+            note=f"rehydrate: read and decode a {sc.w3}-event stream (table settled by VACUUM); "
+            f"raw = asyncpg prepared statements, pages of 1,000, {raw_pg.LOADS_NAME}",
         )
     if "W4" in want:
         log("postgres W4 read-all ...")
@@ -359,7 +370,8 @@ def _workloads(sc: Scale, runs: int, want: set[str]) -> None:
             "events/s",
             mine,
             raw,
-            note=f"read-all: {sc.w4} events in pages of 1,000, decoded",
+            note=f"read-all: {sc.w4} events in pages of 1,000, decoded (table settled by "
+            f"VACUUM); raw = asyncpg prepared statement by (xid, id), {raw_pg.LOADS_NAME}",
         )
     if "W5" in want:
         for tasks in (8, 16, 32):
@@ -391,6 +403,13 @@ def _workloads(sc: Scale, runs: int, want: set[str]) -> None:
                 "(LISTEN/NOTIFY) under W5 with 32 appenders; raw = the 50 ms target, "
                 "ratio = 50/value",
             )
+    if want & {"peer", "W1-peer", "W2-peer", "W3-peer", "W4-peer", "W5-peer"}:
+        try:
+            from bench import peer_pg
+        except ImportError as exc:
+            log(f"postgres peer: skipped ({exc}; pip install -e '.[dev]')")
+        else:
+            peer_pg.run(sc, runs, want, BASE)
 
 
 _LAST_P99 = [0.0]
@@ -414,14 +433,15 @@ async def w9_chronik(path: str, appends: int) -> list[float]:
 
 
 async def w9_raw(path: str, appends: int) -> list[float]:
-    """asyncpg: the append, then the read model's upsert in its own transaction."""
+    """asyncpg: the append, then the read model's upsert in its own transaction (both
+    statements prepared before timing)."""
     schema = schema_for(path)
     conn = await raw_pg.connect(dsn(), schema)
-    sql = raw_pg.insert_sql(schema)
+    writer = await raw_pg.Writer.prepare(conn, schema)
     await conn.execute(
         f'CREATE TABLE "{schema}".rm (id text PRIMARY KEY, amount bigint, seq bigint)'
     )
-    upsert = (
+    upsert = await conn.prepare(
         f'INSERT INTO "{schema}".rm (id, amount, seq) VALUES ($1, $2, $3) '
         "ON CONFLICT (id) DO UPDATE SET amount = excluded.amount, seq = excluded.seq"
     )
@@ -430,8 +450,8 @@ async def w9_raw(path: str, appends: int) -> list[float]:
     for i in range(appends):
         j = i % 100
         start = time.perf_counter()
-        await raw_pg.append(conn, sql, j, versions[j], [PAYLOAD])
-        await conn.execute(upsert, f"s{j}", PAYLOAD["amount"], versions[j])
+        await writer.append(j, versions[j], [PAYLOAD])
+        await upsert.fetch(f"s{j}", PAYLOAD["amount"], versions[j])
         versions[j] += 1
         latencies.append((time.perf_counter() - start) * 1000)
     await conn.close()
@@ -466,7 +486,7 @@ def _latency_run(path: str, sc: Scale) -> float:
     return statistics.median(lat)
 
 
-ALL = {"W1", "W2", "W3", "W4", "W5", "latency", "W9"}
+ALL = {"W1", "W2", "W3", "W4", "W5", "latency", "W9", "peer"}  # peer: bench/peer_pg.py
 
 
 def run_from_bench(args: argparse.Namespace) -> None:

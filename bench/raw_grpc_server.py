@@ -1,5 +1,8 @@
 """The raw baseline of W10: a bare grpc.aio CommandGateway doing a plain sqlite3 append per call.
 
+Per call: decode the payload with orjson (the validation step), append the received JSON bytes
+as the event's payload (``bench.raw.append_encoded``: no re-encoding), answer with the event.
+
 python -m bench.raw_grpc_server PATH   (prints "raw gRPC on 127.0.0.1:PORT")
 """
 
@@ -11,7 +14,7 @@ import sys
 from typing import Any
 
 import grpc
-import msgspec
+import orjson
 
 from bench import raw
 from chronik.v1 import chronik_pb2 as pb
@@ -26,9 +29,9 @@ class RawGateway(rpc.CommandGatewayServicer):
         self.versions: dict[str, int | None] = {}
 
     async def Handle(self, request: pb.CommandRequest, context: Any) -> pb.CommandResponse:
-        payload = msgspec.json.decode(request.payload)
+        orjson.loads(request.payload)
         expected = self.versions.get(request.aggregate_id)
-        last = raw.append(self.conn, request.aggregate_id, [payload], expected)
+        last = raw.append_encoded(self.conn, request.aggregate_id, [request.payload], expected)
         self.versions[request.aggregate_id] = last
         event = pb.Event(
             domain=request.domain,

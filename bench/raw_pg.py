@@ -1,7 +1,11 @@
 """The raw asyncpg baselines: the least work that stores and reads the same rows.
 
 Appends are one INSERT each in autocommit (sequence numbers kept by the client, no expectation
-check, no stream row); reads page through chronik's own events table and decode each payload.
+check, no stream row), through one multi-row ``VALUES`` statement per batch size, prepared once
+per connection before timing (``conn.prepare``, reused). Reads page through chronik's own events
+table with prepared statements, selecting the columns chronik reads for a RecordedEvent, and
+decode each payload to a dict with ``bench.raw.loads`` (orjson or msgspec, whichever decodes
+faster on this machine).
 """
 
 from __future__ import annotations
@@ -11,7 +15,11 @@ import time
 from typing import Any
 
 import asyncpg
-import msgspec
+import orjson
+
+from bench.raw import LOADS_NAME, loads
+
+__all__ = ["LOADS_NAME", "Reader", "Writer", "connect"]
 
 TABLE = """CREATE TABLE IF NOT EXISTS {s}.raw_events (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -25,6 +33,16 @@ TABLE = """CREATE TABLE IF NOT EXISTS {s}.raw_events (
     content_type text,
     recorded_at bigint NOT NULL,
     UNIQUE (stream_id, sequence))"""
+_INTO = (
+    'INSERT INTO "{s}".raw_events (stream_id, sequence, event_id, type, schema_version, '
+    "payload, metadata, content_type, recorded_at) "
+)
+# The columns chronik reads for a RecordedEvent (chronik.store.postgres.read.COLS).
+COLS = (
+    "xid, id, stream_id, sequence, event_id, type, schema_version, payload, metadata, "
+    "content_type, recorded_at"
+)
+PAGE = 1000
 
 
 async def connect(dsn: str, schema: str) -> asyncpg.Connection:
@@ -35,59 +53,94 @@ async def connect(dsn: str, schema: str) -> asyncpg.Connection:
     return conn
 
 
-def insert_sql(schema: str) -> str:
-    """One statement inserting a batch of events (arrays, one element per event)."""
-    return (
-        f'INSERT INTO "{schema}".raw_events (stream_id, sequence, event_id, type, '
-        "schema_version, payload, metadata, content_type, recorded_at) "
-        "SELECT $1, $2 + o - 1, e, 'bench.event', 1, p, NULL, NULL, $5 "
-        "FROM unnest($3::text[], $4::bytea[]) WITH ORDINALITY AS u(e, p, o)"
-    )
+class Writer:
+    """One connection's insert statements, one per batch size, prepared before timing."""
+
+    def __init__(self, conn: asyncpg.Connection, schema: str) -> None:
+        self.conn = conn
+        self.into = _INTO.replace("{s}", schema)
+        self.statements: dict[int, Any] = {}
+
+    @classmethod
+    async def prepare(cls, conn: asyncpg.Connection, schema: str, *sizes: int) -> Writer:
+        """A writer with the inserts of ``sizes`` events (default 1 and 10) prepared."""
+        writer = cls(conn, schema)
+        for n in sizes or (1, 10):
+            await writer.statement(n)
+        return writer
+
+    async def statement(self, n: int) -> Any:
+        """The prepared multi-row ``VALUES`` insert of ``n`` events (the fastest of one-row
+        executemany, unnest arrays and multi-row VALUES for batches of 10 here)."""
+        stmt = self.statements.get(n)
+        if stmt is None:
+            rows = ", ".join(
+                f"($1, ${3 * k + 2}, ${3 * k + 3}, 'bench.event', 1, ${3 * k + 4}, NULL, NULL, "
+                f"${3 * n + 2})"
+                for k in range(n)
+            )
+            stmt = self.statements[n] = await self.conn.prepare(self.into + "VALUES " + rows)
+        return stmt
+
+    async def append(self, stream_id: int, first: int, payloads: list[Any]) -> None:
+        """One append: one INSERT of len(payloads) rows (orjson-encoded), autocommit."""
+        stmt = self.statements.get(len(payloads)) or await self.statement(len(payloads))
+        args: list[Any] = [stream_id]
+        for k, p in enumerate(payloads):
+            args += (first + k, os.urandom(16).hex(), orjson.dumps(p))
+        await stmt.fetch(*args, time.time_ns() // 1000)
 
 
-async def append(
-    conn: asyncpg.Connection, sql: str, stream_id: int, first: int, payloads: list[Any]
-) -> None:
-    """One append: one INSERT of len(payloads) rows, autocommit."""
-    await conn.execute(
-        sql,
-        stream_id,
-        first,
-        [os.urandom(16).hex() for _ in payloads],
-        [msgspec.json.encode(p) for p in payloads],
-        time.time_ns() // 1000,
-    )
+class Reader:
+    """chronik's stream and read-all queries, prepared before any timing starts."""
 
+    def __init__(self, stream_id: Any, stream: Any, every: Any) -> None:
+        self.stream_id = stream_id
+        self.stream = stream
+        self.every = every
 
-async def read_stream(conn: asyncpg.Connection, schema: str, stream_id: int) -> int:
-    """Read one of chronik's streams in pages of 1,000, decoding each payload."""
-    sql = (
-        f'SELECT xid, id, sequence, event_id, type, payload, metadata, recorded_at FROM "{schema}"'
-        ".events WHERE stream_id = $1 AND sequence >= $2 ORDER BY sequence LIMIT 1000"
-    )
-    count, cursor, decode = 0, 0, msgspec.json.decode
-    while True:
-        rows = await conn.fetch(sql, stream_id, cursor)
-        for r in rows:
-            decoded = (r[0], r[1], r[2], r[3], r[4], decode(r[5]), r[7])
-            count += decoded is not None
-        if len(rows) < 1000:
-            return count
-        cursor = rows[-1][2] + 1
+    @classmethod
+    async def prepare(cls, conn: asyncpg.Connection, schema: str) -> Reader:
+        """Prepare the stream-id lookup, the stream page and the read-all page on ``conn``."""
+        s = f'"{schema}"'
+        return cls(
+            await conn.prepare(
+                f"SELECT id FROM {s}.streams WHERE tenant = '' AND domain = 'bench' "
+                "AND aggregate_id = $1"
+            ),
+            await conn.prepare(
+                f"SELECT {COLS} FROM {s}.events WHERE stream_id = $1 AND sequence >= $2 "
+                "ORDER BY sequence LIMIT $3"
+            ),
+            await conn.prepare(
+                f"SELECT {COLS} FROM {s}.events WHERE (xid, id) > ($1, $2) "
+                "ORDER BY xid, id LIMIT $3"
+            ),
+        )
 
+    async def read_stream(self, aggregate_id: str) -> int:
+        """Look the stream up and read it in pages of 1,000 (as chronik does), decoding each
+        payload to a dict with ``bench.raw.loads``; returns the count."""
+        sid = await self.stream_id.fetchval(aggregate_id)
+        count, cursor, decode = 0, 0, loads
+        while True:
+            rows = await self.stream.fetch(sid, cursor, PAGE)
+            for r in rows:
+                decode(r[7])
+            count += len(rows)
+            if len(rows) < PAGE:
+                return count
+            cursor = rows[-1][3] + 1
 
-async def read_all(conn: asyncpg.Connection, schema: str) -> int:
-    """Read all of chronik's events in pages of 1,000 by (xid, id), decoding each payload."""
-    sql = (
-        f"SELECT xid, id, stream_id, sequence, event_id, type, payload, metadata, recorded_at "
-        f'FROM "{schema}".events WHERE (xid, id) > ($1, $2) ORDER BY xid, id LIMIT 1000'
-    )
-    count, after, decode = 0, (0, 0), msgspec.json.decode
-    while True:
-        rows = await conn.fetch(sql, *after)
-        if not rows:
-            return count
-        for r in rows:
-            decoded = (r[0], r[1], r[2], r[3], r[4], r[5], decode(r[6]), r[8])
-            count += decoded is not None
-        after = (rows[-1][0], rows[-1][1])
+    async def read_all(self) -> int:
+        """Read all events in pages of 1,000 by (xid, id), decoding each payload to a dict
+        with ``bench.raw.loads``; returns the count."""
+        count, commit, index, decode = 0, 0, 0, loads
+        while True:
+            rows = await self.every.fetch(commit, index, PAGE)
+            if not rows:
+                return count
+            for r in rows:
+                decode(r[7])
+            count += len(rows)
+            commit, index = rows[-1][0], rows[-1][1]
