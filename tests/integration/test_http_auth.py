@@ -192,3 +192,23 @@ async def test_an_authorization_hook_sees_every_command(tmp_path: Path) -> None:
         await server.stop()
         await app.close()
     assert seen == [("c1", "c1"), ("c1", "c2"), ("ops", "c2")]
+
+
+def test_pyjwt_is_loaded_only_when_bearer_jwts_are_configured() -> None:
+    """A server with API keys only never imports PyJWT and cryptography (about 10 MB of memory);
+    configuring JWTs imports them at start-up, not at the first token."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from chronik.server.auth import ApiKey, Auth\n"
+        "from chronik.server.http_auth import HttpAuth, JwtConfig\n"
+        "import chronik.cli.serve, chronik.server.grpc, chronik.server.http, chronik.server.admin\n"
+        "HttpAuth(Auth([ApiKey(name='k', key='key-12345')]))\n"
+        "assert 'jwt' not in sys.modules and 'cryptography' not in sys.modules, 'loaded early'\n"
+        f"HttpAuth(None, JwtConfig(secret={SECRET!r}))\n"
+        "assert 'jwt' in sys.modules, 'not loaded with JWTs configured'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

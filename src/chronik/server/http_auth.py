@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-import jwt
 import msgspec
 
 from chronik.errors import AuthenticationError, ConfigurationError, PermissionDenied
@@ -80,7 +79,11 @@ class HttpAuth:
         self.keys = keys
         self.jwt = jwt_config
         self.authorize = authorize
-        self._jwt_keys = jwt_config.keys() if jwt_config is not None else {}
+        self._jwt_keys: dict[str, Any] = {}
+        if jwt_config is not None:
+            import jwt  # noqa: F401 - PyJWT (and cryptography, ~10 MB) only with bearer JWTs
+
+            self._jwt_keys = jwt_config.keys()
 
     def authenticate(self, headers: Mapping[str, str]) -> Principal:
         """Who sent the request (AuthenticationError if nobody valid), before anything of the
@@ -99,6 +102,8 @@ class HttpAuth:
 
     def _verify(self, token: str) -> Claims:
         assert self.jwt is not None
+        import jwt  # imported by __init__ already (JWTs are configured)
+
         try:
             header = jwt.get_unverified_header(token)
             alg = header.get("alg", "")
