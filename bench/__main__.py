@@ -20,7 +20,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import chronik
-from bench import raw
+from bench import growth, raw
 
 DURABILITY = "WAL synchronous=NORMAL"
 PAYLOAD = {"customer": "cust-17", "amount": 42, "note": "some text for the order line"}
@@ -102,22 +102,8 @@ async def w4_chronik(path: str, sc: Scale) -> float:
 
 
 async def w6_chronik(path: str, sc: Scale) -> float:
-    tasks, per_task = 32, sc.w6 // 32
-    async with chronik.open_store(store_url(path)) as store:
-
-        async def worker(k: int) -> None:
-            streams = [chronik.StreamId("bench", f"w{k}-{i}") for i in range(8)]
-            versions: list[chronik.Expected] = [chronik.NO_STREAM] * 8
-            for i in range(per_task):
-                j = i % 8
-                r = await store.append(
-                    streams[j], [chronik.EventData("bench.event", PAYLOAD)], versions[j]
-                )
-                versions[j] = r.last_sequence
-
-        start = time.perf_counter()
-        await asyncio.gather(*(worker(k) for k in range(tasks)))
-        return tasks * per_task / (time.perf_counter() - start)
+    """W6: 32 concurrent appenders (growth.w6_chronik sweeps the number)."""
+    return await growth.w6_chronik(path, 32, sc.w6)
 
 
 # --- raw workloads ---------------------------------------------------------------------------
@@ -349,8 +335,6 @@ def main() -> None:
             "of this run, target ratio >= 1.5",
         )
     if only & {"growth", "W3-growth", "W4-growth", "store-bytes", "W6-growth"}:
-        from bench import growth
-
         growth.run(runs, args.quick, only, w1_raw_runs)
     if only & {"peer", "W1-peer", "W2-peer", "W3-peer", "W4-peer"}:
         try:

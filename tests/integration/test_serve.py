@@ -3,11 +3,13 @@ cleanly on SIGTERM."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -108,6 +110,36 @@ def serve_console_script(cwd: Path, *args: str) -> tuple[int, str, str]:
             proc.wait()
 
 
+@contextlib.contextmanager
+def serving(args: list[str], cwd: Path, pythonpath: Path, until: str) -> Iterator[str]:
+    """`python -m chronik.cli serve ARGS` in ``cwd``: the start-up output up to the line with
+    ``until``; on leaving, SIGTERM and a clean exit (killed if still running)."""
+    env = {**os.environ, "PYTHONPATH": str(pythonpath), "CHRONIK_STORE": ""}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chronik.cli", "serve", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        out = ""
+        while until not in out:
+            line = proc.stdout.readline()
+            assert line, (out, proc.stderr.read())
+            out += line
+        yield out
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_console_script_imports_the_project_from_the_working_directory(tmp_path: Path) -> None:
     """`chronik serve --config chronik.yaml` (the installed script) in a project folder finds
     the project's own module, as `python -m chronik.cli` does; --app-dir names another folder."""
@@ -141,71 +173,24 @@ async def test_serve_serves_the_built_docs_site_and_the_admin_links_to_it(tmp_pa
         f"store: sqlite:///data/bank.db\napp: bank_docs_app:build_app\n"
         f"http: {{port: {port}, docs_dir: site}}\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(project), "CHRONIK_STORE": ""}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "chronik.cli", "serve", "--config", "chronik.yaml", "--port", "0"],
-        cwd=project,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        out = ""
-        while "docs:" not in out:
-            line = proc.stdout.readline()
-            assert line, out
-            out += line
+    args = ["--config", "chronik.yaml", "--port", "0"]
+    with serving(args, project, project, "docs:") as out:
         assert f"http://127.0.0.1:{port}/docs/" in out
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
             assert "chronik docs" in (await http.get("/docs/")).text
             assert (await http.get("/docs/how-to/rebuilds-resets/")).text == "rebuilds"
             page = (await http.get("/admin/projections")).text
             assert 'href="/docs/how-to/rebuilds-resets/"' in page
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 async def test_the_tutorial_config_serves_its_curls(tmp_path: Path) -> None:
     """docs/snippets/library.yaml served as the tutorial says: the lend command, the live query
     over the app's own projection, the book's events and the schemas all answer."""
     http_port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "CHRONIK_STORE": ""}
     snippets = ROOT / "docs" / "snippets"
-    config = str(snippets / "library.yaml")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "chronik.cli",
-            "serve",
-            "--config",
-            config,
-            "--app-dir",
-            str(snippets),
-            "--port",
-            "0",
-            "--http-port",
-            str(http_port),
-        ],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        banner = ""
-        while "HTTP:" not in banner:
-            line = proc.stdout.readline()
-            assert line, (banner, proc.stderr.read() if proc.stderr else "")
-            banner += line
+    args = ["--config", str(snippets / "library.yaml"), "--app-dir", str(snippets)]
+    args += ["--port", "0", "--http-port", str(http_port)]
+    with serving(args, tmp_path, ROOT / "src", "HTTP:") as banner:
         assert "loans" in banner and "overdue" in banner, banner
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}") as http:
             lend = {
@@ -224,10 +209,3 @@ async def test_the_tutorial_config_serves_its_curls(tmp_path: Path) -> None:
             assert [e["type"] for e in r.json()["events"]] == ["BookLent"]
             r = await http.get("/v1/schemas")
             assert "Lend" in {c["type"] for d in r.json()["domains"] for c in d["commands"]}
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
-        assert proc.returncode == 0, err
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
