@@ -21,8 +21,10 @@ from chronik.aggregate import (
 from chronik.app import Chronik
 from chronik.codec import EventRegistry
 from chronik.commands import CommandBus, CommandResult, OutboxRule, RetryPolicy
+from chronik.dcb import AppendCondition, Query, QueryItem
 from chronik.errors import (
     AdminWritesDisabled,
+    AppendConditionFailed,
     AuthenticationError,
     CheckpointFenced,
     ChronikError,
@@ -94,6 +96,8 @@ __all__ = [
     "ANY",
     "AdminWritesDisabled",
     "Aggregate",
+    "AppendCondition",
+    "AppendConditionFailed",
     "AppendResult",
     "AuthenticationError",
     "Checkpoint",
@@ -138,6 +142,8 @@ __all__ = [
     "Position",
     "PreparedEvent",
     "ProjectionStopped",
+    "Query",
+    "QueryItem",
     "ReadModelError",
     "RecordedEvent",
     "ReplayRefused",

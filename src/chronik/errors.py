@@ -18,6 +18,7 @@
     │   └── UnknownProjection       a projection name nobody registered (also a NotFound)
     ├── ConcurrencyError            optimistic concurrency lost
     │   ├── WrongExpectedVersion    the stream was not at the expected version (expected, actual)
+    │   ├── AppendConditionFailed   an event matching a DCB append condition came after its position
     │   ├── CheckpointFenced        a checkpoint write from an older lease epoch than the stored one
     │   └── LeaseHeld               a lease (processor, partition) another owner holds unexpired
     ├── CommandRejected             business logic refused a command (reason)
@@ -56,8 +57,8 @@ from chronik.error_data import rebuild
 
 # fmt: off
 __all__ = [
-    "AdminWritesDisabled", "AuthenticationError", "CheckpointFenced", "ChronikError",
-    "CommandRejected", "ConcurrencyError", "ConfigurationError", "ConsumerStopped",
+    "AdminWritesDisabled", "AppendConditionFailed", "AuthenticationError", "CheckpointFenced",
+    "ChronikError", "CommandRejected", "ConcurrencyError", "ConfigurationError", "ConsumerStopped",
     "DeserializationError", "DuplicateEventError", "HandlerError", "InvalidCommand",
     "InvalidEventType", "InvalidExpectedVersion", "InvalidMessage", "InvalidStreamId",
     "InvalidValue", "LeaseHeld", "MessageTooLarge", "MissingExtraError", "NotFound",
@@ -89,8 +90,7 @@ class MissingExtraError(ConfigurationError):
     """A backend needs an optional dependency that is not installed."""
 
     def __init__(self, extra: str, module: str) -> None:
-        self.extra = extra
-        self.module = module
+        self.extra, self.module = extra, module
         super().__init__(
             f"this feature needs the {module!r} package: pip install 'chronik[{extra}]'"
         )
@@ -100,9 +100,7 @@ class PortInUse(ConfigurationError):
     """A server could not listen: another process (or server) holds the port."""
 
     def __init__(self, server: str, host: str, port: int) -> None:
-        self.server = server
-        self.host = host
-        self.port = port
+        self.server, self.host, self.port = server, host, port
         super().__init__(f"{server} port {host}:{port} is in use by another process")
 
 
@@ -126,8 +124,7 @@ class PayloadTooLarge(ValidationError):
     """A payload larger than the store accepts."""
 
     def __init__(self, size: int, limit: int) -> None:
-        self.size = size
-        self.limit = limit
+        self.size, self.limit = size, limit
         super().__init__(f"payload of {size} bytes exceeds the limit of {limit} bytes")
 
 
@@ -135,8 +132,7 @@ class TooManyEvents(ValidationError):
     """More events in one append than the store accepts."""
 
     def __init__(self, count: int, limit: int) -> None:
-        self.count = count
-        self.limit = limit
+        self.count, self.limit = count, limit
         super().__init__(f"{count} events in one append exceed the limit of {limit}")
 
 
@@ -161,8 +157,7 @@ class InvalidCommand(ValidationError):
     """A command payload that does not fit the command's declared schema."""
 
     def __init__(self, command_type: str, problems: dict[str, str]) -> None:
-        self.command_type = command_type
-        self.problems = problems
+        self.command_type, self.problems = command_type, problems
         self.fields = sorted(problems)
         listed = "; ".join(f"{k}: {v}" for k, v in sorted(problems.items()))
         super().__init__(f"invalid {command_type} payload: {listed}", field=",".join(self.fields))
@@ -201,8 +196,7 @@ class UnknownCommandType(NotFound):
     """A command type that its domain does not declare."""
 
     def __init__(self, domain: str, command_type: str, known: list[str] | None = None) -> None:
-        self.domain = domain
-        self.command_type = command_type
+        self.domain, self.command_type = domain, command_type
         hint = f" (known: {', '.join(sorted(known))})" if known else ""
         super().__init__(f"domain {domain!r} has no command {command_type!r}{hint}")
 
@@ -211,8 +205,7 @@ class HandlerError(ChronikError):
     """A command handler raised an unexpected exception; the command stored nothing."""
 
     def __init__(self, domain: str, command_type: str, cause: BaseException) -> None:
-        self.domain = domain
-        self.command_type = command_type
+        self.domain, self.command_type = domain, command_type
         super().__init__(f"handler of {domain}/{command_type} failed: {cause!r}")
 
 
@@ -220,8 +213,7 @@ class UnknownProjection(ValidationError, NotFound):
     """A projection name that no processor registered; the message lists the known ones."""
 
     def __init__(self, name: str, known: list[str]) -> None:
-        self.name = name
-        self.known = known
+        self.name, self.known = name, known
         shown = ", ".join(known) if known else "none yet"
         super().__init__(f"unknown projection {name!r}; known projections: {shown}", field="name")
 
@@ -239,16 +231,26 @@ class WrongExpectedVersion(ConcurrencyError):
         super().__init__(f"stream {stream} expected {expected}, found {shown}")
 
 
+class AppendConditionFailed(ConcurrencyError):
+    """An event matching an append condition's query exists after its position; nothing was
+    written. ``item`` is the index of the query item it matched (``query`` the query's text),
+    ``position`` the position of the first such event (its ``str`` form over the wire)."""
+
+    def __init__(self, item: int, position: Any, query: str = "") -> None:
+        self.item, self.position, self.query = item, position, query
+        shown = f" ({query})" if query else ""
+        super().__init__(
+            f"append condition failed: item {item} of the query{shown} matches the event "
+            f"at position {position}"
+        )
+
+
 class CheckpointFenced(ConcurrencyError):
     """A checkpoint write whose lease epoch is older than the stored one; nothing was written."""
 
     def __init__(self, name: str, partition: int, epoch: int, stored_epoch: int) -> None:
-        self.name, self.partition, self.epoch, self.stored_epoch = (
-            name,
-            partition,
-            epoch,
-            stored_epoch,
-        )
+        self.name, self.partition, self.epoch = name, partition, epoch
+        self.stored_epoch = stored_epoch
         super().__init__(
             f"checkpoint {name}[{partition}] is held at epoch {stored_epoch}; "
             f"a write from epoch {epoch} is fenced off"
@@ -298,12 +300,8 @@ class UndecodableEvent(DeserializationError):
         reason: str,
         repair: str = "",
     ) -> None:
-        self.stream = stream
-        self.sequence = sequence
-        self.event_id = event_id
-        self.event_type = event_type
-        self.schema_version = schema_version
-        self.reason = reason
+        self.stream, self.sequence, self.event_id = stream, sequence, event_id
+        self.event_type, self.schema_version, self.reason = event_type, schema_version, reason
         self.repair = repair or f"register an upcaster for {event_type} v{schema_version}"
         super().__init__(
             f"event {event_type} v{schema_version} at {stream}#{sequence} (id {event_id}) "
@@ -322,8 +320,7 @@ class ReadModelError(ChronikError):
     def __init__(
         self, message: str, *, table: str | None = None, column: str | None = None
     ) -> None:
-        self.table = table
-        self.column = column
+        self.table, self.column = table, column
         super().__init__(message)
 
 

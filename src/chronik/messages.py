@@ -245,12 +245,11 @@ _json_decode: Final = msgspec.json.Decoder().decode  # RecordedEvent.json, one p
 
 
 class EventData(msgspec.Struct):
-    """An event a caller appends.
-
-    ``payload`` is any JSON-encodable value (dict, dataclass, msgspec Struct) or ``bytes`` that are
+    """An event a caller appends. ``payload`` is any JSON-encodable value (dict, dataclass, msgspec Struct) or ``bytes`` that are
     stored as they are, with ``content_type`` (default JSON; use another type for encrypted or
     compressed payloads). ``event_id`` defaults to a new UUIDv7 when the object is made, so
-    appending the same EventData again after an unknown outcome is idempotent.
+    appending the same EventData again after an unknown outcome is idempotent. ``tags`` (such
+    as ``course:c1``) make any event findable by a ``chronik.Query`` (``chronik.dcb``).
     """
 
     type: str
@@ -259,6 +258,7 @@ class EventData(msgspec.Struct):
     event_id: str = msgspec.field(default_factory=new_event_id)
     schema_version: int = 1
     content_type: str = JSON
+    tags: list[str] | tuple[str, ...] = ()
 
 
 class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
@@ -276,6 +276,7 @@ class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
     recorded_at_us: int
     raw_metadata: bytes | None = None
     content_type: str = JSON
+    tags: tuple[str, ...] = ()  # sorted (EventData.tags)
 
     @property
     def metadata(self) -> Metadata:
@@ -319,6 +320,7 @@ class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
             "metadata": dict(self.metadata),
             "recorded_at": self.recorded_at.isoformat(),
             "position": str(self.position),
+            "tags": list(self.tags),
         }
         if error is not None:
             out["payload_error"] = error

@@ -12,10 +12,11 @@ import chronik
 import chronik.store.sqlite.read as sqlite_read
 from chronik.store.base import EventStore
 from chronik.testing.conformance import EventStoreConformance, StoreFactory
+from chronik.testing.conformance_dcb import DCBConformance
 from chronik.testing.conformance_leases import LeaseConformance
 
 
-class TestMemoryStore(EventStoreConformance, LeaseConformance):
+class TestMemoryStore(EventStoreConformance, LeaseConformance, DCBConformance):
     """memory:// meets the store semantics."""
 
     @pytest.fixture

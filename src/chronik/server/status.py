@@ -100,7 +100,13 @@ TABLE: Final[Mapping[type, WireStatus]] = {
         e.UnknownProjection,
     ),
     **_rows(
-        409, "ABORTED", e.ConcurrencyError, e.WrongExpectedVersion, e.CheckpointFenced, e.LeaseHeld
+        409,
+        "ABORTED",
+        e.ConcurrencyError,
+        e.WrongExpectedVersion,
+        e.AppendConditionFailed,
+        e.CheckpointFenced,
+        e.LeaseHeld,
     ),
     **_rows(409, "ALREADY_EXISTS", e.DuplicateEventError),
     **_rows(409, "FAILED_PRECONDITION", e.ReplayRefused),

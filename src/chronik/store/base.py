@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from chronik.dcb import AppendCondition, Query
 from chronik.errors import ConfigurationError, LeaseHeld, ValidationError
 from chronik.messages import (
     ANY,
@@ -36,18 +37,22 @@ from chronik.store.records import (
     DEFAULT_MAX_SNAPSHOT_BYTES,
     HEALTHY,
     AppendRequest,
+    ConditionCheck,
     FaultHook,
     LeaseOp,
     PreparedEvent,
     ReadPage,
     StoredEvent,
     StoreHealth,
+    StreamCheck,
     TableSpec,
     TableWrite,
     WriteUnit,
     cancelled_by_caller,
     check_expected,
+    is_retry,
     match_duplicate,
+    merge_tagged,
     unit_error,
 )
 from chronik.store.tables import Condition, check_after, check_identifier, check_where
@@ -56,8 +61,10 @@ from chronik.store.validation import (
     check_checkpoint_key,
     check_filters,
     check_limit,
+    check_query,
     check_snapshot,
     prepare_append,
+    prepare_tagged,
 )
 
 __all__ = [
@@ -67,6 +74,7 @@ __all__ = [
     "HEALTHY",
     "READ_PAGE",
     "AppendRequest",
+    "ConditionCheck",
     "EventStore",
     "FaultHook",
     "Lease",
@@ -75,6 +83,7 @@ __all__ = [
     "ReadPage",
     "StoreHealth",
     "StoredEvent",
+    "StreamCheck",
     "TableSpec",
     "TableWrite",
     "UnitOfWork",
@@ -82,6 +91,7 @@ __all__ = [
     "cancelled_by_caller",
     "check_expected",
     "check_identifier",
+    "is_retry",
     "match_duplicate",
     "unit_error",
 ]
@@ -127,6 +137,41 @@ class EventStore(StoreReader):
             await self.open()
         return (await self._commit(WriteUnit([request], [], [])))[0]
 
+    async def append_tagged(
+        self,
+        events: Iterable[EventData],
+        condition: AppendCondition | None = None,
+        *,
+        domain: str = "dcb",
+        tenant: str = "",
+    ) -> AppendResult:
+        """Append tagged events atomically unless ``condition`` fails (DCB).
+
+        Raises AppendConditionFailed (nothing written) when an event matching the condition's
+        query is stored after its ``after`` position. Each event is stored as the only event
+        of a stream of its own, ``(domain, event id)``, in the one global order. Re-appending
+        the same events (same ids) after an unknown outcome returns the original result.
+        The result's ``positions`` has one position per event; its ``stream`` is the first
+        event's.
+        """
+        requests, check = self.prepare_tagged(events, condition, domain, tenant)
+        if self._state != "open":
+            await self.open()
+        results = await self._commit(WriteUnit(requests, [], [], conditions=_one(check)))
+        return merge_tagged(results)
+
+    def prepare_tagged(
+        self,
+        events: Iterable[EventData],
+        condition: AppendCondition | None,
+        domain: str = "dcb",
+        tenant: str = "",
+    ) -> tuple[list[AppendRequest], ConditionCheck | None]:
+        """Validate and encode a tagged append; raises a ValidationError subclass."""
+        return prepare_tagged(
+            events, condition, domain, tenant, self.max_payload_bytes, self.max_append_events
+        )
+
     async def append_prepared(self, request: AppendRequest) -> AppendResult:
         """Append a request made by ``prepare`` (callers that need the encoded events)."""
         if self._state != "open":
@@ -168,12 +213,19 @@ class EventStore(StoreReader):
         types: Sequence[str] | None = None,
         *,
         batch_size: int = 500,
+        query: Query | None = None,
     ) -> Subscription:
-        """Every event after ``after`` in commit order: catch up, then follow live appends."""
+        """Every event after ``after`` in commit order: catch up, then follow live appends.
+
+        ``query`` (a ``chronik.Query``) keeps only the events it matches, besides the domain
+        and type filters.
+        """
         from chronik.store.subscription import Subscription
 
         domains_t, types_t = check_filters(domains, types)
-        return Subscription(self, after, domains_t, types_t, batch_size)
+        if query is not None:
+            check_query(query)
+        return Subscription(self, after, domains_t, types_t, batch_size, query)
 
     async def read_table(
         self,
@@ -296,3 +348,7 @@ class EventStore(StoreReader):
 
     @abc.abstractmethod
     async def _load_checkpoint(self, name: str, partition: int) -> Checkpoint | None: ...
+
+
+def _one(check: ConditionCheck | None) -> tuple[ConditionCheck, ...]:
+    return () if check is None else (check,)

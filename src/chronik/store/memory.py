@@ -9,7 +9,13 @@ from typing import Any
 
 import msgspec
 
-from chronik.errors import CheckpointFenced, LeaseHeld, ReadModelError, WrongExpectedVersion
+from chronik.dcb import Query
+from chronik.errors import (
+    AppendConditionFailed,
+    CheckpointFenced,
+    ReadModelError,
+    WrongExpectedVersion,
+)
 from chronik.messages import (
     AppendResult,
     Checkpoint,
@@ -20,15 +26,21 @@ from chronik.messages import (
     StreamInfo,
 )
 from chronik.store.base import EventStore
+from chronik.store.memory_tables import (
+    Tables,
+    apply_lease,
+    apply_table_write,
+    check_leases,
+    check_tables,
+)
 from chronik.store.records import (
     AppendRequest,
-    LeaseOp,
+    ConditionCheck,
     PreparedEvent,
     StoredEvent,
-    TableSpec,
-    TableWrite,
     WriteUnit,
     check_expected,
+    is_retry,
     match_duplicate,
     unit_error,
 )
@@ -52,9 +64,10 @@ class MemoryEventStore(EventStore):
         self._streams: dict[StreamId, list[RecordedEvent]] = {}
         self._stream_order: list[StreamId] = []
         self._by_id: dict[str, tuple[PreparedEvent, RecordedEvent]] = {}
+        self._by_tag: dict[str, list[int]] = {}  # tag -> indexes into _events, ascending
         self._snapshots: dict[StreamId, Snapshot] = {}
         self._checkpoints: dict[tuple[str, int], Checkpoint] = {}
-        self._tables: dict[str, tuple[TableSpec, dict[tuple[Any, ...], dict[str, Any]]]] = {
+        self._tables: Tables = {
             spec.name: (spec, {})
             for spec in SYSTEM_TABLES  # as the other adapters' migrations
         }
@@ -90,6 +103,15 @@ class MemoryEventStore(EventStore):
             stored = self._checkpoints.get((cp.name, cp.partition))
             if stored is not None and stored.epoch > cp.epoch:
                 raise CheckpointFenced(cp.name, cp.partition, cp.epoch, stored.epoch)
+        known = self._by_id.__contains__
+        for check in unit.expects:
+            if not is_retry(check.event_ids, known):
+                actual = self._version(check.stream)
+                if not check_expected(check.expected, actual):
+                    raise WrongExpectedVersion(check.stream, check.expected, actual)
+        for cond in unit.conditions:
+            if not is_retry(cond.event_ids, known):
+                self._check_condition(cond)
         versions: dict[StreamId, int | None] = {}
         plan: list[AppendResult | None] = []
         for req in requests:
@@ -107,8 +129,8 @@ class MemoryEventStore(EventStore):
         if unit.tables or unit.leases:
             if hook is not None:
                 hook("tables", unit)
-            _check_tables(self._tables, unit.tables)
-            _check_leases(self._tables[LEASES.name][1], unit.leases)
+            check_tables(self._tables, unit.tables)
+            check_leases(self._tables[LEASES.name][1], unit.leases)
         if hook is not None:
             if unit.snapshots:
                 hook("snapshot", unit)
@@ -140,7 +162,10 @@ class MemoryEventStore(EventStore):
                     now,
                     p.metadata,
                     p.content_type,
+                    p.tags,
                 )
+                for tag in p.tags:
+                    self._by_tag.setdefault(tag, []).append(len(self._events))
                 self._events.append(rec)
                 stream_events.append(rec)
                 self._by_id[p.event_id] = (p, rec)
@@ -164,9 +189,9 @@ class MemoryEventStore(EventStore):
             if old is None or old.sequence <= snap.sequence:
                 self._snapshots[snap.stream] = snap
         for w in unit.tables:
-            _apply_table_write(self._tables, w)
+            apply_table_write(self._tables, w)
         for op in unit.leases:
-            _apply_lease(self._tables[LEASES.name][1], op)
+            apply_lease(self._tables[LEASES.name][1], op)
         if requests:
             self._notify()
         return results
@@ -198,6 +223,63 @@ class MemoryEventStore(EventStore):
 
     async def _load_checkpoint(self, name: str, partition: int) -> Checkpoint | None:
         return self._checkpoints.get((name, partition))
+
+    def _check_condition(self, cond: ConditionCheck) -> None:
+        """AppendConditionFailed if an event matching the condition is stored after it."""
+        found = self._first_match(cond.query, cond.after)
+        if found is not None:
+            item, event = found
+            raise AppendConditionFailed(item, event.position, str(cond.query))
+
+    def _first_match(
+        self, query: Query, after: Position | None
+    ) -> tuple[int, RecordedEvent] | None:
+        """The first event after ``after`` that ``query`` matches, with its item's index."""
+        events = self._events
+        start = 0 if after is None else bisect.bisect_right(events, after, key=_position)
+        best: tuple[int, int] | None = None  # (index into _events, item)
+        for n, item in enumerate(query.items):
+            if item.tags:  # walk the rarest tag's index
+                indexes = min((self._by_tag.get(t, []) for t in item.tags), key=len)
+                candidates: Sequence[int] = indexes[bisect.bisect_left(indexes, start) :]
+            else:
+                candidates = range(start, len(events))
+            for i in candidates:
+                if best is not None and i >= best[0]:
+                    break
+                if item.matches(events[i]):
+                    best = (i, n)
+                    break
+        return None if best is None else (best[1], events[best[0]])
+
+    async def _read_query_page(
+        self, query: Query, cursor: Position | None, limit: int, backward: bool
+    ) -> list[RecordedEvent]:
+        events = self._events
+        if backward:
+            hi = (
+                len(events) if cursor is None else bisect.bisect_left(events, cursor, key=_position)
+            )
+            found = sorted(self._matching(query, 0, hi), reverse=True)
+        else:
+            lo = 0 if cursor is None else bisect.bisect_right(events, cursor, key=_position)
+            found = sorted(self._matching(query, lo, len(events)))
+        return [events[i] for i in found[:limit]]
+
+    def _matching(self, query: Query, lo: int, hi: int) -> set[int]:
+        """Indexes in [lo, hi) of the events ``query`` matches."""
+        out: set[int] = set()
+        events = self._events
+        for item in query.items:
+            if item.tags:
+                indexes = min((self._by_tag.get(t, []) for t in item.tags), key=len)
+                candidates: Sequence[int] = indexes[
+                    bisect.bisect_left(indexes, lo) : bisect.bisect_left(indexes, hi)
+                ]
+            else:
+                candidates = range(lo, hi)
+            out.update(i for i in candidates if i not in out and item.matches(events[i]))
+        return out
 
     def _find_duplicate(self, req: AppendRequest) -> AppendResult | None:
         stored = []
@@ -275,87 +357,3 @@ class MemoryEventStore(EventStore):
 
 def _position(event: RecordedEvent) -> Position:
     return event.position
-
-
-def _check_tables(
-    tables: dict[str, tuple[TableSpec, dict[tuple[Any, ...], dict[str, Any]]]],
-    writes: Sequence[TableWrite],
-) -> None:
-    """Raise ReadModelError before anything is applied if a write would fail."""
-    columns = {name: {c for c, _ in spec.columns} for name, (spec, _) in tables.items()}
-    for w in writes:
-        if w.op == "ensure":
-            assert w.spec is not None
-            columns.setdefault(w.table, {c for c, _ in w.spec.columns})
-        elif w.op == "drop":
-            columns.pop(w.table, None)
-        elif w.table not in columns:
-            raise ReadModelError(f"no read-model table {w.table!r}")
-        else:
-            unknown = set(w.columns) - columns[w.table]
-            if unknown:
-                raise ReadModelError(f"table {w.table!r} has no column(s) {sorted(unknown)}")
-
-
-def _apply_table_write(
-    tables: dict[str, tuple[TableSpec, dict[tuple[Any, ...], dict[str, Any]]]], w: TableWrite
-) -> None:
-    if w.op == "ensure":
-        assert w.spec is not None
-        tables.setdefault(w.table, (w.spec, {}))
-        return
-    if w.op == "drop":
-        tables.pop(w.table, None)
-        return
-    spec, rows = tables[w.table]
-    if w.op == "clear":
-        rows.clear()
-        return
-    values = {
-        c: bytes(v) if isinstance(v, bytearray | memoryview) else v
-        for c, v in zip(w.columns, w.row, strict=True)
-    }
-    key = tuple(values.get(c) for c in spec.primary_key)
-    if w.op == "delete":
-        rows.pop(key, None)
-        return
-    row = rows.get(key)
-    if row is None:
-        rows[key] = {c: values.get(c) for c, _ in spec.columns}
-    else:
-        row.update(values)
-
-
-_Rows = dict[tuple[Any, ...], dict[str, Any]]
-
-
-def _check_leases(rows: _Rows, ops: Sequence[LeaseOp]) -> None:
-    """LeaseHeld before anything is applied if another owner holds a lease the unit claims."""
-    now = time.time_ns() // 1000
-    for op in ops:
-        held = rows.get((op.name, op.partition))
-        if (
-            op.op == "acquire"
-            and held is not None
-            and held["owner"] != op.owner
-            and held["expires_at"] >= now
-        ):
-            raise LeaseHeld(op.name, op.partition, op.owner)
-
-
-def _apply_lease(rows: _Rows, op: LeaseOp) -> None:
-    """Claim, renew or release one lease (checked by ``_check_leases``)."""
-    held = rows.get((op.name, op.partition))
-    if op.op == "release":
-        if held is not None and held["owner"] == op.owner:
-            held["expires_at"] = 0
-        return
-    epoch = 1 if held is None else held["epoch"] + (held["owner"] != op.owner)
-    rows[(op.name, op.partition)] = {
-        "name": op.name,
-        "partition": op.partition,
-        "owner": op.owner,
-        "epoch": epoch,
-        "expires_at": time.time_ns() // 1000 + op.ttl_us,
-        "version": op.version,
-    }

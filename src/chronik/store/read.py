@@ -11,11 +11,12 @@ import abc
 from collections.abc import AsyncIterator, Sequence
 from typing import ClassVar, Final
 
+from chronik.dcb import Query
 from chronik.errors import ValidationError
 from chronik.messages import Position, RecordedEvent, StreamId, StreamInfo
 from chronik.store.lifecycle import StoreLifecycle
 from chronik.store.records import ReadPage
-from chronik.store.validation import check_event_id, check_filters, check_limit
+from chronik.store.validation import check_event_id, check_filters, check_limit, check_query
 
 __all__ = ["READ_PAGE", "StoreReader"]
 
@@ -104,6 +105,37 @@ class StoreReader(StoreLifecycle):
             else:
                 after = page[-1].position
 
+    async def read_query(
+        self,
+        query: Query,
+        after: Position | None = None,
+        limit: int | None = None,
+        backward: bool = False,
+    ) -> AsyncIterator[RecordedEvent]:
+        """The events ``query`` matches, in the global order (newest first with ``backward``).
+
+        Forward, only events after ``after``; backward, only events before it. A reader never
+        passes an event whose transaction may still commit, so the position of the last event
+        read is a safe ``AppendCondition.after`` for a decision made from what was read.
+        """
+        check_query(query)
+        check_limit(limit)
+        if after is not None and not isinstance(after, Position):
+            raise ValidationError(f"after must be a Position, got {after!r}", field="after")
+        await self._ready()
+        remaining = limit
+        cursor = after
+        while remaining is None or remaining > 0:
+            size = READ_PAGE if remaining is None else min(READ_PAGE, remaining)
+            page = await self._read_query_page(query, cursor, size, backward)
+            for event in page:
+                yield event
+            if len(page) < size:
+                return
+            if remaining is not None:
+                remaining -= len(page)
+            cursor = page[-1].position
+
     async def list_streams(
         self,
         domain: str | None = None,
@@ -164,6 +196,31 @@ class StoreReader(StoreLifecycle):
         return True
 
     # --- what adapters implement ---------------------------------------------------------------
+
+    async def _read_query_page(
+        self, query: Query, cursor: Position | None, limit: int, backward: bool
+    ) -> list[RecordedEvent]:
+        """Up to ``limit`` events ``query`` matches after ``cursor`` (before it, backward).
+
+        This reference version filters the global order page by page; adapters with a tag
+        index override it so a query costs what it matches, not the length of the log.
+        """
+        types = query.types()
+        after, before = (None, cursor) if backward else (cursor, None)
+        out: list[RecordedEvent] = []
+        while True:
+            page = await self._read_all_page(after, before, None, types, READ_PAGE, backward)
+            for event in page:
+                if query.matches(event):
+                    out.append(event)
+                    if len(out) == limit:
+                        return out
+            if len(page) < READ_PAGE:
+                return out
+            if backward:
+                before = page[-1].position
+            else:
+                after = page[-1].position
 
     @abc.abstractmethod
     async def _get_event(self, event_id: str) -> RecordedEvent | None: ...

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
+from chronik.dcb import Query
 from chronik.errors import ChronikError, DuplicateEventError, StoreUnavailable
 from chronik.messages import (
     ANY,
@@ -32,18 +33,22 @@ __all__ = [
     "DEFAULT_MAX_SNAPSHOT_BYTES",
     "HEALTHY",
     "AppendRequest",
+    "ConditionCheck",
     "FaultHook",
     "LeaseOp",
     "PreparedEvent",
     "ReadPage",
     "StoreHealth",
     "StoredEvent",
+    "StreamCheck",
     "TableSpec",
     "TableWrite",
     "WriteUnit",
     "cancelled_by_caller",
     "check_expected",
+    "is_retry",
     "match_duplicate",
+    "merge_tagged",
     "unit_error",
 ]
 
@@ -90,6 +95,7 @@ class PreparedEvent(NamedTuple):
     payload: bytes
     metadata: bytes | None  # None when empty
     content_type: str
+    tags: tuple[str, ...] = ()  # sorted, no repeats
 
 
 class AppendRequest(NamedTuple):
@@ -154,15 +160,43 @@ class LeaseOp(NamedTuple):
     version: int = 0
 
 
+class ConditionCheck(NamedTuple):
+    """A DCB append condition of a unit (``chronik.AppendCondition``), already checked.
+
+    The unit fails with AppendConditionFailed (naming the item and the position of the first
+    match) when an event matching ``query`` is stored after ``after`` (any such event when
+    None), counting only what was stored before the unit. ``event_ids`` are the events the
+    condition guards: when every one is stored already the unit is a retry and the check is
+    skipped, so the append answers with its original result (``is_retry``).
+    """
+
+    query: Query
+    after: Position | None
+    event_ids: tuple[str, ...]
+
+
+class StreamCheck(NamedTuple):
+    """A check-only expectation on a stream (``tx.expect``): the unit fails with
+    WrongExpectedVersion unless ``stream`` is at ``expected`` before the unit, and the stream
+    cannot change before the unit commits. Skipped, like a condition, when every one of
+    ``event_ids`` (the unit's events) is stored already."""
+
+    stream: StreamId
+    expected: Expected
+    event_ids: tuple[str, ...]
+
+
 class WriteUnit(NamedTuple):
     """What an adapter commits as one transaction: appends, checkpoints, snapshots, tables,
-    leases."""
+    leases, and the checks (DCB conditions, stream expectations) it must pass first."""
 
     appends: list[AppendRequest]
     checkpoints: list[Checkpoint]
     snapshots: list[Snapshot]
     tables: Sequence[TableWrite] = ()
     leases: Sequence[LeaseOp] = ()
+    conditions: Sequence[ConditionCheck] = ()
+    expects: Sequence[StreamCheck] = ()
 
 
 class StoredEvent(NamedTuple):
@@ -209,6 +243,11 @@ def unit_error(exc: BaseException, what: str) -> BaseException:
     return error
 
 
+def is_retry(event_ids: Sequence[str], stored: Callable[[str], bool]) -> bool:
+    """Whether a check guarding ``event_ids`` is skipped: they are all ``stored`` already."""
+    return bool(event_ids) and all(stored(i) for i in event_ids)
+
+
 def check_expected(expected: Expected, actual: int | None) -> bool:
     """Whether a stream at ``actual`` (None: missing) meets ``expected``."""
     if expected is ANY:
@@ -249,3 +288,12 @@ def match_duplicate(request: AppendRequest, stored: Sequence[StoredEvent]) -> Ap
         tuple(s.position for s in stored),
         stored[0].recorded_at_us,
     )
+
+
+def merge_tagged(results: Sequence[AppendResult]) -> AppendResult:
+    """The one result of a tagged append from its per-event results (one stream each)."""
+    if len(results) == 1:
+        return results[0]
+    first = results[0]
+    positions = tuple(r.position for r in results)
+    return AppendResult(first.stream, 0, 0, positions[-1], positions, first.recorded_at_us)

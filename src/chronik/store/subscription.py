@@ -13,6 +13,7 @@ from chronik.errors import StoreUnavailable
 from chronik.messages import Position, RecordedEvent
 
 if TYPE_CHECKING:
+    from chronik.dcb import Query
     from chronik.store.base import EventStore
 
 __all__ = ["Subscription"]
@@ -43,10 +44,16 @@ class Subscription:
         domains: tuple[str, ...] | None,
         types: tuple[str, ...] | None,
         batch_size: int = 500,
+        query: Query | None = None,
     ) -> None:
         self._store = store
         self.position = after
         self._domains = domains
+        self._query = query
+        if query is not None:  # read only the query's types when it names them all
+            qtypes = query.types()
+            if qtypes is not None:
+                types = qtypes if types is None else tuple(t for t in types if t in qtypes)
         self._types = types
         self._batch_size = batch_size
         self._buffer: deque[RecordedEvent] = deque()
@@ -96,8 +103,17 @@ class Subscription:
                 continue
             outage, attempt = None, 0
             self._read_once = True
-            if page.events:
-                self._buffer.extend(page.events)
+            events = page.events
+            if events and self._query is not None:
+                # the events the query skips are passed: later reads start after them
+                matches = self._query.matches
+                last = events[-1].position
+                events = [e for e in events if matches(e)]
+                if not events:
+                    self.position = last
+                    continue
+            if events:
+                self._buffer.extend(events)
                 return
             self.caught_up = settled
             with store.watching(), contextlib.suppress(TimeoutError):

@@ -1,7 +1,9 @@
 """The unit of work: appends, checkpoints, snapshots, table writes and leases, all or nothing.
 
 ``store.transaction()`` makes one; everything added is checked at once (a ValidationError
-naming the field) and handed to the adapter as one ``WriteUnit`` at commit.
+naming the field) and handed to the adapter as one ``WriteUnit`` at commit, with the checks
+the unit must pass first: DCB append conditions (``append_tagged``) and check-only stream
+expectations (``expect``).
 """
 
 from __future__ import annotations
@@ -10,19 +12,29 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
-from chronik.errors import ValidationError
+from chronik.dcb import AppendCondition
+from chronik.errors import InvalidExpectedVersion, ValidationError
 from chronik.messages import (
     ANY,
     AppendResult,
     Checkpoint,
     EventData,
     Expected,
+    ExpectedState,
     Position,
     Snapshot,
     StreamId,
 )
 from chronik.store.leases import check_lease
-from chronik.store.records import AppendRequest, LeaseOp, TableWrite, WriteUnit
+from chronik.store.records import (
+    AppendRequest,
+    ConditionCheck,
+    LeaseOp,
+    StreamCheck,
+    TableWrite,
+    WriteUnit,
+    merge_tagged,
+)
 from chronik.store.tables import check_table_write, check_values
 from chronik.store.validation import check_checkpoint
 
@@ -42,7 +54,10 @@ class UnitOfWork:
         self._snapshots: list[Snapshot] = []
         self._tables: list[TableWrite] = []
         self._leases: list[LeaseOp] = []
+        self._conditions: list[ConditionCheck] = []
+        self._expects: list[tuple[StreamId, Expected]] = []
         self._event_ids: set[str] = set()
+        self._tagged: dict[int, int] = {}  # first request of a tagged append -> its length
         self._results: list[AppendResult] | None = None
 
     def _open(self) -> None:
@@ -63,6 +78,40 @@ class UnitOfWork:
             raise ValidationError("the same event id appears twice in one unit of work")
         self._event_ids |= ids
         self._requests.append(request)
+
+    def append_tagged(
+        self,
+        events: Iterable[EventData],
+        condition: AppendCondition | None = None,
+        *,
+        domain: str = "dcb",
+        tenant: str = "",
+    ) -> None:
+        """Add a tagged append (``EventStore.append_tagged``): the whole unit fails with
+        AppendConditionFailed when the condition does, checked against the store before the
+        unit's own writes."""
+        self._open()
+        requests, check = self._store.prepare_tagged(events, condition, domain, tenant)
+        start = len(self._requests)
+        for request in requests:
+            self.append_prepared(request)
+        self._tagged[start] = len(requests)
+        if check is not None:
+            self._conditions.append(check)
+
+    def expect(self, stream: StreamId, expected: Expected) -> None:
+        """Fail the unit (WrongExpectedVersion) unless ``stream`` is at ``expected`` when it
+        commits; a check only, for a stream the unit reads but does not write."""
+        self._open()
+        if not isinstance(stream, StreamId):
+            raise ValidationError(f"stream must be a StreamId, got {stream!r}", field="stream")
+        if not isinstance(expected, ExpectedState) and (type(expected) is not int or expected < 0):
+            raise InvalidExpectedVersion(
+                f"expected must be ANY, NO_STREAM, STREAM_EXISTS or a sequence >= 0, "
+                f"got {expected!r}",
+                field="expected",
+            )
+        self._expects.append((stream, expected))
 
     def save_checkpoint(
         self, name: str, position: Position, partition: int = 0, epoch: int = 0
@@ -109,7 +158,7 @@ class UnitOfWork:
 
     @property
     def results(self) -> list[AppendResult]:
-        """One AppendResult per append, in order; available after commit."""
+        """One AppendResult per ``append`` / ``append_tagged``, in order; after commit."""
         if self._results is None:
             raise ValidationError("the unit of work has not been committed")
         return self._results
@@ -123,20 +172,35 @@ class UnitOfWork:
                 or self._snapshots
                 or self._tables
                 or self._leases
+                or self._expects
             ):
+                ids = tuple(e.event_id for r in self._requests for e in r.events)
                 await self._store._ready()
-                self._results = await self._store._commit(
+                results = await self._store._commit(
                     WriteUnit(
                         self._requests,
                         self._checkpoints,
                         self._snapshots,
                         self._tables,
                         self._leases,
+                        self._conditions,
+                        [StreamCheck(s, e, ids) for s, e in self._expects],
                     )
                 )
+                self._results = self._per_call(results)
             else:
                 self._results = []
         return self._results
+
+    def _per_call(self, results: list[AppendResult]) -> list[AppendResult]:
+        if not self._tagged:
+            return results
+        out, i = [], 0
+        while i < len(results):
+            n = self._tagged.get(i, 1)
+            out.append(merge_tagged(results[i : i + n]))
+            i += n
+        return out
 
     async def __aenter__(self) -> Self:
         return self

@@ -13,6 +13,7 @@ from typing import Final
 
 import msgspec
 
+from chronik.dcb import AppendCondition, Query, check_tags
 from chronik.errors import (
     InvalidEventType,
     InvalidExpectedVersion,
@@ -22,6 +23,7 @@ from chronik.errors import (
 )
 from chronik.messages import (
     JSON,
+    NO_STREAM,
     TYPE_NAME_RE,
     Checkpoint,
     EventData,
@@ -32,7 +34,12 @@ from chronik.messages import (
     Snapshot,
     StreamId,
 )
-from chronik.store.records import DEFAULT_MAX_SNAPSHOT_BYTES, AppendRequest, PreparedEvent
+from chronik.store.records import (
+    DEFAULT_MAX_SNAPSHOT_BYTES,
+    AppendRequest,
+    ConditionCheck,
+    PreparedEvent,
+)
 from chronik.values import check_json_value, decode_json, encode_json
 
 __all__ = [
@@ -41,9 +48,11 @@ __all__ = [
     "check_event_id",
     "check_filters",
     "check_limit",
+    "check_query",
     "check_snapshot",
     "prepare_append",
     "prepare_event",
+    "prepare_tagged",
 ]
 
 _CONTENT_TYPE_RE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+(;.{0,64})?", re.I)
@@ -119,7 +128,57 @@ def prepare_event(event: EventData, max_payload_bytes: int) -> PreparedEvent:
         fields = Metadata.of(md).to_dict()
         check_json_value(fields, "metadata")
         meta = _metadata_encoder.encode(fields) if fields else None
-    return PreparedEvent(event_id, etype, version, data, meta, content_type)
+    tags = check_tags(event.tags) if event.tags else ()
+    return PreparedEvent(event_id, etype, version, data, meta, content_type, tags)
+
+
+def prepare_tagged(
+    events: Iterable[EventData],
+    condition: AppendCondition | None,
+    domain: str,
+    tenant: str,
+    max_payload_bytes: int,
+    max_append_events: int,
+) -> tuple[list[AppendRequest], ConditionCheck | None]:
+    """Validate and encode a tagged append (``EventStore.append_tagged``).
+
+    Each event is stored as the first event of a stream of its own, ``(domain, event id)``:
+    unrelated tagged appends then never contend on a stream, and positions, idempotency by
+    event id, subscriptions and every reader work as for stream events.
+    """
+    if condition is not None and not isinstance(condition, AppendCondition):
+        raise ValidationError(
+            f"condition must be an AppendCondition or None, got {condition!r}", field="condition"
+        )
+    if isinstance(events, EventData):
+        raise ValidationError("events must be a list of EventData", field="events")
+    prepared = [prepare_event(e, max_payload_bytes) for e in events]
+    if not prepared:
+        raise ValidationError("an append needs at least one event", field="events")
+    if len(prepared) > max_append_events:
+        raise TooManyEvents(len(prepared), max_append_events)
+    ids = tuple(p.event_id for p in prepared)
+    if len(set(ids)) != len(ids):
+        raise ValidationError("the same event id appears twice in one append", field="events")
+    requests = []
+    for p in prepared:
+        if not p.event_id.isprintable():
+            raise ValidationError(
+                f"invalid event id {p.event_id!r}: a tagged event's id names its stream, "
+                "so it must be printable",
+                field="event_id",
+            )
+        requests.append(AppendRequest(StreamId(domain, p.event_id, tenant), [p], NO_STREAM))
+    if condition is None:
+        return requests, None
+    return requests, ConditionCheck(condition.fail_if_events_match, condition.after, ids)
+
+
+def check_query(query: object) -> Query:
+    """``query`` if it is a ``chronik.Query``, else ValidationError naming it."""
+    if not isinstance(query, Query):
+        raise ValidationError(f"expected a chronik.Query, got {query!r}", field="query")
+    return query
 
 
 def check_event_id(event_id: object) -> str:
