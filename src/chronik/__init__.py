@@ -22,6 +22,7 @@ from chronik.app import Chronik
 from chronik.codec import EventRegistry
 from chronik.commands import CommandBus, CommandResult, OutboxRule, RetryPolicy
 from chronik.dcb import AppendCondition, Query, QueryItem
+from chronik.dcb_decider import DcbDecider
 from chronik.errors import (
     AdminWritesDisabled,
     AppendConditionFailed,
@@ -112,6 +113,7 @@ __all__ = [
     "ConcurrencyError",
     "ConfigurationError",
     "ConsumerStopped",
+    "DcbDecider",
     "Decider",
     "DeserializationError",
     "DomainModel",

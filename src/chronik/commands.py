@@ -26,8 +26,9 @@ from typing import Any, Final
 
 import msgspec
 
-from chronik import decisions
+from chronik import dcb_dispatch, decisions
 from chronik.codec import EventRegistry
+from chronik.dcb_decider import DcbDecider
 from chronik.domain_model import DomainModel
 from chronik.errors import (
     ChronikError,
@@ -216,6 +217,8 @@ class CommandBus:
         lock[1] += 1
         try:
             async with lock[0]:
+                if isinstance(routed.model, DcbDecider):
+                    return await self._run_dcb(routed, routed.model)
                 return await self._run(routed)
         finally:
             lock[1] -= 1
@@ -270,6 +273,18 @@ class CommandBus:
         raise ConcurrencyError(
             f"{r.command.type} on {r.stream} lost the append race {self.retry.attempts} times"
         ) from last_error
+
+    async def _run_dcb(self, r: _Routed, model: DcbDecider) -> CommandResult:
+        """Steps 3 to 7 for business logic over a query (``chronik.dcb_dispatch``)."""
+        if r.expected_sequence is not None:
+            raise ValidationError(f"{r.command.domain} has no streams", field="expected_sequence")
+        run = dcb_dispatch.DcbRun(model, r.command, r.stream, r.command_id, r.known_id, r.metadata)
+        handler = self._chains.handler(model)
+        retry = self.retry
+        events, again = await dcb_dispatch.run(
+            run, self.store, self.registry, handler, self._outbox, retry.attempts, retry.delay
+        )
+        return CommandResult(r.command_id, r.stream, events, None, duplicate=again)
 
     async def _load(self, r: _Routed, use_cache: bool) -> Loaded:
         """Step 4: the stream's state, checked against the command's expected sequence."""
@@ -332,17 +347,10 @@ class CommandBus:
             raise
 
     async def _append_with_outbox(self, request: AppendRequest, events: list[Any]) -> AppendResult:
-        from chronik.outbox import record
-
         async with self.store.transaction() as tx:
             tx.append_prepared(request)
-            for event, data in zip(events, request.events, strict=True):
-                for rule in self._outbox:
-                    out = rule(event, data, request.stream)
-                    if out is None:
-                        continue
-                    message, kind = out if isinstance(out, tuple) else (out, "publish")
-                    record(tx, message, kind)
+            decided = zip(events, request.events, [request.stream] * len(events), strict=True)
+            decisions.record_outbox(tx, self._outbox, decided)
         return tx.results[0]
 
     async def _appended(

@@ -15,12 +15,13 @@ import msgspec
 from chronik.domain_model import CommandSpec, DomainModel, Snapshots, check_domain
 from chronik.messages import Command, Snapshot
 
-__all__ = ["Decider"]
+__all__ = ["Decider", "events_of"]
 
 _encoder = msgspec.json.Encoder()
 
 
-def _events_of(result: Any) -> list[Any]:
+def events_of(result: Any) -> list[Any]:
+    """What ``decide`` returned as a list: None is no event, one event a list of one."""
     if result is None:
         return []
     if isinstance(result, list | tuple):
@@ -70,7 +71,7 @@ class Decider(DomainModel):
         return self._evolve(state, event)
 
     def decide(self, command: Command, state: Any) -> list[Any]:
-        return _events_of(self._decide(command, state))
+        return events_of(self._decide(command, state))
 
     def encode_state(self, state: Any) -> bytes:
         return _encoder.encode(state)

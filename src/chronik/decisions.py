@@ -10,6 +10,7 @@ a later load gives them), and ``recorded`` the ``RecordedEvent``s the append sto
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -26,9 +27,9 @@ from chronik.messages import (
     RecordedEvent,
     StreamId,
 )
-from chronik.store.base import AppendRequest, EventStore, PreparedEvent
+from chronik.store.base import AppendRequest, EventStore, PreparedEvent, UnitOfWork
 
-__all__ = ["event_data", "evolvable", "recorded", "typed"]
+__all__ = ["event_data", "evolvable", "record_outbox", "recorded", "typed"]
 
 
 def typed(registry: EventRegistry, event: Any) -> Any:
@@ -82,6 +83,7 @@ def _raw_event_data(
         event_id_for(command_id, index),
         event.schema_version,
         event.content_type,
+        event.tags,
     )
 
 
@@ -111,6 +113,7 @@ def evolvable(
             now,
             p.metadata,
             p.content_type,
+            p.tags,
         )
         if isinstance(e, EventData)
         else e
@@ -138,6 +141,24 @@ async def recorded(
             result.recorded_at_us,
             p.metadata,
             p.content_type,
+            p.tags,
         )
         for i, p in enumerate(events)
     ]
+
+
+def record_outbox(
+    tx: UnitOfWork,
+    rules: Sequence[Callable[[Any, PreparedEvent, StreamId], Any]],
+    decided: Iterable[tuple[Any, PreparedEvent, StreamId]],
+) -> None:
+    """Record in ``tx`` the messages the outbox rules make of each decided event (the event,
+    its prepared form and its stream): a Message, a (Message, kind) pair, or None."""
+    from chronik.outbox import record
+
+    for event, prepared, stream in decided:
+        for rule in rules:
+            out = rule(event, prepared, stream)
+            if out is not None:
+                message, kind = out if isinstance(out, tuple) else (out, "publish")
+                record(tx, message, kind)

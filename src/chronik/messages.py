@@ -245,11 +245,11 @@ _json_decode: Final = msgspec.json.Decoder().decode  # RecordedEvent.json, one p
 
 
 class EventData(msgspec.Struct):
-    """An event a caller appends. ``payload`` is any JSON-encodable value (dict, dataclass, msgspec Struct) or ``bytes`` that are
-    stored as they are, with ``content_type`` (default JSON; use another type for encrypted or
-    compressed payloads). ``event_id`` defaults to a new UUIDv7 when the object is made, so
-    appending the same EventData again after an unknown outcome is idempotent. ``tags`` (such
-    as ``course:c1``) make any event findable by a ``chronik.Query`` (``chronik.dcb``).
+    """An event a caller appends. ``payload`` is any JSON-encodable value (dict, dataclass,
+    msgspec Struct) or ``bytes`` stored as they are, with ``content_type`` (default JSON; use
+    another type for encrypted or compressed payloads). ``event_id`` defaults to a new UUIDv7
+    when the object is made, so appending the same EventData again after an unknown outcome is
+    idempotent. ``tags`` (``course:c1``) make any event findable by a ``chronik.Query``.
     """
 
     type: str

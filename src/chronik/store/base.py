@@ -154,7 +154,15 @@ class EventStore(StoreReader):
         The result's ``positions`` has one position per event; its ``stream`` is the first
         event's.
         """
-        requests, check = self.prepare_tagged(events, condition, domain, tenant)
+        return await self.append_tagged_prepared(
+            *self.prepare_tagged(events, condition, domain, tenant)
+        )
+
+    async def append_tagged_prepared(
+        self, requests: list[AppendRequest], check: ConditionCheck | None
+    ) -> AppendResult:
+        """Append a tagged append made by ``prepare_tagged`` (callers that need the encoded
+        events)."""
         if self._state != "open":
             await self.open()
         results = await self._commit(WriteUnit(requests, [], [], conditions=_one(check)))

@@ -90,8 +90,13 @@ class UnitOfWork:
         """Add a tagged append (``EventStore.append_tagged``): the whole unit fails with
         AppendConditionFailed when the condition does, checked against the store before the
         unit's own writes."""
+        self.append_tagged_prepared(*self._store.prepare_tagged(events, condition, domain, tenant))
+
+    def append_tagged_prepared(
+        self, requests: list[AppendRequest], check: ConditionCheck | None
+    ) -> None:
+        """Add a tagged append made by ``EventStore.prepare_tagged``."""
         self._open()
-        requests, check = self._store.prepare_tagged(events, condition, domain, tenant)
         start = len(self._requests)
         for request in requests:
             self.append_prepared(request)

@@ -27,15 +27,19 @@ from chronik import decisions
 from chronik.aggregate import Aggregate, AggregateModel, DomainModel
 from chronik.codec import EventRegistry
 from chronik.commands import event_id_for
+from chronik.dcb import check_tags
+from chronik.dcb_decider import DcbDecider
 from chronik.deadline_events import is_deadline_event
 from chronik.errors import (
     ChronikError,
     CommandRejected,
+    ConfigurationError,
     HandlerError,
     UnknownEventType,
 )
 from chronik.messages import (
     ANY,
+    JSON,
     NO_STREAM,
     Command,
     EventData,
@@ -104,7 +108,15 @@ class Scenario:
                 payload={} if payload is None else payload,
                 **fields,
             )
-        state = self.state()
+        if isinstance(self.model, DcbDecider):
+            try:
+                state = self._dcb_state(self.model, self.model.parse(command))
+            except ChronikError as exc:
+                return Outcome([], exc, None)
+            except Exception as exc:
+                return Outcome([], HandlerError(command.domain, command.type, exc), None)
+        else:
+            state = self.state()
         try:
             decided = self.model.decide(self.model.parse(command), state)
             events = [self._typed(e) for e in decided]
@@ -114,6 +126,26 @@ class Scenario:
         except Exception as exc:
             return Outcome([], HandlerError(command.domain, command.type, exc), state)
         return Outcome(events, None, state)
+
+    def _dcb_state(self, model: DcbDecider, command: Command) -> Any:
+        """The state a DcbDecider decides ``command`` on: the prior events its query matches
+        (by type and tags, as the store would find them), folded in order."""
+        query = model.query(command)
+        state = model.initial(self.aggregate_id)
+        for i, event in enumerate(self.events):
+            typed = self._typed(event)
+            if isinstance(typed, EventData):
+                etype, tags = typed.type, check_tags(typed.tags)
+            elif self.registry is not None:
+                etype, tags = self.registry.name_of(typed), model.tags_of(typed)
+            else:
+                raise ConfigurationError("given(..., registry=) is needed for typed DCB events")
+            probe = RecordedEvent(
+                "", self.stream, i, etype, 1, b"", Position(0), 0, None, JSON, tags
+            )
+            if query.matches(probe):
+                state = model.evolve(state, probe if isinstance(typed, EventData) else typed)
+        return state
 
     def _typed(self, event: Any) -> Any:
         """As the bus types a decided event: a registered instance, an EventData of a
@@ -158,6 +190,7 @@ def _raw(event: EventData, metadata: Metadata, command_id: str, index: int) -> E
         event_id_for(command_id, index),
         event.schema_version,
         event.content_type,
+        event.tags,
     )
 
 
@@ -174,6 +207,7 @@ def _recorded(stream: StreamId, sequence: int, p: Any) -> RecordedEvent:
         time.time_ns() // 1000,
         p.metadata,
         p.content_type,
+        p.tags,
     )
 
 

@@ -1,0 +1,1 @@
+"""Course subscriptions over dynamic consistency boundaries (the DCB specification's example)."""

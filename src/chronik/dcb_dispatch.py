@@ -1,0 +1,214 @@
+"""How the command bus runs a ``DcbDecider``: query, fold, decide, append with the condition.
+
+The steps after routing, in order (``run``): *dedupe* by command id (event ids derive from it),
+*read* the command's query and fold the events from ``initial()``, *decide* through the handler
+middleware, *append* the decided events tagged, with ``AppendCondition(query, after=position of
+the last event read)`` (and the outbox rules' messages in the same unit), and *retry* from a
+fresh read when the condition fails, bounded and jittered like a stream conflict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import msgspec
+
+from chronik import decisions
+from chronik.codec import EventRegistry
+from chronik.dcb import AppendCondition, Query
+from chronik.dcb_decider import DcbDecider
+from chronik.deadline_events import is_deadline_event
+from chronik.errors import (
+    AppendConditionFailed,
+    ChronikError,
+    ConcurrencyError,
+    DuplicateEventError,
+    HandlerError,
+    ValidationError,
+)
+from chronik.ids import event_id_for
+from chronik.messages import (
+    AppendResult,
+    Command,
+    EventData,
+    Metadata,
+    Position,
+    RecordedEvent,
+    StreamId,
+)
+from chronik.store.base import AppendRequest, ConditionCheck, EventStore, PreparedEvent
+
+__all__ = ["DcbRun", "previous", "run"]
+
+HandlerFn = Callable[[Command, Any], Awaitable[list[Any]]]
+#: (decided event, its prepared event, its stream) -> messages; ``chronik.OutboxRule``
+OutboxRule = Callable[[Any, PreparedEvent, StreamId], Any]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DcbRun:
+    """One DCB command on its way: what ``run`` needs from the bus."""
+
+    model: DcbDecider
+    command: Command
+    stream: StreamId  # the command's routing key
+    command_id: str
+    known_id: bool
+    metadata: Metadata
+
+
+async def run(
+    r: DcbRun,
+    store: EventStore,
+    registry: EventRegistry,
+    handler: HandlerFn,
+    outbox: Sequence[OutboxRule],
+    attempts: int,
+    delay: Callable[[int], float],
+) -> tuple[list[RecordedEvent], bool]:
+    """The events the command appended and whether they came from an earlier dispatch."""
+    last_error: AppendConditionFailed | None = None
+    for attempt in range(attempts):
+        if r.known_id:
+            earlier = await previous(store, r.model.domain, r.command_id)
+            if earlier:
+                return earlier, True
+        query = _query(r)
+        state, after = await _fold(r, store, registry, query)
+        decided = await _call(r, handler, state)
+        if not decided:
+            return [], False
+        events = [decisions.typed(registry, e) for e in decided]
+        data = decisions.event_data(registry, events, r.command, r.command_id, r.metadata)
+        data = [_tagged(r, e, d) for e, d in zip(events, data, strict=True)]
+        requests, check = store.prepare_tagged(
+            data, AppendCondition(query, after), r.model.domain, r.stream.tenant
+        )
+        try:
+            if outbox:
+                result = await _append_with_outbox(store, requests, check, events, outbox)
+            else:
+                result = await store.append_tagged_prepared(requests, check)
+        except AppendConditionFailed as exc:  # another writer changed what we read: again
+            last_error = exc
+            await asyncio.sleep(delay(attempt))
+            continue
+        except DuplicateEventError:
+            earlier = await previous(store, r.model.domain, r.command_id)
+            if not earlier:
+                raise
+            return earlier, True
+        return await _recorded(store, requests, result), False
+    raise ConcurrencyError(
+        f"{r.command.type} on {r.model.domain} lost the append race {attempts} times"
+    ) from last_error
+
+
+async def previous(store: EventStore, domain: str, command_id: str) -> list[RecordedEvent]:
+    """The events an earlier dispatch of ``command_id`` appended (none: not dispatched)."""
+    events: list[RecordedEvent] = []
+    while True:
+        event = await store.get_event(event_id_for(command_id, len(events)))
+        if event is None:
+            return events
+        if event.stream.domain != domain:
+            raise ValidationError(
+                f"command id {command_id!r} was already used for {event.stream}",
+                field="command_id",
+            )
+        events.append(event)
+
+
+def _query(r: DcbRun) -> Query:
+    try:
+        return r.model.query(r.command)
+    except ChronikError:
+        raise
+    except Exception as exc:
+        raise HandlerError(r.command.domain, r.command.type, exc) from exc
+
+
+async def _fold(
+    r: DcbRun, store: EventStore, registry: EventRegistry, query: Query
+) -> tuple[Any, Position | None]:
+    """The state the query's events fold into, and the position of the last one."""
+    model = r.model
+    state = model.initial(r.stream.aggregate_id)
+    after: Position | None = None
+    async for event in store.read_query(query):
+        after = event.position
+        decoded = registry.decode(event) if event.type in registry else event
+        if is_deadline_event(decoded):
+            continue
+        try:
+            state = model.evolve(state, decoded)
+        except ChronikError:
+            raise
+        except Exception as exc:
+            raise HandlerError(r.command.domain, r.command.type, exc) from exc
+    return state, after
+
+
+async def _call(r: DcbRun, handler: HandlerFn, state: Any) -> list[Any]:
+    try:
+        return await handler(r.command, state)
+    except ChronikError:
+        raise
+    except Exception as exc:
+        raise HandlerError(r.command.domain, r.command.type, exc) from exc
+
+
+def _tagged(r: DcbRun, event: Any, data: EventData) -> EventData:
+    """``data`` with the tags of the decided event (an EventData keeps its own)."""
+    if isinstance(event, EventData):
+        return data
+    try:
+        tags = r.model.tags_of(event)
+    except ChronikError:
+        raise
+    except Exception as exc:
+        raise HandlerError(r.command.domain, r.command.type, exc) from exc
+    return msgspec.structs.replace(data, tags=tags)
+
+
+async def _append_with_outbox(
+    store: EventStore,
+    requests: list[AppendRequest],
+    check: ConditionCheck | None,
+    events: list[Any],
+    outbox: Sequence[OutboxRule],
+) -> AppendResult:
+    async with store.transaction() as tx:
+        tx.append_tagged_prepared(requests, check)
+        decided = [(e, r.events[0], r.stream) for e, r in zip(events, requests, strict=True)]
+        decisions.record_outbox(tx, outbox, decided)
+    return tx.results[0]
+
+
+async def _recorded(
+    store: EventStore, requests: list[AppendRequest], result: AppendResult
+) -> list[RecordedEvent]:
+    """The stored events (read back when the adapter did not report every position)."""
+    if len(result.positions) != len(requests) or not result.recorded_at_us:
+        found = [await store.get_event(r.events[0].event_id) for r in requests]
+        return [e for e in found if e is not None]
+    return [
+        RecordedEvent(
+            p.event_id,
+            request.stream,
+            0,
+            p.type,
+            p.schema_version,
+            p.payload,
+            position,
+            result.recorded_at_us,
+            p.metadata,
+            p.content_type,
+            p.tags,
+        )
+        for request, position in zip(requests, result.positions, strict=True)
+        for p in request.events
+    ]
