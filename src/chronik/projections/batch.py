@@ -63,9 +63,12 @@ async def handle(
     handlers = p.handlers
     begin = rm.begin
     split = p.partitions > 1
+    query = p.query
     for i, e in enumerate(page):
         if split and p.partition_of(e.stream) != partition:
             continue  # another partition's event
+        if query is not None and not query.matches(e):
+            continue  # of a handled type, but not what the projection's query follows
         if parked and str(e.stream) in parked:
             dead.append(dead_letters.park(key, generation, e, None, 0, blocked=True))
             continue

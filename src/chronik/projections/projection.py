@@ -8,6 +8,7 @@ import zlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final, Literal, TypeAlias
 
+from chronik.dcb import Query
 from chronik.errors import ConfigurationError, ValidationError
 from chronik.messages import RecordedEvent, StreamId
 from chronik.projections.readmodel import ReadModel, Table
@@ -70,6 +71,9 @@ class Projection:
     every partition to a new generation of the tables together (see chronik.projections.plan);
     a new partition count is built by a rebuild or with a new version.
 
+    ``query=chronik.Query(...)`` follows only the events the query matches (by type and tags,
+    as ``store.read_query`` finds them) among those of the handled types.
+
     ``replay="refuse"`` declares handlers whose effects outside chronik cannot be repeated (an
     email, a payment): once the projection has handled an event, a rebuild or a reset to an
     earlier position is refused (``ReplayRefused``) instead of running them again. The default
@@ -88,6 +92,7 @@ class Projection:
         batch_size: int = 500,
         partitions: int = 1,
         replay: Literal["repeat", "refuse"] = "repeat",
+        query: Query | None = None,
     ) -> None:
         if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
             raise ValidationError(
@@ -103,7 +108,10 @@ class Projection:
             raise ValidationError(
                 f"replay must be 'repeat' or 'refuse', got {replay!r}", field="replay"
             )
+        if query is not None and not isinstance(query, Query):
+            raise ValidationError(f"query must be a chronik.Query, got {query!r}", field="query")
         self.name = name
+        self.query = query
         self.replay = replay
         self.partitions = partitions
         self.version = version
