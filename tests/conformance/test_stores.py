@@ -33,7 +33,7 @@ class TestMemoryStore(EventStoreConformance, LeaseConformance, DCBConformance):
             await store.close()
 
 
-class TestSQLiteStore(EventStoreConformance, LeaseConformance):
+class TestSQLiteStore(EventStoreConformance, LeaseConformance, DCBConformance):
     """sqlite:// meets the store semantics, at synchronous=normal (loop) and full (thread)."""
 
     @pytest.fixture(params=["normal", "full"])

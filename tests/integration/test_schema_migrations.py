@@ -83,9 +83,56 @@ async def test_sqlite_database_at_the_previous_version_is_migrated_on_open(tmp_p
         assert await leases.acquire(store, "outbox", "me", 5.0) == 1
     with sqlite3.connect(path) as conn:
         version = conn.execute("SELECT max(version) FROM chronik_schema").fetchone()[0]
-    assert version == sqlite_schema.SCHEMA_VERSION == 5
+    assert version == sqlite_schema.SCHEMA_VERSION == 6
     for spec in SYSTEM_TABLES:
         assert _sqlite_columns(path, spec.name) == _want(spec), spec.name
+
+
+async def test_sqlite_events_of_schema_5_read_back_untagged_after_migration(
+    tmp_path: Path,
+) -> None:
+    """A SQLite file at schema version 5 holding events (as chronik wrote them then) migrates
+    in place on open: its events read back with no tags from every read, a tag query finds
+    none of them, and tagged events appended afterwards are indexed."""
+    path = tmp_path / "v5.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE chronik_schema (version INTEGER NOT NULL)")
+        for version in range(1, 6):
+            for statement in sqlite_schema.MIGRATIONS[version]:
+                conn.execute(statement)
+            conn.execute("INSERT INTO chronik_schema VALUES (?)", (version,))
+        conn.execute(
+            "INSERT INTO chronik_streams (id, tenant, domain, aggregate_id, version) "
+            "VALUES (1, '', 'course', 'c1', 1)"
+        )
+        for seq, (eid, etype) in enumerate([("e-0", "course.defined"), ("e-1", "course.renamed")]):
+            conn.execute(
+                "INSERT INTO chronik_events (stream_id, sequence, event_id, type, "
+                "schema_version, payload, metadata, content_type, recorded_at) "
+                "VALUES (1, ?, ?, ?, 1, ?, ?, NULL, 1)",
+                (seq, eid, etype, b'{"n": %d}' % seq, b'{"correlation_id": "c"}'),
+            )
+    stream = chronik.StreamId("course", "c1")
+    async with chronik.open_store(f"sqlite:///{path}") as store:
+        old = [e async for e in store.read_stream(stream)]
+        assert [(e.event_id, e.tags) for e in old] == [("e-0", ()), ("e-1", ())]
+        assert [e.tags async for e in store.read_all()] == [(), ()]
+        got = await store.get_event("e-1")
+        assert got is not None and got.tags == () and got.metadata.correlation_id == "c"
+        assert [e.event_id async for e in store.read_query(chronik.Query.all())] == ["e-0", "e-1"]
+        assert [e async for e in store.read_query(chronik.Query.of(tags=["course:c1"]))] == []
+        await store.append(
+            stream, [chronik.EventData("course.closed", tags=["course:c1"])], expected=1
+        )
+        tagged = [e async for e in store.read_query(chronik.Query.of(tags=["course:c1"]))]
+        assert [(e.sequence, e.tags) for e in tagged] == [(2, ("course:c1",))]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT max(version) FROM chronik_schema").fetchone()[0] == 6
+        assert conn.execute("SELECT tags FROM chronik_events ORDER BY position").fetchall() == [
+            (None,),
+            (None,),
+            ("course:c1",),
+        ]
 
 
 async def test_postgres_schema_at_the_previous_version_is_migrated_on_open(

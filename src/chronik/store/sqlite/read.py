@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any, Final
 
+from chronik.dcb import Query
 from chronik.messages import (
     JSON,
     Checkpoint,
@@ -17,6 +18,7 @@ from chronik.messages import (
     StreamInfo,
 )
 from chronik.store.base import FaultHook
+from chronik.store.sqlite.dcb import item_positions_sql
 from chronik.store.sqlite.errors import read_error, table_read_error
 from chronik.store.table_query import order_sql, where_sql
 from chronik.store.tables import Condition
@@ -25,12 +27,12 @@ __all__ = ["SQLiteReader"]
 
 _COLS: Final = (
     "position, stream_id, sequence, event_id, type, schema_version, payload, metadata, "
-    "content_type, recorded_at"
+    "content_type, recorded_at, tags"
 )
 # one stream's events: its id is known, so the row is unpacked straight into a RecordedEvent
 _STREAM_COLS: Final = (
     "event_id, sequence, type, schema_version, payload, position, recorded_at, metadata, "
-    "content_type"
+    "content_type, tags"
 )
 SELECT_STREAM: Final = (
     "SELECT id, version FROM chronik_streams WHERE tenant = ? AND domain = ? AND aggregate_id = ?"
@@ -130,9 +132,22 @@ class SQLiteReader:
             f"ORDER BY sequence {order} LIMIT ?",
             params,
         )
+        # tags: inline, as chronik.store.sqlite.dcb.split_tags (one call less per event)
         return [
-            RecordedEvent(eid, stream, seq, etype, sv, payload, Position(pos), at, md, ct or JSON)
-            for eid, seq, etype, sv, payload, pos, at, md, ct in rows
+            RecordedEvent(
+                eid,
+                stream,
+                seq,
+                etype,
+                sv,
+                payload,
+                Position(pos),
+                at,
+                md,
+                ct or JSON,
+                () if tg is None else tuple(tg.split(" ")),
+            )
+            for eid, seq, etype, sv, payload, pos, at, md, ct, tg in rows
         ]
 
     async def _get_event(self, event_id: str) -> RecordedEvent | None:
@@ -196,6 +211,28 @@ class SQLiteReader:
         )
         return self._recorded(rows)
 
+    async def _read_query_page(
+        self, query: Query, cursor: Position | None, limit: int, backward: bool
+    ) -> list[RecordedEvent]:
+        after, before = (None, cursor) if backward else (cursor, None)
+        if any(not item.tags and not item.types for item in query.items):
+            return await self._read_all_page(after, before, None, None, limit, backward)
+        lo = None if after is None else after.commit
+        hi = None if before is None else before.commit
+        found: set[int] = set()
+        for item in query.items:  # each item's first ``limit`` matches; the union's first count
+            sql, params = item_positions_sql(item, lo, hi, backward, limit)
+            found.update(row[0] for row in self._read(sql, params))
+        positions = sorted(found, reverse=backward)[:limit]
+        if not positions:
+            return []
+        rows = self._read(
+            f"SELECT {_COLS} FROM chronik_events WHERE position IN "
+            f"({','.join('?' * len(positions))}) ORDER BY position {'DESC' if backward else 'ASC'}",
+            positions,
+        )
+        return self._recorded(rows)
+
     async def _read_table(
         self,
         table: str,
@@ -235,9 +272,19 @@ class SQLiteReader:
         streams = self._streams_by_id
         return [
             RecordedEvent(
-                eid, streams[sid], seq, etype, sv, payload, Position(pos), at, md, ct or JSON
+                eid,
+                streams[sid],
+                seq,
+                etype,
+                sv,
+                payload,
+                Position(pos),
+                at,
+                md,
+                ct or JSON,
+                () if tg is None else tuple(tg.split(" ")),
             )
-            for pos, sid, seq, eid, etype, sv, payload, md, ct, at in rows
+            for pos, sid, seq, eid, etype, sv, payload, md, ct, at, tg in rows
         ]
 
     async def _list_streams_page(

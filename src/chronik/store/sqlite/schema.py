@@ -12,7 +12,7 @@ from chronik.errors import ConfigurationError
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate", "options_from_url", "path_from_url"]
 
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 MIGRATIONS: Final[dict[int, list[str]]] = {
     1: [
         """CREATE TABLE chronik_streams (
@@ -163,6 +163,15 @@ MIGRATIONS: Final[dict[int, list[str]]] = {
     ],
     # leases carry the holder's version (chronik.store.leases), no longer in the partition column
     5: ["ALTER TABLE chronik_leases ADD COLUMN version INTEGER NOT NULL DEFAULT 0"],
+    # DCB tags: on the event (NULL when none, else the sorted tags joined by one space; a tag
+    # holds no space), and indexed by tag in the same transaction as the event
+    6: [
+        "ALTER TABLE chronik_events ADD COLUMN tags TEXT",
+        """CREATE TABLE chronik_event_tags (
+            tag TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            PRIMARY KEY (tag, position)) WITHOUT ROWID""",
+    ],
 }
 
 

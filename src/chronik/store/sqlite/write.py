@@ -24,6 +24,7 @@ from chronik.store.base import (
     check_expected,
     match_duplicate,
 )
+from chronik.store.sqlite.dcb import INSERT_TAG, check_unit, split_tags, tag_rows
 from chronik.store.sqlite.errors import refused_table_write, unit_failed
 from chronik.store.sqlite.leases import write_leases
 from chronik.store.sqlite.read import SELECT_STREAM
@@ -36,7 +37,7 @@ Pending = tuple[WriteUnit, "asyncio.Future[list[AppendResult]]"]
 
 _INSERT_EVENT: Final = (
     "INSERT INTO chronik_events (stream_id, sequence, event_id, type, schema_version, payload, "
-    "metadata, content_type, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "metadata, content_type, recorded_at, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _CHECKPOINT_EPOCH: Final = "SELECT epoch FROM chronik_checkpoints WHERE name = ? AND partition = ?"
 _CHECKPOINT: Final = (
@@ -87,7 +88,8 @@ def write_units(
 def write_unit(
     conn: sqlite3.Connection, unit: WriteUnit, now: int, hook: FaultHook | None = None
 ) -> list[AppendResult]:
-    """Write one unit's checkpoints, tables, snapshots and appends; raises what refuses it."""
+    """Write one unit's checkpoints, tables, snapshots and appends, after its checks (stream
+    expectations, DCB conditions); raises what refuses it."""
     if hook is not None and unit.checkpoints:
         hook("checkpoint", unit)
     for cp in unit.checkpoints:
@@ -126,6 +128,8 @@ def write_unit(
                 snap.taken_at_us,
             ),
         )
+    if unit.expects or unit.conditions:
+        check_unit(conn, unit)
     results = []
     for req in unit.appends:
         if hook is not None:
@@ -178,17 +182,20 @@ def _append(conn: sqlite3.Connection, req: AppendRequest, now: int) -> AppendRes
         if dup is None:  # pragma: no cover - the index said it exists
             raise
         return dup
-    last = first + len(events) - 1
-    conn.execute("UPDATE chronik_streams SET version = ? WHERE id = ?", (last, stream_id))
     assert last_pos is not None
     # One transaction, one writer: the rows of one request take consecutive rowids.
-    positions = tuple(Position(p) for p in range(last_pos - len(events) + 1, last_pos + 1))
+    first_pos = last_pos - len(events) + 1
+    if any(e.tags for e in events):  # indexed in the same transaction as the events
+        conn.executemany(INSERT_TAG, tag_rows(events, first_pos))
+    last = first + len(events) - 1
+    conn.execute("UPDATE chronik_streams SET version = ? WHERE id = ?", (last, stream_id))
+    positions = tuple(Position(p) for p in range(first_pos, last_pos + 1))
     return AppendResult(stream, first, last, Position(last_pos), positions, now)
 
 
 def _row(
     stream_id: int, sequence: int, e: PreparedEvent, now: int
-) -> tuple[int, int, str, str, int, bytes, bytes | None, str | None, int]:
+) -> tuple[int, int, str, str, int, bytes, bytes | None, str | None, int, str | None]:
     return (
         stream_id,
         sequence,
@@ -199,6 +206,7 @@ def _row(
         e.metadata,
         None if e.content_type == JSON else e.content_type,
         now,
+        " ".join(e.tags) if e.tags else None,  # read back by dcb.split_tags
     )
 
 
@@ -209,7 +217,7 @@ def find_duplicate(conn: sqlite3.Connection, req: AppendRequest) -> AppendResult
     marks = ",".join("?" * len(ids))
     rows = conn.execute(
         "SELECT e.event_id, e.type, e.schema_version, e.payload, e.metadata, e.content_type, "
-        "s.tenant, s.domain, s.aggregate_id, e.sequence, e.position, e.recorded_at "
+        "s.tenant, s.domain, s.aggregate_id, e.sequence, e.position, e.recorded_at, e.tags "
         "FROM chronik_events e "
         f"JOIN chronik_streams s ON s.id = e.stream_id WHERE e.event_id IN ({marks})",
         ids,
@@ -221,7 +229,7 @@ def find_duplicate(conn: sqlite3.Connection, req: AppendRequest) -> AppendResult
     for event_id in ids:
         r = by_id.get(event_id)
         if r is not None:
-            old = PreparedEvent(r[0], r[1], r[2], r[3], r[4], r[5] or JSON)
+            old = PreparedEvent(r[0], r[1], r[2], r[3], r[4], r[5] or JSON, split_tags(r[12]))
             stream = StreamId(r[7], r[8], r[6])
             stored.append(StoredEvent(old, stream, r[9], Position(r[10]), r[11]))
     return match_duplicate(req, stored)

@@ -1,0 +1,139 @@
+"""DCB on SQLite: the tag index, query items as SQL, and the checks a unit passes first.
+
+An event's tags are stored twice in its transaction: on the event row (``tags``, the sorted tags
+joined by one space, NULL when none) and one row each in ``chronik_event_tags (tag, position)``,
+a WITHOUT ROWID B-tree. An item with tags walks that index for its first tag in position order
+and probes the index for its other tags (joining the events only to filter types), so it costs
+what it matches, not the length of the log; an item without tags scans the events by position.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+from chronik.dcb import Query, QueryItem
+from chronik.errors import AppendConditionFailed, WrongExpectedVersion
+from chronik.messages import Position
+from chronik.store.base import PreparedEvent, WriteUnit, check_expected, is_retry
+
+__all__ = [
+    "INSERT_TAG",
+    "check_unit",
+    "first_match",
+    "item_positions_sql",
+    "split_tags",
+    "tag_rows",
+]
+
+INSERT_TAG: Final = "INSERT INTO chronik_event_tags (tag, position) VALUES (?, ?)"
+_VERSION: Final = (
+    "SELECT version FROM chronik_streams WHERE tenant = ? AND domain = ? AND aggregate_id = ?"
+)
+_CHUNK: Final = 500
+
+
+def split_tags(text: str | None) -> tuple[str, ...]:
+    """An event's tags from its ``tags`` column (written as ``" ".join(tags) or None``)."""
+    return tuple(text.split(" ")) if text else ()
+
+
+def tag_rows(events: Sequence[PreparedEvent], first_position: int) -> list[tuple[str, int]]:
+    """The tag index rows of ``events``, stored at consecutive positions from
+    ``first_position``."""
+    return [(tag, first_position + i) for i, e in enumerate(events) for tag in e.tags]
+
+
+def item_positions_sql(
+    item: QueryItem, after: int | None, before: int | None, backward: bool, limit: int
+) -> tuple[str, list[Any]]:
+    """SQL and parameters for the positions of up to ``limit`` events ``item`` matches in
+    (``after``, ``before``), in position order (newest first with ``backward``)."""
+    params: list[Any] = []
+    where: list[str] = []
+    order = "DESC" if backward else "ASC"
+    if item.tags:
+        first, *others = item.tags
+        col = "t.position"
+        source = "chronik_event_tags t"
+        where.append("t.tag = ?")
+        params.append(first)
+        if item.types:  # the event row only to filter its type; CROSS JOIN: the index leads
+            source += " CROSS JOIN chronik_events e ON e.position = t.position"
+    else:
+        col = "position"
+        source = "chronik_events"
+    if after is not None:
+        where.append(f"{col} > ?")
+        params.append(after)
+    if before is not None:
+        where.append(f"{col} < ?")
+        params.append(before)
+    if item.tags:
+        for tag in others:
+            where.append(
+                "EXISTS (SELECT 1 FROM chronik_event_tags o WHERE o.tag = ? "
+                "AND o.position = t.position)"
+            )
+            params.append(tag)
+    if item.types:
+        where.append(f"{'e.' if item.tags else ''}type IN ({','.join('?' * len(item.types))})")
+        params.extend(item.types)
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    params.append(limit)
+    return f"SELECT {col} FROM {source}{clause} ORDER BY {col} {order} LIMIT ?", params
+
+
+def first_match(
+    conn: sqlite3.Connection, query: Query, after: Position | None
+) -> tuple[int, int] | None:
+    """The position of the first event after ``after`` that ``query`` matches, with the index
+    of the first item it matches; None when there is none."""
+    lo = None if after is None else after.commit
+    best: tuple[int, int] | None = None  # (position, item)
+    for n, item in enumerate(query.items):
+        # a later item only counts with an earlier event: bound it by the best so far
+        sql, params = item_positions_sql(item, lo, None if best is None else best[0], False, 1)
+        row = conn.execute(sql, params).fetchone()
+        if row is not None:
+            best = (row[0], n)
+    return None if best is None else (best[1], best[0])
+
+
+def _stored_ids(conn: sqlite3.Connection, ids: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        rows = conn.execute(
+            f"SELECT event_id FROM chronik_events WHERE event_id IN ({','.join('?' * len(chunk))})",
+            chunk,
+        ).fetchall()
+        found.update(r[0] for r in rows)
+    return found
+
+
+def check_unit(conn: sqlite3.Connection, unit: WriteUnit) -> None:
+    """Raise WrongExpectedVersion or AppendConditionFailed if a check of ``unit`` fails against
+    the store as it is before the unit's appends; a check whose events are all stored already
+    (a retry of a committed unit) is skipped."""
+    retries: dict[tuple[str, ...], bool] = {}
+
+    def retry(ids: tuple[str, ...]) -> bool:
+        if ids not in retries:
+            stored: Callable[[str], bool] = _stored_ids(conn, ids).__contains__ if ids else bool
+            retries[ids] = is_retry(ids, stored)
+        return retries[ids]
+
+    for check in unit.expects:
+        if not retry(check.event_ids):
+            st = check.stream
+            row = conn.execute(_VERSION, (st.tenant, st.domain, st.aggregate_id)).fetchone()
+            actual: int | None = None if row is None else row[0]
+            if not check_expected(check.expected, actual):
+                raise WrongExpectedVersion(st, check.expected, actual)
+    for cond in unit.conditions:
+        if not retry(cond.event_ids):
+            found = first_match(conn, cond.query, cond.after)
+            if found is not None:
+                raise AppendConditionFailed(found[0], Position(found[1]), str(cond.query))
