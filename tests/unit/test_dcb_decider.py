@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -71,7 +72,13 @@ def test_given_when_then_rules_of_the_example() -> None:
     )
 
 
-async def _app(url: str = "memory://") -> chronik.Chronik:
+@pytest.fixture(params=["memory", "sqlite"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The store the app runs on."""
+    return "memory://" if request.param == "memory" else f"sqlite:///{tmp_path}/c.db"
+
+
+async def _app(url: str) -> chronik.Chronik:
     app = chronik.Chronik(store=url, registry=registry)
     app.add_model(courses)
     return app
@@ -84,10 +91,10 @@ async def _decide_then_yield(command: Command, state: Any, call_next: Any) -> li
     return events
 
 
-async def test_dispatch_appends_tagged_events_and_is_idempotent() -> None:
+async def test_dispatch_appends_tagged_events_and_is_idempotent(url: str) -> None:
     """A dispatch stores the decided events tagged in the decider's domain; the same command
     id again returns the first result and appends nothing."""
-    async with await _app() as app:
+    async with await _app(url) as app:
         await app.dispatch(cmd("DefineCourse", course_id="c1", capacity=2))
         await app.dispatch(cmd("RegisterStudent", student_id="s1", name="Ada"))
         first = await app.dispatch(
@@ -105,11 +112,11 @@ async def test_dispatch_appends_tagged_events_and_is_idempotent() -> None:
         assert stored[-1].tags == event.tags and stored[-1].position == event.position
 
 
-async def test_concurrent_subscriptions_never_overbook_a_course() -> None:
+async def test_concurrent_subscriptions_never_overbook_a_course(url: str) -> None:
     """Twelve students race for a course with three seats from separate routing keys, all
     deciding before any appends: the condition makes losers decide again, so exactly three get
     in and the rest are refused."""
-    async with await _app() as app:
+    async with await _app(url) as app:
         app.use_handler(_decide_then_yield)
         await app.dispatch(cmd("DefineCourse", course_id="c1", capacity=3))
         for i in range(12):
@@ -131,10 +138,10 @@ async def test_concurrent_subscriptions_never_overbook_a_course() -> None:
         assert len(seats) == 3
 
 
-async def test_username_claims_race_to_one_winner() -> None:
+async def test_username_claims_race_to_one_winner(url: str) -> None:
     """Eight concurrent claims of one username, all decided before any appends: one wins, the
     others are refused when they decide again."""
-    async with await _app() as app:
+    async with await _app(url) as app:
         app.use_handler(_decide_then_yield)
 
         async def claim(i: int) -> bool:
@@ -149,7 +156,7 @@ async def test_username_claims_race_to_one_winner() -> None:
         assert (await asyncio.gather(*(claim(i) for i in range(8)))).count(True) == 1
 
 
-async def test_middleware_outbox_and_failures_apply_to_dcb_commands() -> None:
+async def test_middleware_outbox_and_failures_apply_to_dcb_commands(url: str) -> None:
     """Handler middleware sees DCB commands, outbox rules record messages with their events,
     a query function that fails is a HandlerError and an expected_sequence is refused."""
     seen: list[str] = []
@@ -163,7 +170,7 @@ async def test_middleware_outbox_and_failures_apply_to_dcb_commands() -> None:
 
         return Message(topic="courses", id=data.event_id, body=data.payload)
 
-    async with await _app() as app:
+    async with await _app(url) as app:
         app.use_handler(spy)
         app.add_outbox(rule)
         result = await app.dispatch(cmd("DefineCourse", course_id="c1", capacity=2))
