@@ -3,7 +3,9 @@ and the adapters' conformance suites.
 
 What lives here: ``given`` (aggregates and deciders), ``sagas`` and ``projections`` (fixtures,
 exported below); ``conformance`` (the store port's suite, with ``conformance_reads``,
-``conformance_state`` and ``conformance_faults``), ``transport_conformance`` (the transport
+``conformance_state``, ``conformance_faults``, ``conformance_leases`` and ``conformance_dcb``),
+``dcb_scenario`` (the DCB consistency scenario: concurrent conditional writers, then a check of
+the whole log), ``transport_conformance`` (the transport
 port's suite, with ``transport_failures`` and the helpers in ``transport_kit``) and ``faults``
 (a fault-injecting store); ``service_base``, ``services`` and ``brokers`` (real PostgreSQL,
 NATS and RabbitMQ servers for tests and benchmarks). The suites (they need pytest) and the
