@@ -1,11 +1,13 @@
 """The Python client of a chronik server (gRPC): ``chronik.sdk.Client``.
 
-Everything the gRPC API offers: ``dispatch`` (CommandGateway.Handle), ``append`` (where the
-server enables raw appends), ``read_stream``, ``read_all``, ``head``, ``stream_version``,
+Everything the gRPC API offers: ``dispatch`` (CommandGateway.Handle), ``append`` and
+``append_tagged`` (DCB; where the server enables raw appends), ``read_stream``, ``read_all``,
+``read_query`` (DCB), ``head``, ``stream_version``,
 ``subscribe``, ``list_streams``, ``describe`` (the schema catalog), the projection calls
 (``projections``, ``pause``, ``rebuild``, ...; see chronik.client_admin) and ``health``.
 Failures raise the chronik error the server raised, rebuilt with its fields
-(``WrongExpectedVersion.expected``, ``CommandRejected.reason``, ...).
+(``WrongExpectedVersion.expected``, ``CommandRejected.reason``,
+``AppendConditionFailed.item`` / ``.position``, ...).
 
 Idempotent calls are retried on ``UNAVAILABLE`` with jittered exponential backoff within the
 call's timeout: a command gets its id before the first try and events theirs, so a retry never
@@ -29,7 +31,8 @@ from grpc_health.v1 import health_pb2
 from chronik.client_admin import AdminCalls
 from chronik.client_stream import RemoteSubscription, error_from_status
 from chronik.commands import CommandResult
-from chronik.errors import InvalidExpectedVersion
+from chronik.dcb import AppendCondition, Query
+from chronik.errors import InvalidExpectedVersion, ValidationError
 from chronik.messages import (
     ANY,
     NO_STREAM,
@@ -44,7 +47,12 @@ from chronik.messages import (
     StreamId,
     new_event_id,
 )
-from chronik.server.wire import command_to_wire, event_data_to_wire, event_from_wire
+from chronik.server.wire import (
+    command_to_wire,
+    event_data_to_wire,
+    event_from_wire,
+    query_to_wire,
+)
 from chronik.v1 import chronik_pb2 as pb
 
 __all__ = ["Client", "RemoteSubscription", "error_from_status"]
@@ -131,6 +139,45 @@ class Client(AdminCalls):
             tuple(Position.parse(p) for p in response.positions),
         )
 
+    async def append_tagged(
+        self,
+        events: Sequence[EventData],
+        condition: AppendCondition | None = None,
+        domain: str = "dcb",
+        *,
+        tenant: str = "",
+        timeout: float | None = None,  # noqa: ASYNC109 - the call's gRPC deadline
+    ) -> AppendResult:
+        """Append tagged events atomically unless ``condition`` fails (EventStore.AppendTagged).
+
+        Raises AppendConditionFailed (with the query ``item`` and the ``position`` of the first
+        matching event; nothing written) when an event matching the condition's query is
+        stored after its ``after``. Servers refuse it unless enabled (``grpc.raw_append``):
+        PermissionDenied. Retried safely: the events keep their ids, and a retry of an append
+        that committed answers its original positions.
+        """
+        if condition is not None and not isinstance(condition, AppendCondition):
+            raise ValidationError(
+                f"condition must be an AppendCondition or None, got {condition!r}",
+                field="condition",
+            )
+        events = list(events)
+        request = pb.AppendTaggedRequest(
+            events=[event_data_to_wire(e) for e in events], domain=domain, tenant=tenant
+        )
+        if condition is not None:
+            request.condition.query.CopyFrom(query_to_wire(condition.fail_if_events_match))
+            request.condition.after = "" if condition.after is None else str(condition.after)
+        response: pb.AppendTaggedResponse = await self._unary(
+            lambda left: self._events.AppendTagged(request, timeout=left, metadata=self._metadata),
+            timeout,
+        )
+        positions = tuple(Position.parse(p) for p in response.positions)
+        first = events[0].event_id if events else ""
+        return AppendResult(
+            StreamId(domain, first, tenant), 0, 0, Position.parse(response.position), positions
+        )
+
     # --- reads ----------------------------------------------------------------------------------
 
     def read_stream(
@@ -199,6 +246,37 @@ class Client(AdminCalls):
             return fewer
 
         return self._read(self._events.ReadAll, request, resume, timeout)
+
+    def read_query(
+        self,
+        query: Query,
+        after: Position | None = None,
+        limit: int | None = None,
+        backward: bool = False,
+        *,
+        timeout: float | None = None,
+    ) -> AsyncIterator[RecordedEvent]:
+        """The events ``query`` matches in the global order (EventStore.ReadQuery), after
+        ``after`` (before it with ``backward``, newest first), at most ``limit``. The position
+        of the last event read is a safe ``AppendCondition.after`` for a decision made from
+        them."""
+        if not isinstance(query, Query):
+            raise ValidationError(f"expected a chronik.Query, got {query!r}", field="query")
+        request = pb.ReadQueryRequest(
+            query=query_to_wire(query),
+            after="" if after is None else str(after),
+            limit=limit or 0,
+            backward=backward,
+        )
+
+        def resume(req: pb.ReadQueryRequest, last: RecordedEvent) -> pb.ReadQueryRequest | None:
+            nxt = pb.ReadQueryRequest()
+            nxt.CopyFrom(req)
+            nxt.after = str(last.position)  # backward too: "after" bounds from above then
+            fewer: pb.ReadQueryRequest | None = _fewer(nxt, req.limit)
+            return fewer
+
+        return self._read(self._events.ReadQuery, request, resume, timeout)
 
     async def head(
         self,

@@ -37,6 +37,8 @@ METHODS: dict[str, tuple[type[Message], bool]] = {
     "/chronik.v1.EventStore/ReadStream": (pb.ReadStreamRequest, True),
     "/chronik.v1.EventStore/ReadAll": (pb.ReadAllRequest, True),
     "/chronik.v1.EventStore/Subscribe": (pb.SubscribeRequest, True),
+    "/chronik.v1.EventStore/ReadQuery": (pb.ReadQueryRequest, True),
+    "/chronik.v1.EventStore/AppendTagged": (pb.AppendTaggedRequest, False),
     "/grpc.health.v1.Health/Check": (health_pb2.HealthCheckRequest, False),
 }
 WORDS = [
@@ -57,6 +59,8 @@ WORDS = [
     "x" * 300,
     "\x00",
     "Not A Domain",
+    "course:c1",
+    "dcb",
 ]
 PAYLOADS = [
     b'{"name": "Ada", "email": "a@x"}',
@@ -112,7 +116,7 @@ def messages(cls: type[Message]) -> st.SearchStrategy[Message]:
             fields[field.name] = st.dictionaries(texts, texts, max_size=3)
         elif field.message_type is not None:
             inner = messages(getattr(pb, field.message_type.name))
-            fields[field.name] = st.lists(inner, max_size=3)
+            fields[field.name] = st.lists(inner, max_size=3) if field.is_repeated else inner
         elif field.is_repeated:
             fields[field.name] = st.lists(_scalar(field), max_size=3)
         else:

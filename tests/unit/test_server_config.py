@@ -99,19 +99,22 @@ def test_http_serves_only_loopback_host_names_when_bound_to_loopback(tmp_path: P
 
 
 def test_writes_that_bypass_business_logic_are_off_by_default(tmp_path: Path) -> None:
-    """grpc.raw_append and http.admin_writes default to false and parse when given."""
+    """grpc.raw_append, http.admin_writes and http.raw_append default to false and parse when
+    given."""
     assert Config().grpc.raw_append is False and Config().http.admin_writes is False
+    assert Config().http.raw_append is False
     path = tmp_path / "c.yaml"
-    path.write_text("grpc: {raw_append: true}\nhttp: {admin_writes: true}\n")
+    path.write_text("grpc: {raw_append: true}\nhttp: {admin_writes: true, raw_append: true}\n")
     config = load_config(path)
     assert config.grpc.raw_append is True and config.http.admin_writes is True
+    assert config.http.raw_append is True
 
 
 def test_the_shop_demo_enables_admin_writes_but_not_raw_appends() -> None:
     """examples/shop/chronik.yaml (make run, loopback) keeps the admin buttons, not raw appends."""
     config = load_config(Path(__file__).parents[2] / "examples" / "shop" / "chronik.yaml")
     assert config.http.admin_writes is True and config.http.host == "127.0.0.1"
-    assert config.grpc.raw_append is False
+    assert config.grpc.raw_append is False and config.http.raw_append is False
 
 
 @pytest.mark.parametrize(

@@ -127,6 +127,7 @@ async def run_server(
             extra_routes=admin,
             allowed_hosts=http_hosts,
             admin_writes=config.http.admin_writes,
+            raw_append=config.http.raw_append,
         )
         http = HttpServer(http_app, http_host, config.http.port if http_port is None else http_port)
         try:

@@ -2,7 +2,7 @@
 
 store: sqlite:///data/events.db          # flag --store, then $CHRONIK_STORE, then this
 grpc: {host: 127.0.0.1, port: 50051}     # raw_append, admin_writes: false; max_message_bytes
-http: {host: 127.0.0.1, port: 8080}          # admin_writes: false (admin actions without auth)
+http: {host: 127.0.0.1, port: 8080}          # admin_writes, raw_append: false
 app: examples.shop.app:build_app         # in-process domains: a factory(store) -> Chronik
 registry: myapp.events:registry          # or: a registry and a list of models
 domains: [myapp.orders:Order, myapp.customer:customer]
@@ -69,6 +69,9 @@ class HttpConfig(msgspec.Struct, forbid_unknown_fields=True):
     #: admin writes (projection reset, rebuild, pause, dead-letter retry) on a server without
     #: auth; with auth they need the admin right instead
     admin_writes: bool = False
+    #: POST /v1/dcb/append (tagged events written with no business logic in between, DCB): off
+    #: by default; with auth it also needs the append right
+    raw_append: bool = False
     #: the built docs site (`make docs`), served at /docs when the directory exists; the admin
     #: UI then links each page to its docs
     docs_dir: str = "site"

@@ -11,9 +11,10 @@ PERMISSION_DENIED. Only a bug (an exception that is not a chronik error) is INTE
 once per minute and kind. ``stop`` lets in-flight calls finish within a grace period and ends
 subscriptions cleanly.
 
-EventStore.Append writes events with no business logic in between, so it is off unless enabled
-(``raw_append=True``, config ``grpc.raw_append: true``); with auth it needs the ``append`` right,
-and events are checked against the registered schemas (``check_raw_append``). Projections
+EventStore.Append and AppendTagged (DCB) write events with no business logic in between, so
+they are off unless enabled (``raw_append=True``, config ``grpc.raw_append: true``); with auth
+they need the ``append`` right, and events are checked against the registered schemas (see
+chronik.server.grpc_events, which serves the EventStore). Projections
 admin writes are off without auth unless enabled (``admin_writes=True``, config
 ``grpc.admin_writes: true``; see chronik.server.grpc_admin). Health answers SERVING only while
 the store answers.
@@ -23,105 +24,39 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, Final, TypeVar
+from collections.abc import Sequence
+from typing import Any, Final
 
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 
 from chronik.app import Chronik
-from chronik.errors import (
-    ChronikError,
-    CommandRejected,
-    InvalidValue,
-    PermissionDenied,
-    SerializationError,
-)
-from chronik.messages import RecordedEvent, StreamId
+from chronik.errors import InvalidValue, SerializationError
 from chronik.projections import Projection, ProjectionRunner
-from chronik.server.auth import Action, ApiKey, Auth
-from chronik.server.grpc_admin import CatalogService, ProjectionsService, list_streams
+from chronik.server.auth import Auth
+from chronik.server.grpc_admin import CatalogService, ProjectionsService
 from chronik.server.grpc_edge import (
     EdgeInterceptor,
     GrpcHealth,
+    Service,
     bind_error,
     check_payload,
-    check_raw_append,
-    check_sequence,
-    parse_position,
-    report_bug,
     status_for,
 )
+from chronik.server.grpc_events import EventStoreService
 from chronik.server.reflection import enable_reflection
 from chronik.server.remote import MAX_MESSAGE_BYTES, channel_options
-from chronik.server.wire import (
-    command_from_wire,
-    error_trailers,
-    event_data_from_wire,
-    event_to_wire,
-    expected_from_wire,
-)
-from chronik.store.subscription import Subscription
+from chronik.server.wire import command_from_wire, event_to_wire
 from chronik.v1 import chronik_pb2 as pb
 from chronik.v1 import chronik_pb2_grpc as rpc
 
 __all__ = ["ERROR_KEY", "GrpcServer", "bind_error", "status_for"]
 
 log = logging.getLogger("chronik.server")
-T = TypeVar("T")
-CAUGHT_UP_POLL: Final = 0.05
 ERROR_KEY: Final = "chronik-error"  # trailing metadata: the chronik error class name
-RAW_APPEND_OFF: Final = (
-    "raw appends are disabled: EventStore.Append bypasses the business logic; enable it with "
-    "`grpc.raw_append: true` in the config (GrpcServer(raw_append=True))"
-)
 
 
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
-    code = status_for(exc)
-    if isinstance(exc, ChronikError):
-        message = exc.reason if isinstance(exc, CommandRejected) else str(exc)
-        context.set_trailing_metadata(error_trailers(exc))
-    else:
-        report_bug(exc, "a gRPC call")
-        message = "internal error"
-    await context.abort(code, message)
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    """Retrieve a finished future's exception, so asyncio does not log it as never retrieved."""
-    if not future.cancelled():
-        future.exception()
-
-
-class _Service:
-    def __init__(self, app: Chronik, auth: Auth | None) -> None:
-        self.app = app
-        self.auth = auth
-
-    def _key(self, context: grpc.aio.ServicerContext[Any, Any]) -> ApiKey | None:
-        if self.auth is None:
-            return None
-        return self.auth.authenticate(context.invocation_metadata() or ())
-
-    def _allow(self, context: grpc.aio.ServicerContext[Any, Any], action: Action) -> None:
-        key = self._key(context)
-        if key is not None:
-            Auth.allow(key, action)
-
-    async def _guarded(
-        self, context: grpc.aio.ServicerContext[Any, Any], call: Callable[[], Awaitable[T]]
-    ) -> T:
-        try:
-            return await call()
-        except (ChronikError, Exception) as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            await _abort(context, exc)
-            raise  # pragma: no cover - abort raises
-
-
-class CommandGatewayService(_Service, rpc.CommandGatewayServicer):
+class CommandGatewayService(Service, rpc.CommandGatewayServicer):
     """CommandGateway.Handle: a command in, the events it appended out."""
 
     async def Handle(
@@ -149,143 +84,12 @@ class CommandGatewayService(_Service, rpc.CommandGatewayServicer):
         return await self._guarded(context, call)
 
 
-class EventStoreService(_Service, rpc.EventStoreServicer):
-    """Append, ReadStream, ReadAll and Subscribe on the app's store."""
-
-    def __init__(self, app: Chronik, auth: Auth | None, *, raw_append: bool = False) -> None:
-        super().__init__(app, auth)
-        self.raw_append = raw_append
-        self.subscriptions: set[Subscription] = set()
-        self.stopping = False
-
-    async def close_subscriptions(self) -> None:
-        """End every open Subscribe stream cleanly, and any that starts from now on."""
-        self.stopping = True
-        for sub in list(self.subscriptions):
-            await sub.close()
-
-    async def Append(
-        self, request: pb.AppendRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.AppendResponse:
-        async def call() -> pb.AppendResponse:
-            self._allow(context, "append")  # credentials first, then the switch
-            if not self.raw_append:
-                raise PermissionDenied(RAW_APPEND_OFF)
-            stream = StreamId(request.domain, request.aggregate_id, request.tenant)
-            if request.WhichOneof("expected") == "sequence":
-                check_sequence(request.sequence, "sequence")
-            events = [event_data_from_wire(e) for e in request.events]
-            check_raw_append(self.app, stream, events)
-            result = await self.app.store.append(stream, events, expected_from_wire(request))
-            return pb.AppendResponse(
-                first_sequence=result.first_sequence,
-                last_sequence=result.last_sequence,
-                position=str(result.position),
-                positions=[str(p) for p in result.positions],
-            )
-
-        return await self._guarded(context, call)
-
-    async def ListStreams(
-        self, request: pb.ListStreamsRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.ListStreamsResponse:
-        async def call() -> pb.ListStreamsResponse:
-            self._allow(context, "read")
-            return await list_streams(self.app, request)
-
-        return await self._guarded(context, call)
-
-    async def ReadStream(
-        self, request: pb.ReadStreamRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[pb.Event]:
-        try:
-            self._allow(context, "read")
-            stream = StreamId(request.domain, request.aggregate_id, request.tenant)
-            start = None
-            if request.HasField("from_sequence"):
-                start = check_sequence(request.from_sequence, "from_sequence")
-            async for event in self.app.store.read_stream(
-                stream, start, request.backward, request.limit or None
-            ):
-                yield event_to_wire(event)
-        except (ChronikError, Exception) as exc:
-            await _abort(context, exc)
-
-    async def ReadAll(
-        self, request: pb.ReadAllRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[pb.Event]:
-        try:
-            self._allow(context, "read")
-            async for event in self.app.store.read_all(
-                after=parse_position(request.after, "after"),
-                domains=list(request.domains) or None,
-                types=list(request.types) or None,
-                limit=request.limit or None,
-                backward=request.backward,
-                before=parse_position(request.before, "before"),
-            ):
-                yield event_to_wire(event)
-        except (ChronikError, Exception) as exc:
-            await _abort(context, exc)
-
-    async def Subscribe(
-        self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[pb.SubscribeResponse]:
-        try:
-            self._allow(context, "read")
-            sub = self.app.store.subscribe(
-                parse_position(request.after, "after"),
-                domains=list(request.domains) or None,
-                types=list(request.types) or None,
-            )
-        except (ChronikError, Exception) as exc:
-            await _abort(context, exc)
-            return
-        if self.stopping:
-            return
-        self.subscriptions.add(sub)
-        pending: asyncio.Future[RecordedEvent] | None = None  # the next event, during catch-up
-        try:
-            async with sub:
-                events = sub.__aiter__()
-                marked = False
-                while True:
-                    try:
-                        if pending is None and marked:  # live: no task, no polling
-                            event = await events.__anext__()
-                        else:
-                            if pending is None:
-                                pending = asyncio.ensure_future(anext(events))
-                            if not marked:
-                                await asyncio.wait({pending}, timeout=CAUGHT_UP_POLL)
-                                if not pending.done():
-                                    if sub.caught_up:
-                                        marked = True
-                                        yield pb.SubscribeResponse(
-                                            caught_up=str(sub.position or "")
-                                        )
-                                    continue
-                            event = await pending
-                            pending = None
-                    except StopAsyncIteration:
-                        return
-                    except (ChronikError, Exception) as exc:
-                        await _abort(context, exc)
-                        return
-                    yield pb.SubscribeResponse(event=event_to_wire(event))
-        finally:
-            if pending is not None:  # its end (StopAsyncIteration on close) is retrieved
-                pending.cancel()
-                pending.add_done_callback(_retrieve)
-            self.subscriptions.discard(sub)
-
-
 class GrpcServer:
     """Serves one Chronik app over gRPC; ``await start()``, then ``await stop()``.
 
-    ``raw_append`` enables EventStore.Append, ``admin_writes`` the Projections admin calls
-    without auth (both off by default); ``max_message_bytes`` bounds every message both ways
-    (larger ones are RESOURCE_EXHAUSTED).
+    ``raw_append`` enables EventStore.Append and AppendTagged, ``admin_writes`` the Projections
+    admin calls without auth (both off by default); ``max_message_bytes`` bounds every message
+    both ways (larger ones are RESOURCE_EXHAUSTED).
     """
 
     def __init__(
@@ -327,7 +131,7 @@ class GrpcServer:
         rpc.add_CommandGatewayServicer_to_server(CommandGatewayService(self.app, self.auth), server)
         self._events = EventStoreService(self.app, self.auth, raw_append=self.raw_append)
         rpc.add_EventStoreServicer_to_server(self._events, server)
-        guard = _Service(self.app, self.auth)._guarded
+        guard = Service(self.app, self.auth)._guarded
         rpc.add_CatalogServicer_to_server(CatalogService(self.app, self.auth, guard), server)
         projections = ProjectionsService(self.app, self.auth, guard, admin_writes=self.admin_writes)
         rpc.add_ProjectionsServicer_to_server(projections, server)

@@ -5,10 +5,13 @@
 - ``parse_position`` / ``check_sequence`` bound positions and sequences to int64.
 - ``check_payload`` applies the JSON value rule to payload bytes (depth, int64, UTF-8).
 - ``check_raw_append`` validates EventStore.Append events against the registered schemas, and
-  refuses types that no model knows on domains served by models (they would poison the stream).
+  refuses types that no model knows on domains served by models (they would poison the stream);
+  the check itself, shared with HTTP and AppendTagged, is ``edge_input.check_raw_events``.
 - ``status_for`` maps every chronik error to its status code (the one table,
   ``chronik.server.status``); anything else is a bug:
   INTERNAL, logged with its traceback once a minute per kind (``report_bug``).
+- ``Service`` is every servicer's base (auth, ``_guarded``); ``abort_call`` ends a call with
+  a chronik error's status code, message and trailers.
 - ``GrpcHealth`` answers SERVING only while the app works; ``bind_error`` types a failed bind.
 """
 
@@ -21,29 +24,28 @@ import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar
 
 import grpc
-import msgspec
 from grpc_health.v1 import health, health_pb2
 
 from chronik import errors as e
 from chronik.app import Chronik
 from chronik.codec import INT64_MAX, decode_json
-from chronik.errors import (
-    ChronikError,
-    DeserializationError,
-    UpcastError,
-    ValidationError,
-)
+from chronik.errors import ChronikError, CommandRejected, ValidationError
 from chronik.health import store_problem
-from chronik.messages import JSON, EventData, Position, StreamId
+from chronik.messages import EventData, Position, StreamId
+from chronik.server.auth import Action, ApiKey, Auth
+from chronik.server.edge_input import check_raw_events
 from chronik.server.status import wire_status
+from chronik.server.wire import error_trailers
 
 __all__ = [
     "EdgeInterceptor",
     "GrpcHealth",
     "LogLimiter",
+    "Service",
+    "abort_call",
     "bind_error",
     "check_payload",
     "check_raw_append",
@@ -54,6 +56,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("chronik.server")
+T = TypeVar("T")
 
 
 class LogLimiter:
@@ -195,60 +198,55 @@ def check_payload(raw: bytes, field: str) -> Any:
 
 
 def check_raw_append(app: Chronik, stream: StreamId, events: Sequence[EventData]) -> None:
-    """Refuse events that the domain's business logic could not load later.
-
-    A registered type must be JSON that decodes into its class at its schema version (upcast
-    first when older); a type the registry does not know is refused on a domain served by a
-    model (in-process or remote) and allowed on domains that only the event store serves.
-    """
-    registry = app.registry
-    modelled = stream.domain in app.bus.domains
-    for i, event in enumerate(events):
-        where = f"events[{i}]"
-        if event.content_type == JSON and isinstance(event.payload, bytes):
-            check_payload(event.payload, f"{where}.payload")
-        if event.type not in registry:
-            if modelled:
-                raise ValidationError(
-                    f"{where}.type: {event.type!r} is not a registered event type, and domain "
-                    f"{stream.domain!r} is served by a model that could not load it "
-                    f"(registered: {', '.join(registry.names()) or 'none'})",
-                    field=f"{where}.type",
-                )
-            continue
-        if event.content_type != JSON:
-            raise ValidationError(
-                f"{where}.content_type: {event.type} is a registered type; its payload must "
-                "be JSON",
-                field=f"{where}.content_type",
-            )
-        _check_schema(app, event, where)
+    """Refuse events that the domain's business logic could not load later
+    (``chronik.server.edge_input.check_raw_events`` on the stream's domain)."""
+    check_raw_events(app, stream.domain, events)
 
 
-def _check_schema(app: Chronik, event: EventData, where: str) -> None:
-    registry = app.registry
-    cls = registry.class_for(event.type)
-    name = registry.canonical(event.type)
-    current = registry.version_of(event.type)
-    try:
-        if event.schema_version == current:
-            msgspec.json.decode(bytes(event.payload), type=cls)
-            return
-        payload = msgspec.json.decode(bytes(event.payload))
-        if not isinstance(payload, dict):
-            raise msgspec.ValidationError("expected a JSON object")
-        _, upcast = registry.upcast_payload(event.type, event.schema_version, payload)
-        msgspec.convert(upcast, cls)
-    except (msgspec.ValidationError, msgspec.DecodeError, TypeError, ValueError) as exc:
-        raise ValidationError(
-            f"{where}.payload does not fit {name} v{event.schema_version} "
-            f"({cls.__qualname__}): {exc}",
-            field=f"{where}.payload",
-        ) from None
-    except (UpcastError, DeserializationError) as exc:
-        raise ValidationError(
-            f"{where}.schema_version: {exc}", field=f"{where}.schema_version"
-        ) from None
+# --- servicers ------------------------------------------------------------------------------
+
+
+async def abort_call(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
+    """End the call with ``exc``'s status code, message and error trailers (INTERNAL without
+    details for a bug, which is logged)."""
+    code = status_for(exc)
+    if isinstance(exc, ChronikError):
+        message = exc.reason if isinstance(exc, CommandRejected) else str(exc)
+        context.set_trailing_metadata(error_trailers(exc))
+    else:
+        report_bug(exc, "a gRPC call")
+        message = "internal error"
+    await context.abort(code, message)
+
+
+class Service:
+    """What every chronik servicer shares: the app, auth (``_allow`` a right), and
+    ``_guarded`` (run a unary call, its error answered by ``abort_call``)."""
+
+    def __init__(self, app: Chronik, auth: Auth | None) -> None:
+        self.app = app
+        self.auth = auth
+
+    def _key(self, context: grpc.aio.ServicerContext[Any, Any]) -> ApiKey | None:
+        if self.auth is None:
+            return None
+        return self.auth.authenticate(context.invocation_metadata() or ())
+
+    def _allow(self, context: grpc.aio.ServicerContext[Any, Any], action: Action) -> None:
+        key = self._key(context)
+        if key is not None:
+            Auth.allow(key, action)
+
+    async def _guarded(
+        self, context: grpc.aio.ServicerContext[Any, Any], call: Callable[[], Awaitable[T]]
+    ) -> T:
+        try:
+            return await call()
+        except (ChronikError, Exception) as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            await abort_call(context, exc)
+            raise  # pragma: no cover - abort raises
 
 
 # --- status codes, bugs, health, ports -------------------------------------------------------

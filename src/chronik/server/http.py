@@ -1,9 +1,11 @@
-"""The HTTP gateway (Starlette): commands, streams, events (also as SSE), projections, live queries.
+"""The HTTP gateway (Starlette): commands, streams, events (also as SSE), DCB queries and tagged
+appends, projections, live queries.
 
 ``create_http_app`` only assembles: it resolves its arguments into an ``HttpState`` (stored on
 ``app.state.chronik``), and mounts the module-level handlers of ``http_commands`` (the write
-side), ``http_streams`` (streams, events, SSE, live queries) and ``http_ops`` (projections,
-health, metrics, schemas, OpenAPI), each wrapped by ``http_state.guarded`` with its right.
+side), ``http_streams`` (streams, events, SSE, live queries), ``http_dcb`` (DCB reads and
+tagged appends) and ``http_ops`` (projections, health, metrics, schemas, OpenAPI), each
+wrapped by ``http_state.guarded`` with its right.
 
 Every error is ``application/problem+json`` with the chronik error's class as its title and a
 plain message, never a stack trace (the table is ``chronik.server.status``). Inputs are checked
@@ -28,6 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from chronik.app import Chronik
 from chronik.projections import ProjectionAdmin, ProjectionRunner
 from chronik.server import http_commands as commands
+from chronik.server import http_dcb as dcb
 from chronik.server import http_ops as ops
 from chronik.server import http_params as params
 from chronik.server import http_streams as streams
@@ -97,6 +100,7 @@ def create_http_app(
     extra_routes: Sequence[Route] = (),
     allowed_hosts: Sequence[str] | None = None,
     admin_writes: bool = False,
+    raw_append: bool = False,
 ) -> Starlette:
     """The Starlette application serving ``app`` over HTTP.
 
@@ -105,6 +109,9 @@ def create_http_app(
     Admin writes (projection reset/rebuild/pause/resume, dead-letter retry/drop, the admin UI's
     buttons) need the ``admin`` right when ``auth`` is set; without auth they are refused (403
     AdminWritesDisabled) unless ``admin_writes`` enables them (config ``http.admin_writes``).
+    ``POST /v1/dcb/append`` (raw tagged appends, no business logic in between) is refused (403)
+    unless ``raw_append`` enables it (config ``http.raw_append``), and needs the ``append``
+    right when ``auth`` is set.
     """
     metrics = metrics or Metrics()
     metrics.instrument(app)
@@ -120,6 +127,7 @@ def create_http_app(
         auth=auth,
         max_body_bytes=max_body_bytes,
         admin_writes=admin_writes,
+        raw_append=raw_append,
         supervisors=tuple(supervisors),
     )
     routes = [
@@ -132,6 +140,8 @@ def create_http_app(
         Route("/v1/events", guarded(streams.all_events, "read")),
         Route("/v1/events/stream", guarded(streams.event_stream, "read")),
         Route("/v1/queries/{name}", guarded(streams.get_query, "read")),
+        Route("/v1/dcb/read", guarded(dcb.dcb_read, "read"), methods=["POST"]),
+        Route("/v1/dcb/append", guarded(dcb.dcb_append, "append"), methods=["POST"]),
         Route("/v1/schemas", guarded(ops.schemas, "read")),
         Route("/v1/projections", guarded(ops.projections, "read")),
         Route("/v1/projections/{name}/dead-letters", guarded(ops.dead_letters, "read")),

@@ -124,10 +124,10 @@ class HttpAuth:
         return Claims(claims, frozenset(scope.split() if isinstance(scope, str) else scope))
 
     def check(self, headers: Mapping[str, str], action: str) -> None:
-        """Authenticate, then require ``action`` ("read" or "admin")."""
+        """Authenticate, then require ``action`` ("read", "append" or "admin")."""
         who = self.authenticate(headers)
         if isinstance(who, ApiKey):
-            allowed = who.read if action == "read" else who.admin
+            allowed = {"read": who.read, "append": who.append}.get(action, who.admin)
             name = who.name
         else:
             allowed, name = action in who.scopes, str(who.claims.get("sub", "token"))

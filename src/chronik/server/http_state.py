@@ -48,6 +48,7 @@ class HttpState:
     auth: HttpAuth | None = None
     max_body_bytes: int = 1024 * 1024
     admin_writes: bool = False
+    raw_append: bool = False  # POST /v1/dcb/append (http.raw_append)
     supervisors: Sequence[Supervisor] = ()
 
     @property

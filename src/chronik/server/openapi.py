@@ -272,6 +272,7 @@ def _document() -> dict[str, Any]:
                     "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 403, 404)},
                 }
             },
+            **schemas.dcb_paths(),
             "/v1/projections": {
                 "get": {
                     "summary": "Status of every projection",

@@ -3,8 +3,8 @@
 The problem's ``type`` is the error's problem type (``urn:chronik:problem:<slug>``), its
 ``title`` the chronik error's class, ``detail`` a plain message, plus what a client acts on:
 ``reason`` (a rejection), ``field`` (the refused input), the stored event of an
-UndecodableEvent. Anything that is not a chronik error is 500 without details (logged once with
-its traceback).
+UndecodableEvent, the query ``item`` and ``position`` (a string) of an AppendConditionFailed.
+Anything that is not a chronik error is 500 without details (logged once with its traceback).
 """
 
 from __future__ import annotations
@@ -16,7 +16,13 @@ from typing import Any, Final
 from starlette.requests import Request
 from starlette.responses import Response
 
-from chronik.errors import ChronikError, CommandRejected, DeserializationError, ValidationError
+from chronik.errors import (
+    AppendConditionFailed,
+    ChronikError,
+    CommandRejected,
+    DeserializationError,
+    ValidationError,
+)
 from chronik.server.status import INTERNAL, wire_status
 
 __all__ = ["PROBLEM", "error_response", "method_not_allowed", "problem", "problem_fields"]
@@ -50,6 +56,12 @@ def problem_fields(exc: BaseException) -> dict[str, Any]:
         return {"reason": exc.reason}
     if isinstance(exc, ValidationError) and exc.field:
         return {"field": exc.field}
+    if isinstance(exc, AppendConditionFailed):  # fields a bare rebuilt instance may lack
+        item, position = getattr(exc, "item", None), getattr(exc, "position", None)
+        return {
+            **({"item": item} if isinstance(item, int) else {}),
+            **({"position": str(position)} if position is not None else {}),
+        }
     stored = {"stream", "sequence", "event_id", "event_type", "schema_version"}
     if isinstance(exc, DeserializationError) and stored <= vars(exc).keys():
         return {k: getattr(exc, k) for k in sorted(stored)}  # UndecodableEvent

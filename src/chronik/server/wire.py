@@ -3,8 +3,10 @@
 A failed call carries its chronik error in trailing metadata (``error_trailers``):
 ``chronik-error`` names the class, ``chronik-error-data`` holds its fields as ASCII JSON (a
 StreamId as ``{"$stream": {...}}``, an expected state as ``{"$expected": "NO_STREAM"}``; left
-out when over ``MAX_ERROR_DATA`` characters), so a client rebuilds the same error with its data
-(``error_data_from_wire`` + ``ChronikError.from_data``).
+out when over ``MAX_ERROR_DATA`` characters, a Position as ``{"$position": "42"}``), so a
+client rebuilds the same error with its data (``error_data_from_wire`` +
+``ChronikError.from_data``). DCB queries travel as ``Query`` messages (``query_to_wire`` /
+``query_from_wire``), tags on ``Event`` and ``NewEvent``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, Final
 import msgspec
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from chronik.dcb import Query
 from chronik.errors import ChronikError, ValidationError
 from chronik.messages import (
     ANY,
@@ -32,6 +35,7 @@ from chronik.messages import (
     Snapshot,
     StreamId,
 )
+from chronik.server.edge_input import query_of
 from chronik.v1 import chronik_pb2 as pb
 
 __all__ = [
@@ -48,6 +52,8 @@ __all__ = [
     "event_to_wire",
     "expected_from_wire",
     "position_from_wire",
+    "query_from_wire",
+    "query_to_wire",
     "snapshot_to_wire",
 ]
 
@@ -80,6 +86,7 @@ def event_to_wire(event: RecordedEvent) -> pb.Event:
         recorded_at=at,
         position=str(event.position),
         content_type="" if event.content_type == JSON else event.content_type,
+        tags=event.tags,
     )
 
 
@@ -96,6 +103,7 @@ def event_from_wire(event: pb.Event) -> RecordedEvent:
         event.recorded_at.ToMicroseconds(),
         _metadata_encoder.encode(dict(event.metadata)) if event.metadata else None,
         event.content_type or JSON,
+        tuple(event.tags),
     )
 
 
@@ -107,6 +115,7 @@ def event_data_from_wire(event: pb.NewEvent) -> EventData:
         dict(event.metadata) or None,
         schema_version=event.schema_version or 1,
         content_type=event.content_type or JSON,
+        tags=list(event.tags),
     )
     if event.event_id:
         data.event_id = event.event_id
@@ -125,6 +134,7 @@ def event_data_to_wire(event: EventData) -> pb.NewEvent:
         schema_version=event.schema_version,
         event_id=event.event_id,
         content_type="" if event.content_type == JSON else event.content_type,
+        tags=list(event.tags),
     )
 
 
@@ -195,6 +205,19 @@ def position_from_wire(text: str, field: str = "position") -> Position | None:
     return Position.parse(text, field) if text else None
 
 
+def query_to_wire(query: Query) -> pb.Query:
+    """A chronik Query as a wire Query."""
+    return pb.Query(
+        items=[pb.QueryItem(types=list(i.types), tags=list(i.tags)) for i in query.items]
+    )
+
+
+def query_from_wire(query: pb.Query, field: str = "query") -> Query:
+    """A wire Query as a chronik Query; ValidationError naming the field below ``field`` that
+    is out of shape (``query.items[0].tags``)."""
+    return query_of([(list(i.types), list(i.tags)) for i in query.items], field)
+
+
 # --- errors -----------------------------------------------------------------------------------
 
 
@@ -219,6 +242,8 @@ def _field_to_json(value: Any) -> Any:
         }
     if isinstance(value, ExpectedState):
         return {"$expected": value.name}
+    if isinstance(value, Position):
+        return {"$position": str(value)}
     if isinstance(value, Mapping):
         if not all(isinstance(k, str) for k in value):
             raise _Unsent
@@ -256,6 +281,12 @@ def _field_from_json(obj: dict[str, Any]) -> Any:
         state = obj.get("$expected")
         if isinstance(state, str) and state in ExpectedState.__members__:
             return ExpectedState[state]
+        position = obj.get("$position")
+        if isinstance(position, str):
+            try:
+                return Position.parse(position)
+            except ValidationError:
+                return obj
     return obj
 
 

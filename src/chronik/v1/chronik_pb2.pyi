@@ -20,7 +20,7 @@ EXPECTED_NO_STREAM: ExpectedState
 EXPECTED_STREAM_EXISTS: ExpectedState
 
 class Event(_message.Message):
-    __slots__ = ("event_id", "domain", "aggregate_id", "sequence", "type", "schema_version", "payload", "metadata", "recorded_at", "position", "tenant", "content_type")
+    __slots__ = ("event_id", "domain", "aggregate_id", "sequence", "type", "schema_version", "payload", "metadata", "recorded_at", "position", "tenant", "content_type", "tags")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -40,6 +40,7 @@ class Event(_message.Message):
     POSITION_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     domain: str
     aggregate_id: str
@@ -52,10 +53,11 @@ class Event(_message.Message):
     position: str
     tenant: str
     content_type: str
-    def __init__(self, event_id: _Optional[str] = ..., domain: _Optional[str] = ..., aggregate_id: _Optional[str] = ..., sequence: _Optional[int] = ..., type: _Optional[str] = ..., schema_version: _Optional[int] = ..., payload: _Optional[bytes] = ..., metadata: _Optional[_Mapping[str, str]] = ..., recorded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., position: _Optional[str] = ..., tenant: _Optional[str] = ..., content_type: _Optional[str] = ...) -> None: ...
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, event_id: _Optional[str] = ..., domain: _Optional[str] = ..., aggregate_id: _Optional[str] = ..., sequence: _Optional[int] = ..., type: _Optional[str] = ..., schema_version: _Optional[int] = ..., payload: _Optional[bytes] = ..., metadata: _Optional[_Mapping[str, str]] = ..., recorded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., position: _Optional[str] = ..., tenant: _Optional[str] = ..., content_type: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class NewEvent(_message.Message):
-    __slots__ = ("type", "payload", "metadata", "schema_version", "event_id", "content_type")
+    __slots__ = ("type", "payload", "metadata", "schema_version", "event_id", "content_type", "tags")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -69,13 +71,15 @@ class NewEvent(_message.Message):
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
     type: str
     payload: bytes
     metadata: _containers.ScalarMap[str, str]
     schema_version: int
     event_id: str
     content_type: str
-    def __init__(self, type: _Optional[str] = ..., payload: _Optional[bytes] = ..., metadata: _Optional[_Mapping[str, str]] = ..., schema_version: _Optional[int] = ..., event_id: _Optional[str] = ..., content_type: _Optional[str] = ...) -> None: ...
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, type: _Optional[str] = ..., payload: _Optional[bytes] = ..., metadata: _Optional[_Mapping[str, str]] = ..., schema_version: _Optional[int] = ..., event_id: _Optional[str] = ..., content_type: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class EventBook(_message.Message):
     __slots__ = ("domain", "aggregate_id", "tenant", "events")
@@ -251,6 +255,60 @@ class ListStreamsResponse(_message.Message):
     streams: _containers.RepeatedCompositeFieldContainer[StreamInfo]
     next_cursor: str
     def __init__(self, streams: _Optional[_Iterable[_Union[StreamInfo, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
+
+class QueryItem(_message.Message):
+    __slots__ = ("types", "tags")
+    TYPES_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    types: _containers.RepeatedScalarFieldContainer[str]
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, types: _Optional[_Iterable[str]] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Query(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[QueryItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[QueryItem, _Mapping]]] = ...) -> None: ...
+
+class ReadQueryRequest(_message.Message):
+    __slots__ = ("query", "after", "limit", "backward")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    BACKWARD_FIELD_NUMBER: _ClassVar[int]
+    query: Query
+    after: str
+    limit: int
+    backward: bool
+    def __init__(self, query: _Optional[_Union[Query, _Mapping]] = ..., after: _Optional[str] = ..., limit: _Optional[int] = ..., backward: _Optional[bool] = ...) -> None: ...
+
+class AppendCondition(_message.Message):
+    __slots__ = ("query", "after")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    query: Query
+    after: str
+    def __init__(self, query: _Optional[_Union[Query, _Mapping]] = ..., after: _Optional[str] = ...) -> None: ...
+
+class AppendTaggedRequest(_message.Message):
+    __slots__ = ("events", "condition", "domain", "tenant")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    CONDITION_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[NewEvent]
+    condition: AppendCondition
+    domain: str
+    tenant: str
+    def __init__(self, events: _Optional[_Iterable[_Union[NewEvent, _Mapping]]] = ..., condition: _Optional[_Union[AppendCondition, _Mapping]] = ..., domain: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class AppendTaggedResponse(_message.Message):
+    __slots__ = ("positions", "position")
+    POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    positions: _containers.RepeatedScalarFieldContainer[str]
+    position: str
+    def __init__(self, positions: _Optional[_Iterable[str]] = ..., position: _Optional[str] = ...) -> None: ...
 
 class ContextualCommand(_message.Message):
     __slots__ = ("command", "snapshot", "events", "version")

@@ -107,7 +107,10 @@ class CommandGateway:
 
 
 class EventStoreStub:
-    """Append needs the append right and `grpc.raw_append: true`; the reads need the read right.
+    """Append and AppendTagged need the append right and `grpc.raw_append: true`; the reads need
+    the read right. A failed append condition is ABORTED (AppendConditionFailed: the query item
+    and the position of the first matching event in the chronik-error-data trailer); nothing is
+    written then. Retrying an append with the same event ids returns the original result.
     """
 
     def __init__(self, channel):
@@ -141,10 +144,23 @@ class EventStoreStub:
                 request_serializer=chronik_dot_v1_dot_chronik__pb2.ListStreamsRequest.SerializeToString,
                 response_deserializer=chronik_dot_v1_dot_chronik__pb2.ListStreamsResponse.FromString,
                 _registered_method=True)
+        self.ReadQuery = channel.unary_stream(
+                '/chronik.v1.EventStore/ReadQuery',
+                request_serializer=chronik_dot_v1_dot_chronik__pb2.ReadQueryRequest.SerializeToString,
+                response_deserializer=chronik_dot_v1_dot_chronik__pb2.Event.FromString,
+                _registered_method=True)
+        self.AppendTagged = channel.unary_unary(
+                '/chronik.v1.EventStore/AppendTagged',
+                request_serializer=chronik_dot_v1_dot_chronik__pb2.AppendTaggedRequest.SerializeToString,
+                response_deserializer=chronik_dot_v1_dot_chronik__pb2.AppendTaggedResponse.FromString,
+                _registered_method=True)
 
 
 class EventStoreServicer:
-    """Append needs the append right and `grpc.raw_append: true`; the reads need the read right.
+    """Append and AppendTagged need the append right and `grpc.raw_append: true`; the reads need
+    the read right. A failed append condition is ABORTED (AppendConditionFailed: the query item
+    and the position of the first matching event in the chronik-error-data trailer); nothing is
+    written then. Retrying an append with the same event ids returns the original result.
     """
 
     def Append(self, request, context):
@@ -172,6 +188,19 @@ class EventStoreServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListStreams(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadQuery(self, request, context):
+        """in the global order
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AppendTagged(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -205,6 +234,16 @@ def add_EventStoreServicer_to_server(servicer, server):
                     request_deserializer=chronik_dot_v1_dot_chronik__pb2.ListStreamsRequest.FromString,
                     response_serializer=chronik_dot_v1_dot_chronik__pb2.ListStreamsResponse.SerializeToString,
             ),
+            'ReadQuery': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadQuery,
+                    request_deserializer=chronik_dot_v1_dot_chronik__pb2.ReadQueryRequest.FromString,
+                    response_serializer=chronik_dot_v1_dot_chronik__pb2.Event.SerializeToString,
+            ),
+            'AppendTagged': grpc.unary_unary_rpc_method_handler(
+                    servicer.AppendTagged,
+                    request_deserializer=chronik_dot_v1_dot_chronik__pb2.AppendTaggedRequest.FromString,
+                    response_serializer=chronik_dot_v1_dot_chronik__pb2.AppendTaggedResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'chronik.v1.EventStore', rpc_method_handlers)
@@ -214,7 +253,10 @@ def add_EventStoreServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class EventStore:
-    """Append needs the append right and `grpc.raw_append: true`; the reads need the read right.
+    """Append and AppendTagged need the append right and `grpc.raw_append: true`; the reads need
+    the read right. A failed append condition is ABORTED (AppendConditionFailed: the query item
+    and the position of the first matching event in the chronik-error-data trailer); nothing is
+    written then. Retrying an append with the same event ids returns the original result.
     """
 
     @staticmethod
@@ -342,6 +384,60 @@ class EventStore:
             '/chronik.v1.EventStore/ListStreams',
             chronik_dot_v1_dot_chronik__pb2.ListStreamsRequest.SerializeToString,
             chronik_dot_v1_dot_chronik__pb2.ListStreamsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadQuery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/chronik.v1.EventStore/ReadQuery',
+            chronik_dot_v1_dot_chronik__pb2.ReadQueryRequest.SerializeToString,
+            chronik_dot_v1_dot_chronik__pb2.Event.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AppendTagged(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chronik.v1.EventStore/AppendTagged',
+            chronik_dot_v1_dot_chronik__pb2.AppendTaggedRequest.SerializeToString,
+            chronik_dot_v1_dot_chronik__pb2.AppendTaggedResponse.FromString,
             options,
             channel_credentials,
             insecure,
