@@ -306,12 +306,15 @@ class Client(AdminCalls):
         domains: Sequence[str] = (),
         types: Sequence[str] = (),
         reconnect: bool = True,
+        query: Query | None = None,
     ) -> RemoteSubscription:
-        """Every event after ``after`` (of ``domains`` / ``types`` when given): the stored
-        ones, then live ones, until the caller stops. With ``reconnect``, a server that goes
-        away is called again with backoff and the subscription resumes after the last event
-        it delivered; without, it ends (or raises) when the server does."""
-        return RemoteSubscription(self, after, list(domains), list(types), reconnect=reconnect)
+        """Every event after ``after`` (of ``domains`` / ``types`` / the DCB ``query`` when
+        given): the stored ones, then live ones, until the caller stops. With ``reconnect``, a
+        server that goes away is called again with backoff and the subscription resumes after
+        the last event it delivered; without, it ends (or raises) when the server does."""
+        return RemoteSubscription(
+            self, after, list(domains), list(types), reconnect=reconnect, query=query
+        )
 
     async def health(
         self,

@@ -11,10 +11,17 @@ from typing import Any, Protocol, Self
 import grpc
 
 from chronik import errors
+from chronik.dcb import Query
 from chronik.errors import ChronikError
 from chronik.messages import Position, RecordedEvent
 from chronik.server.status import grpc_error_class
-from chronik.server.wire import ERROR_DATA_KEY, ERROR_KEY, error_data_from_wire, event_from_wire
+from chronik.server.wire import (
+    ERROR_DATA_KEY,
+    ERROR_KEY,
+    error_data_from_wire,
+    event_from_wire,
+    query_to_wire,
+)
 from chronik.v1 import chronik_pb2 as pb
 
 __all__ = ["RemoteSubscription", "SubscribingClient", "error_from_status", "retryable"]
@@ -83,11 +90,13 @@ class RemoteSubscription:
         types: list[str],
         *,
         reconnect: bool,
+        query: Query | None = None,
     ) -> None:
         self.client = client
         self.position = after
         self.domains = domains
         self.types = types
+        self.query = query
         self.reconnect = reconnect
         self.caught_up = False
         self.reconnects = 0
@@ -107,6 +116,7 @@ class RemoteSubscription:
                     after="" if self.position is None else str(self.position),
                     domains=self.domains,
                     types=self.types,
+                    query=None if self.query is None else query_to_wire(self.query),
                 )
                 self._call = self.client.open_subscription(request)
             try:

@@ -396,3 +396,28 @@ def test_openapi_documents_both_dcb_routes() -> None:
     assert {"Query", "QueryItem", "TaggedEvent", "AppendCondition", "DcbAppend"} <= set(components)
     assert "tags" in components["Event"]["properties"]
     assert {"item", "position"} <= set(components["Problem"]["properties"])
+
+
+async def test_sdk_subscription_follows_a_query(served: Served) -> None:
+    """Client.subscribe(query=...) delivers the stored matches, then a live one, nothing else;
+    a bad query is refused naming the field."""
+    want = [e.event_id for e in served.seeded if COURSE.matches(e)]
+    got: list[str] = []
+    async with served.client.subscribe(query=COURSE) as sub:
+        async for event in sub:
+            got.append(event.event_id)
+            if len(got) == len(want):
+                await served.app.store.append_tagged([EventData("x", {}, tags=["course:c9"])])
+                live = await served.app.store.append_tagged(
+                    [EventData("y", {}, tags=["course:c1"])]
+                )
+            if len(got) == len(want) + 1:
+                break
+    assert got[:-1] == want
+    assert (await served.app.store.get_event(got[-1])).position == live.position  # type: ignore[union-attr]
+    request = pb.SubscribeRequest(query=pb.Query(items=[pb.QueryItem(tags=["bad tag"])]))
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        async for _ in served.grpc.Subscribe(request):
+            pass
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "query.items[0].tags" in (err.value.details() or "")

@@ -181,6 +181,7 @@ class EventStoreService(Service, rpc.EventStoreServicer):
                 parse_position(request.after, "after"),
                 domains=list(request.domains) or None,
                 types=list(request.types) or None,
+                query=query_from_wire(request.query) if request.HasField("query") else None,
             )
         except (ChronikError, Exception) as exc:
             await abort_call(context, exc)

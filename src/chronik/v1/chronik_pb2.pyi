@@ -205,14 +205,16 @@ class ReadAllRequest(_message.Message):
     def __init__(self, after: _Optional[str] = ..., domains: _Optional[_Iterable[str]] = ..., types: _Optional[_Iterable[str]] = ..., limit: _Optional[int] = ..., backward: _Optional[bool] = ..., before: _Optional[str] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
-    __slots__ = ("after", "domains", "types")
+    __slots__ = ("after", "domains", "types", "query")
     AFTER_FIELD_NUMBER: _ClassVar[int]
     DOMAINS_FIELD_NUMBER: _ClassVar[int]
     TYPES_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
     after: str
     domains: _containers.RepeatedScalarFieldContainer[str]
     types: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, after: _Optional[str] = ..., domains: _Optional[_Iterable[str]] = ..., types: _Optional[_Iterable[str]] = ...) -> None: ...
+    query: Query
+    def __init__(self, after: _Optional[str] = ..., domains: _Optional[_Iterable[str]] = ..., types: _Optional[_Iterable[str]] = ..., query: _Optional[_Union[Query, _Mapping]] = ...) -> None: ...
 
 class SubscribeResponse(_message.Message):
     __slots__ = ("event", "caught_up")
