@@ -12,6 +12,7 @@ from hypothesis import settings
 import chronik
 from chronik.store.base import EventStore
 from chronik.testing.conformance import EventStoreConformance, StoreFactory
+from chronik.testing.conformance_dcb import DCBConformance
 from chronik.testing.conformance_leases import LeaseConformance
 from chronik.testing.services import PostgresService
 from tests.conformance.test_stateful import StoreMachine
@@ -19,7 +20,7 @@ from tests.conformance.test_stateful import StoreMachine
 _fresh = itertools.count(1)
 
 
-class TestPostgresStore(EventStoreConformance, LeaseConformance):
+class TestPostgresStore(EventStoreConformance, LeaseConformance, DCBConformance):
     """postgresql:// meets the store semantics (each store on a fresh schema)."""
 
     @pytest.fixture

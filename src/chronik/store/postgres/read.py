@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, NamedTuple, TypeVar
 
+from chronik.dcb import Query
 from chronik.messages import (
     JSON,
     Checkpoint,
@@ -20,6 +21,7 @@ from chronik.messages import (
     StreamInfo,
 )
 from chronik.store.base import FaultHook
+from chronik.store.postgres.dcb import query_page_sql
 from chronik.store.postgres.errors import read_error
 from chronik.store.postgres.pool import ConnectionPool
 from chronik.store.postgres.tables import read_table
@@ -30,7 +32,7 @@ __all__ = ["HORIZON", "HorizonLag", "PostgresReader"]
 T = TypeVar("T")
 COLS: Final = (
     "e.xid, e.id, e.stream_id, e.sequence, e.event_id, e.type, e.schema_version, e.payload, "
-    "e.metadata, e.content_type, e.recorded_at"
+    "e.metadata, e.content_type, e.recorded_at, e.tags"
 )
 HORIZON: Final = "(SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint)"
 _STREAM_CACHE_LIMIT: Final = 200_000
@@ -180,6 +182,7 @@ class PostgresReader:
                 r[10],
                 r[8],
                 r[9] or JSON,
+                tuple(r[11].split(" ")) if r[11] else (),
             )
             for r in rows
         ]
@@ -218,6 +221,13 @@ class PostgresReader:
             *args,
         )
         return await self._recorded(rows)
+
+    async def _read_query_page(
+        self, query: Query, cursor: Position | None, limit: int, backward: bool
+    ) -> list[RecordedEvent]:
+        # tag items through event_tags, gap-safe as _read_all_page (below the horizon)
+        sql, args = query_page_sql(self._s, COLS, query, cursor, limit, backward)
+        return await self._recorded(await self._fetch(sql, *args))
 
     async def _settled(self, after: Position | None) -> bool:
         """False while committed events after ``after`` wait behind a running transaction."""
@@ -286,7 +296,17 @@ def _events(rows: Sequence[Any], streams: dict[int, StreamId]) -> list[RecordedE
     """Rows of COLS as events (KeyError: a stream id not in ``streams``)."""
     return [
         RecordedEvent(
-            eid, streams[sid], seq, etype, ver, payload, Position(xid, rid), at, md, ct or JSON
+            eid,
+            streams[sid],
+            seq,
+            etype,
+            ver,
+            payload,
+            Position(xid, rid),
+            at,
+            md,
+            ct or JSON,
+            tuple(tags.split(" ")) if tags else (),
         )
-        for xid, rid, sid, seq, eid, etype, ver, payload, md, ct, at in rows
+        for xid, rid, sid, seq, eid, etype, ver, payload, md, ct, at, tags in rows
     ]

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from chronik.errors import ConfigurationError
+from chronik.store.postgres.functions import APPEND_EVENT, APPEND_EVENTS, DROP_V1_FUNCTIONS
 
 if TYPE_CHECKING:
     import asyncpg
@@ -26,6 +27,7 @@ __all__ = [
     "DEFAULT_SCHEMA",
     "MIGRATIONS",
     "SCHEMA_VERSION",
+    "dcb_lock_class",
     "lock_class",
     "migrate",
     "quote_schema",
@@ -36,94 +38,7 @@ __all__ = [
 DEFAULT_SCHEMA: Final = "chronik"
 _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
-# ``{s}`` is replaced by the quoted schema name, ``{lock_class}`` by the advisory lock class of
-# the schema's streams (see ``lock_class``). Expectation codes of the append functions:
-# -1 ANY, -2 NO_STREAM, -3 STREAM_EXISTS, n >= 0 exactly n. o_status: 0 written, 1 the stream
-# is not as expected (o_actual: its version, NULL when it has no events; nothing written).
-_APPEND_TEMPLATE = """
-CREATE OR REPLACE FUNCTION {s}.{name}(
-    p_tenant text, p_domain text, p_aggregate_id text, p_expected bigint,
-    {params}, p_recorded_at bigint,
-    OUT o_status int, OUT o_actual bigint, OUT o_xid bigint, OUT {ids})
-LANGUAGE plpgsql AS $fn$
-DECLARE
-    v_sid bigint;
-    v_ver bigint;
-BEGIN
-    -- Lock the stream before this transaction takes its id (a row lock would take one first):
-    -- so a stream's events are in position order, whatever order writers queue in.
-    PERFORM pg_advisory_xact_lock({lock_class},
-        hashtext(p_tenant || '/' || p_domain || '/' || p_aggregate_id));
-    SELECT s.id, s.version INTO v_sid, v_ver FROM {s}.streams s
-     WHERE s.tenant = p_tenant AND s.domain = p_domain AND s.aggregate_id = p_aggregate_id;
-    IF NOT FOUND THEN
-        IF p_expected >= 0 OR p_expected = -3 THEN
-            o_status := 1;
-            RETURN;
-        END IF;
-        INSERT INTO {s}.streams (tenant, domain, aggregate_id, version)
-        VALUES (p_tenant, p_domain, p_aggregate_id, -1)
-        RETURNING id INTO v_sid;
-        v_ver := -1;
-    END IF;
-    IF v_ver >= 0 THEN
-        o_actual := v_ver;
-    END IF;
-    IF NOT (p_expected = -1 OR (p_expected = -2 AND v_ver < 0)
-            OR (p_expected = -3 AND v_ver >= 0) OR p_expected = v_ver) THEN
-        o_status := 1;
-        RETURN;
-    END IF;
-    o_xid := pg_current_xact_id()::text::bigint;
-    {insert}
-    UPDATE {s}.streams SET version = v_ver + {count} WHERE id = v_sid;
-    o_status := 0;
-END
-$fn$
-"""
-_COLUMNS = (
-    "INSERT INTO {s}.events (xid, stream_id, sequence, event_id, type, schema_version, "
-    "payload, metadata, content_type, recorded_at)"
-)
-# Many events: arrays, one element per event.
-_APPEND_EVENTS = (
-    _APPEND_TEMPLATE.replace("{name}", "append_events")
-    .replace(
-        "{params}",
-        "p_event_ids text[], p_types text[], p_versions int[], p_payloads bytea[],\n"
-        "    p_metadata bytea[], p_content_types text[]",
-    )
-    .replace("{ids}", "o_ids bigint[]")
-    .replace("{count}", "cardinality(p_event_ids)")
-    .replace(
-        "{insert}",
-        "WITH ins AS (\n        " + _COLUMNS + "\n"
-        "        SELECT o_xid, v_sid, v_ver + u.o, u.e, u.t, u.v, u.p, u.m, u.c, p_recorded_at\n"
-        "          FROM unnest(p_event_ids, p_types, p_versions, p_payloads, p_metadata,\n"
-        "                      p_content_types) WITH ORDINALITY AS u(e, t, v, p, m, c, o)\n"
-        "        RETURNING id)\n"
-        "    SELECT array_agg(ins.id ORDER BY ins.id) INTO o_ids FROM ins;",
-    )
-)
-# One event (the common case): scalars, cheaper to encode and to run.
-_APPEND_EVENT = (
-    _APPEND_TEMPLATE.replace("{name}", "append_event")
-    .replace(
-        "{params}",
-        "p_event_id text, p_type text, p_version int, p_payload bytea,\n"
-        "    p_metadata bytea, p_content_type text",
-    )
-    .replace("{ids}", "o_id bigint")
-    .replace("{count}", "1")
-    .replace(
-        "{insert}",
-        _COLUMNS + "\n    VALUES (o_xid, v_sid, v_ver + 1, p_event_id, p_type, p_version, "
-        "p_payload,\n            p_metadata, p_content_type, p_recorded_at)\n"
-        "    RETURNING id INTO o_id;",
-    )
-)
-
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 MIGRATIONS: Final[dict[int, list[str]]] = {
     1: [
         """CREATE TABLE {s}.streams (
@@ -166,8 +81,8 @@ MIGRATIONS: Final[dict[int, list[str]]] = {
             epoch bigint NOT NULL,
             updated_at bigint NOT NULL,
             PRIMARY KEY (name, partition))""",
-        _APPEND_EVENTS,
-        _APPEND_EVENT,
+        # the append functions (append_event, append_events) were created here; the latest
+        # migration that changes them (re)creates them (functions.py)
     ],
     # chronik's own tables (chronik.store.tables.SYSTEM_TABLES), created at run time before:
     # IF NOT EXISTS keeps the ones an older chronik made (same columns, same index names)
@@ -219,12 +134,33 @@ MIGRATIONS: Final[dict[int, list[str]]] = {
     3: [
         "ALTER TABLE {s}.chronik_leases ADD COLUMN IF NOT EXISTS version bigint NOT NULL DEFAULT 0"
     ],
+    # DCB tags: the event's sorted tags joined by one space (NULL: none) and the tag index,
+    # written by the append functions in the event's transaction; the functions also take the
+    # DCB keys' shared locks (functions.py)
+    4: [
+        "ALTER TABLE {s}.events ADD COLUMN tags text",
+        """CREATE TABLE {s}.event_tags (
+            tag text NOT NULL,
+            xid bigint NOT NULL,
+            id bigint NOT NULL,
+            CONSTRAINT event_tags_key PRIMARY KEY (tag, xid, id))""",
+        *DROP_V1_FUNCTIONS,
+        APPEND_EVENTS,
+        APPEND_EVENT,
+    ],
 }
 
 
 def lock_class(schema: str) -> int:
     """The first key of the advisory locks that serialise writers of one stream of ``schema``."""
     return zlib.crc32(f"chronik:{schema}".encode()) & 0x7FFFFFFF
+
+
+def dcb_lock_class(schema: str) -> int:
+    """The first key of the advisory locks on the DCB keys (tags, types, ``*``) of ``schema``:
+    writers take them shared, append conditions exclusive (functions.py)."""
+    key = zlib.crc32(f"chronik-dcb:{schema}".encode()) & 0x7FFFFFFF
+    return key if key != lock_class(schema) else key ^ 1
 
 
 def quote_schema(name: str) -> str:
@@ -278,7 +214,11 @@ async def migrate(
             )
         for version in range(current + 1, latest + 1):
             for statement in migrations[version]:
-                sql = statement.replace("{s}", s).replace("{lock_class}", str(lock_class(schema)))
+                sql = (
+                    statement.replace("{s}", s)
+                    .replace("{lock_class}", str(lock_class(schema)))
+                    .replace("{dcb_lock_class}", str(dcb_lock_class(schema)))
+                )
                 await conn.execute(sql)
             await conn.execute(f"INSERT INTO {s}.{table} (version) VALUES ($1)", version)
     return current, latest

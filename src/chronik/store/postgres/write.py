@@ -21,8 +21,9 @@ from chronik.store.base import (
     WriteUnit,
     match_duplicate,
 )
+from chronik.store.postgres.dcb import LOCK_SQL, check_unit, unit_locks
 from chronik.store.postgres.leases import write_leases
-from chronik.store.postgres.schema import lock_class, quote_schema
+from chronik.store.postgres.schema import dcb_lock_class, lock_class, quote_schema
 from chronik.store.postgres.tables import write_tables
 
 __all__ = ["Retry", "Statements", "append_call", "append_on", "now_us", "write_unit"]
@@ -43,6 +44,7 @@ class Statements(NamedTuple):
 
     s: str  # the quoted schema name
     lock_class: int  # the first key of the streams' advisory locks
+    dcb_lock_class: int  # the first key of the DCB keys' advisory locks
     append_one: str
     append_many: str
     duplicates: str
@@ -58,13 +60,14 @@ class Statements(NamedTuple):
         return cls(
             s,
             lock_class(schema),
+            dcb_lock_class(schema),
             f"SELECT o_status, o_actual, o_xid, o_id FROM {s}.append_event"
-            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             f"SELECT o_status, o_actual, o_xid, o_ids FROM {s}.append_events"
-            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             "SELECT e.event_id, e.type, e.schema_version, e.payload, e.metadata, "
             "e.content_type, s.tenant, s.domain, s.aggregate_id, e.sequence, e.xid, e.id, "
-            "e.recorded_at "
+            "e.recorded_at, e.tags "
             f"FROM {s}.events e JOIN {s}.streams s ON s.id = e.stream_id "
             "WHERE e.event_id = ANY($1::text[])",
             f"SELECT version FROM {s}.streams WHERE tenant = $1 AND domain = $2 "
@@ -98,15 +101,24 @@ async def write_unit(
 ) -> list[AppendResult]:
     """Write ``unit``; ``resolved`` holds appends already known to be stored (retries).
 
-    A lone append runs in autocommit: one round trip. Raises ``Retry`` when the unit must run
-    again (an event id stored concurrently, a deadlock); nothing was written then.
+    A lone append without checks runs in autocommit: one round trip. Otherwise every lock the
+    unit needs (streams, DCB keys) is taken first in one global order, then its checks run
+    (``dcb.check_unit``), then its writes. Raises ``Retry`` when the unit must run again (an
+    event id stored concurrently, a deadlock); nothing was written then.
     """
     now = now_us()
     appends = unit.appends
     if hook is not None:
         hook("begin", unit)
     try:
-        side = unit.checkpoints or unit.snapshots or unit.tables or unit.leases
+        side = (
+            unit.checkpoints
+            or unit.snapshots
+            or unit.tables
+            or unit.leases
+            or unit.conditions
+            or unit.expects
+        )
         if len(appends) == 1 and not side:
             if 0 in resolved:
                 return [resolved[0]]
@@ -114,22 +126,17 @@ async def write_unit(
                 hook("append", unit)
             return [await append_on(conn, sql, appends[0], now)]
         async with conn.transaction():
-            # Lock every stream first, in one global order: no deadlocks between units, and
+            # Take every lock first, in one global order: no deadlocks between units, and
             # the transaction takes its id (its position) only once it holds them all.
-            keys = [
-                f"{r.stream.tenant}/{r.stream.domain}/{r.stream.aggregate_id}"
-                for i, r in enumerate(appends)
-                if i not in resolved
-            ]
+            classes, keys, exclusive = unit_locks(
+                unit, resolved, sql.lock_class, sql.dcb_lock_class
+            )
             if keys:
                 if hook is not None:
                     hook("lock", unit)
-                await conn.execute(
-                    "SELECT pg_advisory_xact_lock($1, k) FROM (SELECT DISTINCT hashtext(x) AS k "
-                    "FROM unnest($2::text[]) AS x ORDER BY 1) AS keys",
-                    sql.lock_class,
-                    keys,
-                )
+                await conn.execute(LOCK_SQL, classes, keys, exclusive)
+            if unit.conditions or unit.expects:
+                await check_unit(conn, sql.s, sql.version, unit)
             await _write_side_tables(conn, sql, unit, now, hook)
             results = []
             for i, req in enumerate(appends):
@@ -178,6 +185,7 @@ def append_call(sql: Statements, req: AppendRequest, now: int) -> tuple[str, tup
             e.payload,
             e.metadata,
             None if e.content_type == JSON else e.content_type,
+            " ".join(e.tags) or None,
             now,
         )
     return sql.append_many, (
@@ -191,6 +199,7 @@ def append_call(sql: Statements, req: AppendRequest, now: int) -> tuple[str, tup
         [e.payload for e in events],
         [e.metadata for e in events],
         [None if e.content_type == JSON else e.content_type for e in events],
+        [" ".join(e.tags) or None for e in events],
         now,
     )
 
@@ -230,7 +239,8 @@ async def find_duplicate(
         for e in req.events:
             r = by_id.get(e.event_id)
             if r is not None:
-                old = PreparedEvent(r[0], r[1], r[2], r[3], r[4], r[5] or JSON)
+                tags = tuple(r[13].split(" ")) if r[13] else ()
+                old = PreparedEvent(r[0], r[1], r[2], r[3], r[4], r[5] or JSON, tags)
                 stream = StreamId(r[7], r[8], r[6])
                 stored.append(StoredEvent(old, stream, r[9], Position(r[10], r[11]), r[12]))
         if stored:

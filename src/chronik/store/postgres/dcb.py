@@ -1,0 +1,179 @@
+"""DCB on PostgreSQL: the locks of a unit of work, its checks, and query reads as SQL.
+
+Tag items go through the ``event_tags`` B-tree (``(tag, xid, id)``, written in the event's
+transaction), so a tag query costs what it matches; tag-less items scan events by position
+with their type filter, as ``read_all`` does.
+
+Serialising overlapping conditions: every append takes SHARED advisory locks on the DCB keys of
+its events (``*``, ``y/<type>``, ``t/<tag>``, in the append functions); a condition takes
+EXCLUSIVE locks, per item: its tags' keys if it has tags, else its types' keys, else ``*``. An
+event the item matches carries every one of those tags (or has one of those types), so its
+writer and the condition never run at once: the writer committed before the condition's check
+(which then sees it), or it waits and takes its transaction id, its position, after the
+condition's transaction committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+import asyncpg
+
+from chronik.dcb import Query, QueryItem
+from chronik.errors import AppendConditionFailed, WrongExpectedVersion
+from chronik.messages import AppendResult, Position
+from chronik.store.base import WriteUnit, check_expected, is_retry
+
+__all__ = ["LOCK_SQL", "check_unit", "first_match_sql", "query_page_sql", "unit_locks"]
+
+#: Takes the advisory locks of (class, key, exclusive) triples in one global order, a key's
+#: strongest mode once.
+LOCK_SQL: Final = (
+    "SELECT CASE WHEN q.x THEN pg_advisory_xact_lock(q.c, q.h) "
+    "ELSE pg_advisory_xact_lock_shared(q.c, q.h) END "
+    "FROM (SELECT u.c, hashtext(u.k) AS h, bool_or(u.x) AS x "
+    "FROM unnest($1::int[], $2::text[], $3::bool[]) AS u(c, k, x) "
+    "GROUP BY 1, 2 ORDER BY 1, 2) AS q"
+)
+_HORIZON: Final = "(SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint)"
+
+
+def unit_locks(
+    unit: WriteUnit, resolved: dict[int, AppendResult], stream_class: int, dcb_class: int
+) -> tuple[list[int], list[str], list[bool]]:
+    """The (classes, keys, exclusive) arrays of LOCK_SQL for ``unit``: its streams and the
+    streams it expects exclusive, its events' DCB keys shared, its conditions' keys exclusive."""
+    locks: list[tuple[int, str, bool]] = []
+    for i, req in enumerate(unit.appends):
+        if i in resolved:
+            continue
+        st = req.stream
+        locks.append((stream_class, f"{st.tenant}/{st.domain}/{st.aggregate_id}", True))
+        locks.append((dcb_class, "*", False))
+        for e in req.events:
+            locks.append((dcb_class, f"y/{e.type}", False))
+            locks.extend((dcb_class, f"t/{tag}", False) for tag in e.tags)
+    for check in unit.expects:
+        st = check.stream
+        locks.append((stream_class, f"{st.tenant}/{st.domain}/{st.aggregate_id}", True))
+    for cond in unit.conditions:
+        for item in cond.query.items:
+            if item.tags:
+                locks.extend((dcb_class, f"t/{tag}", True) for tag in item.tags)
+            elif item.types:
+                locks.extend((dcb_class, f"y/{t}", True) for t in item.types)
+            else:
+                locks.append((dcb_class, "*", True))
+    return [c for c, _, _ in locks], [k for _, k, _ in locks], [x for _, _, x in locks]
+
+
+async def check_unit(conn: asyncpg.Connection, s: str, version_sql: str, unit: WriteUnit) -> None:
+    """Raise WrongExpectedVersion or AppendConditionFailed if a check of ``unit`` fails against
+    the store as it is before the unit's writes (its keys locked); a check whose events are all
+    stored already (a retry) is skipped."""
+    ids = {i for c in unit.expects for i in c.event_ids}
+    ids.update(i for c in unit.conditions for i in c.event_ids)
+    stored: set[str] = set()
+    if ids:
+        rows = await conn.fetch(
+            f"SELECT event_id FROM {s}.events WHERE event_id = ANY($1::text[])", list(ids)
+        )
+        stored = {r[0] for r in rows}
+    for check in unit.expects:
+        if is_retry(check.event_ids, stored.__contains__):
+            continue
+        st = check.stream
+        version = await conn.fetchval(version_sql, st.tenant, st.domain, st.aggregate_id)
+        actual = None if version is None or version < 0 else int(version)
+        if not check_expected(check.expected, actual):
+            raise WrongExpectedVersion(st, check.expected, actual)
+    for cond in unit.conditions:
+        if is_retry(cond.event_ids, stored.__contains__):
+            continue
+        statement, args = first_match_sql(s, cond.query, cond.after)
+        row = await conn.fetchrow(statement, *args)
+        if row is not None:
+            raise AppendConditionFailed(row[0], Position(row[1], row[2]), str(cond.query))
+
+
+def _item_sql(
+    s: str,
+    item: QueryItem,
+    args: list[Any],
+    bound: tuple[str, Position] | None,
+    order: str,
+    limit: str,
+    horizon: bool,
+) -> str:
+    """The (xid, id) of the events ``item`` matches past ``bound`` (op, position), in
+    ``order``, at most ``limit`` (a parameter); below the safe horizon with ``horizon``."""
+    where: list[str] = []
+    if item.tags:
+        args.append(item.tags[0])
+        where.append(f"k.tag = ${len(args)}")
+        source = f"{s}.event_tags k"
+        if item.types or len(item.tags) > 1:
+            source += f" JOIN {s}.events e ON e.xid = k.xid AND e.id = k.id"
+    else:
+        source = f"{s}.events k"
+    if horizon:
+        where.append(f"k.xid < {_HORIZON}")
+    if bound is not None:
+        op, pos = bound
+        args += [pos.commit, pos.index]
+        where.append(f"(k.xid, k.id) {op} (${len(args) - 1}, ${len(args)})")
+    if item.types:
+        args.append(list(item.types))
+        where.append(f"{'e' if item.tags else 'k'}.type = ANY(${len(args)}::text[])")
+    if len(item.tags) > 1:
+        args.append(list(item.tags[1:]))
+        where.append(f"string_to_array(e.tags, ' ') @> ${len(args)}::text[]")
+    cond = " AND ".join(where) if where else "true"
+    return (
+        f"SELECT k.xid, k.id FROM {source} WHERE {cond} "
+        f"ORDER BY k.xid {order}, k.id {order} LIMIT {limit}"
+    )
+
+
+def first_match_sql(s: str, query: Query, after: Position | None) -> tuple[str, list[Any]]:
+    """(item, xid, id) of the first event after ``after`` (any when None) ``query`` matches,
+    the lowest item it matches: every committed event counts, not only those below the
+    horizon (a check runs with the keys locked)."""
+    args: list[Any] = []
+    bound = None if after is None else (">", after)
+    parts = [
+        f"(SELECT {n} AS item, f.xid, f.id FROM ("
+        + _item_sql(s, item, args, bound, "ASC", "1", horizon=False)
+        + ") AS f)"
+        for n, item in enumerate(query.items)
+    ]
+    sql = (
+        f"SELECT m.item, m.xid, m.id FROM ({' UNION ALL '.join(parts)}) AS m "
+        "ORDER BY m.xid, m.id, m.item LIMIT 1"
+    )
+    return sql, args
+
+
+def query_page_sql(
+    s: str, cols: str, query: Query, cursor: Position | None, limit: int, backward: bool
+) -> tuple[str, list[Any]]:
+    """Up to ``limit`` events (``cols`` of ``events e``) ``query`` matches after ``cursor``
+    (before it, newest first, with ``backward``), only below the safe horizon."""
+    args: list[Any] = [limit]
+    order = "DESC" if backward else "ASC"
+    bound = None if cursor is None else ("<" if backward else ">", cursor)
+    items: Sequence[QueryItem] = query.items
+    parts = [f"({_item_sql(s, item, args, bound, order, '$1', horizon=True)})" for item in items]
+    if len(parts) == 1:
+        keys = parts[0]
+    else:
+        keys = (
+            f"SELECT m.xid, m.id FROM ({' UNION '.join(parts)}) AS m "
+            f"ORDER BY m.xid {order}, m.id {order} LIMIT $1"
+        )
+    sql = (
+        f"SELECT {cols} FROM ({keys}) AS p JOIN {s}.events e ON e.xid = p.xid AND e.id = p.id "
+        f"ORDER BY e.xid {order}, e.id {order}"
+    )
+    return sql, args

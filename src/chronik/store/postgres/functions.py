@@ -1,0 +1,148 @@
+"""The PostgreSQL store's append functions (``append_event``, ``append_events``), as SQL text.
+
+``migrate`` replaces ``{s}`` by the quoted schema, ``{lock_class}`` by the advisory lock class of
+the schema's streams and ``{dcb_lock_class}`` by the class of its DCB keys (``schema.py``).
+
+Locks, all taken before the transaction takes its id (a row lock would take one first), so a
+stream's events, and the events a condition guards, are in position order whatever order
+writers queue in:
+
+- the stream's key, exclusive: writers of one stream serialise;
+- the DCB keys of the events written, shared: ``*``, ``y/<type>`` for each type, ``t/<tag>`` for
+  each tag. A conditional append takes the keys its query can match exclusive (write.py), so it
+  excludes every writer of an event it could match, and unconditional writers never wait on each
+  other.
+
+Every transaction takes its locks in one global order, (class, key hash), so there are no
+deadlocks between writers (the functions' IF on the two classes is constant: it picks that
+order).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["APPEND_EVENT", "APPEND_EVENTS", "DROP_V1_FUNCTIONS"]
+
+# Expectation codes: -1 ANY, -2 NO_STREAM, -3 STREAM_EXISTS, n >= 0 exactly n. o_status: 0
+# written, 1 the stream is not as expected (o_actual: its version, NULL when it has no events;
+# nothing written). p_tags: an event's sorted tags joined by one space, NULL when it has none.
+_TEMPLATE = """
+CREATE OR REPLACE FUNCTION {s}.{name}(
+    p_tenant text, p_domain text, p_aggregate_id text, p_expected bigint,
+    {params}, p_recorded_at bigint,
+    OUT o_status int, OUT o_actual bigint, OUT o_xid bigint, OUT {ids})
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_sid bigint;
+    v_ver bigint;
+BEGIN
+    IF {lock_class} < {dcb_lock_class} THEN
+        PERFORM pg_advisory_xact_lock({lock_class},
+            hashtext(p_tenant || '/' || p_domain || '/' || p_aggregate_id));
+        PERFORM pg_advisory_xact_lock_shared({dcb_lock_class}, q.k)
+           FROM (SELECT DISTINCT hashtext(x) AS k FROM ({keys}) AS u(x) ORDER BY 1) AS q;
+    ELSE
+        PERFORM pg_advisory_xact_lock_shared({dcb_lock_class}, q.k)
+           FROM (SELECT DISTINCT hashtext(x) AS k FROM ({keys}) AS u(x) ORDER BY 1) AS q;
+        PERFORM pg_advisory_xact_lock({lock_class},
+            hashtext(p_tenant || '/' || p_domain || '/' || p_aggregate_id));
+    END IF;
+    SELECT s.id, s.version INTO v_sid, v_ver FROM {s}.streams s
+     WHERE s.tenant = p_tenant AND s.domain = p_domain AND s.aggregate_id = p_aggregate_id;
+    IF NOT FOUND THEN
+        IF p_expected >= 0 OR p_expected = -3 THEN
+            o_status := 1;
+            RETURN;
+        END IF;
+        INSERT INTO {s}.streams (tenant, domain, aggregate_id, version)
+        VALUES (p_tenant, p_domain, p_aggregate_id, -1)
+        RETURNING id INTO v_sid;
+        v_ver := -1;
+    END IF;
+    IF v_ver >= 0 THEN
+        o_actual := v_ver;
+    END IF;
+    IF NOT (p_expected = -1 OR (p_expected = -2 AND v_ver < 0)
+            OR (p_expected = -3 AND v_ver >= 0) OR p_expected = v_ver) THEN
+        o_status := 1;
+        RETURN;
+    END IF;
+    o_xid := pg_current_xact_id()::text::bigint;
+    {insert}
+    UPDATE {s}.streams SET version = v_ver + {count} WHERE id = v_sid;
+    o_status := 0;
+END
+$fn$
+"""
+_COLUMNS = (
+    "INSERT INTO {s}.events (xid, stream_id, sequence, event_id, type, schema_version, "
+    "payload, metadata, content_type, recorded_at, tags)"
+)
+
+# Many events: arrays, one element per event.
+APPEND_EVENTS: Final = (
+    _TEMPLATE.replace("{name}", "append_events")
+    .replace(
+        "{params}",
+        "p_event_ids text[], p_types text[], p_versions int[], p_payloads bytea[],\n"
+        "    p_metadata bytea[], p_content_types text[], p_tags text[]",
+    )
+    .replace(
+        "{keys}",
+        "SELECT '*' UNION ALL SELECT 'y/' || t FROM unnest(p_types) AS t UNION ALL\n"
+        "                 SELECT 't/' || t FROM unnest(p_tags) AS g,\n"
+        "                        unnest(string_to_array(g, ' ')) AS t",
+    )
+    .replace("{ids}", "o_ids bigint[]")
+    .replace("{count}", "cardinality(p_event_ids)")
+    .replace(
+        "{insert}",
+        "WITH ins AS (\n        " + _COLUMNS + "\n"
+        "        SELECT o_xid, v_sid, v_ver + u.o, u.e, u.t, u.v, u.p, u.m, u.c, p_recorded_at,\n"
+        "               u.g\n"
+        "          FROM unnest(p_event_ids, p_types, p_versions, p_payloads, p_metadata,\n"
+        "                      p_content_types, p_tags)\n"
+        "               WITH ORDINALITY AS u(e, t, v, p, m, c, g, o)\n"
+        "        RETURNING id, tags),\n"
+        "    tagged AS (\n"
+        "        INSERT INTO {s}.event_tags (tag, xid, id)\n"
+        "        SELECT x, o_xid, ins.id FROM ins, unnest(string_to_array(ins.tags, ' ')) AS x)\n"
+        "    SELECT array_agg(ins.id ORDER BY ins.id) INTO o_ids FROM ins;",
+    )
+)
+
+# One event (the common case): scalars, cheaper to encode and to run.
+APPEND_EVENT: Final = (
+    _TEMPLATE.replace("{name}", "append_event")
+    .replace(
+        "{params}",
+        "p_event_id text, p_type text, p_version int, p_payload bytea,\n"
+        "    p_metadata bytea, p_content_type text, p_tags text",
+    )
+    .replace(
+        "{keys}",
+        "SELECT '*' UNION ALL SELECT 'y/' || p_type UNION ALL\n"
+        "                 SELECT 't/' || t FROM unnest(string_to_array(p_tags, ' ')) AS t",
+    )
+    .replace("{ids}", "o_id bigint")
+    .replace("{count}", "1")
+    .replace(
+        "{insert}",
+        _COLUMNS + "\n    VALUES (o_xid, v_sid, v_ver + 1, p_event_id, p_type, p_version, "
+        "p_payload,\n            p_metadata, p_content_type, p_recorded_at, p_tags)\n"
+        "    RETURNING id INTO o_id;\n"
+        "    IF p_tags IS NOT NULL THEN\n"
+        "        INSERT INTO {s}.event_tags (tag, xid, id)\n"
+        "        SELECT t, o_xid, o_id FROM unnest(string_to_array(p_tags, ' ')) AS t;\n"
+        "    END IF;",
+    )
+)
+
+# The functions of schema versions 1..3 (no tags): migration 4 replaces them.
+DROP_V1_FUNCTIONS: Final = (
+    "DROP FUNCTION IF EXISTS {s}.append_event(text, text, text, bigint, text, text, int, bytea, "
+    "bytea, text, bigint)",
+    "DROP FUNCTION IF EXISTS {s}.append_events(text, text, text, bigint, text[], text[], int[], "
+    "bytea[], bytea[], text[], bigint)",
+)
