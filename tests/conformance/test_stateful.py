@@ -8,7 +8,7 @@ import asyncio
 import shutil
 import tempfile
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar
+from typing import Any
 
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -54,9 +54,6 @@ class StoreMachine(RuleBasedStateMachine):
     """The store behaves like a dict of lists plus one global list."""
 
     url = "memory://"
-    #: whether the adapter must check DCB conditions; when False the DCB rules run only if the
-    #: probe at open finds it does (PostgreSQL reuses this class: True once its DCB has landed)
-    dcb_required: ClassVar[bool] = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -79,7 +76,7 @@ class StoreMachine(RuleBasedStateMachine):
         url = self.url.replace("{tmp}", self.tmp)
         self.store: EventStore = self.run(chronik.open_store(url).open())
         self.dcb = self.probe_dcb()
-        assert self.dcb or not self.dcb_required, f"{url} does not check append conditions"
+        assert self.dcb, f"{url} does not check append conditions"
 
     def probe_dcb(self) -> bool:
         """Whether the store checks append conditions (its events go into the model)."""
@@ -366,12 +363,11 @@ def to_query(query: ModelQuery) -> chronik.Query:
 
 
 class MemoryStoreMachine(StoreMachine):
-    dcb_required = True
+    """The model test on the memory store."""
 
 
 class SQLiteStoreMachine(StoreMachine):
     url = "sqlite:///{tmp}/model.db"
-    dcb_required = True
 
 
 TestMemoryModel = MemoryStoreMachine.TestCase

@@ -27,8 +27,6 @@ from chronik.testing.services import PostgresService
 
 WRITERS = 20
 _schemas = itertools.count(1)
-#: backend -> why its adapter cannot run the scenario yet (None: it can), probed once
-_missing: dict[str, str | None] = {}
 
 
 def sizes(scale: int) -> tuple[float, int]:
@@ -40,9 +38,8 @@ def sizes(scale: int) -> tuple[float, int]:
 async def make_url(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[Callable[[], str]]:
-    """Fresh store URLs of one backend; skips while that adapter lacks DCB (the probe on a
-    throwaway store: a condition that must fail, then a query read). Remove the skip once the
-    SQLite and PostgreSQL adapters have landed DCB."""
+    """Fresh store URLs of one backend, after a probe on a throwaway store (a condition that
+    must fail, then a query read) says the adapter runs DCB at all."""
     backend: str = request.param
     count = itertools.count()
     if backend == "memory":
@@ -63,14 +60,10 @@ async def make_url(
         def make() -> str:
             return server.url("postgres", schema=f"dcbc{next(_schemas)}")
 
-    if backend not in _missing:
-        async with chronik.open_store(make()) as probe:
-            _missing[backend] = await dcb_missing(probe)
-    reason = _missing[backend]
-    if reason is not None and backend != "postgres":
-        pytest.fail(f"{backend} fails the DCB probe: {reason}")
+    async with chronik.open_store(make()) as probe:
+        reason = await dcb_missing(probe)
     if reason is not None:
-        pytest.skip(f"DCB scenario skipped until the adapter lands: {reason}")
+        pytest.fail(f"{backend} fails the DCB probe: {reason}")
     yield make
 
 
