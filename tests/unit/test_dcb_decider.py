@@ -192,3 +192,23 @@ async def test_middleware_outbox_and_failures_apply_to_dcb_commands(url: str) ->
                 )
             )
         assert err.value.field == "expected_sequence"
+
+
+async def test_the_served_example_counts_seats(url: str) -> None:
+    """The example's app and read model: two subscriptions show as two seats taken."""
+    from chronik.projections import ProjectionProcessor, query
+    from examples.courses.app import build_app, projections
+
+    async with build_app(url) as app:
+        await app.dispatch(cmd("DefineCourse", course_id="c1", capacity=5))
+        for s in ("s1", "s2"):
+            await app.dispatch(cmd("RegisterStudent", key=s, student_id=s, name=s))
+            await app.dispatch(cmd("SubscribeStudent", key=s, course_id="c1", student_id=s))
+        (seats,) = projections(app)
+        async with ProjectionProcessor(app.store, seats, heartbeat=0.05) as proc:
+            head = await app.store.head()
+            assert head is not None
+            async with asyncio.timeout(10):
+                await proc.wait_for(head)
+        rows = await query(app.store, "course_seats", "course_seats")
+        assert rows == [{"course_id": "c1", "capacity": 5, "taken": 2}]
