@@ -234,8 +234,10 @@ def main() -> None:
     parser.add_argument(
         "--only",
         default="W1,W2,W3,W4,W4-memory,W6,W3-growth,W4-growth,store-bytes,W6-growth,"
-        "peer,W3s,W7,W8,W9,W8-rebuild,W10,W11,W12",
-        help="growth = every growth figure incl. W3 at 100k and W4 at 10M events (bench.growth)",
+        "peer,W3s,W7,W8,W9,W8-rebuild,W10,W11,W12,dcb,pg-dcb",
+        help="growth = every growth figure incl. W3 at 100k and W4 at 10M events (bench.growth); "
+        "dcb / pg-dcb = the DCB lines on SQLite / PostgreSQL, dcb-growth / pg-dcb-growth = "
+        "their condition and tag-query lines at 1M events (bench.dcb)",
     )
     parser.add_argument("--quick", action="store_true", help="sizes / 10, for a smoke test")
     args = parser.parse_args()
@@ -366,6 +368,10 @@ def main() -> None:
     from bench import postgres
 
     postgres.run_from_bench(args)
+    if only & {"dcb", "pg-dcb", "dcb-growth", "pg-dcb-growth", "postgres"}:
+        from bench import dcb  # the DCB speedrun beside eventsourcing, conditions, tag queries
+
+        dcb.run(runs, args.quick, only | ({"pg-dcb"} if "postgres" in only else set()))
     if "W11" in only:
         from bench import transports
 
