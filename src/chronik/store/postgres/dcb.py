@@ -11,6 +11,11 @@ event the item matches carries every one of those tags (or has one of those type
 writer and the condition never run at once: the writer committed before the condition's check
 (which then sees it), or it waits and takes its transaction id, its position, after the
 condition's transaction committed.
+
+The common unit, ``store.append_tagged`` (tagged events, at most one condition, nothing else),
+runs as one call of the ``append_tagged`` function (``one_statement``, ``tagged_args``): the
+same locks in the same order, the check and the writes in one autocommit round trip. A unit of
+work writes each run of tagged requests with one call of it too (``tagged_run``).
 """
 
 from __future__ import annotations
@@ -22,10 +27,25 @@ import asyncpg
 
 from chronik.dcb import Query, QueryItem
 from chronik.errors import AppendConditionFailed, WrongExpectedVersion
-from chronik.messages import AppendResult, Position
-from chronik.store.base import WriteUnit, check_expected, is_retry
+from chronik.messages import JSON, NO_STREAM, AppendResult, Position
+from chronik.store.base import (
+    AppendRequest,
+    ConditionCheck,
+    WriteUnit,
+    check_expected,
+    is_retry,
+)
 
-__all__ = ["LOCK_SQL", "check_unit", "first_match_sql", "query_page_sql", "unit_locks"]
+__all__ = [
+    "LOCK_SQL",
+    "check_unit",
+    "first_match_sql",
+    "one_statement",
+    "query_page_sql",
+    "tagged_args",
+    "tagged_run",
+    "unit_locks",
+]
 
 #: Takes the advisory locks of (class, key, exclusive) triples in one global order, a key's
 #: strongest mode once.
@@ -66,6 +86,76 @@ def unit_locks(
             else:
                 locks.append((dcb_class, "*", True))
     return [c for c, _, _ in locks], [k for _, k, _ in locks], [x for _, _, x in locks]
+
+
+def tagged_run(
+    appends: Sequence[AppendRequest], start: int, resolved: dict[int, AppendResult]
+) -> int:
+    """The end (exclusive) of the run of tagged requests from ``start``: none resolved, each one
+    event opening a stream named by its id (``NO_STREAM``) of the first one's domain and tenant,
+    as ``prepare_tagged`` makes them."""
+    first = appends[start].stream
+    end = start
+    while end < len(appends) and end not in resolved:
+        req = appends[end]
+        st = req.stream
+        if not (
+            len(req.events) == 1
+            and req.expected is NO_STREAM
+            and st.aggregate_id == req.events[0].event_id
+            and st.domain == first.domain
+            and st.tenant == first.tenant
+        ):
+            break
+        end += 1
+    return end
+
+
+def one_statement(unit: WriteUnit, resolved: dict[int, AppendResult]) -> bool:
+    """Whether ``unit`` runs as one ``append_tagged`` call in autocommit: tagged requests only,
+    at most one condition, no other check or side write, nothing resolved yet, and more than a
+    lone unconditional event (which ``append_event`` writes)."""
+    appends = unit.appends
+    return (
+        bool(appends)
+        and not resolved
+        and len(unit.conditions) <= 1
+        and (len(appends) > 1 or bool(unit.conditions))
+        and not (unit.expects or unit.checkpoints or unit.snapshots or unit.tables or unit.leases)
+        and tagged_run(appends, 0, resolved) == len(appends)
+    )
+
+
+def tagged_args(
+    requests: Sequence[AppendRequest], cond: ConditionCheck | None, now: int
+) -> tuple[Any, ...]:
+    """The arguments of the ``append_tagged`` function for a run of tagged ``requests`` and
+    at most one condition (functions.py)."""
+    st = requests[0].stream
+    events = [r.events[0] for r in requests]
+    item_types: list[str | None] | None = None
+    item_tags: list[str | None] | None = None
+    after: tuple[int | None, int | None] = (None, None)
+    if cond is not None:
+        item_types = [" ".join(i.types) or None for i in cond.query.items]
+        item_tags = [" ".join(i.tags) or None for i in cond.query.items]
+        if cond.after is not None:
+            after = (cond.after.commit, cond.after.index)
+    return (
+        st.tenant,
+        st.domain,
+        [e.event_id for e in events],
+        [e.type for e in events],
+        [e.schema_version for e in events],
+        [e.payload for e in events],
+        [e.metadata for e in events],
+        [None if e.content_type == JSON else e.content_type for e in events],
+        [" ".join(e.tags) or None for e in events],
+        now,
+        item_types,
+        item_tags,
+        *after,
+    )
 
 
 async def check_unit(conn: asyncpg.Connection, s: str, version_sql: str, unit: WriteUnit) -> None:

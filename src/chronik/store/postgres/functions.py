@@ -1,4 +1,5 @@
-"""The PostgreSQL store's append functions (``append_event``, ``append_events``), as SQL text.
+"""The PostgreSQL store's append functions (``append_event``, ``append_events``,
+``append_tagged``), as SQL text.
 
 ``migrate`` replaces ``{s}`` by the quoted schema, ``{lock_class}`` by the advisory lock class of
 the schema's streams and ``{dcb_lock_class}`` by the class of its DCB keys (``schema.py``).
@@ -16,13 +17,18 @@ writers queue in:
 Every transaction takes its locks in one global order, (class, key hash), so there are no
 deadlocks between writers (the functions' IF on the two classes is constant: it picks that
 order).
+
+``append_tagged`` is a whole tagged append (``store.append_tagged``) in one autocommit
+statement: it takes every lock the unit needs (as ``dcb.LOCK_SQL`` does), then checks, then
+writes. Under READ COMMITTED each statement of a VOLATILE plpgsql function takes a new
+snapshot, so its checks see everything that committed while it waited for the locks.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["APPEND_EVENT", "APPEND_EVENTS", "DROP_V1_FUNCTIONS"]
+__all__ = ["APPEND_EVENT", "APPEND_EVENTS", "APPEND_TAGGED", "DROP_V1_FUNCTIONS"]
 
 # Expectation codes: -1 ANY, -2 NO_STREAM, -3 STREAM_EXISTS, n >= 0 exactly n. o_status: 0
 # written, 1 the stream is not as expected (o_actual: its version, NULL when it has no events;
@@ -146,3 +152,114 @@ DROP_V1_FUNCTIONS: Final = (
     "DROP FUNCTION IF EXISTS {s}.append_events(text, text, text, bigint, text[], text[], int[], "
     "bytea[], bytea[], text[], bigint)",
 )
+
+# A tagged append: each event the only event (sequence 0) of its own new stream (p_tenant,
+# p_domain, event id), with at most one append condition: p_item_types / p_item_tags hold one
+# element per query item (its types / tags joined by one space, NULL for none), NULL for no
+# condition; p_after_xid / p_after_id its ``after`` (NULL: none). o_status: 0 written (o_xid,
+# o_ids: the positions, in event order); 1 the condition failed (o_item: the item the first
+# match matched first, (o_xid, o_ids[1]) its position; nothing written); 2 an event id or one
+# of the streams is stored already (nothing written: the caller resolves the retry).
+APPEND_TAGGED: Final = """
+CREATE OR REPLACE FUNCTION {s}.append_tagged(
+    p_tenant text, p_domain text, p_event_ids text[], p_types text[], p_versions int[],
+    p_payloads bytea[], p_metadata bytea[], p_content_types text[], p_tags text[],
+    p_recorded_at bigint, p_item_types text[], p_item_tags text[], p_after_xid bigint,
+    p_after_id bigint,
+    OUT o_status int, OUT o_item int, OUT o_xid bigint, OUT o_ids bigint[])
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_types text[];
+    v_tags text[];
+    v_xid bigint;
+    v_id bigint;
+    v_event_id text;
+    v_ax bigint := coalesce(p_after_xid, -1);
+    v_ai bigint := coalesce(p_after_id, -1);
+BEGIN
+    -- Every lock first, before the transaction has an id, in dcb.LOCK_SQL's global order
+    -- (class, key hash), each key once in its strongest mode: the streams' keys exclusive,
+    -- the events' DCB keys shared, the condition's keys exclusive.
+    PERFORM CASE WHEN q.x THEN pg_advisory_xact_lock(q.c, q.h)
+                 ELSE pg_advisory_xact_lock_shared(q.c, q.h) END
+       FROM (SELECT u.c, hashtext(u.k) AS h, bool_or(u.x) AS x
+               FROM (SELECT {lock_class} AS c, p_tenant || '/' || p_domain || '/' || e AS k,
+                            true AS x
+                       FROM unnest(p_event_ids) AS e
+                     UNION ALL SELECT {dcb_lock_class}, '*', false
+                     UNION ALL SELECT {dcb_lock_class}, 'y/' || t, false FROM unnest(p_types) AS t
+                     UNION ALL SELECT {dcb_lock_class}, 't/' || t, false
+                       FROM unnest(p_tags) AS g, unnest(string_to_array(g, ' ')) AS t
+                     UNION ALL SELECT {dcb_lock_class}, 't/' || t, true
+                       FROM unnest(p_item_tags) AS g, unnest(string_to_array(g, ' ')) AS t
+                     UNION ALL SELECT {dcb_lock_class}, 'y/' || t, true
+                       FROM unnest(p_item_tags, p_item_types) AS i(g, y),
+                            unnest(string_to_array(i.y, ' ')) AS t
+                      WHERE i.g IS NULL
+                     UNION ALL SELECT {dcb_lock_class}, '*', true
+                       FROM unnest(p_item_tags, p_item_types) AS i(g, y)
+                      WHERE i.g IS NULL AND i.y IS NULL) AS u
+              GROUP BY 1, 2 ORDER BY 1, 2) AS q;
+    -- A retry (or a stream taken): the caller sorts it out. One probe per event, equalities
+    -- on unique keys: the plan this session caches stays an index lookup as the tables grow
+    -- (an "= ANY(array)" plan made while they were small can stay a sequential scan).
+    FOREACH v_event_id IN ARRAY p_event_ids LOOP
+        IF EXISTS (SELECT 1 FROM {s}.events WHERE event_id = v_event_id)
+           OR EXISTS (SELECT 1 FROM {s}.streams WHERE tenant = p_tenant AND domain = p_domain
+                      AND aggregate_id = v_event_id) THEN
+            o_status := 2;
+            RETURN;
+        END IF;
+    END LOOP;
+    -- The condition: the first match after p_after over all items (the lowest item on a tie).
+    FOR i IN 1 .. coalesce(cardinality(p_item_tags), 0) LOOP
+        v_tags := string_to_array(p_item_tags[i], ' ');
+        v_types := string_to_array(p_item_types[i], ' ');
+        IF v_tags IS NULL THEN
+            SELECT e.xid, e.id INTO v_xid, v_id FROM {s}.events e
+             WHERE (e.xid, e.id) > (v_ax, v_ai) AND (v_types IS NULL OR e.type = ANY(v_types))
+             ORDER BY e.xid, e.id LIMIT 1;
+        ELSIF v_types IS NULL AND cardinality(v_tags) = 1 THEN
+            SELECT k.xid, k.id INTO v_xid, v_id FROM {s}.event_tags k
+             WHERE k.tag = v_tags[1] AND (k.xid, k.id) > (v_ax, v_ai)
+             ORDER BY k.xid, k.id LIMIT 1;
+        ELSE
+            SELECT k.xid, k.id INTO v_xid, v_id FROM {s}.event_tags k
+              JOIN {s}.events e ON e.xid = k.xid AND e.id = k.id
+             WHERE k.tag = v_tags[1] AND (k.xid, k.id) > (v_ax, v_ai)
+               AND (v_types IS NULL OR e.type = ANY(v_types))
+               AND string_to_array(e.tags, ' ') @> v_tags
+             ORDER BY k.xid, k.id LIMIT 1;
+        END IF;
+        IF FOUND AND (o_xid IS NULL OR (v_xid, v_id) < (o_xid, o_ids[1])) THEN
+            o_item := i - 1;
+            o_xid := v_xid;
+            o_ids := ARRAY[v_id];
+        END IF;
+    END LOOP;
+    IF o_xid IS NOT NULL THEN
+        o_status := 1;
+        RETURN;
+    END IF;
+    o_xid := pg_current_xact_id()::text::bigint;
+    WITH st AS (
+        INSERT INTO {s}.streams (tenant, domain, aggregate_id, version)
+        SELECT p_tenant, p_domain, e, 0 FROM unnest(p_event_ids) AS e
+        RETURNING id, aggregate_id),
+    ins AS (
+        INSERT INTO {s}.events (xid, stream_id, sequence, event_id, type, schema_version,
+                                payload, metadata, content_type, recorded_at, tags)
+        SELECT o_xid, st.id, 0, u.e, u.t, u.v, u.p, u.m, u.c, p_recorded_at, u.g
+          FROM unnest(p_event_ids, p_types, p_versions, p_payloads, p_metadata,
+                      p_content_types, p_tags) WITH ORDINALITY AS u(e, t, v, p, m, c, g, o)
+          JOIN st ON st.aggregate_id = u.e
+         ORDER BY u.o
+        RETURNING id, tags),
+    tagged AS (
+        INSERT INTO {s}.event_tags (tag, xid, id)
+        SELECT x, o_xid, ins.id FROM ins, unnest(string_to_array(ins.tags, ' ')) AS x)
+    SELECT array_agg(ins.id ORDER BY ins.id) INTO o_ids FROM ins;
+    o_status := 0;
+END
+$fn$
+"""

@@ -18,7 +18,12 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from chronik.errors import ConfigurationError
-from chronik.store.postgres.functions import APPEND_EVENT, APPEND_EVENTS, DROP_V1_FUNCTIONS
+from chronik.store.postgres.functions import (
+    APPEND_EVENT,
+    APPEND_EVENTS,
+    APPEND_TAGGED,
+    DROP_V1_FUNCTIONS,
+)
 
 if TYPE_CHECKING:
     import asyncpg
@@ -38,7 +43,7 @@ __all__ = [
 DEFAULT_SCHEMA: Final = "chronik"
 _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 MIGRATIONS: Final[dict[int, list[str]]] = {
     1: [
         """CREATE TABLE {s}.streams (
@@ -148,6 +153,9 @@ MIGRATIONS: Final[dict[int, list[str]]] = {
         APPEND_EVENTS,
         APPEND_EVENT,
     ],
+    # a tagged append (``store.append_tagged``) in one statement: locks, checks, writes
+    # (functions.py); the other functions stay as they are
+    5: [APPEND_TAGGED],
 }
 
 

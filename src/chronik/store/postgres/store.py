@@ -3,12 +3,14 @@
 asyncpg with a connection pool. An append is one round trip: a server-side function
 (``append_event``, or ``append_events`` for several) takes the stream's advisory lock (writers
 to other streams never wait) and shares the DCB keys of its events (``postgres.dcb``), checks
-the expectation and inserts the events and their tags, in autocommit. A unit of work takes all
-its locks first (its streams, its events' DCB keys shared, its append conditions' keys
-exclusive), checks its conditions and ``expect``s, then runs the same functions inside one
-transaction, with its checkpoints and snapshots. Positions are
-``(transaction id, row id)``; readers stop at the safe horizon (see ``postgres_schema``), so no
-reader passes a transaction that may still commit.
+the expectation and inserts the events and their tags, in autocommit. So is a tagged append
+(``append_tagged``, with or without its condition): the ``append_tagged`` function takes its
+locks, checks the condition and inserts the events in one statement. Any other unit of work
+takes all its locks first (its streams, its events' DCB keys shared, its append conditions'
+keys exclusive), checks its conditions and ``expect``s, then runs the same functions (one call
+per run of tagged events) inside one transaction, with its checkpoints and snapshots.
+Positions are ``(transaction id, row id)``; readers stop at the safe horizon (see
+``postgres_schema``), so no reader passes a transaction that may still commit.
 
 URL options: ``schema`` (default ``chronik``), ``migrate`` (default true: create or upgrade the
 schema on open), ``pool_min_size``, ``pool_max_size``, ``poll_interval`` (seconds between

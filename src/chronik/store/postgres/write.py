@@ -11,22 +11,38 @@ from typing import Any, Final, NamedTuple
 
 import asyncpg
 
-from chronik.errors import CheckpointFenced, WrongExpectedVersion
+from chronik.errors import AppendConditionFailed, CheckpointFenced, WrongExpectedVersion
 from chronik.messages import ANY, JSON, NO_STREAM, STREAM_EXISTS, AppendResult, Position, StreamId
 from chronik.store.base import (
     AppendRequest,
+    ConditionCheck,
     FaultHook,
     PreparedEvent,
     StoredEvent,
     WriteUnit,
     match_duplicate,
 )
-from chronik.store.postgres.dcb import LOCK_SQL, check_unit, unit_locks
+from chronik.store.postgres.dcb import (
+    LOCK_SQL,
+    check_unit,
+    one_statement,
+    tagged_args,
+    tagged_run,
+    unit_locks,
+)
 from chronik.store.postgres.leases import write_leases
 from chronik.store.postgres.schema import dcb_lock_class, lock_class, quote_schema
 from chronik.store.postgres.tables import write_tables
 
-__all__ = ["Retry", "Statements", "append_call", "append_on", "now_us", "write_unit"]
+__all__ = [
+    "Retry",
+    "Statements",
+    "append_call",
+    "append_on",
+    "append_tagged_on",
+    "now_us",
+    "write_unit",
+]
 
 EVENT_ID_KEY: Final = "events_event_id_key"
 _EXPECT: Final = {ANY: -1, NO_STREAM: -2, STREAM_EXISTS: -3}
@@ -47,6 +63,7 @@ class Statements(NamedTuple):
     dcb_lock_class: int  # the first key of the DCB keys' advisory locks
     append_one: str
     append_many: str
+    append_tagged: str
     duplicates: str
     version: str
     checkpoint: str
@@ -65,6 +82,8 @@ class Statements(NamedTuple):
             "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             f"SELECT o_status, o_actual, o_xid, o_ids FROM {s}.append_events"
             "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            f"SELECT o_status, o_item, o_xid, o_ids FROM {s}.append_tagged"
+            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
             "SELECT e.event_id, e.type, e.schema_version, e.payload, e.metadata, "
             "e.content_type, s.tenant, s.domain, s.aggregate_id, e.sequence, e.xid, e.id, "
             "e.recorded_at, e.tags "
@@ -101,10 +120,11 @@ async def write_unit(
 ) -> list[AppendResult]:
     """Write ``unit``; ``resolved`` holds appends already known to be stored (retries).
 
-    A lone append without checks runs in autocommit: one round trip. Otherwise every lock the
-    unit needs (streams, DCB keys) is taken first in one global order, then its checks run
-    (``dcb.check_unit``), then its writes. Raises ``Retry`` when the unit must run again (an
-    event id stored concurrently, a deadlock); nothing was written then.
+    A lone append without checks runs in autocommit: one round trip; so does a tagged append
+    with at most one condition (``dcb.one_statement``: the ``append_tagged`` function). Otherwise
+    every lock the unit needs (streams, DCB keys) is taken first in one global order, then its
+    checks run (``dcb.check_unit``), then its writes. Raises ``Retry`` when the unit must run
+    again (an event id stored concurrently, a deadlock); nothing was written then.
     """
     now = now_us()
     appends = unit.appends
@@ -125,6 +145,19 @@ async def write_unit(
             if hook is not None:
                 hook("append", unit)
             return [await append_on(conn, sql, appends[0], now)]
+        if one_statement(unit, resolved):
+            if hook is not None:
+                hook("append", unit)
+            cond = unit.conditions[0] if unit.conditions else None
+            done = await append_tagged_on(conn, sql, appends, cond, now)
+            if done is not None:
+                return done
+            # An event or a stream is stored already: a retry (its original results), else
+            # the transaction path sorts it out with what is resolved.
+            dups = await find_duplicate(conn, sql, appends)
+            if len(dups) == len(appends):
+                return [dups[i] for i in range(len(appends))]
+            resolved = dups
         async with conn.transaction():
             # Take every lock first, in one global order: no deadlocks between units, and
             # the transaction takes its id (its position) only once it holds them all.
@@ -138,14 +171,7 @@ async def write_unit(
             if unit.conditions or unit.expects:
                 await check_unit(conn, sql.s, sql.version, unit)
             await _write_side_tables(conn, sql, unit, now, hook)
-            results = []
-            for i, req in enumerate(appends):
-                if i in resolved:
-                    results.append(resolved[i])
-                else:
-                    if hook is not None:
-                        hook("append", unit)
-                    results.append(await append_on(conn, sql, req, now))
+            results = await _append_all(conn, sql, unit, resolved, now, hook)
             if hook is not None:
                 hook("commit", unit)
             return results
@@ -202,6 +228,64 @@ def append_call(sql: Statements, req: AppendRequest, now: int) -> tuple[str, tup
         [" ".join(e.tags) or None for e in events],
         now,
     )
+
+
+async def _append_all(
+    conn: asyncpg.Connection,
+    sql: Statements,
+    unit: WriteUnit,
+    resolved: dict[int, AppendResult],
+    now: int,
+    hook: FaultHook | None,
+) -> list[AppendResult]:
+    """Run the unit's appends in its transaction, a run of tagged requests in one call."""
+    appends = unit.appends
+    results: list[AppendResult] = []
+    i = 0
+    while i < len(appends):
+        if i in resolved:
+            results.append(resolved[i])
+            i += 1
+            continue
+        end = tagged_run(appends, i, resolved)
+        if hook is not None:
+            hook("append", unit)
+        if end - i > 1:
+            done = await append_tagged_on(conn, sql, appends[i:end], None, now)
+            if done is not None:
+                results.extend(done)
+                i = end
+                continue
+            # one of them is stored already (nothing written): one by one, as for streams
+            for req in appends[i : end - 1]:
+                results.append(await append_on(conn, sql, req, now))
+            i = end - 1
+        results.append(await append_on(conn, sql, appends[i], now))
+        i += 1
+    return results
+
+
+async def append_tagged_on(
+    conn: asyncpg.Connection,
+    sql: Statements,
+    requests: list[AppendRequest],
+    cond: ConditionCheck | None,
+    now: int,
+) -> list[AppendResult] | None:
+    """Run the ``append_tagged`` function for a run of tagged ``requests`` (dcb.tagged_run)
+    and at most one condition: their results, or None when an event or a stream of them is
+    stored already (nothing written); raises AppendConditionFailed."""
+    status, item, xid, ids = await conn.fetchrow(
+        sql.append_tagged, *tagged_args(requests, cond, now)
+    )
+    if status == 0:
+        return [
+            AppendResult(r.stream, 0, 0, p, (p,), now)
+            for r, p in zip(requests, [Position(xid, i) for i in ids], strict=True)
+        ]
+    if status == 1 and cond is not None:
+        raise AppendConditionFailed(item, Position(xid, ids[0]), str(cond.query))
+    return None
 
 
 async def append_on(
