@@ -9,8 +9,8 @@
 - ``DcbStore``: the same decisions on the store API (``read_query`` + ``append_tagged`` with an
   ``AppendCondition``), without the framework around them.
 
-The examples' MAX_COURSES is raised to 10 here: the speedrun subscribes each student to 10
-courses of 10 places each, so no operation is refused.
+The examples' decider is built with ``courses_decider(max_courses=10)``: the speedrun
+subscribes each student to 10 courses of 10 places each, so no operation is refused.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import examples.courses.logic as courses_logic
 from chronik import NO_STREAM, AppendCondition, EventData, Query, QueryItem, StreamId
 from examples.courses.events import registry
 
-courses_logic.MAX_COURSES = 10  # the speedrun subscribes each student to 10 courses
+MAX_COURSES = 10  # the speedrun subscribes each student to 10 courses
 
 
 class Enrolment(Protocol):
@@ -183,7 +183,7 @@ class DcbStore:
                         courses.add(data["course_id"])
             if not capacity or not known or cid in courses or len(seats) >= capacity:
                 raise Refused(f"{sid} cannot join {cid}")
-            if len(courses) >= courses_logic.MAX_COURSES:
+            if len(courses) >= MAX_COURSES:
                 raise Refused(f"{sid} takes too many courses")
             payload = {"course_id": cid, "student_id": sid}
             return EventData("student.subscribed", payload, tags=[course_tag, student_tag])
@@ -195,7 +195,7 @@ async def chronik_speedrun(url: str, kind: str, seconds: float) -> float:
     """One chronik speedrun run of ``kind`` (aggregates, dispatch, store) on ``url``."""
     if kind == "dispatch":
         app = chronik.Chronik(store=url, registry=registry, run_projections=False)
-        app.add_model(courses_logic.courses)
+        app.add_model(courses_logic.courses_decider(MAX_COURSES))
         async with app:
             return await speedrun(DcbDispatch(app), seconds)
     async with chronik.open_store(url) as store:

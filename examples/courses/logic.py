@@ -61,7 +61,7 @@ def query(command: chronik.Command) -> Query:
     raise chronik.CommandRejected(f"unexpected command {command.type}")  # pragma: no cover
 
 
-def decide(command: chronik.Command, seen: Seen) -> Any:
+def decide(command: chronik.Command, seen: Seen, max_courses: int = MAX_COURSES) -> Any:
     """The events a command produces, or a rejection."""
     match command.payload:
         case DefineCourse(course_id=c, capacity=capacity):
@@ -82,8 +82,8 @@ def decide(command: chronik.Command, seen: Seen) -> Any:
                 raise chronik.CommandRejected(f"student {s} already takes course {c}")
             if len(course.students) >= course.capacity:
                 raise chronik.CommandRejected(f"course {c} is full")
-            if len(courses) >= MAX_COURSES:
-                raise chronik.CommandRejected(f"student {s} takes {MAX_COURSES} courses already")
+            if len(courses) >= max_courses:
+                raise chronik.CommandRejected(f"student {s} takes {max_courses} courses already")
             return StudentSubscribed(c, s)
         case ClaimUsername(username=u, student_id=s):
             if u in seen.usernames:
@@ -107,17 +107,22 @@ def evolve(seen: Seen, event: object) -> Seen:
     return seen
 
 
-courses = chronik.DcbDecider(
-    "courses",
-    query,
-    decide,
-    evolve,
-    Seen,
-    tags=tags,
-    commands={
-        "DefineCourse": DefineCourse,
-        "RegisterStudent": RegisterStudent,
-        "SubscribeStudent": SubscribeStudent,
-        "ClaimUsername": ClaimUsername,
-    },
-)
+def courses_decider(max_courses: int = MAX_COURSES) -> chronik.DcbDecider:
+    """The courses domain, a student taking at most ``max_courses`` courses."""
+    return chronik.DcbDecider(
+        "courses",
+        query,
+        lambda command, seen: decide(command, seen, max_courses),
+        evolve,
+        Seen,
+        tags=tags,
+        commands={
+            "DefineCourse": DefineCourse,
+            "RegisterStudent": RegisterStudent,
+            "SubscribeStudent": SubscribeStudent,
+            "ClaimUsername": ClaimUsername,
+        },
+    )
+
+
+courses = courses_decider()

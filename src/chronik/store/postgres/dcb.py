@@ -248,8 +248,9 @@ def first_match_sql(s: str, query: Query, after: Position | None) -> tuple[str, 
 def query_page_sql(
     s: str, cols: str, query: Query, cursor: Position | None, limit: int, backward: bool
 ) -> tuple[str, list[Any]]:
-    """Up to ``limit`` events (``cols`` of ``events e``) ``query`` matches after ``cursor``
-    (before it, newest first, with ``backward``), only below the safe horizon."""
+    """Up to ``limit`` events (``cols`` of ``events e``, then the stream's tenant, domain and
+    aggregate id) ``query`` matches after ``cursor`` (before it, newest first, with
+    ``backward``), only below the safe horizon."""
     args: list[Any] = [limit]
     order = "DESC" if backward else "ASC"
     bound = None if cursor is None else ("<" if backward else ">", cursor)
@@ -263,7 +264,8 @@ def query_page_sql(
             f"ORDER BY m.xid {order}, m.id {order} LIMIT $1"
         )
     sql = (
-        f"SELECT {cols} FROM ({keys}) AS p JOIN {s}.events e ON e.xid = p.xid AND e.id = p.id "
-        f"ORDER BY e.xid {order}, e.id {order}"
+        f"SELECT {cols}, st.tenant, st.domain, st.aggregate_id FROM ({keys}) AS p "
+        f"JOIN {s}.events e ON e.xid = p.xid AND e.id = p.id "
+        f"JOIN {s}.streams st ON st.id = e.stream_id ORDER BY e.xid {order}, e.id {order}"
     )
     return sql, args

@@ -225,9 +225,29 @@ class PostgresReader:
     async def _read_query_page(
         self, query: Query, cursor: Position | None, limit: int, backward: bool
     ) -> list[RecordedEvent]:
-        # tag items through event_tags, gap-safe as _read_all_page (below the horizon)
+        # tag items through event_tags, gap-safe as _read_all_page (below the horizon); the
+        # streams come with the rows (a tagged event's stream is its own: never cached). Rows:
+        # COLS (xid, id, stream_id, sequence, event_id, type, schema_version, payload,
+        # metadata, content_type, recorded_at, tags), then tenant, domain, aggregate_id.
         sql, args = query_page_sql(self._s, COLS, query, cursor, limit, backward)
-        return await self._recorded(await self._fetch(sql, *args))
+        rows = await self._fetch(sql, *args)
+        known = self._streams_by_id
+        return [
+            RecordedEvent(
+                r[4],
+                known.get(r[2]) or StreamId(r[13], r[14], r[12]),
+                r[3],
+                r[5],
+                r[6],
+                r[7],
+                Position(r[0], r[1]),
+                r[10],
+                r[8],
+                r[9] or JSON,
+                tuple(r[11].split(" ")) if r[11] else (),
+            )
+            for r in rows
+        ]
 
     async def _settled(self, after: Position | None) -> bool:
         """False while committed events after ``after`` wait behind a running transaction."""
