@@ -14,16 +14,14 @@ Module-level handlers over ``chronik.server.http_state.HttpState``.
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Annotated, Any, Final, TypeVar
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from chronik.codec import decode_json
 from chronik.dcb import AppendCondition, Query
-from chronik.errors import InvalidValue, PermissionDenied, SerializationError, ValidationError
+from chronik.errors import PermissionDenied
 from chronik.messages import EventData, Position
 from chronik.server import http_params as params
 from chronik.server.edge_input import check_raw_events, query_of
@@ -35,7 +33,6 @@ RAW_APPEND_OFF: Final = (
     "raw appends are disabled: POST /v1/dcb/append bypasses the business logic; enable it with "
     "`http.raw_append: true` in the config (create_http_app(..., raw_append=True))"
 )
-_AT_RE: Final = re.compile(r"at `\$\.?([^`]*)`")
 B = TypeVar("B")
 Limit = Annotated[int, msgspec.Meta(ge=1, le=params.MAX_LIMIT)]
 
@@ -77,28 +74,11 @@ class _AppendBody(msgspec.Struct, forbid_unknown_fields=True):
     tenant: str = ""
 
 
-def _convert(data: bytes, shape: type[B]) -> B:
-    try:  # the value rule; a path such as events[0].payload.amount names the field
-        value = decode_json(data)
-    except InvalidValue as exc:
-        if exc.field:
-            raise
-        raise InvalidValue("body", exc.reason) from None
-    except SerializationError as exc:
-        raise SerializationError(f"invalid body: {exc}", field="body") from None
-    try:
-        return msgspec.convert(value, shape)
-    except msgspec.ValidationError as exc:
-        at = _AT_RE.search(str(exc))
-        field = at.group(1) if at and at.group(1) else "body"
-        raise ValidationError(f"invalid body: {exc}", field=field) from None
-
-
 async def _body(request: Request, shape: type[B]) -> B:
     data = await read_body(request)
     if len(data) > params.OFF_LOOP_BYTES:
-        return await asyncio.to_thread(_convert, data, shape)
-    return _convert(data, shape)
+        return await asyncio.to_thread(params.convert_body, data, shape)
+    return params.convert_body(data, shape)
 
 
 def _query(query: _Query, field: str) -> Query:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import msgspec
 from starlette.datastructures import QueryParams
@@ -24,6 +24,7 @@ __all__ = [
     "WAIT_TIMEOUT",
     "WAIT_TIMEOUT_MAX",
     "backward",
+    "convert_body",
     "domains",
     "limit",
     "live_start",
@@ -40,6 +41,7 @@ WAIT_TIMEOUT: Final = 10.0
 WAIT_TIMEOUT_MAX: Final = 60.0
 OFF_LOOP_BYTES: Final = 64 * 1024  # bodies this large are decoded and checked in a thread
 _AT_RE: Final = re.compile(r"at `\$\.?([^`]*)`")
+B = TypeVar("B")
 
 
 class _CommandBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -53,21 +55,27 @@ class _CommandBody(msgspec.Struct, forbid_unknown_fields=True):
     tenant: str = ""
 
 
-def _command(data: bytes) -> Command:
-    try:  # the value rule; a path such as payload.amount names the field
+def convert_body(data: bytes, shape: type[B], what: str = "body") -> B:
+    """A JSON request body as ``shape``: the value rule first, then the shape; a refusal names
+    the field (a path such as ``events[0].payload.amount``, else ``body``)."""
+    try:
         value = decode_json(data)
     except InvalidValue as exc:
         if exc.field:
             raise
         raise InvalidValue("body", exc.reason) from None
     except SerializationError as exc:
-        raise SerializationError(f"invalid command body: {exc}", field="body") from None
+        raise SerializationError(f"invalid {what}: {exc}", field="body") from None
     try:
-        body = msgspec.convert(value, _CommandBody)
+        return msgspec.convert(value, shape)
     except msgspec.ValidationError as exc:
         at = _AT_RE.search(str(exc))
         field = at.group(1) if at and at.group(1) else "body"
-        raise ValidationError(f"invalid command body: {exc}", field=field) from None
+        raise ValidationError(f"invalid {what}: {exc}", field=field) from None
+
+
+def _command(data: bytes) -> Command:
+    body = convert_body(data, _CommandBody, "command body")
     if body.expected_sequence is not None and body.expected_sequence < 0:
         raise ValidationError("expected_sequence must be >= 0", field="expected_sequence")
     return Command(
