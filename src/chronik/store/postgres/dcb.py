@@ -31,6 +31,7 @@ from chronik.messages import JSON, NO_STREAM, AppendResult, Position
 from chronik.store.base import (
     AppendRequest,
     ConditionCheck,
+    PreparedEvent,
     WriteUnit,
     check_expected,
     is_retry,
@@ -39,6 +40,7 @@ from chronik.store.base import (
 __all__ = [
     "LOCK_SQL",
     "check_unit",
+    "event_arrays",
     "first_match_sql",
     "one_statement",
     "query_page_sql",
@@ -141,9 +143,13 @@ def tagged_args(
         item_tags = [" ".join(i.tags) or None for i in cond.query.items]
         if cond.after is not None:
             after = (cond.after.commit, cond.after.index)
+    return (st.tenant, st.domain, *event_arrays(events), now, item_types, item_tags, *after)
+
+
+def event_arrays(events: Sequence[PreparedEvent]) -> tuple[list[Any], ...]:
+    """The per-event arrays the append functions take: ids, types, schema versions, payloads,
+    metadata, content types (NULL for JSON) and tags (joined by one space, NULL for none)."""
     return (
-        st.tenant,
-        st.domain,
         [e.event_id for e in events],
         [e.type for e in events],
         [e.schema_version for e in events],
@@ -151,10 +157,6 @@ def tagged_args(
         [e.metadata for e in events],
         [None if e.content_type == JSON else e.content_type for e in events],
         [" ".join(e.tags) or None for e in events],
-        now,
-        item_types,
-        item_tags,
-        *after,
     )
 
 

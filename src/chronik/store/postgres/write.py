@@ -25,6 +25,7 @@ from chronik.store.base import (
 from chronik.store.postgres.dcb import (
     LOCK_SQL,
     check_unit,
+    event_arrays,
     one_statement,
     tagged_args,
     tagged_run,
@@ -219,13 +220,7 @@ def append_call(sql: Statements, req: AppendRequest, now: int) -> tuple[str, tup
         st.domain,
         st.aggregate_id,
         code,
-        [e.event_id for e in events],
-        [e.type for e in events],
-        [e.schema_version for e in events],
-        [e.payload for e in events],
-        [e.metadata for e in events],
-        [None if e.content_type == JSON else e.content_type for e in events],
-        [" ".join(e.tags) or None for e in events],
+        *event_arrays(events),
         now,
     )
 
