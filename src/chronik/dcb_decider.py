@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from chronik.dcb import Query, check_tags
+from chronik.dcb import Query
 from chronik.decider import events_of
 from chronik.domain_model import CommandSpec, DomainModel, check_domain
 from chronik.errors import ConfigurationError
@@ -75,9 +75,10 @@ class DcbDecider(DomainModel):
             raise TypeError(f"query({command.type}) returned {query!r}, not a chronik.Query")
         return query
 
-    def tags_of(self, event: Any) -> tuple[str, ...]:
-        """The tags of a decided registered event (none without a ``tags`` function)."""
-        return () if self._tags is None else check_tags(list(self._tags(event)))
+    def tags_of(self, event: Any) -> list[str]:
+        """The tags of a decided registered event (none without a ``tags`` function); the
+        append checks them (ValidationError naming ``tags``)."""
+        return [] if self._tags is None else list(self._tags(event))
 
     def initial(self, aggregate_id: str) -> Any:
         return self._initial()

@@ -137,7 +137,7 @@ class Scenario:
             if isinstance(typed, EventData):
                 etype, tags = typed.type, check_tags(typed.tags)
             elif self.registry is not None:
-                etype, tags = self.registry.name_of(typed), model.tags_of(typed)
+                etype, tags = self.registry.name_of(typed), check_tags(model.tags_of(typed))
             else:
                 raise ConfigurationError("given(..., registry=) is needed for typed DCB events")
             probe = RecordedEvent(
