@@ -267,11 +267,17 @@ def _speedrun_pg(runs: int, sc: DcbScale, base: str) -> None:
     def theirs(fn: Callable[[str, str, float], float]) -> Callable[[], float]:
         return lambda: fn(base, f"peer-{time.time_ns()}", sc.seconds)
 
+    def checkpoint() -> None:
+        import psycopg
+
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute("CHECKPOINT")
+
     peer = dcb_peer.PEER
     common = f"{sc.seconds:g} s per run, 10 students x 10 courses + 100 subscriptions per "
     common += "iteration, one client, pool of one connection both sides"
     log(f"postgres dcb speedrun, aggregates, {sc.seconds:g} s runs ...")
-    a = alternate(runs, [theirs(dcb_peer.run_aggregates), mine("aggregates")])
+    a = alternate(runs, [theirs(dcb_peer.run_aggregates), mine("aggregates")], checkpoint)
     emit(
         "dcb-speedrun-aggregates", "postgres", "ops/s", a[1], a[0],
         ratio=statistics.median(a[1]) / statistics.median(a[0]), durability=PG_DURABILITY,
@@ -280,7 +286,7 @@ def _speedrun_pg(runs: int, sc: DcbScale, base: str) -> None:
         "save(student, course); ratio = chronik / peer",
     )  # fmt: skip
     log(f"postgres dcb speedrun, DCB, {sc.seconds:g} s runs ...")
-    b = alternate(runs, [theirs(dcb_peer.run_dcb), mine("dispatch"), mine("store")])
+    b = alternate(runs, [theirs(dcb_peer.run_dcb), mine("dispatch"), mine("store")], checkpoint)
     for name, runs_, how in (
         ("dcb-speedrun-dcb", b[1], "examples/courses DcbDecider via Chronik.dispatch"),
         ("dcb-speedrun-dcb-store", b[2], "read_query + append_tagged with an AppendCondition"),
@@ -294,11 +300,16 @@ def _speedrun_pg(runs: int, sc: DcbScale, base: str) -> None:
         )  # fmt: skip
 
 
-def alternate(runs: int, fns: list[Callable[[], float]]) -> list[list[float]]:
-    """Each function's runs, alternated (the peer first) so that outside load hits all alike."""
+def alternate(
+    runs: int, fns: list[Callable[[], float]], settle: Callable[[], None] | None = None
+) -> list[list[float]]:
+    """Each function's runs, alternated (the peer first) so that outside load hits all alike;
+    ``settle`` runs before each one (a CHECKPOINT: no run pays for the previous run's writes)."""
     out: list[list[float]] = [[] for _ in fns]
     for _ in range(runs):
         for i, fn in enumerate(fns):
+            if settle is not None:
+                settle()
             out[i].append(fn())
     return out
 
