@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
@@ -47,6 +48,16 @@ def new_event_id() -> str:
 _NAMESPACE: Final = uuid.UUID("6f1d3c52-7a0e-4c3b-9d61-2f8e5b7a9c14")
 
 
+_NAMESPACE_BYTES: Final = _NAMESPACE.bytes
+
+
 def event_id_for(command_id: str, index: int) -> str:
-    """The id of the ``index``-th event a command produces (the same on every retry)."""
-    return str(uuid.uuid5(_NAMESPACE, f"{command_id}\x00{index}"))
+    """The id of the ``index``-th event a command produces (the same on every retry): the
+    UUIDv5 of ``command_id`` and ``index`` (``uuid.uuid5``, built without its UUID object)."""
+    d = bytearray(
+        hashlib.sha1(_NAMESPACE_BYTES + f"{command_id}\x00{index}".encode()).digest()[:16]
+    )
+    d[6] = (d[6] & 0x0F) | 0x50  # version 5
+    d[8] = (d[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    h = d.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
