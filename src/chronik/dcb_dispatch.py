@@ -76,14 +76,17 @@ async def run(
             earlier = await previous(store, r.model.domain, r.command_id)
             if earlier:
                 return earlier, True
-        query = _query(r)
+        with _LogicErrors(r.command):
+            query = r.model.query(r.command)
         state, after = await _fold(r, store, registry, query)
-        decided = await _call(r, handler, state)
+        with _LogicErrors(r.command):
+            decided = await handler(r.command, state)
         if not decided:
             return [], False
         events = [decisions.typed(registry, e) for e in decided]
         data = decisions.event_data(registry, events, r.command, r.command_id, r.metadata)
-        data = [_tagged(r, e, d) for e, d in zip(events, data, strict=True)]
+        with _LogicErrors(r.command):
+            data = [_tagged(r.model, e, d) for e, d in zip(events, data, strict=True)]
         requests, check = store.prepare_tagged(
             data, AppendCondition(query, after), r.model.domain, r.stream.tenant
         )
@@ -122,56 +125,45 @@ async def previous(store: EventStore, domain: str, command_id: str) -> list[Reco
         events.append(event)
 
 
-def _query(r: DcbRun) -> Query:
-    try:
-        return r.model.query(r.command)
-    except ChronikError:
-        raise
-    except Exception as exc:
-        raise HandlerError(r.command.domain, r.command.type, exc) from exc
+class _LogicErrors:
+    """Turns a failure of the business logic (any exception but a ChronikError) into the
+    command's HandlerError, as the stream path does."""
+
+    __slots__ = ("command",)
+
+    def __init__(self, command: Command) -> None:
+        self.command = command
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, tp: object, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, Exception) and not isinstance(exc, ChronikError):
+            raise HandlerError(self.command.domain, self.command.type, exc) from exc
 
 
 async def _fold(
     r: DcbRun, store: EventStore, registry: EventRegistry, query: Query
 ) -> tuple[Any, Position | None]:
-    """The state the query's events fold into, and the position of the last one."""
+    """The state the query's events fold into (from ``initial``), and the position of the
+    last one; the logic's failures are the command's HandlerError."""
     model = r.model
-    state = model.initial(r.stream.aggregate_id)
     after: Position | None = None
-    async for event in store.read_query(query):
-        after = event.position
-        decoded = registry.decode(event) if event.type in registry else event
-        if is_deadline_event(decoded):
-            continue
-        try:
-            state = model.evolve(state, decoded)
-        except ChronikError:
-            raise
-        except Exception as exc:
-            raise HandlerError(r.command.domain, r.command.type, exc) from exc
+    with _LogicErrors(r.command):
+        state = model.initial(r.stream.aggregate_id)
+        async for event in store.read_query(query):
+            after = event.position
+            decoded = registry.decode(event) if event.type in registry else event
+            if not is_deadline_event(decoded):
+                state = model.evolve(state, decoded)
     return state, after
 
 
-async def _call(r: DcbRun, handler: HandlerFn, state: Any) -> list[Any]:
-    try:
-        return await handler(r.command, state)
-    except ChronikError:
-        raise
-    except Exception as exc:
-        raise HandlerError(r.command.domain, r.command.type, exc) from exc
-
-
-def _tagged(r: DcbRun, event: Any, data: EventData) -> EventData:
+def _tagged(model: DcbDecider, event: Any, data: EventData) -> EventData:
     """``data`` with the tags of the decided event (an EventData keeps its own)."""
     if isinstance(event, EventData):
         return data
-    try:
-        tags = r.model.tags_of(event)
-    except ChronikError:
-        raise
-    except Exception as exc:
-        raise HandlerError(r.command.domain, r.command.type, exc) from exc
-    return msgspec.structs.replace(data, tags=tags)
+    return msgspec.structs.replace(data, tags=model.tags_of(event))
 
 
 async def _append_with_outbox(

@@ -158,7 +158,8 @@ async def test_username_claims_race_to_one_winner(url: str) -> None:
 
 async def test_middleware_outbox_and_failures_apply_to_dcb_commands(url: str) -> None:
     """Handler middleware sees DCB commands, outbox rules record messages with their events,
-    a query function that fails is a HandlerError and an expected_sequence is refused."""
+    a query, initial or evolve function that fails is a HandlerError and an expected_sequence
+    is refused."""
     seen: list[str] = []
 
     async def spy(command: Command, state: Any, call_next: Any) -> list[Any]:
@@ -181,6 +182,21 @@ async def test_middleware_outbox_and_failures_apply_to_dcb_commands(url: str) ->
         app.add_model(broken)
         with pytest.raises(chronik.HandlerError):
             await app.dispatch(Command(domain="broken", aggregate_id="x", type="T"))
+
+        def fails(*args: Any) -> Any:
+            raise KeyError("a bug in the logic")
+
+        everything = lambda c: Query.all()  # noqa: E731
+        for name, model in (
+            (
+                "noinit",
+                chronik.DcbDecider("noinit", everything, lambda c, s: [], lambda s, e: s, fails),
+            ),
+            ("noevolve", chronik.DcbDecider("noevolve", everything, lambda c, s: [], fails)),
+        ):
+            app.add_model(model)
+            with pytest.raises(chronik.HandlerError):  # an initial or evolve that raises
+                await app.dispatch(Command(domain=name, aggregate_id="x", type="T"))
         with pytest.raises(chronik.ValidationError) as err:
             await app.dispatch(
                 Command(

@@ -52,6 +52,7 @@ __all__ = [
     "check_snapshot",
     "prepare_append",
     "prepare_event",
+    "prepare_events",
     "prepare_tagged",
 ]
 
@@ -75,6 +76,16 @@ def prepare_append(
             f"expected must be ANY, NO_STREAM, STREAM_EXISTS or a sequence >= 0, got {expected!r}",
             field="expected",
         )
+    return AppendRequest(
+        stream, prepare_events(events, max_payload_bytes, max_append_events), expected
+    )
+
+
+def prepare_events(
+    events: Iterable[EventData], max_payload_bytes: int, max_append_events: int
+) -> list[PreparedEvent]:
+    """The events of one append validated and encoded: at least one, at most
+    ``max_append_events``, no id twice."""
     if isinstance(events, EventData):
         raise ValidationError("events must be a list of EventData", field="events")
     prepared = [prepare_event(e, max_payload_bytes) for e in events]
@@ -84,7 +95,7 @@ def prepare_append(
         raise TooManyEvents(len(prepared), max_append_events)
     if len(prepared) > 1 and len({p.event_id for p in prepared}) != len(prepared):
         raise ValidationError("the same event id appears twice in one append", field="events")
-    return AppendRequest(stream, prepared, expected)
+    return prepared
 
 
 def prepare_event(event: EventData, max_payload_bytes: int) -> PreparedEvent:
@@ -150,16 +161,7 @@ def prepare_tagged(
         raise ValidationError(
             f"condition must be an AppendCondition or None, got {condition!r}", field="condition"
         )
-    if isinstance(events, EventData):
-        raise ValidationError("events must be a list of EventData", field="events")
-    prepared = [prepare_event(e, max_payload_bytes) for e in events]
-    if not prepared:
-        raise ValidationError("an append needs at least one event", field="events")
-    if len(prepared) > max_append_events:
-        raise TooManyEvents(len(prepared), max_append_events)
-    ids = tuple(p.event_id for p in prepared)
-    if len(set(ids)) != len(ids):
-        raise ValidationError("the same event id appears twice in one append", field="events")
+    prepared = prepare_events(events, max_payload_bytes, max_append_events)
     requests = []
     for p in prepared:
         if not p.event_id.isprintable():
@@ -171,6 +173,7 @@ def prepare_tagged(
         requests.append(AppendRequest(StreamId(domain, p.event_id, tenant), [p], NO_STREAM))
     if condition is None:
         return requests, None
+    ids = tuple(p.event_id for p in prepared)
     return requests, ConditionCheck(condition.fail_if_events_match, condition.after, ids)
 
 

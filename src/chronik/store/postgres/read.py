@@ -232,22 +232,8 @@ class PostgresReader:
         sql, args = query_page_sql(self._s, COLS, query, cursor, limit, backward)
         rows = await self._fetch(sql, *args)
         known = self._streams_by_id
-        return [
-            RecordedEvent(
-                r[4],
-                known.get(r[2]) or StreamId(r[13], r[14], r[12]),
-                r[3],
-                r[5],
-                r[6],
-                r[7],
-                Position(r[0], r[1]),
-                r[10],
-                r[8],
-                r[9] or JSON,
-                tuple(r[11].split(" ")) if r[11] else (),
-            )
-            for r in rows
-        ]
+        streams = {r[2]: known.get(r[2]) or StreamId(r[13], r[14], r[12]) for r in rows}
+        return _events([r[:12] for r in rows], streams)
 
     async def _settled(self, after: Position | None) -> bool:
         """False while committed events after ``after`` wait behind a running transaction."""
