@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -396,12 +396,17 @@ async def test_remote_and_in_process_shop_behave_identically(
     else:
         app = build_shop_app("memory://")
     async with serving(app) as client:
-        assert [await _outcome(client, step) for step, _ in SCENARIO] == [
-            expected for _, expected in SCENARIO
-        ]
-        invalid = [await _outcome(client, tx("t8", t, p)) for t, p in INVALID]
-        assert invalid == [_invalid(t, p) for t, p in INVALID]
-        assert await events_of(client, "transaction", "t8") == []
+        await check_scenario(client)
+
+
+async def check_scenario(client: Client) -> None:
+    """SCENARIO gives its outcomes and INVALID the in-process schema's messages (``client``)."""
+    assert [await _outcome(client, step) for step, _ in SCENARIO] == [
+        expected for _, expected in SCENARIO
+    ]
+    invalid = [await _outcome(client, tx("t8", t, p)) for t, p in INVALID]
+    assert invalid == [_invalid(t, p) for t, p in INVALID]
+    assert await events_of(client, "transaction", "t8") == []
 
 
 def _random_payload(rnd: random.Random) -> bytes:
@@ -444,9 +449,14 @@ def _random_payload(rnd: random.Random) -> bytes:
 async def test_node_validation_matches_python_on_random_payloads(transaction_port: int) -> None:
     """On 400 random (mostly invalid) payloads the Node service and the Python schema agree:
     the same events byte for byte, or the same InvalidCommand message."""
+    await check_random_payloads(transaction_port)
+
+
+async def check_random_payloads(port: int) -> None:
+    """The service on ``port`` and the Python schema agree on 400 random payloads."""
     rnd = random.Random(20261124)
     model = AggregateModel(Transaction)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{transaction_port}") as channel:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = rpc.BusinessLogicStub(channel)
         for _ in range(400):
             raw = _random_payload(rnd)
@@ -477,20 +487,27 @@ async def test_node_service_down_then_restarted(
 ) -> None:
     """With the Node service killed a command fails UNAVAILABLE and stores nothing; restarted on
     the same port, the next command works; SIGTERM stops the service with exit code 0."""
-    with running(transaction_service(node, workdir)) as service:
-        async with serving(remote_app(customer_port, service.port)) as client:
+    await check_down_then_restarted(
+        lambda port: transaction_service(node, workdir, port), customer_port
+    )
+
+
+async def check_down_then_restarted(service: Callable[[int], Child], customer_port: int) -> None:
+    """The transaction service ``service(port)`` killed, restarted on its port, then stopped."""
+    with running(service(0)) as first:
+        async with serving(remote_app(customer_port, first.port)) as client:
             await client.dispatch(
                 command(
                     "transaction", "t1", "CreateTransaction", {"customer_id": "c1", "items": ITEMS}
                 )
             )
-            service.kill()
+            first.kill()
             with pytest.raises(chronik.ServiceUnavailable):
                 await client.dispatch(command("transaction", "t1", "CompleteTransaction", {}))
             assert [e.type for e in await events_of(client, "transaction", "t1")] == [
                 "TransactionCreated"
             ]
-            with running(transaction_service(node, workdir, service.port)) as restarted:
+            with running(service(first.port)) as restarted:
                 done = await client.dispatch(
                     command("transaction", "t1", "CompleteTransaction", {})
                 )
@@ -504,6 +521,11 @@ async def test_node_service_down_then_restarted(
 async def test_node_service_answers_the_wire_contract(transaction_port: int) -> None:
     """Called directly, the Node service folds a snapshot and events, answers NOT_FOUND for an
     unknown command type and INVALID_ARGUMENT for a bad payload, with chronik's error name."""
+    await check_wire_contract(transaction_port, "transaction.node")
+
+
+async def check_wire_contract(port: int, state_type: str) -> None:
+    """The transaction service on ``port`` answers the wire contract (snapshots: ``state_type``)."""
     created = pb.Event(
         type="TransactionCreated",
         sequence=0,
@@ -514,7 +536,7 @@ async def test_node_service_answers_the_wire_contract(transaction_port: int) -> 
         cmd = pb.CommandRequest(domain="transaction", aggregate_id="t", type=type_, payload=payload)
         return pb.ContextualCommand(command=cmd, **kw)
 
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{transaction_port}") as channel:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = rpc.BusinessLogicStub(channel)
         answer = await stub.Handle(
             contextual("CompleteTransaction", b"{}", events=[created], version=0)
@@ -528,7 +550,7 @@ async def test_node_service_answers_the_wire_contract(transaction_port: int) -> 
         answer = await stub.Handle(
             contextual("CompleteTransaction", b"{}", events=[created], version=98)
         )
-        assert answer.HasField("snapshot") and answer.snapshot.type == "transaction.node"
+        assert answer.HasField("snapshot") and answer.snapshot.type == state_type
         # ... and a later command starts from it
         later = await stub.Handle(
             contextual("CompleteTransaction", b"{}", snapshot=answer.snapshot, version=99)
@@ -559,29 +581,34 @@ async def test_chronik_serve_with_remote_business_logic(
             f"  - {{domain: customer, address: '127.0.0.1:{customers.port}', timeout: 5}}\n"
             f"  - {{domain: transaction, address: '127.0.0.1:{transactions.port}', timeout: 5}}\n"
         )
-        args = [
-            sys.executable,
-            "-m",
-            "chronik.cli",
-            "serve",
-            "--config",
-            str(config),
-            "--store",
-            f"sqlite:///{tmp_path}/e.db",
-            "--port",
-            "0",
-        ]
-        server = Child(args, r"gRPC:\s+127\.0\.0\.1:(\d+)", workdir)
-        with running(server):
-            async with Client(f"127.0.0.1:{server.port}") as client:
-                made = await client.dispatch(
-                    command(
-                        "transaction",
-                        "t1",
-                        "CreateTransaction",
-                        {"customer_id": "c1", "items": ITEMS},
-                    )
+        await check_serve(config, workdir, tmp_path)
+
+
+async def check_serve(config: Path, workdir: Path, tmp_path: Path) -> None:
+    """`chronik serve --config config` serves a transaction command and exits 0 on SIGTERM."""
+    args = [
+        sys.executable,
+        "-m",
+        "chronik.cli",
+        "serve",
+        "--config",
+        str(config),
+        "--store",
+        f"sqlite:///{tmp_path}/e.db",
+        "--port",
+        "0",
+    ]
+    server = Child(args, r"gRPC:\s+127\.0\.0\.1:(\d+)", workdir)
+    with running(server):
+        async with Client(f"127.0.0.1:{server.port}") as client:
+            made = await client.dispatch(
+                command(
+                    "transaction",
+                    "t1",
+                    "CreateTransaction",
+                    {"customer_id": "c1", "items": ITEMS},
                 )
-            assert [e.type for e in made.events] == ["TransactionCreated"]
-            server.send(signal.SIGTERM)
-            assert server.wait(15) == 0, server.output()
+            )
+        assert [e.type for e in made.events] == ["TransactionCreated"]
+        server.send(signal.SIGTERM)
+        assert server.wait(15) == 0, server.output()

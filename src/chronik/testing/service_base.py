@@ -68,7 +68,8 @@ def apt_install(packages: list[str]) -> None:
     if shutil.which("apt-get") is None:
         raise ServiceNotStarted(f"{' '.join(packages)} missing and no apt-get")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", *packages]):
+    wait = ["-o", "DPkg::Lock::Timeout=300"]  # several test sessions may install at once
+    for cmd in (["apt-get", *wait, "update"], ["apt-get", *wait, "install", "-y", *packages]):
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
         if done.returncode != 0:
             raise ServiceNotStarted(f"{' '.join(cmd)} failed: {done.stderr.strip()[-500:]}")
