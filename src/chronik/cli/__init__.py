@@ -37,6 +37,7 @@ def _build() -> typer.Typer:
     from chronik.cli.common import root
     from chronik.cli.db import db
     from chronik.cli.events import events, streams
+    from chronik.cli.knative import knative
     from chronik.cli.outbox import outbox
     from chronik.cli.projections import app as projections
     from chronik.cli.serve import serve
@@ -49,6 +50,7 @@ def _build() -> typer.Typer:
     app.add_typer(events, name="events")
     app.add_typer(projections, name="projections")
     app.add_typer(outbox, name="outbox")
+    app.add_typer(knative, name="knative")
     app.command()(serve)
     app.callback()(root)
     return app

@@ -91,6 +91,11 @@ async def run_server(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     http: HttpServer | None = None
+    receiver = None
+    if config.cloudevents.receiver:  # before anything starts: a bad config fails fast
+        from chronik.server.consumers import receiver_for
+
+        receiver = receiver_for(config)
     try:
         bound = await server.start()  # binds, then starts the projections in the background
     except BaseException:
@@ -112,6 +117,10 @@ async def run_server(
             from starlette.staticfiles import StaticFiles
 
             admin.append(Mount("/docs", StaticFiles(directory=docs, html=True), name="docs"))
+        if receiver is not None:
+            from chronik.server.http_cloudevents import cloudevents_routes
+
+            admin += cloudevents_routes(receiver)
         metrics = Metrics()
         metrics.grpc_subscriptions = lambda: server.subscriptions
         http_app = create_http_app(
@@ -161,7 +170,7 @@ async def run_server(
                 "configure auth (and http.allowed_hosts) before exposing it",
                 flush=True,
             )
-    background = await _start_background(config, app, server)
+    background = await _start_background(config, app, server, receiver)
     await stop.wait()
     print("stopping: letting in-flight calls finish", flush=True)
     _exit_after(grace + SHUTDOWN_MARGIN)
@@ -216,8 +225,9 @@ def allowed_hosts(configured: list[str] | None, bound: str) -> list[str] | None:
     return [*LOOPBACK_HOSTS, name] if name in LOOPBACK_HOSTS or name.startswith("127.") else None
 
 
-async def _start_background(config: Any, app: Any, server: Any) -> list[Any]:
-    """The outbox dispatcher (with a transport) and the deadline scheduler (with sagas)."""
+async def _start_background(config: Any, app: Any, server: Any, receiver: Any = None) -> list[Any]:
+    """The outbox dispatcher (with a transport), the deadline scheduler (with sagas) and the
+    transport consumers (with the CloudEvents receiver they feed)."""
     from chronik.deadlines import DeadlineScheduler
     from chronik.outbox import OutboxDispatcher
     from chronik.sagas import Saga
@@ -253,4 +263,11 @@ async def _start_background(config: Any, app: Any, server: Any) -> list[Any]:
             await health.stop_task("deadline scheduler")
 
         stops.append(stop_scheduler)
+    if config.consumers.subscriptions:
+        from chronik.server.consumers import describe, start_consumers
+
+        stops.insert(0, await start_consumers(config, app.store, receiver))
+        print(f"  consumers: {describe(config)}", flush=True)
+        if receiver is not None:
+            print("  cloudevents: receiving at POST /v1/cloudevents[/{topic}]", flush=True)
     return stops

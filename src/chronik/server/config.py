@@ -10,6 +10,9 @@ business_logic:                          # remote domains (any language), as in 
   - {domain: customer, address: 127.0.0.1:50061, timeout: 5}
 auth:
   api_keys: [{name: web, key_env: WEB_KEY, commands: {customer: "*"}}]
+consumers:                               # transport consumers (default transport: `transport`)
+  subscriptions: [{topic: orders.placed, group: billing, handler: myapp.billing:on_order}]
+cloudevents: {receiver: false}           # POST /v1/cloudevents into the consumers' transport
 """
 
 from __future__ import annotations
@@ -111,6 +114,46 @@ class ObservabilityConfig(msgspec.Struct, forbid_unknown_fields=True):
     log_level: str = "INFO"
 
 
+class ConsumerConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """One transport consumer ``chronik serve`` runs (``chronik.server.consumers``)."""
+
+    topic: str
+    group: str
+    handler: str  # module:function; with inbox, async fn(delivery, unit), else fn(delivery)
+    inbox: bool = True  # the message id (a CloudEvent's id) takes effect once (StoreInbox)
+    retries: int = 3
+    backoff: float = 0.05
+    backoff_max: float = 5.0
+    then: str = "dead_letter"  # or park, stop
+    concurrency: int = 1
+    dead_letter_queue: str | None = None  # default: <topic>.<group>.dead
+
+
+class ConsumersConfig(msgspec.Struct, forbid_unknown_fields=True):
+    transport: str | None = None  # default: the top-level transport
+    subscriptions: list[ConsumerConfig] = msgspec.field(default_factory=list)
+
+
+class KnativeConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """What ``chronik knative manifests`` writes: a Broker and a Trigger per topic."""
+
+    broker: str = "default"
+    namespace: str | None = None
+    broker_class: str | None = None  # e.g. MTChannelBasedBroker, Kafka
+    service: str = "chronik"  # the Service in front of chronik serve's HTTP port
+    service_api_version: str = "v1"  # or serving.knative.dev/v1 for a Knative Service
+    retry: int = 5
+    backoff_delay: str = "PT0.2S"
+    dead_letter_uri: str | None = None
+
+
+class CloudEventsConfig(msgspec.Struct, forbid_unknown_fields=True):
+    #: POST /v1/cloudevents[/{topic}] stores CloudEvents for the consumers: off by default;
+    #: with auth it needs the append right
+    receiver: bool = False
+    knative: KnativeConfig = msgspec.field(default_factory=KnativeConfig)
+
+
 class AuthConfig(msgspec.Struct, forbid_unknown_fields=True):
     api_keys: list[dict[str, Any]] = msgspec.field(default_factory=list)
     jwt: JwtConfig | None = None
@@ -133,6 +176,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     transport: str | None = None  # memory://, nats://..., amqp://..., postgresql://...
     outbox: OutboxConfig = msgspec.field(default_factory=OutboxConfig)
+    consumers: ConsumersConfig = msgspec.field(default_factory=ConsumersConfig)
+    cloudevents: CloudEventsConfig = msgspec.field(default_factory=CloudEventsConfig)
     observability: ObservabilityConfig = msgspec.field(default_factory=ObservabilityConfig)
 
 

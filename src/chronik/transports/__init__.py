@@ -1,14 +1,16 @@
 """Message transports, chosen by URL; ``open_transport`` is the way in.
 
 ``memory://[name]``, ``postgresql://...`` (a table, LISTEN/NOTIFY and ``FOR UPDATE SKIP
-LOCKED``), ``nats://...`` (JetStream) and ``amqp://...`` (RabbitMQ quorum queues). Adapters are
-imported by path and only when their URL is used; a missing extra names itself.
+LOCKED``), ``nats://...`` (JetStream), ``amqp://...`` (RabbitMQ quorum queues) and
+``cloudevents+http(s)://...`` (POSTs CloudEvents, push only). Adapters are imported by path and
+only when their URL is used; a missing extra names itself.
 
 What lives here: ``message`` (Message, Delivery, FailurePolicy and their checks), ``source``
 (the adapter's side of the port: Source, Incoming), ``consumer`` (the one consumer loop, which
 runs on a Source), ``base`` (the Transport port: validates, then starts consumers), ``inbox``
 (dedupe of deliveries) and one module per broker (``memory``, ``postgres``, ``nats``,
-``rabbitmq``), each imported only by ``open_transport``.
+``rabbitmq``), each imported only by ``open_transport``. ``dead_letters`` is the port's
+dead-letter side (list, inspect, retry, drop), with ``<broker>_dead_letters`` beside the brokers.
 
 Imports: chronik.errors, chronik.messages, chronik.adapters, chronik.store (``inbox`` and the
 PostgreSQL adapter's tables only); never chronik.server, chronik.cli, chronik.projections or
@@ -47,6 +49,7 @@ __all__ = [
     "open_transport",
 ]
 
+_CLOUDEVENTS = ("chronik.transports.cloudevents", "CloudEventsTransport", "cloudevents", "httpx")
 _ADAPTERS: Adapters = {
     "memory": ("chronik.transports.memory", "MemoryTransport", None, None),
     "postgresql": ("chronik.transports.postgres", "PostgresTransport", "postgres", "asyncpg"),
@@ -54,6 +57,8 @@ _ADAPTERS: Adapters = {
     "nats": ("chronik.transports.nats", "NatsTransport", "nats", "nats"),
     "amqp": ("chronik.transports.rabbitmq", "RabbitMQTransport", "rabbitmq", "aio_pika"),
     "amqps": ("chronik.transports.rabbitmq", "RabbitMQTransport", "rabbitmq", "aio_pika"),
+    "cloudevents+http": _CLOUDEVENTS,
+    "cloudevents+https": _CLOUDEVENTS,
 }
 
 
