@@ -234,10 +234,11 @@ def main() -> None:
     parser.add_argument(
         "--only",
         default="W1,W2,W3,W4,W4-memory,W6,W3-growth,W4-growth,store-bytes,W6-growth,"
-        "peer,W3s,W7,W8,W9,W8-rebuild,W10,W11,W12,dcb,pg-dcb",
+        "peer,W3s,W7,W8,W9,W8-rebuild,W10,W11,W12,dcb,pg-dcb,lmdb",
         help="growth = every growth figure incl. W3 at 100k and W4 at 10M events (bench.growth); "
         "dcb / pg-dcb = the DCB lines on SQLite / PostgreSQL, dcb-growth / pg-dcb-growth = "
-        "their condition and tag-query lines at 1M events (bench.dcb)",
+        "their condition and tag-query lines at 1M events (bench.dcb); lmdb = W1, W1-full, W6, W3 "
+        "and W4 on the lmdb:// store beside SQLite and raw py-lmdb (bench.kv)",
     )
     parser.add_argument("--quick", action="store_true", help="sizes / 10, for a smoke test")
     args = parser.parse_args()
@@ -376,6 +377,13 @@ def main() -> None:
         from bench import transports
 
         transports.run(runs, args.quick)
+    if "lmdb" in only:
+        try:
+            from bench import kv  # the embedded key-value store beside SQLite and raw py-lmdb
+        except ImportError as exc:
+            log(f"lmdb: skipped ({exc}; pip install -e '.[lmdb]')")
+        else:
+            kv.run(runs, args.quick)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from chronik.testing.redis_server import RedisService
 from chronik.testing.services import (
     NatsService,
     PostgresService,
@@ -96,6 +97,23 @@ def nats_url(nats_server: NatsService) -> str:
     if not nats_server.running:
         nats_server.start()
     return nats_server.url()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisService]:
+    """A ``redis-server`` (AOF, appendfsync always) for the whole session (tests use fresh
+    key prefixes)."""
+    service = RedisService()
+    for _ in _session_service(service, "Redis"):
+        yield service
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisService) -> str:
+    """A store URL on its own, fresh key prefix of the session's Redis server."""
+    if not redis_server.running:
+        redis_server.start()
+    return redis_server.url(prefix=f"t{next(_schemas)}")
 
 
 @pytest.fixture(scope="session")

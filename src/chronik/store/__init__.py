@@ -16,8 +16,10 @@ __all__ = ["EventStore", "UnitOfWork", "open_store"]
 _ADAPTERS: Adapters = {
     "memory": ("chronik.store.memory", "MemoryEventStore", None, None),
     "sqlite": ("chronik.store.sqlite", "SQLiteEventStore", None, None),
+    "lmdb": ("chronik.store.lmdb", "LmdbEventStore", "lmdb", "lmdb"),
     "postgresql": ("chronik.store.postgres", "PostgresEventStore", "postgres", "asyncpg"),
     "postgres": ("chronik.store.postgres", "PostgresEventStore", "postgres", "asyncpg"),
+    "redis": ("chronik.store.redis", "RedisEventStore", "redis", "redis"),
 }
 
 
@@ -33,7 +35,7 @@ def open_store(url: str, *, create: bool = True, **options: Any) -> EventStore:
     StoreUnavailable ("no store at PATH"), as read-only tools want.
     """
     scheme, module, cls = load_adapter(url, _ADAPTERS, "store")
-    if scheme == "sqlite":
+    if scheme in ("sqlite", "lmdb"):
         options = {**module.options_from_url(url), **options}
         if not create:
             options["create"] = False
