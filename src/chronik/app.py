@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, overload
 
 from chronik.aggregate import Aggregate, AggregateModel
 from chronik.codec import EventRegistry
@@ -25,6 +25,7 @@ from chronik.commands import (
 )
 from chronik.decider import Decider
 from chronik.domain_model import DomainModel, Snapshots
+from chronik.emitter import CommittedHandler, Handler, Matcher, parse_matcher
 from chronik.errors import ConfigurationError
 from chronik.health import Supervisor
 from chronik.messages import Command, Position, StreamId
@@ -100,6 +101,7 @@ class Chronik:
         self._stops: list[Callable[[], Awaitable[None]]] = []
         #: every background task the app (and ``chronik serve``) runs, and the loop lag
         self.health = Supervisor()
+        self._opened = False
 
     # --- business logic -----------------------------------------------------------------------
 
@@ -165,6 +167,37 @@ class Chronik:
             raise ConfigurationError("the app has no running projections to wait for")
         await self.runner.wait_for(position)
 
+    @overload
+    def on_committed(self, type_or_predicate: Matcher) -> Callable[[Handler], CommittedHandler]: ...
+
+    @overload
+    def on_committed(self, type_or_predicate: Matcher, handler: Handler) -> CommittedHandler: ...
+
+    def on_committed(
+        self, type_or_predicate: Matcher, handler: Handler | None = None
+    ) -> CommittedHandler | Callable[[Handler], CommittedHandler]:
+        """Run ``handler(event)`` after each command's unit of work committed, for the events
+        ``type_or_predicate`` matches (a type name, a collection of them, or ``(event) ->
+        bool``); never for a command that was rejected, raised or rolled back. Returns a
+        ``CommittedHandler`` (``.remove()`` unregisters it); without ``handler``, a decorator.
+
+        Handlers run in a task of the app while it is open, after ``dispatch`` returned, one
+        event at a time: a stream's events in the order they were stored, other commands' in
+        the order their appends returned. At most once, in this process: a crash,
+        a full queue or ``close``'s grace running out loses queued events (see
+        ``chronik.emitter``); use a projection for effects that must happen.
+        """
+        if handler is None:
+            parse_matcher(type_or_predicate)  # bad input fails here, not at decoration
+            return lambda fn: self._on_committed(type_or_predicate, fn)
+        return self._on_committed(type_or_predicate, handler)
+
+    def _on_committed(self, type_or_predicate: Matcher, handler: Handler) -> CommittedHandler:
+        registered = self.bus.emitter.add(type_or_predicate, handler)
+        if self._opened:
+            self.bus.emitter.start(self.health)
+        return registered
+
     def use(self, middleware: DispatchMiddleware) -> None:
         """Wrap every dispatch (logging, auth, tracing): ``async def mw(command, call_next)``."""
         self.bus.use(middleware)
@@ -195,6 +228,9 @@ class Chronik:
         """Open the store and start what the app runs (in the background: see ``health``)."""
         await self.store.open()
         self.health.start()
+        self._opened = True
+        if self.bus.emitter.handlers:
+            self.bus.emitter.start(self.health)
         if self.runner is not None or self._stops:
             return self  # already open
         try:
@@ -276,8 +312,11 @@ class Chronik:
     async def close(self, grace: float = 10.0) -> None:
         """Stop the outbox dispatcher, the deadline scheduler and the projections (a step
         still running after ``grace`` s is cancelled), finish background snapshot writes, stop
-        the background tasks, close the store."""
+        the background tasks, close the store. The ``on_committed`` handlers get what is
+        queued for them within ``grace`` s too, after the parts stopped."""
         await self._stop_parts(grace)
+        self._opened = False
+        await self.bus.emitter.stop(grace)
         await self.bus.close()
         await self.health.stop()
         await self.store.close()

@@ -30,6 +30,7 @@ from chronik import dcb_dispatch, decisions
 from chronik.codec import EventRegistry
 from chronik.dcb_decider import DcbDecider
 from chronik.domain_model import DomainModel
+from chronik.emitter import Emitter
 from chronik.errors import (
     ChronikError,
     ConcurrencyError,
@@ -154,6 +155,7 @@ class CommandBus:
         self._chains = Chains(self._dispatch)
         self._locks: dict[StreamId, list[Any]] = {}
         self._outbox: list[OutboxRule] = []
+        self.emitter = Emitter()  # after-commit handlers: committed results go there
 
     # --- configuration ------------------------------------------------------------------------
 
@@ -218,8 +220,8 @@ class CommandBus:
         try:
             async with lock[0]:
                 if isinstance(routed.model, DcbDecider):
-                    return await self._run_dcb(routed, routed.model)
-                return await self._run(routed)
+                    return self.emitter.committed(await self._run_dcb(routed, routed.model))
+                return self.emitter.committed(await self._run(routed))
         finally:
             lock[1] -= 1
             if lock[1] == 0:

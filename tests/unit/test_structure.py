@@ -207,6 +207,7 @@ LAYERS: list[set[str]] = [
     {"messages", "dcb", "codec", "observability"},
     {"store"},
     {"transports", "replay_marks", "health", "deadline_events", "domain_model", "decider"},
+    {"emitter"},
     {"dcb_decider"},
     {"middleware", "projections", "outbox", "repository", "decisions", "saga_record"},
     {"commands", "dcb_dispatch", "aggregate", "deadlines"},

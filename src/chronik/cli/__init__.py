@@ -41,6 +41,7 @@ def _build() -> typer.Typer:
     from chronik.cli.outbox import outbox
     from chronik.cli.projections import app as projections
     from chronik.cli.serve import serve
+    from chronik.cli.transport import transport
 
     app = typer.Typer(
         help="chronik: event sourcing for Python.", no_args_is_help=True, add_completion=False
@@ -51,6 +52,7 @@ def _build() -> typer.Typer:
     app.add_typer(projections, name="projections")
     app.add_typer(outbox, name="outbox")
     app.add_typer(knative, name="knative")
+    app.add_typer(transport, name="transport")
     app.command()(serve)
     app.callback()(root)
     return app

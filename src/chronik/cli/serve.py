@@ -110,7 +110,11 @@ async def run_server(
         docs = Path(config.http.docs_dir)
         docs_url = "/docs/" if (docs / "index.html").is_file() else None
         admin: list[Any] = create_admin_routes(
-            app, runner=server.runner, auth=http_auth, docs_url=docs_url
+            app,
+            runner=server.runner,
+            auth=http_auth,
+            docs_url=docs_url,
+            transport=config.transport or None,  # its dead letters: opened per request
         )
         if docs_url is not None:  # the site `make docs` built: static, like the docs it is
             from starlette.routing import Mount

@@ -23,6 +23,7 @@ from typing import ClassVar, Literal, Self
 from chronik.adapters import safe_url
 from chronik.errors import ConfigurationError, InvalidMessage, TransportClosed
 from chronik.transports.consumer import Consumer
+from chronik.transports.dead_letters import DeadLetter, DeadLetterPort
 from chronik.transports.message import (
     CAUSATION_ID,
     CORRELATION_ID,
@@ -41,6 +42,7 @@ __all__ = [
     "CAUSATION_ID",
     "CORRELATION_ID",
     "DEFAULT_MAX_BODY_BYTES",
+    "DeadLetter",
     "Delivery",
     "FailurePolicy",
     "Handler",
@@ -53,8 +55,9 @@ __all__ = [
 ]
 
 
-class Transport(abc.ABC):
-    """A message transport; use ``async with open_transport(url) as transport``."""
+class Transport(DeadLetterPort, abc.ABC):
+    """A message transport; use ``async with open_transport(url) as transport``; its dead
+    letters: ``dead_letters``, ``inspect``, ``retry``, ``drop`` (see DeadLetterPort)."""
 
     scheme: ClassVar[str]
     dedupes: ClassVar[bool] = False  # True if the broker drops a re-published message id

@@ -16,9 +16,11 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
 from typing import TYPE_CHECKING, Literal
 
 from chronik.errors import ConsumerStopped, TransportUnavailable
+from chronik.transports.dead_letters import ONLY_GROUP, for_group
 from chronik.transports.message import Delivery, FailurePolicy, Handler, Message
 from chronik.transports.source import Incoming, Source
 
@@ -209,6 +211,11 @@ class Consumer:
     async def _process(self, incoming: Incoming) -> None:
         if self._stopping:
             return
+        if ONLY_GROUP in incoming.message.headers and not for_group(incoming, self.group):
+            with contextlib.suppress(TransportUnavailable):  # a retried dead letter of
+                await self.source.ack(incoming)  # another group (NATS): not ours
+            self._finished(incoming)
+            return
         policy = self.policy
         key = incoming.message.key
         if key is not None and key in self._parked:
@@ -269,6 +276,7 @@ class Consumer:
                 "dead-group": self.group,
                 "dead-reason": _printable(reason)[:2000],
                 "dead-attempts": str(attempts),
+                "dead-at": f"{time.time():.3f}",
             },
         )
         try:

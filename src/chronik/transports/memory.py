@@ -15,8 +15,9 @@ import time
 from typing import Literal
 from urllib.parse import urlsplit
 
-from chronik.errors import ConfigurationError, TransportClosed
+from chronik.errors import ConfigurationError, InvalidMessage, TransportClosed
 from chronik.transports.base import Message, Transport
+from chronik.transports.dead_letters import StoredDead, redelivery
 from chronik.transports.source import Incoming, Source
 
 __all__ = ["MemoryBroker", "MemoryTransport"]
@@ -122,6 +123,10 @@ class MemoryBroker:
         if self.first_time("queue", message):
             self.queue("queue", message.topic, "").put(_Entry(next(self._seq), message))
 
+    def deliver(self, kind: str, name: str, group: str, message: Message) -> None:
+        """Put ``message`` on one group (or queue) only, with no dedup (a dead letter's retry)."""
+        self.queue(kind, name, group).put(_Entry(next(self._seq), message))
+
 
 _brokers: dict[str, MemoryBroker] = {}
 
@@ -163,6 +168,39 @@ class MemoryTransport(Transport):
         self, kind: Literal["topic", "queue"], name: str, group: str, prefetch: int
     ) -> Source:
         return _MemorySource(self._broker().queue(kind, name, group))
+
+    # --- dead letters (chronik.transports.dead_letters): entries waiting on the queue -----------
+
+    def _waiting(self, queue: str) -> collections.deque[_Entry]:
+        found = self._broker().queues.get(("queue", queue, ""))
+        return found.pending if found is not None else collections.deque()
+
+    async def _dead_page(self, queue: str, after: str | None, limit: int) -> list[StoredDead]:
+        start = -1 if after is None else _number(after, "after")
+        page = [e for e in self._waiting(queue) if e.seq > start][:limit]
+        return [StoredDead(str(e.seq), e.message, len(e.message.body)) for e in page]
+
+    async def _dead_get(self, queue: str, handle: str) -> StoredDead | None:
+        seq = _number(handle, "id")
+        entry = next((e for e in self._waiting(queue) if e.seq == seq), None)
+        return None if entry is None else StoredDead(handle, entry.message, len(entry.message.body))
+
+    async def _dead_take(self, queue: str, handle: str, retry: bool) -> StoredDead | None:
+        stored = await self._dead_get(queue, handle)
+        if stored is None:
+            return None
+        if retry:
+            again = redelivery(stored)
+            self._broker().deliver(again.kind, again.name, again.group, again.message)
+        waiting = self._waiting(queue)
+        waiting.remove(next(e for e in waiting if e.seq == int(handle)))
+        return stored
+
+
+def _number(handle: str, field: str) -> int:
+    if not handle.isdigit():
+        raise InvalidMessage(f"invalid dead letter id {handle!r}: a number", field=field)
+    return int(handle)
 
 
 class _MemorySource(Source):

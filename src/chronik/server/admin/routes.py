@@ -22,10 +22,12 @@ from chronik.app import Chronik
 from chronik.errors import AuthenticationError, ChronikError, PermissionDenied
 from chronik.projections import ProjectionRunner
 from chronik.server.admin import actions, pages
+from chronik.server.admin import transport_letters as letters
 from chronik.server.admin.security import authorize, check_same_origin
 from chronik.server.admin.state import DOC_PAGES, AdminState, render
 from chronik.server.http_auth import HttpAuth
 from chronik.server.problems import error_response
+from chronik.transports.base import Transport
 
 __all__ = ["DOC_PAGES", "AdminHandler", "bound", "create_admin_routes", "guarded"]
 
@@ -42,10 +44,15 @@ def create_admin_routes(
     auth: HttpAuth | None = None,
     base: str = "/admin",
     docs_url: str | None = None,
+    transport: Transport | str | None = None,
 ) -> list[Route]:
     """The admin UI under ``base``, for ``create_http_app(..., extra_routes=...)``; with
-    ``docs_url`` (the docs site's root, e.g. ``/docs/``) each page links to its docs page."""
-    state = AdminState.create(app, runner=runner, auth=auth, base=base, docs_url=docs_url)
+    ``docs_url`` (the docs site's root, e.g. ``/docs/``) each page links to its docs page;
+    ``transport`` (a Transport or a URL; default: the app's outbox transport) is the one whose
+    dead letters it shows."""
+    state = AdminState.create(
+        app, runner=runner, auth=auth, base=base, docs_url=docs_url, transport=transport
+    )
 
     read = partial(guarded, state)
     write = partial(guarded, state, action="admin", post=True)
@@ -69,6 +76,13 @@ def create_admin_routes(
         Route(f"{base}/projections/{{name}}/dead-letters", read(pages.dead_letters)),
         Route(f"{base}/_/dead-letters", read(pages.letters_fragment)),
         Route(f"{base}/dead-letters/{{action}}", write(actions.letter_action), methods=["POST"]),
+        Route(f"{base}/transport/dead-letters", read(letters.transport_letters)),
+        Route(f"{base}/transport/dead-letters/show", read(letters.transport_letter)),
+        Route(
+            f"{base}/transport/dead-letters/{{action}}",
+            write(letters.transport_letter_action),
+            methods=["POST"],
+        ),
         Route(f"{base}/sagas", read(pages.sagas)),
         Route(f"{base}/outbox", read(pages.outbox)),
         Route(f"{base}/_/outbox", read(pages.outbox_fragment)),

@@ -25,6 +25,7 @@ from chronik.server.admin.data import Meter
 from chronik.server.admin.security import SECURITY_HEADERS
 from chronik.server.http_auth import HttpAuth
 from chronik.store.base import EventStore
+from chronik.transports.base import Transport
 
 __all__ = ["DOC_PAGES", "HERE", "AdminState", "render", "writes_shown"]
 
@@ -36,6 +37,7 @@ DOC_PAGES: Final = {
     "streams": "concepts/log-positions/",
     "projections": "how-to/rebuilds-resets/",
     "dead-letters": "how-to/dead-letters/",
+    "transport-dead-letters": "how-to/dead-letters/",
     "sagas": "how-to/sagas-deadlines/",
     "outbox": "concepts/delivery/",
 }
@@ -52,6 +54,8 @@ class AdminState:
     runner: ProjectionRunner | None = None
     auth: HttpAuth | None = None
     base: str = "/admin"
+    #: the transport whose dead letters the UI shows: a Transport, or a URL opened per request
+    transport: Transport | str | None = None
 
     @classmethod
     def create(
@@ -62,6 +66,7 @@ class AdminState:
         auth: HttpAuth | None = None,
         base: str = "/admin",
         docs_url: str | None = None,
+        transport: Transport | str | None = None,
     ) -> AdminState:
         """The state of an admin UI of ``app`` mounted under ``base`` (with ``docs_url``, the
         docs site's root, each page links to its docs page)."""
@@ -85,7 +90,10 @@ class AdminState:
             doc_pages=DOC_PAGES,
         )
         templates.filters["q"] = lambda s: quote(str(s), safe="")
-        return cls(app, ProjectionAdmin(app.store), Meter(), templates, runner, auth, base)
+        if transport is None:  # the app's outbox transport, if it has one
+            transport = app.outbox_transport
+        admin = ProjectionAdmin(app.store)
+        return cls(app, admin, Meter(), templates, runner, auth, base, transport)
 
     @property
     def store(self) -> EventStore:
