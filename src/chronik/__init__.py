@@ -18,6 +18,7 @@ from chronik.aggregate import (
     apply,
     command,
 )
+from chronik.aggregate_locks import DurableLock
 from chronik.app import Chronik
 from chronik.codec import EventRegistry
 from chronik.commands import CommandBus, CommandResult, OutboxRule, RetryPolicy
@@ -43,6 +44,7 @@ from chronik.errors import (
     InvalidStreamId,
     InvalidValue,
     LeaseHeld,
+    LockTimeout,
     MessageTooLarge,
     MissingExtraError,
     NotFound,
@@ -118,6 +120,7 @@ __all__ = [
     "DeserializationError",
     "DomainModel",
     "DuplicateEventError",
+    "DurableLock",
     "EventData",
     "EventRegistry",
     "EventStore",
@@ -132,6 +135,7 @@ __all__ = [
     "InvalidValue",
     "JSON",
     "LeaseHeld",
+    "LockTimeout",
     "MessageTooLarge",
     "Metadata",
     "MissingExtraError",

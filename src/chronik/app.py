@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, overload
 
 from chronik.aggregate import Aggregate, AggregateModel
+from chronik.aggregate_locks import DurableLock
 from chronik.codec import EventRegistry
 from chronik.commands import (
     CommandBus,
@@ -31,6 +32,7 @@ from chronik.health import Supervisor
 from chronik.messages import Command, Position, StreamId
 
 if TYPE_CHECKING:
+    from chronik.aggregate_lock_sweep import LockSweeper
     from chronik.deadlines import Clock, DeadlineScheduler
     from chronik.outbox import OutboxDispatcher
     from chronik.projections import Projection, ProjectionRunner
@@ -98,6 +100,8 @@ class Chronik:
         self.scheduler: DeadlineScheduler | None = None
         self.outbox: OutboxDispatcher | None = None
         self._transport: Transport | None = None
+        #: the sweeper of ended durable aggregate locks, while running (any domain with a lock)
+        self.lock_sweeper: LockSweeper | None = None
         self._stops: list[Callable[[], Awaitable[None]]] = []
         #: every background task the app (and ``chronik serve``) runs, and the loop lag
         self.health = Supervisor()
@@ -116,8 +120,10 @@ class Chronik:
         snapshots: Snapshots | None = None,
         state_type: Any = None,
         state_version: int = 1,
+        lock: DurableLock | None = None,
     ) -> Decider:
-        """Handle ``domain`` with decide/evolve functions (see ``chronik.Decider``)."""
+        """Handle ``domain`` with decide/evolve functions (see ``chronik.Decider``);
+        ``lock``: a durable per-aggregate lock around each command (``chronik.DurableLock``)."""
         decider = Decider(
             domain,
             decide,
@@ -128,17 +134,21 @@ class Chronik:
             state_type=state_type,
             state_version=state_version,
         )
-        self.bus.register(decider)
+        self.bus.register(decider, lock=lock)
         return decider
 
-    def add_aggregate(self, cls: type[Aggregate]) -> type[Aggregate]:
-        """Handle ``cls.domain`` with an Aggregate class."""
-        self.bus.register(AggregateModel(cls))
+    def add_aggregate(
+        self, cls: type[Aggregate], *, lock: DurableLock | None = None
+    ) -> type[Aggregate]:
+        """Handle ``cls.domain`` with an Aggregate class; ``lock``: a durable per-aggregate
+        lock around each command (``chronik.DurableLock``)."""
+        self.bus.register(AggregateModel(cls), lock=lock)
         return cls
 
-    def add_model(self, model: DomainModel) -> DomainModel:
-        """Handle ``model.domain`` with any DomainModel (e.g. one made elsewhere)."""
-        return self.bus.register(model)
+    def add_model(self, model: DomainModel, *, lock: DurableLock | None = None) -> DomainModel:
+        """Handle ``model.domain`` with any DomainModel (e.g. one made elsewhere); ``lock``:
+        a durable per-aggregate lock around each command (``chronik.DurableLock``)."""
+        return self.bus.register(model, lock=lock)
 
     def add_outbox(self, rule: OutboxRule) -> None:
         """Record integration messages with the events that cause them (see CommandBus)."""
@@ -258,6 +268,19 @@ class Chronik:
             self._stops.append(self._stop_scheduler)
         if self.outbox_transport is not None:
             await self._start_outbox(self.outbox_transport)
+        if self.bus.locks.policies:
+            self._start_lock_sweeper()
+
+    def _start_lock_sweeper(self) -> None:
+        from chronik.aggregate_lock_sweep import LockSweeper
+
+        self.lock_sweeper = LockSweeper(self.store)
+        self.health.supervise("aggregate lock sweeper", self.lock_sweeper.run, vital=False)
+        self._stops.append(self._stop_lock_sweeper)
+
+    async def _stop_lock_sweeper(self) -> None:
+        await self.health.stop_task("aggregate lock sweeper")
+        self.lock_sweeper = None
 
     async def _start_outbox(self, given: Transport | str) -> None:
         from chronik.outbox import OutboxDispatcher

@@ -4,7 +4,8 @@ One dispatch, step by step (``CommandBus._dispatch`` and ``_run`` read in this o
 
 1. *route*: check the command (domain, type, payload schema, id, expected sequence) and find
    its domain's model; the checked command travels as a ``_Routed``;
-2. take the stream's in-process lock;
+2. take the stream's lock: in-process, and durable if the domain opted in (a store lease,
+   ``chronik.aggregate_locks``);
 3. *dedupe*: return the earlier result if this command id was already handled;
 4. *load* the state (cached, or snapshot + tail, ``chronik.repository``);
 5. *decide*: run the business logic through the handler middleware, turn its events into the
@@ -27,6 +28,7 @@ from typing import Any, Final
 import msgspec
 
 from chronik import dcb_dispatch, decisions
+from chronik.aggregate_locks import DurableLock, StreamLocks
 from chronik.codec import EventRegistry
 from chronik.dcb_decider import DcbDecider
 from chronik.domain_model import DomainModel
@@ -153,19 +155,26 @@ class CommandBus:
         self.repository = Repository(store, registry, cache_size)
         self._models: dict[str, DomainModel] = {}
         self._chains = Chains(self._dispatch)
-        self._locks: dict[StreamId, list[Any]] = {}
+        self._locks = StreamLocks(store, self.repository.forget)  # durable ones load afresh
         self._outbox: list[OutboxRule] = []
         self.emitter = Emitter()  # after-commit handlers: committed results go there
 
     # --- configuration ------------------------------------------------------------------------
 
-    def register(self, model: DomainModel) -> DomainModel:
-        """Route the model's domain to it."""
+    def register(self, model: DomainModel, *, lock: DurableLock | None = None) -> DomainModel:
+        """Route the model's domain to it; ``lock``: hold a durable lock on the aggregate
+        around each of its commands (``chronik.aggregate_locks``)."""
         if model.domain in self._models:
             raise ConfigurationError(f"domain {model.domain!r} is already registered")
+        self._locks.set(model, lock)
         self._models[model.domain] = model
         self._chains.add_model(model)
         return model
+
+    @property
+    def locks(self) -> StreamLocks:
+        """The per-stream locks, and the durable lock policies of the domains (``.set``)."""
+        return self._locks
 
     @property
     def domains(self) -> list[str]:
@@ -213,19 +222,10 @@ class CommandBus:
 
     async def _dispatch(self, command: Command) -> CommandResult:
         routed = self._route(command)
-        lock = self._locks.get(routed.stream)
-        if lock is None:
-            lock = self._locks[routed.stream] = [asyncio.Lock(), 0]
-        lock[1] += 1
-        try:
-            async with lock[0]:
-                if isinstance(routed.model, DcbDecider):
-                    return self.emitter.committed(await self._run_dcb(routed, routed.model))
-                return self.emitter.committed(await self._run(routed))
-        finally:
-            lock[1] -= 1
-            if lock[1] == 0:
-                del self._locks[routed.stream]
+        async with self._locks.hold(routed.stream):
+            if isinstance(routed.model, DcbDecider):
+                return self.emitter.committed(await self._run_dcb(routed, routed.model))
+            return self.emitter.committed(await self._run(routed))
 
     def _route(self, command: Command) -> _Routed:
         """Step 1: the command checked, parsed by its domain's model, with ids and metadata."""

@@ -20,7 +20,8 @@
     │   ├── WrongExpectedVersion    the stream was not at the expected version (expected, actual)
     │   ├── AppendConditionFailed   an event matching a DCB append condition came after its position
     │   ├── CheckpointFenced        a checkpoint write from an older lease epoch than the stored one
-    │   └── LeaseHeld               a lease (processor, partition) another owner holds unexpired
+    │   ├── LeaseHeld               a lease (processor, partition) another owner holds unexpired
+    │   └── LockTimeout             a durable aggregate lock not acquired within its wait
     ├── CommandRejected             business logic refused a command (reason)
     ├── NotFound                    something named that does not exist (404 / NOT_FOUND)
     │   ├── UnknownDomain           a command for a domain nobody handles
@@ -61,7 +62,7 @@ __all__ = [
     "ChronikError", "CommandRejected", "ConcurrencyError", "ConfigurationError", "ConsumerStopped",
     "DeserializationError", "DuplicateEventError", "HandlerError", "InvalidCommand",
     "InvalidEventType", "InvalidExpectedVersion", "InvalidMessage", "InvalidStreamId",
-    "InvalidValue", "LeaseHeld", "MessageTooLarge", "MissingExtraError", "NotFound",
+    "InvalidValue", "LeaseHeld", "LockTimeout", "MessageTooLarge", "MissingExtraError", "NotFound",
     "PermissionDenied", "PayloadTooLarge", "PortInUse", "ProjectionStopped", "ReadModelError",
     "ReplayRefused", "SerializationError", "ServiceUnavailable", "StoreClosed", "StoreUnavailable",
     "TooManyEvents", "TransportClosed", "TransportUnavailable", "UndecodableEvent",
@@ -263,6 +264,14 @@ class LeaseHeld(ConcurrencyError):
     def __init__(self, name: str, partition: int, owner: str) -> None:
         self.name, self.partition, self.owner = name, partition, owner
         super().__init__(f"lease {name}[{partition}] is held by another owner than {owner!r}")
+
+
+class LockTimeout(ConcurrencyError):
+    """A durable aggregate lock (``DurableLock``) another holder kept ``wait`` s; nothing ran."""
+
+    def __init__(self, stream: Any, wait: float) -> None:
+        self.stream, self.wait = stream, wait
+        super().__init__(f"the lock on {stream} was not acquired within {wait:g} s")
 
 
 class DuplicateEventError(ChronikError):

@@ -10,7 +10,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = SRC / "chronik"
 #: Modules allowed past the size limit: the facade and generated code.
-SIZE_EXEMPT = {"chronik.v1.chronik_pb2_grpc"}
+SIZE_EXEMPT = {"chronik.v1.chronik_pb2_grpc", "chronik.errors"}  # errors: the one tree
 MAX_LINES = 400
 
 
@@ -209,6 +209,7 @@ LAYERS: list[set[str]] = [
     {"transports", "replay_marks", "health", "deadline_events", "domain_model", "decider"},
     {"emitter"},
     {"dcb_decider"},
+    {"aggregate_locks", "aggregate_lock_sweep"},
     {"middleware", "projections", "outbox", "repository", "decisions", "saga_record"},
     {"commands", "dcb_dispatch", "aggregate", "deadlines"},
     {"reactions", "sagas"},

@@ -8,6 +8,7 @@ registry: myapp.events:registry          # or: a registry and a list of models
 domains: [myapp.orders:Order, myapp.customer:customer]
 business_logic:                          # remote domains (any language), as in evented-rs
   - {domain: customer, address: 127.0.0.1:50061, timeout: 5}
+locks: {orders: {ttl: 30, wait: 10}}     # durable per-aggregate locks (chronik.DurableLock)
 auth:
   api_keys: [{name: web, key_env: WEB_KEY, commands: {customer: "*"}}]
 consumers:                               # transport consumers (default transport: `transport`)
@@ -25,6 +26,7 @@ from typing import Annotated, Any
 import msgspec
 
 from chronik.aggregate import Aggregate, AggregateModel, DomainModel
+from chronik.aggregate_locks import DurableLock
 from chronik.app import Chronik
 from chronik.codec import EventRegistry
 from chronik.deadlines import aggregate_deadlines
@@ -108,6 +110,11 @@ class OutboxConfig(msgspec.Struct, forbid_unknown_fields=True):
     lease_ttl: float = 10.0
 
 
+class LockConfig(msgspec.Struct, forbid_unknown_fields=True):
+    ttl: float = 30.0  # seconds a holder's lease lasts unless renewed (every ttl/3)
+    wait: float = 10.0  # seconds a command waits for another holder, then LockTimeout
+
+
 class ObservabilityConfig(msgspec.Struct, forbid_unknown_fields=True):
     tracing: bool = False  # OpenTelemetry spans (extra `otel`; configure the SDK yourself)
     log_format: str = "text"  # or "json"
@@ -170,6 +177,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     registry: str | None = None
     domains: list[str] = msgspec.field(default_factory=list)
     business_logic: list[RemoteDomain] = msgspec.field(default_factory=list)
+    #: domain -> its durable per-aggregate lock (any configured domain, remote ones included)
+    locks: dict[str, LockConfig] = msgspec.field(default_factory=dict)
     projections: str | None = None
     projectors: list[RemoteReactor] = msgspec.field(default_factory=list)
     sagas: list[RemoteReactor] = msgspec.field(default_factory=list)
@@ -243,6 +252,10 @@ def build_app(config: Config, store: str) -> Chronik:
                 remote.domain, remote.address, timeout=remote.timeout, attempts=remote.attempts
             )
         )
+    for domain, lock in config.locks.items():
+        if domain not in app.bus.domains:
+            raise ConfigurationError(f"locks: no configured domain is called {domain!r}")
+        app.bus.locks.set(app.bus.model(domain), DurableLock(lock.ttl, lock.wait))
     return app
 
 

@@ -107,6 +107,7 @@ TABLE: Final[Mapping[type, WireStatus]] = {
         e.AppendConditionFailed,
         e.CheckpointFenced,
         e.LeaseHeld,
+        e.LockTimeout,
     ),
     **_rows(409, "ALREADY_EXISTS", e.DuplicateEventError),
     **_rows(409, "FAILED_PRECONDITION", e.ReplayRefused),
