@@ -9,11 +9,14 @@ import sys
 import threading
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from chronik.cli.common import fail, use_app_dir
+
+if TYPE_CHECKING:
+    from chronik.server.http_server import HttpServer
 
 __all__ = ["add_serve", "run_server", "serve"]
 
@@ -56,7 +59,6 @@ async def run_server(
     http_port: int | None = None,
 ) -> None:
     """Build the app from the configuration, serve it, stop cleanly on SIGTERM / SIGINT."""
-    from chronik.server.admin import create_admin_routes
     from chronik.server.auth import Auth
     from chronik.server.config import (
         build_app,
@@ -66,10 +68,6 @@ async def run_server(
         setup_observability,
     )
     from chronik.server.grpc import GrpcServer
-    from chronik.server.http import LiveQuery, create_http_app
-    from chronik.server.http_auth import HttpAuth
-    from chronik.server.http_server import HttpServer
-    from chronik.server.metrics import Metrics
 
     config = load_config(config_path)
     store = resolve_store(store_flag, config)
@@ -102,54 +100,14 @@ async def run_server(
         await _bounded(server.stop(0), 5.0)
         raise
     http_host = host or config.http.host
-    http_hosts = allowed_hosts(config.http.allowed_hosts, http_host)
-    if config.http.enabled:
-        keys = server.auth
-        jwt_config = config.auth.jwt
-        http_auth = HttpAuth(keys, jwt_config) if keys or jwt_config else None
-        docs = Path(config.http.docs_dir)
-        docs_url = "/docs/" if (docs / "index.html").is_file() else None
-        admin: list[Any] = create_admin_routes(
-            app,
-            runner=server.runner,
-            auth=http_auth,
-            docs_url=docs_url,
-            transport=config.transport or None,  # its dead letters: opened per request
+    http_hosts = (
+        allowed_hosts(config.http.allowed_hosts, http_host) if config.http.enabled else None
+    )
+    docs_url: str | None = None
+    if config.http.enabled:  # the HTTP stack is imported only when it serves
+        http, docs_url = await _start_http(
+            config, app, server, receiver, http_host, http_hosts, http_port
         )
-        if docs_url is not None:  # the site `make docs` built: static, like the docs it is
-            from starlette.routing import Mount
-            from starlette.staticfiles import StaticFiles
-
-            admin.append(Mount("/docs", StaticFiles(directory=docs, html=True), name="docs"))
-        if receiver is not None:
-            from chronik.server.http_cloudevents import cloudevents_routes
-
-            admin += cloudevents_routes(receiver)
-        metrics = Metrics()
-        metrics.grpc_subscriptions = lambda: server.subscriptions
-        http_app = create_http_app(
-            app,
-            metrics=metrics,
-            runner=server.runner,
-            queries=[
-                LiveQuery(q.name, q.projection, q.table, tuple(q.params), tuple(q.order_by))
-                for q in config.queries
-            ],
-            auth=http_auth,
-            max_body_bytes=config.http.max_body_bytes,
-            extra_routes=admin,
-            allowed_hosts=http_hosts,
-            admin_writes=config.http.admin_writes,
-            raw_append=config.http.raw_append,
-        )
-        http = HttpServer(http_app, http_host, config.http.port if http_port is None else http_port)
-        try:
-            await http.start()
-        except BaseException:
-            await _bounded(server.stop(0), 5.0)
-            raise
-        if http.task is not None:
-            app.health.watch("http server", http.task)
     print(f"chronik serving store {store}", flush=True)
     print(f"  domains: {', '.join(app.bus.domains) or '(none)'}", flush=True)
     runners = [r for r in (app.runner, server.runner) if r is not None]
@@ -216,6 +174,71 @@ async def _bounded(step: Awaitable[None], seconds: float) -> None:
         await asyncio.wait_for(step, seconds)
     except Exception as exc:
         print(f"  a shutdown step did not finish cleanly: {exc!r}", flush=True)
+
+
+async def _start_http(
+    config: Any,
+    app: Any,
+    server: Any,
+    receiver: Any,
+    http_host: str,
+    http_hosts: list[str] | None,
+    http_port: int | None,
+) -> tuple[HttpServer, str | None]:
+    """Serve HTTP (API, admin UI, docs, the CloudEvents receiver): the server and the docs URL."""
+    from chronik.server.admin import create_admin_routes
+    from chronik.server.http import LiveQuery, create_http_app
+    from chronik.server.http_auth import HttpAuth
+    from chronik.server.http_server import HttpServer
+    from chronik.server.metrics import Metrics
+
+    keys = server.auth
+    jwt_config = config.auth.jwt
+    http_auth = HttpAuth(keys, jwt_config) if keys or jwt_config else None
+    docs = Path(config.http.docs_dir)
+    docs_url = "/docs/" if (docs / "index.html").is_file() else None
+    admin: list[Any] = create_admin_routes(
+        app,
+        runner=server.runner,
+        auth=http_auth,
+        docs_url=docs_url,
+        transport=config.transport or None,  # its dead letters: opened per request
+    )
+    if docs_url is not None:  # the site `make docs` built: static, like the docs it is
+        from starlette.routing import Mount
+        from starlette.staticfiles import StaticFiles
+
+        admin.append(Mount("/docs", StaticFiles(directory=docs, html=True), name="docs"))
+    if receiver is not None:
+        from chronik.server.http_cloudevents import cloudevents_routes
+
+        admin += cloudevents_routes(receiver)
+    metrics = Metrics()
+    metrics.grpc_subscriptions = lambda: server.subscriptions
+    http_app = create_http_app(
+        app,
+        metrics=metrics,
+        runner=server.runner,
+        queries=[
+            LiveQuery(q.name, q.projection, q.table, tuple(q.params), tuple(q.order_by))
+            for q in config.queries
+        ],
+        auth=http_auth,
+        max_body_bytes=config.http.max_body_bytes,
+        extra_routes=admin,
+        allowed_hosts=http_hosts,
+        admin_writes=config.http.admin_writes,
+        raw_append=config.http.raw_append,
+    )
+    http = HttpServer(http_app, http_host, config.http.port if http_port is None else http_port)
+    try:
+        await http.start()
+    except BaseException:
+        await _bounded(server.stop(0), 5.0)
+        raise
+    if http.task is not None:
+        app.health.watch("http server", http.task)
+    return http, docs_url
 
 
 def allowed_hosts(configured: list[str] | None, bound: str) -> list[str] | None:
