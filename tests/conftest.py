@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from chronik.testing.redis_server import RedisService
+from chronik.testing.replica import PostgresReplica
 from chronik.testing.services import (
     NatsService,
     PostgresService,
@@ -81,6 +82,17 @@ def _session_service(service: Service, what: str) -> Iterator[Service]:
         yield service
     finally:
         service.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_replica(postgres_server: PostgresService) -> Iterator[PostgresReplica]:
+    """A hot standby of the session's PostgreSQL (``pg_basebackup -R``, streaming on
+    loopback) for the whole session; tests open stores on it with the primary's schema."""
+    if not postgres_server.running:
+        postgres_server.start()
+    service = PostgresReplica(postgres_server)
+    for _ in _session_service(service, "PostgreSQL hot standby"):
+        yield service
 
 
 @pytest.fixture(scope="session")

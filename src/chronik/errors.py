@@ -43,7 +43,8 @@
     ├── AuthenticationError         missing or unknown credentials
     ├── PermissionDenied            credentials that do not allow the operation
     │   └── AdminWritesDisabled     an admin write with no auth configured and none enabled
-    └── StoreClosed                 an operation on a store that was closed
+    ├── StoreClosed                 an operation on a store that was closed
+    └── StoreReadOnly               a write to a read-only store (a hot standby, a group view)
 
 Adapters translate driver errors to these once, at their boundary, with ``raise ... from``.
 How each one travels over HTTP and gRPC is one table: ``chronik.server.status``.
@@ -64,8 +65,9 @@ __all__ = [
     "InvalidEventType", "InvalidExpectedVersion", "InvalidMessage", "InvalidStreamId",
     "InvalidValue", "LeaseHeld", "LockTimeout", "MessageTooLarge", "MissingExtraError", "NotFound",
     "PermissionDenied", "PayloadTooLarge", "PortInUse", "ProjectionStopped", "ReadModelError",
-    "ReplayRefused", "SerializationError", "ServiceUnavailable", "StoreClosed", "StoreUnavailable",
-    "TooManyEvents", "TransportClosed", "TransportUnavailable", "UndecodableEvent",
+    "ReplayRefused", "SerializationError", "ServiceUnavailable", "StoreClosed", "StoreReadOnly",
+    "StoreUnavailable", "TooManyEvents", "TransportClosed", "TransportUnavailable",
+    "UndecodableEvent",
     "UnknownCommandType", "UnknownDomain", "UnknownEventType", "UnknownProjection", "UpcastError",
     "ValidationError", "WrongExpectedVersion",
 ]
@@ -387,6 +389,15 @@ class AdminWritesDisabled(PermissionDenied):
 
 class StoreClosed(ChronikError):
     """An operation on a store that has been closed."""
+
+
+class StoreReadOnly(ChronikError):
+    """A write to a store that only reads: a PostgreSQL hot standby (writes go to its
+    primary) or a ``GroupStore`` view; ``store`` names it (no password), nothing was stored."""
+
+    def __init__(self, store: str, reason: str = "read-only") -> None:
+        self.store, self.reason = store, reason
+        super().__init__(f"{store} is read-only ({reason}): nothing was written")
 
 
 class TransportUnavailable(ChronikError):

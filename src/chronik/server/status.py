@@ -118,6 +118,7 @@ TABLE: Final[Mapping[type, WireStatus]] = {
         "UNAVAILABLE",
         e.StoreUnavailable,
         e.StoreClosed,
+        e.StoreReadOnly,
         e.ServiceUnavailable,
         e.TransportUnavailable,
         e.TransportClosed,

@@ -10,8 +10,10 @@ from typing import Any
 
 from chronik.adapters import Adapters, load_adapter
 from chronik.store.base import EventStore, UnitOfWork
+from chronik.store.group import GroupStore
+from chronik.store.rw import ReadWriteStore
 
-__all__ = ["EventStore", "UnitOfWork", "open_store"]
+__all__ = ["EventStore", "GroupStore", "ReadWriteStore", "UnitOfWork", "open_store"]
 
 _ADAPTERS: Adapters = {
     "memory": ("chronik.store.memory", "MemoryEventStore", None, None),
@@ -20,6 +22,8 @@ _ADAPTERS: Adapters = {
     "postgresql": ("chronik.store.postgres", "PostgresEventStore", "postgres", "asyncpg"),
     "postgres": ("chronik.store.postgres", "PostgresEventStore", "postgres", "asyncpg"),
     "redis": ("chronik.store.redis", "RedisEventStore", "redis", "redis"),
+    "rw": ("chronik.store.composite_urls", "open_rw", None, None),
+    "group": ("chronik.store.composite_urls", "open_group", None, None),
 }
 
 
@@ -32,7 +36,9 @@ def open_store(url: str, *, create: bool = True, **options: Any) -> EventStore:
     ``schema=NAME``, ``migrate=false`` to require a schema migrated by ``chronik db migrate``,
     ``pool_min_size``, ``pool_max_size``, ``poll_interval``). With ``create=False`` a
     store that does not exist yet (a missing SQLite file) is not created: opening it raises
-    StoreUnavailable ("no store at PATH"), as read-only tools want.
+    StoreUnavailable ("no store at PATH"), as read-only tools want. Compositions take their
+    stores as percent-encoded URLs (``chronik.store.composite_urls``): ``rw://?write=URL&
+    read=URL`` (ReadWriteStore) and ``group://?name=URL&...&home=URL`` (GroupStore).
     """
     scheme, module, cls = load_adapter(url, _ADAPTERS, "store")
     if scheme in ("sqlite", "lmdb"):

@@ -21,6 +21,11 @@ timeouts every connection of the store sets (milliseconds, 0 turns one off):
 a transaction that long, e.g. a frozen or partitioned process, releasing its locks and the
 readers' horizon) and ``statement_timeout_ms`` (default 30000; migrations run without it).
 Other query parameters go to the driver (``sslmode``, ...).
+
+On a hot standby (``pg_is_in_recovery()``) the store only reads (``chronik.store.postgres.
+standby``): it never migrates (it waits up to ``standby_wait`` seconds, default 30, for the
+primary's schema to be replayed), every write raises StoreReadOnly, and subscriptions are woken
+by polling WAL replay every ``replay_poll_interval`` seconds (default 0.02) instead of LISTEN.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import asyncpg
 from chronik.adapters import safe_url
 from chronik.errors import ChronikError, ConfigurationError, StoreUnavailable
 from chronik.messages import AppendResult, Position
-from chronik.store.base import EventStore, WriteUnit
+from chronik.store.base import EventStore, StoreHealth, WriteUnit
 from chronik.store.postgres.errors import DRIVER_ERRORS, unavailable, write_error
 from chronik.store.postgres.feed import ChangeFeed
 from chronik.store.postgres.pool import TIMEOUTS, ConnectionPool, timeout_settings
@@ -45,6 +50,15 @@ from chronik.store.postgres.schema import (
     quote_schema,
     schema_version,
     split_url,
+)
+from chronik.store.postgres.standby import (
+    REPLAY_POLL_SECONDS,
+    ReplayLag,
+    in_recovery,
+    read_only,
+    replay_lag,
+    replay_lsn,
+    wait_for_schema,
 )
 from chronik.store.postgres.write import Retry, Statements, write_unit
 
@@ -75,6 +89,8 @@ class PostgresEventStore(PostgresReader, EventStore):
             "migrate": True,
             "pool_max_size": 16,
             "poll_interval": 0.2,
+            "standby_wait": 30.0,
+            "replay_poll_interval": REPLAY_POLL_SECONDS,
             **from_url,
             **options,
         }
@@ -84,6 +100,10 @@ class PostgresEventStore(PostgresReader, EventStore):
         self.pool_max_size = int(settings.pop("pool_max_size"))
         self.pool_min_size = int(settings.pop("pool_min_size", min(2, self.pool_max_size)))
         self.poll_interval = float(settings.pop("poll_interval"))
+        self.standby_wait = float(settings.pop("standby_wait"))
+        self.replay_poll_interval = float(settings.pop("replay_poll_interval"))
+        #: True when the server is a hot standby (found on open): reads only.
+        self.standby = False
         super().__init__(**settings)
         self.url = url
         self.dsn = dsn
@@ -117,7 +137,10 @@ class PostgresEventStore(PostgresReader, EventStore):
             try:
                 # A migration may wait for another process's and take long: no timeouts.
                 await conn.execute("SET lock_timeout = 0; SET statement_timeout = 0")
-                if self.auto_migrate:
+                self.standby = await in_recovery(conn)
+                if self.standby:  # no DDL on a standby: the primary's schema, replayed
+                    await wait_for_schema(conn, self.schema, self.url, self.standby_wait)
+                elif self.auto_migrate:
                     await migrate(conn, self.schema)
                 else:
                     found = await schema_version(conn, self.schema)
@@ -135,6 +158,9 @@ class PostgresEventStore(PostgresReader, EventStore):
         except DRIVER_ERRORS as exc:
             self._pool.terminate()
             raise unavailable("migrating", self.url, exc) from exc
+        if self.standby:  # LISTEN is refused in recovery: _poll watches WAL replay instead
+            self._health = StoreHealth(True, "hot standby: read-only")
+            return
         self._feed = ChangeFeed(
             self.dsn, f"chronik.{self.schema}", self._notify, self.server_settings
         )
@@ -155,6 +181,8 @@ class PostgresEventStore(PostgresReader, EventStore):
     # --- writing ------------------------------------------------------------------------------
 
     async def _write(self, unit: WriteUnit) -> list[AppendResult]:
+        if self.standby:
+            raise read_only(self.url)
         try:
             results = await self._write_attempts(unit)
         except StoreUnavailable as exc:
@@ -244,10 +272,36 @@ class PostgresEventStore(PostgresReader, EventStore):
         """True while the LISTEN connection is up (else subscriptions poll)."""
         return self._feed is not None and self._feed.connected
 
+    async def replay_lag(self) -> ReplayLag | None:
+        """How far this hot standby is behind its primary; None on a primary."""
+        await self._ready()
+        if not self.standby:
+            return None
+        return await self._call("read", lambda: self._with_conn(replay_lag))
+
+    async def _with_conn(self, fn: Any) -> Any:
+        async with self._pool.connection() as conn:
+            return await fn(conn)
+
     def _watch(self, delta: int) -> None:
         self._watchers += delta
         if self._watchers > 0 and (self._poll_task is None or self._poll_task.done()):
-            self._poll_task = self._loop.create_task(self._poll())
+            poll = self._poll_replay() if self.standby else self._poll()
+            self._poll_task = self._loop.create_task(poll)
+
+    async def _poll_replay(self) -> None:
+        """On a standby, while subscriptions wait: wake them when WAL replay has moved."""
+        seen: str | None = None
+        while self._watchers > 0 and not self.closed:
+            try:
+                lsn = await self._with_conn(replay_lsn)
+            except Exception:  # the standby is down: readers re-read and see the outage
+                lsn = None
+                await asyncio.sleep(self.poll_interval)
+            if lsn != seen:
+                seen = lsn
+                self._notify()
+            await asyncio.sleep(self.replay_poll_interval)
 
     async def _poll(self) -> None:
         """While subscriptions wait and LISTEN is down, wake them every poll_interval."""
