@@ -15,13 +15,15 @@
     │   ├── InvalidCommand          a command payload that fails its declared schema (fields)
     │   ├── MessageTooLarge         a gRPC message over the limit (grpc.max_message_bytes)
     │   ├── InvalidMessage          a transport message, topic, group or header out of shape
+    │   ├── InvalidExport           a line of an export file out of shape (line, field)
     │   └── UnknownProjection       a projection name nobody registered (also a NotFound)
     ├── ConcurrencyError            optimistic concurrency lost
     │   ├── WrongExpectedVersion    the stream was not at the expected version (expected, actual)
     │   ├── AppendConditionFailed   an event matching a DCB append condition came after its position
     │   ├── CheckpointFenced        a checkpoint write from an older lease epoch than the stored one
     │   ├── LeaseHeld               a lease (processor, partition) another owner holds unexpired
-    │   └── LockTimeout             a durable aggregate lock not acquired within its wait
+    │   ├── LockTimeout             a durable aggregate lock not acquired within its wait
+    │   └── ImportConflict          an imported event the target store contradicts (line)
     ├── CommandRejected             business logic refused a command (reason)
     ├── NotFound                    something named that does not exist (404 / NOT_FOUND)
     │   ├── UnknownDomain           a command for a domain nobody handles
@@ -61,15 +63,15 @@ from chronik.error_data import rebuild
 __all__ = [
     "AdminWritesDisabled", "AppendConditionFailed", "AuthenticationError", "CheckpointFenced",
     "ChronikError", "CommandRejected", "ConcurrencyError", "ConfigurationError", "ConsumerStopped",
-    "DeserializationError", "DuplicateEventError", "HandlerError", "InvalidCommand",
-    "InvalidEventType", "InvalidExpectedVersion", "InvalidMessage", "InvalidStreamId",
-    "InvalidValue", "LeaseHeld", "LockTimeout", "MessageTooLarge", "MissingExtraError", "NotFound",
-    "PermissionDenied", "PayloadTooLarge", "PortInUse", "ProjectionStopped", "ReadModelError",
-    "ReplayRefused", "SerializationError", "ServiceUnavailable", "StoreClosed", "StoreReadOnly",
-    "StoreUnavailable", "TooManyEvents", "TransportClosed", "TransportUnavailable",
-    "UndecodableEvent",
-    "UnknownCommandType", "UnknownDomain", "UnknownEventType", "UnknownProjection", "UpcastError",
-    "ValidationError", "WrongExpectedVersion",
+    "DeserializationError", "DuplicateEventError", "HandlerError", "ImportConflict",
+    "InvalidCommand", "InvalidEventType", "InvalidExpectedVersion", "InvalidExport",
+    "InvalidMessage", "InvalidStreamId", "InvalidValue", "LeaseHeld", "LockTimeout",
+    "MessageTooLarge", "MissingExtraError", "NotFound", "PayloadTooLarge", "PermissionDenied",
+    "PortInUse", "ProjectionStopped", "ReadModelError", "ReplayRefused", "SerializationError",
+    "ServiceUnavailable", "StoreClosed", "StoreReadOnly", "StoreUnavailable", "TooManyEvents",
+    "TransportClosed", "TransportUnavailable", "UndecodableEvent", "UnknownCommandType",
+    "UnknownDomain", "UnknownEventType", "UnknownProjection", "UpcastError", "ValidationError",
+    "WrongExpectedVersion",
 ]
 # fmt: on
 
@@ -113,6 +115,15 @@ class ValidationError(ChronikError, ValueError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         self.field = field
         super().__init__(message)
+
+
+class InvalidExport(ValidationError):
+    """A line of an export file that is not what the format says; nothing of its batch was
+    written. ``line`` is its number (1-based), ``field`` the key at fault when there is one."""
+
+    def __init__(self, line: int, message: str, *, field: str | None = None) -> None:
+        self.line = line
+        super().__init__(f"line {line}: {message}", field=field)
 
 
 class InvalidStreamId(ValidationError):
@@ -266,6 +277,18 @@ class LeaseHeld(ConcurrencyError):
     def __init__(self, name: str, partition: int, owner: str) -> None:
         self.name, self.partition, self.owner = name, partition, owner
         super().__init__(f"lease {name}[{partition}] is held by another owner than {owner!r}")
+
+
+class ImportConflict(ConcurrencyError):
+    """An imported event the target store contradicts: its id stored with other content or in
+    another stream, or its stream at another version there. Nothing of its batch was written;
+    ``line`` is the event's line in the file, ``stream`` and ``event_id`` name it."""
+
+    def __init__(
+        self, line: int, message: str, *, stream: str | None = None, event_id: str | None = None
+    ) -> None:
+        self.line, self.stream, self.event_id = line, stream, event_id
+        super().__init__(f"line {line}: {message}")
 
 
 class LockTimeout(ConcurrencyError):

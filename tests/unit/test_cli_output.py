@@ -104,6 +104,8 @@ JSON_COMMANDS = [  # (command, its other arguments, a field every line has)
 ]
 #: --json commands that need a broker, not a store: JSON Lines checked in test_cli_transport.py
 OTHER_JSON_COMMANDS = {("transport", "dead-letters", "list"), ("transport", "dead-letters", "show")}
+#: --json commands that read an export file or a second store: checked in test_export.py
+OTHER_JSON_COMMANDS |= {("import",), ("move",)}
 
 
 @pytest.mark.parametrize(("command", "args", "field"), JSON_COMMANDS, ids=lambda v: " ".join(v))

@@ -207,6 +207,7 @@ LAYERS: list[set[str]] = [
     {"messages", "dcb", "codec", "observability"},
     {"store"},
     {"transports", "replay_marks", "health", "deadline_events", "domain_model", "decider"},
+    {"lifecycle"},
     {"emitter"},
     {"dcb_decider"},
     {"aggregate_locks", "aggregate_lock_sweep"},

@@ -38,6 +38,7 @@ def _build() -> typer.Typer:
     from chronik.cli.db import db
     from chronik.cli.events import events, streams
     from chronik.cli.knative import knative
+    from chronik.cli.lifecycle import backup, export, import_, move
     from chronik.cli.outbox import outbox
     from chronik.cli.projections import app as projections
     from chronik.cli.serve import serve
@@ -54,6 +55,10 @@ def _build() -> typer.Typer:
     app.add_typer(knative, name="knative")
     app.add_typer(transport, name="transport")
     app.command()(serve)
+    app.command("export")(export)
+    app.command("import")(import_)
+    app.command("move")(move)
+    app.command("backup")(backup)
     app.callback()(root)
     return app
 

@@ -88,6 +88,7 @@ TABLE: Final[Mapping[type, WireStatus]] = {
         e.InvalidExpectedVersion,
         e.InvalidCommand,
         e.InvalidMessage,
+        e.InvalidExport,
     ),
     **_rows(413, "RESOURCE_EXHAUSTED", e.PayloadTooLarge, e.MessageTooLarge),
     **_rows(
@@ -108,6 +109,7 @@ TABLE: Final[Mapping[type, WireStatus]] = {
         e.CheckpointFenced,
         e.LeaseHeld,
         e.LockTimeout,
+        e.ImportConflict,
     ),
     **_rows(409, "ALREADY_EXISTS", e.DuplicateEventError),
     **_rows(409, "FAILED_PRECONDITION", e.ReplayRefused),

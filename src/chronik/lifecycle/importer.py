@@ -1,0 +1,217 @@
+"""Import an export into a store: every event id, sequence, payload, metadata and tag kept, in
+the file's order, idempotently.
+
+Each batch of a few hundred events is one unit of work whose appends expect their streams at
+exactly the sequence before their first event, so an event lands only where it stood in the
+source. Re-running an import, or resuming one that was interrupted, appends nothing twice:
+events already stored with the same content are skipped (and counted). An event the target
+contradicts (its id stored with other content or elsewhere, its stream at another version)
+is an ImportConflict naming its line, and nothing of its batch is written.
+
+What the port cannot carry: ``recorded_at``. Every adapter stamps an event with its own clock
+when it commits, so imported events are recorded at the import's time; the source's time
+stays in the export file. Positions are the target's own: the order is kept, the values are
+not (see ``chronik.lifecycle.move``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import msgspec
+
+from chronik.errors import ConcurrencyError, DuplicateEventError, WrongExpectedVersion
+from chronik.lifecycle.export import Progress
+from chronik.lifecycle.format import ImportConflict
+from chronik.lifecycle.runs import Lines, Reader, Run
+from chronik.messages import AppendResult, Position, RecordedEvent, StreamId
+from chronik.store.base import AppendRequest, EventStore, PreparedEvent
+
+__all__ = ["ImportReport", "import_events"]
+
+_metadata_decoder: Final = msgspec.json.Decoder(dict[str, str])
+
+
+@dataclass(slots=True)
+class ImportReport:
+    """What an import did.
+
+    ``appended`` events were written, ``skipped`` ones were stored already with the same
+    content (a re-run or a resumed import), ``streams`` is how many streams begin in the file
+    (their event 0 is in it). ``complete`` is False when the file has no end line: the export
+    was cut short, and what was imported is a prefix of the source's order (export again, then
+    import the new file: what is stored already is skipped). ``source``, ``exported_at`` and
+    ``head`` come from the file's header.
+    """
+
+    appended: int = 0
+    skipped: int = 0
+    streams: int = 0
+    complete: bool = False
+    source: str = ""
+    exported_at: str = ""
+    head: str | None = None
+
+    @property
+    def events(self) -> int:
+        """Every event of the file that was read: appended or skipped."""
+        return self.appended + self.skipped
+
+
+async def import_events(
+    store: EventStore, lines: Lines, *, progress: Progress | None = None
+) -> ImportReport:
+    """Import the export in ``lines`` (an iterable or async iterable of its lines, bytes or
+    str, e.g. a file opened in binary mode) into ``store``.
+
+    Raises InvalidExport naming the first bad line (nothing of its batch written, every
+    earlier batch committed), ImportConflict naming the line the target contradicts.
+    ``progress`` is called with the count of events done after each batch.
+    """
+    await store.open()
+    reader = Reader(store)
+    report = ImportReport()
+    async for batch in reader.batches(lines):
+        appended, skipped = await _write_batch(store, batch)
+        report.appended += appended
+        report.skipped += skipped
+        if progress is not None:
+            progress(report.appended + report.skipped)
+    header = reader.header
+    if header is not None:
+        report.source, report.exported_at, report.head = (
+            header.source,
+            header.exported_at,
+            header.head,
+        )
+    report.streams = reader.streams
+    report.complete = reader.end_events is not None
+    if progress is not None:
+        progress(report.appended + report.skipped)
+    return report
+
+
+async def _write_batch(store: EventStore, batch: list[Run]) -> tuple[int, int]:
+    """Write one batch as one unit; (appended, skipped)."""
+    head = await store.head()
+    try:
+        results = await _commit(store, [run.request() for run in batch])
+    except (ConcurrencyError, DuplicateEventError):
+        # Some of it is stored already (a re-run, a resumed import) or the target disagrees:
+        # sort it out run by run, then write what is left.
+        return await _resolve(store, batch)
+    appended = 0
+    for run, result in zip(batch, results, strict=True):
+        appended += sum(1 for p in _positions(result, len(run.events)) if _new(p, head))
+    return appended, sum(len(run.events) for run in batch) - appended
+
+
+async def _commit(store: EventStore, requests: list[AppendRequest]) -> list[AppendResult]:
+    if not requests:
+        return []
+    async with store.transaction() as tx:
+        for request in requests:
+            tx.append_prepared(request)
+    return tx.results
+
+
+def _positions(result: AppendResult, count: int) -> tuple[Position, ...]:
+    return result.positions if len(result.positions) == count else (result.position,) * count
+
+
+def _new(position: Position, head: Position | None) -> bool:
+    """Whether an event the unit answered with was written by it (not stored before)."""
+    return head is None or position > head
+
+
+async def _resolve(store: EventStore, batch: list[Run]) -> tuple[int, int]:
+    """Check each run against the target, skip what it holds, write the rest as one unit."""
+    versions: dict[StreamId, int | None] = {}
+    todo: list[tuple[Run, int]] = []  # (run, events of it stored already)
+    skipped = 0
+    for run in batch:
+        stream = run.stream
+        version = versions[stream] if stream in versions else await store.stream_version(stream)
+        if (version is None and run.first > 0) or (version is not None and version < run.first - 1):
+            shown = "has no events" if version is None else f"is at version {version}"
+            raise ImportConflict(
+                run.lines[0],
+                f"stream {stream} {shown} in the target, but this event has sequence "
+                f"{run.first}: the events before it are missing (import the earlier export "
+                "first)",
+                stream=str(stream),
+                event_id=run.events[0].event_id,
+            )
+        stored = 0 if version is None else min(len(run.events), version - run.first + 1)
+        if stored:
+            await _check_stored(store, run, stored)
+            skipped += stored
+        if stored < len(run.events):
+            todo.append((run, stored))
+        versions[stream] = run.last if version is None else max(version, run.last)
+    try:
+        await _commit(store, [run.request(stored) for run, stored in todo])
+    except DuplicateEventError as exc:
+        raise ImportConflict(_line_of(todo, exc.event_id), str(exc), event_id=exc.event_id) from exc
+    except WrongExpectedVersion as exc:
+        run, stored = next(((r, s) for r, s in todo if r.stream == exc.stream), todo[0])
+        raise ImportConflict(
+            run.lines[stored],
+            f"{exc} (another writer appended to it during the import)",
+            stream=str(run.stream),
+        ) from exc
+    appended = sum(len(run.events) - stored for run, stored in todo)
+    return appended, skipped
+
+
+def _line_of(todo: list[tuple[Run, int]], event_id: str) -> int:
+    """The line of an event of the batch (the batch's first line if it is not in it)."""
+    for run, _ in todo:
+        for prepared, number in zip(run.events, run.lines, strict=True):
+            if prepared.event_id == event_id:
+                return number
+    return todo[0][0].lines[0]
+
+
+async def _check_stored(store: EventStore, run: Run, count: int) -> None:
+    """ImportConflict unless the first ``count`` events of the run are stored as they are."""
+    found = [e async for e in store.read_stream(run.stream, run.first, limit=count)]
+    for prepared, number, stored in zip(run.events, run.lines, found, strict=False):
+        if stored.event_id != prepared.event_id:
+            raise ImportConflict(
+                number,
+                f"stream {run.stream} already holds another event at sequence "
+                f"{stored.sequence} (event {stored.event_id}, not {prepared.event_id})",
+                stream=str(run.stream),
+                event_id=prepared.event_id,
+            )
+        if not _same(prepared, stored):
+            raise ImportConflict(
+                number,
+                f"event {prepared.event_id} is already stored with different content",
+                stream=str(run.stream),
+                event_id=prepared.event_id,
+            )
+    if len(found) < count:  # the stream changed under us: let the next run find out
+        raise ImportConflict(
+            run.lines[len(found)],
+            f"stream {run.stream} changed during the import",
+            stream=str(run.stream),
+        )
+
+
+def _same(prepared: PreparedEvent, stored: RecordedEvent) -> bool:
+    """Whether a stored event has the content of the prepared one (as adapters compare)."""
+    return (
+        stored.type == prepared.type
+        and stored.schema_version == prepared.schema_version
+        and stored.payload == prepared.payload
+        and stored.content_type == prepared.content_type
+        and tuple(stored.tags) == prepared.tags
+        and stored.metadata.to_dict() == _metadata(prepared)
+    )
+
+
+def _metadata(prepared: PreparedEvent) -> dict[str, str]:
+    return _metadata_decoder.decode(prepared.metadata) if prepared.metadata else {}
