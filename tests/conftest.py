@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from chronik.testing.mariadb_server import MariaDBService
 from chronik.testing.redis_server import RedisService
 from chronik.testing.replica import PostgresReplica
 from chronik.testing.services import (
@@ -93,6 +94,23 @@ def postgres_replica(postgres_server: PostgresService) -> Iterator[PostgresRepli
     service = PostgresReplica(postgres_server)
     for _ in _session_service(service, "PostgreSQL hot standby"):
         yield service
+
+
+@pytest.fixture(scope="session")
+def mariadb_server() -> Iterator[MariaDBService]:
+    """A ``mariadbd`` of our own for the whole session (fast test settings: see
+    chronik.testing.mariadb_server; tests use fresh databases)."""
+    service = MariaDBService()
+    for _ in _session_service(service, "MariaDB"):
+        yield service
+
+
+@pytest.fixture
+def mysql_url(mariadb_server: MariaDBService) -> str:
+    """A store URL on its own, fresh database (created by the store on open)."""
+    if not mariadb_server.running:
+        mariadb_server.start()
+    return mariadb_server.url(f"t{next(_schemas)}")
 
 
 @pytest.fixture(scope="session")

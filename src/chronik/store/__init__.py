@@ -22,6 +22,8 @@ _ADAPTERS: Adapters = {
     "postgresql": ("chronik.store.postgres", "PostgresEventStore", "postgres", "asyncpg"),
     "postgres": ("chronik.store.postgres", "PostgresEventStore", "postgres", "asyncpg"),
     "redis": ("chronik.store.redis", "RedisEventStore", "redis", "redis"),
+    "mysql": ("chronik.store.mysql", "MySQLEventStore", "mysql", "asyncmy"),
+    "mariadb": ("chronik.store.mysql", "MySQLEventStore", "mysql", "asyncmy"),
     "rw": ("chronik.store.composite_urls", "open_rw", None, None),
     "group": ("chronik.store.composite_urls", "open_group", None, None),
 }
