@@ -1,8 +1,8 @@
-"""The DCB consistency scenario on memory, SQLite and PostgreSQL: 20 concurrent writers make
-conditional appends from what they read; the whole log then shows no match slipped in between
-a read and its append (0 violations) and no append failed without a real match (0 false
-conflicts). ``make test`` runs 20 writers x 2 s x 3 seeds per backend; ``make soak``
-(CHRONIK_SOAK=10) 20 writers x 10 s x 10 seeds.
+"""The DCB consistency scenario on every store (memory, SQLite, PostgreSQL, Redis, MySQL and
+LMDB): 20 concurrent writers make conditional appends from what they read; the whole log then
+shows no match slipped in between a read and its append (0 violations) and no append failed
+without a real match (0 false conflicts). ``make test`` runs 20 writers x 2 s x 3 seeds per
+backend; ``make soak`` (CHRONIK_SOAK=10) 20 writers x 10 s x 10 seeds.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from chronik.testing.dcb_scenario import (
     run_in_processes,
     run_writers,
 )
+from chronik.testing.mariadb_server import MariaDBService
+from chronik.testing.redis_server import RedisService
 from chronik.testing.services import PostgresService
 
 WRITERS = 20
@@ -34,7 +36,7 @@ def sizes(scale: int) -> tuple[float, int]:
     return (2.0, 3) if scale == 1 else (float(scale), scale)
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
+@pytest.fixture(params=["memory", "sqlite", "postgres", "redis", "mysql", "lmdb"])
 async def make_url(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[Callable[[], str]]:
@@ -51,6 +53,23 @@ async def make_url(
 
         def make() -> str:
             return f"sqlite:///{tmp_path}/dcb{next(count)}.db"
+
+    elif backend == "lmdb":
+
+        def make() -> str:
+            return f"lmdb:///{tmp_path}/dcb{next(count)}"
+
+    elif backend == "redis":
+        redis: RedisService = request.getfixturevalue("redis_server")
+
+        def make() -> str:
+            return redis.url(prefix=f"dcbc{next(_schemas)}")
+
+    elif backend == "mysql":
+        mariadb: MariaDBService = request.getfixturevalue("mariadb_server")
+
+        def make() -> str:
+            return mariadb.url(f"dcbc{next(_schemas)}")
 
     else:
         server: PostgresService = request.getfixturevalue("postgres_server")
@@ -91,7 +110,7 @@ async def test_concurrent_writers_never_let_a_match_slip_in(
 
 
 @pytest.mark.drill
-@pytest.mark.parametrize("make_url", ["sqlite", "postgres"], indirect=True)
+@pytest.mark.parametrize("make_url", ["sqlite", "postgres", "redis", "mysql"], indirect=True)
 async def test_two_processes_never_let_a_match_slip_in(
     make_url: Callable[[], str], scale: int
 ) -> None:
