@@ -70,6 +70,9 @@ class Decider(DomainModel):
     def evolve(self, state: Any, event: Any) -> Any:
         return self._evolve(state, event)
 
+    def evolver(self) -> Callable[[Any, Any], Any]:
+        return self._evolve
+
     def decide(self, command: Command, state: Any) -> list[Any]:
         return events_of(self._decide(command, state))
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -139,6 +139,11 @@ class DomainModel(abc.ABC):
     @abc.abstractmethod
     def evolve(self, state: Any, event: Any) -> Any:
         """The state after one (decoded) event."""
+
+    def evolver(self) -> Callable[[Any, Any], Any]:
+        """``evolve`` as the callable to fold many events with (a Decider gives its function
+        itself: no call in between per event)."""
+        return self.evolve
 
     @abc.abstractmethod
     def decide(self, command: Command, state: Any) -> list[Any]:

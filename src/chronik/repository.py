@@ -18,6 +18,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -27,6 +28,9 @@ from chronik.deadline_events import INTERNAL_EVENTS, is_deadline_event
 from chronik.domain_model import DomainModel
 from chronik.messages import JSON, RecordedEvent, Snapshot, StreamId
 from chronik.store.base import EventStore
+from chronik.store.read import READ_PAGE
+
+_INTERNAL_TYPES: frozenset[str] = frozenset(INTERNAL_EVENTS.values())
 
 __all__ = ["Loaded", "Repository"]
 
@@ -87,11 +91,19 @@ class Repository:
         if version is None:
             state = model.initial(stream.aggregate_id)
         replayed = 0
+        evolve = model.evolver()
+        from_sequence = None if version is None else version + 1
+        fast = self.registry.current_decoders() if model.typed_events else None
+        if fast is not None:  # payload rows first; whole events from the first that needs them
+            state, version, replayed, from_sequence = await self._fold_rows(
+                stream, evolve, state, version, from_sequence, fast
+            )
+            if from_sequence is None:
+                return Loaded(
+                    state, version, snap_seq, replayed, (time.perf_counter() - start) * 1000
+                )
         # typed: the registry's decoder straight away for current JSON payloads; the rest (and
         # failures, to raise UndecodableEvent) through _decode. Deadline events are left out.
-        fast = self.registry.current_decoders() if model.typed_events else None
-        evolve = model.evolve
-        from_sequence = None if version is None else version + 1
         async for event in self.store.read_stream(stream, from_sequence):
             if fast is None:
                 decoded: Any = event
@@ -114,6 +126,38 @@ class Repository:
             replayed += 1
         loaded = Loaded(state, version, snap_seq, replayed, (time.perf_counter() - start) * 1000)
         return loaded
+
+    async def _fold_rows(
+        self,
+        stream: StreamId,
+        evolve: Callable[[Any, Any], Any],
+        state: Any,
+        version: int | None,
+        from_sequence: int | None,
+        fast: Mapping[str, tuple[int, Callable[[bytes], Any]]],
+    ) -> tuple[Any, int | None, int, int | None]:
+        """Fold the stream's current-version JSON events straight from payload rows (no event
+        objects): (state, version, events folded, the sequence from which whole events must
+        be read: one that needs an upcast, another content type or fails to decode; None when
+        the stream ended)."""
+        replayed, cursor, get, internal = 0, from_sequence or 0, fast.get, _INTERNAL_TYPES
+        while True:
+            rows = await self.store.read_stream_payloads(stream, cursor, READ_PAGE)
+            for sequence, type_, json_version, payload in rows:
+                if type_ not in internal:  # chronik's deadline events: not the logic's
+                    current = get(type_)
+                    if current is None or current[0] != json_version:  # (or not JSON)
+                        return state, version, replayed, sequence
+                    try:
+                        decoded = current[1](payload)
+                    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+                        return state, version, replayed, sequence
+                    state = evolve(state, decoded)
+                version = sequence
+                replayed += 1
+            if len(rows) < READ_PAGE:
+                return state, version, replayed, None
+            cursor = rows[-1][0] + 1
 
     def settle(self, model: DomainModel, state: Any, events: list[Any]) -> Any:
         """The state after the events a command decided (chronik's deadline events left out)."""

@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator, Sequence
-from typing import ClassVar, Final
+from typing import Any, ClassVar, Final, TypeAlias
 
 from chronik.dcb import Query
 from chronik.errors import ValidationError
-from chronik.messages import Position, RecordedEvent, StreamId, StreamInfo
+from chronik.messages import JSON, Position, RecordedEvent, StreamId, StreamInfo
 from chronik.store.lifecycle import StoreLifecycle
 from chronik.store.records import ReadPage
 from chronik.store.validation import check_event_id, check_filters, check_limit, check_query
 
-__all__ = ["READ_PAGE", "StoreReader"]
+__all__ = ["READ_PAGE", "PayloadRow", "StoreReader"]
 
 READ_PAGE: Final = 1000
+#: What folding a stream needs of a stored event, in this order: (sequence, type, the schema
+#: version of a JSON payload or else a value no schema version equals (its content type, -1),
+#: payload). A tuple, not a RecordedEvent: no object per event.
+PayloadRow: TypeAlias = Sequence[Any]
 
 
 class StoreReader(StoreLifecycle):
@@ -72,6 +76,17 @@ class StoreReader(StoreLifecycle):
             cursor = page[-1].sequence + (-1 if backward else 1)
             if cursor < 0:
                 return
+
+    async def read_stream_payloads(
+        self, stream: StreamId, from_sequence: int | None = None, limit: int = READ_PAGE
+    ) -> list[PayloadRow]:
+        """One page (forward, at most ``limit``) of ``stream`` from ``from_sequence`` as
+        ``PayloadRow`` s: what folding a stream into a state needs and nothing more (no ids,
+        positions or metadata), for the repository's fast path. Read ``read_stream`` for the
+        whole events."""
+        check_limit(limit)
+        await self._ready()
+        return await self._read_stream_payloads(stream, from_sequence, limit)
 
     async def read_all(
         self,
@@ -235,6 +250,21 @@ class StoreReader(StoreLifecycle):
     async def _read_stream_page(
         self, stream: StreamId, from_sequence: int | None, backward: bool, limit: int
     ) -> list[RecordedEvent]: ...
+
+    async def _read_stream_payloads(
+        self, stream: StreamId, from_sequence: int | None, limit: int
+    ) -> list[PayloadRow]:
+        """``read_stream_payloads``' page; adapters that can select fewer columns override it."""
+        page = await self._read_stream_page(stream, from_sequence, False, limit)
+        return [
+            (
+                e.sequence,
+                e.type,
+                e.schema_version if e.content_type == JSON else e.content_type,
+                e.payload,
+            )
+            for e in page
+        ]
 
     @abc.abstractmethod
     async def _read_all_page(

@@ -51,6 +51,36 @@ class ReadConformance:
         assert await collect(store.read_stream(StreamId("big", "missing"))) == []
         assert await collect(store.read_stream(StreamId("big", "missing"), backward=True)) == []
 
+    async def test_read_stream_payloads_match_the_events(self, store: EventStore) -> None:
+        """read_stream_payloads gives (sequence, type, JSON schema version, payload) pages that
+        agree with read_stream; a payload of another content type never looks like JSON at a
+        schema version; a missing stream gives no rows."""
+        s = StreamId("rows", "r1")
+        for start in (0, 750):
+            await store.append(
+                s, [ev(i, "t.a" if i % 2 else "t.b") for i in range(start, start + 750)]
+            )
+        await store.append(
+            s,
+            [
+                EventData("t.v2", {"n": 1}, schema_version=2),
+                EventData("t.bin", b"\x00\x01", content_type="application/octet-stream"),
+            ],
+        )
+        events = await collect(store.read_stream(s))
+        rows = await store.read_stream_payloads(s)
+        rows += await store.read_stream_payloads(s, rows[-1][0] + 1)
+        assert len(rows) == len(events) == 1502
+        for row, e in zip(rows, events, strict=True):
+            assert (row[0], row[1], bytes(row[3])) == (e.sequence, e.type, e.payload)
+            if e.content_type == chronik.JSON:
+                assert row[2] == e.schema_version
+            else:
+                assert row[2] not in (1, 2) and row[2] != e.schema_version
+        assert [r[0] for r in await store.read_stream_payloads(s, 1499, limit=2)] == [1499, 1500]
+        assert await store.read_stream_payloads(s, 1502) == []
+        assert await store.read_stream_payloads(StreamId("rows", "missing")) == []
+
     async def test_read_all_order_bounds_filters_and_pages(self, store: EventStore) -> None:
         """read_all is in commit order both ways, honours after/before/limit and filters."""
         assert await store.head() is None

@@ -155,6 +155,23 @@ class PostgresReader:
         )
         return Position(rows[0][0], rows[0][1]) if rows else None
 
+    async def _read_stream_payloads(
+        self, stream: StreamId, from_sequence: int | None, limit: int
+    ) -> list[Any]:
+        sid = await self._stream_key_id(stream)
+        if sid is None:
+            return []
+        # content_type is NULL for JSON: -1 (no schema version) says "not JSON"
+        rows: list[Any] = await self._fetch(
+            "SELECT e.sequence, e.type, CASE WHEN e.content_type IS NULL THEN e.schema_version "
+            f"ELSE -1 END, e.payload FROM {self._s}.events e WHERE e.stream_id = $1 "
+            "AND e.sequence >= $2 ORDER BY e.sequence LIMIT $3",
+            sid,
+            from_sequence or 0,
+            limit,
+        )
+        return rows
+
     async def _read_stream_page(
         self, stream: StreamId, from_sequence: int | None, backward: bool, limit: int
     ) -> list[RecordedEvent]:

@@ -150,6 +150,19 @@ class SQLiteReader:
             for eid, seq, etype, sv, payload, pos, at, md, ct, tg in rows
         ]
 
+    async def _read_stream_payloads(
+        self, stream: StreamId, from_sequence: int | None, limit: int
+    ) -> list[Any]:
+        sid = self._stream_key_id(stream)
+        if sid is None:
+            return []
+        return self._read(
+            # content_type is NULL for JSON: one column says "JSON at version N" or the type
+            "SELECT sequence, type, ifnull(content_type, schema_version), payload "
+            "FROM chronik_events WHERE stream_id = ? AND sequence >= ? ORDER BY sequence LIMIT ?",
+            (sid, from_sequence or 0, limit),
+        )
+
     async def _get_event(self, event_id: str) -> RecordedEvent | None:
         rows = self._read(f"SELECT {_COLS} FROM chronik_events WHERE event_id = ?", (event_id,))
         return self._recorded(rows)[0] if rows else None
