@@ -8,6 +8,11 @@ Structs) at a current schema version. Stored events of older versions are brough
 shape on read by upcasters keyed by (type, from_version), each turning a payload dict of one
 version into the next. A name that is not registered is an error (UnknownEventType), never an
 import.
+
+Personal fields (``personal={"email": "customer_id"}``, see ``chronik.personal``) are sealed
+per subject by ``to_event_data`` and opened by ``decode`` once a ``KeyRing`` is attached with
+``use_keys``; the ring answers from its cache, so the async paths load keys first
+(``load_keys``, ``adecode``; the command bus and the repository do it themselves).
 """
 
 from __future__ import annotations
@@ -27,6 +32,14 @@ from chronik.errors import (
     UpcastError,
 )
 from chronik.messages import JSON, TYPE_NAME_RE, EventData, Metadata, RecordedEvent
+from chronik.personal.fields import (
+    PersonalSpec,
+    envelope_subjects,
+    open_payload,
+    personal_spec,
+    seal_payload,
+)
+from chronik.personal.keyring import KeyRing
 from chronik.values import (
     INT64_MAX,
     INT64_MIN,
@@ -58,6 +71,7 @@ class _Entry(msgspec.Struct, frozen=True):
     cls: type[Any]
     version: int
     decoder: msgspec.json.Decoder[Any]
+    personal: PersonalSpec | None = None
 
 
 class EventRegistry:
@@ -68,6 +82,8 @@ class EventRegistry:
         self._by_class: dict[type[Any], _Entry] = {}
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
         self._current: dict[str, tuple[int, Callable[[bytes], Any]]] | None = None
+        self.keys: KeyRing | None = None
+        self._personal: frozenset[str] = frozenset()
 
     # --- registration -------------------------------------------------------------------------
 
@@ -78,11 +94,13 @@ class EventRegistry:
         *,
         version: int = 1,
         aliases: Sequence[str] = (),
+        personal: Mapping[str, str] | None = None,
     ) -> type[T]:
         """Allow ``cls`` (a dataclass or msgspec Struct) under ``name`` at schema ``version``.
 
         ``aliases`` are former names of the type: stored events under them still decode into
         ``cls`` (their versions continue the same upcaster chain); new events use ``name``.
+        ``personal`` maps personal fields to the field naming their subject (checked now).
         """
         if not isinstance(cls, type) or not (
             issubclass(cls, msgspec.Struct) or dataclasses.is_dataclass(cls)
@@ -104,20 +122,27 @@ class EventRegistry:
             taken = self._by_name.get(alias)
             if taken is not None and taken.cls is not cls:
                 raise ConfigurationError(f"{alias!r} is already registered to {taken.cls!r}")
-        entry = _Entry(name, cls, version, msgspec.json.Decoder(cls))
+        spec = None if personal is None else personal_spec(cls, personal, name)
+        entry = _Entry(name, cls, version, msgspec.json.Decoder(cls), spec)
         for key in (name, *aliases):
             self._by_name[key] = entry
         self._by_class[cls] = entry
         self._current = None
+        self._personal = frozenset(k for k, e in self._by_name.items() if e.personal is not None)
         return cls
 
     def event(
-        self, name: str | None = None, *, version: int = 1, aliases: Sequence[str] = ()
+        self,
+        name: str | None = None,
+        *,
+        version: int = 1,
+        aliases: Sequence[str] = (),
+        personal: Mapping[str, str] | None = None,
     ) -> Callable[[type[T]], type[T]]:
         """Class decorator form of ``register``."""
 
         def decorate(cls: type[T]) -> type[T]:
-            return self.register(cls, name, version=version, aliases=aliases)
+            return self.register(cls, name, version=version, aliases=aliases, personal=personal)
 
         return decorate
 
@@ -194,6 +219,12 @@ class EventRegistry:
         entry = self._by_class.get(type(event))
         if entry is None:
             raise UnknownEventType(type(event).__qualname__)
+        if entry.personal is not None and self.keys is not None:
+            payload = msgspec.to_builtins(event)
+            sealed = seal_payload(entry.personal, entry.name, payload, self.keys)
+            if event_id is None:
+                return EventData(entry.name, sealed, metadata, schema_version=entry.version)
+            return EventData(entry.name, sealed, metadata, event_id, entry.version)
         if event_id is None:
             return EventData(entry.name, event, metadata, schema_version=entry.version)
         return EventData(entry.name, event, metadata, event_id, entry.version)
@@ -242,7 +273,10 @@ class EventRegistry:
         fast path of ``decode`` for a JSON payload stored at the current version. Read-only;
         anything else, or a payload that fails to decode, goes through ``decode``."""
         if self._current is None:
-            self._current = {k: (e.version, e.decoder.decode) for k, e in self._by_name.items()}
+            self._current = {
+                k: (e.version, e.decoder.decode if e.personal is None else self._opener(k, e))
+                for k, e in self._by_name.items()
+            }
         return self._current
 
     def decode(self, event: RecordedEvent) -> Any:
@@ -258,11 +292,13 @@ class EventRegistry:
                 "decode it yourself"
             )
         try:
-            if event.schema_version == entry.version:
+            if event.schema_version == entry.version and entry.personal is None:
                 return entry.decoder.decode(event.payload)
-            _, payload = self.upcast_payload(
-                event.type, event.schema_version, self._decode_dict(event)
-            )
+            payload = self._decode_dict(event)
+            if self.keys is not None:
+                placeholders = {} if entry.personal is None else entry.personal.placeholders
+                payload = open_payload(event.type, payload, self.keys, placeholders)
+            _, payload = self.upcast_payload(event.type, event.schema_version, payload)
             return msgspec.convert(payload, entry.cls)
         except msgspec.ValidationError as exc:
             reason = f"the payload does not fit {entry.cls.__qualname__}: {exc}"
@@ -297,3 +333,53 @@ class EventRegistry:
             raise DeserializationError(
                 f"{event.type} {event.event_id} is not a JSON object: {exc}"
             ) from exc
+
+    # --- personal data ------------------------------------------------------------------------
+
+    def use_keys(self, keys: KeyRing | None) -> None:
+        """Seal and open personal fields with ``keys`` (None: store and read them as they are)."""
+        if keys is not None and not isinstance(keys, KeyRing):
+            raise ConfigurationError(f"expected a chronik.personal.KeyRing, got {keys!r}")
+        self.keys = keys
+        self._current = None
+
+    def personal_types(self) -> frozenset[str]:
+        """The type names (and aliases) with personal fields."""
+        return self._personal
+
+    async def load_keys(self, events: Sequence[Any]) -> None:
+        """Load (creating as needed) the keys ``to_event_data`` needs for these event instances,
+        and the keys ``decode`` needs for these RecordedEvents. Nothing without a key ring."""
+        if self.keys is None:
+            return
+        create: list[str] = []
+        read: list[str] = []
+        for event in events:
+            if isinstance(event, RecordedEvent):
+                if event.type in self._by_name and event.content_type == JSON:
+                    read += envelope_subjects(self._decode_dict(event))
+                continue
+            entry = self._by_class.get(type(event))
+            if entry is not None and entry.personal is not None:
+                create += entry.personal.subjects_of(msgspec.to_builtins(event))
+        await self.keys.load(read)
+        await self.keys.load(create, create=True)
+
+    async def adecode(self, event: RecordedEvent) -> Any:
+        """``decode``, loading the subject keys it needs first (for async handlers)."""
+        if self.keys is not None:
+            await self.load_keys([event])
+        return self.decode(event)
+
+    def _opener(self, name: str, entry: _Entry) -> Callable[[bytes], Any]:
+        """The fast-path decoder of a personal type: open the envelopes, then convert."""
+        placeholders = {} if entry.personal is None else entry.personal.placeholders
+        cls, keys = entry.cls, self.keys
+
+        def decode(payload: bytes) -> Any:
+            data = _dict_decoder.decode(payload)
+            if keys is not None:
+                data = open_payload(name, data, keys, placeholders)
+            return msgspec.convert(data, cls)
+
+        return decode

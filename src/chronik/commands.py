@@ -312,6 +312,7 @@ class CommandBus:
             typed = r.model.typed_events
             events = [decisions.typed(self.registry, e) for e in decided] if typed else decided
             registry = self.registry if typed else None
+            await self.registry.load_keys(events if typed else [])  # personal-data keys
             data = decisions.event_data(registry, events, r.command, r.command_id, r.metadata)
             expected = NO_STREAM if loaded.version is None else loaded.version
             request = self.store.prepare(r.stream, data, expected)
@@ -367,12 +368,9 @@ class CommandBus:
             return CommandResult(
                 r.command_id, r.stream, recorded, result.last_sequence, duplicate=True
             )
-        after = Loaded(
-            decision.state,
-            result.last_sequence,
-            loaded.snapshot_sequence,
-            loaded.replayed,
-            loaded.load_ms,
+        after = msgspec.structs.replace(loaded, state=decision.state, version=result.last_sequence)
+        after.personal = loaded.personal or self.repository.carries_personal(
+            decision.request.events
         )
         self.repository.remember(r.model, r.stream, after)
         self.repository.maybe_snapshot(r.model, r.stream, after)

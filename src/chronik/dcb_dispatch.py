@@ -84,6 +84,7 @@ async def run(
         if not decided:
             return [], False
         events = [decisions.typed(registry, e) for e in decided]
+        await registry.load_keys(events)  # personal-data subject keys (no-op without a ring)
         data = decisions.event_data(registry, events, r.command, r.command_id, r.metadata)
         with _LogicErrors(r.command):
             data = [_tagged(r.model, e, d) for e, d in zip(events, data, strict=True)]
@@ -153,7 +154,12 @@ async def _fold(
         state = model.initial(r.stream.aggregate_id)
         async for event in store.read_query(query):
             after = event.position
-            decoded = registry.decode(event) if event.type in registry else event
+            if event.type not in registry:
+                decoded = event
+            elif registry.keys is None:
+                decoded = registry.decode(event)
+            else:
+                decoded = await registry.adecode(event)  # loads personal-data keys first
             if not is_deadline_event(decoded):
                 state = model.evolve(state, decoded)
     return state, after

@@ -3,7 +3,8 @@
     ChronikError
     ├── ConfigurationError          bad store URL, unknown scheme, option out of range
     │   ├── MissingExtraError       a backend whose optional dependency is not installed
-    │   └── PortInUse               a server port (gRPC, HTTP) another process listens on
+    │   ├── PortInUse               a server port (gRPC, HTTP) another process listens on
+    │   └── KeyNotLoaded            a personal field's subject key not loaded for a sync decode
     ├── ValidationError             bad input from a caller; nothing was stored (also a ValueError)
     │   ├── InvalidStreamId         domain / aggregate id / tenant out of shape
     │   ├── InvalidEventType        an event type name out of shape
@@ -65,7 +66,7 @@ __all__ = [
     "ChronikError", "CommandRejected", "ConcurrencyError", "ConfigurationError", "ConsumerStopped",
     "DeserializationError", "DuplicateEventError", "HandlerError", "ImportConflict",
     "InvalidCommand", "InvalidEventType", "InvalidExpectedVersion", "InvalidExport",
-    "InvalidMessage", "InvalidStreamId", "InvalidValue", "LeaseHeld", "LockTimeout",
+    "InvalidMessage", "InvalidStreamId", "InvalidValue", "KeyNotLoaded", "LeaseHeld", "LockTimeout",
     "MessageTooLarge", "MissingExtraError", "NotFound", "PayloadTooLarge", "PermissionDenied",
     "PortInUse", "ProjectionStopped", "ReadModelError", "ReplayRefused", "SerializationError",
     "ServiceUnavailable", "StoreClosed", "StoreReadOnly", "StoreUnavailable", "TooManyEvents",
@@ -107,6 +108,19 @@ class PortInUse(ConfigurationError):
     def __init__(self, server: str, host: str, port: int) -> None:
         self.server, self.host, self.port = server, host, port
         super().__init__(f"{server} port {host}:{port} is in use by another process")
+
+
+class KeyNotLoaded(ConfigurationError):
+    """A personal field whose subject key is not in the registry's key ring yet: a sync
+    ``encode``/``decode`` cannot fetch it (``await registry.load_keys(...)`` or
+    ``await registry.adecode(event)`` can). ``subject``: the subject whose key is missing."""
+
+    def __init__(self, subject: str) -> None:
+        self.subject = subject
+        super().__init__(
+            f"the key of personal-data subject {subject!r} is not loaded: "
+            "await registry.load_keys(...) first, or decode with await registry.adecode(event)"
+        )
 
 
 class ValidationError(ChronikError, ValueError):

@@ -10,6 +10,11 @@ state type or of another schema version is ignored and the stream replayed in fu
 repository also keeps the last state of recently used streams with their version; the command
 bus uses it without a read, because its append checks the version anyway, and drops the entry
 whenever an append fails.
+
+Personal data (``chronik.personal``): decoding loads the subject keys it misses from the
+registry's key ring and decodes again; a stream that carries an event type with personal
+fields is never snapshotted while a key ring is attached (a snapshot would hold the opened
+values in clear, out of reach of ``forget``), so such streams always replay.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import msgspec
 from chronik.codec import EventRegistry
 from chronik.deadline_events import INTERNAL_EVENTS, is_deadline_event
 from chronik.domain_model import DomainModel
+from chronik.errors import KeyNotLoaded
 from chronik.messages import JSON, RecordedEvent, Snapshot, StreamId
 from chronik.store.base import EventStore
 from chronik.store.read import READ_PAGE
@@ -45,6 +51,7 @@ class Loaded(msgspec.Struct):
     snapshot_sequence: int | None = None  # the newest snapshot known for the stream
     replayed: int = 0  # events folded by this load
     load_ms: float = 0.0
+    personal: bool = False  # the stream carries personal fields: never snapshotted
 
 
 class Repository:
@@ -94,14 +101,15 @@ class Repository:
         evolve = model.evolver()
         from_sequence = None if version is None else version + 1
         fast = self.registry.current_decoders() if model.typed_events else None
+        personal = self._personal_types()
+        carries = False
         if fast is not None:  # payload rows first; whole events from the first that needs them
-            state, version, replayed, from_sequence = await self._fold_rows(
+            state, version, replayed, from_sequence, carries = await self._fold_rows(
                 stream, evolve, state, version, from_sequence, fast
             )
             if from_sequence is None:
-                return Loaded(
-                    state, version, snap_seq, replayed, (time.perf_counter() - start) * 1000
-                )
+                ms = (time.perf_counter() - start) * 1000
+                return Loaded(state, version, snap_seq, replayed, ms, carries)
         # typed: the registry's decoder straight away for current JSON payloads; the rest (and
         # failures, to raise UndecodableEvent) through _decode. Deadline events are left out.
         async for event in self.store.read_stream(stream, from_sequence):
@@ -117,15 +125,36 @@ class Repository:
                     decoded = self._decode(event)
                 else:
                     try:
-                        decoded = current[1](event.payload)
+                        decoded = await self._keyed(current[1], event.payload)
                     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
                         decoded = self._decode(event)
+            if personal and event.type in personal:
+                carries = True
             if not is_deadline_event(decoded):
                 state = evolve(state, decoded)
             version = event.sequence
             replayed += 1
-        loaded = Loaded(state, version, snap_seq, replayed, (time.perf_counter() - start) * 1000)
-        return loaded
+        ms = (time.perf_counter() - start) * 1000
+        return Loaded(state, version, snap_seq, replayed, ms, carries)
+
+    def _personal_types(self) -> frozenset[str]:
+        """The registry's personal types while a key ring is attached (else none)."""
+        return self.registry.personal_types() if self.registry.keys is not None else frozenset()
+
+    def carries_personal(self, events: list[Any]) -> bool:
+        """Whether any of these (EventData / PreparedEvent / RecordedEvent) has personal fields."""
+        personal = self._personal_types()
+        return bool(personal) and any(e.type in personal for e in events)
+
+    async def _keyed(self, decode: Callable[[bytes], Any], payload: bytes) -> Any:
+        """``decode(payload)``, loading each personal-data key it misses from the key ring."""
+        while True:
+            try:
+                return decode(payload)
+            except KeyNotLoaded as miss:
+                if self.registry.keys is None:
+                    raise
+                await self.registry.keys.load([miss.subject])
 
     async def _fold_rows(
         self,
@@ -135,28 +164,33 @@ class Repository:
         version: int | None,
         from_sequence: int | None,
         fast: Mapping[str, tuple[int, Callable[[bytes], Any]]],
-    ) -> tuple[Any, int | None, int, int | None]:
+    ) -> tuple[Any, int | None, int, int | None, bool]:
         """Fold the stream's current-version JSON events straight from payload rows (no event
         objects): (state, version, events folded, the sequence from which whole events must
         be read: one that needs an upcast, another content type or fails to decode; None when
-        the stream ended)."""
+        the stream ended; whether a folded event has personal fields)."""
         replayed, cursor, get, internal = 0, from_sequence or 0, fast.get, _INTERNAL_TYPES
+        personal, carries = self._personal_types(), False
         while True:
             rows = await self.store.read_stream_payloads(stream, cursor, READ_PAGE)
             for sequence, type_, json_version, payload in rows:
                 if type_ not in internal:  # chronik's deadline events: not the logic's
                     current = get(type_)
                     if current is None or current[0] != json_version:  # (or not JSON)
-                        return state, version, replayed, sequence
+                        return state, version, replayed, sequence, carries
                     try:
                         decoded = current[1](payload)
                     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-                        return state, version, replayed, sequence
+                        return state, version, replayed, sequence, carries
+                    except KeyNotLoaded:
+                        decoded = await self._keyed(current[1], payload)
+                    if personal and type_ in personal:
+                        carries = True
                     state = evolve(state, decoded)
                 version = sequence
                 replayed += 1
             if len(rows) < READ_PAGE:
-                return state, version, replayed, None
+                return state, version, replayed, None, carries
             cursor = rows[-1][0] + 1
 
     def settle(self, model: DomainModel, state: Any, events: list[Any]) -> Any:
@@ -186,7 +220,10 @@ class Repository:
         self._cache.clear()
 
     def maybe_snapshot(self, model: DomainModel, stream: StreamId, loaded: Loaded) -> None:
-        """Snapshot ``loaded`` in the background if the model's policy asks for it."""
+        """Snapshot ``loaded`` in the background if the model's policy asks for it (never a
+        stream with personal fields: see the module docstring)."""
+        if loaded.personal:
+            return
         if loaded.version is not None:
             own = model.snapshot_after(loaded.state, stream, loaded.version)
             if own is not None:

@@ -204,7 +204,7 @@ def test_every_folder_says_what_lives_there_and_what_it_may_import() -> None:
 #: (the README's architecture section draws the same picture).
 LAYERS: list[set[str]] = [
     {"errors", "error_data", "values", "ids", "adapters", "v1"},
-    {"messages", "dcb", "codec", "observability"},
+    {"messages", "dcb", "codec", "observability", "personal"},
     {"store"},
     {"transports", "replay_marks", "health", "deadline_events", "domain_model", "decider"},
     {"lifecycle"},

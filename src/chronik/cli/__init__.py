@@ -37,6 +37,7 @@ def _build() -> typer.Typer:
     from chronik.cli.common import root
     from chronik.cli.db import db
     from chronik.cli.events import events, streams
+    from chronik.cli.gdpr import gdpr
     from chronik.cli.knative import knative
     from chronik.cli.lifecycle import backup, export, import_, move
     from chronik.cli.outbox import outbox
@@ -53,6 +54,7 @@ def _build() -> typer.Typer:
     app.add_typer(projections, name="projections")
     app.add_typer(outbox, name="outbox")
     app.add_typer(knative, name="knative")
+    app.add_typer(gdpr, name="gdpr")
     app.add_typer(transport, name="transport")
     app.command()(serve)
     app.command("export")(export)

@@ -75,6 +75,7 @@ TABLE: Final[Mapping[type, WireStatus]] = {
         e.MissingExtraError,
         e.PortInUse,
         e.ReadModelError,
+        e.KeyNotLoaded,
     ),
     **_rows(
         400,

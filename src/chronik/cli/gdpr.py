@@ -1,0 +1,92 @@
+"""``chronik gdpr``: forget a personal-data subject (crypto-shredding) and verify it is gone."""
+
+from __future__ import annotations
+
+import getpass
+from pathlib import Path
+
+import typer
+
+from chronik.cli.common import STORE_OPTION, console, fail, print_table, run, store_url, table
+from chronik.lifecycle.forget import compact_sqlite, forget_subject, sqlite_path
+from chronik.lifecycle.subject_keys import StoreKeyStore
+from chronik.lifecycle.verify import VerifyReport, verify_subject
+from chronik.personal.keyring import KeyRing
+from chronik.store import open_store
+
+__all__ = ["gdpr"]
+
+gdpr = typer.Typer(help="Personal data: forget a subject, verify nothing of it is readable.")
+
+
+async def _forget(url: str, subject: str, by: str, reason: str, compact: bool) -> str:
+    async with open_store(url) as store:
+        report = await forget_subject(
+            store, KeyRing(StoreKeyStore(store)), subject, by=by, reason=reason
+        )
+    done = "key deleted" if report.key_deleted else "no key was left"
+    path = sqlite_path(url)
+    if compact and path is not None:
+        compact_sqlite(path)
+        done += f"; {path} compacted"
+    return f"forgot {subject}: {done} (audit event {report.audit_event_id}, by {by})"
+
+
+@gdpr.command("forget")
+def forget(
+    subject: str = typer.Argument(..., help="The subject (the value of its subject field)."),
+    store: str | None = STORE_OPTION,
+    by: str = typer.Option("", help="Who asks (default: cli:<user>); recorded in the audit."),
+    reason: str = typer.Option("", help="Why (e.g. the request's reference); audited."),
+    compact: bool = typer.Option(
+        False, help="SQLite: then rewrite the file (checkpoint, VACUUM) so no old page remains."
+    ),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Delete SUBJECT's key: its personal fields become unreadable everywhere, for good."""
+    if not yes and not typer.confirm(f"forget {subject} for good?"):
+        raise typer.Abort()
+    who = by or f"cli:{getpass.getuser()}"
+    url = store_url(store)
+    console().print(run(lambda: _forget(url, subject, who, reason, compact)), highlight=False)
+
+
+async def _verify(
+    url: str, subject: str, canaries: list[str], tables: list[str], files: list[Path]
+) -> VerifyReport:
+    async with open_store(url) as store:
+        return await verify_subject(
+            store,
+            subject,
+            canaries=canaries,
+            keys=StoreKeyStore(store),
+            tables=tables,
+            sqlite_file=sqlite_path(url),
+            files=files,
+        )
+
+
+@gdpr.command("verify")
+def verify(
+    subject: str = typer.Argument(..., help="The subject to look for."),
+    store: str | None = STORE_OPTION,
+    canary: list[str] = typer.Option([], help="A plaintext value the subject had (repeat)."),
+    table_: list[str] = typer.Option([], "--table", help="A read-model table to scan too."),
+    scan: list[Path] = typer.Option([], help="An export or archive file to scan (repeat)."),
+) -> None:
+    """Search events, tables, the SQLite file and the given files for SUBJECT's data; exit 1
+    on any hit."""
+    url = store_url(store)
+    report = run(lambda: _verify(url, subject, canary, table_, scan))
+    out = console()
+    if report.hits:
+        shown = table("where", "what")
+        for hit in report.hits:
+            shown.add_row(hit.where, hit.what)
+        print_table(out, shown)
+        raise fail(RuntimeError(f"{len(report.hits)} hit(s) for {subject}"))
+    out.print(
+        f"{subject}: 0 hits in {len(report.searched)} places "
+        f"({report.envelopes} unreadable envelope(s) in events)",
+        highlight=False,
+    )
