@@ -30,6 +30,7 @@ from grpc_health.v1 import health_pb2
 
 from chronik.client_admin import AdminCalls
 from chronik.client_stream import RemoteSubscription, error_from_status
+from chronik.client_tls import ClientTLS
 from chronik.commands import CommandResult
 from chronik.dcb import AppendCondition, Query
 from chronik.errors import InvalidExpectedVersion, ValidationError
@@ -55,7 +56,7 @@ from chronik.server.wire import (
 )
 from chronik.v1 import chronik_pb2 as pb
 
-__all__ = ["Client", "RemoteSubscription", "error_from_status"]
+__all__ = ["Client", "ClientTLS", "RemoteSubscription", "error_from_status"]
 
 _EXPECTED: Final = {
     ANY: pb.EXPECTED_ANY,
@@ -72,7 +73,10 @@ class Client(AdminCalls):
     (seconds) bounds each unary call, retries included (each method takes its own ``timeout``;
     reads have none unless given);
     ``retries`` is how often an idempotent call is retried on UNAVAILABLE, waiting ``backoff``
-    seconds, doubling up to ``max_backoff``, with jitter. Use as ``async with Client(...)``.
+    seconds, doubling up to ``max_backoff``, with jitter; a server at its limits (``Overloaded``,
+    ``RateLimited``) is tried again after the wait it named. ``tls=ClientTLS(ca=..., cert=...,
+    key=...)`` connects over TLS (with a client certificate: mutual TLS).
+    Use as ``async with Client(...)``.
     """
 
     # --- commands and appends -----------------------------------------------------------------

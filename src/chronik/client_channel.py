@@ -20,7 +20,8 @@ import grpc
 from grpc_health.v1 import health_pb2_grpc
 
 from chronik import errors
-from chronik.client_stream import error_from_status, retryable
+from chronik.client_stream import error_from_status, retry_hint, retryable
+from chronik.client_tls import ClientTLS
 from chronik.errors import ConfigurationError
 from chronik.messages import RecordedEvent
 from chronik.server.remote import channel_options
@@ -38,7 +39,10 @@ class ClientChannel:
 
     ``api_key`` is sent as ``x-api-key``, ``token`` as ``authorization: Bearer``; ``timeout``
     bounds each unary call, retries included; ``retries`` is how often an idempotent call is
-    retried on UNAVAILABLE, waiting ``backoff`` seconds, doubling up to ``max_backoff``.
+    retried on UNAVAILABLE, waiting ``backoff`` seconds, doubling up to ``max_backoff`` (and
+    on RESOURCE_EXHAUSTED with a retry hint, after the wait the server named). ``tls`` (a
+    ``ClientTLS``) makes the channel TLS: the CA to trust, and for mutual TLS the client's
+    certificate and key.
     """
 
     def __init__(
@@ -51,6 +55,7 @@ class ClientChannel:
         retries: int = 3,
         backoff: float = 0.1,
         max_backoff: float = 5.0,
+        tls: ClientTLS | None = None,
     ) -> None:
         if api_key and token:
             raise ConfigurationError("Client: give api_key or token, not both")
@@ -81,7 +86,12 @@ class ClientChannel:
             ("grpc.min_reconnect_backoff_ms", reconnect_ms),
             ("grpc.max_reconnect_backoff_ms", int(max_backoff * 1000)),
         ]
-        self._channel = grpc.aio.insecure_channel(address, options=options)
+        self.tls = tls
+        if tls is None:
+            self._channel = grpc.aio.insecure_channel(address, options=options)
+        else:
+            options += tls.channel_options()
+            self._channel = grpc.aio.secure_channel(address, tls.credentials(), options=options)
         self._gateway = rpc.CommandGatewayStub(self._channel)  # type: ignore[no-untyped-call]
         self._events = rpc.EventStoreStub(self._channel)  # type: ignore[no-untyped-call]
         self._catalog = rpc.CatalogStub(self._channel)  # type: ignore[no-untyped-call]
@@ -117,7 +127,8 @@ class ClientChannel:
         connection = self._channel.get_state().name.lower()
         state = "closed" if self._closed else f"open, {connection}"
         name = type(self).__name__
-        return f"<{name} {self.address} {state}, {self._auth}, timeout {self.timeout}s>"
+        tls = "" if self.tls is None else ", TLS"
+        return f"<{name} {self.address} {state}, {self._auth}{tls}, timeout {self.timeout}s>"
 
     # --- calls, retries -------------------------------------------------------------------------
 
@@ -138,9 +149,12 @@ class ClientChannel:
     async def _retry_wait(
         self, exc: grpc.aio.AioRpcError, attempt: int, deadline: float, *, raw: bool = False
     ) -> None:
-        """Wait before another try, or raise (the chronik error) when there is none left."""
-        pause = self.delay(attempt)
-        if attempt > self.retries or not retryable(exc) or time.monotonic() + pause >= deadline:
+        """Wait before another try, or raise (the chronik error) when there is none left.
+        A server at a limit (Overloaded, RateLimited) is tried again after the wait it named."""
+        hint = retry_hint(exc)
+        pause = self.delay(attempt) if hint is None else hint * random.uniform(1.0, 1.25)
+        again = retryable(exc) or hint is not None
+        if attempt > self.retries or not again or time.monotonic() + pause >= deadline:
             if raw:
                 raise exc
             raise error_from_status(exc) from None

@@ -14,6 +14,7 @@ from chronik import errors
 from chronik.dcb import Query
 from chronik.errors import ChronikError
 from chronik.messages import Position, RecordedEvent
+from chronik.server.limits import RETRY_AFTER_METADATA
 from chronik.server.status import grpc_error_class
 from chronik.server.wire import (
     ERROR_DATA_KEY,
@@ -24,7 +25,13 @@ from chronik.server.wire import (
 )
 from chronik.v1 import chronik_pb2 as pb
 
-__all__ = ["RemoteSubscription", "SubscribingClient", "error_from_status", "retryable"]
+__all__ = [
+    "RemoteSubscription",
+    "SubscribingClient",
+    "error_from_status",
+    "retry_hint",
+    "retryable",
+]
 
 
 def _trailers(exc: grpc.aio.AioRpcError) -> dict[str, str]:
@@ -56,6 +63,15 @@ def retryable(exc: grpc.aio.AioRpcError) -> bool:
     if exc.code() != grpc.StatusCode.UNAVAILABLE:
         return False
     return _trailers(exc).get(ERROR_KEY) != "ServiceUnavailable"
+
+
+def retry_hint(exc: grpc.aio.AioRpcError) -> float | None:
+    """The seconds a server at one of its limits asked to wait before retrying
+    (RESOURCE_EXHAUSTED with a ``retry-after-ms`` trailer: nothing was done), else None."""
+    if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return None
+    value = _trailers(exc).get(RETRY_AFTER_METADATA, "")
+    return int(value) / 1000 if value.isascii() and value.isdigit() else None
 
 
 class SubscribingClient(Protocol):

@@ -46,6 +46,8 @@
     ├── AuthenticationError         missing or unknown credentials
     ├── PermissionDenied            credentials that do not allow the operation
     │   └── AdminWritesDisabled     an admin write with no auth configured and none enabled
+    ├── Overloaded                  a node at a configured limit (in-flight commands, subscriptions)
+    │   └── RateLimited             an API key over its configured rate (``auth.api_keys[].rate``)
     ├── StoreClosed                 an operation on a store that was closed
     └── StoreReadOnly               a write to a read-only store (a hot standby, a group view)
 
@@ -67,8 +69,9 @@ __all__ = [
     "DeserializationError", "DuplicateEventError", "HandlerError", "ImportConflict",
     "InvalidCommand", "InvalidEventType", "InvalidExpectedVersion", "InvalidExport",
     "InvalidMessage", "InvalidStreamId", "InvalidValue", "KeyNotLoaded", "LeaseHeld", "LockTimeout",
-    "MessageTooLarge", "MissingExtraError", "NotFound", "PayloadTooLarge", "PermissionDenied",
-    "PortInUse", "ProjectionStopped", "ReadModelError", "ReplayRefused", "SerializationError",
+    "MessageTooLarge", "MissingExtraError", "NotFound", "Overloaded", "PayloadTooLarge",
+    "PermissionDenied", "PortInUse", "ProjectionStopped", "RateLimited", "ReadModelError",
+    "ReplayRefused", "SerializationError",
     "ServiceUnavailable", "StoreClosed", "StoreReadOnly", "StoreUnavailable", "TooManyEvents",
     "TransportClosed", "TransportUnavailable", "UndecodableEvent", "UnknownCommandType",
     "UnknownDomain", "UnknownEventType", "UnknownProjection", "UpcastError", "ValidationError",
@@ -421,6 +424,31 @@ class AdminWritesDisabled(PermissionDenied):
             "admin writes are disabled: this server has no auth configured. Configure auth "
             "(an API key or JWT with the admin right), or enable them explicitly with "
             f"`{key}: true` in the config ({where}(..., admin_writes=True))"
+        )
+
+
+class Overloaded(ChronikError):
+    """A node at one of its configured limits refused the request at once, before doing any of
+    it (nothing was stored); ``limit`` names the limit (``limits.max_inflight_commands``),
+    ``retry_after_ms`` is how long to wait before trying again."""
+
+    def __init__(self, limit: str, retry_after_ms: int, message: str = "") -> None:
+        self.limit, self.retry_after_ms = limit, retry_after_ms
+        super().__init__(message or f"overloaded: {limit} reached; retry after {retry_after_ms} ms")
+
+
+class RateLimited(Overloaded):
+    """An API key that sent more requests than its configured rate (``auth.api_keys[].rate``);
+    ``key`` is the key's name. Nothing was done; retry after ``retry_after_ms``."""
+
+    def __init__(self, key: str, retry_after_ms: int, limit: str = "") -> None:
+        self.key = key
+        limit = limit or f"auth.api_keys[{key}].rate"
+        super().__init__(
+            limit,
+            retry_after_ms,
+            f"rate limited: API key {key!r} is over its rate ({limit}); "
+            f"retry after {retry_after_ms} ms",
         )
 
 

@@ -9,6 +9,11 @@ A client::
     async with chronik.sdk.Client("127.0.0.1:50051") as client:
         result = await client.dispatch(chronik.Command(domain="customer", ...))
 
+Over TLS (``tls=ClientTLS(ca="ca.pem")``; with ``cert=`` and ``key=`` for mutual TLS)::
+
+    async with chronik.sdk.Client("node-1:50051", tls=chronik.sdk.ClientTLS(ca="ca.pem")) as c:
+        ...
+
 Needs the ``grpc`` extra.
 """
 
@@ -22,6 +27,7 @@ import msgspec
 
 from chronik.aggregate import Aggregate, AggregateModel, DomainModel
 from chronik.client import Client, RemoteSubscription, error_from_status
+from chronik.client_tls import ClientTLS
 from chronik.codec import EventRegistry
 from chronik.errors import ChronikError, CommandRejected
 from chronik.messages import Snapshot
@@ -34,6 +40,7 @@ from chronik.v1 import chronik_pb2_grpc as rpc
 __all__ = [
     "BusinessLogicService",
     "Client",
+    "ClientTLS",
     "RemoteSubscription",
     "error_from_status",
     "serve_business_logic",

@@ -215,7 +215,16 @@ LAYERS: list[set[str]] = [
     {"commands", "dcb_dispatch", "aggregate", "deadlines"},
     {"reactions", "sagas"},
     {"app"},
-    {"server", "client", "client_admin", "client_channel", "client_stream", "sdk", "subscriptions"},
+    {
+        "server",
+        "client",
+        "client_admin",
+        "client_channel",
+        "client_stream",
+        "client_tls",
+        "sdk",
+        "subscriptions",
+    },
     {"chronik", "cli", "testing"},
 ]
 

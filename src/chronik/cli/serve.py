@@ -68,8 +68,12 @@ async def run_server(
         setup_observability,
     )
     from chronik.server.grpc import GrpcServer
+    from chronik.server.limits import Limiter
 
     config = load_config(config_path)
+    if config.http.enabled and config.http.tls is not None:  # refused before anything starts
+        config.http.tls.check("http.tls")
+    limiter = Limiter.from_config(config.limits, config.auth.api_keys)
     store = resolve_store(store_flag, config)
     app = build_app(config, store)
     app.run_deadlines = False  # serve runs the scheduler for the app's sagas and its own
@@ -83,11 +87,14 @@ async def run_server(
         projections=build_projections(config, app),
         raw_append=config.grpc.raw_append,
         admin_writes=config.grpc.admin_writes,
+        tls=config.grpc.tls,
+        limiter=limiter if limiter.active else None,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: _reload_tls(http))
     http: HttpServer | None = None
     receiver = None
     if config.cloudevents.receiver:  # before anything starts: a bad config fails fast
@@ -114,24 +121,30 @@ async def run_server(
     names = [name for r in runners for name in (*r.processors, *r.workers)]
     if names:
         print(f"  projections: {', '.join(names)}", flush=True)
+    grpcs = "" if server.tls is None else "grpcs://"
     print(
-        f"  gRPC:    {server.host}:{bound} "
+        f"  gRPC:    {grpcs}{server.host}:{bound} "
         "(CommandGateway, EventStore, Catalog, Projections, health, reflection)",
         flush=True,
     )
+    if server.tls is not None:
+        print(f"  gRPC TLS: {_describe_tls(server.tls)}", flush=True)
     if http is not None:
-        print(
-            f"  HTTP:    http://{http.host}:{http.port}/v1 (OpenAPI at /openapi.json)", flush=True
-        )
-        print(f"  admin:   http://{http.host}:{http.port}/admin", flush=True)
+        base = f"{http.scheme}://{http.host}:{http.port}"
+        print(f"  HTTP:    {base}/v1 (OpenAPI at /openapi.json)", flush=True)
+        print(f"  admin:   {base}/admin", flush=True)
         if docs_url is not None:
-            print(f"  docs:    http://{http.host}:{http.port}{docs_url}", flush=True)
+            print(f"  docs:    {base}{docs_url}", flush=True)
+        if http.tls is not None:
+            print(f"  HTTP TLS: {_describe_tls(http.tls)}", flush=True)
         if not server.auth and config.auth.jwt is None and http_hosts is None:
             print(
                 f"  warning: HTTP listens on {http.host} with no auth and any Host name: "
                 "configure auth (and http.allowed_hosts) before exposing it",
                 flush=True,
             )
+    if limiter.active:
+        print(f"  limits:  {_describe_limits(config)}", flush=True)
     background = await _start_background(config, app, server, receiver)
     await stop.wait()
     print("stopping: letting in-flight calls finish", flush=True)
@@ -148,6 +161,41 @@ async def run_server(
         await server.runner.stop(grace)
     await _bounded(server.stop(grace), grace + 2.0)
     print("stopped", flush=True)
+
+
+def _describe_tls(tls: Any) -> str:
+    """One line about a server's TLS: its certificate and what it asks of clients."""
+    clients = (
+        "client certificates required"
+        if tls.require_client_cert
+        else "client certificates optional"
+        if tls.client_ca
+        else "no client certificates"
+    )
+    return f"certificate {tls.cert} ({clients}; reloaded on change / SIGHUP)"
+
+
+def _describe_limits(config: Any) -> str:
+    """One line about the node's limits."""
+    limits = config.limits
+    rated = sum(1 for k in config.auth.api_keys if k.get("rate") is not None)
+    return (
+        f"in-flight commands {limits.max_inflight_commands or 'unbounded'}, "
+        f"subscriptions {limits.max_subscriptions or 'unbounded'}, "
+        f"{rated} API keys with rates (then 429 / RESOURCE_EXHAUSTED)"
+    )
+
+
+def _reload_tls(http: HttpServer | None) -> None:
+    """SIGHUP: load the HTTP server's TLS files again (gRPC follows its files by itself)."""
+    if http is None or http.tls is None:
+        return
+    try:
+        http.reload_tls()
+    except Exception as exc:  # the previous certificate stays in use
+        print(f"  TLS reload failed, keeping the previous certificate: {exc}", flush=True)
+    else:
+        print(f"  TLS reloaded from {http.tls.cert}", flush=True)
 
 
 SHUTDOWN_MARGIN = 5.0  # seconds past the grace period after which the process just exits
@@ -229,8 +277,14 @@ async def _start_http(
         allowed_hosts=http_hosts,
         admin_writes=config.http.admin_writes,
         raw_append=config.http.raw_append,
+        limiter=server.limiter,
     )
-    http = HttpServer(http_app, http_host, config.http.port if http_port is None else http_port)
+    http = HttpServer(
+        http_app,
+        http_host,
+        config.http.port if http_port is None else http_port,
+        tls=config.http.tls,
+    )
     try:
         await http.start()
     except BaseException:

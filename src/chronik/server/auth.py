@@ -15,6 +15,7 @@ from typing import Literal
 import msgspec
 
 from chronik.errors import AuthenticationError, ConfigurationError, PermissionDenied
+from chronik.server.limits import Rate
 
 __all__ = ["Action", "ApiKey", "Auth"]
 
@@ -31,6 +32,7 @@ class ApiKey(msgspec.Struct, forbid_unknown_fields=True):
     read: bool = True
     append: bool = False  # EventStore.Append, when the server enables raw appends at all
     admin: bool = False  # projection actions over HTTP
+    rate: Rate | None = None  # a token bucket (chronik.server.limits): RateLimited past it
 
     def secret(self) -> str:
         """The key itself (from ``key`` or the environment)."""

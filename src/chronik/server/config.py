@@ -14,6 +14,7 @@ auth:
 consumers:                               # transport consumers (default transport: `transport`)
   subscriptions: [{topic: orders.placed, group: billing, handler: myapp.billing:on_order}]
 cloudevents: {receiver: false}           # POST /v1/cloudevents into the consumers' transport
+limits: {max_inflight_commands: 256, max_subscriptions: 1000}   # then 429 / RESOURCE_EXHAUSTED
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ from chronik.deadlines import aggregate_deadlines
 from chronik.errors import ConfigurationError
 from chronik.projections import Projection
 from chronik.server.http_auth import JwtConfig
+from chronik.server.limits import LimitsConfig
 from chronik.server.remote import RemoteModel, remote_projector, remote_saga
+from chronik.server.tls import TlsConfig
 
 __all__ = [
     "DEFAULT_STORE",
@@ -61,6 +64,8 @@ class GrpcConfig(msgspec.Struct, forbid_unknown_fields=True):
     #: Projections admin calls (pause, resume, reset, rebuild, dead-letter retry / drop) on a
     #: server without auth; with auth they need the admin right instead
     admin_writes: bool = False
+    #: serve over TLS (grpcs): cert, key, client_ca, require_client_cert (chronik.server.tls)
+    tls: TlsConfig | None = None
 
 
 class HttpConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -80,6 +85,8 @@ class HttpConfig(msgspec.Struct, forbid_unknown_fields=True):
     #: the built docs site (`make docs`), served at /docs when the directory exists; the admin
     #: UI then links each page to its docs
     docs_dir: str = "site"
+    #: serve over TLS (https): cert, key, client_ca, require_client_cert (chronik.server.tls)
+    tls: TlsConfig | None = None
 
 
 class QueryConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -188,6 +195,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     consumers: ConsumersConfig = msgspec.field(default_factory=ConsumersConfig)
     cloudevents: CloudEventsConfig = msgspec.field(default_factory=CloudEventsConfig)
     observability: ObservabilityConfig = msgspec.field(default_factory=ObservabilityConfig)
+    #: bounded in-flight commands and subscriptions per node (chronik.server.limits)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
 
 
 def load_config(path: str | Path | None) -> Config:

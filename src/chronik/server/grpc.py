@@ -44,8 +44,11 @@ from chronik.server.grpc_edge import (
     status_for,
 )
 from chronik.server.grpc_events import EventStoreService
+from chronik.server.grpc_limits import LimitInterceptor
+from chronik.server.limits import Limiter
 from chronik.server.reflection import enable_reflection
 from chronik.server.remote import MAX_MESSAGE_BYTES, channel_options
+from chronik.server.tls import CertificateFiles, TlsConfig, grpc_credentials
 from chronik.server.wire import command_from_wire, event_to_wire
 from chronik.v1 import chronik_pb2 as pb
 from chronik.v1 import chronik_pb2_grpc as rpc
@@ -89,7 +92,9 @@ class GrpcServer:
 
     ``raw_append`` enables EventStore.Append and AppendTagged, ``admin_writes`` the Projections
     admin calls without auth (both off by default); ``max_message_bytes`` bounds every message
-    both ways (larger ones are RESOURCE_EXHAUSTED).
+    both ways (larger ones are RESOURCE_EXHAUSTED). With ``tls`` it serves TLS only (the
+    certificate files are reloaded when they change: ``chronik.server.tls``); with ``limiter``
+    calls past the node's limits are RESOURCE_EXHAUSTED at once (``chronik.server.limits``).
     """
 
     def __init__(
@@ -103,8 +108,13 @@ class GrpcServer:
         projections: Sequence[Projection] = (),
         raw_append: bool = False,
         admin_writes: bool = False,
+        tls: TlsConfig | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         self.app = app
+        self.tls = None if tls is None else tls.check("grpc.tls")
+        self.tls_files: CertificateFiles | None = None
+        self.limiter = limiter
         self.runner = (
             ProjectionRunner(app.store, projections, health=app.health) if projections else None
         )
@@ -127,7 +137,10 @@ class GrpcServer:
             *channel_options(self.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ]
-        server = grpc.aio.server(interceptors=[EdgeInterceptor()], options=options)
+        interceptors: list[grpc.aio.ServerInterceptor] = [EdgeInterceptor()]
+        if self.limiter is not None:  # first: a refusal comes before any parsing
+            interceptors.insert(0, LimitInterceptor(self.limiter, self.auth))
+        server = grpc.aio.server(interceptors=interceptors, options=options)
         rpc.add_CommandGatewayServicer_to_server(CommandGatewayService(self.app, self.auth), server)
         self._events = EventStoreService(self.app, self.auth, raw_append=self.raw_append)
         rpc.add_EventStoreServicer_to_server(self._events, server)
@@ -147,7 +160,11 @@ class GrpcServer:
         plain = self.host.startswith("[") or ":" not in self.host
         address = self.host if plain else f"[{self.host}]"
         try:
-            bound = server.add_insecure_port(f"{address}:{self.port}")
+            if self.tls is None:
+                bound = server.add_insecure_port(f"{address}:{self.port}")
+            else:
+                credentials, self.tls_files = grpc_credentials(self.tls)
+                bound = server.add_secure_port(f"{address}:{self.port}", credentials)
         except RuntimeError:  # grpcio >= 1.50 raises where older versions returned 0
             bound = 0
         if not bound:
@@ -165,11 +182,12 @@ class GrpcServer:
         if self.runner is not None:
             await self.runner.start()
         log.info(
-            "gRPC listening on %s:%s (max message %d bytes, raw append %s)",
+            "gRPC listening on %s:%s (max message %d bytes, raw append %s, %s)",
             self.host,
             bound,
             self.max_message_bytes,
             "on" if self.raw_append else "off",
+            "plaintext" if self.tls is None else "TLS",
         )
         return bound
 

@@ -35,8 +35,10 @@ from chronik.server import http_ops as ops
 from chronik.server import http_params as params
 from chronik.server import http_streams as streams
 from chronik.server.http_auth import HttpAuth
+from chronik.server.http_limits import LimitMiddleware
 from chronik.server.http_queries import LiveQuery
 from chronik.server.http_state import HttpState, guarded, state_of
+from chronik.server.limits import Limiter
 from chronik.server.metrics import Metrics
 from chronik.server.problems import PROBLEM, error_response, method_not_allowed, problem
 
@@ -101,6 +103,7 @@ def create_http_app(
     allowed_hosts: Sequence[str] | None = None,
     admin_writes: bool = False,
     raw_append: bool = False,
+    limiter: Limiter | None = None,
 ) -> Starlette:
     """The Starlette application serving ``app`` over HTTP.
 
@@ -111,7 +114,8 @@ def create_http_app(
     AdminWritesDisabled) unless ``admin_writes`` enables them (config ``http.admin_writes``).
     ``POST /v1/dcb/append`` (raw tagged appends, no business logic in between) is refused (403)
     unless ``raw_append`` enables it (config ``http.raw_append``), and needs the ``append``
-    right when ``auth`` is set.
+    right when ``auth`` is set. With ``limiter``, requests past the node's limits (in-flight
+    commands, subscriptions, API key rates) are answered 429 with Retry-After at once.
     """
     metrics = metrics or Metrics()
     metrics.instrument(app)
@@ -165,6 +169,10 @@ def create_http_app(
     middleware: list[Middleware] = []
     if allowed_hosts is not None and "*" not in allowed_hosts:
         middleware.append(Middleware(HostCheck, hosts=allowed_hosts))
+    if limiter is not None:
+        metrics.watch_limits(limiter)
+        keys = None if auth is None else auth.keys
+        middleware.append(Middleware(LimitMiddleware, limiter=limiter, keys=keys))
     started = time.time()
     http = Starlette(
         routes=routes,

@@ -16,6 +16,7 @@ from typing import Any
 import uvicorn
 
 from chronik.errors import ConfigurationError, PortInUse
+from chronik.server.tls import TlsConfig, reload_context, uvicorn_options
 
 __all__ = ["HttpServer", "bind_socket"]
 
@@ -50,13 +51,26 @@ def bind_socket(what: str, host: str, port: int) -> socket.socket:
 
 
 class HttpServer:
-    """``await start()`` binds (``port=0``: any free port) and serves; ``await stop()``."""
+    """``await start()`` binds (``port=0``: any free port) and serves; ``await stop()``.
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 8080) -> None:
+    With ``tls`` it serves HTTPS only; ``reload_tls()`` loads the certificate files again into
+    the serving context (uvicorn cannot swap it otherwise; ``chronik serve`` does it on SIGHUP).
+    """
+
+    def __init__(
+        self, app: Any, host: str = "127.0.0.1", port: int = 8080, tls: TlsConfig | None = None
+    ) -> None:
         self.host = host
         self.port = port
+        self.tls = None if tls is None else tls.check("http.tls")
         config = uvicorn.Config(
-            app, host=host, port=port, log_level="warning", lifespan="off", access_log=False
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            **uvicorn_options(self.tls),
         )
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None
@@ -86,6 +100,19 @@ class HttpServer:
         sockets = self._server.servers[0].sockets
         self.port = int(sockets[0].getsockname()[1])
         return self.port
+
+    @property
+    def scheme(self) -> str:
+        """``https`` with TLS, else ``http``."""
+        return "http" if self.tls is None else "https"
+
+    def reload_tls(self) -> None:
+        """Load the TLS files again (new connections use them); ConfigurationError naming the
+        field if they do not load, the previous ones staying in use."""
+        context = getattr(self._server.config, "ssl", None)  # set by uvicorn when it starts
+        if self.tls is None or context is None:
+            return
+        reload_context(context, self.tls)
 
     @property
     def task(self) -> asyncio.Task[None] | None:

@@ -23,6 +23,7 @@ from chronik.messages import Command
 if TYPE_CHECKING:
     from chronik.app import Chronik
     from chronik.projections import ProjectionAdmin
+    from chronik.server.limits import Limiter
     from chronik.store.base import EventStore
 
 __all__ = ["Metrics"]
@@ -111,7 +112,17 @@ class Metrics:
             "Committed events readers wait for because an older transaction still runs",
             registry=r,
         )
+        self.refused = Counter(
+            "chronik_refused_requests",
+            "Requests refused at a limit (429 / RESOURCE_EXHAUSTED), by API and limit",
+            ["api", "limit"],
+            registry=r,
+        )
+        self.inflight_commands = Gauge(
+            "chronik_inflight_commands", "Commands being handled now (limited)", registry=r
+        )
         self._instrumented: set[int] = set()
+        self._limiters: set[int] = set()
 
     def instrument(self, app: Chronik) -> None:
         """Count and time every command the app dispatches (once per app)."""
@@ -146,6 +157,14 @@ class Metrics:
                 self.append_seconds.observe(seconds)
 
         app.store.write_observers.append(appended)
+
+    def watch_limits(self, limiter: Limiter) -> None:
+        """Count the refusals of ``limiter`` (of both servers) and show its in-flight commands."""
+        if id(limiter) in self._limiters:
+            return
+        self._limiters.add(id(limiter))
+        limiter.observers.append(lambda api, exc: self.refused.labels(api, exc.limit).inc())
+        self.inflight_commands.set_function(lambda: limiter.inflight_commands)
 
     async def refresh(self, store: EventStore, admin: ProjectionAdmin | None) -> None:
         """Read the gauges that come from the database (called at scrape time)."""

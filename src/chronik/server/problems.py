@@ -21,6 +21,8 @@ from chronik.errors import (
     ChronikError,
     CommandRejected,
     DeserializationError,
+    Overloaded,
+    RateLimited,
     ValidationError,
 )
 from chronik.server.status import INTERNAL, wire_status
@@ -56,6 +58,11 @@ def problem_fields(exc: BaseException) -> dict[str, Any]:
         return {"reason": exc.reason}
     if isinstance(exc, ValidationError) and exc.field:
         return {"field": exc.field}
+    if isinstance(exc, Overloaded):  # the limit and the retry hint (Retry-After: seconds)
+        fields = {k: getattr(exc, k, None) for k in ("limit", "retry_after_ms")}
+        if isinstance(exc, RateLimited):
+            fields["key"] = getattr(exc, "key", None)
+        return {k: v for k, v in fields.items() if v is not None}
     if isinstance(exc, AppendConditionFailed):  # fields a bare rebuilt instance may lack
         item, position = getattr(exc, "item", None), getattr(exc, "position", None)
         return {

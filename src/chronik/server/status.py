@@ -92,6 +92,7 @@ TABLE: Final[Mapping[type, WireStatus]] = {
         e.InvalidExport,
     ),
     **_rows(413, "RESOURCE_EXHAUSTED", e.PayloadTooLarge, e.MessageTooLarge),
+    **_rows(429, "RESOURCE_EXHAUSTED", e.Overloaded, e.RateLimited),
     **_rows(
         404,
         "NOT_FOUND",
@@ -143,6 +144,7 @@ HTTP_GRPC_PAIRS: Final[Mapping[int, frozenset[str]]] = {
     404: frozenset({"NOT_FOUND"}),
     409: frozenset({"ABORTED", "ALREADY_EXISTS", "FAILED_PRECONDITION"}),
     413: frozenset({"RESOURCE_EXHAUSTED"}),
+    429: frozenset({"RESOURCE_EXHAUSTED"}),
     422: frozenset({"FAILED_PRECONDITION", "DATA_LOSS"}),
     500: frozenset({"INTERNAL", "FAILED_PRECONDITION"}),
     503: frozenset({"UNAVAILABLE"}),
@@ -172,6 +174,7 @@ HTTP_FALLBACK: Final[Mapping[int, type[e.ChronikError]]] = {
     404: e.NotFound,
     409: e.ConcurrencyError,
     413: e.PayloadTooLarge,
+    429: e.Overloaded,
     422: e.CommandRejected,
     500: e.ChronikError,
     503: e.ServiceUnavailable,
