@@ -207,6 +207,7 @@ LAYERS: list[set[str]] = [
     {"messages", "dcb", "codec", "observability", "personal"},
     {"store"},
     {"transports", "replay_marks", "health", "deadline_events", "domain_model", "decider"},
+    {"cluster"},
     {"lifecycle"},
     {"emitter"},
     {"dcb_decider"},

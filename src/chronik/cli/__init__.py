@@ -34,6 +34,7 @@ def _build() -> typer.Typer:
     """The ``chronik`` app: the command groups of the submodules, assembled."""
     import typer
 
+    from chronik.cli.cluster import cluster
     from chronik.cli.common import root
     from chronik.cli.db import db
     from chronik.cli.events import events, streams
@@ -56,6 +57,7 @@ def _build() -> typer.Typer:
     app.add_typer(knative, name="knative")
     app.add_typer(gdpr, name="gdpr")
     app.add_typer(transport, name="transport")
+    app.add_typer(cluster, name="cluster")
     app.command()(serve)
     app.command("export")(export)
     app.command("import")(import_)

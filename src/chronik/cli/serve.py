@@ -73,6 +73,8 @@ async def run_server(
     config = load_config(config_path)
     if config.http.enabled and config.http.tls is not None:  # refused before anything starts
         config.http.tls.check("http.tls")
+    if config.cluster.enabled:
+        config.cluster.check()
     limiter = Limiter.from_config(config.limits, config.auth.api_keys)
     store = resolve_store(store_flag, config)
     app = build_app(config, store)
@@ -106,6 +108,12 @@ async def run_server(
     except BaseException:
         await _bounded(server.stop(0), 5.0)
         raise
+    found: dict[str, Any] = {}  # what the cluster record reports on (the outbox dispatcher)
+    membership = None
+    if config.cluster.enabled:
+        from chronik.server.cluster import serve_membership
+
+        membership = serve_membership(config.cluster, app, server, limiter, found)
     http_host = host or config.http.host
     http_hosts = (
         allowed_hosts(config.http.allowed_hosts, http_host) if config.http.enabled else None
@@ -113,7 +121,7 @@ async def run_server(
     docs_url: str | None = None
     if config.http.enabled:  # the HTTP stack is imported only when it serves
         http, docs_url = await _start_http(
-            config, app, server, receiver, http_host, http_hosts, http_port
+            config, app, server, receiver, http_host, http_hosts, http_port, membership
         )
     print(f"chronik serving store {store}", flush=True)
     print(f"  domains: {', '.join(app.bus.domains) or '(none)'}", flush=True)
@@ -145,7 +153,11 @@ async def run_server(
             )
     if limiter.active:
         print(f"  limits:  {_describe_limits(config)}", flush=True)
-    background = await _start_background(config, app, server, receiver)
+    background = await _start_background(config, app, server, receiver, found)
+    if membership is not None:
+        from chronik.server.cluster import join_cluster
+
+        background.insert(0, await join_cluster(config.cluster, app, membership, http))
     await stop.wait()
     print("stopping: letting in-flight calls finish", flush=True)
     _exit_after(grace + SHUTDOWN_MARGIN)
@@ -232,11 +244,13 @@ async def _start_http(
     http_host: str,
     http_hosts: list[str] | None,
     http_port: int | None,
+    membership: Any = None,
 ) -> tuple[HttpServer, str | None]:
     """Serve HTTP (API, admin UI, docs, the CloudEvents receiver): the server and the docs URL."""
     from chronik.server.admin import create_admin_routes
     from chronik.server.http import LiveQuery, create_http_app
     from chronik.server.http_auth import HttpAuth
+    from chronik.server.http_cluster import cluster_routes
     from chronik.server.http_server import HttpServer
     from chronik.server.metrics import Metrics
 
@@ -252,6 +266,7 @@ async def _start_http(
         docs_url=docs_url,
         transport=config.transport or None,  # its dead letters: opened per request
     )
+    admin += cluster_routes(membership)  # GET /v1/cluster
     if docs_url is not None:  # the site `make docs` built: static, like the docs it is
         from starlette.routing import Mount
         from starlette.staticfiles import StaticFiles
@@ -306,7 +321,9 @@ def allowed_hosts(configured: list[str] | None, bound: str) -> list[str] | None:
     return [*LOOPBACK_HOSTS, name] if name in LOOPBACK_HOSTS or name.startswith("127.") else None
 
 
-async def _start_background(config: Any, app: Any, server: Any, receiver: Any = None) -> list[Any]:
+async def _start_background(
+    config: Any, app: Any, server: Any, receiver: Any = None, found: dict[str, Any] | None = None
+) -> list[Any]:
     """The outbox dispatcher (with a transport), the deadline scheduler (with sagas) and the
     transport consumers (with the CloudEvents receiver they feed)."""
     from chronik.deadlines import DeadlineScheduler
@@ -327,6 +344,8 @@ async def _start_background(config: Any, app: Any, server: Any, receiver: Any = 
         )
 
         health.supervise("outbox dispatcher", dispatcher.run)
+        if found is not None:  # the cluster record says whether it holds the outbox lease
+            found["outbox"] = dispatcher
 
         async def stop_outbox() -> None:
             await health.stop_task("outbox dispatcher")

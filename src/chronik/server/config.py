@@ -15,6 +15,7 @@ consumers:                               # transport consumers (default transpor
   subscriptions: [{topic: orders.placed, group: billing, handler: myapp.billing:on_order}]
 cloudevents: {receiver: false}           # POST /v1/cloudevents into the consumers' transport
 limits: {max_inflight_commands: 256, max_subscriptions: 1000}   # then 429 / RESOURCE_EXHAUSTED
+cluster: {enabled: true, node_id: node-a, ttl: 10}   # membership (chronik cluster status)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import msgspec
 from chronik.aggregate import Aggregate, AggregateModel, DomainModel
 from chronik.aggregate_locks import DurableLock
 from chronik.app import Chronik
+from chronik.cluster.config import ClusterConfig
 from chronik.codec import EventRegistry
 from chronik.deadlines import aggregate_deadlines
 from chronik.errors import ConfigurationError
@@ -197,6 +199,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     observability: ObservabilityConfig = msgspec.field(default_factory=ObservabilityConfig)
     #: bounded in-flight commands and subscriptions per node (chronik.server.limits)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    #: cluster membership: heartbeat leases, ``chronik cluster status`` (chronik.cluster)
+    cluster: ClusterConfig = msgspec.field(default_factory=ClusterConfig)
 
 
 def load_config(path: str | Path | None) -> Config:

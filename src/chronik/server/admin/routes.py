@@ -22,6 +22,7 @@ from chronik.app import Chronik
 from chronik.errors import AuthenticationError, ChronikError, PermissionDenied
 from chronik.projections import ProjectionRunner
 from chronik.server.admin import actions, pages
+from chronik.server.admin import cluster as cluster_page
 from chronik.server.admin import transport_letters as letters
 from chronik.server.admin.security import authorize, check_same_origin
 from chronik.server.admin.state import DOC_PAGES, AdminState, render
@@ -87,6 +88,7 @@ def create_admin_routes(
         Route(f"{base}/outbox", read(pages.outbox)),
         Route(f"{base}/_/outbox", read(pages.outbox_fragment)),
         Route(f"{base}/outbox/{{action}}", write(actions.outbox_action), methods=["POST"]),
+        Route(f"{base}/cluster", read(cluster_page.cluster)),
         Route(f"{base}/live", read(pages.live)),
         Route(f"{base}/login", bare(actions.login), methods=["GET", "POST"]),
         Route(f"{base}/logout", bare(actions.logout), methods=["POST"]),

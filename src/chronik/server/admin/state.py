@@ -40,6 +40,7 @@ DOC_PAGES: Final = {
     "transport-dead-letters": "how-to/dead-letters/",
     "sagas": "how-to/sagas-deadlines/",
     "outbox": "concepts/delivery/",
+    "cluster": "how-to/deployment/",
 }
 
 

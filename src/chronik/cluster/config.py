@@ -1,0 +1,112 @@
+"""The ``cluster`` section of ``chronik serve``'s configuration, and the checks of its values.
+
+cluster:
+  enabled: true                 # off by default: a single node needs no membership
+  node_id: node-a               # stable across restarts; default: <hostname>-<random>, printed
+  advertise: {grpc: "10.0.0.5:50051", http: "10.0.0.5:8080"}   # how others reach this node
+  ttl: 10                       # seconds a silent node stays a member; renewed every ttl/3
+  forget_after: 300             # seconds a gone node is still listed (as left or dead)
+
+Every bad value is a ValidationError naming its field (``cluster.ttl``, ...).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import secrets
+import socket
+from typing import Final
+
+import msgspec
+
+from chronik.errors import ValidationError
+
+__all__ = [
+    "AdvertiseConfig",
+    "ClusterConfig",
+    "MAX_TTL",
+    "MIN_TTL",
+    "check_address",
+    "check_node_id",
+    "check_seconds",
+    "new_node_id",
+]
+
+MIN_TTL: Final = 0.3
+MAX_TTL: Final = 3600.0
+_NODE_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
+_HOST: Final = re.compile(r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+")
+
+
+class AdvertiseConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """The addresses other nodes and clients reach this node at (``host:port``)."""
+
+    grpc: str | None = None  # default: the address gRPC is bound to
+    http: str | None = None  # default: the address HTTP is bound to
+
+
+class ClusterConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Cluster membership (``chronik.cluster``)."""
+
+    enabled: bool = False
+    node_id: str | None = None
+    advertise: AdvertiseConfig = msgspec.field(default_factory=AdvertiseConfig)
+    ttl: float = 10.0
+    forget_after: float = 300.0
+
+    def check(self) -> ClusterConfig:
+        """This configuration, checked (ValidationError naming the field)."""
+        if self.node_id is not None:
+            check_node_id(self.node_id, "cluster.node_id")
+        for name in ("grpc", "http"):
+            value = getattr(self.advertise, name)
+            if value is not None:
+                check_address(value, f"cluster.advertise.{name}")
+        check_seconds(self.ttl, "cluster.ttl", MIN_TTL, MAX_TTL)
+        check_seconds(self.forget_after, "cluster.forget_after", 0.0, 365 * 86400.0)
+        return self
+
+
+def check_node_id(value: object, field: str = "node_id") -> str:
+    """A node id: 1..128 of letters, digits and ``._:@-``, starting with a letter or digit."""
+    if not isinstance(value, str) or _NODE_ID.fullmatch(value) is None:
+        raise ValidationError(
+            f"invalid {field} {value!r}: expected 1..128 letters, digits or ._:@- "
+            "(starting with a letter or digit)",
+            field=field,
+        )
+    return value
+
+
+def check_address(value: object, field: str) -> str:
+    """An address others can dial: ``host:port`` (``[v6]:port``), or "" for none."""
+    if value == "":
+        return ""
+    if isinstance(value, str):
+        host, sep, port = value.rpartition(":")
+        if sep and _HOST.fullmatch(host) is not None and port.isdigit() and 0 < int(port) <= 65535:
+            return value
+    raise ValidationError(f"invalid {field} {value!r}: expected host:port", field=field)
+
+
+def check_seconds(value: object, field: str, low: float, high: float) -> float:
+    """A finite number of seconds within [low, high]."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not low <= value <= high
+    ):
+        raise ValidationError(
+            f"invalid {field} {value!r}: expected {low:g}..{high:g} seconds", field=field
+        )
+    return float(value)
+
+
+def new_node_id() -> str:
+    """A fresh node id: this machine's host name and a random suffix."""
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:100].strip("-.") or "node"
+    if not host[0].isalnum():
+        host = "node-" + host
+    return f"{host}-{secrets.token_hex(3)}"
