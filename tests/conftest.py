@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from chronik.testing.kafka_server import KafkaService
 from chronik.testing.mariadb_server import MariaDBService
 from chronik.testing.redis_server import RedisService
 from chronik.testing.replica import PostgresReplica
@@ -67,6 +68,17 @@ def postgres_url(postgres_server: PostgresService) -> str:
     return postgres_server.url("postgres", schema=f"t{next(_schemas)}")
 
 
+@pytest.fixture(scope="session")
+def postgres_replica(postgres_server: PostgresService) -> Iterator[PostgresReplica]:
+    """A hot standby of the session's PostgreSQL (``pg_basebackup -R``, streaming on
+    loopback) for the whole session; tests open stores on it with the primary's schema."""
+    if not postgres_server.running:
+        postgres_server.start()
+    service = PostgresReplica(postgres_server)
+    for _ in _session_service(service, "PostgreSQL hot standby"):
+        yield service
+
+
 @pytest.fixture
 def postgres_restart(postgres_server: PostgresService) -> Callable[[], None]:
     """Restart the session's PostgreSQL server (same port, same data)."""
@@ -83,34 +95,6 @@ def _session_service(service: Service, what: str) -> Iterator[Service]:
         yield service
     finally:
         service.stop()
-
-
-@pytest.fixture(scope="session")
-def postgres_replica(postgres_server: PostgresService) -> Iterator[PostgresReplica]:
-    """A hot standby of the session's PostgreSQL (``pg_basebackup -R``, streaming on
-    loopback) for the whole session; tests open stores on it with the primary's schema."""
-    if not postgres_server.running:
-        postgres_server.start()
-    service = PostgresReplica(postgres_server)
-    for _ in _session_service(service, "PostgreSQL hot standby"):
-        yield service
-
-
-@pytest.fixture(scope="session")
-def mariadb_server() -> Iterator[MariaDBService]:
-    """A ``mariadbd`` of our own for the whole session (fast test settings: see
-    chronik.testing.mariadb_server; tests use fresh databases)."""
-    service = MariaDBService()
-    for _ in _session_service(service, "MariaDB"):
-        yield service
-
-
-@pytest.fixture
-def mysql_url(mariadb_server: MariaDBService) -> str:
-    """A store URL on its own, fresh database (created by the store on open)."""
-    if not mariadb_server.running:
-        mariadb_server.start()
-    return mariadb_server.url(f"t{next(_schemas)}")
 
 
 @pytest.fixture(scope="session")
@@ -147,6 +131,23 @@ def redis_url(redis_server: RedisService) -> str:
 
 
 @pytest.fixture(scope="session")
+def mariadb_server() -> Iterator[MariaDBService]:
+    """A ``mariadbd`` of our own for the whole session (fast test settings: see
+    chronik.testing.mariadb_server; tests use fresh databases)."""
+    service = MariaDBService()
+    for _ in _session_service(service, "MariaDB"):
+        yield service
+
+
+@pytest.fixture
+def mysql_url(mariadb_server: MariaDBService) -> str:
+    """A store URL on its own, fresh database (created by the store on open)."""
+    if not mariadb_server.running:
+        mariadb_server.start()
+    return mariadb_server.url(f"t{next(_schemas)}")
+
+
+@pytest.fixture(scope="session")
 def rabbitmq_server() -> Iterator[RabbitMQService]:
     """A RabbitMQ node of our own for the whole session (tests use fresh queue names)."""
     service = RabbitMQService()
@@ -160,3 +161,20 @@ def amqp_url(rabbitmq_server: RabbitMQService) -> str:
     if not rabbitmq_server.running:
         rabbitmq_server.start()
     return rabbitmq_server.url()
+
+
+@pytest.fixture(scope="session")
+def kafka_server() -> Iterator[KafkaService]:
+    """A Kafka-protocol broker (Tansu, memory storage) for the whole session (tests use fresh
+    topic names)."""
+    service = KafkaService()
+    for _ in _session_service(service, "Kafka (Tansu)"):
+        yield service
+
+
+@pytest.fixture
+def kafka_url(kafka_server: KafkaService) -> str:
+    """The session's ``kafka://`` URL (the broker restarted if a test stopped it)."""
+    if not kafka_server.running:
+        kafka_server.start()
+    return kafka_server.url()

@@ -84,7 +84,8 @@ async def test_open_transport_picks_the_adapter_by_url() -> None:
     assert type(open_transport("postgresql://u@h/db")).__name__ == "PostgresTransport"
     assert type(open_transport("nats://127.0.0.1:4222")).__name__ == "NatsTransport"
     assert type(open_transport("amqp://g:g@h/")).__name__ == "RabbitMQTransport"
-    for bad in ("kafka://h", "no-scheme", "memory://x/y", "nats://h?bogus=1"):
+    assert type(open_transport("kafka://127.0.0.1:9092")).__name__ == "KafkaTransport"
+    for bad in ("mqtt://h", "no-scheme", "memory://x/y", "nats://h?bogus=1"):
         with pytest.raises(chronik.ConfigurationError):
             open_transport(bad)
     assert "g:***@" in repr(open_transport("amqp://g:secret@h/"))

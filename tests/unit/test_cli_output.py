@@ -101,6 +101,7 @@ JSON_COMMANDS = [  # (command, its other arguments, a field every line has)
     (("projections", "dead-letters", "list"), (), "event_id"),
     (("outbox", "status"), (), "failed"),
     (("outbox", "list"), (), "id"),
+    (("cluster", "status"), (), "members"),  # one line: the membership view
 ]
 #: --json commands that need a broker, not a store: JSON Lines checked in test_cli_transport.py
 OTHER_JSON_COMMANDS = {("transport", "dead-letters", "list"), ("transport", "dead-letters", "show")}

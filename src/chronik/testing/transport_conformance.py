@@ -147,8 +147,8 @@ class TransportConformance(TransportFailureConformance):
         self, make_transport: TransportFactory, name: str
     ) -> None:
         """Two consumers of a group share the messages, each handled once, same-key ones in
-        order: across both consumers where the transport promises it (memory, PostgreSQL),
-        within each consumer otherwise (NATS, RabbitMQ)."""
+        order across both consumers where the transport promises it (``orders_across_consumers``:
+        every adapter of chronik's), within each consumer otherwise."""
         one, two = await make_transport(), await make_transport()
         log: list[tuple[str, str, int]] = []  # (consumer, key, n)
 

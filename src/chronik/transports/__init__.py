@@ -11,6 +11,9 @@ runs on a Source), ``base`` (the Transport port: validates, then starts consumer
 (dedupe of deliveries) and one module per broker (``memory``, ``postgres``, ``nats``,
 ``rabbitmq``), each imported only by ``open_transport``. ``dead_letters`` is the port's
 dead-letter side (list, inspect, retry, drop), with ``<broker>_dead_letters`` beside the brokers.
+Per-key order across competing consumers: ``partitions`` (key partitions and the fan-in source
+NATS and RabbitMQ consume through) and ``parks`` (keys parked for a whole group, with
+``postgres_parks`` and ``nats_parks`` imported by scheme when a consumer parks).
 
 Imports: chronik.errors, chronik.messages, chronik.adapters, chronik.store (``inbox`` and the
 PostgreSQL adapter's tables only); never chronik.server, chronik.cli, chronik.projections or
@@ -59,6 +62,7 @@ _ADAPTERS: Adapters = {
     "amqps": ("chronik.transports.rabbitmq", "RabbitMQTransport", "rabbitmq", "aio_pika"),
     "cloudevents+http": _CLOUDEVENTS,
     "cloudevents+https": _CLOUDEVENTS,
+    "kafka": ("chronik.transports.kafka", "KafkaTransport", "kafka", "aiokafka"),
 }
 
 

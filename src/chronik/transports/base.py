@@ -36,6 +36,7 @@ from chronik.transports.message import (
     check_message,
     check_topic,
 )
+from chronik.transports.parks import open_parks
 from chronik.transports.source import Incoming, Source
 
 __all__ = [
@@ -195,19 +196,24 @@ class Transport(DeadLetterPort, abc.ABC):
         if type(prefetch) is not int or not 0 <= prefetch <= 10_000:
             raise InvalidMessage(f"prefetch must be 0..10000, not {prefetch!r}")
         prefetch = prefetch or max(64, 2 * concurrency)
+        policy = policy or FailurePolicy()
         await self._ready()
+        # policy park: parked keys the group's other consumers see (None: the broker gives a
+        # key to one consumer while it runs, so the consumer's own memory is enough)
+        parks = await open_parks(self, kind, name, group) if policy.then == "park" else None
         source = await self._source(kind, name, group, prefetch)
         consumer = Consumer(
             self,
             source,
             handler,
-            policy or FailurePolicy(),
+            policy,
             concurrency=concurrency,
             prefetch=prefetch,
             kind=kind,
             name=name,
             group=group,
             dead_letter_queue=dead_letter_queue,
+            parks=parks,
         )
         self._consumers.add(consumer)
         consumer.start()
@@ -233,6 +239,11 @@ class Transport(DeadLetterPort, abc.ABC):
     @abc.abstractmethod
     async def _send(self, message: Message) -> None:
         """Store ``message`` on its queue."""
+
+    async def _send_dead_letter(self, message: Message) -> None:
+        """Store a dead letter on its dead-letter queue: like ``_send``, except that brokers
+        which partition keyed messages keep a dead-letter queue in one piece."""
+        await self._send(message)
 
     @abc.abstractmethod
     async def _source(

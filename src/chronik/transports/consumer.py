@@ -26,6 +26,7 @@ from chronik.transports.source import Incoming, Source
 
 if TYPE_CHECKING:
     from chronik.transports.base import Transport
+    from chronik.transports.parks import Parks
 
 __all__ = ["Consumer"]
 
@@ -53,8 +54,10 @@ class Consumer:
         name: str,
         group: str,
         dead_letter_queue: str,
+        parks: Parks | None = None,
     ) -> None:
         self.transport = transport
+        self.parks = parks  # the group's parked keys, seen by all its consumers
         self.source = source
         self.handler = handler
         self.policy = policy
@@ -119,6 +122,8 @@ class Consumer:
         # close first (no fetch may still be pending at the broker), then give messages back
         with contextlib.suppress(Exception):
             await self.source.close()
+        if self.parks is not None:  # a park holds while its consumer runs
+            await self.parks.close()
         for incoming in list(self._inflight.values()):
             with contextlib.suppress(Exception):
                 await self.source.release(incoming)
@@ -218,9 +223,19 @@ class Consumer:
             return
         policy = self.policy
         key = incoming.message.key
-        if key is not None and key in self._parked:
+        parked, elsewhere = key is not None and key in self._parked, False
+        if key is not None and not parked and self.parks is not None:
+            try:  # parked by another consumer of the group (recorded before its ack)
+                parked = elsewhere = await self.parks.parked(key)
+            except TransportUnavailable as exc:  # ask again when it comes back
+                log.info("%r: parks unavailable (%s)", self, exc)
+                with contextlib.suppress(Exception):
+                    await self.source.release(incoming)
+                self._finished(incoming)
+                return
+        if parked:
             reason = f"parked: an earlier message of key {key!r} failed"
-            await self._give_up(incoming, reason, incoming.attempt)
+            await self._give_up(incoming, reason, incoming.attempt, parks=not elsewhere)
             return
         attempt = incoming.attempt
         limit = policy.retries + 1
@@ -256,15 +271,20 @@ class Consumer:
         self._finished(incoming)
         self._handled(incoming)  # after the ack: a graceful stop waits for it
 
-    async def _give_up(self, incoming: Incoming, reason: str, attempts: int) -> None:
+    async def _give_up(
+        self, incoming: Incoming, reason: str, attempts: int, *, parks: bool = True
+    ) -> None:
+        """Dead-letter (or park with, or stop on) ``incoming``; ``parks``: a park by this
+        consumer's policy (not one it found recorded by another consumer)."""
         message = incoming.message
         if self.policy.then == "stop":  # stop() gives the message back
             self._stopping = True
             self.error = ConsumerStopped(f"{self!r} stopped on message {message.id}: {reason}")
             asyncio.get_running_loop().create_task(self.stop())
             return
-        if self.policy.then == "park" and message.key is not None:
-            self._parked.add(message.key)
+        key = message.key
+        if parks and self.policy.then == "park" and key is not None:
+            self._parked.add(key)
         dead = Message(
             topic=self.dead_letter_queue,
             body=message.body,
@@ -280,7 +300,9 @@ class Consumer:
             },
         )
         try:
-            await self.transport._send(dead)
+            if self.parks is not None and key in self._parked and key not in self.parks.mine:
+                await self.parks.park(key)  # before the ack: the key's next message sees it
+            await self.transport._send_dead_letter(dead)
             await self.source.ack(incoming)
             self.dead_lettered += 1
         except TransportUnavailable as exc:  # redelivered later, and dead-lettered then

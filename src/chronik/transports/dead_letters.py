@@ -59,6 +59,7 @@ _BOXES: Adapters = {
     "nats": ("chronik.transports.nats_dead_letters", "NatsDeadLetters", None, None),
     "amqp": ("chronik.transports.rabbitmq_dead_letters", "RabbitMQDeadLetters", None, None),
     "amqps": ("chronik.transports.rabbitmq_dead_letters", "RabbitMQDeadLetters", None, None),
+    "kafka": ("chronik.transports.kafka_dead_letters", "KafkaDeadLetters", None, None),
 }
 #: the headers a consumer adds when it dead-letters a message
 DEAD_HEADERS: Final = ("dead-topic", "dead-group", "dead-reason", "dead-attempts", "dead-at")

@@ -1,15 +1,24 @@
 """The NATS JetStream transport (nats-py): durable pull consumers, explicit acks, dedup by id.
 
 ``nats://host:4222`` (options: ``stream_prefix`` (default ``CHRONIK``), ``ack_wait`` seconds,
-``dedup_window`` seconds). Two streams are created on open: ``<prefix>_TOPICS`` (subjects
-``<root>.t.<topic>``, interest retention: a message lives until every group acked it) and
-``<prefix>_QUEUES`` (``<root>.q.<queue>``, work-queue retention), where ``<root>`` is
-``chronik`` for the default prefix and the prefix in lower case otherwise, so transports with
-different prefixes share a server without their subjects overlapping. Each subscriber group is one
-durable consumer filtered on its topic, shared by the group's consumers (competing fetches);
-each queue is one durable consumer. ``<topic>:<message id>`` travels as ``Nats-Msg-Id``, so
-JetStream drops a re-published id within ``dedup_window`` (per topic, like the other
-adapters). The client reconnects by itself; consumers resume from their durable state.
+``dedup_window`` seconds, ``partitions`` (default 8; the same in every process)). Two streams
+are created on open: ``<prefix>_TOPICS`` (subjects ``<root>.t.<topic>``, interest retention: a
+message lives until every group acked it) and ``<prefix>_QUEUES`` (``<root>.q.<queue>``,
+work-queue retention), where ``<root>`` is ``chronik`` for the default prefix and the prefix in
+lower case otherwise, so transports with different prefixes share a server without their
+subjects overlapping. Each subscriber group is one durable consumer filtered on its topic,
+shared by the group's consumers (competing fetches); each queue is one durable consumer.
+``<topic>:<message id>`` travels as ``Nats-Msg-Id``, so JetStream drops a re-published id
+within ``dedup_window`` (per topic, like the other adapters). The client reconnects by itself;
+consumers resume from their durable state.
+
+Per-key order across competing consumers (``chronik.transports.partitions``): a keyed message
+goes to ``<subject>._<p>``, its key's partition, and each group (or queue) has one more durable
+consumer per partition, with ``max_ack_pending=1``, that all its consumers pull from: the
+server hands out a partition's next message only after the previous one was acked, and a
+message whose consumer died (no ack within ``ack_wait``) or stopped (nak) comes back before
+any later one. Keys of one partition take turns; unkeyed messages keep their one consumer and
+its throughput. Dead letters go to their queue's own subject, unpartitioned.
 
 A publish either reaches the server and is acknowledged (JetStream PubAck) or fails now: the
 client keeps no publish buffer while disconnected (``pending_size=0``: a publish then raises
@@ -41,6 +50,13 @@ from nats.js.api import (
 
 from chronik.errors import ConfigurationError, TransportClosed, TransportUnavailable
 from chronik.transports.base import Message, Transport
+from chronik.transports.partitions import (
+    DEFAULT_PARTITIONS,
+    FanInSource,
+    check_partitions,
+    partition_of,
+    partition_suffix,
+)
 from chronik.transports.source import Incoming, Source
 
 __all__ = ["NatsTransport"]
@@ -54,6 +70,7 @@ class NatsTransport(Transport):
 
     scheme = "nats"
     dedupes = True
+    orders_across_consumers = True
 
     def __init__(
         self,
@@ -62,6 +79,7 @@ class NatsTransport(Transport):
         stream_prefix: str = "CHRONIK",
         ack_wait: float = 30.0,
         dedup_window: float = 120.0,
+        partitions: int = DEFAULT_PARTITIONS,
         **options: int,
     ) -> None:
         super().__init__(url, **options)
@@ -73,6 +91,7 @@ class NatsTransport(Transport):
             self.dedup_window = float(query.pop("dedup_window", dedup_window))
         except ValueError:
             raise ConfigurationError(f"invalid option in the NATS URL {url!r}") from None
+        self.partitions = check_partitions(query.pop("partitions", partitions))
         if query:
             raise ConfigurationError(f"unknown NATS URL options: {', '.join(sorted(query))}")
         if not self.stream_prefix.replace("_", "").isalnum() or self.ack_wait <= 0:
@@ -159,11 +178,16 @@ class NatsTransport(Transport):
     async def _send(self, message: Message) -> None:
         await self._put(f"{self._queues}{message.topic}", message)
 
-    async def _put(self, subject: str, m: Message) -> None:
+    async def _send_dead_letter(self, message: Message) -> None:
+        await self._put(f"{self._queues}{message.topic}", message, partitioned=False)
+
+    async def _put(self, subject: str, m: Message, *, partitioned: bool = True) -> None:
         # JetStream dedupes per stream: scope the id by topic, as the other adapters do
         headers = {**m.headers, _ID: f"{m.topic}:{m.id}"}
         if m.key is not None:
             headers[_KEY] = m.key
+            if partitioned:
+                subject += "." + partition_suffix(partition_of(m.key, self.partitions))
         js = self.js()
         nc = self._nc
         if nc is None or not nc.is_connected:
@@ -178,13 +202,32 @@ class NatsTransport(Transport):
     async def _source(
         self, kind: Literal["topic", "queue"], name: str, group: str, prefetch: int
     ) -> Source:
-        js = self.js()
         if kind == "topic":
             stream, durable = self.topics_stream, f"t~{group}~{name.replace('.', '~')}"
             subject, policy = f"{self._topics}{name}", DeliverPolicy.NEW
         else:
             stream, durable = self.queues_stream, f"q~{name.replace('.', '~')}"
             subject, policy = f"{self._queues}{name}", DeliverPolicy.ALL
+        unkeyed = await self._bind(stream, durable, subject, policy, max(1000, prefetch * 16), name)
+        keyed = [  # one at a time per partition: the server keeps each key's order
+            await self._bind(
+                stream, f"{durable}~k{p}", f"{subject}.{partition_suffix(p)}", policy, 1, name
+            )
+            for p in range(self.partitions)
+        ]
+        return FanInSource([unkeyed, *keyed], [min(prefetch, 256)] + [1] * len(keyed), prefetch)
+
+    async def _bind(
+        self,
+        stream: str,
+        durable: str,
+        subject: str,
+        policy: DeliverPolicy,
+        max_ack_pending: int,
+        topic: str,
+    ) -> _NatsSource:
+        """Create the durable consumer if missing and pull from it."""
+        js = self.js()
         config = ConsumerConfig(
             durable_name=durable,
             filter_subject=subject,
@@ -192,7 +235,7 @@ class NatsTransport(Transport):
             deliver_policy=policy,
             ack_wait=self.ack_wait,
             max_deliver=-1,
-            max_ack_pending=max(1000, prefetch * 16),
+            max_ack_pending=max_ack_pending,
         )
         try:
             try:
@@ -205,15 +248,15 @@ class NatsTransport(Transport):
             sub = await js.pull_subscribe_bind(durable=durable, stream=stream)
         except NATS_ERRORS as exc:
             raise TransportUnavailable(f"NATS consumer {durable}: {exc!r}") from exc
-        return _NatsSource(sub, len(subject) - len(name), self.ack_wait / 3)
+        return _NatsSource(sub, topic, self.ack_wait / 3)
 
 
 class _NatsSource(Source):
     def __init__(
-        self, sub: JetStreamContext.PullSubscription, prefix: int, touch_interval: float
+        self, sub: JetStreamContext.PullSubscription, topic: str, touch_interval: float
     ) -> None:
         self.sub = sub
-        self.prefix = prefix
+        self.topic = topic  # the consumer's filter is its topic (or partition) exactly
         self.touch_interval = touch_interval
         self.expires = 0.0
 
@@ -233,9 +276,7 @@ class _NatsSource(Source):
         scoped = headers.pop(_ID, "")
         message_id = scoped.partition(":")[2] or f"nats-{msg.metadata.sequence.stream}"
         key = headers.pop(_KEY, None)
-        message = Message(
-            topic=msg.subject[self.prefix :], body=msg.data, id=message_id, headers=headers, key=key
-        )
+        message = Message(topic=self.topic, body=msg.data, id=message_id, headers=headers, key=key)
         return Incoming(message, msg.metadata.num_delivered, msg)
 
     async def ack(self, incoming: Incoming) -> None:
