@@ -312,7 +312,8 @@ class CommandBus:
             typed = r.model.typed_events
             events = [decisions.typed(self.registry, e) for e in decided] if typed else decided
             registry = self.registry if typed else None
-            await self.registry.load_keys(events if typed else [])  # personal-data keys
+            if typed and self.registry.keys is not None:  # personal-data subject keys
+                await self.registry.load_keys(events)
             data = decisions.event_data(registry, events, r.command, r.command_id, r.metadata)
             expected = NO_STREAM if loaded.version is None else loaded.version
             request = self.store.prepare(r.stream, data, expected)

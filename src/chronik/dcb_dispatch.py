@@ -84,7 +84,8 @@ async def run(
         if not decided:
             return [], False
         events = [decisions.typed(registry, e) for e in decided]
-        await registry.load_keys(events)  # personal-data subject keys (no-op without a ring)
+        if registry.keys is not None:  # personal-data subject keys
+            await registry.load_keys(events)
         data = decisions.event_data(registry, events, r.command, r.command_id, r.metadata)
         with _LogicErrors(r.command):
             data = [_tagged(r.model, e, d) for e, d in zip(events, data, strict=True)]
