@@ -366,6 +366,10 @@ def main() -> None:
         from bench import rebuild
 
         rebuild.run(runs, args.quick)
+    if "affinity" in only:
+        from bench import affinity  # routing by aggregate affinity on 3 nodes (PostgreSQL)
+
+        affinity.run(runs, args.quick)
     from bench import postgres
 
     postgres.run_from_bench(args)

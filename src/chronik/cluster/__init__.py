@@ -8,7 +8,8 @@ set's digest are what command routing by aggregate affinity builds on.
 Modules: ``member`` (the records and the view), ``backend`` (the ``MembershipBackend`` port),
 ``store_backend`` (its reference adapter on the store's leases and tables), ``membership``
 (the node's lifecycle and watcher), ``config`` (the ``cluster`` config section), ``parts``
-(what a ``chronik serve`` node runs). May import chronik's errors, the store and health;
+(what a ``chronik serve`` node runs), ``ring`` (the consistent-hash ring of command routing by
+aggregate affinity: ``HashRing``, ``key_of``). May import chronik's errors, the store and health;
 never projections, the server or the CLI (it sees their objects only through callables).
 """
 
@@ -20,6 +21,7 @@ from chronik.cluster.backend import MembershipBackend
 from chronik.cluster.config import ClusterConfig
 from chronik.cluster.member import Member, MemberInfo, MembershipView, live_digest
 from chronik.cluster.membership import Membership, read_view
+from chronik.cluster.ring import HashRing, key_of
 from chronik.cluster.store_backend import StoreMembershipBackend
 
 if TYPE_CHECKING:
@@ -27,12 +29,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ClusterConfig",
+    "HashRing",
     "Member",
     "MemberInfo",
     "Membership",
     "MembershipBackend",
     "MembershipView",
     "StoreMembershipBackend",
+    "key_of",
     "live_digest",
     "members",
     "read_view",

@@ -6,6 +6,8 @@ cluster:
   advertise: {grpc: "10.0.0.5:50051", http: "10.0.0.5:8080"}   # how others reach this node
   ttl: 10                       # seconds a silent node stays a member; renewed every ttl/3
   forget_after: 300             # seconds a gone node is still listed (as left or dead)
+  routing: affinity             # local (default) | affinity: forward to the aggregate's owner
+  secret_env: CHRONIK_CLUSTER_SECRET   # the cluster's credential for forwarded commands
 
 Every bad value is a ValidationError naming its field (``cluster.ttl``, ...).
 """
@@ -13,6 +15,7 @@ Every bad value is a ValidationError naming its field (``cluster.ttl``, ...).
 from __future__ import annotations
 
 import math
+import os
 import re
 import secrets
 import socket
@@ -27,6 +30,7 @@ __all__ = [
     "ClusterConfig",
     "MAX_TTL",
     "MIN_TTL",
+    "ROUTINGS",
     "check_address",
     "check_node_id",
     "check_seconds",
@@ -37,6 +41,8 @@ MIN_TTL: Final = 0.3
 MAX_TTL: Final = 3600.0
 _NODE_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
 _HOST: Final = re.compile(r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+")
+ROUTINGS: Final = ("local", "affinity")
+MIN_SECRET: Final = 16
 
 
 class AdvertiseConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -54,6 +60,12 @@ class ClusterConfig(msgspec.Struct, forbid_unknown_fields=True):
     advertise: AdvertiseConfig = msgspec.field(default_factory=AdvertiseConfig)
     ttl: float = 10.0
     forget_after: float = 300.0
+    #: ``local``: every node handles the commands it receives; ``affinity``: a node forwards a
+    #: command to the live member owning its aggregate (chronik.server.forwarding)
+    routing: str = "local"
+    #: the cluster's own credential on forwarded commands (needed when auth is configured)
+    secret: str | None = None
+    secret_env: str | None = None  # read the secret from this environment variable instead
 
     def check(self) -> ClusterConfig:
         """This configuration, checked (ValidationError naming the field)."""
@@ -65,7 +77,34 @@ class ClusterConfig(msgspec.Struct, forbid_unknown_fields=True):
                 check_address(value, f"cluster.advertise.{name}")
         check_seconds(self.ttl, "cluster.ttl", MIN_TTL, MAX_TTL)
         check_seconds(self.forget_after, "cluster.forget_after", 0.0, 365 * 86400.0)
+        if self.routing not in ROUTINGS:
+            raise ValidationError(
+                f"invalid cluster.routing {self.routing!r}: expected local or affinity",
+                field="cluster.routing",
+            )
+        if self.secret is not None and self.secret_env is not None:
+            raise ValidationError(
+                "cluster.secret_env: give cluster.secret or cluster.secret_env, not both",
+                field="cluster.secret_env",
+            )
+        self.cluster_secret()
         return self
+
+    def cluster_secret(self) -> str | None:
+        """The cluster secret (from ``secret`` or the environment), None when not configured;
+        ValidationError naming the field if it is shorter than 16 characters."""
+        field = "cluster.secret_env" if self.secret_env is not None else "cluster.secret"
+        value = os.environ.get(self.secret_env, "") if self.secret_env else self.secret
+        if value is None:
+            return None
+        if not isinstance(value, str) or len(value) < MIN_SECRET:
+            where = f" (environment variable {self.secret_env})" if self.secret_env else ""
+            raise ValidationError(
+                f"invalid {field}{where}: the cluster secret is missing or shorter than "
+                f"{MIN_SECRET} characters",
+                field=field,
+            )
+        return value
 
 
 def check_node_id(value: object, field: str = "node_id") -> str:

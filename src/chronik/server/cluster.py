@@ -5,7 +5,9 @@
 supervised task ``cluster membership`` (visible in health) and returns the step that leaves
 on shutdown. ``parts_of`` says what the node runs now: the projections (and
 partitions) it holds leases for, the outbox dispatcher while it holds its lease, the deadline
-scheduler. Imports chronik's core and the cluster package, never the HTTP stack.
+scheduler. With ``cluster.routing: affinity``, ``route_by_affinity`` installs the node's
+CommandRouter (``chronik.server.forwarding``), closed before the node leaves. Imports
+chronik's core and the cluster package, never the HTTP stack.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ from typing import Any
 
 from chronik.cluster import ClusterConfig, Membership
 from chronik.cluster.config import check_address
+from chronik.errors import ConfigurationError
+from chronik.server.routing import router_of
 
 __all__ = [
     "advertised",
     "build_membership",
     "join_cluster",
     "parts_of",
+    "route_by_affinity",
     "serve_membership",
     "start_membership",
 ]
@@ -105,10 +110,31 @@ def serve_membership(
         return parts_of(runners, app.health, found.get("outbox"))
 
     def load() -> dict[str, float]:
-        return {"inflight_commands": limiter.inflight_commands} if limiter.active else {}
+        found = {"inflight_commands": limiter.inflight_commands} if limiter.active else {}
+        router = router_of(app)  # with routing: affinity, how it routed (counters)
+        return found if router is None else {**found, **router.stats.as_dict()}
 
     grpc = advertised(config.advertise.grpc, server.host, server.port)
-    return build_membership(config, app, grpc=grpc, parts=parts, load=load)
+    membership = build_membership(config, app, grpc=grpc, parts=parts, load=load)
+    if config.routing == "affinity":
+        route_by_affinity(config, app, server, membership)
+    return membership
+
+
+def route_by_affinity(config: ClusterConfig, app: Any, server: Any, membership: Membership) -> Any:
+    """Install the CommandRouter of ``cluster.routing: affinity`` on ``app``: over mutual TLS
+    when gRPC serves TLS (the node's certificate, trusting ``grpc.tls.client_ca``), with the
+    cluster secret (required when auth is configured)."""
+    from chronik.server.forwarding import install_router
+
+    secret = config.cluster_secret()
+    if secret is None and server.auth is not None:
+        raise ConfigurationError(
+            "cluster.secret: required with auth and cluster.routing: affinity (the "
+            "credential nodes present on the commands they forward; or cluster.secret_env)"
+        )
+    tls = None if server.tls is None else server.tls.as_client(where="grpc.tls")
+    return install_router(app, membership, tls=tls, secret=secret)
 
 
 async def join_cluster(
@@ -121,9 +147,27 @@ async def join_cluster(
         advertised(config.advertise.http, host, port), "cluster.advertise.http"
     )
     leave = await start_membership(membership, app)
+    router = router_of(app)
+    if router is not None:  # cluster.routing: affinity: stop forwarding, then leave
+        leave = _closing(router, leave)
+        print(f"  routing: by aggregate affinity ({_how(router)})", flush=True)
     print(
         f"  cluster: node {membership.node_id} (ttl {membership.ttl:g} s, "
         f"advertising gRPC {membership.grpc or '-'}, HTTP {membership.http or '-'})",
         flush=True,
     )
     return leave
+
+
+def _closing(router: Any, leave: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    async def leave_cluster() -> None:
+        await router.close()
+        await leave()
+
+    return leave_cluster
+
+
+def _how(router: Any) -> str:
+    tls = "mutual TLS" if router.tls is not None else "plaintext"
+    secret = "cluster secret" if router.has_secret else "no cluster secret"
+    return f"forwarding over {tls}, {secret}"

@@ -16,6 +16,7 @@ consumers:                               # transport consumers (default transpor
 cloudevents: {receiver: false}           # POST /v1/cloudevents into the consumers' transport
 limits: {max_inflight_commands: 256, max_subscriptions: 1000}   # then 429 / RESOURCE_EXHAUSTED
 cluster: {enabled: true, node_id: node-a, ttl: 10}   # membership (chronik cluster status)
+#   cluster.routing: affinity | local (default); cluster.secret / secret_env (with auth)
 """
 
 from __future__ import annotations

@@ -48,6 +48,7 @@ from chronik.server.grpc_limits import LimitInterceptor
 from chronik.server.limits import Limiter
 from chronik.server.reflection import enable_reflection
 from chronik.server.remote import MAX_MESSAGE_BYTES, channel_options
+from chronik.server.routing import incoming, router_of
 from chronik.server.tls import CertificateFiles, TlsConfig, grpc_credentials
 from chronik.server.wire import command_from_wire, event_to_wire
 from chronik.v1 import chronik_pb2 as pb
@@ -66,7 +67,10 @@ class CommandGatewayService(Service, rpc.CommandGatewayServicer):
         self, request: pb.CommandRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CommandResponse:
         async def call() -> pb.CommandResponse:
-            key = self._key(context)
+            # a command another node forwarded: its caller was checked there (routing)
+            router = router_of(self.app)
+            forwarded = router is not None and router.accept(context.invocation_metadata() or ())
+            key = None if forwarded else self._key(context)
             if key is not None:
                 Auth.allow_command(key, request.domain, request.type)
             if request.payload:  # the value rule; JSON that is no JSON at all is for the
@@ -76,7 +80,8 @@ class CommandGatewayService(Service, rpc.CommandGatewayServicer):
                     raise
                 except SerializationError:
                     pass
-            result = await self.app.dispatch(command_from_wire(request))
+            with incoming(context.time_remaining(), forwarded):  # the deadline, one hop
+                result = await self.app.dispatch(command_from_wire(request))
             return pb.CommandResponse(
                 events=[event_to_wire(e) for e in result.events],
                 version=-1 if result.version is None else result.version,

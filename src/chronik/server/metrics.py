@@ -19,6 +19,7 @@ from chronik.commands import CommandResult
 from chronik.errors import ChronikError, ReadModelError
 from chronik.health import STATES, Supervisor, horizon_lag
 from chronik.messages import Command
+from chronik.server.routing import RoutingCollector
 
 if TYPE_CHECKING:
     from chronik.app import Chronik
@@ -157,6 +158,7 @@ class Metrics:
                 self.append_seconds.observe(seconds)
 
         app.store.write_observers.append(appended)
+        self.registry.register(RoutingCollector(app))  # chronik_routing_*: forwarded, fallbacks
 
     def watch_limits(self, limiter: Limiter) -> None:
         """Count the refusals of ``limiter`` (of both servers) and show its in-flight commands."""
