@@ -370,6 +370,10 @@ def main() -> None:
         from bench import affinity  # routing by aggregate affinity on 3 nodes (PostgreSQL)
 
         affinity.run(runs, args.quick)
+    if "takeover" in only:
+        from bench import takeover  # partition takeover after kill -9 / a clean leave
+
+        takeover.run(runs)
     from bench import postgres
 
     postgres.run_from_bench(args)

@@ -190,6 +190,19 @@ def rebuild(
     console().print(run(lambda: _rebuild(store_url(store), name, wait)), highlight=False)
 
 
+@app.command("repartition")
+def repartition(
+    name: str,
+    partitions: int = typer.Option(..., "--partitions", "-n", help="The new count (2..256)."),
+    store: str | None = STORE_OPTION,
+    wait: float = typer.Option(60.0, help="Seconds to follow it (0: only request it)."),
+) -> None:
+    """Change a partitioned projection's partition count without a rebuild."""
+    from chronik.cli.repartition import repartition as go
+
+    console().print(run(lambda: go(store_url(store), name, partitions, wait)), highlight=False)
+
+
 @letters.command("list")
 def letters_list(
     name: str | None = typer.Argument(None, help="Only this projection."),

@@ -1,7 +1,8 @@
 """Projection admin: what the CLI, the HTTP API, gRPC and the admin UI do to projections.
 
 ``ProjectionAdmin`` reads the bookkeeping tables (``chronik.projections.bookkeeping``) of any
-store and queues control requests (pause / resume / reset / rebuild / retry / refresh) that the
+store and queues control requests (pause / resume / reset / rebuild / retry / refresh, and
+repartition through ``repartition``) that the
 processor of a projection picks up within a heartbeat, from whatever process runs it; dropping
 dead letters deletes them here and tells the processor to reload its parked streams.
 """
@@ -18,6 +19,7 @@ from chronik.health import horizon_lag
 from chronik.messages import Position, new_event_id
 from chronik.projections.bookkeeping import DEAD_LETTERS, LEASES, REQUESTS, STATUS, lag_events
 from chronik.projections.dead_letters import DeadLetter, delete, from_rows
+from chronik.projections.repartition import check_count, refusal
 from chronik.store.base import EventStore, TableWrite
 
 __all__ = ["ACTIONS", "ALIVE_SECONDS", "ProjectionAdmin", "ProjectionStatus"]
@@ -186,6 +188,32 @@ class ProjectionAdmin:
         ]
         async with self.store.transaction() as tx:
             tx.write_tables([TableWrite.upsert(REQUESTS.name, row, ("id",)) for row in rows])
+        return request_id
+
+    async def repartition(self, name: str, partitions: object) -> str:
+        """Queue a repartition of ``name`` into ``partitions`` partitions, without a rebuild
+        (see chronik.projections.repartition); its leader, partition 0, carries it out.
+        ValidationError naming the field, with the reason, when it cannot be done now."""
+        count = check_count(partitions)
+        if f"{name}/0" not in await self.check(name):
+            raise ValidationError(
+                f"projection {name} does not run in partitions: set partitions= in its code "
+                "and rebuild it once",
+                field="name",
+            )
+        why = await refusal(self.store, name, count)
+        if why is not None:
+            raise ValidationError(f"cannot repartition: {why}", field="partitions")
+        request_id = new_event_id()
+        row = {
+            "id": f"{request_id}.0",
+            "projection": f"{name}/0",
+            "action": "repartition",
+            "arg": str(count),
+            "created_at": time.time_ns() // 1000,
+        }
+        async with self.store.transaction() as tx:
+            tx.write_tables([TableWrite.upsert(REQUESTS.name, row, ("id",))])
         return request_id
 
     async def pending(self, request_id: str) -> bool:

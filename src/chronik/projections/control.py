@@ -4,7 +4,8 @@ Requests are rows of ``chronik_projection_requests`` (written by ``ProjectionAdm
 process): pause, resume, reset, rebuild, retry dead letters, refresh. Each is turned into a
 ``Step``, the processor's next move as values (a new state, a generation to build, a position
 to reset to, the table writes, the request's own delete among them); the processor applies it
-and commits it as one unit of work. Functions here read the store, never write it.
+and commits it as one unit of work. Functions here read the store, never write it. A
+repartition request starts chronik.projections.repartition (partition 0 only).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from chronik.errors import ValidationError
 from chronik.messages import Position
-from chronik.projections import dead_letters
+from chronik.projections import dead_letters, repartition
 from chronik.projections.bookkeeping import REQUESTS, STATUS, load_plan
 from chronik.projections.lanes import (
     START,
@@ -75,6 +76,11 @@ async def decide(store: EventStore, view: View, r: dict[str, Any]) -> Step:
         return Step(done, state="paused")
     if action == "resume":
         return Step(done, state="running", clear_error=True)
+    if action == "repartition":  # the leader starts it (chronik.projections.repartition)
+        if view.partition != 0 or p.partitions < 2:
+            return Step(done)
+        writes, refused = await repartition.request(store, view, arg)
+        return Step(writes + done, error=refused, clear_error=refused is None)
     if p.partitions > 1 and (action == "rebuild" or (action == "reset" and not arg)):
         # a new generation for every partition: partition 0 leads, the others follow
         return Step(done, wake=True, follow=True, request=action if view.partition == 0 else None)

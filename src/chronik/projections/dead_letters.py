@@ -119,6 +119,15 @@ async def forget_key(store: EventStore, key: str) -> list[TableWrite]:
     return [delete(key, r["generation"], r["event_id"]) for r in rows]
 
 
+async def parking_partition(
+    store: EventStore, name: str, generation: int, partitions: int
+) -> str | None:
+    """The first of ``name``'s partitions 0..partitions-1 with dead letters in ``generation``."""
+    keys = {f"{name}/{k}" for k in range(partitions)}
+    rows = await store.read_table(DEAD_LETTERS.name, {"generation": generation})
+    return min((r["projection"] for r in rows if r["projection"] in keys), default=None)
+
+
 async def headless(store: EventStore, key: str, generation: int) -> set[str]:
     """Streams whose first parked event is one that only waited (its failed one was dropped)."""
     first: dict[str, bool] = {}

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from chronik.errors import ConfigurationError, ValidationError
-from chronik.messages import Position
+from chronik.messages import Position, RecordedEvent
 from chronik.projections import dead_letters
 from chronik.projections.bookkeeping import Plan
 from chronik.projections.projection import Projection
 from chronik.store.base import EventStore, TableSpec, TableWrite
+from chronik.store.records import ReadPage
 
 __all__ = [
     "START",
@@ -63,6 +64,7 @@ class LaneView(NamedTuple):
     position: Position | None
     applied: Position | None
     caught_up: bool
+    stop_at: Position | None = None  # a repartition holds the lane there
 
 
 class Lane:
@@ -78,6 +80,7 @@ class Lane:
         self.dirty = False  # position advanced (scanned) without a checkpoint write yet
         self.caught_up = False
         self.isolate_until: Position | None = None  # one event per commit up to here
+        self.stop_at: Position | None = None  # a repartition: read nothing past here
 
     def checkpoint(self, projection: str) -> str:
         """The checkpoint name of this generation."""
@@ -86,8 +89,27 @@ class Lane:
     def view(self) -> LaneView:
         """This lane's state as values."""
         return LaneView(
-            self.generation, self.version, self.frozen, self.position, self.applied, self.caught_up
+            self.generation,
+            self.version,
+            self.frozen,
+            self.position,
+            self.applied,
+            self.caught_up,
+            self.stop_at,
         )
+
+    def cut(self, read: ReadPage) -> tuple[list[RecordedEvent], Position | None]:
+        """A page read for this lane, cut at ``stop_at`` (chronik.projections.repartition):
+        the events up to there, and ``stop_at`` as how far the read went if it went past it
+        (none of the lane's events lies between)."""
+        page, bound = read
+        stop = self.stop_at
+        if stop is None:
+            return page, bound
+        kept = [e for e in page if e.position <= stop]
+        if len(kept) < len(page) or (bound is not None and bound > stop):
+            return kept, stop
+        return kept, bound
 
     def __repr__(self) -> str:
         return f"<Lane g{self.generation} v{self.version} at {self.position}>"

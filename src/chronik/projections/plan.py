@@ -23,17 +23,18 @@ flips back; a newer version makes the
 leader build it while the old one serves. A generation is built with one partition count:
 processes that split the projection another way (same version) advance nothing until a
 rebuild builds a generation their way, and the leader prunes what partitions of an earlier,
-larger split left behind once no one holds them.
+larger split left behind once no one holds them. A repartition changes the count of the
+serving generation in place (chronik.projections.repartition: ``poll`` carries out its steps).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, TypeAlias
 
 from chronik.messages import Position
-from chronik.projections import dead_letters
+from chronik.projections import dead_letters, repartition
 from chronik.projections.bookkeeping import LEASES, REQUESTS, STATUS, Plan, load_plan
 from chronik.projections.lanes import (
     Lane,
@@ -45,7 +46,7 @@ from chronik.projections.lanes import (
 )
 from chronik.store.base import EventStore, TableWrite
 
-__all__ = ["Decision", "Follow", "poll", "switch_checkpoint"]
+__all__ = ["Checkpoints", "Decision", "Follow", "poll", "switch_checkpoint"]
 
 WAITING = "waiting for partition 0 to publish the projection's generations"
 OLDER = "this process runs version"
@@ -66,6 +67,11 @@ class Follow:
     changed: bool  # whether another lane serves or builds now (waiters may be resolved)
 
 
+#: Checkpoints a processor commits: (name, position) of its own partition, with its epoch, or
+#: (name, position, partition, epoch) (a repartition's switch fences every partition)
+Checkpoints: TypeAlias = tuple[tuple[str, Position] | tuple[str, Position, int, int], ...]
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     """One heartbeat of following the plan: the processor applies it, then commits if asked."""
@@ -73,8 +79,9 @@ class Decision:
     writes: list[TableWrite]
     last_error: str | None
     follow: Follow | None  # None: the lanes stay as they are
-    stopped: tuple[tuple[str, Position], ...]  # checkpoints of where the serving one stopped
+    stopped: Checkpoints  # where the serving one stopped (a switch, a repartition)
     commit: bool
+    stop_at: Position | None = None  # where a repartition holds the serving lane
 
 
 async def poll(
@@ -107,7 +114,20 @@ async def poll(
         writes += await _prune(store, view, plan)
     follow, last_error, stopped = await _follow(store, view, plan, writes, last_error)
     changed = follow is not None and follow.changed
-    return Decision(writes, last_error, follow, stopped, bool(writes) or changed or row is not None)
+    held = await repartition.hold(store, _after(view, follow))
+    writes += held.writes
+    marks: Checkpoints = (*stopped, *held.checkpoints, *held.fenced)
+    commit = bool(writes or marks) or changed or row is not None
+    return Decision(writes, held.error or last_error, follow, marks, commit, held.stop_at)
+
+
+def _after(view: View, follow: Follow | None) -> View:
+    """The view as the processor will be once it installed ``follow``."""
+    if follow is None:
+        return view
+    lane = follow.loaded.get(follow.active)
+    active = lane.view() if lane is not None else view.lanes()[follow.active]
+    return replace(view, plan=follow.plan, active=active._replace(frozen=follow.frozen))
 
 
 def _shape(view: View) -> tuple[int, int]:

@@ -197,7 +197,7 @@ class ProjectionProcessor(Loop):
             lane = self.active = self.building
             self.building, at = None, lane.position
         await self._commit(step.writes, lane, at)
-        if step.take_over:
+        if step.take_over or lane is None:
             self._waiters.resolve(self.active)
         elif lane is not None:
             lane.position = lane.applied = at
@@ -222,6 +222,7 @@ class ProjectionProcessor(Loop):
             self.active = lanes[f.active]
             self.active.frozen = f.frozen
             self.building = None if f.building is None else lanes[f.building]
+        self.active.stop_at = d.stop_at  # a repartition holds the serving lane there
         if d.commit:
             await self._commit(d.writes, checkpoints=d.stopped)
         if f is not None and f.changed:
@@ -292,8 +293,7 @@ class ProjectionProcessor(Loop):
         store, p = self.store, self.projection
         self.head = await store.head()
         limit = 1 if lane.isolate_until is not None else p.batch_size
-        read = await store.read_page(lane.position, limit, p.domains, self._types)
-        page, bound = read
+        page, bound = lane.cut(await store.read_page(lane.position, limit, p.domains, self._types))
         if not page:
             lane.caught_up = True
             if bound is not None and (lane.position is None or bound > lane.position):
@@ -372,7 +372,7 @@ class ProjectionProcessor(Loop):
         writes: list[TableWrite],
         lane: Lane | None = None,
         position: Position | None = None,
-        checkpoints: tuple[tuple[str, Position], ...] = (),
+        checkpoints: plan.Checkpoints = (),
         release: bool = False,
     ) -> None:
         """Commit table writes, the lane's, dirty and other ``checkpoints`` of this partition and
@@ -392,8 +392,8 @@ class ProjectionProcessor(Loop):
             for other in self._lanes(include_frozen=False):
                 if other.dirty and other is not lane and other.position is not None:
                     tx.save_checkpoint(other.checkpoint(name), other.position, k, epoch)
-            for checkpoint, at in checkpoints:
-                tx.save_checkpoint(checkpoint, at, k, epoch)
+            for checkpoint, at, *fence in checkpoints:  # fence: a repartition's other partitions
+                tx.save_checkpoint(checkpoint, at, *(fence or (k, epoch)))
             tx.write_tables([status_row(self._view(), self.owner, self.head, counters)])
         for other in self._lanes(include_frozen=False):
             other.dirty = False

@@ -9,18 +9,24 @@ partition carries its lease epoch, so two owners never write one partition: a wo
 paused past its lease finds its next unit of work refused and stands by. A worker whose
 projection version is older than another member's, or than the one that serves, steps aside
 for good (until restarted): the newest version builds and serves, as one processor would.
+
+The split: the projection's ``partitions``, unless a repartition (``chronik projections
+repartition``, see chronik.projections.repartition) set another for its version. A worker reads
+that layout at each heartbeat; when it changes, the worker stops its processors (releasing
+their leases) and runs the new split, its processors holding the leases as ``r{round}~owner``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import os
 import socket
 import time
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from chronik.errors import ConfigurationError, ValidationError
 from chronik.messages import Position
@@ -28,6 +34,7 @@ from chronik.projections.bookkeeping import load_plan
 from chronik.projections.lanes import checkpoint_name
 from chronik.projections.processor import ProjectionProcessor
 from chronik.projections.projection import Projection
+from chronik.projections.repartition import load_layout
 from chronik.store import leases
 from chronik.store.base import EventStore
 
@@ -57,23 +64,51 @@ class PartitionWorker:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         self.heartbeat = heartbeat
         self.lease_ttl = lease_ttl
-        self.processors = [
-            ProjectionProcessor(
-                store,
-                projection,
-                owner=self.owner,
-                heartbeat=heartbeat,
-                lease_ttl=lease_ttl,
-                partition=k,
-                wanted=False,
-            )
-            for k in range(projection.partitions)
-        ]
+        self.layout = (projection.partitions, 0)  # the split it runs and its round
+        self.processors = self._processors(*self.layout)
+        self._replaced = asyncio.Event()  # set when a new split's processors replaced the old
         self._member = f"{projection.name}:member:{self.owner}"
         self._version = projection.version  # published as the membership lease's version
         self._outdated = False
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+
+    def _processors(self, partitions: int, round_: int) -> list[ProjectionProcessor]:
+        """Processors (standing by) for one split of the projection."""
+        p = self.projection
+        if partitions != p.partitions:
+            p = copy.copy(p)
+            p.partitions = partitions
+        owner = self.owner if round_ == 0 else f"r{round_}~{self.owner}"
+        return [
+            ProjectionProcessor(
+                self.store,
+                p,
+                owner=owner,
+                heartbeat=self.heartbeat,
+                lease_ttl=self.lease_ttl,
+                partition=k,
+                wanted=False,
+            )
+            for k in range(partitions)
+        ]
+
+    async def _adopt(self, started: bool) -> None:
+        """Run the split a repartition set for this version (or the projection's own)."""
+        layout = await load_layout(self.store, self.projection.name)
+        want = (self.projection.partitions, 0)
+        if layout is not None and layout.version == self.projection.version:
+            want = (layout.partitions, layout.round)
+        if want == self.layout:
+            return
+        log.info("%s: %s runs %d partitions now", self.owner, self.projection.name, want[0])
+        if started:
+            await asyncio.gather(*(p.stop() for p in self.processors))
+        self.layout, self.processors = want, self._processors(*want)
+        if started:
+            for proc in self.processors:
+                await proc.start()
+            self._replaced.set()
 
     @property
     def owned(self) -> list[int]:
@@ -84,6 +119,8 @@ class PartitionWorker:
         """Join (membership lease), start the processors standing by, then balance."""
         if self._task is None or (self._task.done() and not self._stopping):
             await self._join()
+            with contextlib.suppress(Exception):  # else the next heartbeat adopts it
+                await self._adopt(started=False)
             for proc in self.processors:
                 await proc.start()
             await self.balance()
@@ -102,17 +139,26 @@ class PartitionWorker:
 
     async def join(self) -> None:
         """Wait until this worker's loops end; raise what ended one unless it was stopped."""
-        waits = [asyncio.ensure_future(p.join()) for p in self.processors]
-        if self._task is not None:
-            waits.append(asyncio.ensure_future(self._join_balancer(self._task)))
-        try:
-            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_EXCEPTION)
-            for t in done:
-                if (exc := t.exception()) is not None:
-                    raise exc
-        finally:
-            for w in waits:
-                w.cancel()
+        while True:  # again whenever a repartition replaced the processors
+            self._replaced.clear()
+            waits = [asyncio.ensure_future(p.join()) for p in self.processors]
+            if self._task is not None:
+                waits.append(asyncio.ensure_future(self._join_balancer(self._task)))
+            replaced = asyncio.ensure_future(self._replaced.wait())
+            try:
+                pending: set[asyncio.Future[Any]] = {*waits, replaced}
+                while pending != {replaced}:
+                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    for t in done:
+                        if t is not replaced and (exc := t.exception()) is not None:
+                            raise exc
+                    if replaced in done:
+                        break
+                else:
+                    return  # every loop ended
+            finally:
+                for w in (*waits, replaced):
+                    w.cancel()
 
     async def _join_balancer(self, task: asyncio.Task[None]) -> None:
         await asyncio.wait([task])
@@ -141,13 +187,14 @@ class PartitionWorker:
         generation the plan serves) in the database, which an idle partition advances at its
         heartbeat.
         """
-        pending, name, seen = list(self.processors), self.projection.name, 0
+        pending, name = list(self.processors), self.projection.name
+        seen: tuple[int, tuple[int, int]] = (0, self.layout)
         while True:
             signal = self.store.change_signal()
             plan = await load_plan(self.store, name)
             generation = plan.generation if plan is not None else 1
-            if generation != seen:  # a new generation serves: ask every partition again
-                pending, seen = list(self.processors), generation
+            if (generation, self.layout) != seen:  # a new generation or split: ask anew
+                pending, seen = list(self.processors), (generation, self.layout)
             left = []
             for proc in pending:
                 lane = proc.active
@@ -180,6 +227,7 @@ class PartitionWorker:
             await asyncio.sleep(self.heartbeat)
             with contextlib.suppress(Exception):  # a store hiccup: try again next heartbeat
                 await self._join()
+                await self._adopt(started=True)
                 await self.balance()
             if self.outdated:  # older code than runs or serves: leave the partitions to it
                 await self._step_aside()
@@ -215,6 +263,7 @@ class PartitionWorker:
         held = {
             r.partition: r.owner for r in rows if r.name == self.projection.name and r.valid(now_us)
         }
+        owner = self.processors[0].owner
         # shares differ by at most one: the first (n mod members) workers take one more
         rank = sorted(members).index(self.owner)
         base, extra = divmod(len(self.processors), len(members))
@@ -230,7 +279,7 @@ class PartitionWorker:
         for proc in order:
             if proc.epoch is not None:
                 continue
-            free = proc.partition not in held or held[proc.partition] == self.owner
+            free = proc.partition not in held or held[proc.partition] == owner
             proc.wanted = free and room > 0
             if proc.wanted:
                 room -= 1

@@ -310,6 +310,15 @@ class ProjectionsService(GuardedService, rpc.ProjectionsServicer):
 
         return await self._guarded(context, call)
 
+    async def Repartition(self, request: pb.RepartitionRequest, context: Context) -> Any:
+        async def call() -> pb.ActionResponse:
+            self._allow_admin(context)
+            name = _name(request.name)
+            request_id = await self.admin.repartition(name, int(request.partitions))
+            return pb.ActionResponse(request_id=request_id, projection=name, action="repartition")
+
+        return await self._guarded(context, call)
+
     async def Retry(self, request: pb.DeadLetterRequest, context: Context) -> Any:
         async def call() -> pb.ActionResponse:
             self._allow_admin(context)

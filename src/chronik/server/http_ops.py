@@ -41,11 +41,21 @@ async def projections(request: Request) -> Response:
 
 
 async def projection_action(request: Request) -> Response:
-    """``POST /v1/projections/{name}/{action}``: rebuild, pause, resume or reset (``?to=``)."""
+    """``POST /v1/projections/{name}/{action}``: rebuild, pause, resume, reset (``?to=``) or
+    repartition (``?partitions=``)."""
     state = state_of(request)
     name, action = request.path_params["name"], request.path_params["action"]
     if action == "dead-letters":  # the path of GET .../dead-letters, not an action
         return method_not_allowed(request, "GET, HEAD")
+    if action == "repartition":  # ?partitions=N: a new partition count, no rebuild
+        count = params.sequence(request.query_params, "partitions")
+        if count is None:
+            raise ValidationError("repartition needs partitions=N (2..256)", field="partitions")
+        request_id = await state.admin.repartition(name, count)
+        return JSONResponse(
+            {"request_id": request_id, "projection": name, "action": action, "partitions": count},
+            status_code=202,
+        )
     if action not in ("rebuild", "pause", "resume", "reset"):
         raise ValidationError(f"unknown action {action[:64]!r}", field="action")
     to = params.position(request.query_params.get("to"), "to")

@@ -289,7 +289,7 @@ def _document() -> dict[str, Any]:
             },
             "/v1/projections/{name}/{action}": {
                 "post": {
-                    "summary": "Ask a projection to rebuild, pause, resume or reset (to=POSITION)",
+                    "summary": "Ask a projection to rebuild, pause, resume, reset or repartition",
                     "description": (
                         "Admin writes: with auth configured they need the admin right; without "
                         "auth they are refused (403 AdminWritesDisabled) unless the server "
@@ -304,10 +304,15 @@ def _document() -> dict[str, Any]:
                             "required": True,
                             "schema": {
                                 "type": "string",
-                                "enum": ["rebuild", "pause", "resume", "reset"],
+                                "enum": ["rebuild", "pause", "resume", "reset", "repartition"],
                             },
                         },
                         _query("to", schemas.POSITION),
+                        _query(
+                            "partitions",
+                            {"type": "integer", "minimum": 2, "maximum": 256},
+                            "repartition only: the new partition count",
+                        ),
                     ],
                     "responses": {"202": _json({"type": "object"}), **_errors(400, 401, 403, 404)},
                 }

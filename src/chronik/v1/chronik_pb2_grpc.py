@@ -804,6 +804,11 @@ class ProjectionsStub:
                 request_serializer=chronik_dot_v1_dot_chronik__pb2.DeadLetterRequest.SerializeToString,
                 response_deserializer=chronik_dot_v1_dot_chronik__pb2.DropResponse.FromString,
                 _registered_method=True)
+        self.Repartition = channel.unary_unary(
+                '/chronik.v1.Projections/Repartition',
+                request_serializer=chronik_dot_v1_dot_chronik__pb2.RepartitionRequest.SerializeToString,
+                response_deserializer=chronik_dot_v1_dot_chronik__pb2.ActionResponse.FromString,
+                _registered_method=True)
 
 
 class ProjectionsServicer:
@@ -870,6 +875,13 @@ class ProjectionsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Repartition(self, request, context):
+        """a new count, no rebuild
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProjectionsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -917,6 +929,11 @@ def add_ProjectionsServicer_to_server(servicer, server):
                     servicer.Drop,
                     request_deserializer=chronik_dot_v1_dot_chronik__pb2.DeadLetterRequest.FromString,
                     response_serializer=chronik_dot_v1_dot_chronik__pb2.DropResponse.SerializeToString,
+            ),
+            'Repartition': grpc.unary_unary_rpc_method_handler(
+                    servicer.Repartition,
+                    request_deserializer=chronik_dot_v1_dot_chronik__pb2.RepartitionRequest.FromString,
+                    response_serializer=chronik_dot_v1_dot_chronik__pb2.ActionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1166,6 +1183,33 @@ class Projections:
             '/chronik.v1.Projections/Drop',
             chronik_dot_v1_dot_chronik__pb2.DeadLetterRequest.SerializeToString,
             chronik_dot_v1_dot_chronik__pb2.DropResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Repartition(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chronik.v1.Projections/Repartition',
+            chronik_dot_v1_dot_chronik__pb2.RepartitionRequest.SerializeToString,
+            chronik_dot_v1_dot_chronik__pb2.ActionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,5 +1,5 @@
-"""The admin UI's POST handlers: the buttons that write (projection pause / resume / rebuild,
-dead-letter and outbox retry / drop), and sign-in / sign-out.
+"""The admin UI's POST handlers: the buttons that write (projection pause / resume / rebuild /
+repartition, dead-letter and outbox retry / drop), and sign-in / sign-out.
 
 Module-level functions ``handler(state, request)`` over an ``AdminState``.
 ``create_admin_routes`` binds the buttons behind the same-origin check and the ``admin`` right
@@ -42,11 +42,27 @@ def _plural(n: int, noun: str) -> str:
 async def projection_action(state: AdminState, request: Request) -> Response:
     """``POST /admin/projections/{name}/{action}``: request a pause, resume or rebuild."""
     name, action = request.path_params["name"], request.path_params["action"]
+    if action == "repartition":  # the count comes from the button's prompt (hx-prompt)
+        return await _repartition(state, request, name)
     if action not in ACTIONS:
         raise ValidationError(f"unknown action {action!r}", field="action")
     await state.projections.request(name, action)
     log.info("admin: %s requested for projection %s", action, name)
     context = await projections_context(state, f"{action} requested for {name}")
+    return render(state, request, "_projections.html", **context)
+
+
+async def _repartition(state: AdminState, request: Request, name: str) -> Response:
+    """Request a repartition into the count the user typed (header ``HX-Prompt``)."""
+    raw = (request.headers.get("hx-prompt") or request.query_params.get("partitions", "")).strip()
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 3:
+        shown = repr(raw[:16])
+        raise ValidationError(f"invalid partitions {shown}: expected 2..256", field="partitions")
+    count = int(raw)
+    await state.projections.repartition(name, count)
+    log.info("admin: repartition of %s into %d partitions requested", name, count)
+    flash = f"repartition of {name} into {count} partitions requested"
+    context = await projections_context(state, flash)
     return render(state, request, "_projections.html", **context)
 
 
