@@ -82,13 +82,11 @@ class ProjectionProcessor(Loop):
         self.building: Lane | None = None
         self.plan: Plan | None = None  # the plan of a partitioned projection the lanes follow
         self.outdated = False  # the plan serves a newer version than this process runs
-        self._types = projection.types
-        self._waiters = Waiters()
+        self._types, self._waiters = projection.types, Waiters()
         self.rate = RateMeter()
         self.head: Position | None = None
         self.last_event_us = 0
-        self._last_status = 0.0
-        self._next_claim = 0.0
+        self._last_status = self._next_claim = 0.0
 
     async def stop(self, grace: float | None = None) -> None:
         """Finish the current batch, record state ``stopped`` and end the loop; a batch still
@@ -277,6 +275,8 @@ class ProjectionProcessor(Loop):
                 self.state = "standby"
                 self.last_error = f"{type(exc).__name__}: {exc}"
             except Exception as exc:  # never let a store or handler error end the loop
+                if getattr(exc, "outcome_unknown", False):  # the commit may have landed:
+                    self.epoch = None  # reclaiming the lease reloads checkpoints and tables
                 errors += 1
                 if self.state not in ("paused", "stopped"):
                     self.state = "failing"

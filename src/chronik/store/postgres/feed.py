@@ -18,6 +18,8 @@ from typing import Any, Final
 
 import asyncpg
 
+from chronik.store.postgres.failover import HostList
+
 __all__ = ["ChangeFeed"]
 
 KEEPALIVE_SECONDS: Final = 5.0
@@ -40,6 +42,7 @@ class ChangeFeed:
         self._server_settings = {**(server_settings or {}), "synchronous_commit": "off"}
         self.channel = channel
         self._on_change = on_change
+        self._hosts = HostList(dsn, 5)  # after a failover: the new primary
         self._token = os.urandom(8).hex()  # our own notifications carry it and are ignored
         self._pending = False
         self._wake = asyncio.Event()
@@ -77,9 +80,7 @@ class ChangeFeed:
         while not self._stopped:
             try:
                 # A notification needs no durability: its commit need not wait for a WAL flush.
-                conn = await asyncpg.connect(
-                    self._dsn, timeout=5, server_settings=self._server_settings
-                )
+                conn = await self._hosts.connect(server_settings=self._server_settings)
             except Exception:  # any failure to connect: back off and retry
                 await asyncio.sleep(min(MAX_BACKOFF, 0.05 * 2**attempt))
                 attempt += 1

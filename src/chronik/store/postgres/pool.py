@@ -5,6 +5,10 @@ store leaves no session state behind (its locks are transaction-scoped and every
 committed or rolled back before release), so it needs none of that. A connection that failed
 in a way that may leave it unusable is discarded, and a new one is opened on demand.
 
+A DSN with several hosts (``postgresql://u@db1,db2/app?target_session_attrs=read-write``) is
+walked host by host (``postgres.failover.HostList``): after a failover new connections reach
+the new primary.
+
 Every connection sets the server-side timeouts of ``TIMEOUTS`` (the store and the PostgreSQL
 transport read them from their URL with ``timeout_settings``).
 """
@@ -20,6 +24,7 @@ from typing import Any, Final
 import asyncpg
 
 from chronik.errors import ConfigurationError
+from chronik.store.postgres.failover import HostList
 from chronik.store.postgres.schema import split_url
 
 __all__ = ["TIMEOUTS", "ConnectionPool", "timeout_settings"]
@@ -65,6 +70,7 @@ class ConnectionPool:
         self._size = 0  # connections open or being opened
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._closed = False
+        self._hosts = HostList(dsn, timeout)
 
     async def open(self) -> None:
         """Open ``min_size`` connections; raises the driver's error if the server is down."""
@@ -74,9 +80,7 @@ class ConnectionPool:
     async def _connect(self) -> asyncpg.Connection:
         self._size += 1
         try:
-            return await asyncpg.connect(
-                self._dsn, timeout=self._timeout, server_settings=self._server_settings
-            )
+            return await self._hosts.connect(server_settings=self._server_settings)
         except BaseException:
             self._size -= 1
             self._wake()

@@ -26,6 +26,8 @@ On a hot standby (``pg_is_in_recovery()``) the store only reads (``chronik.store
 standby``): it never migrates (it waits up to ``standby_wait`` seconds, default 30, for the
 primary's schema to be replayed), every write raises StoreReadOnly, and subscriptions are woken
 by polling WAL replay every ``replay_poll_interval`` seconds (default 0.02) instead of LISTEN.
+Once that standby is promoted the store takes writes and LISTENs (``postgres.failover``, which
+also describes multi-host URLs with ``target_session_attrs=read-write`` for failover).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from chronik.errors import ChronikError, ConfigurationError, StoreUnavailable
 from chronik.messages import AppendResult, Position
 from chronik.store.base import EventStore, StoreHealth, WriteUnit
 from chronik.store.postgres.errors import DRIVER_ERRORS, unavailable, write_error
+from chronik.store.postgres.failover import replay_state
 from chronik.store.postgres.feed import ChangeFeed
 from chronik.store.postgres.pool import TIMEOUTS, ConnectionPool, timeout_settings
 from chronik.store.postgres.read import HORIZON, HorizonLag, PostgresReader
@@ -57,7 +60,6 @@ from chronik.store.postgres.standby import (
     in_recovery,
     read_only,
     replay_lag,
-    replay_lsn,
     wait_for_schema,
 )
 from chronik.store.postgres.write import Retry, Statements, write_unit
@@ -181,7 +183,7 @@ class PostgresEventStore(PostgresReader, EventStore):
     # --- writing ------------------------------------------------------------------------------
 
     async def _write(self, unit: WriteUnit) -> list[AppendResult]:
-        if self.standby:
+        if self.standby and await self._still_standby():
             raise read_only(self.url)
         try:
             results = await self._write_attempts(unit)
@@ -294,14 +296,41 @@ class PostgresEventStore(PostgresReader, EventStore):
         seen: str | None = None
         while self._watchers > 0 and not self.closed:
             try:
-                lsn = await self._with_conn(replay_lsn)
+                recovering, lsn = await self._with_conn(replay_state)
             except Exception:  # the standby is down: readers re-read and see the outage
-                lsn = None
+                recovering, lsn = True, None
                 await asyncio.sleep(self.poll_interval)
+            if not recovering:  # promoted: a primary's store from now on
+                self._promoted()
+                await self._poll()
+                return
             if lsn != seen:
                 seen = lsn
                 self._notify()
             await asyncio.sleep(self.replay_poll_interval)
+
+    async def _still_standby(self) -> bool:
+        """Whether the server is still a hot standby (one query); turns the store into a
+        primary's on the standby's promotion."""
+        try:
+            recovering = bool((await self._with_conn(replay_state)).recovering)
+        except DRIVER_ERRORS:
+            return True  # unreachable: still refuse, as a standby
+        if not recovering:
+            self._promoted()
+        return recovering
+
+    def _promoted(self) -> None:
+        """The standby this store was opened on was promoted: take writes and LISTEN."""
+        if not self.standby or self.closed:
+            return
+        self.standby = False
+        self._health = StoreHealth(True, "ok: promoted from hot standby")
+        self._feed = ChangeFeed(
+            self.dsn, f"chronik.{self.schema}", self._notify, self.server_settings
+        )
+        self._feed.start()
+        self._notify()
 
     async def _poll(self) -> None:
         """While subscriptions wait and LISTEN is down, wake them every poll_interval."""
