@@ -51,6 +51,7 @@ from chronik.errors import (
     MessageTooLarge,
     MissingExtraError,
     NotFound,
+    NotSupported,
     Overloaded,
     PayloadTooLarge,
     PermissionDenied,
@@ -64,6 +65,7 @@ from chronik.errors import (
     StoreClosed,
     StoreReadOnly,
     StoreUnavailable,
+    StreamDeleted,
     TooManyEvents,
     TransportClosed,
     TransportUnavailable,
@@ -96,7 +98,9 @@ from chronik.messages import (
     new_event_id,
 )
 from chronik.store import EventStore, UnitOfWork, open_store
+from chronik.store.deletion import STREAM_DELETED, StreamDeletion, deletion_of
 from chronik.store.records import PreparedEvent
+from chronik.store.retention import Retention
 from chronik.store.subscription import Subscription
 
 __version__ = "0.1.0"
@@ -150,6 +154,7 @@ __all__ = [
     "MissingExtraError",
     "NO_STREAM",
     "NotFound",
+    "NotSupported",
     "OutboxRule",
     "Overloaded",
     "PayloadTooLarge",
@@ -164,7 +169,9 @@ __all__ = [
     "ReadModelError",
     "RecordedEvent",
     "ReplayRefused",
+    "Retention",
     "RetryPolicy",
+    "STREAM_DELETED",
     "STREAM_EXISTS",
     "SerializationError",
     "ServiceUnavailable",
@@ -173,6 +180,8 @@ __all__ = [
     "StoreClosed",
     "StoreReadOnly",
     "StoreUnavailable",
+    "StreamDeleted",
+    "StreamDeletion",
     "StreamId",
     "StreamInfo",
     "Subscription",
@@ -191,6 +200,7 @@ __all__ = [
     "__version__",
     "apply",
     "command",
+    "deletion_of",
     "new_event_id",
     "open_store",
 ]

@@ -31,7 +31,8 @@ from chronik.errors import (
     UnknownEventType,
     UpcastError,
 )
-from chronik.messages import JSON, TYPE_NAME_RE, EventData, Metadata, RecordedEvent
+from chronik.messages import JSON, REDACTED, TYPE_NAME_RE, EventData, Metadata, RecordedEvent
+from chronik.personal.at_rest import SEALED, AtRest
 from chronik.personal.fields import (
     PersonalSpec,
     envelope_subjects,
@@ -40,6 +41,8 @@ from chronik.personal.fields import (
     seal_payload,
 )
 from chronik.personal.keyring import KeyRing
+from chronik.personal.redacted import redacted_of
+from chronik.personal.sealing import open_event, seal_event
 from chronik.values import (
     INT64_MAX,
     INT64_MIN,
@@ -84,6 +87,8 @@ class EventRegistry:
         self._current: dict[str, tuple[int, Callable[[bytes], Any]]] | None = None
         self.keys: KeyRing | None = None
         self._personal: frozenset[str] = frozenset()
+        #: seal whole payloads at rest (``chronik.personal.at_rest.AtRest``; None: plain JSON)
+        self.at_rest: AtRest | None = None
 
     # --- registration -------------------------------------------------------------------------
 
@@ -219,15 +224,14 @@ class EventRegistry:
         entry = self._by_class.get(type(event))
         if entry is None:
             raise UnknownEventType(type(event).__qualname__)
-        if entry.personal is not None and self.keys is not None:
-            payload = msgspec.to_builtins(event)
-            sealed = seal_payload(entry.personal, entry.name, payload, self.keys)
-            if event_id is None:
-                return EventData(entry.name, sealed, metadata, schema_version=entry.version)
-            return EventData(entry.name, sealed, metadata, event_id, entry.version)
+        payload: Any = event
+        if (spec := entry.personal) is not None and self.keys is not None:
+            payload = seal_payload(spec, entry.name, msgspec.to_builtins(event), self.keys)
+        if self.at_rest is not None:  # whole payloads sealed at rest (chronik.personal.at_rest)
+            return seal_event(self.at_rest, entry.name, entry.version, payload, metadata, event_id)
         if event_id is None:
-            return EventData(entry.name, event, metadata, schema_version=entry.version)
-        return EventData(entry.name, event, metadata, event_id, entry.version)
+            return EventData(entry.name, payload, metadata, schema_version=entry.version)
+        return EventData(entry.name, payload, metadata, event_id, entry.version)
 
     # --- decoding and upcasting ---------------------------------------------------------------
 
@@ -257,6 +261,10 @@ class EventRegistry:
     def upcast(self, event: RecordedEvent) -> RecordedEvent:
         """The event with its payload in the current shape (the same object if already current)."""
         entry = self._entry(event.type)
+        if event.content_type == REDACTED:  # no upcaster ever sees a redaction marker
+            return event
+        if event.content_type == SEALED:
+            return self.upcast(open_event(event, self.at_rest))
         if event.schema_version == entry.version:
             if event.type == entry.name:
                 return event
@@ -287,6 +295,10 @@ class EventRegistry:
         """
         entry = self._entry(event.type)
         if event.content_type != JSON:
+            if event.content_type == REDACTED:
+                return redacted_of(event)
+            if event.content_type == SEALED:
+                return self.decode(open_event(event, self.at_rest))
             raise DeserializationError(
                 f"{event.type} {event.event_id} has content type {event.content_type}; "
                 "decode it yourself"
@@ -356,6 +368,8 @@ class EventRegistry:
         read: list[str] = []
         for event in events:
             if isinstance(event, RecordedEvent):
+                if event.content_type == SEALED and event.type in self._personal:
+                    event = open_event(event, self.at_rest)
                 if event.type in self._by_name and event.content_type == JSON:
                     read += envelope_subjects(self._decode_dict(event))
                 continue

@@ -29,7 +29,8 @@
     ├── NotFound                    something named that does not exist (404 / NOT_FOUND)
     │   ├── UnknownDomain           a command for a domain nobody handles
     │   ├── UnknownCommandType      a command type its domain does not declare
-    │   └── UnknownEventType        a type name the registry does not allow
+    │   ├── UnknownEventType        a type name the registry does not allow
+    │   └── StreamDeleted           a stream that was hard-deleted (tombstoned) for good
     ├── HandlerError                a command handler failed unexpectedly; nothing was stored
     ├── DuplicateEventError         an event id already stored with different content
     ├── DeserializationError        stored bytes that do not decode into the registered class
@@ -38,6 +39,7 @@
     ├── ReadModelError              a read-model write or query the database refused
     ├── ProjectionStopped           a projection stopped (error policy or shutdown) while awaited
     ├── ReplayRefused               a rebuild / reset that would repeat side effects already done
+    ├── NotSupported                an operation this store (or backend) does not offer (operation)
     ├── StoreUnavailable            the store could not be reached; outcome may be unknown
     ├── TransportUnavailable        the broker could not be reached; outcome may be unknown
     ├── TransportClosed             an operation on a message transport that was closed
@@ -70,9 +72,10 @@ __all__ = [
     "InvalidCommand", "InvalidEventType", "InvalidExpectedVersion", "InvalidExport",
     "InvalidMessage", "InvalidStreamId", "InvalidValue", "KeyNotLoaded", "LeaseHeld", "LockTimeout",
     "MessageTooLarge", "MissingExtraError", "NotFound", "Overloaded", "PayloadTooLarge",
-    "PermissionDenied", "PortInUse", "ProjectionStopped", "RateLimited", "ReadModelError",
-    "ReplayRefused", "SerializationError",
-    "ServiceUnavailable", "StoreClosed", "StoreReadOnly", "StoreUnavailable", "TooManyEvents",
+    "NotSupported", "PermissionDenied", "PortInUse", "ProjectionStopped", "RateLimited",
+    "ReadModelError", "ReplayRefused", "SerializationError",
+    "ServiceUnavailable", "StoreClosed", "StoreReadOnly", "StoreUnavailable", "StreamDeleted",
+    "TooManyEvents",
     "TransportClosed", "TransportUnavailable", "UndecodableEvent", "UnknownCommandType",
     "UnknownDomain", "UnknownEventType", "UnknownProjection", "UpcastError", "ValidationError",
     "WrongExpectedVersion",
@@ -332,6 +335,15 @@ class UnknownEventType(NotFound):
         super().__init__(f"unknown event type {type_name!r}: register it first")
 
 
+class StreamDeleted(NotFound):
+    """A stream that was hard-deleted: its tombstone refuses every append and read, for good
+    (``stream`` names it). Nothing was written."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        super().__init__(f"stream {stream} is deleted (tombstoned): it can never be used again")
+
+
 class DeserializationError(ChronikError):
     """Stored bytes that do not decode into the registered class."""
 
@@ -390,6 +402,15 @@ class ReplayRefused(ChronikError):
             f"already happened ({reason}). Nothing was changed; a reset to a position after "
             "the last event it handled is allowed"
         )
+
+
+class NotSupported(ChronikError):
+    """An operation the store (or another backend) does not offer, e.g. rewriting an event in
+    place (redaction) on a store without it; ``operation`` names it, nothing was changed."""
+
+    def __init__(self, operation: str, backend: str) -> None:
+        self.operation, self.backend = operation, backend
+        super().__init__(f"{backend} does not support {operation}: nothing was changed")
 
 
 class StoreUnavailable(ChronikError):

@@ -40,6 +40,7 @@ __all__ = [
 ]
 
 JSON: Final = "application/json"
+REDACTED: Final = "application/vnd.chronik.redacted+json"  # a redacted event (lifecycle.redact)
 
 #: the naming rules, one definition each: a domain, a tenant, an event or command type name
 DOMAIN_RE: Final = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
@@ -299,7 +300,7 @@ class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
         that does not parse (stored before the value rule, or by another writer) is shown as
         base64 with ``payload_error`` saying why, so one bad event never breaks a listing."""
         error: str | None = None
-        if self.content_type == JSON:
+        if self.content_type == JSON or self.content_type == REDACTED:
             try:
                 payload: Any = self.json()
             except (msgspec.DecodeError, ValueError, RecursionError) as exc:

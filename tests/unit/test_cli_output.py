@@ -107,6 +107,9 @@ JSON_COMMANDS = [  # (command, its other arguments, a field every line has)
 OTHER_JSON_COMMANDS = {("transport", "dead-letters", "list"), ("transport", "dead-letters", "show")}
 #: --json commands that read an export file or a second store: checked in test_export.py
 OTHER_JSON_COMMANDS |= {("import",), ("move",)}
+#: --json commands of retention and the scavenger: JSON Lines checked in test_cli_streams.py
+OTHER_JSON_COMMANDS |= {("streams", "retention", "set"), ("streams", "retention", "show")}
+OTHER_JSON_COMMANDS |= {("scavenge",)}
 
 
 @pytest.mark.parametrize(("command", "args", "field"), JSON_COMMANDS, ids=lambda v: " ".join(v))

@@ -38,19 +38,23 @@ def _build() -> typer.Typer:
     from chronik.cli.common import root
     from chronik.cli.db import db
     from chronik.cli.events import events, streams
-    from chronik.cli.gdpr import gdpr
+    from chronik.cli.gdpr import events_redact, gdpr
     from chronik.cli.knative import knative
     from chronik.cli.lifecycle import backup, export, import_, move
     from chronik.cli.outbox import outbox
     from chronik.cli.projections import app as projections
     from chronik.cli.serve import serve
+    from chronik.cli.streams import retention, scavenge_command, streams_delete
     from chronik.cli.transport import transport
 
     app = typer.Typer(
         help="chronik: event sourcing for Python.", no_args_is_help=True, add_completion=False
     )
     app.add_typer(db, name="db")
+    streams.command("delete")(streams_delete)
+    streams.add_typer(retention, name="retention")
     app.add_typer(streams, name="streams")
+    events.command("redact")(events_redact)
     app.add_typer(events, name="events")
     app.add_typer(projections, name="projections")
     app.add_typer(outbox, name="outbox")
@@ -63,6 +67,7 @@ def _build() -> typer.Typer:
     app.command("import")(import_)
     app.command("move")(move)
     app.command("backup")(backup)
+    app.command("scavenge")(scavenge_command)
     app.callback()(root)
     return app
 

@@ -9,12 +9,13 @@ import typer
 
 from chronik.cli.common import STORE_OPTION, console, fail, print_table, run, store_url, table
 from chronik.lifecycle.forget import compact_sqlite, forget_subject, sqlite_path
+from chronik.lifecycle.redact import redact_event
 from chronik.lifecycle.subject_keys import StoreKeyStore
 from chronik.lifecycle.verify import VerifyReport, verify_subject
 from chronik.personal.keyring import KeyRing
 from chronik.store import open_store
 
-__all__ = ["gdpr"]
+__all__ = ["events_redact", "gdpr"]
 
 gdpr = typer.Typer(help="Personal data: forget a subject, verify nothing of it is readable.")
 
@@ -25,6 +26,10 @@ async def _forget(url: str, subject: str, by: str, reason: str, compact: bool) -
             store, KeyRing(StoreKeyStore(store)), subject, by=by, reason=reason
         )
     done = "key deleted" if report.key_deleted else "no key was left"
+    done += (
+        f", {report.snapshots_dropped} snapshot(s) dropped, "
+        f"{report.dead_letters_scrubbed} dead letter(s) scrubbed"
+    )
     path = sqlite_path(url)
     if compact and path is not None:
         compact_sqlite(path)
@@ -90,3 +95,36 @@ def verify(
         f"({report.envelopes} unreadable envelope(s) in events)",
         highlight=False,
     )
+
+
+async def _redact(url: str, event_id: str, by: str, reason: str, compact: bool) -> str:
+    async with open_store(url, create=False) as store:
+        report = await redact_event(store, event_id, by=by, reason=reason)
+    done = "redacted" if report.rewritten else "was already redacted"
+    path = sqlite_path(url)
+    if compact and path is not None:
+        compact_sqlite(path)
+        done += f"; {path} compacted"
+    return (
+        f"{report.type} {event_id} ({report.stream}@{report.sequence}) {done} "
+        f"(audit event {report.audit_event_id}, by {report.by})"
+    )
+
+
+def events_redact(
+    event_id: str = typer.Argument(..., help="The event to redact."),
+    reason: str = typer.Option(..., help="Why (recorded in the audit event and the marker)."),
+    store: str | None = STORE_OPTION,
+    by: str = typer.Option("", help="Who asks (default: cli:<user>); recorded in the audit."),
+    compact: bool = typer.Option(
+        True, help="SQLite: then rewrite the file (checkpoint, VACUUM) so the old bytes go."
+    ),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Replace EVENT_ID's payload by the redaction marker (type, ids, position kept), drop
+    its stream's snapshot and audit it (who, why, a hash of the old payload)."""
+    if not yes and not typer.confirm(f"redact event {event_id} for good?"):
+        raise typer.Abort()
+    who = by or f"cli:{getpass.getuser()}"
+    url = store_url(store)
+    console().print(run(lambda: _redact(url, event_id, who, reason, compact)), highlight=False)

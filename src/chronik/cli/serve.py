@@ -75,6 +75,7 @@ async def run_server(
         config.http.tls.check("http.tls")
     if config.cluster.enabled:
         config.cluster.check()
+    config.retention.check()  # a bad retention section fails before anything starts
     limiter = Limiter.from_config(config.limits, config.auth.api_keys)
     store = resolve_store(store_flag, config)
     app = build_app(config, store)
@@ -154,6 +155,11 @@ async def run_server(
     if limiter.active:
         print(f"  limits:  {_describe_limits(config)}", flush=True)
     background = await _start_background(config, app, server, receiver, found)
+    if config.retention.scavenger.enabled:  # the leased scavenger (chronik.server.retention)
+        from chronik.server.retention import start_scavenger
+
+        background.insert(0, start_scavenger(config.retention, app)[1])
+        print(f"  scavenger: every {config.retention.scavenger.interval}", flush=True)
     if membership is not None:
         from chronik.server.cluster import join_cluster
 
@@ -267,6 +273,9 @@ async def _start_http(
         transport=config.transport or None,  # its dead letters: opened per request
     )
     admin += cluster_routes(membership)  # GET /v1/cluster
+    from chronik.server.http_retention import retention_routes
+
+    admin += retention_routes(config.retention.defaults())  # deletes, retention, scavenge
     if docs_url is not None:  # the site `make docs` built: static, like the docs it is
         from starlette.routing import Mount
         from starlette.staticfiles import StaticFiles

@@ -2,10 +2,14 @@
 
 Canaries are plaintext values the caller knows the subject had (a test plants them; an
 operator passes the values from the erasure request). The scan covers every event (payload and
-metadata bytes), chronik's system tables and the named read-model tables through the store's
-port, every table of a SQLite database read directly, the raw bytes of the SQLite file and its
-WAL (free pages and old frames included), and any file given (exports, archives). Besides the
-canaries it reports envelopes of the subject that still open, i.e. a key that was not deleted.
+metadata bytes), chronik's system tables (the outbox, the inbox, projection dead letters, saga
+records, ...), the PostgreSQL transport's tables when they share the store's schema (messages
+in flight and its dead letters, ``transport_messages``; ``transport_inbox``), every stream's
+snapshot and the named read-model tables through the store's port, every table of a SQLite
+database read directly, the raw bytes of the SQLite file and its WAL (free pages and old frames
+included), and any file given (exports, archives). Besides the canaries it reports envelopes
+of the subject that still open (in events, table rows and snapshots), i.e. a key that was not
+deleted.
 """
 
 from __future__ import annotations
@@ -24,9 +28,12 @@ from chronik.personal.envelope import is_envelope
 from chronik.store.base import EventStore
 from chronik.store.system_tables import SYSTEM_TABLES
 
-__all__ = ["Hit", "VerifyReport", "verify_subject"]
+__all__ = ["TRANSPORT_TABLES", "Hit", "VerifyReport", "verify_subject"]
 
 _dict = msgspec.json.Decoder(dict[str, Any])
+#: the PostgreSQL transport's tables (messages in flight and dead letters; its inbox), scanned
+#: when they live in the store's schema
+TRANSPORT_TABLES = ("transport_messages", "transport_inbox")
 
 
 class Hit(msgspec.Struct, frozen=True):
@@ -74,8 +81,10 @@ async def verify_subject(
     tables: Sequence[str] = (),
     sqlite_file: Path | None = None,
     files: Sequence[Path] = (),
+    snapshots: bool = True,
 ) -> VerifyReport:
-    """Search for ``subject``'s canaries (and still-readable envelopes) everywhere listed."""
+    """Search for ``subject``'s canaries (and still-readable envelopes) everywhere listed;
+    ``snapshots`` reads every stream's snapshot (one read per stream)."""
     check_subject(subject)
     needles = _needles(canaries)
     report = VerifyReport(subject)
@@ -95,7 +104,8 @@ async def verify_subject(
             if count and readable:
                 what = f"{count} envelope(s) of the subject still open: its key exists"
                 report.hits.append(Hit(f"event {event.event_id} ({event.type})", what))
-    names = [t.name for t in SYSTEM_TABLES] + [SUBJECT_KEYS.name, *tables]
+    names = [t.name for t in SYSTEM_TABLES] + [SUBJECT_KEYS.name, *TRANSPORT_TABLES, *tables]
+    sealed = _sealed_forms(subject)
     for name in dict.fromkeys(names):
         try:
             rows = await store.read_table(name)
@@ -103,13 +113,56 @@ async def verify_subject(
             continue
         report.searched.append(f"table {name}")
         for row in rows:
-            for c in _find(repr(row).encode() + msgspec.json.encode(_plain(row)), needles):
-                report.hits.append(Hit(f"table {name}", f"canary {c!r}"))
+            blob = repr(row).encode() + msgspec.json.encode(_plain(row))
+            _check_blob(blob, f"table {name}", needles, sealed, readable, report)
+    if snapshots:
+        await _scan_snapshots(store, needles, sealed, readable, report)
     if sqlite_file is not None:
         _scan_sqlite(sqlite_file, needles, report)
     for path in files:
         _scan_file(path, needles, report)
     return report
+
+
+def _sealed_forms(subject: str) -> list[bytes]:
+    """How an envelope of ``subject`` starts in stored bytes: as JSON, and as JSON inside a JSON
+    string (a message body or row that carries a payload as text)."""
+    head = msgspec.json.encode({"$enc": "v1", "s": subject})[:-1]
+    return [head, msgspec.json.encode(head.decode())[1:-1]]
+
+
+def _check_blob(
+    blob: bytes,
+    where: str,
+    needles: list[tuple[str, bytes]],
+    sealed: list[bytes],
+    readable: bool,
+    report: VerifyReport,
+) -> None:
+    for c in _find(blob, needles):
+        report.hits.append(Hit(where, f"canary {c!r}"))
+    if readable:
+        count = sum(blob.count(form) for form in sealed)
+        if count:
+            what = f"{count} envelope(s) of the subject still open: its key exists"
+            report.hits.append(Hit(where, what))
+
+
+async def _scan_snapshots(
+    store: EventStore,
+    needles: list[tuple[str, bytes]],
+    sealed: list[bytes],
+    readable: bool,
+    report: VerifyReport,
+) -> None:
+    """Every stream's snapshot (chronik's own streams have none)."""
+    report.searched.append("snapshots")
+    async for info in store.list_streams():
+        if info.stream.domain.startswith("chronik."):
+            continue
+        snap = await store.load_snapshot(info.stream)
+        if snap is not None:
+            _check_blob(snap.state, f"snapshot {info.stream}", needles, sealed, readable, report)
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:

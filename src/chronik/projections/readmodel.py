@@ -205,6 +205,19 @@ class ReadModel:
             TableWrite.delete(self._physical[table], {c: key[c] for c in t.primary_key})
         )
 
+    async def delete_where(self, table: str, **where: Any) -> int:
+        """Delete every row whose columns equal ``where`` (as this batch has left them); how
+        many. E.g. a stream's rows when it is deleted: handle ``chronik.STREAM_DELETED`` and call
+        ``rm.delete_where("lines", order_id=event.stream.aggregate_id)`` (the deletion event
+        reaches the stream's partition after its other events: chronik.store.deletion)."""
+        t = self._table(table)
+        if not where:
+            raise ValidationError("delete_where needs at least one column", field="where")
+        rows = await self.query(table, **where)
+        for row in rows:
+            self.delete(table, **{c: row[c] for c in t.primary_key})
+        return len(rows)
+
     def _fold(self) -> dict[_Key, _Entry]:
         """The overlay of the batch's writes so far (incremental)."""
         overlay = self._overlay

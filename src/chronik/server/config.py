@@ -17,6 +17,7 @@ cloudevents: {receiver: false}           # POST /v1/cloudevents into the consume
 limits: {max_inflight_commands: 256, max_subscriptions: 1000}   # then 429 / RESOURCE_EXHAUSTED
 cluster: {enabled: true, node_id: node-a, ttl: 10}   # membership (chronik cluster status)
 #   cluster.routing: affinity | local (default); cluster.secret / secret_env (with auth)
+retention: {domains: {metrics: {max_count: 1000}}, scavenger: {enabled: true, interval: 1h}}
 """
 
 from __future__ import annotations
@@ -35,10 +36,12 @@ from chronik.cluster.config import ClusterConfig
 from chronik.codec import EventRegistry
 from chronik.deadlines import aggregate_deadlines
 from chronik.errors import ConfigurationError
+from chronik.personal.at_rest import AtRestConfig
 from chronik.projections import Projection
 from chronik.server.http_auth import JwtConfig
 from chronik.server.limits import LimitsConfig
 from chronik.server.remote import RemoteModel, remote_projector, remote_saga
+from chronik.server.retention import RetentionConfig
 from chronik.server.tls import TlsConfig
 
 __all__ = [
@@ -202,6 +205,10 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     #: cluster membership: heartbeat leases, ``chronik cluster status`` (chronik.cluster)
     cluster: ClusterConfig = msgspec.field(default_factory=ClusterConfig)
+    #: per-domain retention defaults and the leased scavenger (chronik.server.retention)
+    retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
+    #: whole payloads compressed and/or encrypted at rest (chronik.personal.at_rest)
+    codec: AtRestConfig | None = None
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -270,6 +277,8 @@ def build_app(config: Config, store: str) -> Chronik:
         if domain not in app.bus.domains:
             raise ConfigurationError(f"locks: no configured domain is called {domain!r}")
         app.bus.locks.set(app.bus.model(domain), DurableLock(lock.ttl, lock.wait))
+    if config.codec is not None:
+        app.registry.at_rest = config.codec.build()
     return app
 
 

@@ -44,6 +44,7 @@ from chronik.server.grpc_edge import (
     status_for,
 )
 from chronik.server.grpc_events import EventStoreService
+from chronik.server.grpc_gdpr import PersonalDataService
 from chronik.server.grpc_limits import LimitInterceptor
 from chronik.server.limits import Limiter
 from chronik.server.reflection import enable_reflection
@@ -153,12 +154,15 @@ class GrpcServer:
         rpc.add_CatalogServicer_to_server(CatalogService(self.app, self.auth, guard), server)
         projections = ProjectionsService(self.app, self.auth, guard, admin_writes=self.admin_writes)
         rpc.add_ProjectionsServicer_to_server(projections, server)
+        personal = PersonalDataService(self.app, self.auth, guard, admin_writes=self.admin_writes)
+        rpc.add_PersonalDataServicer_to_server(personal, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         names = [
             pb.DESCRIPTOR.services_by_name["CommandGateway"].full_name,
             pb.DESCRIPTOR.services_by_name["EventStore"].full_name,
             pb.DESCRIPTOR.services_by_name["Catalog"].full_name,
             pb.DESCRIPTOR.services_by_name["Projections"].full_name,
+            pb.DESCRIPTOR.services_by_name["PersonalData"].full_name,
             health.SERVICE_NAME,
         ]
         enable_reflection(names, server)  # v1 and v1alpha

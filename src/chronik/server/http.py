@@ -31,6 +31,7 @@ from chronik.app import Chronik
 from chronik.projections import ProjectionAdmin, ProjectionRunner
 from chronik.server import http_commands as commands
 from chronik.server import http_dcb as dcb
+from chronik.server import http_gdpr as gdpr
 from chronik.server import http_ops as ops
 from chronik.server import http_params as params
 from chronik.server import http_streams as streams
@@ -159,6 +160,10 @@ def create_http_app(
             guarded(ops.projection_action, "admin"),
             methods=["POST"],
         ),
+        Route("/v1/admin/gdpr/forget", guarded(gdpr.forget, "admin"), methods=["POST"]),
+        Route("/v1/admin/gdpr/verify", guarded(gdpr.verify, "read"), methods=["POST"]),
+        Route("/v1/admin/gdpr/forgotten", guarded(gdpr.forgotten, "read")),
+        Route("/v1/events/{event_id}/redact", guarded(gdpr.redact, "admin"), methods=["POST"]),
         Route("/healthz", ops.healthz),
         Route("/readyz", guarded(ops.readyz)),
         Route("/metrics", guarded(ops.metrics_route)),

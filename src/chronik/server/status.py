@@ -101,6 +101,7 @@ TABLE: Final[Mapping[type, WireStatus]] = {
         e.UnknownCommandType,
         e.UnknownEventType,
         e.UnknownProjection,
+        e.StreamDeleted,
     ),
     **_rows(
         409,
@@ -115,6 +116,7 @@ TABLE: Final[Mapping[type, WireStatus]] = {
     ),
     **_rows(409, "ALREADY_EXISTS", e.DuplicateEventError),
     **_rows(409, "FAILED_PRECONDITION", e.ReplayRefused),
+    **_rows(409, "FAILED_PRECONDITION", e.NotSupported),
     **_rows(422, "FAILED_PRECONDITION", e.CommandRejected, e.UpcastError),
     **_rows(422, "DATA_LOSS", e.DeserializationError, e.UndecodableEvent),
     **_rows(

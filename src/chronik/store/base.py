@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from chronik.dcb import AppendCondition, Query
-from chronik.errors import ConfigurationError, LeaseHeld, ValidationError
+from chronik.errors import ConfigurationError, LeaseHeld, NotSupported, ValidationError
 from chronik.messages import (
     ANY,
     AppendResult,
@@ -29,6 +29,7 @@ from chronik.messages import (
     StreamId,
 )
 from chronik.store import leases as _leases
+from chronik.store.deletion import prepare_delete
 from chronik.store.leases import Lease
 from chronik.store.read import READ_PAGE, StoreReader
 from chronik.store.records import (
@@ -45,6 +46,7 @@ from chronik.store.records import (
     StoredEvent,
     StoreHealth,
     StreamCheck,
+    StreamDelete,
     TableSpec,
     TableWrite,
     WriteUnit,
@@ -55,6 +57,8 @@ from chronik.store.records import (
     merge_tagged,
     unit_error,
 )
+from chronik.store.retention import RetentionOps
+from chronik.store.rewrites import Rewrites
 from chronik.store.tables import Condition, check_after, check_identifier, check_where
 from chronik.store.unit_of_work import UnitOfWork
 from chronik.store.validation import (
@@ -102,12 +106,15 @@ if TYPE_CHECKING:
 _log = logging.getLogger("chronik.store")
 
 
-class EventStore(StoreReader):
+class EventStore(StoreReader, Rewrites, RetentionOps):
     """An append-only store of event streams with a global order; an async context manager."""
 
     url: str
     #: Whether the adapter commits read-model tables (``TableWrite``) with its units of work.
     supports_tables: ClassVar[bool] = False
+    #: Whether the adapter offers soft / hard deletes (``delete_stream``, chronik.store.deletion);
+    #: without it they raise NotSupported.
+    supports_deletion: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -199,6 +206,34 @@ class EventStore(StoreReader):
             except Exception:  # the unit is committed: an observer cannot undo or fail it
                 _log.exception("write observer %r failed", observe)
         return results
+
+    async def delete_stream(
+        self,
+        stream: StreamId,
+        expected: Expected = ANY,
+        *,
+        hard: bool = False,
+        event_id: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> AppendResult:
+        """Delete ``stream`` if it is at ``expected``: soft (it reads empty and may start
+        again, its sequence numbers continuing) or ``hard`` (tombstoned for good).
+
+        Appends a ``chronik.stream_deleted`` event to the stream in the same transaction
+        (chronik.store.deletion) and returns its result; pass the same ``event_id`` to retry a
+        delete after an unknown outcome. Raises WrongExpectedVersion (nothing written),
+        StreamDeleted for a tombstoned stream, NotSupported on a store without deletion.
+        """
+        self._require_deletion()
+        request = prepare_delete(stream, expected, hard, event_id, metadata, self.max_payload_bytes)
+        if self._state != "open":
+            await self.open()
+        unit = WriteUnit([request], [], [], deletes=[StreamDelete(0, hard)])
+        return (await self._commit(unit))[0]
+
+    def _require_deletion(self) -> None:
+        if not self.supports_deletion:
+            raise NotSupported("stream deletion", type(self).__name__)
 
     def transaction(self) -> UnitOfWork:
         """A unit of work: appends to several streams, committed all or nothing."""

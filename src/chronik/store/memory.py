@@ -14,6 +14,7 @@ from chronik.errors import (
     AppendConditionFailed,
     CheckpointFenced,
     ReadModelError,
+    StreamDeleted,
     WrongExpectedVersion,
 )
 from chronik.messages import (
@@ -26,6 +27,8 @@ from chronik.messages import (
     StreamInfo,
 )
 from chronik.store.base import EventStore
+from chronik.store.memory_retention import MemoryRetention
+from chronik.store.memory_rewrite import MemoryRewrites
 from chronik.store.memory_tables import (
     Tables,
     apply_lease,
@@ -51,10 +54,11 @@ from chronik.store.tables import Condition
 __all__ = ["MemoryEventStore"]
 
 
-class MemoryEventStore(EventStore):
+class MemoryEventStore(MemoryRewrites, MemoryRetention, EventStore):
     """Keeps every event in lists; one process, lost on exit."""
 
     supports_tables = True
+    supports_deletion = True
     head_bounds_reads = True
 
     def __init__(self, url: str = "memory://", **options: int) -> None:
@@ -67,6 +71,7 @@ class MemoryEventStore(EventStore):
         self._by_tag: dict[str, list[int]] = {}  # tag -> indexes into _events, ascending
         self._snapshots: dict[StreamId, Snapshot] = {}
         self._checkpoints: dict[tuple[str, int], Checkpoint] = {}
+        self._init_retention()  # deletes and retention: chronik.store.memory_retention
         self._tables: Tables = {
             spec.name: (spec, {})
             for spec in SYSTEM_TABLES  # as the other adapters' migrations
@@ -82,15 +87,19 @@ class MemoryEventStore(EventStore):
         # Everything that can fail (checks, fault-injection steps) runs before the first change;
         # applying then cannot fail, so a unit is written whole or not at all.
         try:
-            plan = self._plan(unit)
+            plan, deletes = self._plan(unit)
         except BaseException as exc:
             error = unit_error(exc, f"writing to {self.url}")
             if error is exc:
                 raise
             raise error from exc
-        return self._apply(unit, plan)
+        results = self._apply(unit, plan)
+        self._apply_deletes(deletes)
+        return results
 
-    def _plan(self, unit: WriteUnit) -> list[AppendResult | None]:
+    def _plan(
+        self, unit: WriteUnit
+    ) -> tuple[list[AppendResult | None], dict[StreamId, tuple[int, bool]]]:
         """Check the unit against the state (raises what the write must fail with)."""
         hook = self.fault_hook
         if hook is not None:
@@ -112,19 +121,32 @@ class MemoryEventStore(EventStore):
         for cond in unit.conditions:
             if not is_retry(cond.event_ids, known):
                 self._check_condition(cond)
-        versions: dict[StreamId, int | None] = {}
+        # per stream as the unit leaves it: (last sequence stored, first one shown, tombstoned)
+        states: dict[StreamId, tuple[int, int, bool]] = {}
+        deleting = {d.append: d.hard for d in unit.deletes}
+        deletes: dict[StreamId, tuple[int, bool]] = {}
         plan: list[AppendResult | None] = []
-        for req in requests:
+        for i, req in enumerate(requests):
             if hook is not None:
                 hook("append", unit)
-            actual = versions[req.stream] if req.stream in versions else self._version(req.stream)
+            last, before, dead = states.get(req.stream) or self._stream_state(req.stream)
+            if dead:
+                raise StreamDeleted(req.stream)
             dup = self._find_duplicate(req)
             if dup is not None:
                 plan.append(dup)
+                if i in deleting and dup.last_sequence == last:  # a retried delete: redo it
+                    states[req.stream] = (last, last + 1, deleting[i])
+                    deletes[req.stream] = (last + 1, deleting[i])
                 continue
+            actual = last if last >= before else None
             if not check_expected(req.expected, actual):
                 raise WrongExpectedVersion(req.stream, req.expected, actual)
-            versions[req.stream] = (-1 if actual is None else actual) + len(req.events)
+            last += len(req.events)
+            if i in deleting:
+                before, dead = last + 1, deleting[i]
+                deletes[req.stream] = (before, dead)
+            states[req.stream] = (last, before, dead)
             plan.append(None)
         if unit.tables or unit.leases:
             if hook is not None:
@@ -135,7 +157,7 @@ class MemoryEventStore(EventStore):
             if unit.snapshots:
                 hook("snapshot", unit)
             hook("commit", unit)
-        return plan
+        return plan, deletes
 
     def _apply(self, unit: WriteUnit, plan: list[AppendResult | None]) -> list[AppendResult]:
         requests = unit.appends
@@ -149,7 +171,11 @@ class MemoryEventStore(EventStore):
             if stream_events is None:
                 stream_events = self._streams[req.stream] = []
                 self._stream_order.append(req.stream)
-            first = len(stream_events)
+            first = (
+                stream_events[-1].sequence + 1
+                if stream_events
+                else self._emptied.get(req.stream, -1) + 1
+            )
             for i, p in enumerate(req.events):
                 rec = RecordedEvent(
                     p.event_id,
@@ -158,7 +184,7 @@ class MemoryEventStore(EventStore):
                     p.type,
                     p.schema_version,
                     p.payload,
-                    Position(len(self._events) + 1),
+                    Position(self._last_position + 1),
                     now,
                     p.metadata,
                     p.content_type,
@@ -167,14 +193,15 @@ class MemoryEventStore(EventStore):
                 for tag in p.tags:
                     self._by_tag.setdefault(tag, []).append(len(self._events))
                 self._events.append(rec)
+                self._last_position += 1
                 stream_events.append(rec)
                 self._by_id[p.event_id] = (p, rec)
-            added = stream_events[first:]
+            added = stream_events[-len(req.events) :]
             results.append(
                 AppendResult(
                     req.stream,
                     first,
-                    len(stream_events) - 1,
+                    first + len(req.events) - 1,
                     added[-1].position,
                     tuple(e.position for e in added),
                     now,
@@ -292,10 +319,6 @@ class MemoryEventStore(EventStore):
                 )
         return match_duplicate(req, stored) if stored else None
 
-    def _version(self, stream: StreamId) -> int | None:
-        events = self._streams.get(stream)
-        return len(events) - 1 if events else None
-
     async def _stream_version(self, stream: StreamId) -> int | None:
         return self._version(stream)
 
@@ -306,12 +329,19 @@ class MemoryEventStore(EventStore):
         self, stream: StreamId, from_sequence: int | None, backward: bool, limit: int
     ) -> list[RecordedEvent]:
         events = self._streams.get(stream, [])
+        # list index = sequence - offset (the scavenger may have removed a prefix)
+        offset = events[0].sequence if events else 0
+        floor = max(self._truncated.get(stream, 0) - offset, 0)
         if backward:
             start = (
-                len(events) - 1 if from_sequence is None else min(from_sequence, len(events) - 1)
+                len(events) - 1
+                if from_sequence is None
+                else min(from_sequence - offset, len(events) - 1)
             )
-            return [events[i] for i in range(start, max(start - limit, -1), -1)]
-        start = from_sequence or 0
+            if start < 0:
+                return []
+            return [events[i] for i in range(start, max(start - limit, floor - 1, -1), -1)]
+        start = max((from_sequence or 0) - offset, floor)
         return events[start : start + limit]
 
     async def _read_all_page(
@@ -349,7 +379,7 @@ class MemoryEventStore(EventStore):
             if (domain is None or s.domain == domain) and (
                 prefix is None or s.aggregate_id.startswith(prefix)
             ):
-                out.append(StreamInfo(s, len(self._streams[s]) - 1))
+                out.append(StreamInfo(s, self._stream_state(s)[0]))
                 if len(out) == limit:
                     return out, i + 1
         return out, None

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar, Final, TypeAlias
 
 from chronik.dcb import Query
-from chronik.errors import ValidationError
+from chronik.errors import StreamDeleted, ValidationError
 from chronik.messages import JSON, Position, RecordedEvent, StreamId, StreamInfo
 from chronik.store.lifecycle import StoreLifecycle
 from chronik.store.records import ReadPage
@@ -38,9 +38,13 @@ class StoreReader(StoreLifecycle):
     # --- reading ------------------------------------------------------------------------------
 
     async def stream_version(self, stream: StreamId) -> int | None:
-        """The last sequence of ``stream``, or None when it has no events."""
+        """The last sequence of ``stream``, or None when it has no events (or reads empty after
+        a soft delete); StreamDeleted when it is tombstoned."""
         await self._ready()
-        return await self._stream_version(stream)
+        version = await self._stream_version(stream)
+        if version is None and await self._tombstoned(stream):
+            raise StreamDeleted(stream)
+        return version
 
     async def head(self) -> Position | None:
         """The position of the last committed event, or None when the store is empty."""
@@ -67,6 +71,8 @@ class StoreReader(StoreLifecycle):
         while remaining is None or remaining > 0:
             size = READ_PAGE if remaining is None else min(READ_PAGE, remaining)
             page = await self._read_stream_page(stream, cursor, backward, size)
+            if not page and cursor == from_sequence and await self._tombstoned(stream):
+                raise StreamDeleted(stream)
             for event in page:
                 yield event
             if len(page) < size:
@@ -205,6 +211,11 @@ class StoreReader(StoreLifecycle):
         """
         await self._ready()
         return await self._settled(after)
+
+    async def _tombstoned(self, stream: StreamId) -> bool:
+        """Whether ``stream`` was hard-deleted; adapters with ``supports_deletion`` override it
+        (asked only when a read of the stream came back empty)."""
+        return False
 
     async def _settled(self, after: Position | None) -> bool:
         """Adapters whose transactions commit out of position order override this."""

@@ -41,6 +41,7 @@ __all__ = [
     "StoreHealth",
     "StoredEvent",
     "StreamCheck",
+    "StreamDelete",
     "TableSpec",
     "TableWrite",
     "WriteUnit",
@@ -186,6 +187,18 @@ class StreamCheck(NamedTuple):
     event_ids: tuple[str, ...]
 
 
+class StreamDelete(NamedTuple):
+    """A soft or hard delete of a unit (``chronik.store.deletion``): ``append`` is the index in
+    ``WriteUnit.appends`` of the request that writes the deletion event (with the caller's
+    expectation). Once that event is written the stream reads empty from the event on (its
+    ``truncate_before`` moves past it) and, when ``hard``, is tombstoned. When the request turns
+    out to be a retry of a stored deletion, the stream is changed only if the event is still
+    its last one (nothing appended since)."""
+
+    append: int
+    hard: bool
+
+
 class WriteUnit(NamedTuple):
     """What an adapter commits as one transaction: appends, checkpoints, snapshots, tables,
     leases, and the checks (DCB conditions, stream expectations) it must pass first."""
@@ -197,6 +210,7 @@ class WriteUnit(NamedTuple):
     leases: Sequence[LeaseOp] = ()
     conditions: Sequence[ConditionCheck] = ()
     expects: Sequence[StreamCheck] = ()
+    deletes: Sequence[StreamDelete] = ()
 
 
 class StoredEvent(NamedTuple):

@@ -8,7 +8,7 @@ expectations (``expect``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
@@ -25,12 +25,14 @@ from chronik.messages import (
     Snapshot,
     StreamId,
 )
+from chronik.store.deletion import prepare_delete
 from chronik.store.leases import check_lease
 from chronik.store.records import (
     AppendRequest,
     ConditionCheck,
     LeaseOp,
     StreamCheck,
+    StreamDelete,
     TableWrite,
     WriteUnit,
     merge_tagged,
@@ -56,6 +58,7 @@ class UnitOfWork:
         self._leases: list[LeaseOp] = []
         self._conditions: list[ConditionCheck] = []
         self._expects: list[tuple[StreamId, Expected]] = []
+        self._deletes: list[StreamDelete] = []
         self._event_ids: set[str] = set()
         self._tagged: dict[int, int] = {}  # first request of a tagged append -> its length
         self._results: list[AppendResult] | None = None
@@ -78,6 +81,25 @@ class UnitOfWork:
             raise ValidationError("the same event id appears twice in one unit of work")
         self._event_ids |= ids
         self._requests.append(request)
+
+    def delete_stream(
+        self,
+        stream: StreamId,
+        expected: Expected = ANY,
+        *,
+        hard: bool = False,
+        event_id: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        """Add a soft or ``hard`` delete of ``stream`` (``EventStore.delete_stream``): its
+        deletion event counts as one append of the unit (one result)."""
+        self._store._require_deletion()
+        self.append_prepared(
+            prepare_delete(
+                stream, expected, hard, event_id, metadata, self._store.max_payload_bytes
+            )
+        )
+        self._deletes.append(StreamDelete(len(self._requests) - 1, hard))
 
     def append_tagged(
         self,
@@ -190,6 +212,7 @@ class UnitOfWork:
                         self._leases,
                         self._conditions,
                         [StreamCheck(s, e, ids) for s, e in self._expects],
+                        self._deletes,
                     )
                 )
                 self._results = self._per_call(results)

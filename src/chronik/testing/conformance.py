@@ -32,14 +32,18 @@ from chronik.store.base import EventStore
 
 __all__ = ["EventStoreConformance", "StoreFactory"]
 
+from chronik.testing.conformance_deletion import DeletionConformance
 from chronik.testing.conformance_faults import FaultConformance
 from chronik.testing.conformance_reads import ReadConformance
+from chronik.testing.conformance_retention import RetentionConformance
 from chronik.testing.conformance_state import StateConformance, collect, ev
 
 StoreFactory = Callable[..., Awaitable[EventStore]]
 
 
-class EventStoreConformance(ReadConformance, StateConformance, FaultConformance):
+class EventStoreConformance(
+    ReadConformance, StateConformance, FaultConformance, DeletionConformance, RetentionConformance
+):
     """Subclass with a ``make_store`` fixture; every test here must pass for the adapter."""
 
     @pytest.fixture

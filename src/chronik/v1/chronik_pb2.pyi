@@ -537,3 +537,107 @@ class RepartitionRequest(_message.Message):
     name: str
     partitions: int
     def __init__(self, name: _Optional[str] = ..., partitions: _Optional[int] = ...) -> None: ...
+
+class ForgetSubjectRequest(_message.Message):
+    __slots__ = ("subject", "reason")
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    subject: str
+    reason: str
+    def __init__(self, subject: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ForgetSubjectResponse(_message.Message):
+    __slots__ = ("subject", "key_deleted", "by", "audit_event_id", "snapshots_dropped", "dead_letters_scrubbed")
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    KEY_DELETED_FIELD_NUMBER: _ClassVar[int]
+    BY_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOTS_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    DEAD_LETTERS_SCRUBBED_FIELD_NUMBER: _ClassVar[int]
+    subject: str
+    key_deleted: bool
+    by: str
+    audit_event_id: str
+    snapshots_dropped: int
+    dead_letters_scrubbed: int
+    def __init__(self, subject: _Optional[str] = ..., key_deleted: _Optional[bool] = ..., by: _Optional[str] = ..., audit_event_id: _Optional[str] = ..., snapshots_dropped: _Optional[int] = ..., dead_letters_scrubbed: _Optional[int] = ...) -> None: ...
+
+class VerifySubjectRequest(_message.Message):
+    __slots__ = ("subject", "canaries", "tables")
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    CANARIES_FIELD_NUMBER: _ClassVar[int]
+    TABLES_FIELD_NUMBER: _ClassVar[int]
+    subject: str
+    canaries: _containers.RepeatedScalarFieldContainer[str]
+    tables: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, subject: _Optional[str] = ..., canaries: _Optional[_Iterable[str]] = ..., tables: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class VerifyHit(_message.Message):
+    __slots__ = ("where", "what")
+    WHERE_FIELD_NUMBER: _ClassVar[int]
+    WHAT_FIELD_NUMBER: _ClassVar[int]
+    where: str
+    what: str
+    def __init__(self, where: _Optional[str] = ..., what: _Optional[str] = ...) -> None: ...
+
+class VerifySubjectResponse(_message.Message):
+    __slots__ = ("subject", "clean", "searched", "hits", "envelopes")
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    CLEAN_FIELD_NUMBER: _ClassVar[int]
+    SEARCHED_FIELD_NUMBER: _ClassVar[int]
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    ENVELOPES_FIELD_NUMBER: _ClassVar[int]
+    subject: str
+    clean: bool
+    searched: _containers.RepeatedScalarFieldContainer[str]
+    hits: _containers.RepeatedCompositeFieldContainer[VerifyHit]
+    envelopes: int
+    def __init__(self, subject: _Optional[str] = ..., clean: _Optional[bool] = ..., searched: _Optional[_Iterable[str]] = ..., hits: _Optional[_Iterable[_Union[VerifyHit, _Mapping]]] = ..., envelopes: _Optional[int] = ...) -> None: ...
+
+class ListForgottenRequest(_message.Message):
+    __slots__ = ("limit",)
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    def __init__(self, limit: _Optional[int] = ...) -> None: ...
+
+class ForgottenSubject(_message.Message):
+    __slots__ = ("subject", "forgotten_at_us")
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    FORGOTTEN_AT_US_FIELD_NUMBER: _ClassVar[int]
+    subject: str
+    forgotten_at_us: int
+    def __init__(self, subject: _Optional[str] = ..., forgotten_at_us: _Optional[int] = ...) -> None: ...
+
+class ListForgottenResponse(_message.Message):
+    __slots__ = ("subjects",)
+    SUBJECTS_FIELD_NUMBER: _ClassVar[int]
+    subjects: _containers.RepeatedCompositeFieldContainer[ForgottenSubject]
+    def __init__(self, subjects: _Optional[_Iterable[_Union[ForgottenSubject, _Mapping]]] = ...) -> None: ...
+
+class RedactEventRequest(_message.Message):
+    __slots__ = ("event_id", "reason")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    reason: str
+    def __init__(self, event_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RedactEventResponse(_message.Message):
+    __slots__ = ("event_id", "stream", "sequence", "type", "by", "payload_sha256", "audit_event_id", "rewritten")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    BY_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_SHA256_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REWRITTEN_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    stream: str
+    sequence: int
+    type: str
+    by: str
+    payload_sha256: str
+    audit_event_id: str
+    rewritten: bool
+    def __init__(self, event_id: _Optional[str] = ..., stream: _Optional[str] = ..., sequence: _Optional[int] = ..., type: _Optional[str] = ..., by: _Optional[str] = ..., payload_sha256: _Optional[str] = ..., audit_event_id: _Optional[str] = ..., rewritten: _Optional[bool] = ...) -> None: ...

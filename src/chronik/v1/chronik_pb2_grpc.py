@@ -1219,3 +1219,216 @@ class Projections:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class PersonalDataStub:
+    """Personal data, as POST /v1/admin/gdpr/... and POST /v1/events/{id}/redact over HTTP.
+    Verify and ListForgotten need the read right; Forget and Redact the admin right, and
+    without auth are refused (PERMISSION_DENIED) unless `grpc.admin_writes: true`. An unknown
+    event is NOT_FOUND; a store that cannot rewrite events in place is FAILED_PRECONDITION.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Forget = channel.unary_unary(
+                '/chronik.v1.PersonalData/Forget',
+                request_serializer=chronik_dot_v1_dot_chronik__pb2.ForgetSubjectRequest.SerializeToString,
+                response_deserializer=chronik_dot_v1_dot_chronik__pb2.ForgetSubjectResponse.FromString,
+                _registered_method=True)
+        self.Verify = channel.unary_unary(
+                '/chronik.v1.PersonalData/Verify',
+                request_serializer=chronik_dot_v1_dot_chronik__pb2.VerifySubjectRequest.SerializeToString,
+                response_deserializer=chronik_dot_v1_dot_chronik__pb2.VerifySubjectResponse.FromString,
+                _registered_method=True)
+        self.ListForgotten = channel.unary_unary(
+                '/chronik.v1.PersonalData/ListForgotten',
+                request_serializer=chronik_dot_v1_dot_chronik__pb2.ListForgottenRequest.SerializeToString,
+                response_deserializer=chronik_dot_v1_dot_chronik__pb2.ListForgottenResponse.FromString,
+                _registered_method=True)
+        self.Redact = channel.unary_unary(
+                '/chronik.v1.PersonalData/Redact',
+                request_serializer=chronik_dot_v1_dot_chronik__pb2.RedactEventRequest.SerializeToString,
+                response_deserializer=chronik_dot_v1_dot_chronik__pb2.RedactEventResponse.FromString,
+                _registered_method=True)
+
+
+class PersonalDataServicer:
+    """Personal data, as POST /v1/admin/gdpr/... and POST /v1/events/{id}/redact over HTTP.
+    Verify and ListForgotten need the read right; Forget and Redact the admin right, and
+    without auth are refused (PERMISSION_DENIED) unless `grpc.admin_writes: true`. An unknown
+    event is NOT_FOUND; a store that cannot rewrite events in place is FAILED_PRECONDITION.
+    """
+
+    def Forget(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Verify(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListForgotten(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Redact(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_PersonalDataServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Forget': grpc.unary_unary_rpc_method_handler(
+                    servicer.Forget,
+                    request_deserializer=chronik_dot_v1_dot_chronik__pb2.ForgetSubjectRequest.FromString,
+                    response_serializer=chronik_dot_v1_dot_chronik__pb2.ForgetSubjectResponse.SerializeToString,
+            ),
+            'Verify': grpc.unary_unary_rpc_method_handler(
+                    servicer.Verify,
+                    request_deserializer=chronik_dot_v1_dot_chronik__pb2.VerifySubjectRequest.FromString,
+                    response_serializer=chronik_dot_v1_dot_chronik__pb2.VerifySubjectResponse.SerializeToString,
+            ),
+            'ListForgotten': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListForgotten,
+                    request_deserializer=chronik_dot_v1_dot_chronik__pb2.ListForgottenRequest.FromString,
+                    response_serializer=chronik_dot_v1_dot_chronik__pb2.ListForgottenResponse.SerializeToString,
+            ),
+            'Redact': grpc.unary_unary_rpc_method_handler(
+                    servicer.Redact,
+                    request_deserializer=chronik_dot_v1_dot_chronik__pb2.RedactEventRequest.FromString,
+                    response_serializer=chronik_dot_v1_dot_chronik__pb2.RedactEventResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'chronik.v1.PersonalData', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('chronik.v1.PersonalData', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class PersonalData:
+    """Personal data, as POST /v1/admin/gdpr/... and POST /v1/events/{id}/redact over HTTP.
+    Verify and ListForgotten need the read right; Forget and Redact the admin right, and
+    without auth are refused (PERMISSION_DENIED) unless `grpc.admin_writes: true`. An unknown
+    event is NOT_FOUND; a store that cannot rewrite events in place is FAILED_PRECONDITION.
+    """
+
+    @staticmethod
+    def Forget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chronik.v1.PersonalData/Forget',
+            chronik_dot_v1_dot_chronik__pb2.ForgetSubjectRequest.SerializeToString,
+            chronik_dot_v1_dot_chronik__pb2.ForgetSubjectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Verify(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chronik.v1.PersonalData/Verify',
+            chronik_dot_v1_dot_chronik__pb2.VerifySubjectRequest.SerializeToString,
+            chronik_dot_v1_dot_chronik__pb2.VerifySubjectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListForgotten(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chronik.v1.PersonalData/ListForgotten',
+            chronik_dot_v1_dot_chronik__pb2.ListForgottenRequest.SerializeToString,
+            chronik_dot_v1_dot_chronik__pb2.ListForgottenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Redact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chronik.v1.PersonalData/Redact',
+            chronik_dot_v1_dot_chronik__pb2.RedactEventRequest.SerializeToString,
+            chronik_dot_v1_dot_chronik__pb2.RedactEventResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -23,6 +23,8 @@ from chronik.errors import AuthenticationError, ChronikError, PermissionDenied
 from chronik.projections import ProjectionRunner
 from chronik.server.admin import actions, pages
 from chronik.server.admin import cluster as cluster_page
+from chronik.server.admin import gdpr as gdpr_page
+from chronik.server.admin import retention as retention_page
 from chronik.server.admin import transport_letters as letters
 from chronik.server.admin.security import authorize, check_same_origin
 from chronik.server.admin.state import DOC_PAGES, AdminState, render
@@ -89,6 +91,17 @@ def create_admin_routes(
         Route(f"{base}/_/outbox", read(pages.outbox_fragment)),
         Route(f"{base}/outbox/{{action}}", write(actions.outbox_action), methods=["POST"]),
         Route(f"{base}/cluster", read(cluster_page.cluster)),
+        Route(f"{base}/personal-data", read(gdpr_page.personal_data)),
+        Route(f"{base}/retention", read(retention_page.retention)),
+        Route(
+            f"{base}/retention/{{action}}",
+            write(retention_page.retention_action),
+            methods=["POST"],
+        ),
+        Route(f"{base}/personal-data/forget", write(gdpr_page.forget_action), methods=["POST"]),
+        Route(
+            f"{base}/events/{{event_id}}/redact", write(gdpr_page.redact_action), methods=["POST"]
+        ),
         Route(f"{base}/live", read(pages.live)),
         Route(f"{base}/login", bare(actions.login), methods=["GET", "POST"]),
         Route(f"{base}/logout", bare(actions.logout), methods=["POST"]),

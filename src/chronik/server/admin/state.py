@@ -41,6 +41,8 @@ DOC_PAGES: Final = {
     "sagas": "how-to/sagas-deadlines/",
     "outbox": "concepts/delivery/",
     "cluster": "how-to/deployment/",
+    "personal-data": "how-to/personal-data/",
+    "retention": "how-to/streams-over-time/",
 }
 
 

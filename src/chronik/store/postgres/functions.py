@@ -28,7 +28,14 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["APPEND_EVENT", "APPEND_EVENTS", "APPEND_TAGGED", "DROP_V1_FUNCTIONS"]
+__all__ = [
+    "APPEND_EVENT",
+    "APPEND_EVENTS",
+    "APPEND_EVENTS_V6",
+    "APPEND_EVENT_V6",
+    "APPEND_TAGGED",
+    "DROP_V1_FUNCTIONS",
+]
 
 # Expectation codes: -1 ANY, -2 NO_STREAM, -3 STREAM_EXISTS, n >= 0 exactly n. o_status: 0
 # written, 1 the stream is not as expected (o_actual: its version, NULL when it has no events;
@@ -263,3 +270,51 @@ BEGIN
 END
 $fn$
 """
+
+
+# Schema version 6 (deletion, chronik.store.deletion): the same functions, aware of the stream's
+# truncation point and tombstone. o_status 2: the stream is tombstoned (nothing written). The
+# expectation is checked against the version the stream shows (-1 when it reads empty: below
+# truncate_before); the events take the sequences after the last one stored, shown or not, and
+# on success o_actual is that last stored sequence (NULL: none).
+def _deletion_aware(function: str) -> str:
+    replacements = (
+        (
+            "    v_ver bigint;\n",
+            "    v_ver bigint;\n    v_tb bigint := 0;\n    v_dead boolean := false;\n"
+            "    v_act bigint;\n",
+        ),
+        (
+            "SELECT s.id, s.version INTO v_sid, v_ver FROM {s}.streams s",
+            "SELECT s.id, s.version, s.truncate_before, s.tombstone\n"
+            "      INTO v_sid, v_ver, v_tb, v_dead FROM {s}.streams s",
+        ),
+        (
+            "    IF NOT FOUND THEN\n",
+            "    IF v_dead THEN\n        o_status := 2;\n        RETURN;\n    END IF;\n"
+            "    IF NOT FOUND THEN\n",
+        ),
+        (
+            "    IF v_ver >= 0 THEN\n        o_actual := v_ver;\n    END IF;\n",
+            "    v_act := CASE WHEN v_ver >= coalesce(v_tb, 0) THEN v_ver ELSE -1 END;\n"
+            "    IF v_act >= 0 THEN\n        o_actual := v_act;\n    END IF;\n",
+        ),
+        (
+            "    IF NOT (p_expected = -1 OR (p_expected = -2 AND v_ver < 0)\n"
+            "            OR (p_expected = -3 AND v_ver >= 0) OR p_expected = v_ver) THEN\n"
+            "        o_status := 1;\n        RETURN;\n    END IF;\n",
+            "    IF NOT (p_expected = -1 OR (p_expected = -2 AND v_act < 0)\n"
+            "            OR (p_expected = -3 AND v_act >= 0) OR p_expected = v_act) THEN\n"
+            "        o_status := 1;\n        RETURN;\n    END IF;\n"
+            "    o_actual := CASE WHEN v_ver >= 0 THEN v_ver END;\n",
+        ),
+    )
+    for old, new in replacements:
+        if function.count(old) != 1:  # pragma: no cover - a broken template fails at import
+            raise AssertionError(f"append function template changed: {old!r}")
+        function = function.replace(old, new)
+    return function
+
+
+APPEND_EVENTS_V6: Final = _deletion_aware(APPEND_EVENTS)
+APPEND_EVENT_V6: Final = _deletion_aware(APPEND_EVENT)

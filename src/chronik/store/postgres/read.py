@@ -137,13 +137,27 @@ class PostgresReader:
 
     async def _stream_version(self, stream: StreamId) -> int | None:
         rows = await self._fetch(
-            f"SELECT version FROM {self._s}.streams WHERE tenant = $1 AND domain = $2 "
+            f"SELECT version, truncate_before FROM {self._s}.streams WHERE tenant = $1 "
+            "AND domain = $2 AND aggregate_id = $3",
+            stream.tenant,
+            stream.domain,
+            stream.aggregate_id,
+        )
+        return int(rows[0][0]) if rows and rows[0][0] >= max(rows[0][1], 0) else None
+
+    async def _tombstoned(self, stream: StreamId) -> bool:
+        rows = await self._fetch(
+            f"SELECT tombstone FROM {self._s}.streams WHERE tenant = $1 AND domain = $2 "
             "AND aggregate_id = $3",
             stream.tenant,
             stream.domain,
             stream.aggregate_id,
         )
-        return int(rows[0][0]) if rows and rows[0][0] >= 0 else None
+        return bool(rows and rows[0][0])
+
+    def _shown(self) -> str:
+        """The condition on the events a stream ($1) still shows (chronik.store.deletion)."""
+        return f"AND e.sequence >= (SELECT truncate_before FROM {self._s}.streams WHERE id = $1)"
 
     async def _head(self) -> Position | None:
         # The safe head: the last position every reader can see. A later-positioned event of
@@ -165,7 +179,7 @@ class PostgresReader:
         rows: list[Any] = await self._fetch(
             "SELECT e.sequence, e.type, CASE WHEN e.content_type IS NULL THEN e.schema_version "
             f"ELSE -1 END, e.payload FROM {self._s}.events e WHERE e.stream_id = $1 "
-            "AND e.sequence >= $2 ORDER BY e.sequence LIMIT $3",
+            f"AND e.sequence >= $2 {self._shown()} ORDER BY e.sequence LIMIT $3",
             sid,
             from_sequence or 0,
             limit,
@@ -182,7 +196,7 @@ class PostgresReader:
         start = from_sequence if from_sequence is not None else (2**62 if backward else 0)
         rows = await self._fetch(
             f"SELECT {COLS} FROM {self._s}.events e WHERE e.stream_id = $1 "
-            f"AND e.sequence {op} $2 ORDER BY e.sequence {order} LIMIT $3",
+            f"AND e.sequence {op} $2 {self._shown()} ORDER BY e.sequence {order} LIMIT $3",
             sid,
             start,
             limit,

@@ -20,7 +20,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from chronik.errors import ConfigurationError
 from chronik.store.postgres.functions import (
     APPEND_EVENT,
+    APPEND_EVENT_V6,
     APPEND_EVENTS,
+    APPEND_EVENTS_V6,
     APPEND_TAGGED,
     DROP_V1_FUNCTIONS,
 )
@@ -43,7 +45,7 @@ __all__ = [
 DEFAULT_SCHEMA: Final = "chronik"
 _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 MIGRATIONS: Final[dict[int, list[str]]] = {
     1: [
         """CREATE TABLE {s}.streams (
@@ -156,6 +158,18 @@ MIGRATIONS: Final[dict[int, list[str]]] = {
     # a tagged append (``store.append_tagged``) in one statement: locks, checks, writes
     # (functions.py); the other functions stay as they are
     5: [APPEND_TAGGED],
+    # deletion (chronik.store.deletion): the first sequence a stream still shows (soft deletes
+    # and truncation move it; the version keeps counting), the hard-delete tombstone, and the
+    # append functions that honour both (functions.py)
+    6: [
+        "ALTER TABLE {s}.streams ADD COLUMN truncate_before bigint NOT NULL DEFAULT 0",
+        "ALTER TABLE {s}.streams ADD COLUMN tombstone boolean NOT NULL DEFAULT false",
+        # retention (chronik.store.retention): the stream's max age (seconds) and max count
+        "ALTER TABLE {s}.streams ADD COLUMN max_age double precision",
+        "ALTER TABLE {s}.streams ADD COLUMN max_count bigint",
+        APPEND_EVENTS_V6,
+        APPEND_EVENT_V6,
+    ],
 }
 
 

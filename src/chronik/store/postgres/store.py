@@ -39,13 +39,15 @@ import asyncpg
 
 from chronik.adapters import safe_url
 from chronik.errors import ChronikError, ConfigurationError, StoreUnavailable
-from chronik.messages import AppendResult, Position
+from chronik.messages import AppendResult, Position, RecordedEvent, StreamId
 from chronik.store.base import EventStore, StoreHealth, WriteUnit
+from chronik.store.postgres import rewrite
 from chronik.store.postgres.errors import DRIVER_ERRORS, unavailable, write_error
 from chronik.store.postgres.failover import replay_state
 from chronik.store.postgres.feed import ChangeFeed
 from chronik.store.postgres.pool import TIMEOUTS, ConnectionPool, timeout_settings
 from chronik.store.postgres.read import HORIZON, HorizonLag, PostgresReader
+from chronik.store.postgres.retention import PostgresRetention
 from chronik.store.postgres.schema import (
     DEFAULT_SCHEMA,
     SCHEMA_VERSION,
@@ -69,10 +71,11 @@ __all__ = ["TIMEOUTS", "HorizonLag", "PostgresEventStore", "migrate_database"]
 MAX_ATTEMPTS: Final = 8
 
 
-class PostgresEventStore(PostgresReader, EventStore):
+class PostgresEventStore(PostgresReader, PostgresRetention, EventStore):
     """An event store in one PostgreSQL schema; any number of processes may share it."""
 
     supports_tables = True  # read-model tables and leases: chronik.store.postgres.tables
+    supports_deletion = True  # soft / hard deletes: chronik.store.deletion
 
     # head() is the safe head: every event at or before it is final (no transaction that may
     # still commit sorts before it), so a filtered reader that found nothing of its own up to
@@ -284,6 +287,26 @@ class PostgresEventStore(PostgresReader, EventStore):
     async def _with_conn(self, fn: Any) -> Any:
         async with self._pool.connection() as conn:
             return await fn(conn)
+
+    # --- in-place rewrites (chronik.store.postgres.rewrite) -----------------------------------
+
+    async def _rewrite_event(
+        self, event_id: str, payload: bytes, content_type: str
+    ) -> RecordedEvent | None:
+        if self.standby:
+            raise read_only(self.url)
+        old = await self._get_event(event_id)
+        if old is None:
+            return None
+        args = (self._pool, self._s, self.url, event_id, old.stream, payload, content_type)
+        if not await rewrite.rewrite_event(*args):
+            return None
+        return await self._get_event(event_id)
+
+    async def _drop_snapshot(self, stream: StreamId) -> bool:
+        if self.standby:
+            raise read_only(self.url)
+        return await rewrite.drop_snapshot(self._pool, self._s, self.url, stream)
 
     def _watch(self, delta: int) -> None:
         self._watchers += delta

@@ -11,7 +11,12 @@ from typing import Any, Final, NamedTuple
 
 import asyncpg
 
-from chronik.errors import AppendConditionFailed, CheckpointFenced, WrongExpectedVersion
+from chronik.errors import (
+    AppendConditionFailed,
+    CheckpointFenced,
+    StreamDeleted,
+    WrongExpectedVersion,
+)
 from chronik.messages import ANY, JSON, NO_STREAM, STREAM_EXISTS, AppendResult, Position, StreamId
 from chronik.store.base import (
     AppendRequest,
@@ -31,6 +36,7 @@ from chronik.store.postgres.dcb import (
     tagged_run,
     unit_locks,
 )
+from chronik.store.postgres.deletion import apply_delete
 from chronik.store.postgres.leases import write_leases
 from chronik.store.postgres.schema import dcb_lock_class, lock_class, quote_schema
 from chronik.store.postgres.tables import write_tables
@@ -90,8 +96,9 @@ class Statements(NamedTuple):
             "e.recorded_at, e.tags "
             f"FROM {s}.events e JOIN {s}.streams s ON s.id = e.stream_id "
             "WHERE e.event_id = ANY($1::text[])",
-            f"SELECT version FROM {s}.streams WHERE tenant = $1 AND domain = $2 "
-            "AND aggregate_id = $3",
+            # the version the stream shows: -1 below its truncation point (a soft delete)
+            "SELECT CASE WHEN truncate_before > version THEN -1 ELSE version END "
+            f"FROM {s}.streams WHERE tenant = $1 AND domain = $2 AND aggregate_id = $3",
             f"INSERT INTO {s}.checkpoints AS c (name, partition, commit_pos, index_pos, epoch, "
             "updated_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name, partition) DO UPDATE "
             "SET commit_pos = excluded.commit_pos, index_pos = excluded.index_pos, "
@@ -139,6 +146,7 @@ async def write_unit(
             or unit.leases
             or unit.conditions
             or unit.expects
+            or unit.deletes
         )
         if len(appends) == 1 and not side:
             if 0 in resolved:
@@ -236,6 +244,7 @@ async def _append_all(
     """Run the unit's appends in its transaction, a run of tagged requests in one call."""
     appends = unit.appends
     results: list[AppendResult] = []
+    deleting = {d.append: d.hard for d in unit.deletes}
     i = 0
     while i < len(appends):
         if i in resolved:
@@ -256,6 +265,8 @@ async def _append_all(
                 results.append(await append_on(conn, sql, req, now))
             i = end - 1
         results.append(await append_on(conn, sql, appends[i], now))
+        if i in deleting:
+            await apply_delete(conn, sql.s, results[-1], deleting[i])
         i += 1
     return results
 
@@ -298,6 +309,8 @@ async def append_on(
         return AppendResult(
             req.stream, first, first + len(req.events) - 1, positions[-1], positions, now
         )
+    if status == 2:
+        raise StreamDeleted(req.stream)
     dup = await find_duplicate(conn, sql, [req])
     if 0 in dup:
         return dup[0]

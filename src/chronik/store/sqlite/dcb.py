@@ -29,7 +29,8 @@ __all__ = [
 
 INSERT_TAG: Final = "INSERT INTO chronik_event_tags (tag, position) VALUES (?, ?)"
 _VERSION: Final = (
-    "SELECT version FROM chronik_streams WHERE tenant = ? AND domain = ? AND aggregate_id = ?"
+    "SELECT CASE WHEN truncate_before > version THEN NULL ELSE version END "
+    "FROM chronik_streams WHERE tenant = ? AND domain = ? AND aggregate_id = ?"
 )
 _CHUNK: Final = 500
 

@@ -35,8 +35,11 @@ _STREAM_COLS: Final = (
     "content_type, tags"
 )
 SELECT_STREAM: Final = (
-    "SELECT id, version FROM chronik_streams WHERE tenant = ? AND domain = ? AND aggregate_id = ?"
+    "SELECT id, version, truncate_before, tombstone FROM chronik_streams "
+    "WHERE tenant = ? AND domain = ? AND aggregate_id = ?"
 )
+# the events a stream still shows: from its truncation point (chronik.store.deletion)
+_SHOWN: Final = "AND sequence >= (SELECT truncate_before FROM chronik_streams WHERE id = ?)"
 _STREAM_CACHE_LIMIT: Final = 200_000
 
 
@@ -105,7 +108,11 @@ class SQLiteReader:
 
     async def _stream_version(self, stream: StreamId) -> int | None:
         rows = self._read(SELECT_STREAM, (stream.tenant, stream.domain, stream.aggregate_id))
-        return rows[0][1] if rows else None
+        return rows[0][1] if rows and rows[0][1] >= rows[0][2] else None
+
+    async def _tombstoned(self, stream: StreamId) -> bool:
+        rows = self._read(SELECT_STREAM, (stream.tenant, stream.domain, stream.aggregate_id))
+        return bool(rows and rows[0][3])
 
     async def _head(self) -> Position | None:
         rows = self._read("SELECT max(position) FROM chronik_events", ())
@@ -123,12 +130,12 @@ class SQLiteReader:
         else:
             bound = "" if from_sequence is None else "AND sequence >= ?"
             order = "ASC"
-        params: list[Any] = [sid]
+        params: list[Any] = [sid, sid]
         if from_sequence is not None:
             params.append(from_sequence)
         params.append(limit)
         rows = self._read(
-            f"SELECT {_STREAM_COLS} FROM chronik_events WHERE stream_id = ? {bound} "
+            f"SELECT {_STREAM_COLS} FROM chronik_events WHERE stream_id = ? {_SHOWN} {bound} "
             f"ORDER BY sequence {order} LIMIT ?",
             params,
         )
@@ -159,8 +166,9 @@ class SQLiteReader:
         return self._read(
             # content_type is NULL for JSON: one column says "JSON at version N" or the type
             "SELECT sequence, type, ifnull(content_type, schema_version), payload "
-            "FROM chronik_events WHERE stream_id = ? AND sequence >= ? ORDER BY sequence LIMIT ?",
-            (sid, from_sequence or 0, limit),
+            f"FROM chronik_events WHERE stream_id = ? {_SHOWN} AND sequence >= ? "
+            "ORDER BY sequence LIMIT ?",
+            (sid, sid, from_sequence or 0, limit),
         )
 
     async def _get_event(self, event_id: str) -> RecordedEvent | None:

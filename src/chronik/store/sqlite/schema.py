@@ -12,7 +12,7 @@ from chronik.errors import ConfigurationError
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate", "options_from_url", "path_from_url"]
 
-SCHEMA_VERSION: Final = 6
+SCHEMA_VERSION: Final = 7
 MIGRATIONS: Final[dict[int, list[str]]] = {
     1: [
         """CREATE TABLE chronik_streams (
@@ -171,6 +171,15 @@ MIGRATIONS: Final[dict[int, list[str]]] = {
             tag TEXT NOT NULL,
             position INTEGER NOT NULL,
             PRIMARY KEY (tag, position)) WITHOUT ROWID""",
+    ],
+    # deletion (chronik.store.deletion): the first sequence the stream still shows (soft
+    # deletes and truncation move it; the version keeps counting) and the hard-delete tombstone;
+    # retention (chronik.store.retention): the stream's max age (seconds) and max count
+    7: [
+        "ALTER TABLE chronik_streams ADD COLUMN truncate_before INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE chronik_streams ADD COLUMN tombstone INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE chronik_streams ADD COLUMN max_age REAL",
+        "ALTER TABLE chronik_streams ADD COLUMN max_count INTEGER",
     ],
 }
 

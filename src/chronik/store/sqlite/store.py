@@ -19,20 +19,23 @@ import os
 import sqlite3
 
 from chronik.errors import ConfigurationError, StoreUnavailable
-from chronik.messages import AppendResult
+from chronik.messages import AppendResult, RecordedEvent, StreamId
 from chronik.store.base import EventStore, WriteUnit
+from chronik.store.sqlite import rewrite
 from chronik.store.sqlite.commit import WAL_LIMIT, GroupCommit, connect
 from chronik.store.sqlite.errors import open_failed
 from chronik.store.sqlite.read import SQLiteReader
+from chronik.store.sqlite.retention import SQLiteRetention
 from chronik.store.sqlite.schema import options_from_url, path_from_url
 
 __all__ = ["WAL_LIMIT", "SQLiteEventStore", "options_from_url"]
 
 
-class SQLiteEventStore(SQLiteReader, EventStore):
+class SQLiteEventStore(SQLiteReader, SQLiteRetention, EventStore):
     """An event store in one SQLite file (WAL); several processes may share the file."""
 
     supports_tables = True
+    supports_deletion = True  # soft / hard deletes: chronik.store.deletion
     head_bounds_reads = True
 
     def __init__(
@@ -95,6 +98,24 @@ class SQLiteEventStore(SQLiteReader, EventStore):
             self._write_succeeded()
         if wrote:
             self._notify()
+
+    # --- in-place rewrites (chronik.store.sqlite.rewrite) ------------------------------------
+
+    async def _rewrite_event(
+        self, event_id: str, payload: bytes, content_type: str
+    ) -> RecordedEvent | None:
+        old = await self._get_event(event_id)
+        if old is None:
+            return None
+        args = (self.path, self.busy_timeout_ms, self.synchronous)
+        if not await rewrite.rewrite_event(*args, event_id, old.stream, payload, content_type):
+            return None
+        return await self._get_event(event_id)
+
+    async def _drop_snapshot(self, stream: StreamId) -> bool:
+        return await rewrite.drop_snapshot(
+            self.path, self.busy_timeout_ms, self.synchronous, stream
+        )
 
     # --- cross-process notification -----------------------------------------------------------
 

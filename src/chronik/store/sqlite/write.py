@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import Final
 
-from chronik.errors import CheckpointFenced, WrongExpectedVersion
+from chronik.errors import CheckpointFenced, StreamDeleted, WrongExpectedVersion
 from chronik.messages import JSON, AppendResult, Position, StreamId
 from chronik.store.base import (
     AppendRequest,
@@ -131,18 +131,47 @@ def write_unit(
     if unit.expects or unit.conditions:
         check_unit(conn, unit)
     results = []
-    for req in unit.appends:
+    deleting = {d.append: d.hard for d in unit.deletes}
+    for i, req in enumerate(unit.appends):
         if hook is not None:
             hook("append", unit)
         results.append(_append(conn, req, now))
+        if i in deleting:
+            _delete(conn, results[-1], deleting[i])
     return results
+
+
+def _delete(conn: sqlite3.Connection, done: AppendResult, hard: bool) -> None:
+    """Hide the stream up to its deletion event ``done`` (and tombstone it when ``hard``),
+    unless events came after the event (a delete retried after the stream started again)."""
+    st = done.stream
+    changed = conn.execute(
+        "UPDATE chronik_streams SET truncate_before = ?, tombstone = max(tombstone, ?) "
+        "WHERE tenant = ? AND domain = ? AND aggregate_id = ? AND version = ?",
+        (
+            done.last_sequence + 1,
+            int(hard),
+            st.tenant,
+            st.domain,
+            st.aggregate_id,
+            done.last_sequence,
+        ),
+    ).rowcount
+    if changed:  # the snapshot is a state of what is gone now
+        conn.execute(
+            "DELETE FROM chronik_snapshots WHERE tenant = ? AND domain = ? AND aggregate_id = ?",
+            (st.tenant, st.domain, st.aggregate_id),
+        )
 
 
 def _append(conn: sqlite3.Connection, req: AppendRequest, now: int) -> AppendResult:
     stream = req.stream
     key = (stream.tenant, stream.domain, stream.aggregate_id)
     row = conn.execute(SELECT_STREAM, key).fetchone()
-    actual: int | None = None if row is None else row[1]
+    if row is not None and row[3]:
+        raise StreamDeleted(stream)
+    stored: int | None = None if row is None else row[1]  # the last sequence, shown or not
+    actual = None if stored is None or stored < row[2] else stored
     if not check_expected(req.expected, actual):
         dup = find_duplicate(conn, req)
         if dup is None:
@@ -157,7 +186,7 @@ def _append(conn: sqlite3.Connection, req: AppendRequest, now: int) -> AppendRes
         assert stream_id is not None
     else:
         stream_id = row[0]
-    first = 0 if actual is None else actual + 1
+    first = 0 if stored is None else stored + 1
     events = req.events
     try:
         if len(events) == 1:
