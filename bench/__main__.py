@@ -374,6 +374,10 @@ def main() -> None:
         from bench import takeover  # partition takeover after kill -9 / a clean leave
 
         takeover.run(runs)
+    if "cluster" in only:
+        from bench import cluster  # commands/s of 1, 2 and 3 chronik serve processes (PostgreSQL)
+
+        cluster.run(min(runs, 2), args.quick)
     from bench import postgres
 
     postgres.run_from_bench(args)

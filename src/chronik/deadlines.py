@@ -4,16 +4,16 @@ Owners of deadlines are sagas (``SagaContext.schedule``, rows of the saga's own 
 aggregates: an aggregate schedules by emitting ``DeadlineScheduled`` (``Aggregate.schedule`` or
 ``schedule(...)`` from a decider) and cancels with ``DeadlineCancelled``; the built-in
 ``chronik_deadlines`` projection keeps those pending, due at the event's record time plus the
-delay, so replays agree. A ``DeadlineScheduler`` (one active per store, by lease; overdue
-deadlines fire on start) appends a ``chronik.DeadlineFired`` event with an id derived from the
-deadline; the owner handles it in order like any event: a saga runs its deadline handler, an
-aggregate receives the deadline's command (with an id derived from the fired event, sent
-through the decision record of chronik.saga_record, so a rebuild never sends it again, even if
-it was rejected). A deadline cancelled or replaced before its owner handles the fired event does
-nothing. Due times come from the scheduling event's record time, never from the clock of the
-moment it is handled: a replay arms a deadline at the time it had, and one that already fired
-appends nothing new when it comes due again (its fired event's id is derived from the owner,
-instance, name and due time, and appends are idempotent by event id).
+delay, so replays agree. A ``DeadlineScheduler`` (one active per owner table, by a lease per
+table; overdue deadlines fire on start) appends a ``chronik.DeadlineFired`` event with an id
+derived from the deadline; the owner handles it in order like any event: a saga runs its
+deadline handler, an aggregate receives the deadline's command (with an id derived from the
+fired event, sent through the decision record of chronik.saga_record, so a rebuild never sends
+it again, even if it was rejected). A deadline cancelled or replaced before its owner handles
+the fired event does nothing. Due times come from the scheduling event's record time, never from
+the clock of the moment it is handled: a replay arms a deadline at the time it had, and one that
+already fired appends nothing new when it comes due again (its fired event's id is derived from
+the owner, instance, name and due time, and appends are idempotent by event id).
 Tests pass a ``ManualClock``.
 """
 
@@ -48,6 +48,7 @@ __all__ = [
     "AGGREGATE_DEADLINES",
     "DEADLINE_FIRED",
     "INTERNAL_EVENTS",
+    "LEASE_PREFIX",
     "Clock",
     "DeadlineCancelled",
     "DeadlineScheduled",
@@ -56,6 +57,7 @@ __all__ = [
     "SystemClock",
     "aggregate_deadlines",
     "cancel_deadline",
+    "lease_name",
     "schedule",
 ]
 
@@ -66,6 +68,7 @@ log = logging.getLogger("chronik.deadlines")
 DEADLINE_FIRED: Final = "chronik.DeadlineFired"
 DEADLINE_DOMAIN: Final = "chronik.deadlines"
 AGGREGATE_DEADLINES: Final = "chronik_deadlines"
+LEASE_PREFIX: Final = "deadlines:"  # + the owner: the lease of the scheduler firing its table
 
 
 class Clock(Protocol):
@@ -188,12 +191,15 @@ class DeadlineScheduler:
         self._task: asyncio.Task[None] | None = None
 
     async def fire_due(self) -> int:
-        """Append a fired event for every due deadline (if this scheduler holds the lease)."""
-        if await leases.acquire(self.store, "deadlines", self.owner, self.lease_ttl) is None:
-            return 0
+        """Append a fired event for every due deadline of the tables whose lease this
+        scheduler holds (one lease per table: a node fires only what it keeps, so a node
+        without the sagas never holds back their deadlines)."""
         now = self.clock.now_us()
         fired = 0
         for projection, table in self.tables:
+            lease = lease_name(projection)
+            if await leases.acquire(self.store, lease, self.owner, self.lease_ttl) is None:
+                continue
             try:
                 rows = await query(self.store, projection, table)
             except ReadModelError:  # the owner has not run yet: no table
@@ -239,6 +245,11 @@ class DeadlineScheduler:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def lease_name(owner: str) -> str:
+    """The lease of the scheduler that fires ``owner``'s deadlines (a saga or the aggregates)."""
+    return f"{LEASE_PREFIX}{owner}"
 
 
 def _fired_id(body: dict[str, Any]) -> str:

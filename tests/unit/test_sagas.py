@@ -11,9 +11,10 @@ import pytest
 
 import chronik
 from chronik import Command
-from chronik.deadlines import DeadlineScheduler, ManualClock
+from chronik.deadlines import AGGREGATE_DEADLINES, DeadlineScheduler, ManualClock, lease_name
 from chronik.projections import ProjectionRunner, query
 from chronik.sagas import Saga, SagaContext
+from chronik.store import leases
 
 registry = chronik.EventRegistry()
 
@@ -193,6 +194,20 @@ async def test_a_due_deadline_fires_once(shop: Shop) -> None:
     assert len(fired) == 1
     assert await shop.status("o2") == "cancelled"
     assert await one.fire_due() == 0  # handled: gone
+
+
+async def test_a_scheduler_without_the_saga_never_holds_back_its_deadlines(shop: Shop) -> None:
+    """A node that runs no saga (only aggregate deadlines) takes no lease on the saga's table."""
+    await shop.place("o5")
+    await shop.settle()
+    shop.clock.advance(901)
+    bare = DeadlineScheduler(shop.app.store, [], clock=shop.clock, owner="bare")
+    full = DeadlineScheduler(shop.app.store, [checkout], clock=shop.clock, owner="full")
+    assert await bare.fire_due() == 0  # first: it holds the aggregates' lease only
+    assert await full.fire_due() == 1  # the saga's deadline fires all the same
+    holders = {lease.name: lease.owner for lease in await leases.holders(shop.app.store)}
+    assert holders[lease_name("checkout")] == "full"
+    assert holders[lease_name(AGGREGATE_DEADLINES)] == "bare"
 
 
 async def test_a_cancelled_deadline_never_fires(shop: Shop) -> None:

@@ -6,6 +6,7 @@ import datetime
 
 import typer
 
+from chronik.cli.cluster_up import up
 from chronik.cli.common import (
     STORE_OPTION,
     console,
@@ -74,3 +75,6 @@ def status(
     out.print(
         f"{len(view.live)} live of {len(view.members)}  digest {view.digest}", highlight=False
     )
+
+
+cluster.command("up")(up)  # chronik cluster up: a local development cluster (cli/cluster_up.py)

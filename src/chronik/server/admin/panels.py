@@ -72,6 +72,16 @@ async def _lease_holder(store: EventStore, name: str) -> str | None:
     return rows[0]["owner"] if rows and rows[0]["expires_at"] > now_us else None
 
 
+async def _scheduler(store: EventStore, owners: Sequence[str]) -> str | None:
+    """Who fires the deadlines (a lease per owner table): the holders, or None."""
+    from chronik.deadlines import AGGREGATE_DEADLINES, lease_name
+
+    names = {AGGREGATE_DEADLINES, *owners}
+    found = [await _lease_holder(store, lease_name(n)) for n in sorted(names)]
+    holders = sorted({h for h in found if h is not None})
+    return ", ".join(holders) or None
+
+
 def _projections(runners: Sequence[ProjectionRunner]) -> dict[str, Projection]:
     return {n: p.projection for r in runners for n, p in r.processors.items()}
 
@@ -118,7 +128,7 @@ async def sagas_context(store: EventStore, runners: Sequence[ProjectionRunner]) 
     return {
         "sagas": views,
         "aggregate_deadlines": await _aggregate_deadlines(store, found, now_us),
-        "scheduler": await _lease_holder(store, "deadlines"),
+        "scheduler": await _scheduler(store, [s.name for s in sagas]),
         "rows": ROWS,
     }
 
