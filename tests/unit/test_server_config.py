@@ -133,3 +133,41 @@ def test_limits_and_ports_out_of_range_are_refused(tmp_path: Path, text: str) ->
     key = text.split("{")[1].split(":")[0]
     with pytest.raises(chronik.ConfigurationError, match=key):
         load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("projection_leases: {lease_ttl: 0.1}\n", "projection_leases.lease_ttl"),
+        ("projection_leases: {heartbeat: 0}\n", "projection_leases.heartbeat"),
+        ("projection_leases: {lease_ttl: 2, heartbeat: 1}\n", "projection_leases.lease_ttl"),
+    ],
+)
+def test_projection_leases_out_of_range_are_refused(tmp_path: Path, text: str, field: str) -> None:
+    """A lease ttl or heartbeat that cannot work is a ValidationError naming the field."""
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(chronik.ValidationError) as caught:
+        load_config(path).projection_leases.check()
+    assert caught.value.field == field
+
+
+def test_projection_leases_reach_the_processors_serve_runs(tmp_path: Path) -> None:
+    """The configured ttl and heartbeat are the ones every processor of the node holds."""
+    from chronik.server.grpc import GrpcServer
+
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "app: examples.shop.app:build_app\nprojection_leases: {lease_ttl: 3, heartbeat: 0.5}\n"
+    )
+    config = load_config(path)
+    leases = config.projection_leases.check()
+    app = build_app(config, "memory://")
+    server = GrpcServer(
+        app,
+        projections=build_projections(config, app),
+        lease_ttl=leases.lease_ttl,
+        heartbeat=leases.heartbeat,
+    )
+    assert server.runner is not None and server.runner.processors
+    assert {(p.lease_ttl, p.heartbeat) for p in server.runner.processors.values()} == {(3.0, 0.5)}

@@ -76,6 +76,7 @@ async def run_server(
     if config.cluster.enabled:
         config.cluster.check()
     config.retention.check()  # a bad retention section fails before anything starts
+    config.projection_leases.check()
     limiter = Limiter.from_config(config.limits, config.auth.api_keys)
     store = resolve_store(store_flag, config)
     app = build_app(config, store)
@@ -92,6 +93,8 @@ async def run_server(
         admin_writes=config.grpc.admin_writes,
         tls=config.grpc.tls,
         limiter=limiter if limiter.active else None,
+        lease_ttl=config.projection_leases.lease_ttl,
+        heartbeat=config.projection_leases.heartbeat,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -16,6 +16,7 @@ consumers:                               # transport consumers (default transpor
 cloudevents: {receiver: false}           # POST /v1/cloudevents into the consumers' transport
 limits: {max_inflight_commands: 256, max_subscriptions: 1000}   # then 429 / RESOURCE_EXHAUSTED
 cluster: {enabled: true, node_id: node-a, ttl: 10}   # membership (chronik cluster status)
+projection_leases: {lease_ttl: 10, heartbeat: 1}   # a dead node's projections move after lease_ttl
 #   cluster.routing: affinity | local (default); cluster.secret / secret_env (with auth)
 retention: {domains: {metrics: {max_count: 1000}}, scavenger: {enabled: true, interval: 1h}}
 """
@@ -32,10 +33,10 @@ import msgspec
 from chronik.aggregate import Aggregate, AggregateModel, DomainModel
 from chronik.aggregate_locks import DurableLock
 from chronik.app import Chronik
-from chronik.cluster.config import ClusterConfig
+from chronik.cluster.config import ClusterConfig, check_seconds
 from chronik.codec import EventRegistry
 from chronik.deadlines import aggregate_deadlines
-from chronik.errors import ConfigurationError
+from chronik.errors import ConfigurationError, ValidationError
 from chronik.personal.at_rest import AtRestConfig
 from chronik.projections import Projection
 from chronik.server.http_auth import JwtConfig
@@ -123,6 +124,27 @@ class OutboxConfig(msgspec.Struct, forbid_unknown_fields=True):
     lease_ttl: float = 10.0
 
 
+class ProjectionLeasesConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """How the projections a node runs hold their leases: a projection (or partition) whose
+    process died is taken over once its lease expires, ``lease_ttl`` seconds after the last
+    renewal; the owner renews at least every ``heartbeat`` seconds."""
+
+    lease_ttl: float = 10.0
+    heartbeat: float = 1.0
+
+    def check(self) -> ProjectionLeasesConfig:
+        """This section, checked (ValidationError naming the field)."""
+        check_seconds(self.lease_ttl, "projection_leases.lease_ttl", 0.5, 3600.0)
+        check_seconds(self.heartbeat, "projection_leases.heartbeat", 0.05, 600.0)
+        if not self.lease_ttl > 2 * self.heartbeat:
+            raise ValidationError(
+                "invalid projection_leases.lease_ttl: must be more than twice the heartbeat "
+                f"({self.heartbeat:g} s)",
+                field="projection_leases.lease_ttl",
+            )
+        return self
+
+
 class LockConfig(msgspec.Struct, forbid_unknown_fields=True):
     ttl: float = 30.0  # seconds a holder's lease lasts unless renewed (every ttl/3)
     wait: float = 10.0  # seconds a command waits for another holder, then LockTimeout
@@ -198,6 +220,10 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     transport: str | None = None  # memory://, nats://..., amqp://..., postgresql://...
     outbox: OutboxConfig = msgspec.field(default_factory=OutboxConfig)
+    #: the projections' leases: how fast a dead node's projections are taken over
+    projection_leases: ProjectionLeasesConfig = msgspec.field(
+        default_factory=ProjectionLeasesConfig
+    )
     consumers: ConsumersConfig = msgspec.field(default_factory=ConsumersConfig)
     cloudevents: CloudEventsConfig = msgspec.field(default_factory=CloudEventsConfig)
     observability: ObservabilityConfig = msgspec.field(default_factory=ObservabilityConfig)

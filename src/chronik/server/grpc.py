@@ -116,13 +116,19 @@ class GrpcServer:
         admin_writes: bool = False,
         tls: TlsConfig | None = None,
         limiter: Limiter | None = None,
+        lease_ttl: float = 10.0,
+        heartbeat: float = 1.0,
     ) -> None:
         self.app = app
         self.tls = None if tls is None else tls.check("grpc.tls")
         self.tls_files: CertificateFiles | None = None
         self.limiter = limiter
         self.runner = (
-            ProjectionRunner(app.store, projections, health=app.health) if projections else None
+            ProjectionRunner(
+                app.store, projections, health=app.health, lease_ttl=lease_ttl, heartbeat=heartbeat
+            )
+            if projections
+            else None
         )
         self.host = host
         self.port = port
