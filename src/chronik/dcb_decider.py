@@ -86,6 +86,10 @@ class DcbDecider(DomainModel):
     def evolve(self, state: Any, event: Any) -> Any:
         return self._evolve(state, event)
 
+    def evolver(self) -> Callable[[Any, Any], Any]:
+        """The ``evolve`` function itself: the fold calls it with no call in between."""
+        return self._evolve
+
     def decide(self, command: Command, state: Any) -> list[Any]:
         return events_of(self._decide(command, state))
 

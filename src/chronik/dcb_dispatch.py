@@ -20,7 +20,7 @@ from chronik import decisions
 from chronik.codec import EventRegistry
 from chronik.dcb import AppendCondition, Query
 from chronik.dcb_decider import DcbDecider
-from chronik.deadline_events import is_deadline_event
+from chronik.deadline_events import INTERNAL_EVENTS, is_deadline_event
 from chronik.errors import (
     AppendConditionFailed,
     ChronikError,
@@ -40,12 +40,14 @@ from chronik.messages import (
     StreamId,
 )
 from chronik.store.base import AppendRequest, ConditionCheck, EventStore, PreparedEvent
+from chronik.store.read import READ_PAGE
 
 __all__ = ["DcbRun", "previous", "run"]
 
 HandlerFn = Callable[[Command, Any], Awaitable[list[Any]]]
 #: (decided event, its prepared event, its stream) -> messages; ``chronik.OutboxRule``
 OutboxRule = Callable[[Any, PreparedEvent, StreamId], Any]
+_INTERNAL_TYPES: frozenset[str] = frozenset(INTERNAL_EVENTS.values())
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -148,12 +150,23 @@ async def _fold(
     r: DcbRun, store: EventStore, registry: EventRegistry, query: Query
 ) -> tuple[Any, Position | None]:
     """The state the query's events fold into (from ``initial``), and the position of the
-    last one; the logic's failures are the command's HandlerError."""
+    last one; the logic's failures are the command's HandlerError.
+
+    Current-version JSON events of registered types fold straight from payload rows
+    (``store.read_query_payloads``: no event objects); whole events (``read_query``) take
+    over from the first row that needs more (an upcast, another content type, an unregistered
+    type, a payload that fails to decode: ``registry.decode`` then says why), and throughout
+    while personal-data keys are attached."""
     model = r.model
     after: Position | None = None
     with _LogicErrors(r.command):
         state = model.initial(r.stream.aggregate_id)
-        async for event in store.read_query(query):
+        evolve = model.evolver()
+        if registry.keys is None:
+            state, after, done = await _fold_rows(store, registry, query, evolve, state)
+            if done:
+                return state, after
+        async for event in store.read_query(query, after):
             after = event.position
             if event.type not in registry:
                 decoded = event
@@ -162,8 +175,42 @@ async def _fold(
             else:
                 decoded = await registry.adecode(event)  # loads personal-data keys first
             if not is_deadline_event(decoded):
-                state = model.evolve(state, decoded)
+                state = evolve(state, decoded)
     return state, after
+
+
+async def _fold_rows(
+    store: EventStore,
+    registry: EventRegistry,
+    query: Query,
+    evolve: Callable[[Any, Any], Any],
+    state: Any,
+) -> tuple[Any, Position | None, bool]:
+    """(state, position of the last row folded, whether every event was folded) from payload
+    rows, stopping before the first row the fast path cannot decode."""
+    get, internal = registry.current_decoders().get, _INTERNAL_TYPES
+    after: Position | None = None
+    while True:
+        rows = await store.read_query_payloads(query, after)
+        last = None
+        for row in rows:
+            current = get(row[0])
+            # (chronik's deadline events and anything not current JSON: whole events decide)
+            if current is None or current[0] != row[1] or row[0] in internal:
+                return state, _position(last, after), False
+            try:
+                decoded = current[1](row[2])
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+                return state, _position(last, after), False
+            state = evolve(state, decoded)
+            last = row
+        after = _position(last, after)
+        if len(rows) < READ_PAGE:
+            return state, after, True
+
+
+def _position(row: Sequence[Any] | None, default: Position | None) -> Position | None:
+    return default if row is None else Position(row[3], row[4])
 
 
 def _tagged(model: DcbDecider, event: Any, data: EventData) -> EventData:

@@ -445,6 +445,7 @@ async def test_schema_3_is_migrated_to_the_latest_keeping_old_events_without_tag
             ("append_event", 12),
             ("append_events", 12),
             ("append_tagged", 14),
+            ("append_tagged_one", 14),
         ]
     finally:
         await conn.close()

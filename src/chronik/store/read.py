@@ -18,13 +18,17 @@ from chronik.store.lifecycle import StoreLifecycle
 from chronik.store.records import ReadPage
 from chronik.store.validation import check_event_id, check_filters, check_limit, check_query
 
-__all__ = ["READ_PAGE", "PayloadRow", "StoreReader"]
+__all__ = ["READ_PAGE", "PayloadRow", "QueryPayloadRow", "StoreReader"]
 
 READ_PAGE: Final = 1000
 #: What folding a stream needs of a stored event, in this order: (sequence, type, the schema
 #: version of a JSON payload or else a value no schema version equals (its content type, -1),
 #: payload). A tuple, not a RecordedEvent: no object per event.
 PayloadRow: TypeAlias = Sequence[Any]
+#: What folding the events of a DCB query needs of each, in this order: (type, the schema
+#: version of a JSON payload or else a value no schema version equals, payload, and the two
+#: parts of its position: ``Position(row[3], row[4])``). No object per event.
+QueryPayloadRow: TypeAlias = Sequence[Any]
 
 
 class StoreReader(StoreLifecycle):
@@ -157,6 +161,20 @@ class StoreReader(StoreLifecycle):
                 remaining -= len(page)
             cursor = page[-1].position
 
+    async def read_query_payloads(
+        self, query: Query, after: Position | None = None, limit: int = READ_PAGE
+    ) -> list[QueryPayloadRow]:
+        """One page (forward, at most ``limit``) of the events ``query`` matches after
+        ``after`` as ``QueryPayloadRow`` s: what folding them into a decision's state needs and
+        nothing more, for the DCB command path. The position of the last row is as safe an
+        ``AppendCondition.after`` as ``read_query``'s; read ``read_query`` for whole events."""
+        check_query(query)
+        check_limit(limit)
+        if after is not None and not isinstance(after, Position):
+            raise ValidationError(f"after must be a Position, got {after!r}", field="after")
+        await self._ready()
+        return await self._read_query_payloads(query, after, limit)
+
     async def list_streams(
         self,
         domain: str | None = None,
@@ -247,6 +265,22 @@ class StoreReader(StoreLifecycle):
                 before = page[-1].position
             else:
                 after = page[-1].position
+
+    async def _read_query_payloads(
+        self, query: Query, after: Position | None, limit: int
+    ) -> list[QueryPayloadRow]:
+        """``read_query_payloads``' page; adapters that can select fewer columns override it."""
+        page = await self._read_query_page(query, after, limit, False)
+        return [
+            (
+                e.type,
+                e.schema_version if e.content_type == JSON else e.content_type,
+                e.payload,
+                e.position.commit,
+                e.position.index,
+            )
+            for e in page
+        ]
 
     @abc.abstractmethod
     async def _get_event(self, event_id: str) -> RecordedEvent | None: ...

@@ -340,6 +340,11 @@ class ReadWriteStore(CompositeStore):
     ) -> list[RecordedEvent]:
         return await self._read(lambda r: r._read_query_page(query, cursor, limit, backward), True)
 
+    async def _read_query_payloads(
+        self, query: Query, after: Position | None, limit: int
+    ) -> list[Any]:
+        return await self._read(lambda r: r._read_query_payloads(query, after, limit), True)
+
     async def _load_snapshot(self, stream: StreamId) -> Snapshot | None:
         return await self._read(lambda r: r._load_snapshot(stream), True)
 

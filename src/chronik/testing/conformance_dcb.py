@@ -113,6 +113,40 @@ class DCBConformance:
         assert await ids(Query.of(tags=["nobody:x"])) == []
         assert await ids(Query([QueryItem(["nothing.like.this"])])) == []
 
+    async def test_query_payload_rows_match_read_query(self, store: EventStore) -> None:
+        """``read_query_payloads``: each event ``read_query`` gives, once, in order, paged from
+        ``after``: type, JSON schema version (none for other content), payload, position."""
+        events = [
+            tagged("course.defined", "course:c1"),
+            tagged("student.registered", "student:s1"),
+            tagged("student.subscribed", "course:c1", "student:s1", n=1),
+            EventData("course.file", b"\x00raw", content_type="application/octet-stream"),
+            tagged("student.subscribed", "course:c2", "student:s1", n=2),
+            EventData("course.renamed", {"n": 3}, schema_version=2, tags=["course:c1"]),
+        ]
+        await store.append_tagged(events[:3])
+        await store.append(StreamId("course", "c1"), [events[3]], NO_STREAM)
+        await store.append_tagged(events[4:])
+        course_types = ["course.defined", "student.subscribed", "course.renamed"]
+        on_course = QueryItem(course_types, ["course:c1"])
+        on_student = QueryItem(["student.registered", "student.subscribed"], ["student:s1"])
+        query = Query([on_course, on_student, QueryItem(["course.file"])])
+        whole = await collect(store.read_query(query))
+        assert [e.event_id for e in whole] == [e.event_id for e in events]
+        rows = await store.read_query_payloads(query)
+        assert [(r[0], r[2], r[3], r[4]) for r in rows] == [
+            (e.type, e.payload, e.position.commit, e.position.index) for e in whole
+        ]
+        assert [r[1] for r in rows if r[0] != "course.file"] == [1, 1, 1, 1, 2]
+        assert next(r[1] for r in rows if r[0] == "course.file") not in range(1, 1_000_001)
+        parts, after = [e.position for e in whole], whole[2].position
+        page = await store.read_query_payloads(query, after, limit=2)
+        assert [(r[3], r[4]) for r in page] == [(p.commit, p.index) for p in parts[3:5]]
+        assert await store.read_query_payloads(Query.of(tags=["nobody:x"])) == []
+        with pytest.raises(ValidationError) as err:
+            await store.read_query_payloads(query, after="7")  # type: ignore[arg-type]
+        assert err.value.field == "after"
+
     async def test_read_query_after_limit_and_backward(self, store: EventStore) -> None:
         """``after`` skips what came before, ``limit`` cuts, ``backward`` reads newest first
         (before ``after``), over more matches than one page holds."""

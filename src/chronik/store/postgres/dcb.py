@@ -13,9 +13,10 @@ writer and the condition never run at once: the writer committed before the cond
 condition's transaction committed.
 
 The common unit, ``store.append_tagged`` (tagged events, at most one condition, nothing else),
-runs as one call of the ``append_tagged`` function (``one_statement``, ``tagged_args``): the
-same locks in the same order, the check and the writes in one autocommit round trip. A unit of
-work writes each run of tagged requests with one call of it too (``tagged_run``).
+runs as one call of the ``append_tagged`` function (``append_tagged_one`` for one event:
+``one_statement``, ``tagged_call``): the same locks in the same order, the check and the writes
+in one autocommit round trip. A unit of work writes each run of tagged requests with one call
+of it too (``tagged_run``). ``query_payloads_sql`` is the DCB command path's lean read.
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ __all__ = [
     "first_match_sql",
     "one_statement",
     "query_page_sql",
+    "query_payloads_sql",
     "tagged_args",
+    "tagged_call",
     "tagged_run",
     "unit_locks",
 ]
@@ -135,15 +138,59 @@ def tagged_args(
     at most one condition (functions.py)."""
     st = requests[0].stream
     events = [r.events[0] for r in requests]
-    item_types: list[str | None] | None = None
-    item_tags: list[str | None] | None = None
-    after: tuple[int | None, int | None] = (None, None)
-    if cond is not None:
-        item_types = [" ".join(i.types) or None for i in cond.query.items]
-        item_tags = [" ".join(i.tags) or None for i in cond.query.items]
-        if cond.after is not None:
-            after = (cond.after.commit, cond.after.index)
-    return (st.tenant, st.domain, *event_arrays(events), now, item_types, item_tags, *after)
+    return (st.tenant, st.domain, *event_arrays(events), now, *_condition_args(cond))
+
+
+_ONE_SQL: dict[str, str] = {}
+
+
+def tagged_call(
+    s: str,
+    append_tagged: str,
+    requests: Sequence[AppendRequest],
+    cond: ConditionCheck | None,
+    now: int,
+) -> tuple[str, tuple[Any, ...]]:
+    """The statement and arguments of a tagged append: ``append_tagged_one`` (scalar event
+    arguments) for a single event, else ``append_tagged`` (functions.py); both answer
+    (o_status, o_item, o_xid, o_ids)."""
+    if len(requests) != 1:
+        return append_tagged, tagged_args(requests, cond, now)
+    sql = _ONE_SQL.get(s)
+    if sql is None:
+        sql = _ONE_SQL[s] = (
+            f"SELECT o_status, o_item, o_xid, o_ids FROM {s}.append_tagged_one"
+            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        )
+    st, e = requests[0].stream, requests[0].events[0]
+    return sql, (
+        st.tenant,
+        st.domain,
+        e.event_id,
+        e.type,
+        e.schema_version,
+        e.payload,
+        e.metadata,
+        None if e.content_type == JSON else e.content_type,
+        " ".join(e.tags) or None,
+        now,
+        *_condition_args(cond),
+    )
+
+
+def _condition_args(cond: ConditionCheck | None) -> tuple[Any, ...]:
+    """The condition's arguments of the tagged append functions: each item's types and tags
+    joined by one space (NULL for none), and its ``after`` (NULLs: no condition, no after)."""
+    if cond is None:
+        return (None, None, None, None)
+    items = cond.query.items
+    after = cond.after
+    return (
+        [" ".join(i.types) or None for i in items],
+        [" ".join(i.tags) or None for i in items],
+        None if after is None else after.commit,
+        None if after is None else after.index,
+    )
 
 
 def event_arrays(events: Sequence[PreparedEvent]) -> tuple[list[Any], ...]:
@@ -197,18 +244,30 @@ def _item_sql(
     order: str,
     limit: str,
     horizon: bool,
+    payload: bool = False,
 ) -> str:
     """The (xid, id) of the events ``item`` matches past ``bound`` (op, position), in
-    ``order``, at most ``limit`` (a parameter); below the safe horizon with ``horizon``."""
+    ``order``, at most ``limit`` (a parameter); below the safe horizon with ``horizon``; with
+    ``payload``, their payload rows (``_PAYLOAD_SELECT``) instead."""
     where: list[str] = []
     if item.tags:
         args.append(item.tags[0])
         where.append(f"k.tag = ${len(args)}")
         source = f"{s}.event_tags k"
-        if item.types or len(item.tags) > 1:
+        if payload:
+            # one index probe per key, whatever plan the statement caches (a generic plan
+            # made while the tables were small could scan events for each key otherwise)
+            source += (
+                " CROSS JOIN LATERAL (SELECT e.type, e.content_type, e.schema_version, "
+                f"e.payload, e.tags FROM {s}.events e WHERE e.xid = k.xid AND e.id = k.id "
+                "LIMIT 1) AS e"
+            )
+        elif item.types or len(item.tags) > 1:
             source += f" JOIN {s}.events e ON e.xid = k.xid AND e.id = k.id"
+        cols = _PAYLOAD_SELECT.replace("{e}", "e") if payload else "k.xid, k.id"
     else:
         source = f"{s}.events k"
+        cols = _PAYLOAD_SELECT.replace("{e}", "k") if payload else "k.xid, k.id"
     if horizon:
         where.append(f"k.xid < {_HORIZON}")
     if bound is not None:
@@ -223,7 +282,7 @@ def _item_sql(
         where.append(f"string_to_array(e.tags, ' ') @> ${len(args)}::text[]")
     cond = " AND ".join(where) if where else "true"
     return (
-        f"SELECT k.xid, k.id FROM {source} WHERE {cond} "
+        f"SELECT {cols} FROM {source} WHERE {cond} "
         f"ORDER BY k.xid {order}, k.id {order} LIMIT {limit}"
     )
 
@@ -255,19 +314,84 @@ def query_page_sql(
     ``backward``), only below the safe horizon."""
     args: list[Any] = [limit]
     order = "DESC" if backward else "ASC"
-    bound = None if cursor is None else ("<" if backward else ">", cursor)
-    items: Sequence[QueryItem] = query.items
-    parts = [f"({_item_sql(s, item, args, bound, order, '$1', horizon=True)})" for item in items]
-    if len(parts) == 1:
-        keys = parts[0]
-    else:
-        keys = (
-            f"SELECT m.xid, m.id FROM ({' UNION '.join(parts)}) AS m "
-            f"ORDER BY m.xid {order}, m.id {order} LIMIT $1"
-        )
+    keys = _keys_sql(s, query, cursor, backward, args)
     sql = (
         f"SELECT {cols}, st.tenant, st.domain, st.aggregate_id FROM ({keys}) AS p "
         f"JOIN {s}.events e ON e.xid = p.xid AND e.id = p.id "
         f"JOIN {s}.streams st ON st.id = e.stream_id ORDER BY e.xid {order}, e.id {order}"
     )
     return sql, args
+
+
+def _keys_sql(
+    s: str, query: Query, cursor: Position | None, backward: bool, args: list[Any]
+) -> str:
+    """The (xid, id) of up to $1 events ``query`` matches after ``cursor`` (before it with
+    ``backward``), below the safe horizon, in order; binds its arguments after $1."""
+    order = "DESC" if backward else "ASC"
+    bound = None if cursor is None else ("<" if backward else ">", cursor)
+    items: Sequence[QueryItem] = query.items
+    parts = [f"({_item_sql(s, item, args, bound, order, '$1', horizon=True)})" for item in items]
+    if len(parts) == 1:
+        return parts[0]
+    return (
+        f"SELECT m.xid, m.id FROM ({' UNION '.join(parts)}) AS m "
+        f"ORDER BY m.xid {order}, m.id {order} LIMIT $1"
+    )
+
+
+#: A payload row: (type, the schema version of a JSON payload or -1, payload, xid, id), as
+#: store.QueryPayloadRow; ``{e}`` is the alias of the events table, ``k`` the key table's.
+_PAYLOAD_SELECT: Final = (
+    "{e}.type AS type, CASE WHEN {e}.content_type IS NULL THEN {e}.schema_version ELSE -1 END "
+    "AS v, {e}.payload AS payload, k.xid AS xid, k.id AS id"
+)
+_PAYLOAD_SQL: dict[tuple[str, tuple[tuple[bool, int], ...], bool], str] = {}
+
+
+def query_payloads_sql(
+    s: str, query: Query, after: Position | None, limit: int
+) -> tuple[str, list[Any]]:
+    """Up to ``limit`` payload rows of the events ``query`` matches after ``after``, forward,
+    below the safe horizon (as ``query_page_sql`` reads them), with no streams and one visit
+    of each event: each item's rows in order, merged without repeats. The text depends only
+    on the query's shape, so it is built once per shape."""
+    shape = tuple((bool(i.types), len(i.tags)) for i in query.items)
+    key = (s, shape, after is None)
+    sql = _PAYLOAD_SQL.get(key)
+    if sql is not None:
+        return sql, _page_args(query, after, limit)
+    args: list[Any] = [limit]
+    bound = None if after is None else (">", after)
+    parts = [
+        _item_sql(s, item, args, bound, "ASC", "$1", horizon=True, payload=True)
+        for item in query.items
+    ]
+    if len(parts) == 1:
+        sql = parts[0]
+    else:
+        union = " UNION ALL ".join(f"({p})" for p in parts)
+        sql = (
+            "SELECT DISTINCT ON (m.xid, m.id) m.type, m.v, m.payload, m.xid, m.id "
+            f"FROM ({union}) AS m ORDER BY m.xid, m.id LIMIT $1"
+        )
+    if len(_PAYLOAD_SQL) < 256:  # a few shapes, again and again
+        _PAYLOAD_SQL[key] = sql
+    return sql, args
+
+
+def _page_args(query: Query, after: Position | None, limit: int) -> list[Any]:
+    """The arguments ``_item_sql`` binds for a forward page, in its order: the limit, then
+    per item its first tag, the bound, its types, its other tags."""
+    args: list[Any] = [limit]
+    for item in query.items:
+        tags = item.tags
+        if tags:
+            args.append(tags[0])
+        if after is not None:
+            args += [after.commit, after.index]
+        if item.types:
+            args.append(list(item.types))
+        if len(tags) > 1:
+            args.append(list(tags[1:]))
+    return args

@@ -34,6 +34,7 @@ __all__ = [
     "APPEND_EVENTS_V6",
     "APPEND_EVENT_V6",
     "APPEND_TAGGED",
+    "APPEND_TAGGED_ONE",
     "DROP_V1_FUNCTIONS",
 ]
 
@@ -318,3 +319,67 @@ def _deletion_aware(function: str) -> str:
 
 APPEND_EVENTS_V6: Final = _deletion_aware(APPEND_EVENTS)
 APPEND_EVENT_V6: Final = _deletion_aware(APPEND_EVENT)
+
+
+def _derived(base: str, *changes: tuple[str, str]) -> str:
+    """``base`` with each (old, new) replaced once; every old text must be there."""
+    for old, new in changes:
+        if base.count(old) != 1:
+            raise AssertionError(f"function template changed: {old!r}")  # caught by any test
+        base = base.replace(old, new)
+    return base
+
+
+# Schema version 7: ``append_tagged`` for the common single-event tagged append (a DCB
+# decision) with scalar event arguments: the same locks, checks and statuses (o_ids holds the
+# one position's id), and plain single-row inserts where ``append_tagged`` unnests seven
+# arrays and joins them to the new streams. About a third less work per call.
+APPEND_TAGGED_ONE: Final = _derived(
+    APPEND_TAGGED,
+    ("{s}.append_tagged(", "{s}.append_tagged_one("),
+    (
+        "p_event_ids text[], p_types text[], p_versions int[],\n"
+        "    p_payloads bytea[], p_metadata bytea[], p_content_types text[], p_tags text[],",
+        "p_event_id text, p_type text, p_version int,\n"
+        "    p_payload bytea, p_metadata bytea, p_content_type text, p_tags text,",
+    ),
+    ("    v_event_id text;\n", "    v_sid bigint;\n"),
+    (
+        "p_tenant || '/' || p_domain || '/' || e AS k,\n"
+        "                            true AS x\n"
+        "                       FROM unnest(p_event_ids) AS e\n",
+        "p_tenant || '/' || p_domain || '/' || p_event_id AS k,\n"
+        "                            true AS x\n",
+    ),
+    (
+        "SELECT {dcb_lock_class}, 'y/' || t, false FROM unnest(p_types) AS t",
+        "SELECT {dcb_lock_class}, 'y/' || p_type, false",
+    ),
+    (
+        "SELECT {dcb_lock_class}, 't/' || t, false\n"
+        "                       FROM unnest(p_tags) AS g, unnest(string_to_array(g, ' ')) AS t",
+        "SELECT {dcb_lock_class}, 't/' || t, false\n"
+        "                       FROM unnest(string_to_array(p_tags, ' ')) AS t",
+    ),
+    ("    FOREACH v_event_id IN ARRAY p_event_ids LOOP\n", ""),
+    ("= v_event_id)\n", "= p_event_id)\n"),
+    ("AND aggregate_id = v_event_id) THEN\n", "AND aggregate_id = p_event_id) THEN\n"),
+    ("RETURN;\n        END IF;\n    END LOOP;\n", "RETURN;\n        END IF;\n"),
+    (
+        APPEND_TAGGED[
+            APPEND_TAGGED.index("    WITH st AS (") : APPEND_TAGGED.index("    o_status := 0;\nEND")
+        ],
+        "    INSERT INTO {s}.streams (tenant, domain, aggregate_id, version)\n"
+        "    VALUES (p_tenant, p_domain, p_event_id, 0) RETURNING id INTO v_sid;\n"
+        "    INSERT INTO {s}.events (xid, stream_id, sequence, event_id, type, schema_version,\n"
+        "                            payload, metadata, content_type, recorded_at, tags)\n"
+        "    VALUES (o_xid, v_sid, 0, p_event_id, p_type, p_version, p_payload, p_metadata,\n"
+        "            p_content_type, p_recorded_at, p_tags)\n"
+        "    RETURNING id INTO v_id;\n"
+        "    o_ids := ARRAY[v_id];\n"
+        "    IF p_tags IS NOT NULL THEN\n"
+        "        INSERT INTO {s}.event_tags (tag, xid, id)\n"
+        "        SELECT t, o_xid, v_id FROM unnest(string_to_array(p_tags, ' ')) AS t;\n"
+        "    END IF;\n",
+    ),
+)

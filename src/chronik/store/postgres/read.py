@@ -21,7 +21,7 @@ from chronik.messages import (
     StreamInfo,
 )
 from chronik.store.base import FaultHook
-from chronik.store.postgres.dcb import query_page_sql
+from chronik.store.postgres.dcb import query_page_sql, query_payloads_sql
 from chronik.store.postgres.errors import read_error
 from chronik.store.postgres.pool import ConnectionPool
 from chronik.store.postgres.tables import read_table
@@ -265,6 +265,13 @@ class PostgresReader:
         known = self._streams_by_id
         streams = {r[2]: known.get(r[2]) or StreamId(r[13], r[14], r[12]) for r in rows}
         return _events([r[:12] for r in rows], streams)
+
+    async def _read_query_payloads(
+        self, query: Query, after: Position | None, limit: int
+    ) -> list[Any]:
+        # the keys of _read_query_page, then only what a fold needs: no streams, no objects
+        sql, args = query_payloads_sql(self._s, query, after, limit)
+        return await self._fetch(sql, *args)
 
     async def _settled(self, after: Position | None) -> bool:
         """False while committed events after ``after`` wait behind a running transaction."""

@@ -24,6 +24,7 @@ from chronik.store.postgres.functions import (
     APPEND_EVENTS,
     APPEND_EVENTS_V6,
     APPEND_TAGGED,
+    APPEND_TAGGED_ONE,
     DROP_V1_FUNCTIONS,
 )
 
@@ -45,7 +46,7 @@ __all__ = [
 DEFAULT_SCHEMA: Final = "chronik"
 _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
-SCHEMA_VERSION: Final = 6
+SCHEMA_VERSION: Final = 7
 MIGRATIONS: Final[dict[int, list[str]]] = {
     1: [
         """CREATE TABLE {s}.streams (
@@ -170,6 +171,9 @@ MIGRATIONS: Final[dict[int, list[str]]] = {
         APPEND_EVENTS_V6,
         APPEND_EVENT_V6,
     ],
+    # a single-event tagged append (a DCB decision) with scalar arguments: append_tagged_one
+    # (functions.py); append_tagged stays for runs of several events
+    7: [APPEND_TAGGED_ONE],
 }
 
 

@@ -32,7 +32,7 @@ from chronik.store.postgres.dcb import (
     check_unit,
     event_arrays,
     one_statement,
-    tagged_args,
+    tagged_call,
     tagged_run,
     unit_locks,
 )
@@ -281,9 +281,8 @@ async def append_tagged_on(
     """Run the ``append_tagged`` function for a run of tagged ``requests`` (dcb.tagged_run)
     and at most one condition: their results, or None when an event or a stream of them is
     stored already (nothing written); raises AppendConditionFailed."""
-    status, item, xid, ids = await conn.fetchrow(
-        sql.append_tagged, *tagged_args(requests, cond, now)
-    )
+    statement, args = tagged_call(sql.s, sql.append_tagged, requests, cond, now)
+    status, item, xid, ids = await conn.fetchrow(statement, *args)
     if status == 0:
         return [
             AppendResult(r.stream, 0, 0, p, (p,), now)
