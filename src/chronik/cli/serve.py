@@ -117,7 +117,9 @@ async def run_server(
     if config.cluster.enabled:
         from chronik.server.cluster import serve_membership
 
-        membership = serve_membership(config.cluster, app, server, limiter, found)
+        membership = serve_membership(
+            config.cluster, app, server, limiter, found, transport=config.transport or None
+        )
     http_host = host or config.http.host
     http_hosts = (
         allowed_hosts(config.http.allowed_hosts, http_host) if config.http.enabled else None

@@ -6,7 +6,9 @@ status``, ``GET /v1/cluster``, the admin UI's Cluster page). The member record a
 set's digest are what command routing by aggregate affinity builds on.
 
 Modules: ``member`` (the records and the view), ``backend`` (the ``MembershipBackend`` port),
-``store_backend`` (its reference adapter on the store's leases and tables), ``membership``
+``store_backend`` (its reference adapter on the store's leases and tables), ``nats_backend``
+(``NatsMembershipBackend``: a JetStream KV bucket, for deployments with a NATS transport;
+needs the ``nats`` extra, so it is imported by path, never from here), ``membership``
 (the node's lifecycle and watcher), ``config`` (the ``cluster`` config section), ``parts``
 (what a ``chronik serve`` node runs), ``ring`` (the consistent-hash ring of command routing by
 aggregate affinity: ``HashRing``, ``key_of``). May import chronik's errors, the store and health;

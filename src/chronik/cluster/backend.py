@@ -4,8 +4,11 @@
 its lease, answering the backend clock), a clean leave, a read of every member by that clock
 and the pruning of long-gone records. The reference adapter is the store
 (``chronik.cluster.store_backend.StoreMembershipBackend``: the leases table plus a table of
-records, on every store with read-model tables). A NATS KV adapter (a bucket with a per-key
-TTL, for deployments that run a NATS transport) is a later slice and implements the same port.
+records, on every store with read-model tables). The NATS adapter
+(``chronik.cluster.nats_backend.NatsMembershipBackend``: one key per node in a JetStream KV
+bucket, written against the revision read, judged by the server's message timestamps) is for
+deployments that run a NATS transport. ``chronik.testing.conformance_membership`` is the suite
+every adapter passes.
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ cluster:
   forget_after: 300             # seconds a gone node is still listed (as left or dead)
   routing: affinity             # local (default) | affinity: forward to the aggregate's owner
   secret_env: CHRONIK_CLUSTER_SECRET   # the cluster's credential for forwarded commands
+  backend: store                # store (default: the store's leases) | nats (a JetStream KV bucket)
+  nats_url: nats://nats:4222    # with backend nats; default: the transport URL when it is nats://
+  nats_bucket: chronik_members  # the KV bucket of the members (backend nats)
 
 Every bad value is a ValidationError naming its field (``cluster.ttl``, ...).
 """
@@ -20,6 +23,7 @@ import re
 import secrets
 import socket
 from typing import Final
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -27,11 +31,14 @@ from chronik.errors import ValidationError
 
 __all__ = [
     "AdvertiseConfig",
+    "BACKENDS",
     "ClusterConfig",
     "MAX_TTL",
     "MIN_TTL",
     "ROUTINGS",
     "check_address",
+    "check_bucket",
+    "check_nats_url",
     "check_node_id",
     "check_seconds",
     "new_node_id",
@@ -43,6 +50,9 @@ _NODE_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
 _HOST: Final = re.compile(r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+")
 ROUTINGS: Final = ("local", "affinity")
 MIN_SECRET: Final = 16
+BACKENDS: Final = ("store", "nats")
+_NATS_SCHEMES: Final = ("nats", "tls")
+_BUCKET: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class AdvertiseConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -66,6 +76,11 @@ class ClusterConfig(msgspec.Struct, forbid_unknown_fields=True):
     #: the cluster's own credential on forwarded commands (needed when auth is configured)
     secret: str | None = None
     secret_env: str | None = None  # read the secret from this environment variable instead
+    #: where members register: ``store`` (the store's leases) or ``nats`` (a JetStream KV bucket)
+    backend: str = "store"
+    #: the NATS server of ``backend: nats`` (default: the transport URL, when it is nats://)
+    nats_url: str | None = None
+    nats_bucket: str = "chronik_members"
 
     def check(self) -> ClusterConfig:
         """This configuration, checked (ValidationError naming the field)."""
@@ -88,7 +103,29 @@ class ClusterConfig(msgspec.Struct, forbid_unknown_fields=True):
                 field="cluster.secret_env",
             )
         self.cluster_secret()
+        if self.backend not in BACKENDS:
+            raise ValidationError(
+                f"invalid cluster.backend {self.backend!r}: expected store or nats",
+                field="cluster.backend",
+            )
+        if self.nats_url is not None:
+            check_nats_url(self.nats_url, "cluster.nats_url")
+        check_bucket(self.nats_bucket, "cluster.nats_bucket")
         return self
+
+    def nats_server(self, transport: str | None = None) -> str:
+        """The NATS URL of ``backend: nats``: ``nats_url``, else ``transport`` when it is a
+        NATS URL (its options dropped); ValidationError naming ``cluster.nats_url`` if none."""
+        if self.nats_url is not None:
+            return check_nats_url(self.nats_url, "cluster.nats_url")
+        if transport is not None and urlsplit(transport).scheme in _NATS_SCHEMES:
+            parts = urlsplit(transport)
+            return check_nats_url(f"{parts.scheme}://{parts.netloc}", "cluster.nats_url")
+        raise ValidationError(
+            "cluster.nats_url: cluster.backend nats needs a NATS server: set cluster.nats_url "
+            "or a nats:// transport",
+            field="cluster.nats_url",
+        )
 
     def cluster_secret(self) -> str | None:
         """The cluster secret (from ``secret`` or the environment), None when not configured;
@@ -127,6 +164,30 @@ def check_address(value: object, field: str) -> str:
         if sep and _HOST.fullmatch(host) is not None and port.isdigit() and 0 < int(port) <= 65535:
             return value
     raise ValidationError(f"invalid {field} {value!r}: expected host:port", field=field)
+
+
+def check_nats_url(value: object, field: str = "url") -> str:
+    """A NATS server URL: ``nats://`` or ``tls://``, a host, no path or query."""
+    if isinstance(value, str):
+        try:
+            parts = urlsplit(value)
+            ok = parts.scheme in _NATS_SCHEMES and bool(parts.hostname) and parts.port != 0
+        except ValueError:  # a port out of range
+            ok = False
+        if ok and not parts.path.strip("/") and not parts.query:
+            return value
+    raise ValidationError(
+        f"invalid {field} {value!r}: expected nats://host:port (or tls://host:port)", field=field
+    )
+
+
+def check_bucket(value: object, field: str = "bucket") -> str:
+    """A JetStream KV bucket name: 1..64 letters, digits, ``_`` or ``-``."""
+    if not isinstance(value, str) or _BUCKET.fullmatch(value) is None:
+        raise ValidationError(
+            f"invalid {field} {value!r}: expected 1..64 letters, digits, _ or -", field=field
+        )
+    return value
 
 
 def check_seconds(value: object, field: str, low: float, high: float) -> float:

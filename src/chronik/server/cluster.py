@@ -5,7 +5,9 @@
 supervised task ``cluster membership`` (visible in health) and returns the step that leaves
 on shutdown. ``parts_of`` says what the node runs now: the projections (and
 partitions) it holds leases for, the outbox dispatcher while it holds its lease, the deadline
-scheduler. With ``cluster.routing: affinity``, ``route_by_affinity`` installs the node's
+scheduler. With ``cluster.backend: nats`` the members register in a JetStream KV bucket
+(``membership_backend``; its connection is closed after the node leaves). With
+``cluster.routing: affinity``, ``route_by_affinity`` installs the node's
 CommandRouter (``chronik.server.forwarding``), closed before the node leaves. Imports
 chronik's core and the cluster package, never the HTTP stack.
 """
@@ -13,10 +15,11 @@ chronik's core and the cluster package, never the HTTP stack.
 from __future__ import annotations
 
 import socket
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from chronik.cluster import ClusterConfig, Membership
+from chronik.cluster import ClusterConfig, Membership, MembershipBackend
 from chronik.cluster.config import check_address
 from chronik.errors import ConfigurationError
 from chronik.server.routing import router_of
@@ -25,11 +28,22 @@ __all__ = [
     "advertised",
     "build_membership",
     "join_cluster",
+    "membership_backend",
+    "membership_of",
     "parts_of",
     "route_by_affinity",
     "serve_membership",
     "start_membership",
 ]
+
+
+_MEMBERSHIPS: weakref.WeakKeyDictionary[Any, Membership] = weakref.WeakKeyDictionary()
+
+
+def membership_of(app: Any) -> Membership | None:
+    """The Membership ``chronik serve`` runs for ``app`` (None: the node is in no cluster);
+    pages that show the members read through it, whichever backend it registers in."""
+    return _MEMBERSHIPS.get(app)
 
 
 def advertised(configured: str | None, host: str, port: int | None) -> str:
@@ -63,6 +77,18 @@ def parts_of(runners: Iterable[Any], health: Any, outbox: Any = None) -> list[st
     return out
 
 
+def membership_backend(config: ClusterConfig, app: Any, transport: str | None = None) -> Any:
+    """Where the members register: the store (``cluster.backend: store``), or a JetStream KV
+    bucket on ``cluster.nats_url`` (default: ``transport`` when it is a NATS URL)."""
+    config.check()
+    if config.backend != "nats":
+        return app.store
+    url = config.nats_server(transport)
+    from chronik.cluster.nats_backend import NatsMembershipBackend
+
+    return NatsMembershipBackend(url, config.nats_bucket)
+
+
 def build_membership(
     config: ClusterConfig,
     app: Any,
@@ -70,12 +96,13 @@ def build_membership(
     grpc: str,
     parts: Callable[[], Iterable[str]],
     load: Callable[[], dict[str, float]] | None = None,
+    transport: str | None = None,
 ) -> Membership:
     """The node's Membership from the checked ``cluster`` section (not joined yet; its
-    ``http`` address is set once HTTP is bound)."""
+    ``http`` address is set once HTTP is bound); ``transport``: the node's transport URL."""
     config.check()
     return Membership(
-        app.store,
+        membership_backend(config, app, transport),
         node_id=config.node_id,
         grpc=grpc,
         ttl=config.ttl,
@@ -89,21 +116,34 @@ def build_membership(
 async def start_membership(membership: Membership, app: Any) -> Callable[[], Awaitable[None]]:
     """Join the cluster and heartbeat as the supervised task ``cluster membership`` of
     ``app.health``; the step that stops the heartbeat and leaves."""
-    await membership.join()
+    try:
+        await membership.join()
+    except BaseException:
+        await _close_backend(membership.backend)
+        raise
     app.health.supervise("cluster membership", membership.run)
 
     async def leave_cluster() -> None:
         await app.health.stop_task("cluster membership")
-        await membership.leave()
+        try:
+            await membership.leave()
+        finally:
+            await _close_backend(membership.backend)
 
     return leave_cluster
 
 
 def serve_membership(
-    config: ClusterConfig, app: Any, server: Any, limiter: Any, found: dict[str, Any]
+    config: ClusterConfig,
+    app: Any,
+    server: Any,
+    limiter: Any,
+    found: dict[str, Any],
+    transport: str | None = None,
 ) -> Membership:
     """``chronik serve``'s Membership (not joined yet): gRPC as bound, the parts it runs
-    (``found["outbox"]``: its outbox dispatcher, once started) and its load."""
+    (``found["outbox"]``: its outbox dispatcher, once started) and its load; ``transport``:
+    the configured transport URL (the NATS server of ``cluster.backend: nats`` by default)."""
 
     def parts() -> list[str]:
         runners = [r for r in (app.runner, server.runner) if r is not None]
@@ -115,9 +155,12 @@ def serve_membership(
         return found if router is None else {**found, **router.stats.as_dict()}
 
     grpc = advertised(config.advertise.grpc, server.host, server.port)
-    membership = build_membership(config, app, grpc=grpc, parts=parts, load=load)
+    membership = build_membership(
+        config, app, grpc=grpc, parts=parts, load=load, transport=transport
+    )
     if config.routing == "affinity":
         route_by_affinity(config, app, server, membership)
+    _MEMBERSHIPS[app] = membership
     return membership
 
 
@@ -157,6 +200,13 @@ async def join_cluster(
         flush=True,
     )
     return leave
+
+
+async def _close_backend(backend: MembershipBackend) -> None:
+    """Close a membership backend that owns a connection (NATS); the store is the app's."""
+    close = getattr(backend, "close", None)
+    if close is not None:
+        await close()
 
 
 def _closing(router: Any, leave: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:

@@ -18,6 +18,7 @@ limits: {max_inflight_commands: 256, max_subscriptions: 1000}   # then 429 / RES
 cluster: {enabled: true, node_id: node-a, ttl: 10}   # membership (chronik cluster status)
 projection_leases: {lease_ttl: 10, heartbeat: 1}   # a dead node's projections move after lease_ttl
 #   cluster.routing: affinity | local (default); cluster.secret / secret_env (with auth)
+#   cluster.backend: store (default) | nats (a KV bucket on cluster.nats_url, default the transport)
 retention: {domains: {metrics: {max_count: 1000}}, scavenger: {enabled: true, interval: 1h}}
 """
 

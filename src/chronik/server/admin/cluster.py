@@ -3,7 +3,9 @@
 
 A module-level handler ``handler(state, request)`` over an ``AdminState``; it reads the
 membership from the store (``chronik.cluster.read_view``), so the page works on any node,
-whether or not it runs a Membership itself. Imports ``state``, never ``routes``.
+whether or not it runs a Membership itself; a node that runs one reads through it
+(``chronik.server.cluster.membership_of``), so a NATS KV membership shows too. Imports
+``state``, never ``routes``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from starlette.responses import Response
 
 from chronik.cluster import Member, read_view
 from chronik.server.admin.state import AdminState, render
+from chronik.server.cluster import membership_of
 
 __all__ = ["cluster"]
 
@@ -32,7 +35,8 @@ def _row(m: Member, at: float) -> dict[str, Any]:
 
 async def cluster(state: AdminState, request: Request) -> Response:
     """``GET /admin/cluster``: the cluster's members."""
-    view = await read_view(state.store)
+    membership = membership_of(state.app)
+    view = await (read_view(state.store) if membership is None else membership.view())
     return render(
         state,
         request,
