@@ -18,6 +18,7 @@ from schemathesis.checks import (
 )
 
 from chronik.server.http import LiveQuery, create_http_app
+from chronik.server.http_retention import retention_routes
 from examples.shop.app import build_app
 from tests.conftest import SCALE
 
@@ -27,6 +28,7 @@ http = create_http_app(
     queries=[LiveQuery("customer", "customer_summary", "customer_summary", ("customer_id",))],
     admin_writes=True,
     raw_append=True,  # POST /v1/dcb/append is fuzzed too
+    extra_routes=retention_routes(),  # POST /v1/admin/streams/compact is fuzzed too
 )
 schema = schemathesis.openapi.from_asgi("/openapi.json", http).exclude(
     path_regex="/stream$|/queries/"  # endless SSE streams are tested in test_http.py

@@ -110,6 +110,8 @@ OTHER_JSON_COMMANDS |= {("import",), ("move",)}
 #: --json commands of retention and the scavenger: JSON Lines checked in test_cli_streams.py
 OTHER_JSON_COMMANDS |= {("streams", "retention", "set"), ("streams", "retention", "show")}
 OTHER_JSON_COMMANDS |= {("scavenge",)}
+#: compaction needs an app config: its --json is checked in integration/test_compact_cli_http.py
+OTHER_JSON_COMMANDS |= {("streams", "compact")}
 
 
 @pytest.mark.parametrize(("command", "args", "field"), JSON_COMMANDS, ids=lambda v: " ".join(v))

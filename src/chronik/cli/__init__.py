@@ -44,7 +44,7 @@ def _build() -> typer.Typer:
     from chronik.cli.outbox import outbox
     from chronik.cli.projections import app as projections
     from chronik.cli.serve import serve
-    from chronik.cli.streams import retention, scavenge_command, streams_delete
+    from chronik.cli.streams import retention, scavenge_command, streams_compact, streams_delete
     from chronik.cli.transport import transport
 
     app = typer.Typer(
@@ -52,6 +52,7 @@ def _build() -> typer.Typer:
     )
     app.add_typer(db, name="db")
     streams.command("delete")(streams_delete)
+    streams.command("compact")(streams_compact)
     streams.add_typer(retention, name="retention")
     app.add_typer(streams, name="streams")
     events.command("redact")(events_redact)

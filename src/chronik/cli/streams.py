@@ -1,5 +1,6 @@
-"""``chronik streams delete``, ``chronik streams retention set|show`` and ``chronik scavenge``:
-deletes, retention rules and the scavenger from the command line (``chronik.store.deletion``,
+"""``chronik streams delete``, ``chronik streams compact``, ``chronik streams retention
+set|show`` and ``chronik scavenge``: deletes, compaction, retention rules and the scavenger from
+the command line (``chronik.store.deletion``, ``chronik.lifecycle.compaction``,
 ``chronik.store.retention``, ``chronik.lifecycle.scavenger``)."""
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from chronik.messages import ANY, NO_STREAM, STREAM_EXISTS, Expected, StreamId
 from chronik.store import open_store
 from chronik.store.retention import Retention, check_retention
 
-__all__ = ["retention", "scavenge_command", "streams_delete"]
+__all__ = ["retention", "scavenge_command", "streams_compact", "streams_delete"]
 
 retention = typer.Typer(help="Retention rules of a stream.", no_args_is_help=True)
 
@@ -55,6 +56,50 @@ def streams_delete(
     done = run(go)
     kind = "hard-deleted (tombstoned)" if hard else "soft-deleted"
     print(f"{stream} {kind}: deletion event at sequence {done.first_sequence}, {done.position}")
+
+
+def streams_compact(
+    stream: str = typer.Argument(..., help="DOMAIN/AGGREGATE_ID or TENANT:DOMAIN/AGGREGATE_ID"),
+    upto: int = typer.Option(..., "--upto", help="The last sequence the summary stands for."),
+    config: str = typer.Option(
+        ..., "--config", help="A chronik.yaml: the app whose model sums the events up."
+    ),
+    store: str | None = STORE_OPTION,
+    as_json: bool = typer.Option(False, "--json", help="The result as JSON."),
+) -> None:
+    """Compact a stream: its model's summary event replaces the events 0..--upto (hidden at
+    once, removed by the scavenger); a retry answers the same summary."""
+    from chronik.lifecycle.compaction import compact_aggregate
+    from chronik.server.config import build_app, load_config
+
+    if upto < 0:
+        raise typer.BadParameter("a sequence >= 0", param_hint="--upto")
+
+    async def go() -> Any:
+        settings = load_config(config)
+        target = StreamId.parse(stream)
+        app = build_app(settings, store or settings.store or store_url(None))
+        model = app.bus.model(target.domain)
+        async with app.store:
+            return await compact_aggregate(
+                app.store, app.registry, model, target.aggregate_id, upto, tenant=target.tenant
+            )
+
+    done = run(go)
+    if as_json:
+        print_json_lines(
+            [
+                {
+                    "stream": stream,
+                    "upto": done.sequence,
+                    "event_id": done.event_id,
+                    "type": done.type,
+                    "position": str(done.position),
+                }
+            ]
+        )
+        return
+    print(f"{stream} compacted up to {done.sequence}: {done.type} {done.event_id}")
 
 
 def _rules_json(rules: Retention) -> dict[str, Any]:

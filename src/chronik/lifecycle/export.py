@@ -5,7 +5,9 @@ it and nothing after, whatever other writers append meanwhile (on PostgreSQL the
 last position no running transaction can still come before). Only events are exported: they
 are the source of truth. Snapshots are a cache (rebuilt on the next loads), read models are
 rebuilt by their projections, and checkpoints, leases and outbox rows hold positions or state
-of the source store that mean nothing in another one.
+of the source store that mean nothing in another one. A store with deletion
+(``supports_deletion``) also exports each stream's own retention rules (its truncation point
+included: where a soft delete, a truncation or a compaction left it), after the events.
 """
 
 from __future__ import annotations
@@ -15,7 +17,12 @@ from collections.abc import AsyncIterator, Callable
 from typing import IO, Final, NamedTuple, cast
 
 from chronik.errors import ValidationError
-from chronik.lifecycle.format import encode_end, encode_event, encode_header
+from chronik.lifecycle.format import (
+    encode_end,
+    encode_event,
+    encode_header,
+    encode_retention,
+)
 from chronik.messages import Position
 from chronik.store.base import EventStore
 
@@ -25,6 +32,8 @@ __all__ = ["PROGRESS_EVERY", "ExportReport", "Progress", "export_events", "expor
 Progress = Callable[[int], None]
 #: How many events pass between two progress calls.
 PROGRESS_EVERY: Final = 1000
+#: How many streams one page of the retention scan holds.
+_RETENTION_PAGE: Final = 500
 
 
 class ExportReport(NamedTuple):
@@ -68,9 +77,26 @@ async def export_lines(
                 progress(count)
     if progress is not None:
         progress(count)
+    if store.supports_deletion:
+        async for line in _retention_lines(store):
+            yield line
     yield encode_end(count)
     if report is not None:
         report.append(ExportReport(count, head, after))
+
+
+async def _retention_lines(store: EventStore) -> AsyncIterator[bytes]:
+    """A retention line for each stream with rules of its own (a truncation point included)."""
+    cursor: int | None = None
+    while True:
+        page, cursor = await store.retention_page(cursor, _RETENTION_PAGE)
+        for entry in page:
+            rules = entry.retention
+            if rules.max_age is None and rules.max_count is None and not rules.truncate_before:
+                continue
+            yield encode_retention(entry.stream, rules)
+        if cursor is None:
+            return
 
 
 async def export_events(

@@ -12,6 +12,11 @@ sit on one line as it is) is base64 text, in ``payload`` for a non-JSON content 
 ``payload_base64`` for JSON. The last line, ``{"chronik_export_end": {"events": N}}``, tells a
 complete file from a cut one. Readers ignore keys they do not know, so later versions may add
 some (tenants, archives, key ids) without breaking older readers of the same version.
+
+Version 2 adds, between the last event and the end line, one line per stream with retention
+rules of its own (``chronik.store.retention``): ``{"chronik_retention": {"tenant": "",
+"domain": ..., "aggregate_id": ..., "max_age": ..., "max_count": ..., "truncate_before": ...}}``
+(absent rules left out). A version 1 file (no such lines) still imports.
 """
 
 from __future__ import annotations
@@ -25,28 +30,35 @@ import msgspec
 
 from chronik.errors import ImportConflict, InvalidExport, ValidationError
 from chronik.messages import JSON, EventData, Position, RecordedEvent, StreamId
+from chronik.store.retention import Retention, check_retention
 
 __all__ = [
     "END_KEY",
     "FORMAT_VERSION",
+    "RETENTION_KEY",
     "EndLine",
     "EventLine",
     "Header",
     "ImportConflict",
+    "RetentionLine",
     "InvalidExport",
     "decode_end",
     "decode_event",
     "decode_header",
+    "decode_retention",
     "encode_end",
     "encode_event",
     "encode_header",
+    "encode_retention",
     "event_data",
     "is_end",
+    "is_retention",
 ]
 
 #: The version of the export format this chronik writes and the newest it reads.
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
 END_KEY: Final = "chronik_export_end"
+RETENTION_KEY: Final = "chronik_retention"
 _NONE: Final = msgspec.Raw()
 _WHITESPACE: Final = b" \t\r\n"
 
@@ -92,10 +104,28 @@ class EndLine(msgspec.Struct):
     chronik_export_end: EndInfo
 
 
+class StreamRules(msgspec.Struct, omit_defaults=True):
+    """A stream's own retention rules, as a retention line writes them."""
+
+    domain: str
+    aggregate_id: str
+    tenant: str = ""
+    max_age: float | None = None
+    max_count: int | None = None
+    truncate_before: int | None = None
+
+
+class RetentionLine(msgspec.Struct):
+    """A line of a stream's retention rules (format version 2)."""
+
+    chronik_retention: StreamRules
+
+
 _encoder: Final = msgspec.json.Encoder()
 _header_decoder: Final = msgspec.json.Decoder(Header)
 _event_decoder: Final = msgspec.json.Decoder(EventLine)
 _end_decoder: Final = msgspec.json.Decoder(EndLine)
+_retention_decoder: Final = msgspec.json.Decoder(RetentionLine)
 _metadata_decoder: Final = msgspec.json.Decoder(dict[str, str])
 _any_decoder: Final = msgspec.json.Decoder()
 _EMPTY: Final = msgspec.Raw(b"{}")
@@ -116,6 +146,38 @@ def encode_header(source: str, head: Position | None, after: Position | None) ->
 def encode_end(events: int) -> bytes:
     """The end line of a complete export of ``events`` events."""
     return _encoder.encode(EndLine(EndInfo(events))) + b"\n"
+
+
+def encode_retention(stream: StreamId, retention: Retention) -> bytes:
+    """The retention line (with its newline) of ``stream``'s own rules."""
+    rules = StreamRules(
+        stream.domain,
+        stream.aggregate_id,
+        stream.tenant,
+        retention.max_age,
+        retention.max_count,
+        retention.truncate_before,
+    )
+    return _encoder.encode(RetentionLine(rules)) + b"\n"
+
+
+def is_retention(data: bytes) -> bool:
+    """Whether a line is a retention line (as the exporter writes it: its key first)."""
+    return data.lstrip()[: len(RETENTION_KEY) + 2] == b'{"' + RETENTION_KEY.encode()
+
+
+def decode_retention(number: int, data: bytes) -> tuple[StreamId, Retention]:
+    """A retention line's stream and rules, checked (InvalidExport naming the line)."""
+    try:
+        rules = _retention_decoder.decode(data).chronik_retention
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise InvalidExport(number, f"invalid retention line: {exc}", field=RETENTION_KEY) from None
+    try:
+        stream = StreamId(rules.domain, rules.aggregate_id, rules.tenant)
+        retention = check_retention(rules.max_age, rules.max_count, rules.truncate_before)
+    except ValidationError as exc:
+        raise InvalidExport(number, str(exc), field=exc.field) from None
+    return stream, retention
 
 
 def _one_line_json(data: bytes) -> bool:

@@ -8,6 +8,16 @@ events already stored with the same content are skipped (and counted). An event 
 contradicts (its id stored with other content or elsewhere, its stream at another version)
 is an ImportConflict naming its line, and nothing of its batch is written.
 
+A deletion event (``chronik.stream_deleted``) is imported as the delete it records, in the
+unit that writes it: a soft delete empties the stream in the target, a hard one tombstones it.
+Retention lines (format version 2) set each stream's own rules after the events, its
+truncation point included (a truncated or compacted stream reads from the same sequence).
+A stream whose first events were scavenged in the source (its first event in the file has a
+sequence > 0 and the target lacks the earlier ones) is refused with ImportConflict: a store
+starts every stream at sequence 0, so it cannot hold it faithfully. The events of a stream
+tombstoned in the target that precede its tombstone cannot be read back: a re-run counts
+them skipped without comparing their content.
+
 What the port cannot carry: ``recorded_at``. Every adapter stamps an event with its own clock
 when it commits, so imported events are recorded at the import's time; the source's time
 stays in the export file. Positions are the target's own: the order is kept, the values are
@@ -21,12 +31,18 @@ from typing import Final
 
 import msgspec
 
-from chronik.errors import ConcurrencyError, DuplicateEventError, WrongExpectedVersion
+from chronik.errors import (
+    ConcurrencyError,
+    DuplicateEventError,
+    StreamDeleted,
+    WrongExpectedVersion,
+)
 from chronik.lifecycle.export import Progress
 from chronik.lifecycle.format import ImportConflict
 from chronik.lifecycle.runs import Lines, Reader, Run
 from chronik.messages import AppendResult, Position, RecordedEvent, StreamId
 from chronik.store.base import AppendRequest, EventStore, PreparedEvent
+from chronik.store.retention import Retention
 
 __all__ = ["ImportReport", "import_events"]
 
@@ -39,15 +55,17 @@ class ImportReport:
 
     ``appended`` events were written, ``skipped`` ones were stored already with the same
     content (a re-run or a resumed import), ``streams`` is how many streams begin in the file
-    (their event 0 is in it). ``complete`` is False when the file has no end line: the export
-    was cut short, and what was imported is a prefix of the source's order (export again, then
-    import the new file: what is stored already is skipped). ``source``, ``exported_at`` and
+    (their event 0 is in it), ``retention`` how many streams' rules were set. ``complete`` is
+    False when the file has no end line: the export was cut short, and what was imported is a
+    prefix of the source's order (export again, then import the new file: what is stored
+    already is skipped). ``source``, ``exported_at`` and
     ``head`` come from the file's header.
     """
 
     appended: int = 0
     skipped: int = 0
     streams: int = 0
+    retention: int = 0
     complete: bool = False
     source: str = ""
     exported_at: str = ""
@@ -76,6 +94,7 @@ async def import_events(
         appended, skipped = await _write_batch(store, batch)
         report.appended += appended
         report.skipped += skipped
+        report.retention += await _set_retention(store, reader.take_retention())
         if progress is not None:
             progress(report.appended + report.skipped)
     header = reader.header
@@ -92,12 +111,21 @@ async def import_events(
     return report
 
 
+async def _set_retention(store: EventStore, rules: list[tuple[int, StreamId, Retention]]) -> int:
+    """Set each stream's rules (a truncation point only moves forward: re-runs change nothing)."""
+    for _number, stream, retention in rules:
+        await store.set_retention(stream, retention)
+    return len(rules)
+
+
 async def _write_batch(store: EventStore, batch: list[Run]) -> tuple[int, int]:
     """Write one batch as one unit; (appended, skipped)."""
+    if not batch:
+        return 0, 0
     head = await store.head()
     try:
-        results = await _commit(store, [run.request() for run in batch])
-    except (ConcurrencyError, DuplicateEventError):
+        results = await _commit(store, [(run, 0) for run in batch])
+    except (ConcurrencyError, DuplicateEventError, StreamDeleted):
         # Some of it is stored already (a re-run, a resumed import) or the target disagrees:
         # sort it out run by run, then write what is left.
         return await _resolve(store, batch)
@@ -107,12 +135,16 @@ async def _write_batch(store: EventStore, batch: list[Run]) -> tuple[int, int]:
     return appended, sum(len(run.events) for run in batch) - appended
 
 
-async def _commit(store: EventStore, requests: list[AppendRequest]) -> list[AppendResult]:
-    if not requests:
+async def _commit(store: EventStore, runs: list[tuple[Run, int]]) -> list[AppendResult]:
+    """The runs (each after its first ``skip`` events) as one unit, deletions as deletes."""
+    if not runs:
         return []
     async with store.transaction() as tx:
-        for request in requests:
-            tx.append_prepared(request)
+        for run, skip in runs:
+            if run.deletion is not None and skip == 0:
+                tx.delete_prepared(run.request(), run.deletion)
+            else:
+                tx.append_prepared(run.request(skip))
     return tx.results
 
 
@@ -125,33 +157,61 @@ def _new(position: Position, head: Position | None) -> bool:
     return head is None or position > head
 
 
+async def _state(store: EventStore, stream: StreamId) -> tuple[int, int, bool]:
+    """(last sequence stored, shown or not; the truncation point; tombstoned) of a stream."""
+    dead = False
+    try:
+        version = await store.stream_version(stream)
+    except StreamDeleted:
+        version, dead = None, True
+    before = 0
+    if store.supports_deletion and (version is None or version > 0):
+        before = (await store.get_retention(stream)).truncate_before or 0
+    if version is None:  # empty, emptied by a soft delete, or tombstoned
+        return before - 1, before, dead
+    return version, before, dead
+
+
 async def _resolve(store: EventStore, batch: list[Run]) -> tuple[int, int]:
     """Check each run against the target, skip what it holds, write the rest as one unit."""
-    versions: dict[StreamId, int | None] = {}
+    states: dict[StreamId, tuple[int, int, bool]] = {}
     todo: list[tuple[Run, int]] = []  # (run, events of it stored already)
     skipped = 0
     for run in batch:
         stream = run.stream
-        version = versions[stream] if stream in versions else await store.stream_version(stream)
-        if (version is None and run.first > 0) or (version is not None and version < run.first - 1):
-            shown = "has no events" if version is None else f"is at version {version}"
+        last, before, dead = states.get(stream) or await _state(store, stream)
+        if last < run.first - 1:
             raise ImportConflict(
                 run.lines[0],
-                f"stream {stream} {shown} in the target, but this event has sequence "
-                f"{run.first}: the events before it are missing (import the earlier export "
-                "first)",
+                _missing(run, last),
                 stream=str(stream),
                 event_id=run.events[0].event_id,
             )
-        stored = 0 if version is None else min(len(run.events), version - run.first + 1)
-        if stored:
-            await _check_stored(store, run, stored)
-            skipped += stored
+        stored = min(len(run.events), last - run.first + 1)
+        if stored == 0 and run.first == before and last < before:
+            run.fresh = True  # it reads empty after a delete: it starts again here
+        if dead and stored < len(run.events):
+            raise ImportConflict(
+                run.lines[stored],
+                f"stream {stream} is deleted for good (tombstoned) in the target at sequence "
+                f"{before - 1}; this event has sequence {run.first + stored}",
+                stream=str(stream),
+                event_id=run.events[stored].event_id,
+            )
+        if stored and not dead:  # a tombstone's events cannot be read back: taken as stored
+            hidden = max(0, min(stored, before - run.first))
+            if hidden:
+                await _check_hidden(store, run, hidden)
+            if stored > hidden:
+                await _check_stored(store, run, stored, hidden)
+        skipped += stored
         if stored < len(run.events):
             todo.append((run, stored))
-        versions[stream] = run.last if version is None else max(version, run.last)
+        if run.deletion is not None:
+            before, dead = run.first + 1, run.deletion
+        states[stream] = (max(last, run.last), before, dead)
     try:
-        await _commit(store, [run.request(stored) for run, stored in todo])
+        await _commit(store, todo)
     except DuplicateEventError as exc:
         raise ImportConflict(_line_of(todo, exc.event_id), str(exc), event_id=exc.event_id) from exc
     except WrongExpectedVersion as exc:
@@ -165,6 +225,45 @@ async def _resolve(store: EventStore, batch: list[Run]) -> tuple[int, int]:
     return appended, skipped
 
 
+def _missing(run: Run, last: int) -> str:
+    """Why a run cannot be appended: the events before it are not in the target."""
+    shown = "has no events" if last < 0 else f"is at version {last}"
+    text = (
+        f"stream {run.stream} {shown} in the target, but this event has sequence "
+        f"{run.first}: the events before it are missing"
+    )
+    if last < 0:
+        return (
+            f"{text} (they are in an earlier export: import it first; or they were scavenged "
+            "in the source: a store starts every stream at sequence 0, so a stream whose "
+            "start was scavenged cannot be imported faithfully)"
+        )
+    return f"{text} (import the earlier export first)"
+
+
+async def _check_hidden(store: EventStore, run: Run, count: int) -> None:
+    """ImportConflict unless the first ``count`` events of the run, hidden in the target (below
+    its truncation point: they cannot be read), are stored as they are: appended again as a
+    retry, which the store answers with the stored events or refuses."""
+    request = AppendRequest(run.stream, run.events[:count], run.first - 1)
+    try:
+        async with store.transaction() as tx:
+            tx.append_prepared(request)
+    except DuplicateEventError as exc:
+        number = _line_of([(run, 0)], exc.event_id)
+        raise ImportConflict(
+            number, str(exc), stream=str(run.stream), event_id=exc.event_id
+        ) from exc
+    except WrongExpectedVersion as exc:
+        raise ImportConflict(
+            run.lines[0],
+            f"stream {run.stream} already holds other events at sequences {run.first} to "
+            f"{run.first + count - 1} (below its truncation point)",
+            stream=str(run.stream),
+            event_id=run.events[0].event_id,
+        ) from exc
+
+
 def _line_of(todo: list[tuple[Run, int]], event_id: str) -> int:
     """The line of an event of the batch (the batch's first line if it is not in it)."""
     for run, _ in todo:
@@ -174,10 +273,12 @@ def _line_of(todo: list[tuple[Run, int]], event_id: str) -> int:
     return todo[0][0].lines[0]
 
 
-async def _check_stored(store: EventStore, run: Run, count: int) -> None:
-    """ImportConflict unless the first ``count`` events of the run are stored as they are."""
-    found = [e async for e in store.read_stream(run.stream, run.first, limit=count)]
-    for prepared, number, stored in zip(run.events, run.lines, found, strict=False):
+async def _check_stored(store: EventStore, run: Run, count: int, skip: int = 0) -> None:
+    """ImportConflict unless events ``skip`` to ``count`` of the run are stored as they are."""
+    start = run.first + skip
+    found = [e async for e in store.read_stream(run.stream, start, limit=count - skip)]
+    pairs = zip(run.events[skip:count], run.lines[skip:count], found, strict=False)
+    for prepared, number, stored in pairs:
         if stored.event_id != prepared.event_id:
             raise ImportConflict(
                 number,
@@ -193,9 +294,9 @@ async def _check_stored(store: EventStore, run: Run, count: int) -> None:
                 stream=str(run.stream),
                 event_id=prepared.event_id,
             )
-    if len(found) < count:  # the stream changed under us: let the next run find out
+    if len(found) < count - skip:  # the stream changed under us: let the next run find out
         raise ImportConflict(
-            run.lines[len(found)],
+            run.lines[skip + len(found)],
             f"stream {run.stream} changed during the import",
             stream=str(run.stream),
         )

@@ -3,6 +3,9 @@ or ``http.admin_writes`` without auth):
 
 - ``POST /v1/admin/streams/delete`` {domain, aggregate_id, tenant, hard, expected}: a soft or
   hard delete (``store.delete_stream``);
+- ``POST /v1/admin/streams/compact`` {domain, aggregate_id, tenant, upto}: close the books of
+  an aggregate's stream at ``upto`` with its model's summary event
+  (``chronik.lifecycle.compaction.compact_aggregate``; the domain must be the app's);
 - ``GET|PUT /v1/admin/retention/{domain}/{aggregate_id}`` (?tenant=): a stream's rules
   (PUT body: {max_age, max_count, truncate_before});
 - ``POST /v1/admin/scavenge`` {dry_run, batch_size}: one scavenger run now, under the lease
@@ -24,9 +27,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from chronik.errors import LeaseHeld, ValidationError
+from chronik.lifecycle.compaction import compact_aggregate
 from chronik.lifecycle.scavenger import LEASE, Scavenger
 from chronik.messages import ANY, NO_STREAM, STREAM_EXISTS, Expected, StreamId
 from chronik.server.http_state import guarded, read_body, state_of
+from chronik.server.openapi_retention import MAX_SEQUENCE
 from chronik.store.retention import Retention, check_retention
 
 __all__ = ["retention_routes"]
@@ -42,6 +47,15 @@ class DeleteBody(msgspec.Struct, forbid_unknown_fields=True):
     tenant: str = ""
     hard: bool = False
     expected: str | int = "any"
+
+
+class CompactBody(msgspec.Struct, forbid_unknown_fields=True):
+    """The body of a compaction."""
+
+    domain: str
+    aggregate_id: str
+    upto: int
+    tenant: str = ""
 
 
 class RulesBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -109,6 +123,29 @@ async def delete_stream(request: Request) -> Response:
     )
 
 
+async def compact_stream(request: Request) -> Response:
+    """``POST /v1/admin/streams/compact``: replace an aggregate's events 0..upto by its
+    model's summary (the same answer on a retry)."""
+    body: CompactBody = _decode(await read_body(request), CompactBody)
+    stream = StreamId(body.domain, body.aggregate_id, body.tenant)
+    if not 0 <= body.upto <= MAX_SEQUENCE:
+        raise ValidationError(f"invalid sequence {body.upto!r}", field="upto")
+    app = state_of(request).app
+    model = app.bus.model(stream.domain)
+    done = await compact_aggregate(
+        app.store, app.registry, model, stream.aggregate_id, body.upto, tenant=stream.tenant
+    )
+    return JSONResponse(
+        {
+            "stream": str(stream),
+            "upto": done.sequence,
+            "event_id": done.event_id,
+            "type": done.type,
+            "position": str(done.position),
+        }
+    )
+
+
 async def get_retention(request: Request) -> Response:
     """``GET /v1/admin/retention/{domain}/{aggregate_id}``: a stream's own rules."""
     stream = _stream(request)
@@ -155,6 +192,7 @@ def retention_routes(defaults: Mapping[str, Retention] | None = None) -> list[Ro
     tail = "{domain}/{aggregate_id:path}"
     return [
         Route("/v1/admin/streams/delete", guarded(delete_stream, "admin"), methods=["POST"]),
+        Route("/v1/admin/streams/compact", guarded(compact_stream, "admin"), methods=["POST"]),
         Route(f"/v1/admin/retention/{tail}", guarded(get_retention, "read"), methods=["GET"]),
         Route(f"/v1/admin/retention/{tail}", guarded(put_retention, "admin"), methods=["PUT"]),
         Route("/v1/admin/scavenge", guarded(scavenge_now, "admin"), methods=["POST"]),

@@ -15,6 +15,7 @@ from urllib.parse import quote
 from chronik.server import openapi_schemas as schemas
 from chronik.server.catalog import CATALOG_SCHEMA, Catalog, command_union
 from chronik.server.openapi_gdpr import gdpr_paths
+from chronik.server.openapi_retention import retention_paths
 from chronik.server.openapi_schemas import component_schemas
 
 __all__ = ["openapi_document"]
@@ -65,6 +66,7 @@ def openapi_document(
     path per live query (name -> parameters) of ``queries``."""
     doc = _document()
     doc["paths"].update(gdpr_paths())
+    doc["paths"].update(retention_paths())
     schemas = doc["components"]["schemas"]
     if catalog is not None:
         union, components = command_union(catalog, schemas["Command"])

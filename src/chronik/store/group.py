@@ -26,7 +26,7 @@ from typing import Any, Final
 import msgspec
 
 from chronik.adapters import safe_url
-from chronik.errors import ConfigurationError, StoreReadOnly
+from chronik.errors import ConfigurationError, NotSupported, StoreReadOnly
 from chronik.messages import (
     AppendResult,
     Checkpoint,
@@ -39,6 +39,8 @@ from chronik.messages import (
 from chronik.store.base import EventStore, ReadPage, WriteUnit
 from chronik.store.composite import CompositeStore
 from chronik.store.group_positions import START, Cut, CutBook, after_bounds, before_bounds
+from chronik.store.records import PreparedEvent
+from chronik.store.retention import Retention, StreamRetention
 from chronik.store.tables import Condition
 
 __all__ = ["MEMBER_NAME", "GroupStore"]
@@ -92,7 +94,49 @@ class GroupStore(CompositeStore):
             raise self._read_only("a group view without home= has no tables")
         self.home._require_tables()
 
+    # --- streams over time: each member's own store deletes, keeps and compacts its streams ----
+
+    def _not_supported(self, operation: str) -> NotSupported:
+        return NotSupported(f"{operation} (a group view: use the member's own store)", "GroupStore")
+
+    def _require_deletion(self) -> None:
+        """Each operation refuses on its own, naming itself (a delete: in ``_write``)."""
+
+    async def _set_retention(self, stream: StreamId, retention: Retention) -> None:
+        raise self._not_supported("stream retention")
+
+    async def _get_retention(self, stream: StreamId) -> Retention:
+        raise self._not_supported("stream retention")
+
+    async def _retention_page(
+        self, cursor: int | None, limit: int
+    ) -> tuple[list[StreamRetention], int | None]:
+        raise self._not_supported("stream retention")
+
+    async def _first_sequence_since(self, stream: StreamId, recorded_at_us: int) -> int | None:
+        raise self._not_supported("stream retention")
+
+    async def _scavenge_stream(
+        self, stream: StreamId, before: int, limit: int, dry_run: bool
+    ) -> tuple[int, int]:
+        raise self._not_supported("scavenging")
+
+    async def _compact_stream(
+        self, stream: StreamId, upto: int, event: PreparedEvent
+    ) -> RecordedEvent:
+        raise self._not_supported("stream compaction")
+
+    async def _rewrite_event(
+        self, event_id: str, payload: bytes, content_type: str
+    ) -> RecordedEvent | None:
+        raise self._not_supported("rewriting an event in place (redaction)")
+
+    async def _drop_snapshot(self, stream: StreamId) -> bool:
+        raise self._not_supported("dropping a snapshot")
+
     async def _write(self, unit: WriteUnit) -> list[AppendResult]:
+        if unit.deletes:
+            raise self._not_supported("stream deletion")
         if unit.appends or unit.snapshots or unit.conditions or unit.expects:
             raise self._read_only("a group view: append to the member's own store")
         if self.home is None:

@@ -54,6 +54,7 @@ from chronik.messages import (
 )
 from chronik.store.base import EventStore, ReadPage, StoreHealth, WriteUnit
 from chronik.store.composite import CompositeStore
+from chronik.store.rw_writer import WriterOperations
 from chronik.store.system_tables import SYSTEM_TABLES
 from chronik.store.tables import Condition
 
@@ -86,7 +87,7 @@ def _max(a: Position | None, b: Position | None) -> Position | None:
     return b if a is None or (b is not None and b > a) else a
 
 
-class ReadWriteStore(CompositeStore):
+class ReadWriteStore(WriterOperations, CompositeStore):
     """Writes to ``write``, reads from ``read`` (replicas of it), read-your-writes by position."""
 
     def __init__(
@@ -106,6 +107,8 @@ class ReadWriteStore(CompositeStore):
         if reads not in READS:
             raise ConfigurationError(f"reads must be one of {', '.join(READS)}, not {reads!r}")
         super().__init__(url or f"rw://{write.url}", [write, *readers], write)
+        # deletes, retention, compaction and rewrites are the writer's: as far as it offers them
+        self.supports_deletion = write.supports_deletion  # type: ignore[misc]
         self.writer = write
         self.readers: tuple[EventStore, ...] = tuple(readers)
         self.max_lag = float(max_lag)

@@ -25,7 +25,7 @@ from chronik.messages import (
     Snapshot,
     StreamId,
 )
-from chronik.store.deletion import prepare_delete
+from chronik.store.deletion import STREAM_DELETED, prepare_delete
 from chronik.store.leases import check_lease
 from chronik.store.records import (
     AppendRequest,
@@ -99,6 +99,17 @@ class UnitOfWork:
                 stream, expected, hard, event_id, metadata, self._store.max_payload_bytes
             )
         )
+        self._deletes.append(StreamDelete(len(self._requests) - 1, hard))
+
+    def delete_prepared(self, request: AppendRequest, hard: bool) -> None:
+        """Add a delete whose deletion event is encoded already (an import of a stored one):
+        ``request`` appends one ``chronik.stream_deleted`` event, kept byte for byte."""
+        self._store._require_deletion()
+        if type(hard) is not bool:
+            raise ValidationError(f"hard must be a bool, got {hard!r}", field="hard")
+        if len(request.events) != 1 or request.events[0].type != STREAM_DELETED:
+            raise ValidationError(f"a delete appends one {STREAM_DELETED} event", field="events")
+        self.append_prepared(request)
         self._deletes.append(StreamDelete(len(self._requests) - 1, hard))
 
     def append_tagged(
