@@ -218,7 +218,7 @@ def run(runs: int, quick: bool, only: set[str] | None = None) -> None:
             run_many(runs, w8_chronik(sz), sc, _setup(sz)),
             raw_runs,
             note=f"projection catch-up: {sz.w8} events into a SQLite read model, one upsert "
-            f"per event, checkpoint with the rows every {BATCH}; target ratio >= 0.5",
+            f"per event, checkpoint with the rows every {BATCH}; target ratio >= 0.75",
         )
     if only is None or "W9" in only:
         log("W9 append-to-read-model latency ...")

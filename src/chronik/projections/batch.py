@@ -61,25 +61,28 @@ async def handle(
     error: str | None = None
     parked = set(parked)
     handlers = p.handlers
-    begin = rm.begin
     split = p.partitions > 1
     query = p.query
+    sift = split or query is not None or bool(parked)  # else every event is handled
+    writes = rm.writes
     for i, e in enumerate(page):
-        if split and p.partition_of(e.stream) != partition:
-            continue  # another partition's event
-        if query is not None and not query.matches(e):
-            continue  # of a handled type, but not what the projection's query follows
-        if parked and str(e.stream) in parked:
-            dead.append(dead_letters.park(key, generation, e, None, 0, blocked=True))
-            continue
+        if sift:
+            if split and p.partition_of(e.stream) != partition:
+                continue  # another partition's event
+            if query is not None and not query.matches(e):
+                continue  # of a handled type, but not what the projection's query follows
+            if parked and str(e.stream) in parked:
+                dead.append(dead_letters.park(key, generation, e, None, 0, blocked=True))
+                continue
         fn, is_async = handlers[e.type]
-        begin(e)
+        rm.event, rm.mark = e, len(writes)  # rm.begin(e), inline
         try:
             if is_async:
                 await fn(e, rm)  # type: ignore[misc]
             else:
                 fn(e, rm)
         except Exception as exc:
+            sift = True  # the event's stream may be parked now
             rm.discard()
             failed = await retry(p, e, rm, exc, failing, stopping)
             if failed is None:

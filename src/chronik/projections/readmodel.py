@@ -79,6 +79,9 @@ class Table:
         self.name = name
         # column tuple of an upsert -> (positions of the primary key in it, whether it is full)
         self.shapes: dict[tuple[str, ...], tuple[tuple[int, ...], bool]] = {}
+        # a checked column tuple -> its first copy: the writes of a shape share one tuple (no
+        # new tuple kept per row, and runs of equal writes compare by identity)
+        self.checked: dict[tuple[str, ...], tuple[str, ...]] = {}
         self.columns: tuple[tuple[str, str], ...] = tuple(cols)
         self.column_names = frozenset(columns)
         self.primary_key = pk
@@ -99,6 +102,7 @@ class Table:
         )
         if len(self.shapes) < 256:
             self.shapes[columns] = shape
+            self.checked[columns] = columns
         return shape
 
     def spec(self, generation: int) -> TableSpec:
@@ -133,7 +137,7 @@ class ReadModel:
         self._targets: dict[str, tuple[Table, str, tuple[str, ...]]] = {}
         self.generation = generation
         self.writes: list[TableWrite] = []
-        self._mark = 0  # writes before this index belong to events that succeeded
+        self.mark = 0  # writes before this index belong to events that succeeded (begin)
         self._overlay: dict[_Key, _Entry] = {}
         self._folded = 0  # writes folded into the overlay
         self.event: RecordedEvent | None = None
@@ -143,17 +147,17 @@ class ReadModel:
     def begin(self, event: RecordedEvent) -> None:
         """Start staging the writes of one event."""
         self.event = event
-        self._mark = len(self.writes)
+        self.mark = len(self.writes)
 
     def keep(self) -> None:
         """The handler succeeded: its writes stay in the batch."""
-        self._mark = len(self.writes)
+        self.mark = len(self.writes)
 
     def discard(self) -> None:
         """The handler failed: forget its writes."""
-        if len(self.writes) > self._mark:
-            del self.writes[self._mark :]
-            if self._folded > self._mark:
+        if len(self.writes) > self.mark:
+            del self.writes[self.mark :]
+            if self._folded > self.mark:
                 self._overlay = {}
                 self._folded = 0
 
@@ -182,18 +186,23 @@ class ReadModel:
 
     def upsert(self, table: str, row: Mapping[str, Any] | None = None, **values: Any) -> None:
         """Insert the row, or update the given columns of the row with the same primary key."""
-        target = self._targets.get(table)
-        if target is None:
+        try:
+            t, physical, key = self._targets[table]
+        except KeyError:
             t = self._table(table)
-            target = self._targets[table] = (t, self._physical[table], t.primary_key)
-        t, physical, key = target
-        data = values if row is None else {**row, **values}
-        columns = tuple(data)
-        if columns not in t.shapes:
-            t.shape(columns)
+            physical, key = self._physical[table], t.primary_key
+            self._targets[table] = (t, physical, key)
+        if row is not None:
+            values = {**row, **values}
+        columns = tuple(values)
+        known = t.checked.get(columns)
+        if known is None:
+            t.shape(columns)  # ValidationError if they are not the table's
+        else:
+            columns = known
         # TableWrite("upsert", ...) without the NamedTuple __new__ call
         self.writes.append(
-            _new(TableWrite, ("upsert", physical, columns, tuple(data.values()), None, key))
+            _new(TableWrite, ("upsert", physical, columns, tuple(values.values()), None, key))
         )
 
     def delete(self, table: str, **key: Any) -> None:

@@ -10,8 +10,12 @@ value is checked against the rule all adapters share (``check_values``). The rec
 from __future__ import annotations
 
 import re
+from array import array
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from itertools import chain
+from math import isnan
+from operator import attrgetter
 from typing import Any, Final
 
 from chronik.errors import ReadModelError, ValidationError
@@ -51,6 +55,7 @@ __all__ = [
     "TableSpec",
     "TableWrite",
     "check_after",
+    "check_all",
     "check_identifier",
     "check_table_write",
     "check_values",
@@ -168,6 +173,53 @@ def check_values(w: TableWrite) -> TableWrite:
                 column=column,
             )
     return w
+
+
+_PLAIN: Final = frozenset({str, int, float, bool, bytes, type(None)})
+_row = attrgetter("row")
+_is_str = str.__instancecheck__
+_is_int = int.__instancecheck__
+_is_float = float.__instancecheck__
+
+
+def check_all(writes: Iterable[TableWrite]) -> list[TableWrite]:
+    """``check_values`` of a batch of writes at once (a projection's page): the rows of each
+    width are read column by column and each column's values checked kind by kind in C (one
+    join of its strings, its ints as an int64 array, isnan of its floats); if any value is in
+    doubt, ``check_values`` runs write by write (and names the table and column). No object is
+    kept per row (a per-row iterator would make the garbage collector run more often)."""
+    out = list(writes)
+    rows = list(map(_row, out))
+    widths = set(map(len, rows))
+    for width in widths:
+        same = rows if len(widths) == 1 else [r for r in rows if len(r) == width]
+        values = list(chain.from_iterable(same))
+        for k in range(width):
+            column = values[k::width]
+            kinds = set(map(type, column))
+            if not (kinds <= _PLAIN and _plain_values_ok(column, kinds)):
+                return [check_values(w) for w in out]
+    return out
+
+
+def _plain_values_ok(values: list[Any], kinds: set[type]) -> bool:
+    """Whether every value (of the exact types in ``_PLAIN``) can be stored by every adapter."""
+    alone = len(kinds) == 1
+    if str in kinds:
+        s = "".join(values if alone else filter(_is_str, values))
+        if "\x00" in s:
+            return False
+        if not s.isascii():
+            try:
+                s.encode()
+            except UnicodeEncodeError:
+                return False
+    if int in kinds:
+        try:  # int64 cells: OverflowError past the range (the bools are 0 and 1)
+            array("q", values if alone else filter(_is_int, values))
+        except OverflowError:
+            return False
+    return float not in kinds or not any(map(isnan, filter(_is_float, values)))
 
 
 # --- conditions of read_table -------------------------------------------------------------------

@@ -37,7 +37,7 @@ from chronik.store.records import (
     WriteUnit,
     merge_tagged,
 )
-from chronik.store.tables import check_table_write, check_values
+from chronik.store.tables import check_all, check_table_write, check_values
 from chronik.store.validation import check_checkpoint
 
 if TYPE_CHECKING:
@@ -175,7 +175,7 @@ class UnitOfWork:
         self._open()
         self._store._require_tables()
         if checked:
-            self._tables += [check_values(w) for w in writes]
+            self._tables += check_all(writes)
         else:
             self._tables += [check_values(check_table_write(w)) for w in writes]
 

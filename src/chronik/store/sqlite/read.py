@@ -29,6 +29,11 @@ _COLS: Final = (
     "position, stream_id, sequence, event_id, type, schema_version, payload, metadata, "
     "content_type, recorded_at, tags"
 )
+# a page of one event type: the type is known, so it is not read (one column less per row)
+_TYPED_COLS: Final = (
+    "position, stream_id, sequence, event_id, schema_version, payload, metadata, "
+    "content_type, recorded_at, tags"
+)
 # one stream's events: its id is known, so the row is unpacked straight into a RecordedEvent
 _STREAM_COLS: Final = (
     "event_id, sequence, type, schema_version, payload, position, recorded_at, metadata, "
@@ -225,12 +230,19 @@ class SQLiteReader:
             params.extend(types)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         params.append(limit)
+        one = types[0] if types is not None and len(types) == 1 else None
         rows = self._read(
-            f"SELECT {_COLS} FROM chronik_events {clause} "
+            f"SELECT {_COLS if one is None else _TYPED_COLS} FROM chronik_events {clause} "
             f"ORDER BY position {'DESC' if backward else 'ASC'} LIMIT ?",
             params,
         )
-        return self._recorded(rows)
+        if one is None:
+            return self._recorded(rows)
+        try:
+            return self._typed(rows, one)
+        except KeyError:  # a stream not seen yet (as in _recorded)
+            self._resolve_streams({row[1] for row in rows})
+            return self._typed(rows, one)
 
     async def _read_query_page(
         self, query: Query, cursor: Position | None, limit: int, backward: bool
@@ -306,6 +318,27 @@ class SQLiteReader:
                 () if tg is None else tuple(tg.split(" ")),
             )
             for pos, sid, seq, eid, etype, sv, payload, md, ct, at, tg in rows
+        ]
+
+    def _typed(self, rows: list[Any], etype: str) -> list[RecordedEvent]:
+        """RecordedEvents of ``_TYPED_COLS`` rows, all of type ``etype`` (KeyError: a stream
+        id not in the cache)."""
+        streams = self._streams_by_id
+        return [
+            RecordedEvent(
+                eid,
+                streams[sid],
+                seq,
+                etype,
+                sv,
+                payload,
+                Position(pos),
+                at,
+                md,
+                ct or JSON,
+                () if tg is None else tuple(tg.split(" ")),
+            )
+            for pos, sid, seq, eid, sv, payload, md, ct, at, tg in rows
         ]
 
     async def _list_streams_page(
