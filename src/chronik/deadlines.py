@@ -189,17 +189,22 @@ class DeadlineScheduler:
         self.lease_ttl = lease_ttl
         self.poll_interval = poll_interval
         self._task: asyncio.Task[None] | None = None
+        #: the owners whose deadline lease this scheduler held at its last round
+        self.holding: tuple[str, ...] = ()
 
     async def fire_due(self) -> int:
         """Append a fired event for every due deadline of the tables whose lease this
         scheduler holds (one lease per table: a node fires only what it keeps, so a node
         without the sagas never holds back their deadlines)."""
         now = self.clock.now_us()
-        fired = 0
+        held = []
         for projection, table in self.tables:
             lease = lease_name(projection)
-            if await leases.acquire(self.store, lease, self.owner, self.lease_ttl) is None:
-                continue
+            if await leases.acquire(self.store, lease, self.owner, self.lease_ttl) is not None:
+                held.append((projection, table))
+        self.holding = tuple(projection for projection, _ in held)
+        fired = 0
+        for projection, table in held:
             try:
                 rows = await query(self.store, projection, table)
             except ReadModelError:  # the owner has not run yet: no table

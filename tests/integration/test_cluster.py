@@ -119,6 +119,13 @@ def test_three_nodes_register_and_a_killed_one_drops_out_after_its_ttl(
         assert member["http"] == f"127.0.0.1:{port}" and member["grpc"].startswith("127.0.0.1:")
         assert member["version"] and member["ttl"] == TTL and "loop_lag_s" in member["load"]
         assert "deadline scheduler" in member["parts"]  # each node runs the task
+
+    def one_holder() -> list[str] | None:  # the aggregates' deadline lease: one node holds it
+        view = _cluster(ports[0])["members"]
+        found = [m["node_id"] for m in view if "deadlines:chronik_deadlines" in m["parts"]]
+        return found if len(found) == 1 else None
+
+    _until(one_holder, 30, "one node listing the deadline lease it holds")
     status = _status(tmp_path, postgres_url)
     assert _states(status) == dict.fromkeys(ids, "alive") and status["digest"] == first["digest"]
     page = httpx.get(f"http://127.0.0.1:{ports[1]}/admin/cluster", timeout=5)

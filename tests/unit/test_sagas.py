@@ -208,6 +208,7 @@ async def test_a_scheduler_without_the_saga_never_holds_back_its_deadlines(shop:
     holders = {lease.name: lease.owner for lease in await leases.holders(shop.app.store)}
     assert holders[lease_name("checkout")] == "full"
     assert holders[lease_name(AGGREGATE_DEADLINES)] == "bare"
+    assert (bare.holding, full.holding) == ((AGGREGATE_DEADLINES,), ("checkout",))
 
 
 async def test_a_cancelled_deadline_never_fires(shop: Shop) -> None:

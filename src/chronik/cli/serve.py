@@ -371,7 +371,10 @@ async def _start_background(
     processors = [p for r in runners for p in r.processors.values()]
     sagas = [s for p in processors if isinstance(s := getattr(p.projection, "saga", None), Saga)]
     if server.runner is not None:  # the chronik_deadlines projection is always there
-        health.supervise("deadline scheduler", DeadlineScheduler(app.store, sagas).run)
+        scheduler = DeadlineScheduler(app.store, sagas)
+        health.supervise("deadline scheduler", scheduler.run)
+        if found is not None:  # the cluster record says which deadline leases it holds
+            found["deadlines"] = scheduler
 
         async def stop_scheduler() -> None:
             await health.stop_task("deadline scheduler")

@@ -58,10 +58,13 @@ def advertised(configured: str | None, host: str, port: int | None) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def parts_of(runners: Iterable[Any], health: Any, outbox: Any = None) -> list[str]:
+def parts_of(
+    runners: Iterable[Any], health: Any, outbox: Any = None, scheduler: Any = None
+) -> list[str]:
     """What this node runs now: ``projection:<name>`` (``/<partition>`` for a partitioned
     one) for each lease its processors hold, ``outbox dispatcher`` while it holds the
-    outbox lease, ``deadline scheduler`` while that task runs."""
+    outbox lease, ``deadline scheduler`` while that task runs and ``deadlines:<owner>`` for
+    each owner table whose deadline lease it held at its last round."""
     out = []
     for runner in runners:
         for name, proc in runner.processors.items():
@@ -74,6 +77,7 @@ def parts_of(runners: Iterable[Any], health: Any, outbox: Any = None) -> list[st
     task = health.tasks.get("deadline scheduler")
     if task is not None and task.state == "running":
         out.append("deadline scheduler")
+        out += [f"deadlines:{owner}" for owner in getattr(scheduler, "holding", ())]
     return out
 
 
@@ -142,12 +146,13 @@ def serve_membership(
     transport: str | None = None,
 ) -> Membership:
     """``chronik serve``'s Membership (not joined yet): gRPC as bound, the parts it runs
-    (``found["outbox"]``: its outbox dispatcher, once started) and its load; ``transport``:
+    (``found["outbox"]``: its outbox dispatcher, ``found["deadlines"]`` its deadline
+    scheduler, once started) and its load; ``transport``:
     the configured transport URL (the NATS server of ``cluster.backend: nats`` by default)."""
 
     def parts() -> list[str]:
         runners = [r for r in (app.runner, server.runner) if r is not None]
-        return parts_of(runners, app.health, found.get("outbox"))
+        return parts_of(runners, app.health, found.get("outbox"), found.get("deadlines"))
 
     def load() -> dict[str, float]:
         found = {"inflight_commands": limiter.inflight_commands} if limiter.active else {}
