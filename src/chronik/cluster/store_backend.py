@@ -114,11 +114,15 @@ class StoreMembershipBackend(MembershipBackend):
         return held[0].expires_at_us - int(info.ttl * 1_000_000)
 
     async def leave(self, info: MemberInfo, at_us: int) -> None:
-        """Release the lease and mark the record as left, in one unit."""
+        """Release the lease and mark the record as left, in one unit; a record another
+        incarnation wrote since (it took the id over) is left alone."""
         await self._ensure()
+        rows = await self.store.read_table(MEMBERS.name, {"node_id": info.node_id}, limit=1)
+        ours = not rows or rows[0]["incarnation"] == info.incarnation
         async with self.store.transaction() as tx:
             tx.release_lease(MEMBER_LEASE, lease_owner(info), member_partition(info.node_id))
-            tx.write_tables([self._row(info, at_us)])
+            if ours:
+                tx.write_tables([self._row(info, at_us)])
 
     async def now_us(self) -> int:
         """The database clock, from a zero-ttl lease (this machine's clock if refused)."""

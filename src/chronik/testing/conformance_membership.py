@@ -100,6 +100,17 @@ class MembershipConformance:
         with pytest.raises(LeaseHeld):  # the old incarnation is refused from then on
             await one.heartbeat(info("twin", 1))
 
+    async def test_a_stale_leave_leaves_the_new_holder_alone(self, backends: Backends) -> None:
+        """An old incarnation that leaves after another took its id over changes nothing:
+        the new holder stays alive with its record."""
+        one, two = backends(), backends()
+        await one.heartbeat(info("twin", 1))
+        await asyncio.sleep(_PAST)
+        at = await two.heartbeat(info("twin", 2, grpc="10.0.0.9:50051"))
+        await one.leave(info("twin", 1), at + 1000)
+        [m], _ = await backends().read(300.0)
+        assert (m.incarnation, m.grpc, m.state) == (2, "10.0.0.9:50051", "alive")
+
     async def test_racing_incarnations_cannot_both_hold_an_id(self, backends: Backends) -> None:
         """Two incarnations registering one free id at once: exactly one wins, the other gets
         LeaseHeld."""
