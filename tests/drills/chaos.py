@@ -19,7 +19,7 @@ import chronik
 from chronik.deadlines import DEADLINE_FIRED
 from chronik.projections import ProjectionAdmin, query
 from tests.drills.chaos_app import AUTO_SKU, CONSUMED
-from tests.drills.shop import ITEMS, Tally, command
+from tests.drills.shop import ITEMS, Tally, command, send
 
 NEW_CUSTOMER_EVERY = 5  # transactions
 AUTO_ITEMS = [*ITEMS, {"sku": AUTO_SKU, "price_cents": 100, "qty": 1}]
@@ -34,32 +34,7 @@ async def send_any(
 ) -> bool:
     """POST one command to a random node; on a transport error or a 5xx retry the SAME command
     id on a random node with backoff for up to ``patience`` s; True once acknowledged."""
-    give_up = time.monotonic() + patience
-    pause = 0.05
-    while True:
-        sent = time.monotonic()
-        try:
-            answer = await rng.choice(nodes).post("/v1/commands", json=body, timeout=10.0)
-        except httpx.TransportError:
-            tally.transport_errors += 1
-        else:
-            if answer.status_code == 200:
-                tally.ok_at.append((sent, time.monotonic()))
-                events = answer.json()["events"]
-                tally.acknowledged[body["command_id"]] = [e["event_id"] for e in events]
-                return True
-            if answer.status_code == 503:
-                tally.answers_503 += 1
-            elif answer.status_code >= 500:
-                tally.answers_5xx.append(f"{answer.status_code} {answer.text[:300]}")
-            else:
-                tally.rejected.append(f"{body['type']}: {answer.status_code} {answer.text[:300]}")
-                return False
-        if time.monotonic() > give_up:
-            tally.given_up.append(body["command_id"])
-            return False
-        await asyncio.sleep(pause)
-        pause = min(pause * 2, 0.5)
+    return await send(lambda: rng.choice(nodes), body, tally, patience)
 
 
 async def shopper(

@@ -7,6 +7,7 @@ import asyncio
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,16 +48,21 @@ def command(domain: str, aggregate_id: str, type_: str, **payload: Any) -> dict[
 
 
 async def send(
-    http: httpx.AsyncClient, body: dict[str, Any], tally: Tally, patience: float = 30.0
+    http: httpx.AsyncClient | Callable[[], httpx.AsyncClient],
+    body: dict[str, Any],
+    tally: Tally,
+    patience: float = 30.0,
 ) -> bool:
-    """POST one command; on a transport error or a 5xx retry the SAME command id with backoff
-    for up to ``patience`` seconds; True once acknowledged (200)."""
+    """POST one command (to ``http``, or to the client ``http()`` picks for each try); on a
+    transport error or a 5xx retry the SAME command id with backoff for up to ``patience``
+    seconds; True once acknowledged (200)."""
     give_up = time.monotonic() + patience
     pause = 0.05
     while True:
         sent = time.monotonic()
         try:
-            answer = await http.post("/v1/commands", json=body, timeout=10.0)
+            client = http() if callable(http) else http
+            answer = await client.post("/v1/commands", json=body, timeout=10.0)
         except httpx.TransportError:
             tally.transport_errors += 1
         else:

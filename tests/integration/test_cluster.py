@@ -68,12 +68,12 @@ def _states(view: dict[str, Any]) -> dict[str, str]:
     return {m["node_id"]: m["state"] for m in view["members"]}
 
 
-def _until(check: Callable[[], Any], seconds: float, what: str) -> Any:
+def until(check: Callable[[], Any], seconds: float, what: str) -> Any:
     deadline = time.monotonic() + seconds
     while True:
         try:
             found = check()
-        except (httpx.HTTPError, AssertionError):
+        except (httpx.HTTPError, AssertionError, KeyError):
             found = None
         if found:
             return found
@@ -96,7 +96,7 @@ def nodes(tmp_path: Path, postgres_url: str) -> Iterator[list[tuple[subprocess.P
         proc.communicate(timeout=30)
 
 
-def _cluster(port: int) -> dict[str, Any]:
+def cluster_view(port: int) -> dict[str, Any]:
     r = httpx.get(f"http://127.0.0.1:{port}/v1/cluster", timeout=5)
     assert r.status_code == 200, r.text
     view: dict[str, Any] = r.json()
@@ -111,7 +111,7 @@ def test_three_nodes_register_and_a_killed_one_drops_out_after_its_ttl(
     epoch change, and a SIGTERM'd node is listed as left."""
     ids = {"node-1", "node-2", "node-3"}
     ports = [port for _, port in nodes]
-    first = _until(lambda: (v := _cluster(ports[0]))["live"] == 3 and v, 90, "3 live members")
+    first = until(lambda: (v := cluster_view(ports[0]))["live"] == 3 and v, 90, "3 live members")
     assert first["node_id"] == "node-1" and {m["node_id"] for m in first["members"]} == ids
     by_id = {m["node_id"]: m for m in first["members"]}
     for i, port in enumerate(ports):
@@ -121,11 +121,11 @@ def test_three_nodes_register_and_a_killed_one_drops_out_after_its_ttl(
         assert "deadline scheduler" in member["parts"]  # each node runs the task
 
     def one_holder() -> list[str] | None:  # the aggregates' deadline lease: one node holds it
-        view = _cluster(ports[0])["members"]
+        view = cluster_view(ports[0])["members"]
         found = [m["node_id"] for m in view if "deadlines:chronik_deadlines" in m["parts"]]
         return found if len(found) == 1 else None
 
-    _until(one_holder, 30, "one node listing the deadline lease it holds")
+    until(one_holder, 30, "one node listing the deadline lease it holds")
     status = _status(tmp_path, postgres_url)
     assert _states(status) == dict.fromkeys(ids, "alive") and status["digest"] == first["digest"]
     page = httpx.get(f"http://127.0.0.1:{ports[1]}/admin/cluster", timeout=5)
@@ -135,7 +135,7 @@ def test_three_nodes_register_and_a_killed_one_drops_out_after_its_ttl(
 
     killed_at = time.monotonic()
     nodes[2][0].send_signal(signal.SIGKILL)
-    gone = _until(
+    gone = until(
         lambda: (v := _status(tmp_path, postgres_url)) and _states(v)["node-3"] == "dead" and v,
         30,
         "node-3 dead",
@@ -143,9 +143,9 @@ def test_three_nodes_register_and_a_killed_one_drops_out_after_its_ttl(
     assert time.monotonic() - killed_at >= TTL / 3  # not before its lease could expire
     assert _states(gone) == {"node-1": "alive", "node-2": "alive", "node-3": "dead"}
     assert gone["digest"] != first["digest"]
-    after = _until(lambda: (v := _cluster(ports[0]))["live"] == 2 and v, 30, "node-1's view")
+    after = until(lambda: (v := cluster_view(ports[0]))["live"] == 2 and v, 30, "node-1's view")
     assert after["epoch"] > first["epoch"] and after["digest"] == gone["digest"]
-    assert _until(lambda: _cluster(ports[1])["digest"] == gone["digest"], 30, "node-2's view")
+    assert until(lambda: cluster_view(ports[1])["digest"] == gone["digest"], 30, "node-2's view")
 
     nodes[1][0].send_signal(signal.SIGTERM)
     nodes[1][0].communicate(timeout=60)

@@ -8,15 +8,14 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from chronik.testing.services import free_port
+from tests.integration.test_cluster import cluster_view, until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,20 +35,6 @@ def _config(tmp_path: Path, name: str, nats_url: str, http_port: int) -> Path:
         "nats_bucket: serve_members}\n"
     )
     return path
-
-
-def _until(check: Callable[[], Any], seconds: float, what: str) -> Any:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            found = check()
-        except (httpx.HTTPError, AssertionError, KeyError):
-            found = None
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 @pytest.fixture
@@ -75,22 +60,15 @@ def nodes(tmp_path: Path, nats_url: str) -> Iterator[list[tuple[subprocess.Popen
         proc.communicate(timeout=30)
 
 
-def _cluster(port: int) -> dict[str, Any]:
-    r = httpx.get(f"http://127.0.0.1:{port}/v1/cluster", timeout=5)
-    assert r.status_code == 200, r.text
-    view: dict[str, Any] = r.json()
-    return view
-
-
 def test_two_serve_nodes_meet_in_the_nats_bucket(
     tmp_path: Path, nodes: list[tuple[subprocess.Popen[str], int]]
 ) -> None:
     """Both nodes show alive over HTTP, in the admin UI and in the CLI (read as the config
     says); after SIGTERM the stopped node is listed as left."""
     ports = [port for _, port in nodes]
-    view = _until(lambda: (v := _cluster(ports[0]))["live"] == 2 and v, 90, "2 live members")
+    view = until(lambda: (v := cluster_view(ports[0]))["live"] == 2 and v, 90, "2 live members")
     assert [m["node_id"] for m in view["members"]] == ["node-n1", "node-n2"]
-    assert _cluster(ports[1])["digest"] == view["digest"]
+    assert cluster_view(ports[1])["digest"] == view["digest"]
     page = httpx.get(f"http://127.0.0.1:{ports[1]}/admin/cluster", timeout=5)
     assert page.status_code == 200
     for node_id in ("node-n1", "node-n2"):
