@@ -15,12 +15,15 @@ from chronik.store.base import EventStore
 from chronik.testing.conformance import EventStoreConformance, StoreFactory
 from chronik.testing.conformance_dcb import DCBConformance
 from chronik.testing.conformance_leases import LeaseConformance
+from chronik.testing.conformance_stream_start import StreamStartConformance
 from tests.conformance.test_stateful import StoreMachine
 
 pytest.importorskip("lmdb")
 
 
-class TestLmdbStore(EventStoreConformance, LeaseConformance, DCBConformance):
+class TestLmdbStore(
+    EventStoreConformance, LeaseConformance, DCBConformance, StreamStartConformance
+):
     """lmdb:// meets the store semantics at sync=normal and sync=full (a fresh directory each)."""
 
     @pytest.fixture(params=["normal", "full"])

@@ -14,13 +14,16 @@ from chronik.store.base import EventStore
 from chronik.testing.conformance import EventStoreConformance, StoreFactory
 from chronik.testing.conformance_dcb import DCBConformance
 from chronik.testing.conformance_leases import LeaseConformance
+from chronik.testing.conformance_stream_start import StreamStartConformance
 from chronik.testing.mariadb_server import MariaDBService
 from tests.conformance.test_stateful import StoreMachine
 
 _fresh = itertools.count(1)
 
 
-class TestMySQLStore(EventStoreConformance, LeaseConformance, DCBConformance):
+class TestMySQLStore(
+    EventStoreConformance, LeaseConformance, DCBConformance, StreamStartConformance
+):
     """mysql:// meets the store semantics (each store in a fresh database)."""
 
     @pytest.fixture

@@ -14,13 +14,16 @@ from chronik.store.base import EventStore
 from chronik.testing.conformance import EventStoreConformance, StoreFactory
 from chronik.testing.conformance_dcb import DCBConformance
 from chronik.testing.conformance_leases import LeaseConformance
+from chronik.testing.conformance_stream_start import StreamStartConformance
 from chronik.testing.redis_server import RedisService
 from tests.conformance.test_stateful import StoreMachine
 
 _fresh = itertools.count(1)
 
 
-class TestRedisStore(EventStoreConformance, LeaseConformance, DCBConformance):
+class TestRedisStore(
+    EventStoreConformance, LeaseConformance, DCBConformance, StreamStartConformance
+):
     """redis:// meets the store semantics (each store under a fresh key prefix)."""
 
     @pytest.fixture

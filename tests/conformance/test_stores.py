@@ -14,9 +14,12 @@ from chronik.store.base import EventStore
 from chronik.testing.conformance import EventStoreConformance, StoreFactory
 from chronik.testing.conformance_dcb import DCBConformance
 from chronik.testing.conformance_leases import LeaseConformance
+from chronik.testing.conformance_stream_start import StreamStartConformance
 
 
-class TestMemoryStore(EventStoreConformance, LeaseConformance, DCBConformance):
+class TestMemoryStore(
+    EventStoreConformance, LeaseConformance, DCBConformance, StreamStartConformance
+):
     """memory:// meets the store semantics."""
 
     @pytest.fixture
@@ -33,7 +36,9 @@ class TestMemoryStore(EventStoreConformance, LeaseConformance, DCBConformance):
             await store.close()
 
 
-class TestSQLiteStore(EventStoreConformance, LeaseConformance, DCBConformance):
+class TestSQLiteStore(
+    EventStoreConformance, LeaseConformance, DCBConformance, StreamStartConformance
+):
     """sqlite:// meets the store semantics, at synchronous=normal (loop) and full (thread)."""
 
     @pytest.fixture(params=["normal", "full"])

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import chronik
-from chronik.errors import ImportConflict, InvalidExport, StreamDeleted, WrongExpectedVersion
+from chronik.errors import InvalidExport, StreamDeleted, WrongExpectedVersion
 from chronik.lifecycle import move_store
 from chronik.lifecycle.export import export_lines
 from chronik.lifecycle.importer import import_events
@@ -106,21 +106,6 @@ async def test_memory_sqlite_postgres_keep_deletes_and_retention(
             assert await observe(target) == want
         answers = [await behave(store) for store in (mem, lite, pg)]
         assert answers[0] == answers[1] == answers[2] == ["StreamDeleted", 6, 4, 4]
-
-
-@pytest.mark.asyncio
-async def test_a_scavenged_start_is_refused_with_its_reason() -> None:
-    """A stream whose first events were scavenged cannot start past 0 in the target: the
-    import is an ImportConflict naming the stream and saying why."""
-    async with MemoryEventStore() as src, MemoryEventStore() as dst:
-        await src.append(TRUNC, [ev(i) for i in range(4)], NO_STREAM)
-        await src.append(PLAIN, [ev(0)], NO_STREAM)
-        await src.set_retention(TRUNC, Retention(truncate_before=2))
-        removed, _ = await src.scavenge_stream(TRUNC, 2, 100)
-        assert removed == 2
-        with pytest.raises(ImportConflict, match="scavenged") as err:
-            await import_events(dst, export_lines(src))
-        assert err.value.stream == str(TRUNC) and err.value.line == 2
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgres"])

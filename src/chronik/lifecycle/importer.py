@@ -12,9 +12,13 @@ A deletion event (``chronik.stream_deleted``) is imported as the delete it recor
 unit that writes it: a soft delete empties the stream in the target, a hard one tombstones it.
 Retention lines (format version 2) set each stream's own rules after the events, its
 truncation point included (a truncated or compacted stream reads from the same sequence).
-A stream whose first events were scavenged in the source (its first event in the file has a
-sequence > 0 and the target lacks the earlier ones) is refused with ImportConflict: a store
-starts every stream at sequence 0, so it cannot hold it faithfully. The events of a stream
+A stream whose first events were scavenged in the source (its first event in a full export
+has a sequence N > 0 and the target never held the stream) is started at N in the target
+(``store.start_stream_at``: as if its events 0..N-1 had been scavenged there too), then its
+events are appended as the source holds them; a re-run finds it started and skips what is
+stored. An incremental export (``after``) cannot tell a scavenged start from events in an
+earlier export, nor can a store without deletion start a stream above 0: such a stream is
+refused with ImportConflict, as is one the target holds other events of. The events of a stream
 tombstoned in the target that precede its tombstone cannot be read back: a re-run counts
 them skipped without comparing their content.
 
@@ -34,6 +38,7 @@ import msgspec
 from chronik.errors import (
     ConcurrencyError,
     DuplicateEventError,
+    NotSupported,
     StreamDeleted,
     WrongExpectedVersion,
 )
@@ -91,7 +96,10 @@ async def import_events(
     reader = Reader(store)
     report = ImportReport()
     async for batch in reader.batches(lines):
-        appended, skipped = await _write_batch(store, batch)
+        # a full export holds each stream from its first stored event: one that begins past 0
+        # was scavenged in the source (an incremental one may hold it in an earlier file)
+        full = reader.header is not None and reader.header.after is None
+        appended, skipped = await _write_batch(store, batch, full)
         report.appended += appended
         report.skipped += skipped
         report.retention += await _set_retention(store, reader.take_retention())
@@ -118,8 +126,8 @@ async def _set_retention(store: EventStore, rules: list[tuple[int, StreamId, Ret
     return len(rules)
 
 
-async def _write_batch(store: EventStore, batch: list[Run]) -> tuple[int, int]:
-    """Write one batch as one unit; (appended, skipped)."""
+async def _write_batch(store: EventStore, batch: list[Run], full: bool) -> tuple[int, int]:
+    """Write one batch as one unit; (appended, skipped). ``full``: the file is a full export."""
     if not batch:
         return 0, 0
     head = await store.head()
@@ -128,7 +136,7 @@ async def _write_batch(store: EventStore, batch: list[Run]) -> tuple[int, int]:
     except (ConcurrencyError, DuplicateEventError, StreamDeleted):
         # Some of it is stored already (a re-run, a resumed import) or the target disagrees:
         # sort it out run by run, then write what is left.
-        return await _resolve(store, batch)
+        return await _resolve(store, batch, full)
     appended = 0
     for run, result in zip(batch, results, strict=True):
         appended += sum(1 for p in _positions(result, len(run.events)) if _new(p, head))
@@ -172,7 +180,7 @@ async def _state(store: EventStore, stream: StreamId) -> tuple[int, int, bool]:
     return version, before, dead
 
 
-async def _resolve(store: EventStore, batch: list[Run]) -> tuple[int, int]:
+async def _resolve(store: EventStore, batch: list[Run], full: bool) -> tuple[int, int]:
     """Check each run against the target, skip what it holds, write the rest as one unit."""
     states: dict[StreamId, tuple[int, int, bool]] = {}
     todo: list[tuple[Run, int]] = []  # (run, events of it stored already)
@@ -180,6 +188,8 @@ async def _resolve(store: EventStore, batch: list[Run]) -> tuple[int, int]:
     for run in batch:
         stream = run.stream
         last, before, dead = states.get(stream) or await _state(store, stream)
+        if last < run.first - 1 and last < 0 and full and await _start(store, run):
+            last, before = run.first - 1, run.first  # as the source: its start scavenged
         if last < run.first - 1:
             raise ImportConflict(
                 run.lines[0],
@@ -225,6 +235,17 @@ async def _resolve(store: EventStore, batch: list[Run]) -> tuple[int, int]:
     return appended, skipped
 
 
+async def _start(store: EventStore, run: Run) -> bool:
+    """Start the run's stream (never held in the target) at the run's first sequence, as if
+    the events before it had been scavenged; False when the store cannot (no deletion) or the
+    stream held events (the caller refuses the run)."""
+    try:
+        await store.start_stream_at(run.stream, run.first)
+    except (NotSupported, WrongExpectedVersion, StreamDeleted):
+        return False
+    return True
+
+
 def _missing(run: Run, last: int) -> str:
     """Why a run cannot be appended: the events before it are not in the target."""
     shown = "has no events" if last < 0 else f"is at version {last}"
@@ -235,8 +256,8 @@ def _missing(run: Run, last: int) -> str:
     if last < 0:
         return (
             f"{text} (they are in an earlier export: import it first; or they were scavenged "
-            "in the source: a store starts every stream at sequence 0, so a stream whose "
-            "start was scavenged cannot be imported faithfully)"
+            "in the source: only a full export into a store with deletion can start a "
+            "stream past sequence 0)"
         )
     return f"{text} (import the earlier export first)"
 

@@ -59,6 +59,7 @@ from chronik.store.records import (
 )
 from chronik.store.retention import RetentionOps
 from chronik.store.rewrites import Rewrites
+from chronik.store.stream_start import StreamStartOps
 from chronik.store.tables import Condition, check_after, check_identifier, check_where
 from chronik.store.unit_of_work import UnitOfWork
 from chronik.store.validation import (
@@ -106,7 +107,7 @@ if TYPE_CHECKING:
 _log = logging.getLogger("chronik.store")
 
 
-class EventStore(StoreReader, Rewrites, RetentionOps):
+class EventStore(StoreReader, Rewrites, RetentionOps, StreamStartOps):
     """An append-only store of event streams with a global order; an async context manager."""
 
     url: str

@@ -10,6 +10,7 @@ from chronik.messages import RecordedEvent, Snapshot, StreamId
 from chronik.store.deletion import STREAM_DELETED
 from chronik.store.records import PreparedEvent
 from chronik.store.retention import Retention, StreamRetention
+from chronik.store.stream_start import check_start
 
 __all__ = ["MemoryRetention"]
 
@@ -74,6 +75,13 @@ class MemoryRetention:
         snap = self._snapshots.get(stream)
         if snap is not None and snap.sequence < self._truncated[stream]:
             del self._snapshots[stream]
+
+    async def _start_stream_at(self, stream: StreamId, sequence: int) -> None:
+        """The stream as scavenging leaves it (``chronik.store.stream_start``)."""
+        last, _before, dead = self._stream_state(stream)
+        if check_start(stream, sequence, (last, dead, bool(self._streams.get(stream)))):
+            self._emptied[stream] = sequence - 1
+            self._truncate(stream, sequence)
 
     async def _get_retention(self, stream: StreamId) -> Retention:
         own = self._retention.get(stream, Retention())

@@ -20,6 +20,7 @@ from chronik.store.postgres.errors import DRIVER_ERRORS, write_error
 from chronik.store.postgres.standby import read_only
 from chronik.store.records import PreparedEvent
 from chronik.store.retention import Retention, StreamRetention
+from chronik.store.stream_start import check_start
 
 if TYPE_CHECKING:
     from chronik.store.postgres.pool import ConnectionPool
@@ -76,6 +77,37 @@ class PostgresRetention:
                 await conn.execute(
                     f"DELETE FROM {s}.snapshots WHERE {_KEY} AND sequence < $4", *key, before
                 )
+        except DRIVER_ERRORS as exc:
+            self._raise(exc)
+
+    async def _start_stream_at(self, stream: StreamId, sequence: int) -> None:
+        """``stream`` as scavenging leaves it (``chronik.store.stream_start``)."""
+        if self.standby:
+            raise read_only(self.url)
+        s, key = self._s, (stream.tenant, stream.domain, stream.aggregate_id)
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                await self._locked(conn, stream)
+                row = await conn.fetchrow(
+                    f"SELECT x.version, x.tombstone, EXISTS (SELECT 1 FROM {s}.events e "
+                    f"WHERE e.stream_id = x.id) FROM {s}.streams x WHERE {_KEY}",
+                    *key,
+                )
+                state = (int(row[0]), bool(row[1]), bool(row[2])) if row else (-1, False, False)
+                if check_start(stream, sequence, state):
+                    await conn.execute(
+                        f"INSERT INTO {s}.streams AS x (tenant, domain, aggregate_id, version, "
+                        "truncate_before) VALUES ($1, $2, $3, $4, $5) "
+                        "ON CONFLICT (tenant, domain, aggregate_id) DO UPDATE SET "
+                        "version = excluded.version, "
+                        "truncate_before = greatest(x.truncate_before, excluded.truncate_before)",
+                        *key,
+                        sequence - 1,
+                        sequence,
+                    )
+                    await conn.execute(
+                        f"DELETE FROM {s}.snapshots WHERE {_KEY} AND sequence < $4", *key, sequence
+                    )
         except DRIVER_ERRORS as exc:
             self._raise(exc)
 

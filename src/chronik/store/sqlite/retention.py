@@ -21,6 +21,7 @@ from chronik.store.records import PreparedEvent
 from chronik.store.retention import Retention, StreamRetention
 from chronik.store.sqlite.commit import connect
 from chronik.store.sqlite.errors import locked, unit_failed
+from chronik.store.stream_start import check_start
 
 __all__ = ["SQLiteRetention"]
 
@@ -35,6 +36,12 @@ _PAGE: Final = (
     "SELECT s.id, s.tenant, s.domain, s.aggregate_id, s.version, s.truncate_before, s.max_age, "
     "s.max_count, s.tombstone, (SELECT min(e.sequence) FROM chronik_events e "
     "WHERE e.stream_id = s.id) FROM chronik_streams s WHERE s.id > ? ORDER BY s.id LIMIT ?"
+)
+_SET_START: Final = (
+    "INSERT INTO chronik_streams (tenant, domain, aggregate_id, version, truncate_before) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant, domain, aggregate_id) DO UPDATE SET "
+    "version = excluded.version, "
+    "truncate_before = max(truncate_before, excluded.truncate_before)"
 )
 # the events a batch removes: below ``before``, not the last deletion event, not the log's last
 _PICK: Final = (
@@ -55,6 +62,21 @@ def _set(conn: sqlite3.Connection, stream: StreamId, rules: Retention) -> None:
     conn.execute(_SET, (*key, rules.max_age, rules.max_count, before))
     row = conn.execute(f"SELECT truncate_before FROM chronik_streams WHERE {_KEY}", key)
     conn.execute(_snapshot_delete(stream), (*key, row.fetchone()[0]))
+
+
+def _start(conn: sqlite3.Connection, stream: StreamId, sequence: int) -> None:
+    """``stream`` as scavenging leaves it (``chronik.store.stream_start``)."""
+    key = (stream.tenant, stream.domain, stream.aggregate_id)
+    row = conn.execute(
+        f"SELECT version, tombstone, EXISTS (SELECT 1 FROM chronik_events e "
+        f"WHERE e.stream_id = s.id) FROM chronik_streams s WHERE {_KEY}",
+        key,
+    ).fetchone()
+    if check_start(
+        stream, sequence, (row[0], bool(row[1]), bool(row[2])) if row else (-1, False, False)
+    ):
+        conn.execute(_SET_START, (*key, sequence - 1, sequence))
+        conn.execute(_snapshot_delete(stream), (*key, sequence))
 
 
 def _scavenge(
@@ -171,6 +193,9 @@ class SQLiteRetention:
 
     async def _set_retention(self, stream: StreamId, retention: Retention) -> None:
         await self._in_transaction(_set, stream, retention)
+
+    async def _start_stream_at(self, stream: StreamId, sequence: int) -> None:
+        await self._in_transaction(_start, stream, sequence)
 
     async def _get_retention(self, stream: StreamId) -> Retention:
         rows = self._read(
