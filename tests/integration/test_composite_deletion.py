@@ -1,6 +1,7 @@
-"""Streams over time through compositions: rw:// passes deletes, retention, compaction and
-rewrites to its write store (the deletion and retention conformance suites run through it),
-group:// refuses each of them with NotSupported naming the operation."""
+"""Streams over time through compositions: rw:// passes deletes, retention, compaction,
+stream starts and rewrites to its write store (the deletion, retention and stream-start
+conformance suites run through it), group:// refuses each of them with NotSupported naming
+the operation."""
 
 from __future__ import annotations
 
@@ -21,11 +22,12 @@ from chronik.store.rw import ReadWriteStore
 from chronik.testing.conformance import StoreFactory
 from chronik.testing.conformance_deletion import DeletionConformance
 from chronik.testing.conformance_retention import RetentionConformance
+from chronik.testing.conformance_stream_start import StreamStartConformance
 
 
-class TestReadWriteOverSqlite(DeletionConformance, RetentionConformance):
-    """rw over one SQLite file (a writer, a reader of the same file) meets the deletion and
-    retention semantics of its writer."""
+class TestReadWriteOverSqlite(DeletionConformance, RetentionConformance, StreamStartConformance):
+    """rw over one SQLite file (a writer, a reader of the same file) meets the deletion,
+    retention and stream-start semantics of its writer."""
 
     @pytest.fixture
     async def make_store(self, tmp_path: Path) -> AsyncIterator[StoreFactory]:

@@ -1,5 +1,6 @@
 """What a ``ReadWriteStore`` leaves to its write store: deletes, retention, scavenging,
-compaction and in-place rewrites (deletes themselves go there with ``_write``)."""
+compaction, stream starts and in-place rewrites (deletes themselves go there with
+``_write``)."""
 
 from __future__ import annotations
 
@@ -57,3 +58,6 @@ class WriterOperations:
 
     async def _drop_snapshot(self, stream: StreamId) -> bool:
         return await self.writer._drop_snapshot(stream)
+
+    async def _start_stream_at(self, stream: StreamId, sequence: int) -> None:
+        await self.writer._start_stream_at(stream, sequence)
