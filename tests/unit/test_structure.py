@@ -205,6 +205,7 @@ def test_every_folder_says_what_lives_there_and_what_it_may_import() -> None:
 LAYERS: list[set[str]] = [
     {"errors", "error_data", "values", "ids", "adapters", "v1"},
     {"messages", "dcb", "codec", "observability", "personal"},
+    {"archive"},
     {"store"},
     {"transports", "replay_marks", "health", "deadline_events", "domain_model", "decider"},
     {"cluster"},
