@@ -16,7 +16,7 @@ from typing import Final, NamedTuple
 from chronik.errors import ServiceUnavailable, StoreClosed, StoreUnavailable, TransportUnavailable
 from chronik.messages import Position, RecordedEvent
 from chronik.projections import dead_letters
-from chronik.projections.projection import Projection
+from chronik.projections.projection import Handler, Projection
 from chronik.projections.readmodel import ReadModel
 from chronik.store.base import TableWrite
 
@@ -30,6 +30,11 @@ TRANSIENT_ERRORS: Final = (StoreUnavailable, StoreClosed, ServiceUnavailable, Tr
 #: What the processor is told before a handler is retried: the error (as last_error), and
 #: whether it is the first retry of the event (it then commits its status: state failing).
 Failing = Callable[[str, bool], Awaitable[None]]
+
+
+def _never(event: RecordedEvent, rm: ReadModel) -> None:
+    """The handler before the first event's is looked up (never called)."""
+    raise AssertionError("no handler looked up")
 
 
 class Handled(NamedTuple):
@@ -65,6 +70,9 @@ async def handle(
     query = p.query
     sift = split or query is not None or bool(parked)  # else every event is handled
     writes = rm.writes
+    etype: str | None = None  # the type of the previous event (a page is mostly of one type)
+    fn: Handler = _never
+    is_async = False
     for i, e in enumerate(page):
         if sift:
             if split and p.partition_of(e.stream) != partition:
@@ -74,8 +82,10 @@ async def handle(
             if parked and str(e.stream) in parked:
                 dead.append(dead_letters.park(key, generation, e, None, 0, blocked=True))
                 continue
-        fn, is_async = handlers[e.type]
-        rm.event, rm.mark = e, len(writes)  # rm.begin(e), inline
+        if e.type is not etype:
+            etype = e.type
+            fn, is_async = handlers[etype]
+        rm.event, mark = e, len(writes)  # rm.begin(e), inline (rm.mark: when it fails)
         try:
             if is_async:
                 await fn(e, rm)  # type: ignore[misc]
@@ -83,6 +93,7 @@ async def handle(
                 fn(e, rm)
         except Exception as exc:
             sift = True  # the event's stream may be parked now
+            rm.mark = mark
             rm.discard()
             failed = await retry(p, e, rm, exc, failing, stopping)
             if failed is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from array import array
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from math import isnan
@@ -183,37 +183,51 @@ _is_float = float.__instancecheck__
 
 
 def check_all(writes: Iterable[TableWrite]) -> list[TableWrite]:
-    """``check_values`` of a batch of writes at once (a projection's page): the rows of each
-    width are read column by column and each column's values checked kind by kind in C (one
-    join of its strings, its ints as an int64 array, isnan of its floats); if any value is in
-    doubt, ``check_values`` runs write by write (and names the table and column). No object is
-    kept per row (a per-row iterator would make the garbage collector run more often)."""
-    out = list(writes)
-    rows = list(map(_row, out))
-    widths = set(map(len, rows))
-    for width in widths:
-        same = rows if len(widths) == 1 else [r for r in rows if len(r) == width]
-        values = list(chain.from_iterable(same))
-        for k in range(width):
-            column = values[k::width]
-            kinds = set(map(type, column))
-            if not (kinds <= _PLAIN and _plain_values_ok(column, kinds)):
-                return [check_values(w) for w in out]
+    """``check_values`` of a batch of writes at once (a projection's page): the values of all
+    rows, one list, are checked in slices of the first row's width (the columns, when the rows
+    are alike; every value lies in one slice whatever the widths) kind by kind in C (a slice of
+    strings in one join, its ints as an int64 array, isnan of its floats); if any value is in
+    doubt, ``check_values`` runs write by write (and names the table and column). No
+    GC-tracked object is made per row: it would make the garbage collector run more often."""
+    out = writes if type(writes) is list else list(writes)
+    if not out:
+        return out
+    values = list(chain.from_iterable(map(_row, out)))
+    width = len(out[0].row) or 1
+    for k in range(width):
+        if not _column_ok(values[k::width]):
+            return [check_values(w) for w in out]
     return out
 
 
-def _plain_values_ok(values: list[Any], kinds: set[type]) -> bool:
+def _column_ok(column: Sequence[Any]) -> bool:
+    """Whether every value of one column can be stored by every adapter (a column of strings,
+    the usual key, is checked in one join: it raises TypeError at the first value that is not
+    a str)."""
+    try:
+        s = "".join(column)
+    except TypeError:
+        kinds = set(map(type, column))
+        return kinds <= _PLAIN and _plain_values_ok(column, kinds)
+    return "\x00" not in s and (s.isascii() or _utf8(s))
+
+
+def _utf8(s: str) -> bool:
+    """Whether ``s`` encodes to UTF-8 (no lone surrogate)."""
+    try:
+        s.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _plain_values_ok(values: Sequence[Any], kinds: set[type]) -> bool:
     """Whether every value (of the exact types in ``_PLAIN``) can be stored by every adapter."""
     alone = len(kinds) == 1
     if str in kinds:
         s = "".join(values if alone else filter(_is_str, values))
-        if "\x00" in s:
+        if "\x00" in s or not (s.isascii() or _utf8(s)):
             return False
-        if not s.isascii():
-            try:
-                s.encode()
-            except UnicodeEncodeError:
-                return False
     if int in kinds:
         try:  # int64 cells: OverflowError past the range (the bools are 0 and 1)
             array("q", values if alone else filter(_is_int, values))

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from operator import attrgetter
 
 from chronik.store.table_query import write_sql
 from chronik.store.tables import TableWrite
 
 __all__ = ["write_tables"]
+
+_row = attrgetter("row")
 
 
 def _table_statement(w: TableWrite) -> str:
@@ -45,11 +48,16 @@ def write_tables(conn: sqlite3.Connection, writes: Sequence[TableWrite]) -> None
         op, table, columns, key = w.op, w.table, w.columns, w.key
         while j < n:
             x = writes[j]
-            if x.table != table or x.columns != columns or x.op != op or x.key != key:
+            # a projection's writes of one shape share their strings and column tuple: the
+            # identity checks settle almost every row without comparing tuples
+            same = x.columns is columns and x.table is table and x.op is op and x.key is key
+            if not same and (
+                x.columns != columns or x.table != table or x.op != op or x.key != key
+            ):
                 break
             j += 1
         if j == i + 1:
             conn.execute(sql, w.row)
         else:
-            conn.executemany(sql, [x.row for x in writes[i:j]])
+            conn.executemany(sql, map(_row, writes[i:j]))
         i = j
