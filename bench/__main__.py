@@ -234,13 +234,15 @@ def main() -> None:
     parser.add_argument(
         "--only",
         default="W1,W2,W3,W4,W4-memory,W6,W3-growth,W4-growth,store-bytes,W6-growth,"
-        "peer,W3s,W7,W8,W9,W8-rebuild,W10,W11,W12,dcb,pg-dcb,lmdb",
+        "peer,W3s,W7,W8,W9,W8-rebuild,W10,W11,W12,dcb,pg-dcb,lmdb,archive",
         help="growth = every growth figure incl. W3 at 100k and W4 at 10M events (bench.growth); "
         "dcb / pg-dcb = the DCB lines on SQLite / PostgreSQL, dcb-growth / pg-dcb-growth = "
         "their condition and tag-query lines at 1M events (bench.dcb); lmdb = W1, W1-full, W6, W3 "
-        "and W4 on the lmdb:// store beside SQLite and raw py-lmdb (bench.kv)",
+        "and W4 on the lmdb:// store beside SQLite and raw py-lmdb (bench.kv); archive = reads "
+        "through a 90%% archive vs the hot log, one archived stream (bench.archive)",
     )
     parser.add_argument("--quick", action="store_true", help="sizes / 10, for a smoke test")
+    parser.add_argument("--full", action="store_true", help="archive: 10M events, not 1M")
     args = parser.parse_args()
     sc = Scale(args.quick)
     only = set(args.only.split(","))
@@ -389,6 +391,10 @@ def main() -> None:
         from bench import transports
 
         transports.run(runs, args.quick)
+    if "archive" in only:
+        from bench import archive  # reads through the archive vs the hot log (bench.archive)
+
+        archive.run(runs, args.quick, args.full)
     if "lmdb" in only:
         try:
             from bench import kv  # the embedded key-value store beside SQLite and raw py-lmdb

@@ -43,6 +43,7 @@ from chronik.projections import Projection, ReadModel, Table, query
 from chronik.saga_record import Recorder
 from chronik.store import leases
 from chronik.store.base import EventStore
+from chronik.store.tenant_reads import check_tenant_filter
 
 __all__ = [
     "AGGREGATE_DEADLINES",
@@ -57,7 +58,9 @@ __all__ = [
     "SystemClock",
     "aggregate_deadlines",
     "cancel_deadline",
+    "deadline_tenant",
     "lease_name",
+    "pending_deadlines",
     "schedule",
 ]
 
@@ -219,7 +222,8 @@ class DeadlineScheduler:
                     "due_us": row["due_us"],
                 }
                 data = EventData(DEADLINE_FIRED, body, event_id=_fired_id(body))
-                await self.store.append(StreamId(DEADLINE_DOMAIN, projection), [data])
+                tenant = deadline_tenant(projection, row)
+                await self.store.append(StreamId(DEADLINE_DOMAIN, projection, tenant), [data])
                 fired += 1
         return fired
 
@@ -250,6 +254,28 @@ class DeadlineScheduler:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def deadline_tenant(owner: str, row: dict[str, Any]) -> str:
+    """The tenant of a deadline row: an aggregate's deadline is its stream's (its fired event
+    is appended in that tenant); a saga's instance ids name none (the default tenant)."""
+    if owner != AGGREGATE_DEADLINES:
+        return ""
+    return StreamId.parse(row["instance_id"]).tenant
+
+
+async def pending_deadlines(
+    store: EventStore, tenant: str | None = None, owner: str = AGGREGATE_DEADLINES
+) -> list[dict[str, Any]]:
+    """The pending deadlines of ``owner`` (the aggregates', or a saga's projection name), of
+    one tenant (None: every tenant), oldest due first; [] before the owner has run."""
+    check_tenant_filter(tenant)
+    table = _TABLE.name if owner == AGGREGATE_DEADLINES else f"{owner}_deadlines"
+    try:
+        rows = await query(store, owner, table, order_by=("due_us", "instance_id", "name"))
+    except ReadModelError:
+        return []
+    return [r for r in rows if tenant is None or deadline_tenant(owner, r) == tenant]
 
 
 def lease_name(owner: str) -> str:

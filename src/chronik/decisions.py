@@ -161,4 +161,4 @@ def record_outbox(
             out = rule(event, prepared, stream)
             if out is not None:
                 message, kind = out if isinstance(out, tuple) else (out, "publish")
-                record(tx, message, kind)
+                record(tx, message, kind, stream.tenant)

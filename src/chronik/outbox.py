@@ -31,11 +31,12 @@ import logging
 import os
 import socket
 import time
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeAlias
 
 import msgspec
 
 from chronik.errors import LeaseHeld, ValidationError
+from chronik.outbox_tenants import outbox_rows, stamped
 from chronik.store import leases
 from chronik.store.base import EventStore, TableWrite, UnitOfWork
 from chronik.store.tables import OUTBOX
@@ -47,6 +48,7 @@ __all__ = ["OUTBOX", "OutboxAdmin", "OutboxDispatcher", "OutboxStatus", "record"
 log = logging.getLogger("chronik.outbox")
 LEASE: Final = "outbox"
 PENDING, DONE, FAILED = "pending", "done", "failed"
+Kind: TypeAlias = Literal["publish", "send"]
 
 
 _last_created_us = 0
@@ -89,14 +91,14 @@ def _scope_name(scope: tuple[str, str]) -> str:
     return f"{scope[0]} {scope[1]}"
 
 
-def record(tx: UnitOfWork, message: Message, kind: Literal["publish", "send"] = "publish") -> None:
+def record(tx: UnitOfWork, message: Message, kind: Kind = "publish", tenant: str = "") -> None:
     """Add ``message`` to the outbox in ``tx``: it is stored if and only if ``tx`` commits.
 
     ``publish`` fans it out to the topic's subscriber groups; ``send`` puts it on the queue of
     that name. Give the message a deterministic id (e.g. the event id) so that a retried unit
-    of work records it once.
+    of work records it once. ``tenant``: its command's or event's (chronik.outbox_tenants).
     """
-    check_message(message, DEFAULT_MAX_BODY_BYTES)
+    check_message(message := stamped(message, tenant), DEFAULT_MAX_BODY_BYTES)
     if kind not in ("publish", "send"):
         raise ValidationError(f"kind must be 'publish' or 'send', not {kind!r}", field="kind")
     row = {
@@ -345,11 +347,13 @@ class OutboxAdmin:
             counts[PENDING], counts[DONE], counts[FAILED], age, holder, blocked, keys
         )
 
-    async def messages(self, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """Outbox rows (oldest first), optionally of one state; ``blocked_by`` names the failed
-        message a pending one waits behind (None if it does not wait)."""
+    async def messages(
+        self, state: str | None = None, limit: int = 100, tenant: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Outbox rows (oldest first), optionally of one state and one tenant; ``blocked_by``
+        names the failed message a pending one waits behind (None if it does not wait)."""
         where = {"state": state} if state else None
-        rows = await self.store.read_table(OUTBOX.name, where, ("created_us", "id"), limit)
+        rows = await outbox_rows(self.store, where, limit, tenant)
         blockers = _blockers(await self.store.read_table(OUTBOX.name, {"state": FAILED}))
         return [
             {

@@ -42,12 +42,13 @@ from chronik.projections.lanes import checkpoint_name
 from chronik.replay_marks import mark_write, past_mark
 from chronik.store.base import EventStore, TableWrite
 from chronik.store.tables import SAGA_RECORD
+from chronik.store.tenant_reads import check_tenant_filter
 
 if TYPE_CHECKING:
     from chronik.commands import Dispatch
     from chronik.projections.readmodel import ReadModel
 
-__all__ = ["RECORD", "Outcome", "Recorder"]
+__all__ = ["RECORD", "Outcome", "Recorder", "recorded_decisions"]
 
 log = logging.getLogger("chronik.sagas")
 
@@ -86,6 +87,17 @@ def _decode(text: str, command_id: str, metadata: Any) -> Command:
         command_id=command_id,
         metadata=metadata,
     )
+
+
+async def recorded_decisions(
+    store: EventStore, owner: str, tenant: str | None = None
+) -> list[dict[str, Any]]:
+    """The decision record of ``owner`` (a saga or process manager), of the commands sent to
+    one tenant (None: every tenant's): each row with its command's ``tenant``."""
+    check_tenant_filter(tenant)
+    rows = await store.read_table(RECORD.name, {"owner": owner}, ("recorded_at", "command_id"))
+    out = [{**r, "tenant": msgspec.json.decode(r["command"]).get("tenant", "")} for r in rows]
+    return [r for r in out if tenant is None or r["tenant"] == tenant]
 
 
 class Recorder:

@@ -16,13 +16,18 @@ from chronik.testing.conformance import EventStoreConformance, StoreFactory
 from chronik.testing.conformance_dcb import DCBConformance
 from chronik.testing.conformance_leases import LeaseConformance
 from chronik.testing.conformance_stream_start import StreamStartConformance
+from chronik.testing.conformance_tenants import TenantConformance
 from tests.conformance.test_stateful import StoreMachine
 
 pytest.importorskip("lmdb")
 
 
 class TestLmdbStore(
-    EventStoreConformance, LeaseConformance, DCBConformance, StreamStartConformance
+    EventStoreConformance,
+    LeaseConformance,
+    DCBConformance,
+    StreamStartConformance,
+    TenantConformance,
 ):
     """lmdb:// meets the store semantics at sync=normal and sync=full (a fresh directory each)."""
 

@@ -12,9 +12,11 @@ from hypothesis import settings
 import chronik
 from chronik.store.base import EventStore
 from chronik.testing.conformance import EventStoreConformance, StoreFactory
+from chronik.testing.conformance_archive import StoreArchiveConformance
 from chronik.testing.conformance_dcb import DCBConformance
 from chronik.testing.conformance_leases import LeaseConformance
 from chronik.testing.conformance_stream_start import StreamStartConformance
+from chronik.testing.conformance_tenants import TenantConformance
 from chronik.testing.services import PostgresService
 from tests.conformance.test_stateful import StoreMachine
 
@@ -22,7 +24,12 @@ _fresh = itertools.count(1)
 
 
 class TestPostgresStore(
-    EventStoreConformance, LeaseConformance, DCBConformance, StreamStartConformance
+    EventStoreConformance,
+    LeaseConformance,
+    DCBConformance,
+    StreamStartConformance,
+    StoreArchiveConformance,
+    TenantConformance,
 ):
     """postgresql:// meets the store semantics (each store on a fresh schema)."""
 

@@ -15,6 +15,7 @@ from chronik.testing.conformance import EventStoreConformance, StoreFactory
 from chronik.testing.conformance_dcb import DCBConformance
 from chronik.testing.conformance_leases import LeaseConformance
 from chronik.testing.conformance_stream_start import StreamStartConformance
+from chronik.testing.conformance_tenants import TenantConformance
 from chronik.testing.redis_server import RedisService
 from tests.conformance.test_stateful import StoreMachine
 
@@ -22,7 +23,11 @@ _fresh = itertools.count(1)
 
 
 class TestRedisStore(
-    EventStoreConformance, LeaseConformance, DCBConformance, StreamStartConformance
+    EventStoreConformance,
+    LeaseConformance,
+    DCBConformance,
+    StreamStartConformance,
+    TenantConformance,
 ):
     """redis:// meets the store semantics (each store under a fresh key prefix)."""
 

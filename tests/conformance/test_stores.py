@@ -12,13 +12,20 @@ import chronik
 import chronik.store.sqlite.read as sqlite_read
 from chronik.store.base import EventStore
 from chronik.testing.conformance import EventStoreConformance, StoreFactory
+from chronik.testing.conformance_archive import StoreArchiveConformance
 from chronik.testing.conformance_dcb import DCBConformance
 from chronik.testing.conformance_leases import LeaseConformance
 from chronik.testing.conformance_stream_start import StreamStartConformance
+from chronik.testing.conformance_tenants import TenantConformance
 
 
 class TestMemoryStore(
-    EventStoreConformance, LeaseConformance, DCBConformance, StreamStartConformance
+    EventStoreConformance,
+    LeaseConformance,
+    DCBConformance,
+    StreamStartConformance,
+    StoreArchiveConformance,
+    TenantConformance,
 ):
     """memory:// meets the store semantics."""
 
@@ -37,7 +44,12 @@ class TestMemoryStore(
 
 
 class TestSQLiteStore(
-    EventStoreConformance, LeaseConformance, DCBConformance, StreamStartConformance
+    EventStoreConformance,
+    LeaseConformance,
+    DCBConformance,
+    StreamStartConformance,
+    StoreArchiveConformance,
+    TenantConformance,
 ):
     """sqlite:// meets the store semantics, at synchronous=normal (loop) and full (thread)."""
 

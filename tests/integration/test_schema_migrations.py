@@ -83,7 +83,7 @@ async def test_sqlite_database_at_the_previous_version_is_migrated_on_open(tmp_p
         assert await leases.acquire(store, "outbox", "me", 5.0) == 1
     with sqlite3.connect(path) as conn:
         version = conn.execute("SELECT max(version) FROM chronik_schema").fetchone()[0]
-    assert version == sqlite_schema.SCHEMA_VERSION == 7
+    assert version == sqlite_schema.SCHEMA_VERSION == 9
     for spec in SYSTEM_TABLES:
         assert _sqlite_columns(path, spec.name) == _want(spec), spec.name
 
@@ -127,7 +127,7 @@ async def test_sqlite_events_of_schema_5_read_back_untagged_after_migration(
         tagged = [e async for e in store.read_query(chronik.Query.of(tags=["course:c1"]))]
         assert [(e.sequence, e.tags) for e in tagged] == [(2, ("course:c1",))]
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT max(version) FROM chronik_schema").fetchone()[0] == 7
+        assert conn.execute("SELECT max(version) FROM chronik_schema").fetchone()[0] == 9
         assert conn.execute("SELECT tags FROM chronik_events ORDER BY position").fetchall() == [
             (None,),
             (None,),
@@ -162,7 +162,7 @@ async def test_postgres_schema_at_the_previous_version_is_migrated_on_open(
             assert [(r["id"], r["body"]) for r in rows] == [("old-1", "{}")]
             assert await leases.acquire(store, "outbox", "me", 5.0) == 1
         version = await conn.fetchval(f"SELECT max(version) FROM {s}.schema_migrations")
-        assert version == postgres_schema.SCHEMA_VERSION == 7
+        assert version == postgres_schema.SCHEMA_VERSION == 9
         for spec in SYSTEM_TABLES:
             assert await _pg_columns(conn, schema, spec.name) == _want(spec, _PG_TYPES), spec.name
     finally:

@@ -112,6 +112,8 @@ OTHER_JSON_COMMANDS |= {("streams", "retention", "set"), ("streams", "retention"
 OTHER_JSON_COMMANDS |= {("scavenge",)}
 #: compaction needs an app config: its --json is checked in integration/test_compact_cli_http.py
 OTHER_JSON_COMMANDS |= {("streams", "compact")}
+#: the archiver needs an archive URL: its --json is checked in test_archiver.py
+OTHER_JSON_COMMANDS |= {("archive", "run"), ("archive", "status")}
 
 
 @pytest.mark.parametrize(("command", "args", "field"), JSON_COMMANDS, ids=lambda v: " ".join(v))

@@ -34,6 +34,7 @@ def _build() -> typer.Typer:
     """The ``chronik`` app: the command groups of the submodules, assembled."""
     import typer
 
+    from chronik.cli.archive import archive
     from chronik.cli.cluster import cluster
     from chronik.cli.common import root
     from chronik.cli.db import db
@@ -63,6 +64,7 @@ def _build() -> typer.Typer:
     app.add_typer(gdpr, name="gdpr")
     app.add_typer(transport, name="transport")
     app.add_typer(cluster, name="cluster")
+    app.add_typer(archive, name="archive")
     app.command()(serve)
     app.command("export")(export)
     app.command("import")(import_)

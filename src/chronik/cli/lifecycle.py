@@ -116,6 +116,9 @@ def export(
         None, "--output", "-o", help="Write to this file instead of stdout."
     ),
     progress: bool | None = PROGRESS_OPTION,
+    tenant: str | None = typer.Option(
+        None, help="Only this tenant's events and streams ('' for the default tenant)."
+    ),
 ) -> None:
     """Write the store's events as JSON lines (stdout), in global order, up to its head."""
 
@@ -123,7 +126,7 @@ def export(
         start = _position(after, "--after")
         async with open_store(store_url(store), create=False) as s:
             with _progress(progress, "exporting events") as tick:
-                done = await export_events(s, out, after=start, progress=tick)
+                done = await export_events(s, out, after=start, progress=tick, tenant=tenant)
         return f"exported {done.events} events up to position {done.head or '(empty store)'}"
 
     if output is None:

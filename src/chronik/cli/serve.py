@@ -77,16 +77,22 @@ async def run_server(
         config.cluster.check()
     config.retention.check()  # a bad retention section fails before anything starts
     config.projection_leases.check()
+    config.tenancy.check(bool(config.auth.api_keys) or config.auth.jwt is not None)
     limiter = Limiter.from_config(config.limits, config.auth.api_keys)
     store = resolve_store(store_flag, config)
     app = build_app(config, store)
+    if config.archive is not None:  # attached before anything serves (chronik.server.archiving)
+        from chronik.server.archiving import open_archiving
+
+        archiving = await open_archiving(config.archive, app)
     app.run_deadlines = False  # serve runs the scheduler for the app's sagas and its own
     setup_observability(config, app)
     server = GrpcServer(
         app,
         host=host or config.grpc.host,
         port=config.grpc.port if port is None else port,
-        auth=Auth.from_config(config.auth.api_keys),
+        auth=Auth.from_config(config.auth.api_keys, config.tenancy),
+        tenancy=config.tenancy,
         max_message_bytes=config.grpc.max_message_bytes,
         projections=build_projections(config, app),
         raw_append=config.grpc.raw_append,
@@ -165,6 +171,9 @@ async def run_server(
 
         background.insert(0, start_scavenger(config.retention, app)[1])
         print(f"  scavenger: every {config.retention.scavenger.interval}", flush=True)
+    if config.archive is not None:  # the leased archiver
+        background.insert(0, archiving.start())
+        print(f"  archive: {config.archive.url}", flush=True)
     if membership is not None:
         from chronik.server.cluster import join_cluster
 
@@ -267,7 +276,8 @@ async def _start_http(
 
     keys = server.auth
     jwt_config = config.auth.jwt
-    http_auth = HttpAuth(keys, jwt_config) if keys or jwt_config else None
+    tenancy = config.tenancy
+    http_auth = HttpAuth(keys, jwt_config, tenancy=tenancy) if keys or jwt_config else None
     docs = Path(config.http.docs_dir)
     docs_url = "/docs/" if (docs / "index.html").is_file() else None
     admin: list[Any] = create_admin_routes(

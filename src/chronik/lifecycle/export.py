@@ -8,6 +8,8 @@ rebuilt by their projections, and checkpoints, leases and outbox rows hold posit
 of the source store that mean nothing in another one. A store with deletion
 (``supports_deletion``) also exports each stream's own retention rules (its truncation point
 included: where a soft delete, a truncation or a compaction left it), after the events.
+An export of one tenant (``tenant="acme"``; "" is the default tenant) holds that tenant's
+events and streams only; every event line names its stream's tenant, and an import keeps it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from chronik.lifecycle.format import (
 )
 from chronik.messages import Position
 from chronik.store.base import EventStore
+from chronik.store.tenant_reads import check_tenant_filter
 
 __all__ = ["PROGRESS_EVERY", "ExportReport", "Progress", "export_events", "export_lines"]
 
@@ -55,20 +58,23 @@ async def export_lines(
     after: Position | None = None,
     progress: Progress | None = None,
     report: list[ExportReport] | None = None,
+    tenant: str | None = None,
 ) -> AsyncIterator[bytes]:
     """The lines of an export of ``store`` (each ending in a newline): the header, every event
     after ``after`` up to the head in global order, then the end line.
 
     ``progress`` is called with the count of events yielded every ``PROGRESS_EVERY`` events and
     at the end; ``report``, when given, receives the ExportReport once the end line is yielded.
+    ``tenant`` exports one tenant's events and streams (None: every tenant's).
     """
+    check_tenant_filter(tenant)
     if after is not None and not isinstance(after, Position):
         raise ValidationError(f"after must be a Position, got {after!r}", field="after")
     head = await store.head()
     yield encode_header(store_kind(store), head, after)
     count = 0
     if head is not None and (after is None or after < head):
-        async for event in store.read_all(after=after):
+        async for event in store.read_all(after=after, tenant=tenant):
             if event.position > head:
                 break
             yield encode_event(event)
@@ -78,19 +84,22 @@ async def export_lines(
     if progress is not None:
         progress(count)
     if store.supports_deletion:
-        async for line in _retention_lines(store):
+        async for line in _retention_lines(store, tenant):
             yield line
     yield encode_end(count)
     if report is not None:
         report.append(ExportReport(count, head, after))
 
 
-async def _retention_lines(store: EventStore) -> AsyncIterator[bytes]:
-    """A retention line for each stream with rules of its own (a truncation point included)."""
+async def _retention_lines(store: EventStore, tenant: str | None) -> AsyncIterator[bytes]:
+    """A retention line for each stream (of ``tenant``, when given) with rules of its own (a
+    truncation point included)."""
     cursor: int | None = None
     while True:
         page, cursor = await store.retention_page(cursor, _RETENTION_PAGE)
         for entry in page:
+            if tenant is not None and entry.stream.tenant != tenant:
+                continue
             rules = entry.retention
             if rules.max_age is None and rules.max_count is None and not rules.truncate_before:
                 continue
@@ -105,13 +114,16 @@ async def export_events(
     *,
     after: Position | None = None,
     progress: Progress | None = None,
+    tenant: str | None = None,
 ) -> ExportReport:
     """Write an export of ``store`` to ``out`` (a binary or text file): every event after
     ``after`` (all when None) up to the store's head when the export starts, in global order,
-    with their ids, streams, sequences, payloads, metadata, tags and record times."""
+    with their ids, streams, sequences, payloads, metadata, tags and record times; only
+    ``tenant``'s when given."""
     text = isinstance(out, io.TextIOBase)
     done: list[ExportReport] = []
-    async for line in export_lines(store, after=after, progress=progress, report=done):
+    lines = export_lines(store, after=after, progress=progress, report=done, tenant=tenant)
+    async for line in lines:
         if text:
             cast("IO[str]", out).write(line.decode())
         else:

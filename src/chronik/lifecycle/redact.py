@@ -4,7 +4,8 @@
 PostgreSQL; other stores raise NotSupported) so its payload becomes the redaction marker
 ``{"$redacted": {"at": ..., "by": ..., "reason": ..., "payload_sha256": ...}}`` and its content
 type ``chronik.messages.REDACTED``; type, ids, stream, sequence, position and record time stay.
-The same transaction drops the stream's snapshot (it may hold the value). Then the audit event
+The same transaction drops the stream's snapshot (it may hold the value). An archived copy
+(``chronik.archive``, attached to the store) is rewritten the same way. Then the audit event
 ``chronik.event_redacted`` (who, why, which event, the SHA-256 of the old payload, never the
 payload) goes to the stream ``chronik.redactions/<event id>``. Decoding the event gives
 ``chronik.personal.redacted.Redacted``; read models that showed the value are made clean by a
@@ -25,6 +26,7 @@ from typing import Any, Final
 import msgspec
 
 from chronik.errors import NotFound, ValidationError
+from chronik.lifecycle.archiver import rewrite_archived
 from chronik.messages import REDACTED, EventData, StreamId
 from chronik.personal.redacted import MARKER
 from chronik.store.base import EventStore
@@ -86,7 +88,8 @@ async def redact_event(store: EventStore, event_id: str, *, by: str, reason: str
             "payload_sha256": hashlib.sha256(event.payload).hexdigest(),
         }
         payload = msgspec.json.encode({MARKER: details})
-        if await store.rewrite_event(event_id, payload, REDACTED) is None:
+        hot = await store.rewrite_event(event_id, payload, REDACTED)
+        if not await rewrite_archived(store, event, payload, REDACTED) and hot is None:
             raise NotFound(f"no event {event_id!r} in the store")
     else:
         details = _marker.decode(event.payload).get(MARKER) or {}

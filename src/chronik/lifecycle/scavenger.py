@@ -24,10 +24,19 @@ from typing import Any, Final
 import msgspec
 
 from chronik.errors import LeaseHeld, ValidationError
+from chronik.messages import StreamId
 from chronik.store.base import EventStore
 from chronik.store.retention import Retention, StreamRetention
+from chronik.store.tenant_reads import check_tenant_filter
 
-__all__ = ["LEASE", "ScavengeProgress", "ScavengeReport", "Scavenger", "scavenge"]
+__all__ = [
+    "LEASE",
+    "ScavengeProgress",
+    "ScavengeReport",
+    "Scavenger",
+    "default_for",
+    "scavenge",
+]
 
 LEASE: Final = "chronik.scavenger"
 _PAGE: Final = 500
@@ -62,13 +71,17 @@ class ScavengeReport(msgspec.Struct):
 
 
 def check_defaults(defaults: Mapping[str, Retention] | None) -> dict[str, Retention]:
-    """The per-domain default rules, checked (ValidationError naming the domain)."""
+    """The default rules, checked (ValidationError naming the key): keyed by domain, by
+    ``tenant:domain`` (that tenant's streams of the domain) or ``tenant:*`` (every stream of
+    the tenant); the most specific applies (``default_for``)."""
     out: dict[str, Retention] = {}
     for domain, rules in (defaults or {}).items():
         if not isinstance(domain, str) or not isinstance(rules, Retention):
             raise ValidationError(
                 f"invalid retention default {domain!r}: {rules!r}", field="domains"
             )
+        if ":" in domain:
+            check_tenant_filter(domain.partition(":")[0])
         if rules.truncate_before is not None:
             raise ValidationError(
                 f"retention of domain {domain!r}: truncate_before is per stream",
@@ -76,6 +89,16 @@ def check_defaults(defaults: Mapping[str, Retention] | None) -> dict[str, Retent
             )
         out[domain] = rules
     return out
+
+
+def default_for(rules: Mapping[str, Retention], stream: StreamId) -> Retention | None:
+    """The default rules of ``stream``: its tenant's for its domain, its tenant's for every
+    domain, else its domain's."""
+    if stream.tenant:
+        found = rules.get(f"{stream.tenant}:{stream.domain}") or rules.get(f"{stream.tenant}:*")
+        if found is not None:
+            return found
+    return rules.get(stream.domain)
 
 
 async def target(
@@ -104,9 +127,10 @@ async def scavenge(
 ) -> ScavengeReport:
     """Remove (``dry_run``: count) every stored event that retention and deletes let go.
 
-    ``defaults`` maps a domain to its default rules; ``now_us`` is the time ``max_age`` counts
-    from (default: now). ``on_batch`` is awaited after each batch with the progress so far (the
-    ``Scavenger`` renews its lease there; what it raises ends the run).
+    ``defaults`` maps a domain (or ``tenant:domain``, ``tenant:*``) to its default rules;
+    ``now_us`` is the time ``max_age`` counts from (default: now). ``on_batch`` is awaited
+    after each batch with the progress so far (the ``Scavenger`` renews its lease there; what
+    it raises ends the run).
     """
     if type(batch_size) is not int or not 1 <= batch_size <= 100_000:
         raise ValidationError(f"batch_size must be 1..100000, got {batch_size!r}")
@@ -151,7 +175,7 @@ async def _one(
     dry_run: bool,
     batch_size: int,
 ) -> tuple[int, int]:
-    before = await target(store, info, rules.get(info.stream.domain), now_us)
+    before = await target(store, info, default_for(rules, info.stream), now_us)
     if info.first is None or info.first >= before:
         return 0, 0
     events = size = 0

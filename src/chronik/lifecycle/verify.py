@@ -7,7 +7,8 @@ records, ...), the PostgreSQL transport's tables when they share the store's sch
 in flight and its dead letters, ``transport_messages``; ``transport_inbox``), every stream's
 snapshot and the named read-model tables through the store's port, every table of a SQLite
 database read directly, the raw bytes of the SQLite file and its WAL (free pages and old frames
-included), and any file given (exports, archives). Besides the canaries it reports envelopes
+included), the sealed segments of the store's archive (decompressed, ``Archive.scan``), and
+any file given (exports, archive blobs). Besides the canaries it reports envelopes
 of the subject that still open (in events, table rows and snapshots), i.e. a key that was not
 deleted.
 """
@@ -117,6 +118,11 @@ async def verify_subject(
             _check_blob(blob, f"table {name}", needles, sealed, readable, report)
     if snapshots:
         await _scan_snapshots(store, needles, sealed, readable, report)
+    if store.archive is not None:  # its segments decompressed (events, indexes, id tables)
+        report.searched.append("archive")
+        forms = {form.decode("utf-8", "backslashreplace"): c for c, form in needles}
+        for segment, found in await store.archive.scan([form for _, form in needles]):
+            report.hits.append(Hit(f"archive segment {segment}", f"canary {forms[found]!r}"))
     if sqlite_file is not None:
         _scan_sqlite(sqlite_file, needles, report)
     for path in files:

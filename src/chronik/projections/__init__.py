@@ -52,9 +52,11 @@ async def query(
     limit: int | None = None,
     *,
     after: dict[str, Any] | None = None,
+    tenant: str | None = None,
 ) -> list[dict[str, Any]]:
     """Committed rows of a projection's table, from the generation that serves now
-    (``where``, ``order_by``, ``limit`` and ``after`` as ``EventStore.read_table`` takes them)."""
+    (``where``, ``order_by``, ``limit``, ``after`` and ``tenant`` as ``EventStore.read_table``
+    takes them)."""
     for attempt in range(2):
         rows = await store.read_table(STATUS.name, {"name": projection}, limit=1)
         if rows:
@@ -64,7 +66,7 @@ async def query(
             generation = plan.generation if plan is not None else 1
         try:
             return await store.read_table(
-                physical_name(table, generation), where, order_by, limit, after=after
+                physical_name(table, generation), where, order_by, limit, after=after, tenant=tenant
             )
         except ReadModelError:
             if attempt:  # the generation may have been swapped under us: look once more

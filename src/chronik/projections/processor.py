@@ -293,7 +293,7 @@ class ProjectionProcessor(Loop):
         store, p = self.store, self.projection
         self.head = await store.head()
         limit = 1 if lane.isolate_until is not None else p.batch_size
-        page, bound = lane.cut(await store.read_page(lane.position, limit, p.domains, self._types))
+        page, bound = lane.cut(await p.read_page(store, lane.position, limit, self._types))
         if not page:
             lane.caught_up = True
             if bound is not None and (lane.position is None or bound > lane.position):

@@ -6,13 +6,18 @@ import inspect
 import re
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Final, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
 from chronik.dcb import Query
 from chronik.errors import ConfigurationError, ValidationError
-from chronik.messages import RecordedEvent, StreamId
+from chronik.messages import Position, RecordedEvent, StreamId
 from chronik.projections.readmodel import ReadModel, Table
 from chronik.replay_marks import mark_write
+from chronik.store.tenant_reads import check_tenant_filter
+
+if TYPE_CHECKING:
+    from chronik.store.base import EventStore
+    from chronik.store.records import ReadPage
 
 __all__ = ["ErrorPolicy", "Handler", "Projection"]
 
@@ -72,7 +77,9 @@ class Projection:
     a new partition count is built by a rebuild or with a new version.
 
     ``query=chronik.Query(...)`` follows only the events the query matches (by type and tags,
-    as ``store.read_query`` finds them) among those of the handled types.
+    as ``store.read_query`` finds them) among those of the handled types. ``tenant="acme"``
+    follows one tenant's events only (the store's tenant filter); ``per_tenant`` tables keep
+    every tenant's rows apart either way.
 
     ``replay="refuse"`` declares handlers whose effects outside chronik cannot be repeated (an
     email, a payment): once the projection has handled an event, a rebuild or a reset to an
@@ -93,6 +100,7 @@ class Projection:
         partitions: int = 1,
         replay: Literal["repeat", "refuse"] = "repeat",
         query: Query | None = None,
+        tenant: str | None = None,
     ) -> None:
         if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
             raise ValidationError(
@@ -110,7 +118,9 @@ class Projection:
             )
         if query is not None and not isinstance(query, Query):
             raise ValidationError(f"query must be a chronik.Query, got {query!r}", field="query")
+        check_tenant_filter(tenant)
         self.name = name
+        self.tenant = tenant
         self.query = query
         self.replay = replay
         self.partitions = partitions
@@ -161,6 +171,12 @@ class Projection:
             return 0
         key = f"{stream.tenant}/{stream.domain}/{stream.aggregate_id}".encode()
         return zlib.crc32(key) % self.partitions
+
+    async def read_page(
+        self, store: EventStore, after: Position | None, limit: int, types: tuple[str, ...] | None
+    ) -> ReadPage:
+        """The next page of what this projection follows: its domains and tenant, ``types``."""
+        return await store.read_page(after, limit, self.domains, types, self.tenant)
 
     @property
     def types(self) -> tuple[str, ...]:

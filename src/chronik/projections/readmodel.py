@@ -15,7 +15,10 @@ from chronik.errors import ValidationError
 from chronik.messages import RecordedEvent
 from chronik.store.base import EventStore, TableSpec, TableWrite, check_identifier
 
-__all__ = ["ReadModel", "Table", "physical_name"]
+__all__ = ["TENANT", "ReadModel", "Table", "physical_name"]
+
+#: The column a ``per_tenant`` table keys its rows by (first in its primary key).
+TENANT: Final = "tenant"
 
 _SQL_TYPES: Final[dict[object, str]] = {
     int: "INTEGER",
@@ -41,6 +44,9 @@ class Table:
 
     Column types are ``int``, ``str``, ``float``, ``bytes``, ``bool`` (or their SQL names).
     Every generation of a projection gets its own physical table (see ``physical_name``).
+    ``per_tenant=True`` adds a TEXT column ``tenant`` as the first column of the primary key
+    (and of each index): a handler's writes and reads are then scoped to the tenant of the
+    event it handles, with no change to its code.
     """
 
     def __init__(
@@ -49,6 +55,8 @@ class Table:
         columns: Mapping[str, object],
         primary_key: str | Sequence[str],
         indexes: Iterable[Sequence[str]] = (),
+        *,
+        per_tenant: bool = False,
     ) -> None:
         check_identifier(name)
         if len(name) > MAX_TABLE_NAME or name.startswith("chronik_"):
@@ -59,6 +67,13 @@ class Table:
             )
         if not columns:
             raise ValidationError(f"table {name!r} needs columns", field="columns")
+        if per_tenant:
+            if TENANT in columns:
+                raise ValidationError(
+                    f"table {name!r} is per tenant: chronik adds its {TENANT!r} column",
+                    field="columns",
+                )
+            columns = {TENANT: str, **columns}
         cols: list[tuple[str, str]] = []
         for column, kind in columns.items():
             check_identifier(column, "column")
@@ -71,12 +86,16 @@ class Table:
             cols.append((column, sql))
         pk = (primary_key,) if isinstance(primary_key, str) else tuple(primary_key)
         index_list = tuple(tuple(i) for i in indexes)
+        if per_tenant:
+            pk = (TENANT, *pk)
+            index_list = tuple((TENANT, *i) for i in index_list)
         for key in (pk, *index_list):
             if not key or not set(key) <= set(columns):
                 raise ValidationError(
                     f"key {key!r} of table {name!r} names unknown columns", field="primary_key"
                 )
         self.name = name
+        self.per_tenant = per_tenant
         # column tuple of an upsert -> (positions of the primary key in it, whether it is full)
         self.shapes: dict[tuple[str, ...], tuple[tuple[int, ...], bool]] = {}
         # a checked column tuple -> its first copy: the writes of a shape share one tuple (no
@@ -126,11 +145,19 @@ class ReadModel:
 
     ``event`` is the event being handled; its ``event_id`` is the idempotency key for effects
     outside the database. Reads see the committed rows with the batch's writes laid over them
-    (folded lazily, so handlers that only write pay nothing for it).
+    (folded lazily, so handlers that only write pay nothing for it). Rows of ``per_tenant``
+    tables belong to ``tenant`` when given, else to the tenant of the event being handled.
     """
 
-    def __init__(self, store: EventStore, tables: Mapping[str, Table], generation: int) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        tables: Mapping[str, Table],
+        generation: int,
+        tenant: str | None = None,
+    ) -> None:
         self._store = store
+        self.tenant = tenant
         self._tables = tables
         self._physical = {name: physical_name(name, generation) for name in tables}
         self._logical = {v: tables[k] for k, v in self._physical.items()}
@@ -173,6 +200,25 @@ class ReadModel:
             raise ValidationError("no event is being handled")
         return self.event.event_id
 
+    def _scoped(self, t: Table, values: Mapping[str, Any]) -> dict[str, Any]:
+        """``values`` with the tenant column of a per-tenant table set (ValidationError when
+        they name another tenant, or there is no tenant to scope to)."""
+        if not t.per_tenant:
+            return dict(values)
+        tenant = self.tenant
+        if tenant is None:
+            if self.event is None:
+                raise ValidationError(
+                    f"table {t.name!r} is per tenant: handle an event or pass tenant=",
+                    field="tenant",
+                )
+            tenant = self.event.stream.tenant
+        if values.get(TENANT, tenant) != tenant:
+            raise ValidationError(
+                f"table {t.name!r}: tenant {values[TENANT]!r} is not {tenant!r}", field="tenant"
+            )
+        return {TENANT: tenant, **values}
+
     # --- writes -------------------------------------------------------------------------------
 
     def _table(self, name: str) -> Table:
@@ -194,6 +240,8 @@ class ReadModel:
             self._targets[table] = (t, physical, key)
         if row is not None:
             values = {**row, **values}
+        if t.per_tenant:
+            values = self._scoped(t, values)
         columns = tuple(values)
         known = t.checked.get(columns)
         if known is None:
@@ -208,6 +256,7 @@ class ReadModel:
     def delete(self, table: str, **key: Any) -> None:
         """Delete the row with this primary key (no error if there is none)."""
         t = self._table(table)
+        key = self._scoped(t, key)
         if set(key) != set(t.primary_key):
             raise ValidationError(f"a delete from {table!r} needs exactly {t.primary_key}")
         self.writes.append(
@@ -258,6 +307,7 @@ class ReadModel:
     async def get(self, table: str, **key: Any) -> dict[str, Any] | None:
         """The row with this primary key, as this batch has left it so far."""
         t = self._table(table)
+        key = self._scoped(t, key)
         if set(key) != set(t.primary_key):
             raise ValidationError(f"get from {table!r} needs exactly {t.primary_key}")
         entry = self._fold().get((table, tuple(key[c] for c in t.primary_key)))
@@ -272,6 +322,7 @@ class ReadModel:
     async def query(self, table: str, **where: Any) -> list[dict[str, Any]]:
         """Rows whose columns equal ``where``, as this batch has left them so far."""
         t = self._table(table)
+        where = self._scoped(t, where)
         rows = await self._store.read_table(self._physical[table], where)
         by_key = {tuple(r[c] for c in t.primary_key): r for r in rows}
         for (name, key), (kind, data) in list(self._fold().items()):

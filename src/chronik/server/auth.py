@@ -1,8 +1,8 @@
 """Optional auth for the server: static API keys or bearer tokens, with command allowlists.
 
 A key is sent as ``x-api-key: KEY`` or ``authorization: Bearer KEY`` metadata. Each key has a
-name, a map of domain -> allowed command types (or ``"*"``), and whether it may read and append
-events directly.
+name, a map of domain -> allowed command types (or ``"*"``), whether it may read and append
+events directly, and its tenant (``"*"``: every tenant; see ``chronik.server.tenancy``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import msgspec
 
 from chronik.errors import AuthenticationError, ConfigurationError, PermissionDenied
 from chronik.server.limits import Rate
+from chronik.server.tenancy import Scope, TenancyConfig, check_tenant
 
 __all__ = ["Action", "ApiKey", "Auth"]
 
@@ -33,6 +34,7 @@ class ApiKey(msgspec.Struct, forbid_unknown_fields=True):
     append: bool = False  # EventStore.Append, when the server enables raw appends at all
     admin: bool = False  # projection actions over HTTP
     rate: Rate | None = None  # a token bucket (chronik.server.limits): RateLimited past it
+    tenant: str | None = None  # the one tenant it reaches; "*": every tenant (an operator)
 
     def secret(self) -> str:
         """The key itself (from ``key`` or the environment)."""
@@ -45,10 +47,17 @@ class ApiKey(msgspec.Struct, forbid_unknown_fields=True):
 class Auth:
     """Checks call metadata against the configured keys."""
 
-    def __init__(self, keys: Sequence[ApiKey]) -> None:
+    def __init__(self, keys: Sequence[ApiKey], tenancy: TenancyConfig | None = None) -> None:
         self._keys = [(k.secret().encode(), k) for k in keys]
         if not self._keys:
             raise ConfigurationError("auth is configured without any key")
+        for k in keys:
+            check_tenant(k.tenant, f"API key {k.name!r}")
+        self.tenancy = tenancy or TenancyConfig()
+
+    def scope(self, key: ApiKey | None) -> Scope:
+        """What ``key`` reaches (None: no credentials were checked)."""
+        return Scope.of(None if key is None else key.tenant, self.tenancy)
 
     def authenticate(self, metadata: Iterable[tuple[str, str | bytes]]) -> ApiKey:
         """The key the call presents; AuthenticationError if none or unknown."""
@@ -84,11 +93,13 @@ class Auth:
             raise PermissionDenied(f"{key.name} may not {action} events")
 
     @classmethod
-    def from_config(cls, keys: Sequence[Mapping[str, object]] | None) -> Auth | None:
+    def from_config(
+        cls, keys: Sequence[Mapping[str, object]] | None, tenancy: TenancyConfig | None = None
+    ) -> Auth | None:
         """Auth from config entries (None: no auth)."""
         if not keys:
             return None
         try:
-            return cls([msgspec.convert(k, ApiKey) for k in keys])
+            return cls([msgspec.convert(k, ApiKey) for k in keys], tenancy)
         except msgspec.ValidationError as exc:
             raise ConfigurationError(f"invalid auth config: {exc}") from None

@@ -20,6 +20,8 @@ projection_leases: {lease_ttl: 10, heartbeat: 1}   # a dead node's projections m
 #   cluster.routing: affinity | local (default); cluster.secret / secret_env (with auth)
 #   cluster.backend: store (default) | nats (a KV bucket on cluster.nats_url, default the transport)
 retention: {domains: {metrics: {max_count: 1000}}, scavenger: {enabled: true, interval: 1h}}
+archive: {url: /var/lib/chronik/archive, retain_at_least: 100000, interval: 60}  # old events sealed
+tenancy: {mode: required}                # keys / JWTs name a tenant ("*": operator); none: nothing
 """
 
 from __future__ import annotations
@@ -40,10 +42,12 @@ from chronik.deadlines import aggregate_deadlines
 from chronik.errors import ConfigurationError, ValidationError
 from chronik.personal.at_rest import AtRestConfig
 from chronik.projections import Projection
+from chronik.server.archiving import ArchiveConfig
 from chronik.server.http_auth import JwtConfig
 from chronik.server.limits import LimitsConfig
 from chronik.server.remote import RemoteModel, remote_projector, remote_saga
 from chronik.server.retention import RetentionConfig
+from chronik.server.tenancy import TenancyConfig
 from chronik.server.tls import TlsConfig
 
 __all__ = [
@@ -234,8 +238,12 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     cluster: ClusterConfig = msgspec.field(default_factory=ClusterConfig)
     #: per-domain retention defaults and the leased scavenger (chronik.server.retention)
     retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
+    #: the archive reads go through, and its leased archiver (chronik.server.archiving)
+    archive: ArchiveConfig | None = None
     #: whole payloads compressed and/or encrypted at rest (chronik.personal.at_rest)
     codec: AtRestConfig | None = None
+    #: tenant scoping of every request: off (default) or required (chronik.server.tenancy)
+    tenancy: TenancyConfig = msgspec.field(default_factory=TenancyConfig)
 
 
 def load_config(path: str | Path | None) -> Config:

@@ -50,6 +50,7 @@ from chronik.server.limits import Limiter
 from chronik.server.reflection import enable_reflection
 from chronik.server.remote import MAX_MESSAGE_BYTES, channel_options
 from chronik.server.routing import incoming, router_of
+from chronik.server.tenancy import TenancyConfig
 from chronik.server.tls import CertificateFiles, TlsConfig, grpc_credentials
 from chronik.server.wire import command_from_wire, event_to_wire
 from chronik.v1 import chronik_pb2 as pb
@@ -81,8 +82,11 @@ class CommandGatewayService(Service, rpc.CommandGatewayServicer):
                     raise
                 except SerializationError:
                     pass
+            command = command_from_wire(request)
+            if not forwarded:  # the caller's tenant (a forwarded one was scoped at its origin)
+                command.tenant = self._scope(key).write_tenant(command.tenant)
             with incoming(context.time_remaining(), forwarded):  # the deadline, one hop
-                result = await self.app.dispatch(command_from_wire(request))
+                result = await self.app.dispatch(command)
             return pb.CommandResponse(
                 events=[event_to_wire(e) for e in result.events],
                 version=-1 if result.version is None else result.version,
@@ -101,6 +105,8 @@ class GrpcServer:
     both ways (larger ones are RESOURCE_EXHAUSTED). With ``tls`` it serves TLS only (the
     certificate files are reloaded when they change: ``chronik.server.tls``); with ``limiter``
     calls past the node's limits are RESOURCE_EXHAUSTED at once (``chronik.server.limits``).
+    ``tenancy`` (default: the auth's) scopes every call to its key's tenant
+    (``chronik.server.tenancy``); required without auth, calls reach nothing.
     """
 
     def __init__(
@@ -116,6 +122,7 @@ class GrpcServer:
         admin_writes: bool = False,
         tls: TlsConfig | None = None,
         limiter: Limiter | None = None,
+        tenancy: TenancyConfig | None = None,
         lease_ttl: float = 10.0,
         heartbeat: float = 1.0,
     ) -> None:
@@ -136,6 +143,9 @@ class GrpcServer:
         self.max_message_bytes = max_message_bytes
         self.raw_append = raw_append
         self.admin_writes = admin_writes
+        self.tenancy = tenancy or (auth.tenancy if auth is not None else TenancyConfig())
+        if auth is not None:
+            auth.tenancy = self.tenancy
         self._server: grpc.aio.Server | None = None
         self._events: EventStoreService | None = None
         self._health = GrpcHealth(app)
@@ -153,15 +163,19 @@ class GrpcServer:
         if self.limiter is not None:  # first: a refusal comes before any parsing
             interceptors.insert(0, LimitInterceptor(self.limiter, self.auth))
         server = grpc.aio.server(interceptors=interceptors, options=options)
-        rpc.add_CommandGatewayServicer_to_server(CommandGatewayService(self.app, self.auth), server)
+        gateway = CommandGatewayService(self.app, self.auth)
+        rpc.add_CommandGatewayServicer_to_server(gateway, server)
         self._events = EventStoreService(self.app, self.auth, raw_append=self.raw_append)
         rpc.add_EventStoreServicer_to_server(self._events, server)
         guard = Service(self.app, self.auth)._guarded
-        rpc.add_CatalogServicer_to_server(CatalogService(self.app, self.auth, guard), server)
+        catalog = CatalogService(self.app, self.auth, guard)
+        rpc.add_CatalogServicer_to_server(catalog, server)
         projections = ProjectionsService(self.app, self.auth, guard, admin_writes=self.admin_writes)
         rpc.add_ProjectionsServicer_to_server(projections, server)
         personal = PersonalDataService(self.app, self.auth, guard, admin_writes=self.admin_writes)
         rpc.add_PersonalDataServicer_to_server(personal, server)
+        for service in (gateway, self._events, catalog, projections, personal):
+            service.tenancy = self.tenancy  # scopes calls on a server without auth
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         names = [
             pb.DESCRIPTOR.services_by_name["CommandGateway"].full_name,

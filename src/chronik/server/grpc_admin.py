@@ -9,6 +9,8 @@ unless the server enables them (``GrpcServer(admin_writes=True)``, config
 ``grpc.admin_writes: true``). Every action goes through ``ProjectionAdmin``, as the CLI, the
 HTTP API and the admin UI do: a rebuild or reset that would repeat the effects of a projection
 declared ``replay="refuse"`` is refused whole (FAILED_PRECONDITION, ``ReplayRefused``).
+Projections calls need an operator's key (tenant ``*``) whenever the key is tenant-scoped
+(``chronik.server.tenancy``); ListStreams lists the key's tenant only.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from chronik.projections import DeadLetter, ProjectionAdmin, ProjectionStatus
 from chronik.server.auth import ApiKey, Auth
 from chronik.server.catalog import catalog_of
 from chronik.server.grpc_edge import parse_position
+from chronik.server.tenancy import ALL, Scope, TenancyConfig
 from chronik.v1 import chronik_pb2 as pb
 from chronik.v1 import chronik_pb2_grpc as rpc
 
@@ -59,10 +62,12 @@ def _text(value: str, field: str, max_length: int = 256) -> str | None:
     return value
 
 
-async def list_streams(app: Chronik, request: pb.ListStreamsRequest) -> pb.ListStreamsResponse:
+async def list_streams(
+    app: Chronik, request: pb.ListStreamsRequest, scope: Scope = ALL
+) -> pb.ListStreamsResponse:
     """One page of streams, oldest first, from ``store.list_streams`` (as GET /v1/streams),
-    filtered by tenant when the request names one. The cursor counts the matching streams
-    before the page."""
+    filtered by tenant when the request names one, and to the scope's tenant (nothing for a
+    denied scope). The cursor counts the matching streams before the page."""
     domain = request.domain or None
     if domain is not None and not DOMAIN_RE.fullmatch(domain):
         raise ValidationError(
@@ -70,6 +75,10 @@ async def list_streams(app: Chronik, request: pb.ListStreamsRequest) -> pb.ListS
         )
     prefix = _text(request.prefix, "prefix")
     tenant = (_text(request.tenant, "tenant") or "") if request.HasField("tenant") else None
+    if scope.denied or (tenant is not None and not scope.sees(tenant)):
+        return pb.ListStreamsResponse()
+    if not scope.operator:
+        tenant = scope.tenant
     if request.limit > MAX_PAGE:
         raise ValidationError(
             f"invalid limit {request.limit}: expected 0..{MAX_PAGE}", field="limit"
@@ -84,10 +93,8 @@ async def list_streams(app: Chronik, request: pb.ListStreamsRequest) -> pb.ListS
     seen = 0
     page: list[pb.StreamInfo] = []
     more = False
-    async for info in app.store.list_streams(domain, prefix):
+    async for info in app.store.list_streams(domain, prefix, tenant=tenant):
         stream = info.stream
-        if tenant is not None and stream.tenant != tenant:
-            continue
         seen += 1
         if seen <= skip:
             continue
@@ -172,15 +179,26 @@ class GuardedService:
         self.auth = auth
         self._guarded = guarded
 
+    #: tenancy when the server has no auth (``GrpcServer`` sets it)
+    tenancy: TenancyConfig = TenancyConfig()
+
     def _key(self, context: Context) -> ApiKey | None:
         if self.auth is None:
             return None
         return self.auth.authenticate(context.invocation_metadata() or ())
 
-    def _allow_read(self, context: Context) -> None:
+    def _scope(self, key: ApiKey | None) -> Scope:
+        return Scope.of(None, self.tenancy) if self.auth is None else self.auth.scope(key)
+
+    def _allow_read(self, context: Context, operator: bool = False) -> Scope:
+        """The read right (and an operator's scope with ``operator``); the caller's scope."""
         key = self._key(context)
         if key is not None:
             Auth.allow(key, "read")
+        scope = self._scope(key)
+        if operator:
+            scope.require_operator(f"{type(self).__name__.removesuffix('Service')} calls")
+        return scope
 
 
 class CatalogService(GuardedService, rpc.CatalogServicer):
@@ -253,6 +271,7 @@ class ProjectionsService(GuardedService, rpc.ProjectionsServicer):
                 raise AdminWritesDisabled("grpc.admin_writes")
         elif not key.admin:
             raise PermissionDenied(f"{key.name} may not run projection admin actions")
+        self._scope(key).require_operator(f"{type(self).__name__.removesuffix('Service')} calls")
 
     async def _action(self, context: Context, name: str, action: str, arg: str = "") -> Any:
         async def call() -> pb.ActionResponse:
@@ -264,7 +283,7 @@ class ProjectionsService(GuardedService, rpc.ProjectionsServicer):
 
     async def List(self, request: pb.ListProjectionsRequest, context: Context) -> Any:
         async def call() -> pb.ProjectionsResponse:
-            self._allow_read(context)
+            self._allow_read(context, operator=True)
             statuses = await self.admin.statuses()
             return pb.ProjectionsResponse(projections=[status_to_wire(s) for s in statuses])
 
@@ -272,7 +291,7 @@ class ProjectionsService(GuardedService, rpc.ProjectionsServicer):
 
     async def Status(self, request: pb.ProjectionRequest, context: Context) -> Any:
         async def call() -> pb.ProjectionsResponse:
-            self._allow_read(context)
+            self._allow_read(context, operator=True)
             statuses = await self.admin.status_of(_name(request.name))
             return pb.ProjectionsResponse(projections=[status_to_wire(s) for s in statuses])
 
@@ -280,7 +299,7 @@ class ProjectionsService(GuardedService, rpc.ProjectionsServicer):
 
     async def DeadLetters(self, request: pb.ProjectionRequest, context: Context) -> Any:
         async def call() -> pb.DeadLettersResponse:
-            self._allow_read(context)
+            self._allow_read(context, operator=True)
             letters = await self.admin.dead_letters(_name(request.name))
             return pb.DeadLettersResponse(dead_letters=[dead_letter_to_wire(d) for d in letters])
 

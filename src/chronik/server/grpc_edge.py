@@ -10,7 +10,8 @@
 - ``status_for`` maps every chronik error to its status code (the one table,
   ``chronik.server.status``); anything else is a bug:
   INTERNAL, logged with its traceback once a minute per kind (``report_bug``).
-- ``Service`` is every servicer's base (auth, ``_guarded``); ``abort_call`` ends a call with
+- ``Service`` is every servicer's base (auth and the tenant scope, ``_guarded``); ``abort_call``
+  ends a call with
   a chronik error's status code, message and trailers.
 - ``GrpcHealth`` answers SERVING only while the app works; ``bind_error`` types a failed bind.
 """
@@ -38,6 +39,7 @@ from chronik.messages import EventData, Position, StreamId
 from chronik.server.auth import Action, ApiKey, Auth
 from chronik.server.edge_input import check_raw_events
 from chronik.server.status import wire_status
+from chronik.server.tenancy import Scope, TenancyConfig
 from chronik.server.wire import error_trailers
 
 __all__ = [
@@ -220,8 +222,12 @@ async def abort_call(context: grpc.aio.ServicerContext[Any, Any], exc: BaseExcep
 
 
 class Service:
-    """What every chronik servicer shares: the app, auth (``_allow`` a right), and
-    ``_guarded`` (run a unary call, its error answered by ``abort_call``)."""
+    """What every chronik servicer shares: the app, auth (``_allow`` a right, answering the
+    caller's tenant scope), and ``_guarded`` (run a unary call, its error answered by
+    ``abort_call``)."""
+
+    #: tenancy when the server has no auth (``GrpcServer`` sets it): required means nothing
+    tenancy: TenancyConfig = TenancyConfig()
 
     def __init__(self, app: Chronik, auth: Auth | None) -> None:
         self.app = app
@@ -232,10 +238,17 @@ class Service:
             return None
         return self.auth.authenticate(context.invocation_metadata() or ())
 
-    def _allow(self, context: grpc.aio.ServicerContext[Any, Any], action: Action) -> None:
+    def _allow(self, context: grpc.aio.ServicerContext[Any, Any], action: Action) -> Scope:
         key = self._key(context)
         if key is not None:
             Auth.allow(key, action)
+        return self._scope(key)
+
+    def _scope(self, key: ApiKey | None) -> Scope:
+        """The tenants a call with ``key`` reaches (``chronik.server.tenancy``)."""
+        if self.auth is None:
+            return Scope.of(None, self.tenancy)
+        return self.auth.scope(key)
 
     async def _guarded(
         self, context: grpc.aio.ServicerContext[Any, Any], call: Callable[[], Awaitable[T]]

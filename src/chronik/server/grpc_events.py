@@ -7,6 +7,10 @@ Raw appends write events with no business logic in between, so both are refused
 against the registered schemas (``chronik.server.edge_input.check_raw_events``). A failed
 append condition is ABORTED with ``AppendConditionFailed`` (its item and position in the error
 trailers); nothing is written then.
+
+Every call stays within the key's tenant scope (``chronik.server.tenancy``): appends to
+another tenant are PERMISSION_DENIED, reading another tenant's stream is NOT_FOUND, and
+ReadAll, ReadQuery, Subscribe and ListStreams carry the scope's tenant's events only.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import grpc
 from chronik.app import Chronik
 from chronik.errors import ChronikError, PermissionDenied
 from chronik.messages import RecordedEvent, StreamId
+from chronik.server import tenancy
 from chronik.server.auth import Auth
 from chronik.server.edge_input import check_raw_events, condition_of
 from chronik.server.grpc_admin import list_streams
@@ -74,10 +79,11 @@ class EventStoreService(Service, rpc.EventStoreServicer):
         self, request: pb.AppendRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.AppendResponse:
         async def call() -> pb.AppendResponse:
-            self._allow(context, "append")  # credentials first, then the switch
+            scope = self._allow(context, "append")  # credentials first, then the switch
             if not self.raw_append:
                 raise PermissionDenied(RAW_APPEND_OFF)
-            stream = StreamId(request.domain, request.aggregate_id, request.tenant)
+            tenant = scope.write_tenant(request.tenant)
+            stream = StreamId(request.domain, request.aggregate_id, tenant)
             if request.WhichOneof("expected") == "sequence":
                 check_sequence(request.sequence, "sequence")
             events = [event_data_from_wire(e) for e in request.events]
@@ -96,9 +102,10 @@ class EventStoreService(Service, rpc.EventStoreServicer):
         self, request: pb.AppendTaggedRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.AppendTaggedResponse:
         async def call() -> pb.AppendTaggedResponse:
-            self._allow(context, "append")  # credentials first, then the switch
+            scope = self._allow(context, "append")  # credentials first, then the switch
             if not self.raw_append:
                 raise PermissionDenied(RAW_APPEND_OFF)
+            tenant = scope.write_tenant(request.tenant)
             domain = request.domain or "dcb"
             events = [event_data_from_wire(e) for e in request.events]
             condition = None
@@ -107,7 +114,7 @@ class EventStoreService(Service, rpc.EventStoreServicer):
                 condition = condition_of(query, request.condition.after)
             check_raw_events(self.app, domain, events)
             result = await self.app.store.append_tagged(
-                events, condition, domain=domain, tenant=request.tenant
+                events, condition, domain=domain, tenant=tenant
             )
             return pb.AppendTaggedResponse(
                 positions=[str(p) for p in result.positions], position=str(result.position)
@@ -119,12 +126,11 @@ class EventStoreService(Service, rpc.EventStoreServicer):
         self, request: pb.ReadQueryRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.Event]:
         try:
-            self._allow(context, "read")
+            scope = self._allow(context, "read")
             query = query_from_wire(request.query)
             after = parse_position(request.after, "after")
-            store = self.app.store
-            async for event in store.read_query(
-                query, after, request.limit or None, request.backward
+            async for event in tenancy.read_query(
+                self.app.store, scope, query, after, request.limit or None, request.backward
             ):
                 yield event_to_wire(event)
         except (ChronikError, Exception) as exc:
@@ -134,8 +140,8 @@ class EventStoreService(Service, rpc.EventStoreServicer):
         self, request: pb.ListStreamsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListStreamsResponse:
         async def call() -> pb.ListStreamsResponse:
-            self._allow(context, "read")
-            return await list_streams(self.app, request)
+            scope = self._allow(context, "read")
+            return await list_streams(self.app, request, scope)
 
         return await self._guarded(context, call)
 
@@ -143,8 +149,9 @@ class EventStoreService(Service, rpc.EventStoreServicer):
         self, request: pb.ReadStreamRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.Event]:
         try:
-            self._allow(context, "read")
+            scope = self._allow(context, "read")
             stream = StreamId(request.domain, request.aggregate_id, request.tenant)
+            stream = scope.read_stream(stream)  # empty tenant: the key's own
             start = None
             if request.HasField("from_sequence"):
                 start = check_sequence(request.from_sequence, "from_sequence")
@@ -159,8 +166,10 @@ class EventStoreService(Service, rpc.EventStoreServicer):
         self, request: pb.ReadAllRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.Event]:
         try:
-            self._allow(context, "read")
-            async for event in self.app.store.read_all(
+            scope = self._allow(context, "read")
+            async for event in tenancy.read_all(
+                self.app.store,
+                scope,
                 after=parse_position(request.after, "after"),
                 domains=list(request.domains) or None,
                 types=list(request.types) or None,
@@ -176,17 +185,19 @@ class EventStoreService(Service, rpc.EventStoreServicer):
         self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.SubscribeResponse]:
         try:
-            self._allow(context, "read")
-            sub = self.app.store.subscribe(
+            scope = self._allow(context, "read")
+            store = self.app.store
+            sub = store.subscribe(
                 parse_position(request.after, "after"),
                 domains=list(request.domains) or None,
                 types=list(request.types) or None,
                 query=query_from_wire(request.query) if request.HasField("query") else None,
+                tenant=scope.filter,
             )
         except (ChronikError, Exception) as exc:
             await abort_call(context, exc)
             return
-        if self.stopping:
+        if self.stopping or scope.denied:  # a key without tenant: nothing
             return
         self.subscriptions.add(sub)
         pending: asyncio.Future[RecordedEvent] | None = None  # the next event, during catch-up

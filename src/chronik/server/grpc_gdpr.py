@@ -3,7 +3,8 @@ redact an event; the same calls as ``chronik.server.http_gdpr`` over HTTP.
 
 Verify and ListForgotten need the read right; Forget and Redact are admin writes (the key's
 ``admin`` right; without auth refused unless ``grpc.admin_writes``), like the Projections
-service's actions. The audit events name the API key (``key:<name>``), or without auth the
+service's actions; all need an operator's key (tenant ``*``) when the key is tenant-scoped.
+The audit events name the API key (``key:<name>``), or without auth the
 peer (``grpc:<peer>``).
 """
 
@@ -56,7 +57,7 @@ class PersonalDataService(ProjectionsService, rpc.PersonalDataServicer):
 
     async def Verify(self, request: pb.VerifySubjectRequest, context: Context) -> Any:
         async def call() -> pb.VerifySubjectResponse:
-            self._allow_read(context)
+            self._allow_read(context, operator=True)
             canaries, tables = list(request.canaries), list(request.tables)
             if len(canaries) > MAX_CANARIES or len(tables) > MAX_CANARIES:
                 raise ValidationError(f"at most {MAX_CANARIES} canaries", field="canaries")
@@ -83,7 +84,7 @@ class PersonalDataService(ProjectionsService, rpc.PersonalDataServicer):
 
     async def ListForgotten(self, request: pb.ListForgottenRequest, context: Context) -> Any:
         async def call() -> pb.ListForgottenResponse:
-            self._allow_read(context)
+            self._allow_read(context, operator=True)
             if request.limit > 1000:
                 raise ValidationError("limit must be at most 1000", field="limit")
             gone = await forgotten_subjects(self.app.store, request.limit or 100)

@@ -117,6 +117,8 @@ def create_http_app(
     unless ``raw_append`` enables it (config ``http.raw_append``), and needs the ``append``
     right when ``auth`` is set. With ``limiter``, requests past the node's limits (in-flight
     commands, subscriptions, API key rates) are answered 429 with Retry-After at once.
+    Every request stays within its credential's tenant scope (``chronik.server.tenancy``);
+    projection and personal-data routes need an operator's (tenant ``*``) when auth scopes it.
     """
     metrics = metrics or Metrics()
     metrics.instrument(app)
@@ -148,22 +150,32 @@ def create_http_app(
         Route("/v1/dcb/read", guarded(dcb.dcb_read, "read"), methods=["POST"]),
         Route("/v1/dcb/append", guarded(dcb.dcb_append, "append"), methods=["POST"]),
         Route("/v1/schemas", guarded(ops.schemas, "read")),
-        Route("/v1/projections", guarded(ops.projections, "read")),
-        Route("/v1/projections/{name}/dead-letters", guarded(ops.dead_letters, "read")),
+        Route("/v1/projections", guarded(ops.projections, "read", operator=True)),
+        Route(
+            "/v1/projections/{name}/dead-letters", guarded(ops.dead_letters, "read", operator=True)
+        ),
         Route(
             "/v1/projections/{name}/dead-letters/{action}",
-            guarded(ops.dead_letters_action, "admin"),
+            guarded(ops.dead_letters_action, "admin", operator=True),
             methods=["POST"],
         ),
         Route(
             "/v1/projections/{name}/{action}",
-            guarded(ops.projection_action, "admin"),
+            guarded(ops.projection_action, "admin", operator=True),
             methods=["POST"],
         ),
-        Route("/v1/admin/gdpr/forget", guarded(gdpr.forget, "admin"), methods=["POST"]),
-        Route("/v1/admin/gdpr/verify", guarded(gdpr.verify, "read"), methods=["POST"]),
-        Route("/v1/admin/gdpr/forgotten", guarded(gdpr.forgotten, "read")),
-        Route("/v1/events/{event_id}/redact", guarded(gdpr.redact, "admin"), methods=["POST"]),
+        Route(
+            "/v1/admin/gdpr/forget", guarded(gdpr.forget, "admin", operator=True), methods=["POST"]
+        ),
+        Route(
+            "/v1/admin/gdpr/verify", guarded(gdpr.verify, "read", operator=True), methods=["POST"]
+        ),
+        Route("/v1/admin/gdpr/forgotten", guarded(gdpr.forgotten, "read", operator=True)),
+        Route(
+            "/v1/events/{event_id}/redact",
+            guarded(gdpr.redact, "admin", operator=True),
+            methods=["POST"],
+        ),
         Route("/healthz", ops.healthz),
         Route("/readyz", guarded(ops.readyz)),
         Route("/metrics", guarded(ops.metrics_route)),

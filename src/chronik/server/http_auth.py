@@ -4,6 +4,10 @@ A JWT's permissions are its ``scope`` claim (space-separated, or a list in ``scp
 ``admin`` (projection actions), ``commands:DOMAIN:TYPE`` or ``commands:DOMAIN:*``. An
 ``authorize(principal, command)`` hook may refuse any command (raise PermissionDenied), e.g.
 by tenant or by payload. Failures are logged by the gateway and answered 401 or 403.
+
+A JWT's tenant is its ``tenant`` claim (``JwtConfig.tenant_claim``), an API key's its
+``tenant``; ``scope(principal)`` is what the request reaches (``chronik.server.tenancy``). A
+tenant claim that is not a tenant name (nor ``"*"``) makes the token invalid.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import msgspec
 from chronik.errors import AuthenticationError, ConfigurationError, PermissionDenied
 from chronik.messages import Command
 from chronik.server.auth import ApiKey, Auth
+from chronik.server.tenancy import Scope, TenancyConfig, check_tenant
 
 __all__ = ["Authorize", "Claims", "HttpAuth", "JwtConfig", "Principal"]
 
@@ -34,6 +39,8 @@ class JwtConfig(msgspec.Struct, forbid_unknown_fields=True):
     audience: str | None = None
     issuer: str | None = None
     leeway: float = 0.0
+    #: the claim naming the token's tenant ("*": every tenant); see chronik.server.tenancy
+    tenant_claim: str = "tenant"
 
     def keys(self) -> dict[str, Any]:
         """Verification key per algorithm family."""
@@ -73,12 +80,15 @@ class HttpAuth:
         jwt_config: JwtConfig | None = None,
         *,
         authorize: Authorize | None = None,
+        tenancy: TenancyConfig | None = None,
     ) -> None:
         if keys is None and jwt_config is None:
             raise ConfigurationError("HTTP auth needs API keys or a JWT configuration")
         self.keys = keys
         self.jwt = jwt_config
         self.authorize = authorize
+        #: tenant scoping: this argument, else the API keys' (``Auth.tenancy``), else off
+        self.tenancy = tenancy or (keys.tenancy if keys is not None else TenancyConfig())
         self._jwt_keys: dict[str, Any] = {}
         if jwt_config is not None:
             import jwt  # noqa: F401 - PyJWT (and cryptography, ~10 MB) only with bearer JWTs
@@ -120,11 +130,27 @@ class HttpAuth:
             )
         except jwt.PyJWTError as exc:
             raise AuthenticationError(f"invalid token: {exc}") from None
+        try:
+            check_tenant(claims.get(self.jwt.tenant_claim), f"claim {self.jwt.tenant_claim!r}")
+        except ConfigurationError as exc:
+            raise AuthenticationError(f"invalid token: {exc}") from None
         scope = claims.get("scp") or claims.get("scope") or ""
         return Claims(claims, frozenset(scope.split() if isinstance(scope, str) else scope))
 
-    def check(self, headers: Mapping[str, str], action: str) -> None:
-        """Authenticate, then require ``action`` ("read", "append" or "admin")."""
+    def tenant_of(self, who: Principal) -> str | None:
+        """The tenant a principal names (``"*"``: every tenant; None: none)."""
+        if isinstance(who, ApiKey):
+            return who.tenant
+        claim = "tenant" if self.jwt is None else self.jwt.tenant_claim
+        value = who.claims.get(claim)
+        return value if isinstance(value, str) else None
+
+    def scope(self, who: Principal) -> Scope:
+        """What ``who`` reaches under this server's tenancy."""
+        return Scope.of(self.tenant_of(who), self.tenancy)
+
+    def check(self, headers: Mapping[str, str], action: str) -> Principal:
+        """Authenticate, then require ``action`` ("read", "append" or "admin"); the principal."""
         who = self.authenticate(headers)
         if isinstance(who, ApiKey):
             allowed = {"read": who.read, "append": who.append}.get(action, who.admin)
@@ -133,6 +159,7 @@ class HttpAuth:
             allowed, name = action in who.scopes, str(who.claims.get("sub", "token"))
         if not allowed:
             raise PermissionDenied(f"{name} may not {action}")
+        return who
 
     def check_command(
         self, headers: Mapping[str, str], command: Command, who: Principal | None = None

@@ -7,8 +7,9 @@ API key with ``append: true``, or a JWT with the ``append`` scope): events enter
 business logic in between, as raw appends do. The body is bounded by ``http.max_body_bytes``
 (413). Answers: 202 once the event is durable on the server's transport (see
 ``chronik.transports.cloudevents_receiver``), 400 naming the attribute (``field``) for a bad
-event or a topic no consumer here subscribes to, 503 while the consumers are not started yet or
-the transport is down (the sender retries with the same id).
+event or a topic no consumer here subscribes to, 403 to a tenant-scoped credential (only an
+operator's, tenant ``*``, may send: the messages carry no tenant), 503 while the consumers are
+not started yet or the transport is down (the sender retries with the same id).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def cloudevents_routes(receiver: CloudEventsReceiver) -> list[Route]:
         message = await receiver.accept(request.headers, body, topic)
         return JSONResponse({"id": message.id, "topic": message.topic}, status_code=202)
 
-    handler = guarded(receive, "append")
+    handler = guarded(receive, "append", operator=True)  # messages carry no tenant
     return [
         Route("/v1/cloudevents", handler, methods=["POST"]),
         Route("/v1/cloudevents/{topic}", handler, methods=["POST"]),

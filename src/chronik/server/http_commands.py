@@ -1,6 +1,8 @@
 """HTTP handlers of the write side: ``POST /v1/commands`` (with ``?wait=projections``).
 
-A committed command is always answered with its result, never a 5xx. Module-level handlers
+A committed command is always answered with its result, never a 5xx. A command goes to the
+credential's tenant: one without tenant gets it, one naming another tenant is 403
+(``chronik.server.tenancy``). Module-level handlers
 over ``chronik.server.http_state.HttpState``; imports ``http_state`` and ``http_params``.
 """
 
@@ -15,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 
 from chronik.commands import CommandResult
 from chronik.server import http_params as params
-from chronik.server.http_state import HttpState, read_body, state_of
+from chronik.server.http_state import HttpState, read_body, scope_of, state_of
 
 __all__ = ["caught_up", "post_command", "result_json"]
 
@@ -46,6 +48,7 @@ async def post_command(request: Request) -> Response:
     command = await params.parse_command(await read_body(request))
     if state.auth is not None:
         state.auth.check_command(request.headers, command, who)
+    command.tenant = scope_of(request).write_tenant(command.tenant)
     result = await state.app.dispatch(command)
     # committed from here on: whatever fails now, the answer is the committed result
     answer = result_json(result)

@@ -7,7 +7,9 @@ append writes events with no business logic in between, so it is refused (403) u
 server enables it (``create_http_app(raw_append=True)``, config ``http.raw_append: true``);
 with auth it also needs the ``append`` right, and its events are checked against the
 registered schemas. A failed append condition is 409 ``AppendConditionFailed`` with the query
-``item`` and the ``position`` of the first matching event; nothing is written then.
+``item`` and the ``position`` of the first matching event; nothing is written then. Both stay
+within the request's tenant scope (``chronik.server.tenancy``): reads see its tenant's events,
+appends go to its tenant (another tenant is 403).
 Module-level handlers over ``chronik.server.http_state.HttpState``.
 """
 
@@ -25,7 +27,8 @@ from chronik.errors import PermissionDenied
 from chronik.messages import EventData, Position
 from chronik.server import http_params as params
 from chronik.server.edge_input import check_raw_events, query_of
-from chronik.server.http_state import read_body, state_of
+from chronik.server.http_state import read_body, scope_of, state_of
+from chronik.server.tenancy import read_query
 
 __all__ = ["RAW_APPEND_OFF", "dcb_append", "dcb_read"]
 
@@ -92,8 +95,8 @@ async def dcb_read(request: Request) -> Response:
     body = await _body(request, _ReadBody)
     query = _query(body.query, "query")
     after = None if body.after is None else Position.parse(body.after, "after")
-    store = state_of(request).store
-    events = [e async for e in store.read_query(query, after, body.limit, body.backward)]
+    store, scope = state_of(request).store, scope_of(request)
+    events = [e async for e in read_query(store, scope, query, after, body.limit, body.backward)]
     last = str(events[-1].position) if events else None
     return JSONResponse({"events": [e.to_dict() for e in events], "last_position": last})
 
@@ -106,6 +109,7 @@ async def dcb_append(request: Request) -> Response:
     if not state.raw_append:  # the append right was checked first (guarded)
         raise PermissionDenied(RAW_APPEND_OFF)
     body = await _body(request, _AppendBody)
+    tenant = scope_of(request).write_tenant(body.tenant)
     events = []
     for e in body.events:
         data = EventData(
@@ -125,9 +129,7 @@ async def dcb_append(request: Request) -> Response:
         after = None if c.after is None else Position.parse(c.after, "condition.after")
         condition = AppendCondition(query, after)
     check_raw_events(state.app, body.domain, events)
-    result = await state.store.append_tagged(
-        events, condition, domain=body.domain, tenant=body.tenant
-    )
+    result = await state.store.append_tagged(events, condition, domain=body.domain, tenant=tenant)
     return JSONResponse(
         {"positions": [str(p) for p in result.positions], "position": str(result.position)}
     )

@@ -30,7 +30,7 @@ from chronik.errors import LeaseHeld, ValidationError
 from chronik.lifecycle.compaction import compact_aggregate
 from chronik.lifecycle.scavenger import LEASE, Scavenger
 from chronik.messages import ANY, NO_STREAM, STREAM_EXISTS, Expected, StreamId
-from chronik.server.http_state import guarded, read_body, state_of
+from chronik.server.http_state import guarded, read_body, scope_of, state_of
 from chronik.server.openapi_retention import MAX_SEQUENCE
 from chronik.store.retention import Retention, check_retention
 
@@ -101,15 +101,20 @@ def _rules(rules: Retention) -> dict[str, Any]:
     }
 
 
-def _stream(request: Request) -> StreamId:
-    p = request.path_params
-    return StreamId(p["domain"], p["aggregate_id"], request.query_params.get("tenant", ""))
+def _stream(request: Request, write: bool = False) -> StreamId:
+    """The path's stream in the request's tenant scope: another tenant's is 404 to a read,
+    403 to a write (``chronik.server.tenancy``)."""
+    p, q = request.path_params, request.query_params
+    scope = scope_of(request)
+    if write:
+        return StreamId(p["domain"], p["aggregate_id"], scope.write_tenant(q.get("tenant", "")))
+    return scope.read_stream(StreamId(p["domain"], p["aggregate_id"], q.get("tenant", "")))
 
 
 async def delete_stream(request: Request) -> Response:
     """``POST /v1/admin/streams/delete``: delete a stream (soft, or hard with ``hard``)."""
     body: DeleteBody = _decode(await read_body(request), DeleteBody)
-    stream = StreamId(body.domain, body.aggregate_id, body.tenant)
+    stream = StreamId(body.domain, body.aggregate_id, scope_of(request).write_tenant(body.tenant))
     done = await state_of(request).store.delete_stream(
         stream, _expected(body.expected), hard=body.hard
     )
@@ -127,7 +132,7 @@ async def compact_stream(request: Request) -> Response:
     """``POST /v1/admin/streams/compact``: replace an aggregate's events 0..upto by its
     model's summary (the same answer on a retry)."""
     body: CompactBody = _decode(await read_body(request), CompactBody)
-    stream = StreamId(body.domain, body.aggregate_id, body.tenant)
+    stream = StreamId(body.domain, body.aggregate_id, scope_of(request).write_tenant(body.tenant))
     if not 0 <= body.upto <= MAX_SEQUENCE:
         raise ValidationError(f"invalid sequence {body.upto!r}", field="upto")
     app = state_of(request).app
@@ -155,7 +160,7 @@ async def get_retention(request: Request) -> Response:
 
 async def put_retention(request: Request) -> Response:
     """``PUT /v1/admin/retention/{domain}/{aggregate_id}``: set a stream's rules."""
-    stream = _stream(request)
+    stream = _stream(request, write=True)
     body: RulesBody = _decode(await read_body(request), RulesBody)
     checked = check_retention(body.max_age, body.max_count, body.truncate_before)
     rules = await state_of(request).store.set_retention(stream, checked)
@@ -195,6 +200,8 @@ def retention_routes(defaults: Mapping[str, Retention] | None = None) -> list[Ro
         Route("/v1/admin/streams/compact", guarded(compact_stream, "admin"), methods=["POST"]),
         Route(f"/v1/admin/retention/{tail}", guarded(get_retention, "read"), methods=["GET"]),
         Route(f"/v1/admin/retention/{tail}", guarded(put_retention, "admin"), methods=["PUT"]),
-        Route("/v1/admin/scavenge", guarded(scavenge_now, "admin"), methods=["POST"]),
-        Route("/v1/admin/scavenger", guarded(scavenger_status, "read")),
+        Route(
+            "/v1/admin/scavenge", guarded(scavenge_now, "admin", operator=True), methods=["POST"]
+        ),
+        Route("/v1/admin/scavenger", guarded(scavenger_status, "read", operator=True)),
     ]

@@ -1,6 +1,7 @@
 """What every HTTP handler works over: ``HttpState`` (stored on the Starlette app by
 ``create_http_app``), ``state_of(request)`` to fetch it, ``guarded`` (auth, admin writes and
-errors as problem+json around a handler) and ``read_body`` (bounded by ``max_body_bytes``).
+errors as problem+json around a handler), ``scope_of`` (the tenants a request reaches,
+``chronik.server.tenancy``) and ``read_body`` (bounded by ``max_body_bytes``).
 
 The handler modules (``http_commands``, ``http_streams``, ``http_ops``) import this module;
 it imports chronik's core and ``chronik.server`` helpers only, never a handler module.
@@ -28,9 +29,10 @@ from chronik.server.http_auth import HttpAuth
 from chronik.server.http_queries import LiveQuery
 from chronik.server.metrics import Metrics
 from chronik.server.problems import error_response
+from chronik.server.tenancy import ALL, Scope
 from chronik.store.base import EventStore
 
-__all__ = ["Handler", "HttpState", "guarded", "read_body", "state_of"]
+__all__ = ["Handler", "HttpState", "guarded", "read_body", "scope_of", "state_of"]
 
 log = logging.getLogger("chronik.http")
 Handler = Callable[[Request], Awaitable[Response]]
@@ -63,17 +65,32 @@ def state_of(request: Request) -> HttpState:
     return state
 
 
-def guarded(handler: Handler, action: str | None = None) -> Handler:
+def scope_of(request: Request) -> Scope:
+    """The tenants ``request`` reaches (every tenant without auth); authenticates once per
+    request (``guarded`` keeps what it found)."""
+    found: Scope | None = getattr(request.state, "tenant_scope", None)
+    if found is None:
+        auth = state_of(request).auth
+        found = ALL if auth is None else auth.scope(auth.authenticate(request.headers))
+        request.state.tenant_scope = found
+    return found
+
+
+def guarded(handler: Handler, action: str | None = None, operator: bool = False) -> Handler:
     """``handler`` behind the ``action`` right (with auth; without auth an ``admin`` action
-    needs admin writes enabled), with every error answered as problem+json."""
+    needs admin writes enabled), for operators only (tenant ``*``) with ``operator``, with
+    every error answered as problem+json."""
 
     async def call(request: Request) -> Response:
         state = state_of(request)
         try:
             if state.auth is not None and action is not None:
-                state.auth.check(request.headers, action)
+                who = state.auth.check(request.headers, action)
+                request.state.tenant_scope = state.auth.scope(who)
             elif action == "admin" and not state.admin_writes:
                 raise AdminWritesDisabled()
+            if operator:
+                scope_of(request).require_operator(f"{request.method} {request.url.path}")
             return await handler(request)
         except (AuthenticationError, PermissionDenied) as exc:
             log.warning("refused %s %s: %s", request.method, request.url.path, exc)

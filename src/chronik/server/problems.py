@@ -22,6 +22,7 @@ from chronik.errors import (
     CommandRejected,
     DeserializationError,
     Overloaded,
+    PermissionDenied,
     RateLimited,
     ValidationError,
 )
@@ -58,6 +59,8 @@ def problem_fields(exc: BaseException) -> dict[str, Any]:
         return {"reason": exc.reason}
     if isinstance(exc, ValidationError) and exc.field:
         return {"field": exc.field}
+    if isinstance(exc, PermissionDenied) and getattr(exc, "field", None):  # a tenant refusal
+        return {"field": exc.field}  # type: ignore[attr-defined]
     if isinstance(exc, Overloaded):  # the limit and the retry hint (Retry-After: seconds)
         fields = {k: getattr(exc, k, None) for k in ("limit", "retry_after_ms")}
         if isinstance(exc, RateLimited):

@@ -29,6 +29,7 @@ from chronik.messages import (
     StreamId,
 )
 from chronik.store import leases as _leases
+from chronik.store.archive_ops import ArchiveOps
 from chronik.store.deletion import prepare_delete
 from chronik.store.leases import Lease
 from chronik.store.read import READ_PAGE, StoreReader
@@ -107,7 +108,7 @@ if TYPE_CHECKING:
 _log = logging.getLogger("chronik.store")
 
 
-class EventStore(StoreReader, Rewrites, RetentionOps, StreamStartOps):
+class EventStore(StoreReader, Rewrites, RetentionOps, StreamStartOps, ArchiveOps):
     """An append-only store of event streams with a global order; an async context manager."""
 
     url: str
@@ -196,10 +197,11 @@ class EventStore(StoreReader, Rewrites, RetentionOps, StreamStartOps):
 
     async def _commit(self, unit: WriteUnit) -> list[AppendResult]:
         """``_write``, timed for the write observers."""
+        await self._check_archived(unit)  # archived events count for DCB conditions too
         if not self.write_observers:
-            return await self._write(unit)
+            return await self._write_scoped(unit)
         start = time.perf_counter()
-        results = await self._write(unit)
+        results = await self._write_scoped(unit)
         elapsed = time.perf_counter() - start
         for observe in self.write_observers:
             try:
@@ -258,18 +260,17 @@ class EventStore(StoreReader, Rewrites, RetentionOps, StreamStartOps):
         *,
         batch_size: int = 500,
         query: Query | None = None,
+        tenant: str | None = None,
     ) -> Subscription:
-        """Every event after ``after`` in commit order: catch up, then follow live appends.
-
-        ``query`` (a ``chronik.Query``) keeps only the events it matches, besides the domain
-        and type filters.
-        """
+        """Every event after ``after`` in commit order: catch up, then follow live appends;
+        ``query`` (a ``chronik.Query``) keeps only the events it matches, ``tenant`` only one
+        tenant's (None: every tenant), besides the domain and type filters."""
         from chronik.store.subscription import Subscription
 
         domains_t, types_t = check_filters(domains, types)
         if query is not None:
             check_query(query)
-        return Subscription(self, after, domains_t, types_t, batch_size, query)
+        return Subscription(self, after, domains_t, types_t, batch_size, query, tenant)
 
     async def read_table(
         self,
@@ -279,6 +280,7 @@ class EventStore(StoreReader, Rewrites, RetentionOps, StreamStartOps):
         limit: int | None = None,
         *,
         after: Mapping[str, Any] | None = None,
+        tenant: str | None = None,
     ) -> list[dict[str, Any]]:
         """Committed rows of a read-model table that meet ``where``, as dicts.
 
@@ -288,11 +290,11 @@ class EventStore(StoreReader, Rewrites, RetentionOps, StreamStartOps):
         descending); NULL sorts first ascending on every adapter. ``after`` (keyset paging)
         gives a value for each ``order_by`` column, typically those of the last row of the
         previous page: only rows that come after it in that order are returned (make the order
-        unique, e.g. end it with the primary key). Raises ValidationError naming the column for
-        a bad condition, ReadModelError if the table or a column does not exist.
-        """
+        unique, e.g. end it with the primary key). ``tenant``: the rows of one tenant of a
+        ``per_tenant`` table. Raises ValidationError naming the column for a bad condition,
+        ReadModelError if the table or a column does not exist."""
         check_identifier(table)
-        conds = check_where(where)
+        conds = check_where(where if tenant is None else {**(where or {}), "tenant": tenant})
         order = tuple(
             (check_identifier(c.removeprefix("-"), "column"), c.startswith("-")) for c in order_by
         )

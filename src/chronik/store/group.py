@@ -182,13 +182,14 @@ class GroupStore(CompositeStore):
         limit: int,
         domains: Sequence[str] | None = None,
         types: Sequence[str] | None = None,
+        tenant: str | None = None,
     ) -> ReadPage:
         """Up to ``limit`` events after the cut ``after``, interleaved by record time; a short
         page says up to which cut nothing else of the filter exists (``scanned``)."""
         cut = self._book.cut(after, "after")
         await self._ready()
         pages = [
-            await m.read_page(entry, limit, domains, types)
+            await m.read_page(entry, limit, domains, types, tenant)
             for m, entry in zip(self.members, cut.entries, strict=True)
         ]
         events, cut = self._merge_forward([list(p.events) for p in pages], cut, limit)
@@ -317,11 +318,12 @@ class GroupStore(CompositeStore):
         domain: str | None = None,
         prefix: str | None = None,
         limit: int | None = None,
+        tenant: str | None = None,
     ) -> AsyncIterator[StreamInfo]:
         """Every member's streams, member by member (in the order of their names)."""
         remaining = limit
         for member in self.members:
-            async for info in member.list_streams(domain, prefix, remaining):
+            async for info in member.list_streams(domain, prefix, remaining, tenant):
                 yield info
                 if remaining is not None:
                     remaining -= 1

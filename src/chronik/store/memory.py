@@ -27,6 +27,7 @@ from chronik.messages import (
     StreamInfo,
 )
 from chronik.store.base import EventStore
+from chronik.store.memory_archive import MemoryArchive
 from chronik.store.memory_retention import MemoryRetention
 from chronik.store.memory_rewrite import MemoryRewrites
 from chronik.store.memory_tables import (
@@ -54,10 +55,11 @@ from chronik.store.tables import Condition
 __all__ = ["MemoryEventStore"]
 
 
-class MemoryEventStore(MemoryRewrites, MemoryRetention, EventStore):
+class MemoryEventStore(MemoryRewrites, MemoryArchive, MemoryRetention, EventStore):
     """Keeps every event in lists; one process, lost on exit."""
 
     supports_tables = True
+    native_tenant_conditions = True  # _first_match
     supports_deletion = True
     head_bounds_reads = True
 
@@ -253,15 +255,16 @@ class MemoryEventStore(MemoryRewrites, MemoryRetention, EventStore):
 
     def _check_condition(self, cond: ConditionCheck) -> None:
         """AppendConditionFailed if an event matching the condition is stored after it."""
-        found = self._first_match(cond.query, cond.after)
+        found = self._first_match(cond.query, cond.after, cond.tenant)
         if found is not None:
             item, event = found
             raise AppendConditionFailed(item, event.position, str(cond.query))
 
     def _first_match(
-        self, query: Query, after: Position | None
+        self, query: Query, after: Position | None, tenant: str | None = None
     ) -> tuple[int, RecordedEvent] | None:
-        """The first event after ``after`` that ``query`` matches, with its item's index."""
+        """The first event after ``after`` (of ``tenant``, when given) that ``query`` matches,
+        with its item's index."""
         events = self._events
         start = 0 if after is None else bisect.bisect_right(events, after, key=_position)
         best: tuple[int, int] | None = None  # (index into _events, item)
@@ -274,7 +277,9 @@ class MemoryEventStore(MemoryRewrites, MemoryRetention, EventStore):
             for i in candidates:
                 if best is not None and i >= best[0]:
                     break
-                if item.matches(events[i]):
+                if item.matches(events[i]) and (
+                    tenant is None or events[i].stream.tenant == tenant
+                ):
                     best = (i, n)
                     break
         return None if best is None else (best[1], events[best[0]])

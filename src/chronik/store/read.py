@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, ClassVar, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeAlias, cast
 
 from chronik.dcb import Query
 from chronik.errors import StreamDeleted, ValidationError
 from chronik.messages import JSON, Position, RecordedEvent, StreamId, StreamInfo
+from chronik.store import archived_reads as archived
+from chronik.store import tenant_reads
 from chronik.store.lifecycle import StoreLifecycle
 from chronik.store.records import ReadPage
+from chronik.store.tenant_reads import TenantReads, check_tenant_filter
 from chronik.store.validation import check_event_id, check_filters, check_limit, check_query
+
+if TYPE_CHECKING:
+    from chronik.archive.archive import Archive
+    from chronik.store.base import EventStore
 
 __all__ = ["READ_PAGE", "PayloadRow", "QueryPayloadRow", "StoreReader"]
 
@@ -31,13 +38,18 @@ PayloadRow: TypeAlias = Sequence[Any]
 QueryPayloadRow: TypeAlias = Sequence[Any]
 
 
-class StoreReader(StoreLifecycle):
+class StoreReader(TenantReads, StoreLifecycle):
     """The reads every store offers, paged over the adapter's page readers."""
 
     #: True when no event can commit at or before a position ``head()`` has returned (commit
     #: order is position order: memory, SQLite). Filtered readers then skip to the head
     #: instead of rescanning events they do not want.
     head_bounds_reads: ClassVar[bool] = False
+    archive: Archive | None  # chronik.store.archive_ops: reads go through it when attached
+
+    def _through_archive(self) -> EventStore | None:
+        """The store when an archive is attached (chronik.store.archived_reads routes)."""
+        return cast("EventStore", self) if self.archive is not None else None
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -70,6 +82,10 @@ class StoreReader(StoreLifecycle):
         if from_sequence is not None and (type(from_sequence) is not int or from_sequence < 0):
             raise ValidationError(f"invalid from_sequence {from_sequence!r}", field="from")
         await self._ready()
+        if (routed := self._through_archive()) is not None:
+            async for event in archived.read_stream(routed, stream, from_sequence, backward, limit):
+                yield event
+            return
         remaining = limit
         cursor = from_sequence
         while remaining is None or remaining > 0:
@@ -96,6 +112,8 @@ class StoreReader(StoreLifecycle):
         whole events."""
         check_limit(limit)
         await self._ready()
+        if (routed := self._through_archive()) is not None:
+            return await archived.read_stream_payloads(routed, stream, from_sequence, limit)
         return await self._read_stream_payloads(stream, from_sequence, limit)
 
     async def read_all(
@@ -106,19 +124,33 @@ class StoreReader(StoreLifecycle):
         limit: int | None = None,
         backward: bool = False,
         before: Position | None = None,
+        tenant: str | None = None,
     ) -> AsyncIterator[RecordedEvent]:
         """All events in commit order (newest first with ``backward=True``).
 
         Only events strictly after ``after`` and strictly before ``before`` are read; pass the last
-        position you saw as ``after`` (forward) or ``before`` (backward) to page on.
+        position you saw as ``after`` (forward) or ``before`` (backward) to page on. ``tenant``
+        keeps one tenant's events ("" is the default tenant; None, every tenant).
         """
         check_limit(limit)
         domains_t, types_t = check_filters(domains, types)
+        check_tenant_filter(tenant)
         await self._ready()
+        if (routed := self._through_archive()) is not None:
+            cap = limit if tenant is None else None  # one tenant's: filtered from every one's
+            events = archived.read_all(routed, after, before, domains_t, types_t, cap, backward)
+            async for event in tenant_reads.of_tenant(events, tenant, limit):
+                yield event
+            return
         remaining = limit
         while remaining is None or remaining > 0:
             size = READ_PAGE if remaining is None else min(READ_PAGE, remaining)
-            page = await self._read_all_page(after, before, domains_t, types_t, size, backward)
+            if tenant is None:
+                page = await self._read_all_page(after, before, domains_t, types_t, size, backward)
+            else:
+                page = await self._read_tenant_page(
+                    tenant, after, before, domains_t, types_t, size, backward
+                )
             for event in page:
                 yield event
             if len(page) < size:
@@ -136,23 +168,35 @@ class StoreReader(StoreLifecycle):
         after: Position | None = None,
         limit: int | None = None,
         backward: bool = False,
+        tenant: str | None = None,
     ) -> AsyncIterator[RecordedEvent]:
         """The events ``query`` matches, in the global order (newest first with ``backward``).
 
         Forward, only events after ``after``; backward, only events before it. A reader never
         passes an event whose transaction may still commit, so the position of the last event
         read is a safe ``AppendCondition.after`` for a decision made from what was read.
+        ``tenant`` keeps one tenant's events (None: every tenant).
         """
         check_query(query)
         check_limit(limit)
+        check_tenant_filter(tenant)
         if after is not None and not isinstance(after, Position):
             raise ValidationError(f"after must be a Position, got {after!r}", field="after")
         await self._ready()
+        if (routed := self._through_archive()) is not None:
+            cap = limit if tenant is None else None
+            events = archived.read_query(routed, query, after, cap, backward)
+            async for event in tenant_reads.of_tenant(events, tenant, limit):
+                yield event
+            return
         remaining = limit
         cursor = after
         while remaining is None or remaining > 0:
             size = READ_PAGE if remaining is None else min(READ_PAGE, remaining)
-            page = await self._read_query_page(query, cursor, size, backward)
+            if tenant is None:
+                page = await self._read_query_page(query, cursor, size, backward)
+            else:
+                page = await self._read_query_tenant_page(query, tenant, cursor, size, backward)
             for event in page:
                 yield event
             if len(page) < size:
@@ -162,17 +206,28 @@ class StoreReader(StoreLifecycle):
             cursor = page[-1].position
 
     async def read_query_payloads(
-        self, query: Query, after: Position | None = None, limit: int = READ_PAGE
+        self,
+        query: Query,
+        after: Position | None = None,
+        limit: int = READ_PAGE,
+        tenant: str | None = None,
     ) -> list[QueryPayloadRow]:
         """One page (forward, at most ``limit``) of the events ``query`` matches after
         ``after`` as ``QueryPayloadRow`` s: what folding them into a decision's state needs and
         nothing more, for the DCB command path. The position of the last row is as safe an
-        ``AppendCondition.after`` as ``read_query``'s; read ``read_query`` for whole events."""
+        ``AppendCondition.after`` as ``read_query``'s; read ``read_query`` for whole events.
+        ``tenant`` keeps one tenant's events (None: every tenant)."""
         check_query(query)
         check_limit(limit)
+        check_tenant_filter(tenant)
         if after is not None and not isinstance(after, Position):
             raise ValidationError(f"after must be a Position, got {after!r}", field="after")
         await self._ready()
+        if tenant is not None:  # whole events of the tenant's page, as rows
+            page = self.read_query(query, after, limit, tenant=tenant)
+            return tenant_reads.payload_rows([e async for e in page])
+        if (routed := self._through_archive()) is not None:
+            return await archived.read_query_payloads(routed, query, after, limit)
         return await self._read_query_payloads(query, after, limit)
 
     async def list_streams(
@@ -180,18 +235,26 @@ class StoreReader(StoreLifecycle):
         domain: str | None = None,
         prefix: str | None = None,
         limit: int | None = None,
+        tenant: str | None = None,
     ) -> AsyncIterator[StreamInfo]:
-        """Streams with their versions, oldest first; filter by domain and aggregate id prefix."""
+        """Streams with their versions, oldest first; filter by domain, aggregate id prefix
+        and tenant ("" is the default tenant; None, every tenant)."""
         check_limit(limit)
+        check_tenant_filter(tenant)
         await self._ready()
         remaining = limit
         cursor: int | None = None
         while remaining is None or remaining > 0:
             size = READ_PAGE if remaining is None else min(READ_PAGE, remaining)
-            page, cursor = await self._list_streams_page(domain, prefix, cursor, size)
+            if tenant is None:
+                page, cursor = await self._list_streams_page(domain, prefix, cursor, size)
+            else:  # a page may come back short and the cursor go on: None says it ended
+                page, cursor = await self._list_tenant_streams_page(
+                    tenant, domain, prefix, cursor, size
+                )
             for info in page:
                 yield info
-            if len(page) < size or cursor is None:
+            if cursor is None or (tenant is None and len(page) < size):
                 return
             if remaining is not None:
                 remaining -= len(page)
@@ -200,6 +263,8 @@ class StoreReader(StoreLifecycle):
         """The stored event with this id, or None."""
         check_event_id(event_id)
         await self._ready()
+        if (routed := self._through_archive()) is not None:
+            return await archived.get_event(routed, event_id)
         return await self._get_event(event_id)
 
     async def read_page(
@@ -208,17 +273,30 @@ class StoreReader(StoreLifecycle):
         limit: int,
         domains: Sequence[str] | None = None,
         types: Sequence[str] | None = None,
+        tenant: str | None = None,
     ) -> ReadPage:
         """Up to ``limit`` events after ``after`` in commit order (readers that keep their place).
 
         On stores where commit order is position order, a filtered page that comes back short
         also says up to where nothing else of the filter exists (``ReadPage.scanned``).
+        ``tenant`` keeps one tenant's events (None: every tenant).
         """
         domains_t, types_t = check_filters(domains, types)
+        check_tenant_filter(tenant)
         await self._ready()
-        sparse = domains_t is not None or types_t is not None
+        if (routed := self._through_archive()) is not None:
+            routed_page = await archived.read_page(routed, after, limit, domains_t, types_t)
+            return (
+                routed_page if tenant is None else tenant_reads.page_of_tenant(routed_page, tenant)
+            )
+        sparse = domains_t is not None or types_t is not None or tenant is not None
         head = await self._head() if sparse and self.head_bounds_reads else None
-        page = await self._read_all_page(after, None, domains_t, types_t, limit, False)
+        if tenant is None:
+            page = await self._read_all_page(after, None, domains_t, types_t, limit, False)
+        else:
+            page = await self._read_tenant_page(
+                tenant, after, None, domains_t, types_t, limit, False
+            )
         scanned = head if head is not None and len(page) < limit else None
         return ReadPage(page, scanned)
 
@@ -270,17 +348,7 @@ class StoreReader(StoreLifecycle):
         self, query: Query, after: Position | None, limit: int
     ) -> list[QueryPayloadRow]:
         """``read_query_payloads``' page; adapters that can select fewer columns override it."""
-        page = await self._read_query_page(query, after, limit, False)
-        return [
-            (
-                e.type,
-                e.schema_version if e.content_type == JSON else e.content_type,
-                e.payload,
-                e.position.commit,
-                e.position.index,
-            )
-            for e in page
-        ]
+        return tenant_reads.payload_rows(await self._read_query_page(query, after, limit, False))
 
     @abc.abstractmethod
     async def _get_event(self, event_id: str) -> RecordedEvent | None: ...

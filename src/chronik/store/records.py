@@ -174,6 +174,8 @@ class ConditionCheck(NamedTuple):
     query: Query
     after: Position | None
     event_ids: tuple[str, ...]
+    #: Only events of this tenant count (``append_tagged``'s tenant); None: every tenant's.
+    tenant: str | None = None
 
 
 class StreamCheck(NamedTuple):

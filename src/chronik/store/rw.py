@@ -295,9 +295,10 @@ class ReadWriteStore(WriterOperations, CompositeStore):
         limit: int,
         domains: Sequence[str] | None = None,
         types: Sequence[str] | None = None,
+        tenant: str | None = None,
     ) -> ReadPage:
         """``EventStore.read_page`` on one reader (its head and page agree)."""
-        return await self._read(lambda r: r.read_page(after, limit, domains, types))
+        return await self._read(lambda r: r.read_page(after, limit, domains, types, tenant))
 
     async def _head(self) -> Position | None:
         return await self._read(lambda r: r.head())

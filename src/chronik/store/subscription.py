@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Self
 
 from chronik.errors import StoreUnavailable
 from chronik.messages import Position, RecordedEvent
+from chronik.store.tenant_reads import check_tenant_filter
 
 if TYPE_CHECKING:
     from chronik.dcb import Query
@@ -45,8 +46,11 @@ class Subscription:
         types: tuple[str, ...] | None,
         batch_size: int = 500,
         query: Query | None = None,
+        tenant: str | None = None,
     ) -> None:
+        check_tenant_filter(tenant)
         self._store = store
+        self._tenant = tenant
         self.position = after
         self._domains = domains
         self._query = query
@@ -85,7 +89,9 @@ class Subscription:
                 after = self.position
                 if self._scanned is not None and (after is None or self._scanned > after):
                     after = self._scanned
-                page = await store.read_page(after, self._batch_size, self._domains, self._types)
+                page = await store.read_page(
+                    after, self._batch_size, self._domains, self._types, self._tenant
+                )
                 if page.scanned is not None:
                     # nothing else of ours up to there: later reads start there instead of
                     # rescanning the unwanted events after the last delivered one

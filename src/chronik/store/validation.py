@@ -174,7 +174,7 @@ def prepare_tagged(
     if condition is None:
         return requests, None
     ids = tuple(p.event_id for p in prepared)
-    return requests, ConditionCheck(condition.fail_if_events_match, condition.after, ids)
+    return requests, ConditionCheck(condition.fail_if_events_match, condition.after, ids, tenant)
 
 
 def check_query(query: object) -> Query:

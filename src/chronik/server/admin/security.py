@@ -12,6 +12,9 @@
   the ``admin`` right when the server has auth; without auth they are refused (403
   AdminWritesDisabled) unless the HTTP app enabled them (``create_http_app(...,
   admin_writes=True)``, config ``http.admin_writes: true``).
+- Tenants: the UI shows every tenant's data, so a tenant-scoped credential (one naming a
+  tenant, or none with ``tenancy.mode: required``) is refused (403 naming ``tenant``); an
+  operator's (tenant ``*``) is needed (``chronik.server.tenancy``).
 - Every page is served with a strict Content-Security-Policy (scripts from /admin/static
   only, no inline script or style), no framing, no MIME sniffing.
 """
@@ -78,7 +81,8 @@ def authorize(auth: HttpAuth | None, request: Request, action: str) -> None:
     """AuthenticationError / PermissionDenied unless ``action`` is allowed. Without auth, reads
     are allowed and admin writes only where the HTTP app enabled them (else 403)."""
     if auth is not None:
-        auth.check(credentials(request), action)
+        who = auth.check(credentials(request), action)
+        auth.scope(who).require_operator("the admin UI")
     elif action == "admin" and not getattr(request.app.state, "admin_writes", False):
         raise AdminWritesDisabled()
 

@@ -12,7 +12,13 @@ from typing import Final
 import asyncpg
 
 from chronik.adapters import safe_url
-from chronik.errors import ChronikError, StoreUnavailable, TransportUnavailable, ValidationError
+from chronik.errors import (
+    ChronikError,
+    PermissionDenied,
+    StoreUnavailable,
+    TransportUnavailable,
+    ValidationError,
+)
 from chronik.store.base import cancelled_by_caller, unit_error
 
 __all__ = [
@@ -116,6 +122,8 @@ def write_error(url: str, exc: BaseException) -> tuple[BaseException, bool]:
         return unavailable("write", url, exc, unknown=True), True
     if isinstance(exc, asyncpg.DataError):
         return refused_value(exc), False
+    if isinstance(exc, asyncpg.InsufficientPrivilegeError):  # a role's rights, a tenant's RLS
+        return PermissionDenied(f"write on {safe_url(url)} refused: {exc}"), False
     if isinstance(exc, asyncpg.PostgresError):
         return unavailable("write", url, exc), False
     return unit_error(exc, f"write on {safe_url(url)}"), True

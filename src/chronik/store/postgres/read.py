@@ -226,9 +226,13 @@ class PostgresReader:
         types: tuple[str, ...] | None,
         limit: int,
         backward: bool,
+        tenant: str | None = None,
     ) -> list[RecordedEvent]:
         where = [f"e.xid < {HORIZON}"]
         args: list[Any] = []
+        if tenant is not None:  # the (tenant, xid, id) index (schema 9)
+            args.append(tenant)
+            where.append(f"e.tenant = ${len(args)}")
         if after is not None:
             args += [after.commit, after.index]
             where.append(f"(e.xid, e.id) > (${len(args) - 1}, ${len(args)})")
@@ -252,6 +256,18 @@ class PostgresReader:
             *args,
         )
         return await self._recorded(rows)
+
+    async def _read_tenant_page(
+        self,
+        tenant: str,
+        after: Position | None,
+        before: Position | None,
+        domains: tuple[str, ...] | None,
+        types: tuple[str, ...] | None,
+        limit: int,
+        backward: bool,
+    ) -> list[RecordedEvent]:
+        return await self._read_all_page(after, before, domains, types, limit, backward, tenant)
 
     async def _read_query_page(
         self, query: Query, cursor: Position | None, limit: int, backward: bool
@@ -315,11 +331,25 @@ class PostgresReader:
         commit, index, epoch, updated_at = rows[0]
         return Checkpoint(name, partition, Position(commit, index), epoch, updated_at)
 
+    async def _list_tenant_streams_page(
+        self, tenant: str, domain: str | None, prefix: str | None, cursor: int | None, limit: int
+    ) -> tuple[list[StreamInfo], int | None]:
+        page, after = await self._list_streams_page(domain, prefix, cursor, limit, tenant)
+        return page, (after if len(page) == limit else None)
+
     async def _list_streams_page(
-        self, domain: str | None, prefix: str | None, cursor: int | None, limit: int
+        self,
+        domain: str | None,
+        prefix: str | None,
+        cursor: int | None,
+        limit: int,
+        tenant: str | None = None,
     ) -> tuple[list[StreamInfo], int | None]:
         where = ["id > $1", "version >= 0"]
         args: list[Any] = [cursor or 0]
+        if tenant is not None:  # the (tenant, domain, aggregate_id) key
+            args.append(tenant)
+            where.append(f"tenant = ${len(args)}")
         if domain is not None:
             args.append(domain)
             where.append(f"domain = ${len(args)}")

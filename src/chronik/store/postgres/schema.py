@@ -27,6 +27,7 @@ from chronik.store.postgres.functions import (
     APPEND_TAGGED_ONE,
     DROP_V1_FUNCTIONS,
 )
+from chronik.store.postgres.tenancy import TENANT_MIGRATION
 
 if TYPE_CHECKING:
     import asyncpg
@@ -46,7 +47,7 @@ __all__ = [
 DEFAULT_SCHEMA: Final = "chronik"
 _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
-SCHEMA_VERSION: Final = 7
+SCHEMA_VERSION: Final = 9
 MIGRATIONS: Final[dict[int, list[str]]] = {
     1: [
         """CREATE TABLE {s}.streams (
@@ -174,6 +175,17 @@ MIGRATIONS: Final[dict[int, list[str]]] = {
     # a single-event tagged append (a DCB decision) with scalar arguments: append_tagged_one
     # (functions.py); append_tagged stays for runs of several events
     7: [APPEND_TAGGED_ONE],
+    # the archive (chronik.store.archive_ops): the hot log's low bound, every event at or
+    # before it dropped once the archive sealed it
+    8: [
+        """CREATE TABLE {s}.archive_floor (
+            id integer PRIMARY KEY CHECK (id = 1),
+            xid bigint NOT NULL,
+            position_id bigint NOT NULL)""",
+    ],
+    # tenants (a separate step from 8): the events' tenant column and index, row-level
+    # security, tagged appends' conditions per tenant (tenancy.py)
+    9: TENANT_MIGRATION,
 }
 
 
@@ -267,6 +279,7 @@ _OPTIONS: Final[dict[str, Callable[[str], Any]]] = {
     "poll_interval": float,
     "max_payload_bytes": int,
     "max_append_events": int,
+    "tenant": str,
 }
 
 

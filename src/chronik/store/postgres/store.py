@@ -42,6 +42,7 @@ from chronik.errors import ChronikError, ConfigurationError, StoreUnavailable
 from chronik.messages import AppendResult, Position, RecordedEvent, StreamId
 from chronik.store.base import EventStore, StoreHealth, WriteUnit
 from chronik.store.postgres import rewrite
+from chronik.store.postgres.archive import PostgresArchive
 from chronik.store.postgres.errors import DRIVER_ERRORS, unavailable, write_error
 from chronik.store.postgres.failover import replay_state
 from chronik.store.postgres.feed import ChangeFeed
@@ -65,13 +66,14 @@ from chronik.store.postgres.standby import (
     wait_for_schema,
 )
 from chronik.store.postgres.write import Retry, Statements, write_unit
+from chronik.store.tenant_reads import check_tenant_filter
 
 __all__ = ["TIMEOUTS", "HorizonLag", "PostgresEventStore", "migrate_database"]
 
 MAX_ATTEMPTS: Final = 8
 
 
-class PostgresEventStore(PostgresReader, PostgresRetention, EventStore):
+class PostgresEventStore(PostgresReader, PostgresArchive, PostgresRetention, EventStore):
     """An event store in one PostgreSQL schema; any number of processes may share it."""
 
     supports_tables = True  # read-model tables and leases: chronik.store.postgres.tables
@@ -87,7 +89,8 @@ class PostgresEventStore(PostgresReader, PostgresRetention, EventStore):
         ``chronik``), ``migrate`` (default True), ``pool_min_size`` (2), ``pool_max_size``
         (16), ``poll_interval`` (0.2 s), ``max_payload_bytes``, ``max_append_events``,
         ``lock_timeout_ms`` (5000), ``idle_in_transaction_timeout_ms`` (30000),
-        ``statement_timeout_ms`` (30000)."""
+        ``statement_timeout_ms`` (30000), ``tenant`` (every connection scoped to one tenant
+        by row-level security: ``chronik.tenant``, schema 9)."""
         dsn, from_url = split_url(url)
         settings: dict[str, Any] = {
             "schema": DEFAULT_SCHEMA,
@@ -101,6 +104,9 @@ class PostgresEventStore(PostgresReader, PostgresRetention, EventStore):
         }
         schema = settings.pop("schema")
         dsn, self.server_settings = timeout_settings(dsn, settings)
+        if (tenant := settings.pop("tenant", None)) is not None:
+            check_tenant_filter(tenant)
+            self.server_settings["chronik.tenant"] = tenant or "-"
         self.auto_migrate = bool(settings.pop("migrate"))
         self.pool_max_size = int(settings.pop("pool_max_size"))
         self.pool_min_size = int(settings.pop("pool_min_size", min(2, self.pool_max_size)))

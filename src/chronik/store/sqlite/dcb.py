@@ -47,10 +47,16 @@ def tag_rows(events: Sequence[PreparedEvent], first_position: int) -> list[tuple
 
 
 def item_positions_sql(
-    item: QueryItem, after: int | None, before: int | None, backward: bool, limit: int
+    item: QueryItem,
+    after: int | None,
+    before: int | None,
+    backward: bool,
+    limit: int,
+    tenant: str | None = None,
 ) -> tuple[str, list[Any]]:
     """SQL and parameters for the positions of up to ``limit`` events ``item`` matches in
-    (``after``, ``before``), in position order (newest first with ``backward``)."""
+    (``after``, ``before``), in position order (newest first with ``backward``); of
+    ``tenant`` only, when given."""
     params: list[Any] = []
     where: list[str] = []
     order = "DESC" if backward else "ASC"
@@ -60,11 +66,15 @@ def item_positions_sql(
         source = "chronik_event_tags t"
         where.append("t.tag = ?")
         params.append(first)
-        if item.types:  # the event row only to filter its type; CROSS JOIN: the index leads
+        if item.types or tenant is not None:  # the event row only to filter its type (or
+            # tenant); CROSS JOIN: the index leads
             source += " CROSS JOIN chronik_events e ON e.position = t.position"
     else:
         col = "position"
         source = "chronik_events"
+    if tenant is not None:
+        where.append(f"{'e.' if item.tags else ''}tenant = ?")
+        params.append(tenant)
     if after is not None:
         where.append(f"{col} > ?")
         params.append(after)
@@ -87,15 +97,17 @@ def item_positions_sql(
 
 
 def first_match(
-    conn: sqlite3.Connection, query: Query, after: Position | None
+    conn: sqlite3.Connection, query: Query, after: Position | None, tenant: str | None = None
 ) -> tuple[int, int] | None:
-    """The position of the first event after ``after`` that ``query`` matches, with the index
-    of the first item it matches; None when there is none."""
+    """The position of the first event after ``after`` (of ``tenant``, when given) that
+    ``query`` matches, with the index of the first item it matches; None when there is
+    none."""
     lo = None if after is None else after.commit
     best: tuple[int, int] | None = None  # (position, item)
     for n, item in enumerate(query.items):
         # a later item only counts with an earlier event: bound it by the best so far
-        sql, params = item_positions_sql(item, lo, None if best is None else best[0], False, 1)
+        bound = None if best is None else best[0]
+        sql, params = item_positions_sql(item, lo, bound, False, 1, tenant)
         row = conn.execute(sql, params).fetchone()
         if row is not None:
             best = (row[0], n)
@@ -135,6 +147,6 @@ def check_unit(conn: sqlite3.Connection, unit: WriteUnit) -> None:
                 raise WrongExpectedVersion(st, check.expected, actual)
     for cond in unit.conditions:
         if not retry(cond.event_ids):
-            found = first_match(conn, cond.query, cond.after)
+            found = first_match(conn, cond.query, cond.after, cond.tenant)
             if found is not None:
                 raise AppendConditionFailed(found[0], Position(found[1]), str(cond.query))

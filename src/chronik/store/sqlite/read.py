@@ -51,6 +51,8 @@ _STREAM_CACHE_LIMIT: Final = 200_000
 class SQLiteReader:
     """Reads pages of events and streams; caches stream ids (they never change)."""
 
+    native_tenant_conditions = True  # dcb.check_unit counts a condition's tenant only
+
     path: str
     _rconn: sqlite3.Connection
     fault_hook: FaultHook | None
@@ -210,9 +212,13 @@ class SQLiteReader:
         types: tuple[str, ...] | None,
         limit: int,
         backward: bool,
+        tenant: str | None = None,
     ) -> list[RecordedEvent]:
         where: list[str] = []
         params: list[Any] = []
+        if tenant is not None:  # the (tenant, position) index (schema 9)
+            where.append("tenant = ?")
+            params.append(tenant)
         if after is not None:
             where.append("position > ?")
             params.append(after.commit)
@@ -243,6 +249,18 @@ class SQLiteReader:
         except KeyError:  # a stream not seen yet (as in _recorded)
             self._resolve_streams({row[1] for row in rows})
             return self._typed(rows, one)
+
+    async def _read_tenant_page(
+        self,
+        tenant: str,
+        after: Position | None,
+        before: Position | None,
+        domains: tuple[str, ...] | None,
+        types: tuple[str, ...] | None,
+        limit: int,
+        backward: bool,
+    ) -> list[RecordedEvent]:
+        return await self._read_all_page(after, before, domains, types, limit, backward, tenant)
 
     async def _read_query_page(
         self, query: Query, cursor: Position | None, limit: int, backward: bool
@@ -341,11 +359,25 @@ class SQLiteReader:
             for pos, sid, seq, eid, sv, payload, md, ct, at, tg in rows
         ]
 
+    async def _list_tenant_streams_page(
+        self, tenant: str, domain: str | None, prefix: str | None, cursor: int | None, limit: int
+    ) -> tuple[list[StreamInfo], int | None]:
+        page, after = await self._list_streams_page(domain, prefix, cursor, limit, tenant)
+        return page, (after if len(page) == limit else None)
+
     async def _list_streams_page(
-        self, domain: str | None, prefix: str | None, cursor: int | None, limit: int
+        self,
+        domain: str | None,
+        prefix: str | None,
+        cursor: int | None,
+        limit: int,
+        tenant: str | None = None,
     ) -> tuple[list[StreamInfo], int | None]:
         where = ["id > ?", "version >= 0"]
         params: list[Any] = [cursor or 0]
+        if tenant is not None:  # the (tenant, domain, aggregate_id) key
+            where.append("tenant = ?")
+            params.append(tenant)
         if domain is not None:
             where.append("domain = ?")
             params.append(domain)

@@ -12,7 +12,7 @@ from chronik.errors import ConfigurationError
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate", "options_from_url", "path_from_url"]
 
-SCHEMA_VERSION: Final = 7
+SCHEMA_VERSION: Final = 9
 MIGRATIONS: Final[dict[int, list[str]]] = {
     1: [
         """CREATE TABLE chronik_streams (
@@ -180,6 +180,23 @@ MIGRATIONS: Final[dict[int, list[str]]] = {
         "ALTER TABLE chronik_streams ADD COLUMN tombstone INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE chronik_streams ADD COLUMN max_age REAL",
         "ALTER TABLE chronik_streams ADD COLUMN max_count INTEGER",
+    ],
+    # the archive (chronik.store.archive_ops): the hot log's low bound, every event at or
+    # before it dropped once the archive sealed it
+    8: [
+        """CREATE TABLE chronik_archive_floor (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            position INTEGER NOT NULL)""",
+    ],
+    # tenants (a separate step from 8): each event carries its stream's tenant, indexed with
+    # the position, so a read of one tenant (``read_all(tenant=...)``) walks that tenant's
+    # events only
+    9: [
+        "ALTER TABLE chronik_events ADD COLUMN tenant TEXT NOT NULL DEFAULT ''",
+        "UPDATE chronik_events SET tenant = (SELECT s.tenant FROM chronik_streams s "
+        "WHERE s.id = chronik_events.stream_id) "
+        "WHERE stream_id IN (SELECT id FROM chronik_streams WHERE tenant <> '')",
+        "CREATE INDEX chronik_events_tenant ON chronik_events (tenant, position)",
     ],
 }
 

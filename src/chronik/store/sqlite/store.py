@@ -22,6 +22,7 @@ from chronik.errors import ConfigurationError, StoreUnavailable
 from chronik.messages import AppendResult, RecordedEvent, StreamId
 from chronik.store.base import EventStore, WriteUnit
 from chronik.store.sqlite import rewrite
+from chronik.store.sqlite.archive import SQLiteArchive
 from chronik.store.sqlite.commit import WAL_LIMIT, GroupCommit, connect
 from chronik.store.sqlite.errors import open_failed
 from chronik.store.sqlite.read import SQLiteReader
@@ -31,7 +32,7 @@ from chronik.store.sqlite.schema import options_from_url, path_from_url
 __all__ = ["WAL_LIMIT", "SQLiteEventStore", "options_from_url"]
 
 
-class SQLiteEventStore(SQLiteReader, SQLiteRetention, EventStore):
+class SQLiteEventStore(SQLiteReader, SQLiteArchive, SQLiteRetention, EventStore):
     """An event store in one SQLite file (WAL); several processes may share the file."""
 
     supports_tables = True

@@ -37,7 +37,7 @@ Pending = tuple[WriteUnit, "asyncio.Future[list[AppendResult]]"]
 
 _INSERT_EVENT: Final = (
     "INSERT INTO chronik_events (stream_id, sequence, event_id, type, schema_version, payload, "
-    "metadata, content_type, recorded_at, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "metadata, content_type, recorded_at, tags, tenant) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _CHECKPOINT_EPOCH: Final = "SELECT epoch FROM chronik_checkpoints WHERE name = ? AND partition = ?"
 _CHECKPOINT: Final = (
@@ -190,10 +190,13 @@ def _append(conn: sqlite3.Connection, req: AppendRequest, now: int) -> AppendRes
     events = req.events
     try:
         if len(events) == 1:
-            last_pos = conn.execute(_INSERT_EVENT, _row(stream_id, first, events[0], now)).lastrowid
+            last_pos = conn.execute(
+                _INSERT_EVENT, _row(stream_id, first, events[0], now, stream.tenant)
+            ).lastrowid
         else:
             conn.executemany(
-                _INSERT_EVENT, [_row(stream_id, first + i, e, now) for i, e in enumerate(events)]
+                _INSERT_EVENT,
+                [_row(stream_id, first + i, e, now, stream.tenant) for i, e in enumerate(events)],
             )
             last_pos = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
     except sqlite3.IntegrityError as exc:
@@ -223,8 +226,8 @@ def _append(conn: sqlite3.Connection, req: AppendRequest, now: int) -> AppendRes
 
 
 def _row(
-    stream_id: int, sequence: int, e: PreparedEvent, now: int
-) -> tuple[int, int, str, str, int, bytes, bytes | None, str | None, int, str | None]:
+    stream_id: int, sequence: int, e: PreparedEvent, now: int, tenant: str
+) -> tuple[int, int, str, str, int, bytes, bytes | None, str | None, int, str | None, str]:
     return (
         stream_id,
         sequence,
@@ -236,6 +239,7 @@ def _row(
         None if e.content_type == JSON else e.content_type,
         now,
         " ".join(e.tags) if e.tags else None,  # read back by dcb.split_tags
+        tenant,  # the stream's, for reads of one tenant (schema 9)
     )
 
 

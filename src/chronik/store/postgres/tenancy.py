@@ -1,0 +1,90 @@
+"""PostgreSQL tenancy (schema version 9): each event row carries its stream's tenant, indexed
+with its position; row-level security scopes a session to one tenant; a tagged append's
+condition counts its tenant's events only.
+
+* ``events.tenant`` is set by a trigger from the stream row (the append functions need not
+  pass it), and filled in for the events stored before; ``(tenant, xid, id)`` is its index, so
+  ``read_all(tenant=...)`` walks one tenant's events, never the log.
+* Row-level security on ``events``, ``streams`` and ``snapshots``: a session whose
+  ``chronik.tenant`` is set (a store URL's ``?tenant=acme``, or ``ALTER ROLE ... SET
+  chronik.tenant``) sees and writes that tenant's rows only (``'-'``: the default tenant);
+  unset, every row. PostgreSQL enforces policies for roles that do not own the tables (the
+  owner too after ``ALTER TABLE ... FORCE ROW LEVEL SECURITY``): run the application as such a
+  role, one per tenant or one shared role with the setting per connection.
+* ``append_tagged`` / ``append_tagged_one`` again, their condition filtered by ``p_tenant``.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from chronik.store.postgres.functions import APPEND_TAGGED, APPEND_TAGGED_ONE, _derived
+
+__all__ = ["APPEND_TAGGED_ONE_V9", "APPEND_TAGGED_V9", "TENANT_MIGRATION", "TENANT_POLICY"]
+
+#: The row-level-security condition of the tables with a tenant column (schema 9).
+TENANT_POLICY: Final = (
+    "coalesce(current_setting('chronik.tenant', true), '') "
+    "IN ('', CASE tenant WHEN '' THEN '-' ELSE tenant END)"
+)
+
+
+def _tenant_conditions(function: str) -> str:
+    """Schema version 9: a tagged append's condition counts the events of its tenant only
+    (``p_tenant``, the tenant of the streams it opens; ``ConditionCheck.tenant``)."""
+    return _derived(
+        function,
+        (
+            "             WHERE (e.xid, e.id) > (v_ax, v_ai) "
+            "AND (v_types IS NULL OR e.type = ANY(v_types))\n",
+            "             WHERE e.tenant = p_tenant AND (e.xid, e.id) > (v_ax, v_ai)\n"
+            "               AND (v_types IS NULL OR e.type = ANY(v_types))\n",
+        ),
+        (
+            "            SELECT k.xid, k.id INTO v_xid, v_id FROM {s}.event_tags k\n"
+            "             WHERE k.tag = v_tags[1] AND (k.xid, k.id) > (v_ax, v_ai)\n",
+            "            SELECT k.xid, k.id INTO v_xid, v_id FROM {s}.event_tags k\n"
+            "             CROSS JOIN LATERAL (SELECT e.tenant FROM {s}.events e\n"
+            "                                  WHERE e.xid = k.xid AND e.id = k.id) AS e\n"
+            "             WHERE k.tag = v_tags[1] AND (k.xid, k.id) > (v_ax, v_ai)\n"
+            "               AND e.tenant = p_tenant\n",
+        ),
+        (
+            "               AND string_to_array(e.tags, ' ') @> v_tags\n",
+            "               AND string_to_array(e.tags, ' ') @> v_tags AND e.tenant = p_tenant\n",
+        ),
+    )
+
+
+APPEND_TAGGED_V9: Final = _tenant_conditions(APPEND_TAGGED)
+APPEND_TAGGED_ONE_V9: Final = _tenant_conditions(APPEND_TAGGED_ONE)
+
+#: Schema version 9 (``{s}``: the quoted schema, as every migration).
+TENANT_MIGRATION: Final[list[str]] = [
+    "ALTER TABLE {s}.events ADD COLUMN tenant text NOT NULL DEFAULT ''",
+    "UPDATE {s}.events e SET tenant = st.tenant FROM {s}.streams st "
+    "WHERE st.id = e.stream_id AND st.tenant <> ''",
+    "CREATE INDEX events_tenant_position ON {s}.events (tenant, xid, id)",
+    """CREATE FUNCTION {s}.event_tenant() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        SELECT st.tenant INTO NEW.tenant FROM {s}.streams st WHERE st.id = NEW.stream_id;
+        RETURN NEW;
+    END $$""",
+    "CREATE TRIGGER events_tenant BEFORE INSERT ON {s}.events "
+    "FOR EACH ROW EXECUTE FUNCTION {s}.event_tenant()",
+    # a tagged append's condition counts its tenant's events only (above)
+    APPEND_TAGGED_V9,
+    APPEND_TAGGED_ONE_V9,
+    # row-level security (a store URL's ?tenant=, docs: tenants): a session whose
+    # chronik.tenant is set sees and writes that tenant's rows only ('-': the default
+    # tenant); unset, every row. Enforced for roles that do not own the tables (or all,
+    # after ALTER TABLE ... FORCE ROW LEVEL SECURITY)
+    *(
+        stmt.replace("{t}", table)
+        for table in ("events", "streams", "snapshots")
+        for stmt in (
+            "ALTER TABLE {s}.{t} ENABLE ROW LEVEL SECURITY",
+            f"CREATE POLICY {{t}}_tenant ON {{s}}.{{t}} USING ({TENANT_POLICY})",
+        )
+    ),
+]
