@@ -108,8 +108,7 @@ class CommandResult(msgspec.Struct, frozen=True):
 
 
 Dispatch = Callable[[Command], Awaitable[CommandResult]]
-#: An outbox rule: (the decided event, the PreparedEvent to append, its stream) -> a Message, a list
-#: of them, or None; see Chronik.add_outbox.
+#: An outbox rule: (decided event, its PreparedEvent, stream) -> Message(s) or None (add_outbox)
 OutboxRule = Callable[[Any, PreparedEvent, StreamId], Any]
 DispatchMiddleware = Callable[[Command, Dispatch], Awaitable[CommandResult]]
 HandlerFn = Callable[[Command, Any], Awaitable[list[Any]]]
@@ -127,6 +126,7 @@ class _Routed:
     known_id: bool  # the caller gave the id: an earlier dispatch of it may exist
     metadata: Metadata  # of the events: correlation and causation set
     expected_sequence: int | None
+    first: str  # the id of the first event the command appends (derived once)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -246,14 +246,15 @@ class CommandBus:
         elif not isinstance(command_id, str) or not 0 < len(command_id) <= MAX_COMMAND_ID:
             raise ValidationError(f"invalid command id {command_id!r}", field="command_id")
         metadata = Metadata.of(command.metadata).of_command(command_id)
-        return _Routed(model, command, stream, command_id, known_id, metadata, expected)
+        first = "" if isinstance(model, DcbDecider) else event_id_for(command_id, 0)  # DCB: unused
+        return _Routed(model, command, stream, command_id, known_id, metadata, expected, first)
 
     async def _run(self, r: _Routed) -> CommandResult:
         """Steps 3 to 7 under the stream's lock: dedupe, load, decide, append, retry."""
         last_error: WrongExpectedVersion | None = None
         for attempt in range(self.retry.attempts):
             if r.known_id:
-                previous = await self._previous(r.command_id, r.stream)
+                previous = await self._previous(r)
                 if previous is not None:
                     return previous
             loaded = await self._load(r, use_cache=attempt == 0)
@@ -267,7 +268,7 @@ class CommandBus:
                 await asyncio.sleep(self.retry.delay(attempt))
                 continue
             except DuplicateEventError:
-                previous = await self._previous(r.command_id, r.stream)
+                previous = await self._previous(r)
                 if previous is None:
                     raise
                 return previous
@@ -311,10 +312,10 @@ class CommandBus:
                 return None
             typed = r.model.typed_events
             events = [decisions.typed(self.registry, e) for e in decided] if typed else decided
-            registry = self.registry if typed else None
+            reg = self.registry if typed else None  # None: untyped logic returns EventData
             if typed and self.registry.keys is not None:  # personal-data subject keys
                 await self.registry.load_keys(events)
-            data = decisions.event_data(registry, events, r.command, r.command_id, r.metadata)
+            data = decisions.event_data(reg, events, r.command, r.command_id, r.metadata, r.first)
             expected = NO_STREAM if loaded.version is None else loaded.version
             request = self.store.prepare(r.stream, data, expected)
             own = decisions.evolvable(typed, r.stream, loaded.version, events, request.events)
@@ -377,22 +378,22 @@ class CommandBus:
         self.repository.maybe_snapshot(r.model, r.stream, after)
         return CommandResult(r.command_id, r.stream, recorded, result.last_sequence)
 
-    async def _previous(self, command_id: str, stream: StreamId) -> CommandResult | None:
-        """Step 3: the result of an earlier dispatch of ``command_id``, if it appended events."""
-        first = await self.store.get_event(event_id_for(command_id, 0))
+    async def _previous(self, r: _Routed) -> CommandResult | None:
+        """Step 3: the result of an earlier dispatch of the command's id, if it appended events."""
+        first = await self.store.get_event(r.first)
         if first is None:
             return None
-        if first.stream != stream:
+        if first.stream != r.stream:
             raise ValidationError(
-                f"command id {command_id!r} was already used for {first.stream}",
+                f"command id {r.command_id!r} was already used for {first.stream}",
                 field="command_id",
             )
         events: list[RecordedEvent] = []
-        async for event in self.store.read_stream(stream, first.sequence):
-            if event.event_id != event_id_for(command_id, len(events)):
+        async for event in self.store.read_stream(r.stream, first.sequence):
+            if event.event_id != event_id_for(r.command_id, len(events)):
                 break
             events.append(event)
-        return CommandResult(command_id, stream, events, events[-1].sequence, duplicate=True)
+        return CommandResult(r.command_id, r.stream, events, events[-1].sequence, duplicate=True)
 
     async def close(self) -> None:
         """Wait for background snapshot writes."""

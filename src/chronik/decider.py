@@ -76,6 +76,12 @@ class Decider(DomainModel):
     def decide(self, command: Command, state: Any) -> list[Any]:
         return events_of(self._decide(command, state))
 
+    def settle(self, state: Any, events: list[Any]) -> Any:
+        evolve = self._evolve  # the function itself: no method call in between per event
+        for event in events:
+            state = evolve(state, event)
+        return state
+
     def encode_state(self, state: Any) -> bytes:
         return _encoder.encode(state)
 

@@ -57,14 +57,18 @@ def event_data(
     command: Command,
     command_id: str,
     metadata: Metadata,
+    first_id: str | None = None,
 ) -> list[EventData]:
     """The EventData to append for ``events``: registered ones encoded by ``registry`` (None:
     the logic is untyped and returns EventData only), each with the command's metadata and
-    the id derived from the command id and its index."""
+    the id derived from the command id and its index (``first_id``: that of index 0, if the
+    caller derived it already)."""
     return [
         _raw_event_data(e, metadata, command, command_id, i)
         if registry is None or isinstance(e, EventData)
-        else registry.to_event_data(e, metadata, event_id_for(command_id, i))
+        else registry.to_event_data(
+            e, metadata, first_id if i == 0 and first_id else event_id_for(command_id, i)
+        )
         for i, e in enumerate(events)
     ]
 
@@ -97,8 +101,8 @@ def evolvable(
     """The events a typed model's state evolves with after its command: each typed event as
     it is, each raw EventData as the RecordedEvent a later load gives it (its position and
     record time are provisional until the append). Untyped models get ``events`` as they are."""
-    if not typed_events:
-        return events
+    if not typed_events or not any(isinstance(e, EventData) for e in events):
+        return events  # typed events only (the common case): nothing to convert
     first = 0 if version is None else version + 1
     now = time.time_ns() // 1000
     return [

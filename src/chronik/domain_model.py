@@ -69,12 +69,17 @@ class CommandSpec:
 
     def parse(self, payload: Any) -> Any:
         """The payload as the schema's type; InvalidCommand listing every bad field."""
+        schema = self.schema
+        if type(payload) is dict and schema is not None:  # the common case, checked first
+            try:
+                return msgspec.convert(payload, schema)
+            except (msgspec.ValidationError, TypeError, ValueError):
+                pass  # the slow path below names every bad field
         if isinstance(payload, bytes | bytearray | memoryview):
             try:
                 payload = msgspec.json.decode(payload)
             except (msgspec.DecodeError, UnicodeDecodeError) as exc:
                 raise InvalidCommand(self.name, {"payload": f"not valid JSON: {exc}"}) from None
-        schema = self.schema
         if schema is None:
             if not isinstance(payload, Mapping):
                 raise InvalidCommand(self.name, {"payload": "expected a JSON object"})

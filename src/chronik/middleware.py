@@ -75,6 +75,8 @@ def _logic(model: DomainModel) -> HandlerFn:
 
     async def decide(command: Command, state: Any) -> list[Any]:
         events: Any = model.decide(command, state)
+        if type(events) is list:  # the common case (a Decider's): no awaitable check, no copy
+            return events
         if inspect.isawaitable(events):
             events = await events
         return list(events)

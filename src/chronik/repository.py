@@ -195,7 +195,7 @@ class Repository:
 
     def settle(self, model: DomainModel, state: Any, events: list[Any]) -> Any:
         """The state after the events a command decided (chronik's deadline events left out)."""
-        return model.settle(state, [e for e in events if not is_deadline_event(e)])
+        return model.settle(state, [e for e in events if type(e) not in INTERNAL_EVENTS])
 
     def _decode(self, event: RecordedEvent) -> Any:
         """A registered event as its class; one of a type not registered (a raw EventData the
