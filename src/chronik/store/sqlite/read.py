@@ -45,6 +45,11 @@ SELECT_STREAM: Final = (
 )
 # the events a stream still shows: from its truncation point (chronik.store.deletion)
 _SHOWN: Final = "AND sequence >= (SELECT truncate_before FROM chronik_streams WHERE id = ?)"
+# the same from a sequence, as one lower bound: SQLite seeks the index to it (with two bounds it
+# seeks to the first and filters every row below the other)
+_SHOWN_FROM: Final = (
+    "AND sequence >= max(?, (SELECT truncate_before FROM chronik_streams WHERE id = ?))"
+)
 _STREAM_CACHE_LIMIT: Final = 200_000
 
 
@@ -131,18 +136,16 @@ class SQLiteReader:
         sid = self._stream_key_id(stream)
         if sid is None:
             return []
+        params: list[Any]
         if backward:
-            bound = "" if from_sequence is None else "AND sequence <= ?"
+            shown = _SHOWN if from_sequence is None else f"{_SHOWN} AND sequence <= ?"
+            params = [sid, sid] if from_sequence is None else [sid, sid, from_sequence]
             order = "DESC"
         else:
-            bound = "" if from_sequence is None else "AND sequence >= ?"
-            order = "ASC"
-        params: list[Any] = [sid, sid]
-        if from_sequence is not None:
-            params.append(from_sequence)
+            shown, params, order = _SHOWN_FROM, [sid, from_sequence or 0, sid], "ASC"
         params.append(limit)
         rows = self._read(
-            f"SELECT {_STREAM_COLS} FROM chronik_events WHERE stream_id = ? {_SHOWN} {bound} "
+            f"SELECT {_STREAM_COLS} FROM chronik_events WHERE stream_id = ? {shown} "
             f"ORDER BY sequence {order} LIMIT ?",
             params,
         )
@@ -173,9 +176,8 @@ class SQLiteReader:
         return self._read(
             # content_type is NULL for JSON: one column says "JSON at version N" or the type
             "SELECT sequence, type, ifnull(content_type, schema_version), payload "
-            f"FROM chronik_events WHERE stream_id = ? {_SHOWN} AND sequence >= ? "
-            "ORDER BY sequence LIMIT ?",
-            (sid, sid, from_sequence or 0, limit),
+            f"FROM chronik_events WHERE stream_id = ? {_SHOWN_FROM} ORDER BY sequence LIMIT ?",
+            (sid, from_sequence or 0, sid, limit),
         )
 
     async def _get_event(self, event_id: str) -> RecordedEvent | None:
