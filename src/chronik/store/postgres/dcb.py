@@ -254,16 +254,14 @@ def _item_sql(
         args.append(item.tags[0])
         where.append(f"k.tag = ${len(args)}")
         source = f"{s}.event_tags k"
-        if payload:
+        if payload or item.types or len(item.tags) > 1:
             # one index probe per key, whatever plan the statement caches (a generic plan
             # made while the tables were small could scan events for each key otherwise)
+            wanted = "e.type, e.content_type, e.schema_version, e.payload" if payload else "e.type"
             source += (
-                " CROSS JOIN LATERAL (SELECT e.type, e.content_type, e.schema_version, "
-                f"e.payload, e.tags FROM {s}.events e WHERE e.xid = k.xid AND e.id = k.id "
-                "LIMIT 1) AS e"
+                f" CROSS JOIN LATERAL (SELECT {wanted}, e.tags FROM {s}.events e "
+                "WHERE e.xid = k.xid AND e.id = k.id LIMIT 1) AS e"
             )
-        elif item.types or len(item.tags) > 1:
-            source += f" JOIN {s}.events e ON e.xid = k.xid AND e.id = k.id"
         cols = _PAYLOAD_SELECT.replace("{e}", "e") if payload else "k.xid, k.id"
     else:
         source = f"{s}.events k"
@@ -315,10 +313,15 @@ def query_page_sql(
     args: list[Any] = [limit]
     order = "DESC" if backward else "ASC"
     keys = _keys_sql(s, query, cursor, backward, args)
+    # one index probe per key into events and streams, whatever plan the statement caches (a
+    # generic plan made while the tables were small scans them whole, as the log grows)
     sql = (
         f"SELECT {cols}, st.tenant, st.domain, st.aggregate_id FROM ({keys}) AS p "
-        f"JOIN {s}.events e ON e.xid = p.xid AND e.id = p.id "
-        f"JOIN {s}.streams st ON st.id = e.stream_id ORDER BY e.xid {order}, e.id {order}"
+        f"CROSS JOIN LATERAL (SELECT * FROM {s}.events e WHERE e.xid = p.xid AND e.id = p.id "
+        "LIMIT 1) AS e "
+        "CROSS JOIN LATERAL (SELECT st.tenant, st.domain, st.aggregate_id "
+        f"FROM {s}.streams st WHERE st.id = e.stream_id LIMIT 1) AS st "
+        f"ORDER BY e.xid {order}, e.id {order}"
     )
     return sql, args
 

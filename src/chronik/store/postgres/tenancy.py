@@ -45,9 +45,16 @@ def _tenant_conditions(function: str) -> str:
             "             WHERE k.tag = v_tags[1] AND (k.xid, k.id) > (v_ax, v_ai)\n",
             "            SELECT k.xid, k.id INTO v_xid, v_id FROM {s}.event_tags k\n"
             "             CROSS JOIN LATERAL (SELECT e.tenant FROM {s}.events e\n"
-            "                                  WHERE e.xid = k.xid AND e.id = k.id) AS e\n"
+            "                                  WHERE e.xid = k.xid AND e.id = k.id LIMIT 1) AS e\n"
             "             WHERE k.tag = v_tags[1] AND (k.xid, k.id) > (v_ax, v_ai)\n"
             "               AND e.tenant = p_tenant\n",
+        ),
+        (
+            "              JOIN {s}.events e ON e.xid = k.xid AND e.id = k.id\n",
+            # one probe of events per key, whatever plan the session cached (with a plain join,
+            # a generic plan made on small tables walks (tenant, xid, id) through the whole log)
+            "             CROSS JOIN LATERAL (SELECT e.type, e.tags, e.tenant FROM {s}.events e\n"
+            "                                  WHERE e.xid = k.xid AND e.id = k.id LIMIT 1) AS e\n",
         ),
         (
             "               AND string_to_array(e.tags, ' ') @> v_tags\n",
