@@ -12,6 +12,7 @@ from hypothesis import settings
 import chronik
 from chronik.store.base import EventStore
 from chronik.testing.conformance import EventStoreConformance, StoreFactory
+from chronik.testing.conformance_archive import StoreArchiveConformance
 from chronik.testing.conformance_dcb import DCBConformance
 from chronik.testing.conformance_leases import LeaseConformance
 from chronik.testing.conformance_stream_start import StreamStartConformance
@@ -24,6 +25,7 @@ _fresh = itertools.count(1)
 
 class TestRedisStore(
     EventStoreConformance,
+    StoreArchiveConformance,
     LeaseConformance,
     DCBConformance,
     StreamStartConformance,

@@ -14,20 +14,23 @@ import pytest
 import chronik
 from chronik.errors import NotSupported, StreamDeleted
 from chronik.lifecycle.scavenger import scavenge
-from chronik.messages import NO_STREAM, EventData, StreamId
+from chronik.messages import NO_STREAM, EventData, Position, StreamId
 from chronik.store.base import EventStore
 from chronik.store.group import GroupStore
 from chronik.store.retention import Retention
 from chronik.store.rw import ReadWriteStore
 from chronik.testing.conformance import StoreFactory
+from chronik.testing.conformance_archive import StoreArchiveConformance
 from chronik.testing.conformance_deletion import DeletionConformance
 from chronik.testing.conformance_retention import RetentionConformance
 from chronik.testing.conformance_stream_start import StreamStartConformance
 
 
-class TestReadWriteOverSqlite(DeletionConformance, RetentionConformance, StreamStartConformance):
+class TestReadWriteOverSqlite(
+    DeletionConformance, RetentionConformance, StreamStartConformance, StoreArchiveConformance
+):
     """rw over one SQLite file (a writer, a reader of the same file) meets the deletion,
-    retention and stream-start semantics of its writer."""
+    retention, stream-start and archive semantics of its writer."""
 
     @pytest.fixture
     async def make_store(self, tmp_path: Path) -> AsyncIterator[StoreFactory]:
@@ -82,6 +85,8 @@ async def test_rw_mirrors_its_writer(tmp_path: Path) -> None:
         ("rewriting an event in place", lambda g, s: g.rewrite_event("e1", b"{}", "json")),
         ("dropping a snapshot", lambda g, s: g.drop_snapshot(s)),
         ("stream retention", lambda g, s: scavenge(g)),
+        ("archiving", lambda g, s: g.drop_archived(Position(1))),
+        ("archiving", lambda g, s: g.archive_floor()),
     ],
 )
 async def test_group_refuses_naming_the_operation(operation: str, call: Any) -> None:

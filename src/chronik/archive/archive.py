@@ -3,8 +3,11 @@
 ``Archive(blobs)`` over any ``BlobStore`` (memory, directory, S3): ``await open()`` loads the
 manifest, ``seal(events)`` appends a segment after the horizon, the ``read_*`` methods and
 ``get_event`` read archived events back exactly as they were stored, ``verify`` checks every
-checksum, ``scan`` looks for plaintext (``chronik gdpr verify``) and ``rewrite_payload`` reaches
-archived events for redaction and shredding. The on-blob format is ``chronik.archive.format``.
+checksum, ``scan`` looks for plaintext (``chronik gdpr verify``), ``rewrite_payload`` reaches
+archived events for redaction and shredding, and ``remove_events`` / ``remove_below`` delete
+archived events (the scavenger's truncations and deletes, ``chronik.lifecycle.archive_scavenge``)
+segment by segment, keeping each segment's position range and block numbers. The on-blob format
+is ``chronik.archive.format``.
 
 Writes (``seal``, rewrites) are serialized by a lock and assume one writer per archive (the
 archiver job holds a lease); readers in other processes call ``refresh()`` to see new seals.
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import msgspec
 
@@ -27,13 +30,15 @@ from chronik.archive.format import (
     SegmentInfo,
     blob_names,
     decode_manifest,
+    encode_blocks,
     encode_manifest,
     encode_segment,
     inflate,
     sha256,
+    stream_key,
 )
 from chronik.archive.reads import ArchiveReader
-from chronik.messages import Position, RecordedEvent
+from chronik.messages import Position, RecordedEvent, StreamId
 
 __all__ = ["Archive", "SegmentInfo"]
 
@@ -193,50 +198,138 @@ class Archive(ArchiveReader):
                 raise ArchiveError(f"metadata of {event_id!r} must be bytes or None")
             if content_type is not None and not isinstance(content_type, str):
                 raise ArchiveError(f"content type of {event_id!r} must be str or None")
+
+        def change(e: RecordedEvent) -> RecordedEvent | None:
+            found = changes.get(e.event_id)
+            if found is None:
+                return e
+            payload, metadata, content_type = found
+            return msgspec.structs.replace(
+                e,
+                payload=payload,
+                raw_metadata=e.raw_metadata if metadata is None else metadata,
+                content_type=e.content_type if content_type is None else content_type,
+            )
+
         await self._ready()
         async with self._lock:
-            touched: dict[str, SegmentInfo] = {}
-            for event_id in changes:
-                found = await self._locate(event_id)
-                if found is not None:
-                    touched[found[0].name] = found[0]
-            if not touched:
-                return 0
-            generation = self._manifest.generation + 1
-            replaced: dict[str, SegmentInfo] = {}
-            done = 0
-            for seg in touched.values():
-                events = await self._segment_events(seg)
-                out: list[RecordedEvent] = []
-                for e in events:
-                    change = changes.get(e.event_id)
-                    if change is not None:
-                        payload, metadata, content_type = change
-                        e = msgspec.structs.replace(
-                            e,
-                            payload=payload,
-                            raw_metadata=e.raw_metadata if metadata is None else metadata,
-                            content_type=e.content_type if content_type is None else content_type,
-                        )
-                        done += 1
-                    out.append(e)
-                size = (await self._index(seg)).blocks[0].events  # same blocks as before
-                encoded = await asyncio.to_thread(
-                    encode_segment, out, generation, seg.created_at, size
-                )
-                await self._write_segment(encoded.info, encoded.data, encoded.index, encoded.ids)
-                replaced[seg.name] = encoded.info
-            await self._commit(generation, [replaced.get(s.name, s) for s in self._segments])
-            for old in touched.values():
-                for name in blob_names(old.name):
-                    await self.blobs.delete(name)
-            return done
+            return await self._rebuild(await self._holding(changes), change)
 
-    async def _segment_events(self, seg: SegmentInfo) -> list[RecordedEvent]:
-        index = await self._index(seg)
-        out: list[RecordedEvent] = []
-        for b in range(len(index.blocks)):
-            out.extend((await self._block(seg, index, b)).events())
+    async def remove_events(self, event_ids: Collection[str]) -> int:
+        """Delete the archived events with these ids (one new blob set per segment touched,
+        one manifest; the segments keep their position ranges, so the horizon stays); the
+        number removed. Their old blobs go at once (``collect_garbage`` takes orphans of a
+        crash)."""
+        ids = set(event_ids)
+        if not all(isinstance(i, str) for i in ids):
+            raise ArchiveError("event ids to remove must be str")
+        await self._ready()
+        async with self._lock:
+            return await self._rebuild(
+                await self._holding(ids), lambda e: None if e.event_id in ids else e
+            )
+
+    async def remove_below(
+        self, bounds: Mapping[StreamId, int], keep_last: str | None = None
+    ) -> int:
+        """Delete each stream's archived events with a sequence below its bound in
+        ``bounds`` (the scavenger's truncation points), keeping per stream the last one of
+        type ``keep_last`` below it (the deletion event); batched as ``remove_events``."""
+        for stream, before in bounds.items():
+            if not isinstance(stream, StreamId) or type(before) is not int:
+                raise ArchiveError(f"invalid bound {stream!r}: {before!r}")
+        await self._ready()
+        async with self._lock:
+            keys = {stream_key(s): b for s, b in bounds.items()}
+            touched: list[SegmentInfo] = []
+            for seg in self._segments:
+                index = await self._index(seg)
+                entries = ((index.stream(k), b) for k, b in keys.items())
+                if any(entry is not None and entry.first < b for entry, b in entries):
+                    touched.append(seg)
+            kept: dict[StreamId, tuple[int, str]] = {}
+            if keep_last is not None:
+                for seg in touched:
+                    index = await self._index(seg)
+                    for n in index.types.get(keep_last, ()):
+                        for e in (await self._block(seg, index, n)).events():
+                            bound = bounds.get(e.stream)
+                            if (
+                                e.type == keep_last
+                                and bound is not None
+                                and kept.get(e.stream, (-1, ""))[0] < e.sequence < bound
+                            ):
+                                kept[e.stream] = (e.sequence, e.event_id)
+            keep = {event_id for _, event_id in kept.values()}
+
+            def below(e: RecordedEvent) -> RecordedEvent | None:
+                bound = bounds.get(e.stream)
+                if bound is None or e.sequence >= bound or e.event_id in keep:
+                    return e
+                return None
+
+            return await self._rebuild(touched, below)
+
+    async def _holding(self, event_ids: Collection[str]) -> list[SegmentInfo]:
+        """The segments that hold any of ``event_ids``, in position order."""
+        names: set[str] = set()
+        for seg in self._segments:
+            table = await self._id_table(seg)
+            if any(i in table for i in event_ids):
+                names.add(seg.name)
+        return [s for s in self._segments if s.name in names]
+
+    async def _rebuild(
+        self, touched: Sequence[SegmentInfo], fn: Callable[[RecordedEvent], RecordedEvent | None]
+    ) -> int:
+        """Each segment of ``touched`` rewritten block by block through ``fn`` (an event, a
+        changed one, or None: gone), then one manifest, then the old blobs deleted; the
+        number of events ``fn`` changed or removed. The caller holds the lock."""
+        if not touched:
+            return 0
+        generation = self._manifest.generation + 1
+        replaced: dict[str, SegmentInfo] = {}
+        done = 0
+        for seg in touched:
+            index = await self._index(seg)
+            parts: list[tuple[Position, Position, list[RecordedEvent]]] = []
+            for b, ref in enumerate(index.blocks):
+                out: list[RecordedEvent] = []
+                for e in (await self._block(seg, index, b)).events():
+                    new = fn(e)
+                    if new is not e:
+                        done += 1
+                    if new is not None:
+                        out.append(new)
+                parts.append((ref.first, ref.last, out))
+            encoded = await asyncio.to_thread(
+                encode_blocks, parts, seg.first, seg.last, generation, seg.created_at
+            )
+            await self._write_segment(encoded.info, encoded.data, encoded.index, encoded.ids)
+            replaced[seg.name] = encoded.info
+        await self._commit(generation, [replaced.get(s.name, s) for s in self._segments])
+        for old in touched:
+            for name in blob_names(old.name):
+                await self.blobs.delete(name)
+        return done
+
+    async def stream_ranges(self) -> dict[StreamId, tuple[int, int]]:
+        """Every archived stream with its first and last archived sequence."""
+        await self._ready()
+        out: dict[StreamId, tuple[int, int]] = {}
+        for seg in self._segments:
+            index = await self._index(seg)
+            for key in index.streams.keys:
+                entry = index.stream(key)
+                assert entry is not None
+                tenant, domain, aggregate_id = key.split("\x1f", 2)
+                sid = StreamId(domain, aggregate_id, tenant)
+                seen = out.get(sid)
+                out[sid] = (
+                    (entry.first, entry.last)
+                    if seen is None
+                    else (min(seen[0], entry.first), max(seen[1], entry.last))
+                )
         return out
 
     async def collect_garbage(self) -> list[str]:

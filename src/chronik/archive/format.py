@@ -54,6 +54,7 @@ __all__ = [
     "decode_ids",
     "decode_index",
     "decode_manifest",
+    "encode_blocks",
     "encode_manifest",
     "encode_segment",
     "inflate",
@@ -274,6 +275,23 @@ def encode_segment(
     events: Sequence[RecordedEvent], generation: int, created_at: float, block_events: int
 ) -> EncodedSegment:
     """The three blobs of a segment holding ``events`` (non-empty, in position order)."""
+    parts = [
+        (part[0].position, part[-1].position, part)
+        for part in (events[i : i + block_events] for i in range(0, len(events), block_events))
+    ]
+    return encode_blocks(parts, events[0].position, events[-1].position, generation, created_at)
+
+
+def encode_blocks(
+    parts: Sequence[tuple[Position, Position, Sequence[RecordedEvent]]],
+    first: Position,
+    last: Position,
+    generation: int,
+    created_at: float,
+) -> EncodedSegment:
+    """The three blobs of a segment covering ``first``..``last`` made of the blocks ``parts``
+    (each: the position range it covers and its events, possibly none): a rewrite or a removal
+    keeps a segment's ranges and block numbers, only the events change."""
     blocks: list[BlockRef] = []
     streams: dict[str, list[int]] = {}
     ranges: dict[str, tuple[int, int]] = {}
@@ -282,15 +300,13 @@ def encode_segment(
     tags: dict[str, list[int]] = {}
     ids: dict[str, int] = {}
     chunks: list[bytes] = []
-    offset = 0
-    for b, start in enumerate(range(0, len(events), block_events)):
-        part = events[start : start + block_events]
+    offset = count = 0
+    for b, (start, end, part) in enumerate(parts):
         raw = _encode_block(part)
-        blocks.append(
-            BlockRef(offset, len(raw), part[0].position, part[-1].position, len(part), sha256(raw))
-        )
+        blocks.append(BlockRef(offset, len(raw), start, end, len(part), sha256(raw)))
         chunks.append(raw)
         offset += len(raw)
+        count += len(part)
         for e in part:
             key = stream_key(e.stream)
             _add(streams, key, b)
@@ -310,10 +326,10 @@ def encode_segment(
     index = encode_index(blocks, entries, domains, types, tags)
     ids_blob = zlib.compress(_encoder.encode(ids), 6)
     info = SegmentInfo(
-        name=segment_name(events[0].position, generation),
-        first=events[0].position,
-        last=events[-1].position,
-        events=len(events),
+        name=segment_name(first, generation),
+        first=first,
+        last=last,
+        events=count,
         bytes=len(data),
         sha256=sha256(data),
         created_at=created_at,

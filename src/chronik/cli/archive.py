@@ -18,7 +18,7 @@ from chronik.cli.common import STORE_OPTION, run, store_url
 from chronik.store import open_store
 from chronik.store.base import EventStore
 
-__all__ = ["archive"]
+__all__ = ["READ_ARCHIVE_OPTION", "archive", "through_archive"]
 
 T = TypeVar("T")
 
@@ -40,6 +40,31 @@ async def _opened(store: str | None, url: str) -> AsyncIterator[tuple[EventStore
             s.attach_archive(arc)
             yield s, arc
     finally:
+        await arc.close()
+
+
+#: ``--archive`` of the commands that read through an archive when given one
+READ_ARCHIVE_OPTION = typer.Option(
+    None,
+    "--archive",
+    help="Also reach the store's archive: a directory path, file:///path or s3://...",
+)
+
+
+@asynccontextmanager
+async def through_archive(store: EventStore, url: str | None) -> AsyncIterator[EventStore]:
+    """``store`` with the archive at ``url`` attached (reads, redaction and verification
+    reach archived events) while the block runs; ``store`` as it is when ``url`` is None."""
+    if url is None:
+        yield store
+        return
+    arc = Archive(open_blobs(url))
+    try:
+        await arc.open()
+        store.attach_archive(arc)
+        yield store
+    finally:
+        store.attach_archive(None)
         await arc.close()
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from chronik.cli.archive import READ_ARCHIVE_OPTION, through_archive
 from chronik.cli.common import STORE_OPTION, console, fail, print_table, run, store_url, table
 from chronik.lifecycle.forget import compact_sqlite, forget_subject, sqlite_path
 from chronik.lifecycle.redact import redact_event
@@ -20,8 +21,10 @@ __all__ = ["events_redact", "gdpr"]
 gdpr = typer.Typer(help="Personal data: forget a subject, verify nothing of it is readable.")
 
 
-async def _forget(url: str, subject: str, by: str, reason: str, compact: bool) -> str:
-    async with open_store(url) as store:
+async def _forget(
+    url: str, subject: str, by: str, reason: str, compact: bool, archive: str | None
+) -> str:
+    async with open_store(url) as opened, through_archive(opened, archive) as store:
         report = await forget_subject(
             store, KeyRing(StoreKeyStore(store)), subject, by=by, reason=reason
         )
@@ -47,19 +50,27 @@ def forget(
         False, help="SQLite: then rewrite the file (checkpoint, VACUUM) so no old page remains."
     ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    archive: str | None = READ_ARCHIVE_OPTION,
 ) -> None:
     """Delete SUBJECT's key: its personal fields become unreadable everywhere, for good."""
     if not yes and not typer.confirm(f"forget {subject} for good?"):
         raise typer.Abort()
     who = by or f"cli:{getpass.getuser()}"
     url = store_url(store)
-    console().print(run(lambda: _forget(url, subject, who, reason, compact)), highlight=False)
+    console().print(
+        run(lambda: _forget(url, subject, who, reason, compact, archive)), highlight=False
+    )
 
 
 async def _verify(
-    url: str, subject: str, canaries: list[str], tables: list[str], files: list[Path]
+    url: str,
+    subject: str,
+    canaries: list[str],
+    tables: list[str],
+    files: list[Path],
+    archive: str | None,
 ) -> VerifyReport:
-    async with open_store(url) as store:
+    async with open_store(url) as opened, through_archive(opened, archive) as store:
         return await verify_subject(
             store,
             subject,
@@ -78,11 +89,12 @@ def verify(
     canary: list[str] = typer.Option([], help="A plaintext value the subject had (repeat)."),
     table_: list[str] = typer.Option([], "--table", help="A read-model table to scan too."),
     scan: list[Path] = typer.Option([], help="An export or archive file to scan (repeat)."),
+    archive: str | None = READ_ARCHIVE_OPTION,
 ) -> None:
     """Search events, tables, the SQLite file and the given files for SUBJECT's data; exit 1
     on any hit."""
     url = store_url(store)
-    report = run(lambda: _verify(url, subject, canary, table_, scan))
+    report = run(lambda: _verify(url, subject, canary, table_, scan, archive))
     out = console()
     if report.hits:
         shown = table("where", "what")
@@ -97,8 +109,10 @@ def verify(
     )
 
 
-async def _redact(url: str, event_id: str, by: str, reason: str, compact: bool) -> str:
-    async with open_store(url, create=False) as store:
+async def _redact(
+    url: str, event_id: str, by: str, reason: str, compact: bool, archive: str | None
+) -> str:
+    async with open_store(url, create=False) as opened, through_archive(opened, archive) as store:
         report = await redact_event(store, event_id, by=by, reason=reason)
     done = "redacted" if report.rewritten else "was already redacted"
     path = sqlite_path(url)
@@ -120,6 +134,7 @@ def events_redact(
         True, help="SQLite: then rewrite the file (checkpoint, VACUUM) so the old bytes go."
     ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    archive: str | None = READ_ARCHIVE_OPTION,
 ) -> None:
     """Replace EVENT_ID's payload by the redaction marker (type, ids, position kept), drop
     its stream's snapshot and audit it (who, why, a hash of the old payload)."""
@@ -127,4 +142,6 @@ def events_redact(
         raise typer.Abort()
     who = by or f"cli:{getpass.getuser()}"
     url = store_url(store)
-    console().print(run(lambda: _redact(url, event_id, who, reason, compact)), highlight=False)
+    console().print(
+        run(lambda: _redact(url, event_id, who, reason, compact, archive)), highlight=False
+    )

@@ -25,6 +25,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from chronik.cli.archive import READ_ARCHIVE_OPTION, through_archive
 from chronik.cli.common import STORE_OPTION, fail, run, store_url
 from chronik.errors import ChronikError
 from chronik.lifecycle import (
@@ -119,12 +120,17 @@ def export(
     tenant: str | None = typer.Option(
         None, help="Only this tenant's events and streams ('' for the default tenant)."
     ),
+    archive: str | None = READ_ARCHIVE_OPTION,
 ) -> None:
-    """Write the store's events as JSON lines (stdout), in global order, up to its head."""
+    """Write the store's events as JSON lines (stdout), in global order, up to its head
+    (with ``--archive``: the archived ones too, the whole log)."""
 
     async def go(out: IO[bytes]) -> str:
         start = _position(after, "--after")
-        async with open_store(store_url(store), create=False) as s:
+        async with (
+            open_store(store_url(store), create=False) as opened,
+            through_archive(opened, archive) as s,
+        ):
             with _progress(progress, "exporting events") as tick:
                 done = await export_events(s, out, after=start, progress=tick, tenant=tenant)
         return f"exported {done.events} events up to position {done.head or '(empty store)'}"

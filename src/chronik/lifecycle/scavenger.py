@@ -24,6 +24,7 @@ from typing import Any, Final
 import msgspec
 
 from chronik.errors import LeaseHeld, ValidationError
+from chronik.lifecycle.archive_scavenge import ArchivePrune
 from chronik.messages import StreamId
 from chronik.store.base import EventStore
 from chronik.store.retention import Retention, StreamRetention
@@ -68,6 +69,8 @@ class ScavengeReport(msgspec.Struct):
     bytes: int = 0
     removed: list[tuple[str, int, int]] = msgspec.field(default_factory=list)
     errors: list[tuple[str, str]] = msgspec.field(default_factory=list)
+    #: archived events removed (would be, ``dry_run``) with the store's attached archive
+    archived: int = 0
 
 
 def check_defaults(defaults: Mapping[str, Retention] | None) -> dict[str, Retention]:
@@ -139,12 +142,13 @@ async def scavenge(
     report = ScavengeReport(dry_run, time.time())
     progress = ScavengeProgress()
     cursor: int | None = None
+    prune = await ArchivePrune.start(store, now)  # None: no archive attached
     while True:
         page, cursor = await store.retention_page(cursor, _PAGE)
         for info in page:
             progress.scanned += 1
             try:
-                events, size = await _one(store, info, rules, now, dry_run, batch_size)
+                events, size = await _one(store, info, rules, now, dry_run, batch_size, prune)
             except (LeaseHeld, asyncio.CancelledError):
                 raise
             except Exception as exc:  # one stream's failure fails that stream alone
@@ -161,6 +165,11 @@ async def scavenge(
                     await on_batch(progress)
         if cursor is None or not page:
             break
+    if prune is not None:  # the archived events below the truncation points, in one rewrite
+        await prune.finish(rules, default_for, dry_run)
+        report.archived = prune.would_remove() if dry_run else await prune.apply()
+        if prune.busy is not None:
+            report.errors.append(("archive", prune.busy))
     report.scanned, report.streams = progress.scanned, progress.streams
     report.events, report.bytes = progress.events, progress.bytes
     report.finished_at = time.time()
@@ -174,9 +183,17 @@ async def _one(
     now_us: int,
     dry_run: bool,
     batch_size: int,
+    prune: ArchivePrune | None = None,
 ) -> tuple[int, int]:
-    before = await target(store, info, default_for(rules, info.stream), now_us)
+    default = default_for(rules, info.stream)
+    if prune is None:
+        before = await target(store, info, default, now_us)
+    else:
+        before = await prune.target(info, default)
+        prune.visit(info.stream, before)
     if info.first is None or info.first >= before:
+        if prune is not None and not dry_run:  # archived events alone below: record it
+            await prune.record(info.stream, before, info.truncate_before)
         return 0, 0
     events = size = 0
     while True:  # one short transaction per batch: no long lock, no long transaction

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, cast
 
 from chronik.errors import NotSupported, ValidationError
-from chronik.messages import Position
+from chronik.messages import Position, StreamId
 from chronik.store.archived_reads import check_archived_conditions
 from chronik.store.records import WriteUnit
 
@@ -84,6 +84,24 @@ class ArchiveOps:
         """AppendConditionFailed when an archived event matches one of the unit's conditions."""
         if self.archive is not None and unit.conditions:
             await check_archived_conditions(cast("EventStore", self), unit.conditions)
+
+    async def _refuse_archived_compaction(
+        self, stream: StreamId, upto: int, exc: ValidationError
+    ) -> None:
+        """ValidationError saying why when a compaction at ``upto`` was refused (``exc``)
+        because that event is archived: the summary must replace a hot event (compact at a
+        later sequence; the scavenger then removes the archived prefix too)."""
+        archive = self.archive
+        if archive is None or exc.field != "upto":
+            return
+        found = await archive.stream_range(stream)
+        if found is not None and found[0] <= upto <= found[1]:
+            raise ValidationError(
+                f"{stream}: the event at sequence {upto} is archived; compact at a sequence "
+                f"after {found[1]} (still in the hot log): the archived events before it go "
+                "with the next scavenger run",
+                field="upto",
+            ) from exc
 
     # --- what adapters with supports_deletion implement ---------------------------------------
 

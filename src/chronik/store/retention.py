@@ -122,6 +122,10 @@ class RetentionOps:
 
         def _require_deletion(self) -> None: ...
 
+        async def _refuse_archived_compaction(
+            self, stream: StreamId, upto: int, exc: ValidationError
+        ) -> None: ...
+
     async def set_retention(self, stream: StreamId, retention: Retention) -> Retention:
         """Store ``stream``'s retention rules (replacing its max_age and max_count; its
         truncation point only moves forward); the rules as stored. The stream need not exist
@@ -190,7 +194,11 @@ class RetentionOps:
         prepared = prepare_event(event, self.max_payload_bytes)
         self._require_deletion()
         await self._ready()
-        return await self._compact_stream(stream, upto, prepared)
+        try:
+            return await self._compact_stream(stream, upto, prepared)
+        except ValidationError as exc:  # the event at ``upto`` may be archived: say so
+            await self._refuse_archived_compaction(stream, upto, exc)
+            raise
 
     # --- what adapters with supports_deletion implement ---------------------------------------
 

@@ -297,7 +297,10 @@ class ReadWriteStore(WriterOperations, CompositeStore):
         types: Sequence[str] | None = None,
         tenant: str | None = None,
     ) -> ReadPage:
-        """``EventStore.read_page`` on one reader (its head and page agree)."""
+        """``EventStore.read_page`` on one reader (its head and page agree); through the
+        attached archive when there is one (``chronik.store.archived_reads``)."""
+        if self.archive is not None:
+            return await super().read_page(after, limit, domains, types, tenant)
         return await self._read(lambda r: r.read_page(after, limit, domains, types, tenant))
 
     async def _head(self) -> Position | None:

@@ -1,12 +1,12 @@
 """What a ``ReadWriteStore`` leaves to its write store: deletes, retention, scavenging,
-compaction, stream starts and in-place rewrites (deletes themselves go there with
-``_write``)."""
+compaction, stream starts, in-place rewrites and dropping archived events (deletes themselves
+go there with ``_write``)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from chronik.messages import RecordedEvent, StreamId
+from chronik.messages import Position, RecordedEvent, StreamId
 from chronik.store.records import PreparedEvent
 from chronik.store.retention import Retention, StreamRetention
 
@@ -61,3 +61,9 @@ class WriterOperations:
 
     async def _start_stream_at(self, stream: StreamId, sequence: int) -> None:
         await self.writer._start_stream_at(stream, sequence)
+
+    async def _archive_floor(self) -> Position | None:
+        return await self.writer._archive_floor()
+
+    async def _drop_archived(self, upto: Position) -> int:
+        return await self.writer._drop_archived(upto)
