@@ -84,3 +84,38 @@ def test_gdpr_and_export_reach_the_archive_through_the_cli(tmp_path: Path) -> No
     clean = _cli(*verify, "--archive", arc, *scans)
     assert "0 hits" in clean
     assert NOTE not in after.read_text() and EMAIL not in after.read_text()
+
+
+def test_scavenge_with_the_archive_removes_archived_events_below_the_truncation(
+    tmp_path: Path,
+) -> None:
+    """``chronik scavenge --archive`` removes a truncated stream's archived prefix too (read_all
+    through the archive no longer shows it); without --archive those archived events stay."""
+    url, arc = f"sqlite:///{tmp_path}/s.db", str(tmp_path / "arc")
+    cut = chronik.StreamId("cut", "c")
+
+    async def fill() -> None:
+        async with chronik.open_store(url) as store:
+            await store.append(cut, [chronik.EventData("cut.ticked", {"i": i}) for i in range(5)])
+            filler = chronik.StreamId("filler", "f")
+            await store.append(filler, [chronik.EventData("filler.ticked", {}) for _ in range(4)])
+
+    async def shown() -> list[int]:
+        from chronik.archive import Archive
+        from chronik.archive.urls import open_blobs
+
+        archive = Archive(open_blobs(arc))
+        async with chronik.open_store(url) as store:
+            store.attach_archive(archive)
+            try:
+                return [e.sequence async for e in store.read_all() if e.stream == cut]
+            finally:
+                await archive.close()
+
+    asyncio.run(fill())
+    _cli("archive", "run", "--store", url, "--archive", arc, "--retain-at-least", "2")
+    _cli("streams", "retention", "set", "cut/c", "--truncate-before", "3", "--store", url)
+    _cli("scavenge", "--store", url)
+    assert asyncio.run(shown()) == [0, 1, 2, 3, 4]  # the hot store alone: archived ones stay
+    _cli("scavenge", "--store", url, "--archive", arc)
+    assert asyncio.run(shown()) == [3, 4]

@@ -10,6 +10,7 @@ from typing import Any
 
 import typer
 
+from chronik.cli.archive import READ_ARCHIVE_OPTION, through_archive
 from chronik.cli.common import (
     STORE_OPTION,
     console,
@@ -167,16 +168,21 @@ def scavenge_command(
     batch_size: int = typer.Option(500, help="Events per transaction."),
     progress: bool = typer.Option(False, "--progress", help="Progress lines on stderr."),
     as_json: bool = typer.Option(False, "--json", help="The report as JSON."),
+    archive: str | None = READ_ARCHIVE_OPTION,
 ) -> None:
     """Remove (or with --dry-run count) the events retention and deletes let go, holding the
-    store's scavenger lease (exit 1 while a server's scavenger holds it)."""
+    store's scavenger lease (exit 1 while a server's scavenger holds it); with --archive, the
+    archived events below each stream's truncation point too."""
     from chronik.lifecycle.scavenger import ScavengeProgress, Scavenger, ScavengeReport
     from chronik.server.config import load_config
 
     defaults = load_config(config).retention.defaults() if config else {}
 
     async def go() -> ScavengeReport | None:
-        async with open_store(store_url(store), create=False) as s:
+        async with (
+            open_store(store_url(store), create=False) as opened,
+            through_archive(opened, archive) as s,
+        ):
             runner = Scavenger(s, defaults, batch_size=batch_size)
             if progress:
 
