@@ -221,8 +221,10 @@ class DeadlineScheduler:
                     "name": row["name"],
                     "due_us": row["due_us"],
                 }
-                data = EventData(DEADLINE_FIRED, body, event_id=_fired_id(body))
                 tenant = deadline_tenant(projection, row)
+                if tenant and projection != AGGREGATE_DEADLINES:  # a saga's (per-tenant) row
+                    body["tenant"] = tenant
+                data = EventData(DEADLINE_FIRED, body, event_id=_fired_id(body))
                 await self.store.append(StreamId(DEADLINE_DOMAIN, projection, tenant), [data])
                 fired += 1
         return fired
@@ -257,10 +259,10 @@ class DeadlineScheduler:
 
 
 def deadline_tenant(owner: str, row: dict[str, Any]) -> str:
-    """The tenant of a deadline row: an aggregate's deadline is its stream's (its fired event
-    is appended in that tenant); a saga's instance ids name none (the default tenant)."""
+    """The tenant of a deadline row (its fired event is appended in that tenant): an
+    aggregate's deadline is its stream's; a saga's, its row's (per tenant; none before)."""
     if owner != AGGREGATE_DEADLINES:
-        return ""
+        return str(row.get("tenant") or "")
     return StreamId.parse(row["instance_id"]).tenant
 
 
@@ -285,4 +287,6 @@ def lease_name(owner: str) -> str:
 
 def _fired_id(body: dict[str, Any]) -> str:
     key = f"{body['owner']}\x00{body['instance_id']}\x00{body['name']}\x00{body['due_us']}"
+    if body.get("tenant"):  # a saga's deadline in a tenant (the default tenant's ids as before)
+        key = f"{body['tenant']}\x00{key}"
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"chronik:deadline:{key}"))

@@ -20,6 +20,16 @@ Deadlines ("if not paid within 15 minutes, cancel") are rows of the saga's own t
 ``DeadlineScheduler`` (one active per store, by lease; overdue deadlines fire on start) appends
 a ``chronik.DeadlineFired`` event with an id derived from the deadline when it is due; the saga
 handles it in order like any event: a deadline fires once, and not at all once cancelled.
+
+Tenants: instances and deadlines are rows of ``per_tenant`` tables, so the same instance id in
+two tenants names two instances; a handler's reads and writes are scoped to the tenant of the
+event it handles, the commands it sends go to that tenant (a command naming another is
+refused), and its deadlines fire into that tenant's log. The tables' shape is the saga's
+storage version (``STORAGE``): the projection's version is ``version + STORAGE - 1``, so a
+deployment whose tables predate the tenant column builds new ones by a rebuild (blue/green,
+never mixing shapes) while the old serve, and the decision record answers for what it sent.
+A deadline that fired before the upgrade (into the default tenant, its instance's tenant not
+named) is matched to its instance's row in whichever tenant holds it.
 """
 
 from __future__ import annotations
@@ -37,13 +47,17 @@ from chronik.errors import ConfigurationError, ValidationError
 from chronik.messages import Command, Metadata, RecordedEvent
 from chronik.projections import Projection, ReadModel, Table
 from chronik.projections.projection import ErrorPolicy
+from chronik.projections.readmodel import TENANT
 from chronik.saga_record import Outcome, Recorder
 from chronik.store.base import EventStore
 
-__all__ = ["Saga", "SagaContext"]
+__all__ = ["STORAGE", "Saga", "SagaContext"]
 
 log = logging.getLogger("chronik.sagas")
 S = TypeVar("S")
+#: The storage version of a saga's tables (2: per tenant). Its projection's version is the
+#: saga's ``version`` plus ``STORAGE - 1``: a new storage version rebuilds every saga once.
+STORAGE = 2
 
 
 class SagaContext:
@@ -90,7 +104,8 @@ class Saga(Generic[S]):
 
     ``associate`` is a payload key, ``"correlation_id"``, or a function of the event returning
     the instance id (None: the event is not for this saga). Handlers take (state, event, ctx)
-    and return the new state; they may be async.
+    and return the new state; they may be async. Bump ``version`` when the handlers change in a
+    way that needs the state rebuilt (see ``STORAGE``).
     """
 
     def __init__(
@@ -100,8 +115,12 @@ class Saga(Generic[S]):
         state: type[S],
         associate: str | Callable[[RecordedEvent], str | None],
         policy: ErrorPolicy | None = None,
+        version: int = 1,
     ) -> None:
+        if type(version) is not int or version < 1:
+            raise ValidationError(f"version must be an int >= 1, got {version!r}")
         self.name = name
+        self.version = version
         self.state_type = state
         self._decoder = msgspec.json.Decoder(state)
         self.associate = _associator(associate)
@@ -114,11 +133,13 @@ class Saga(Generic[S]):
             f"{name}_instances",
             {"instance_id": str, "state": bytes, "ended": int},
             primary_key="instance_id",
+            per_tenant=True,
         )
         self.deadlines = Table(
             f"{name}_deadlines",
             {"instance_id": str, "name": str, "due_us": int, "payload": bytes},
             primary_key=("instance_id", "name"),
+            per_tenant=True,
         )
 
     @property
@@ -162,7 +183,10 @@ class Saga(Generic[S]):
         recorded with its outcome, see chronik.saga_record)."""
         clock = clock or SystemClock()
         projection = Projection(
-            self.name, tables=[self.instances, self.deadlines], policy=self.policy
+            self.name,
+            tables=[self.instances, self.deadlines],
+            policy=self.policy,
+            version=self.version + STORAGE - 1,
         )
         recorder = Recorder(self.name, dispatch)
 
@@ -177,16 +201,42 @@ class Saga(Generic[S]):
         self, event: RecordedEvent, rm: ReadModel, recorder: Recorder, clock: Clock
     ) -> None:
         past = await recorder.past(rm, event)
-        deadline: str | None = None
-        if event.type == DEADLINE_FIRED:
-            fired = event.json()
-            if fired.get("owner") != self.name:
-                return
-            instance, deadline = fired["instance_id"], fired["name"]
-            row = await rm.get(self.deadlines.name, instance_id=instance, name=deadline)
+        if event.type != DEADLINE_FIRED:
+            await self._step(event, rm, recorder, clock, past, None)
+            return
+        fired = event.json()
+        if fired.get("owner") != self.name:
+            return
+        key = {"instance_id": fired["instance_id"], "name": fired["name"]}
+        row = await rm.get(self.deadlines.name, **key)
+        tenant = rm.tenant
+        if row is None and event.stream.tenant == "" and "tenant" not in fired:
+            # fired before the tables were per tenant: its instance's tenant was not named
+            due = {"due_us": fired["due_us"]}
+            rows = await rm.query_every_tenant(self.deadlines.name, **key, **due)
+            row = rows[0] if len(rows) == 1 else None
+            if row is not None:
+                rm.tenant = row[TENANT]
+        try:
             if row is None or row["due_us"] != fired["due_us"]:
                 return  # cancelled or moved since the scheduler saw it
-            rm.delete(self.deadlines.name, instance_id=instance, name=deadline)
+            rm.delete(self.deadlines.name, **key)
+            await self._step(event, rm, recorder, clock, past, fired["name"])
+        finally:
+            rm.tenant = tenant
+
+    async def _step(
+        self,
+        event: RecordedEvent,
+        rm: ReadModel,
+        recorder: Recorder,
+        clock: Clock,
+        past: bool,
+        deadline: str | None,
+    ) -> None:
+        """Handle ``event`` (or fired ``deadline``) for its instance, in the scoped tenant."""
+        if deadline is not None:
+            instance = event.json()["instance_id"]
             handler = self.deadline_handlers.get(deadline)
         else:
             found = self.associate(event)
@@ -207,7 +257,8 @@ class Saga(Generic[S]):
         if handler is not None:
             state = await _call(handler, state, event, ctx)
         if ctx.commands or past:
-            step = _Step(self, recorder, rm.store, event, ctx, past)
+            tenant = event.stream.tenant if rm.tenant is None else rm.tenant
+            step = _Step(self, recorder, rm.store, event, ctx, past, tenant)
             state = await step.run(state)
         for name, (due, payload) in ctx.scheduled.items():
             rm.upsert(
@@ -234,15 +285,26 @@ class _Step:
         event: RecordedEvent,
         ctx: SagaContext,
         past: bool,
+        tenant: str,
     ) -> None:
         self.saga, self.recorder, self.store = saga, recorder, store
+        self.tenant = tenant
         self.event, self.ctx, self.past = event, ctx, past
         self.record: dict[str, dict[str, Any]] = {}
         self.metadata = Metadata.caused_by(event)
 
     def _stamp(self, command: Command, command_id: str) -> Command:
+        """``command`` with its derived id, its causation, in the instance's tenant."""
+        if command.tenant not in ("", self.tenant):
+            raise ValidationError(
+                f"saga {self.saga.name}: an instance of tenant {self.tenant!r} sent a command "
+                f"to tenant {command.tenant!r}",
+                field="tenant",
+            )
         metadata = Metadata.caused_by(self.event, command.metadata)
-        return msgspec.structs.replace(command, command_id=command_id, metadata=metadata)
+        return msgspec.structs.replace(
+            command, command_id=command_id, metadata=metadata, tenant=self.tenant
+        )
 
     async def _send(self, command: Command) -> Outcome:
         return await self.recorder.send(

@@ -73,6 +73,13 @@ HTTP_EXEMPT = {  # route -> why it carries no tenant's data
 }
 GRPC_EXEMPT = {"Catalog.Describe": "the schema catalog (types, not data)"}
 
+#: retention defaults per tenant (``tenant:domain``, ``tenant:*``) and for a domain
+RETENTION_DEFAULTS = {
+    "customer": chronik.Retention(max_count=10_000),
+    **{f"{t}:customer": chronik.Retention(max_count=5_000) for t in TENANTS},
+    **{f"{t}:*": chronik.Retention(max_age=86400.0 * 365) for t in TENANTS},
+}
+
 TENANT_TABLE = Table(
     "tenant_customers", {"customer_id": str, "name": str}, "customer_id", per_tenant=True
 )
@@ -171,7 +178,7 @@ async def edge(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
     extra = [
         *create_admin_routes(app, runner=server.runner, auth=http_auth),
         *cluster_routes(),
-        *retention_routes(),
+        *retention_routes(RETENTION_DEFAULTS),
         *cloudevents_routes(CloudEventsReceiver({"orders.placed"})),
     ]
     queries = [
@@ -303,7 +310,20 @@ async def _retention(edge: Edge, who: str) -> set[str]:
         assert r.status_code in (200, 404), r.text
         if r.status_code == 200:
             seen.add(StreamId.parse(r.json()["stream"]).tenant)
+            # the default the scavenger applies to it: its tenant's for its domain
+            assert r.json()["default"]["max_count"] == r.json()["effective"]["max_count"] == 5_000
     return seen
+
+
+@check(HTTP_READS, "GET /v1/admin/retention-defaults")
+async def _retention_defaults(edge: Edge, who: str) -> set[str]:
+    body = await ok(edge.http.get("/v1/admin/retention-defaults", headers=edge.headers(who)))
+    shown = body["defaults"]
+    for key, rules in shown.items():  # the rules the scavenger applies, as configured
+        assert chronik.Retention(**rules) == RETENTION_DEFAULTS[key]
+    if SEES[who]:  # the domain's default applies to every tenant's streams
+        assert "customer" in shown
+    return {key.partition(":")[0] for key in shown if ":" in key}
 
 
 @check(HTTP_WRITES, "POST /v1/commands")

@@ -29,6 +29,7 @@ from chronik.lifecycle.importer import import_events
 from chronik.outbox import OutboxAdmin, record
 from chronik.projections import Projection, ProjectionRunner, ReadModel, Table, query
 from chronik.saga_record import recorded_decisions
+from chronik.sagas import Saga, SagaContext
 from chronik.store.postgres.schema import split_url
 from chronik.store.records import WriteUnit
 from chronik.transports.message import Message
@@ -81,6 +82,28 @@ def _per_tenant() -> Projection:
     return p
 
 
+class Watch(msgspec.Struct):
+    """A saga instance's state."""
+
+    opened: int = 0
+
+
+def _watch() -> Saga[Watch]:
+    """A saga whose instance ids (the account ids) repeat in every tenant: on Opened it sends
+    Review to the account and arms a deadline."""
+    saga: Saga[Watch] = Saga(
+        "watch", state=Watch, associate=lambda e: e.stream.aggregate_id or None
+    )
+
+    @saga.starts_with("Opened")
+    def opened(state: Watch, event: chronik.RecordedEvent, ctx: SagaContext) -> Watch:
+        ctx.send(Command(domain="account", aggregate_id=ctx.instance_id, type="Review"))
+        ctx.schedule("nudge", after=3600)
+        return Watch(state.opened + 1)
+
+    return saga
+
+
 @pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def app(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[chronik.Chronik]:
     if request.param == "postgres":
@@ -108,18 +131,21 @@ async def _seed(app: chronik.Chronik) -> None:
                 Message(topic="t", body=tenant.encode() or b"-", id=f"m-{tenant}"),
                 tenant=tenant,
             )
-    runner = ProjectionRunner(store, [_per_tenant(), aggregate_deadlines(app.dispatch)])
+    watch = _watch().projection(app.dispatch)
+    runner = ProjectionRunner(store, [_per_tenant(), aggregate_deadlines(app.dispatch), watch])
     async with runner:
-        head = await store.head()
-        assert head is not None
-        async with asyncio.timeout(15):
-            await runner.wait_for(head)
+        for _ in range(2):  # the events, then those of the saga's commands
+            head = await store.head()
+            assert head is not None
+            async with asyncio.timeout(15):
+                await runner.wait_for(head)
 
 
 async def test_every_read_of_one_tenant_sees_none_of_another(app: chronik.Chronik) -> None:
     """read_all, read_query, read_query_payloads, read_page, subscribe, list_streams,
-    per-tenant tables, outbox messages, pending deadlines and exports of tenant A hold no row
-    of B (checked for each tenant, the default one included)."""
+    per-tenant tables, outbox messages, pending deadlines, a saga's instances, deadlines and
+    decision record, and exports of tenant A hold no row of B (checked for each tenant, the
+    default one included)."""
     await _seed(app)
     store = app.store
     q = Query([QueryItem(tags=["k:1"])])
@@ -147,12 +173,27 @@ async def test_every_read_of_one_tenant_sees_none_of_another(app: chronik.Chroni
         assert sorted(d["instance_id"] for d in deadlines) == [
             str(StreamId("account", f"a{n}", tenant)) for n in range(3)
         ]
+        instances = await query(store, "watch", "watch_instances", tenant=tenant)
+        assert sorted((r["tenant"], r["instance_id"]) for r in instances) == [
+            (tenant, f"a{n}") for n in range(3)
+        ]
+        nudges = await pending_deadlines(store, tenant, owner="watch")
+        assert sorted((d["tenant"], d["instance_id"]) for d in nudges) == [
+            (tenant, f"a{n}") for n in range(3)
+        ]
+        sent = await recorded_decisions(store, "watch", tenant)
+        assert sorted((d["tenant"], d["instance_id"], d["outcome"]) for d in sent) == [
+            (tenant, f"a{n}", "accepted") for n in range(3)
+        ]
+        reviewed = [e.stream.aggregate_id for e in events if e.type == "Reviewed"]
+        assert sorted(reviewed) == [f"a{n}" for n in range(3)]  # the saga's, in its tenant
         out = io.BytesIO()
         report = await export_events(store, out, tenant=tenant)
         lines = [json.loads(line) for line in out.getvalue().splitlines()]
         exported = {line.get("tenant", "") for line in lines if "event_id" in line}
         assert exported == {tenant} and report.events == len(events)
     assert len(await query(store, "seen", "seen")) == 9  # every tenant's, when not asked
+    assert len(await query(store, "watch", "watch_instances")) == 9
 
 
 async def test_a_tenant_export_imports_with_its_tenant(
@@ -171,16 +212,24 @@ async def test_a_tenant_export_imports_with_its_tenant(
 
 async def test_fired_deadlines_are_appended_in_their_tenant(app: chronik.Chronik) -> None:
     """A due aggregate deadline of tenant A fires into A's log, not the default tenant's; the
-    commands it sends are recorded with their tenant."""
+    commands it sends are recorded with their tenant; a saga's deadlines (the same instance ids
+    in every tenant) fire into their instance's tenant too."""
     await _seed(app)
     clock = ManualClock()
-    clock.advance(120)
-    scheduler = DeadlineScheduler(app.store, clock=clock)
-    assert await scheduler.fire_due() == 9
+    clock.advance(3601)
+    saga = _watch()
+    scheduler = DeadlineScheduler(app.store, [saga], clock=clock)
+    assert await scheduler.fire_due() == 18
     fired = [e async for e in app.store.read_all(tenant="acme", types=["chronik.DeadlineFired"])]
-    assert len(fired) == 3
-    assert {StreamId.parse(e.json()["instance_id"]).tenant for e in fired} == {"acme"}
-    async with ProjectionRunner(app.store, [aggregate_deadlines(app.dispatch)]) as runner:
+    assert len(fired) == 6
+    mine = [e.json() for e in fired if e.json()["owner"] == AGGREGATE_DEADLINES]
+    assert {StreamId.parse(body["instance_id"]).tenant for body in mine} == {"acme"}
+    nudges = sorted(
+        (b["tenant"], b["instance_id"]) for b in (e.json() for e in fired) if b["owner"] == "watch"
+    )
+    assert nudges == [("acme", f"a{n}") for n in range(3)]
+    projections = [aggregate_deadlines(app.dispatch), saga.projection(app.dispatch)]
+    async with ProjectionRunner(app.store, projections) as runner:
         head = await app.store.head()
         assert head is not None
         async with asyncio.timeout(15):
@@ -189,7 +238,8 @@ async def test_fired_deadlines_are_appended_in_their_tenant(app: chronik.Chronik
         sent = await recorded_decisions(app.store, AGGREGATE_DEADLINES, tenant)
         assert len(sent) == 3 and {r["tenant"] for r in sent} == {tenant}
         reviewed = [e async for e in app.store.read_all(tenant=tenant, types=["Reviewed"])]
-        assert len(reviewed) == 3
+        assert len(reviewed) == 6  # 3 sent by the saga, 3 by the aggregates' deadlines
+        assert await pending_deadlines(app.store, tenant, owner="watch") == []
 
 
 async def test_tagged_append_conditions_are_scoped_by_the_store_itself(

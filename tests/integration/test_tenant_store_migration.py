@@ -49,6 +49,8 @@ async def test_postgres_events_stored_before_schema_9_get_their_tenant(postgres_
     try:
         for table in ("events", "streams", "snapshots"):
             await conn.execute(f"DROP POLICY {table}_tenant ON {s}.{table}")
+        await conn.execute(f"DROP POLICY event_tags_tenant ON {s}.event_tags")
+        await conn.execute(f"DROP FUNCTION {s}.tag_in_tenant(bigint, bigint)")
         await conn.execute(f"DROP TRIGGER events_tenant ON {s}.events")
         await conn.execute(f"DROP FUNCTION {s}.event_tenant()")
         await conn.execute(f"ALTER TABLE {s}.events DROP COLUMN tenant")

@@ -104,3 +104,56 @@ async def test_a_store_opened_for_a_tenant_reads_and_writes_only_it(
     async with chronik.open_store(f"{url}&migrate=false") as store:
         streams = {str(i.stream) async for i in store.list_streams()}
         assert "acme:d/new" in streams and "beta:d/new" not in streams
+
+
+async def test_raw_sql_on_event_tags_sees_no_tag_of_another_tenant(
+    postgres_url: str, app_role: tuple[str, str]
+) -> None:
+    """Tags of events in two tenants: a role scoped to acme selects acme's tags only (0 of
+    beta's, none of the default tenant's), deletes none of beta's; unscoped it sees them all."""
+    role, _ = app_role
+    async with chronik.open_store(postgres_url) as store:
+        for tenant in ("acme", "beta", ""):
+            data = [EventData("t", {}, tags=["course:c1", f"who:{tenant or 'default'}"])]
+            await store.append(StreamId("d", "tagged", tenant), data)
+    dsn, options = split_url(postgres_url)
+    s = f'"{options["schema"]}"'
+    raw = _as_role(dsn, role)
+    every = f"SELECT tag FROM {s}.event_tags ORDER BY tag"
+    conn = await asyncpg.connect(raw)
+    try:
+        assert len(await conn.fetch(every)) == 6
+    finally:
+        await conn.close()
+    conn = await asyncpg.connect(raw, server_settings={"chronik.tenant": "acme"})
+    try:
+        assert [r[0] for r in await conn.fetch(every)] == ["course:c1", "who:acme"]
+        beta = f"SELECT count(*) FROM {s}.event_tags WHERE tag IN ('who:beta', 'who:default')"
+        assert await conn.fetchval(beta) == 0
+        assert await conn.execute(f"DELETE FROM {s}.event_tags WHERE tag = 'who:beta'") == (
+            "DELETE 0"
+        )
+    finally:
+        await conn.close()
+    conn = await asyncpg.connect(raw, server_settings={"chronik.tenant": "-"})
+    try:
+        assert [r[0] for r in await conn.fetch(every)] == ["course:c1", "who:default"]
+    finally:
+        await conn.close()
+    owner = await asyncpg.connect(dsn)
+    try:
+        assert await owner.fetchval(f"SELECT count(*) FROM {s}.event_tags") == 6
+    finally:
+        await owner.close()
+
+
+async def test_a_tenant_scoped_store_appends_and_queries_tagged_events(
+    app_role: tuple[str, str],
+) -> None:
+    """As the role with ?tenant=acme, a tagged append (tags written with the event in one
+    statement) passes the event_tags policy, and a tag query finds acme's events only."""
+    _, url = app_role
+    async with chronik.open_store(f"{url}&tenant=acme&migrate=false") as store:
+        await store.append(StreamId("d", "t1", "acme"), [EventData("t", {}, tags=["k:1"])])
+        found = [e async for e in store.read_query(chronik.Query.of(tags=["k:1"]))]
+        assert [e.stream.tenant for e in found] == ["acme"]

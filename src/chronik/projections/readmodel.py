@@ -322,7 +322,14 @@ class ReadModel:
     async def query(self, table: str, **where: Any) -> list[dict[str, Any]]:
         """Rows whose columns equal ``where``, as this batch has left them so far."""
         t = self._table(table)
-        where = self._scoped(t, where)
+        return await self._matching(t, table, self._scoped(t, where))
+
+    async def query_every_tenant(self, table: str, **where: Any) -> list[dict[str, Any]]:
+        """``query`` across the tenants of a per-tenant table (a process manager matching an
+        event that names no tenant: a deadline fired before its saga's tables were)."""
+        return await self._matching(self._table(table), table, where)
+
+    async def _matching(self, t: Table, table: str, where: dict[str, Any]) -> list[dict[str, Any]]:
         rows = await self._store.read_table(self._physical[table], where)
         by_key = {tuple(r[c] for c in t.primary_key): r for r in rows}
         for (name, key), (kind, data) in list(self._fold().items()):
@@ -331,10 +338,10 @@ class ReadModel:
             if kind == "gone":
                 by_key.pop(key, None)
                 continue
-            if kind == "patch":
-                got = await self.get(table, **dict(zip(t.primary_key, key, strict=True)))
-                assert got is not None
-                data = got
+            if kind == "patch":  # laid over the stored row (as ``get``)
+                pk = dict(zip(t.primary_key, key, strict=True))
+                stored = await self._store.read_table(self._physical[table], pk, limit=1)
+                data = {**(stored[0] if stored else {c: None for c, _ in t.columns}), **data}
             if all(data.get(c) == v for c, v in where.items()):
                 by_key[key] = dict(data)
             else:

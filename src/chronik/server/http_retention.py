@@ -7,7 +7,12 @@ or ``http.admin_writes`` without auth):
   an aggregate's stream at ``upto`` with its model's summary event
   (``chronik.lifecycle.compaction.compact_aggregate``; the domain must be the app's);
 - ``GET|PUT /v1/admin/retention/{domain}/{aggregate_id}`` (?tenant=): a stream's rules
-  (PUT body: {max_age, max_count, truncate_before});
+  (PUT body: {max_age, max_count, truncate_before}); a GET adds the ``default`` the scavenger
+  applies to it (its tenant's for its domain, ``tenant:*``, else its domain's) and the
+  ``effective`` rules (its own over that default);
+- ``GET /v1/admin/retention-defaults``: the default rules the scavenger applies, by key
+  (``domain``, ``tenant:domain``, ``tenant:*``); a tenant-scoped credential sees its own
+  tenant's keys and the domain-wide ones, never another tenant's;
 - ``POST /v1/admin/scavenge`` {dry_run, batch_size}: one scavenger run now, under the lease
   (409 LeaseHeld while another process runs it), its report;
 - ``GET /v1/admin/scavenger``: the background scavenger of this process (health, last report).
@@ -28,7 +33,7 @@ from starlette.routing import Route
 
 from chronik.errors import LeaseHeld, ValidationError
 from chronik.lifecycle.compaction import compact_aggregate
-from chronik.lifecycle.scavenger import LEASE, Scavenger
+from chronik.lifecycle.scavenger import LEASE, Scavenger, default_for
 from chronik.messages import ANY, NO_STREAM, STREAM_EXISTS, Expected, StreamId
 from chronik.server.http_state import guarded, read_body, scope_of, state_of
 from chronik.server.openapi_retention import MAX_SEQUENCE
@@ -151,13 +156,6 @@ async def compact_stream(request: Request) -> Response:
     )
 
 
-async def get_retention(request: Request) -> Response:
-    """``GET /v1/admin/retention/{domain}/{aggregate_id}``: a stream's own rules."""
-    stream = _stream(request)
-    rules = await state_of(request).store.get_retention(stream)
-    return JSONResponse({"stream": str(stream), **_rules(rules)})
-
-
 async def put_retention(request: Request) -> Response:
     """``PUT /v1/admin/retention/{domain}/{aggregate_id}``: set a stream's rules."""
     stream = _stream(request, write=True)
@@ -169,6 +167,37 @@ async def put_retention(request: Request) -> Response:
 
 def retention_routes(defaults: Mapping[str, Retention] | None = None) -> list[Route]:
     """The routes, a scavenge run applying ``defaults`` (the config's per-domain rules)."""
+
+    def current(request: Request) -> Mapping[str, Retention]:
+        """The defaults the scavenger applies: the running one's, else the config's."""
+        running = Scavenger.running_on(state_of(request).store)
+        found = running.defaults if running is not None else defaults
+        return found or {}
+
+    async def get_retention(request: Request) -> Response:
+        """``GET /v1/admin/retention/{domain}/{aggregate_id}``: a stream's own rules, its
+        default and the effective rules."""
+        stream = _stream(request)
+        rules = await state_of(request).store.get_retention(stream)
+        default = default_for(current(request), stream)
+        return JSONResponse(
+            {
+                "stream": str(stream),
+                **_rules(rules),
+                "default": None if default is None else _rules(default),
+                "effective": _rules(rules.over(default)),
+            }
+        )
+
+    async def retention_defaults(request: Request) -> Response:
+        """``GET /v1/admin/retention-defaults``: the defaults in the request's tenant scope."""
+        scope = scope_of(request)
+        shown = {
+            key: _rules(rules)
+            for key, rules in sorted(current(request).items())
+            if (":" not in key and not scope.denied) or scope.sees(key.partition(":")[0])
+        }
+        return JSONResponse({"tenant": scope.tenant, "defaults": shown})
 
     async def scavenge_now(request: Request) -> Response:
         """``POST /v1/admin/scavenge``: one run now (or a dry run), under the lease."""
@@ -199,6 +228,7 @@ def retention_routes(defaults: Mapping[str, Retention] | None = None) -> list[Ro
         Route("/v1/admin/streams/delete", guarded(delete_stream, "admin"), methods=["POST"]),
         Route("/v1/admin/streams/compact", guarded(compact_stream, "admin"), methods=["POST"]),
         Route(f"/v1/admin/retention/{tail}", guarded(get_retention, "read"), methods=["GET"]),
+        Route("/v1/admin/retention-defaults", guarded(retention_defaults, "read")),
         Route(f"/v1/admin/retention/{tail}", guarded(put_retention, "admin"), methods=["PUT"]),
         Route(
             "/v1/admin/scavenge", guarded(scavenge_now, "admin", operator=True), methods=["POST"]

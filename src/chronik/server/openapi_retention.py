@@ -1,5 +1,5 @@
 """The OpenAPI paths of the stream-over-time endpoints (``chronik.server.http_retention``) that
-change a stream's history: compaction.
+change a stream's history (compaction), and the retention defaults per tenant.
 
 Plain data merged into the document by ``chronik.server.openapi``; imports nothing of it.
 """
@@ -72,4 +72,38 @@ def retention_paths() -> dict[str, Any]:
                 },
             }
         },
+        "/v1/admin/retention-defaults": _defaults_path(),
+    }
+
+
+def _defaults_path() -> dict[str, Any]:
+    """``GET /v1/admin/retention-defaults``."""
+    nullable = {"type": ["number", "integer", "null"]}
+    rules = {
+        "type": "object",
+        "properties": {"max_age": nullable, "max_count": nullable, "truncate_before": nullable},
+    }
+    answer = {
+        "type": "object",
+        "properties": {
+            "tenant": {"type": ["string", "null"]},
+            "defaults": {"type": "object", "additionalProperties": rules},
+        },
+        "required": ["tenant", "defaults"],
+    }
+    return {
+        "get": {
+            "summary": "The retention defaults the scavenger applies, in the caller's tenant",
+            "description": "Keys: a domain (every tenant's streams), tenant:domain and tenant:* "
+            "(that tenant's, before the domain's). A tenant-scoped credential sees its own "
+            "tenant's keys and the domain-wide ones; an operator every key. Needs the read "
+            "right.",
+            "responses": {
+                "200": {
+                    "description": "the defaults by key",
+                    "content": {"application/json": {"schema": answer}},
+                },
+                **_problems(401, 403, 503),
+            },
+        }
     }

@@ -5,12 +5,15 @@ condition counts its tenant's events only.
 * ``events.tenant`` is set by a trigger from the stream row (the append functions need not
   pass it), and filled in for the events stored before; ``(tenant, xid, id)`` is its index, so
   ``read_all(tenant=...)`` walks one tenant's events, never the log.
-* Row-level security on ``events``, ``streams`` and ``snapshots``: a session whose
+* Row-level security on ``events``, ``streams``, ``snapshots`` and ``event_tags``: a session whose
   ``chronik.tenant`` is set (a store URL's ``?tenant=acme``, or ``ALTER ROLE ... SET
   chronik.tenant``) sees and writes that tenant's rows only (``'-'``: the default tenant);
   unset, every row. PostgreSQL enforces policies for roles that do not own the tables (the
   owner too after ``ALTER TABLE ... FORCE ROW LEVEL SECURITY``): run the application as such a
-  role, one per tenant or one shared role with the setting per connection.
+  role, one per tenant or one shared role with the setting per connection. ``event_tags`` has
+  no tenant column: its policy hides a tag whose event belongs to another tenant, looked up by
+  ``tag_in_tenant`` (run as the owner, so it sees every event; a tag whose event is gone, as
+  when retention deletes the event before its tags, stays writable).
 * ``append_tagged`` / ``append_tagged_one`` again, their condition filtered by ``p_tenant``.
 """
 
@@ -20,13 +23,31 @@ from typing import Final
 
 from chronik.store.postgres.functions import APPEND_TAGGED, APPEND_TAGGED_ONE, _derived
 
-__all__ = ["APPEND_TAGGED_ONE_V9", "APPEND_TAGGED_V9", "TENANT_MIGRATION", "TENANT_POLICY"]
+__all__ = [
+    "APPEND_TAGGED_ONE_V9",
+    "APPEND_TAGGED_V9",
+    "TAG_POLICY",
+    "TENANT_MIGRATION",
+    "TENANT_POLICY",
+]
 
 #: The row-level-security condition of the tables with a tenant column (schema 9).
 TENANT_POLICY: Final = (
     "coalesce(current_setting('chronik.tenant', true), '') "
     "IN ('', CASE tenant WHEN '' THEN '-' ELSE tenant END)"
 )
+
+#: ``event_tags`` (no tenant column): visible unless its event is another tenant's. The
+#: function runs as the tables' owner (SECURITY DEFINER), so it sees that event; a tag written
+#: in the statement that inserts its event (not visible yet) passes.
+TAG_POLICY: Final = "{s}.tag_in_tenant(xid, id)"
+_TAG_IN_TENANT: Final = """CREATE FUNCTION {s}.tag_in_tenant(p_xid bigint, p_id bigint)
+    RETURNS boolean LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $$
+    SELECT coalesce(current_setting('chronik.tenant', true), '') = ''
+        OR NOT EXISTS (SELECT 1 FROM {s}.events e WHERE e.xid = p_xid AND e.id = p_id
+                          AND CASE e.tenant WHEN '' THEN '-' ELSE e.tenant END
+                              <> current_setting('chronik.tenant', true))
+    $$"""
 
 
 def _tenant_conditions(function: str) -> str:
@@ -94,4 +115,7 @@ TENANT_MIGRATION: Final[list[str]] = [
             f"CREATE POLICY {{t}}_tenant ON {{s}}.{{t}} USING ({TENANT_POLICY})",
         )
     ),
+    _TAG_IN_TENANT,
+    "ALTER TABLE {s}.event_tags ENABLE ROW LEVEL SECURITY",
+    f"CREATE POLICY event_tags_tenant ON {{s}}.event_tags USING ({TAG_POLICY})",
 ]
