@@ -11,8 +11,6 @@ build subscriptions, so every adapter has the same semantics and the conformance
 from __future__ import annotations
 
 import abc
-import logging
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -30,6 +28,7 @@ from chronik.messages import (
 )
 from chronik.store import leases as _leases
 from chronik.store.archive_ops import ArchiveOps
+from chronik.store.committing import commit_checked
 from chronik.store.deletion import prepare_delete
 from chronik.store.leases import Lease
 from chronik.store.read import READ_PAGE, StoreReader
@@ -105,8 +104,6 @@ __all__ = [
 if TYPE_CHECKING:
     from chronik.store.subscription import Subscription
 
-_log = logging.getLogger("chronik.store")
-
 
 class EventStore(StoreReader, Rewrites, RetentionOps, StreamStartOps, ArchiveOps):
     """An append-only store of event streams with a global order; an async context manager."""
@@ -141,7 +138,9 @@ class EventStore(StoreReader, Rewrites, RetentionOps, StreamStartOps, ArchiveOps
         are stored returns the original result; the same id with other content raises
         DuplicateEventError.
         """
-        request = self.prepare(stream, events, expected)
+        request = prepare_append(
+            stream, events, expected, self.max_payload_bytes, self.max_append_events
+        )
         if self._state != "open":
             await self.open()
         return (await self._commit(WriteUnit([request], [], [])))[0]
@@ -196,19 +195,11 @@ class EventStore(StoreReader, Rewrites, RetentionOps, StreamStartOps, ArchiveOps
         return (await self._commit(WriteUnit([request], [], [])))[0]
 
     async def _commit(self, unit: WriteUnit) -> list[AppendResult]:
-        """``_write``, timed for the write observers."""
-        await self._check_archived(unit)  # archived events count for DCB conditions too
-        if not self.write_observers:
-            return await self._write_scoped(unit)
-        start = time.perf_counter()
-        results = await self._write_scoped(unit)
-        elapsed = time.perf_counter() - start
-        for observe in self.write_observers:
-            try:
-                observe(unit.appends, elapsed)
-            except Exception:  # the unit is committed: an observer cannot undo or fail it
-                _log.exception("write observer %r failed", observe)
-        return results
+        """``_write``; a unit with DCB conditions or a store with write observers takes the
+        full path (archive check, tenant scopes, timing: ``chronik.store.committing``)."""
+        if unit.conditions or self.write_observers:
+            return await commit_checked(self, unit)
+        return await self._write(unit)
 
     async def delete_stream(
         self,

@@ -4,18 +4,23 @@ Units that arrive while a commit is pending are committed together in one transa
 a savepoint, with its own result: ``write``). The writer runs on the event loop at
 ``synchronous=normal`` (a commit costs about as much as a hop to a thread; a lock held by
 another process is waited for with loop timers, never by blocking) or on one writer thread at
-``synchronous=full``. WAL checkpoints run on a background thread; past WAL_LIMIT writes pause
-until one completes. The owner learns of each batch through ``on_batch``.
+``synchronous=full``. On the loop, a unit is written straight away, on its caller's task, when
+the writer is idle and nothing else on the loop is ready to run (so no other unit could join
+its batch): no future, no loop iteration; at most STRAIGHT_LIMIT in a row, then one goes
+through the queue so the loop polls its sockets and timers. WAL checkpoints run on a background
+thread; past WAL_LIMIT writes pause until one completes. The owner learns of each batch through
+``on_batch``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
@@ -26,11 +31,20 @@ from chronik.store.sqlite.errors import Busy, batch_failed, is_busy, locked
 from chronik.store.sqlite.schema import migrate
 from chronik.store.sqlite.write import Outcome, Pending, write_units
 
-__all__ = ["CHECKPOINT_BYTES", "MAX_BATCH_REQUESTS", "WAL_LIMIT", "GroupCommit", "connect"]
+__all__ = [
+    "CHECKPOINT_BYTES",
+    "MAX_BATCH_REQUESTS",
+    "STRAIGHT_LIMIT",
+    "WAL_LIMIT",
+    "GroupCommit",
+    "connect",
+]
 
 MAX_BATCH_REQUESTS: Final = 512
+STRAIGHT_LIMIT: Final = 16  # units written straight through in a row before one is queued
 CHECKPOINT_BYTES: Final = 4 * 1024 * 1024  # a background checkpoint after this much written
 WAL_LIMIT: Final = 4 * CHECKPOINT_BYTES  # past this, writes pause while a checkpoint completes
+_UNKNOWN: Final = (None,)  # stands for the ready callbacks of a loop that does not show them
 
 
 def connect(
@@ -70,6 +84,10 @@ class GroupCommit:
         self._queue: list[Pending] = []
         self._flush_scheduled = False
         self._flush_task: asyncio.Task[None] | None = None
+        self._straight = 0  # units written straight through since the last queued one
+        # the loop's ready callbacks (asyncio's own loop); a loop without them never writes
+        # straight through
+        self._ready: Sized = _UNKNOWN
         self._busy_since: float | None = None
         self._wconn: sqlite3.Connection | None = None  # None: to be (re)opened
         self._checkpoint_bytes = 0
@@ -86,6 +104,8 @@ class GroupCommit:
         """Start the threads and open the writer (migrating the file); raises the driver's
         error (or OSError) when the file cannot be opened."""
         loop = self._loop = asyncio.get_running_loop()
+        ready = getattr(loop, "_ready", None)
+        self._ready = ready if isinstance(ready, collections.deque) else _UNKNOWN
         self._idle = asyncio.Event()  # set while no unit is queued or being written
         self._idle.set()
         self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="chronik-sqlite-writer")
@@ -126,7 +146,35 @@ class GroupCommit:
     # --- the queue ----------------------------------------------------------------------------
 
     async def write(self, unit: WriteUnit) -> list[AppendResult]:
-        """Queue ``unit`` for the next batch; its results, or the error it failed with."""
+        """Queue ``unit`` for the next batch; its results, or the error it failed with.
+
+        On the loop, with the writer idle and nothing else ready to run, the unit is written
+        at once instead (a batch of one, as the queue would have made it).
+        """
+        if (
+            self.inline
+            and not self._queue
+            and not self._ready
+            and self._straight < STRAIGHT_LIMIT
+            and not self._hold
+            and not self._closing
+        ):
+            self._straight += 1
+            batch: list[Pending] = [(unit, None)]
+            try:
+                outcomes = self._write_batch(batch)
+            except Busy:  # another process holds the lock: wait for it in the queue
+                pass
+            else:  # _deliver for one unit and no future
+                outcome = outcomes[0]
+                if isinstance(outcome, BaseException):
+                    failed = outcome if isinstance(outcome, StoreUnavailable) else None
+                    self._on_batch(failed, False)
+                    raise outcome
+                self._on_batch(None, True)
+                self._maybe_checkpoint(batch)
+                return outcome
+        self._straight = 0
         loop = self._loop
         fut: asyncio.Future[list[AppendResult]] = loop.create_future()
         self._queue.append((unit, fut))
@@ -154,10 +202,7 @@ class GroupCommit:
         batch = self._take_batch()
         try:
             outcomes = self._write_batch(batch)
-        except BaseException as exc:
-            if not isinstance(exc, Busy):
-                self._abandon(batch)  # KeyboardInterrupt, SystemExit: no future left pending
-                raise
+        except Busy:
             self._queue[:0] = batch
             now = time.monotonic()
             if self._busy_since is None:
@@ -170,6 +215,9 @@ class GroupCommit:
                 self._flush_scheduled = True
                 self._loop.call_later(0.002, self._flush_inline)
             return
+        except BaseException:
+            self._abandon(batch)  # KeyboardInterrupt, SystemExit: no future left pending
+            raise
         self._busy_since = None
         self._deliver(batch, outcomes)
         if self._queue and not self._flush_scheduled:
@@ -193,7 +241,7 @@ class GroupCommit:
         """Fail the futures of ``batch`` still pending when its flush ended by an exception;
         keep ``idle`` true to the queue."""
         for _unit, fut in batch:
-            if not fut.done():
+            if fut is not None and not fut.done():
                 error = StoreUnavailable(
                     f"the write to {self.path} was cut short", outcome_unknown=unknown
                 )
@@ -208,11 +256,11 @@ class GroupCommit:
             if isinstance(outcome, BaseException):
                 if isinstance(outcome, StoreUnavailable):
                     failed = outcome
-                if not fut.done():
+                if fut is not None and not fut.done():
                     fut.set_exception(outcome)
             else:
                 wrote = True
-                if not fut.done():
+                if fut is not None and not fut.done():
                     fut.set_result(outcome)
         self._on_batch(failed, wrote)
         if wrote:
@@ -246,7 +294,10 @@ class GroupCommit:
                     raise Busy from exc
                 raise
             outcomes = write_units(conn, batch, self.path, hook)
-            if all(isinstance(o, BaseException) for o in outcomes):
+            for o in outcomes:
+                if not isinstance(o, BaseException):
+                    break
+            else:  # every unit failed: nothing to commit
                 conn.execute("ROLLBACK")
                 return outcomes
             if hook is not None:

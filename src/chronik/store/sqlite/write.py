@@ -33,12 +33,17 @@ from chronik.store.sqlite.tables import write_tables
 __all__ = ["Outcome", "Pending", "find_duplicate", "write_unit", "write_units"]
 
 Outcome = list[AppendResult] | BaseException
-Pending = tuple[WriteUnit, "asyncio.Future[list[AppendResult]]"]
+# a unit and its caller's future (None: written straight through, on the caller's task)
+Pending = tuple[WriteUnit, "asyncio.Future[list[AppendResult]] | None"]
 
 _INSERT_EVENT: Final = (
     "INSERT INTO chronik_events (stream_id, sequence, event_id, type, schema_version, payload, "
     "metadata, content_type, recorded_at, tags, tenant) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_NEW_STREAM: Final = (
+    "INSERT INTO chronik_streams (tenant, domain, aggregate_id, version) VALUES (?, ?, ?, ?)"
+)
+_SET_VERSION: Final = "UPDATE chronik_streams SET version = ? WHERE id = ?"
 _CHECKPOINT_EPOCH: Final = "SELECT epoch FROM chronik_checkpoints WHERE name = ? AND partition = ?"
 _CHECKPOINT: Final = (
     "INSERT OR REPLACE INTO chronik_checkpoints (name, partition, commit_pos, "
@@ -66,7 +71,7 @@ def write_units(
     outcomes: list[Outcome] = []
     savepoints = len(batch) > 1
     for unit, fut in batch:
-        if fut.cancelled():  # its caller gave up before it was written: skip it
+        if fut is not None and fut.cancelled():  # its caller gave up before it was written: skip it
             outcomes.append(asyncio.CancelledError())
             continue
         if savepoints:
@@ -131,12 +136,12 @@ def write_unit(
     if unit.expects or unit.conditions:
         check_unit(conn, unit)
     results = []
-    deleting = {d.append: d.hard for d in unit.deletes}
+    deleting = {d.append: d.hard for d in unit.deletes} if unit.deletes else None
     for i, req in enumerate(unit.appends):
         if hook is not None:
             hook("append", unit)
         results.append(_append(conn, req, now))
-        if i in deleting:
+        if deleting is not None and i in deleting:
             _delete(conn, results[-1], deleting[i])
     return results
 
@@ -166,27 +171,38 @@ def _delete(conn: sqlite3.Connection, done: AppendResult, hard: bool) -> None:
 
 def _append(conn: sqlite3.Connection, req: AppendRequest, now: int) -> AppendResult:
     stream = req.stream
+    expected = req.expected
+    last = len(req.events) - 1
     key = (stream.tenant, stream.domain, stream.aggregate_id)
     row = conn.execute(SELECT_STREAM, key).fetchone()
     if row is not None and row[3]:
         raise StreamDeleted(stream)
     stored: int | None = None if row is None else row[1]  # the last sequence, shown or not
     actual = None if stored is None or stored < row[2] else stored
-    if not check_expected(req.expected, actual):
+    if not check_expected(expected, actual):
         dup = find_duplicate(conn, req)
         if dup is None:
-            raise WrongExpectedVersion(stream, req.expected, actual)
+            raise WrongExpectedVersion(stream, expected, actual)
         return dup
-    if row is None:
-        stream_id = conn.execute(
-            "INSERT INTO chronik_streams (tenant, domain, aggregate_id, version) "
-            "VALUES (?, ?, ?, -1)",
-            key,
-        ).lastrowid
+    if stored is None:
+        stream_id = conn.execute(_NEW_STREAM, (*key, last)).lastrowid
         assert stream_id is not None
-    else:
-        stream_id = row[0]
-    first = 0 if stored is None else stored + 1
+        return _insert(conn, req, now, stream_id, 0, None)
+    conn.execute(_SET_VERSION, (stored + 1 + last, row[0]))
+    return _insert(conn, req, now, row[0], stored + 1, stored)
+
+
+def _insert(
+    conn: sqlite3.Connection,
+    req: AppendRequest,
+    now: int,
+    stream_id: int,
+    first: int,
+    before: int | None,
+) -> AppendResult:
+    """Insert the events of ``req`` from sequence ``first``, the stream's version already moved
+    to their last from ``before`` (None: the stream's row was just made)."""
+    stream = req.stream
     events = req.events
     try:
         if len(events) == 1:
@@ -202,27 +218,32 @@ def _append(conn: sqlite3.Connection, req: AppendRequest, now: int) -> AppendRes
     except sqlite3.IntegrityError as exc:
         if "event_id" not in str(exc):
             raise
-        # An event id is already stored: undo this request's rows, then either it is
-        # a retry of a stored append (return its result) or a real duplicate.
+        # An event id is already stored: undo this request's rows and version, then either
+        # it is a retry of a stored append (return its result) or a real duplicate.
         conn.execute(
             "DELETE FROM chronik_events WHERE stream_id = ? AND sequence >= ?",
             (stream_id, first),
         )
-        if row is None:
+        if before is None:
             conn.execute("DELETE FROM chronik_streams WHERE id = ?", (stream_id,))
+        else:
+            conn.execute(_SET_VERSION, (before, stream_id))
         dup = find_duplicate(conn, req)
         if dup is None:  # pragma: no cover - the index said it exists
             raise
         return dup
     assert last_pos is not None
+    if len(events) == 1:
+        if events[0].tags:  # indexed in the same transaction as the event
+            conn.executemany(INSERT_TAG, tag_rows(events, last_pos))
+        position = Position(last_pos)
+        return AppendResult(stream, first, first, position, (position,), now)
     # One transaction, one writer: the rows of one request take consecutive rowids.
     first_pos = last_pos - len(events) + 1
     if any(e.tags for e in events):  # indexed in the same transaction as the events
         conn.executemany(INSERT_TAG, tag_rows(events, first_pos))
-    last = first + len(events) - 1
-    conn.execute("UPDATE chronik_streams SET version = ? WHERE id = ?", (last, stream_id))
     positions = tuple(Position(p) for p in range(first_pos, last_pos + 1))
-    return AppendResult(stream, first, last, Position(last_pos), positions, now)
+    return AppendResult(stream, first, first + len(events) - 1, positions[-1], positions, now)
 
 
 def _row(
