@@ -3,7 +3,8 @@
 Where a ``Decider`` decides over one stream, a ``DcbDecider`` decides over the events a query
 finds, so one command can span several entities (a course and a student) with no aggregate
 holding both. ``query(command) -> chronik.Query`` names the events the command needs; the command
-bus reads them (``store.read_query``), folds them with ``evolve`` from ``initial()``, runs
+bus reads them in the command's tenant (``store.read_query(..., tenant=)``: another tenant's
+events never count, as for the condition), folds them with ``evolve`` from ``initial()``, runs
 ``decide(command, state)`` and appends the decided events with the condition built from the same
 query and the position of the last event read, deciding again when another writer got there
 first (``AppendConditionFailed``), as it does for a stream conflict. The decided events carry

@@ -75,7 +75,7 @@ async def run(
     last_error: AppendConditionFailed | None = None
     for attempt in range(attempts):
         if r.known_id:
-            earlier = await previous(store, r.model.domain, r.command_id)
+            earlier = await previous(store, r.model.domain, r.command_id, r.stream.tenant)
             if earlier:
                 return earlier, True
         with _LogicErrors(r.command):
@@ -104,7 +104,7 @@ async def run(
             await asyncio.sleep(delay(attempt))
             continue
         except DuplicateEventError:
-            earlier = await previous(store, r.model.domain, r.command_id)
+            earlier = await previous(store, r.model.domain, r.command_id, r.stream.tenant)
             if not earlier:
                 raise
             return earlier, True
@@ -114,14 +114,17 @@ async def run(
     ) from last_error
 
 
-async def previous(store: EventStore, domain: str, command_id: str) -> list[RecordedEvent]:
-    """The events an earlier dispatch of ``command_id`` appended (none: not dispatched)."""
+async def previous(
+    store: EventStore, domain: str, command_id: str, tenant: str = ""
+) -> list[RecordedEvent]:
+    """The events an earlier dispatch of ``command_id`` appended (none: not dispatched);
+    ValidationError when it was used in another domain or tenant."""
     events: list[RecordedEvent] = []
     while True:
         event = await store.get_event(event_id_for(command_id, len(events)))
         if event is None:
             return events
-        if event.stream.domain != domain:
+        if event.stream.domain != domain or event.stream.tenant != tenant:
             raise ValidationError(
                 f"command id {command_id!r} was already used for {event.stream}",
                 field="command_id",
@@ -150,23 +153,24 @@ async def _fold(
     r: DcbRun, store: EventStore, registry: EventRegistry, query: Query
 ) -> tuple[Any, Position | None]:
     """The state the query's events fold into (from ``initial``), and the position of the
-    last one; the logic's failures are the command's HandlerError.
+    last one; the logic's failures are the command's HandlerError. Only the events of the
+    command's tenant count (as for the append's condition).
 
     Current-version JSON events of registered types fold straight from payload rows
     (``store.read_query_payloads``: no event objects); whole events (``read_query``) take
     over from the first row that needs more (an upcast, another content type, an unregistered
     type, a payload that fails to decode: ``registry.decode`` then says why), and throughout
     while personal-data keys are attached."""
-    model = r.model
+    model, tenant = r.model, r.stream.tenant
     after: Position | None = None
     with _LogicErrors(r.command):
         state = model.initial(r.stream.aggregate_id)
         evolve = model.evolver()
         if registry.keys is None:
-            state, after, done = await _fold_rows(store, registry, query, evolve, state)
+            state, after, done = await _fold_rows(store, registry, query, tenant, evolve, state)
             if done:
                 return state, after
-        async for event in store.read_query(query, after):
+        async for event in store.read_query(query, after, tenant=tenant):
             after = event.position
             if event.type not in registry:
                 decoded = event
@@ -183,15 +187,17 @@ async def _fold_rows(
     store: EventStore,
     registry: EventRegistry,
     query: Query,
+    tenant: str,
     evolve: Callable[[Any, Any], Any],
     state: Any,
 ) -> tuple[Any, Position | None, bool]:
-    """(state, position of the last row folded, whether every event was folded) from payload
-    rows, stopping before the first row the fast path cannot decode."""
+    """(state, position of the last row folded, whether every event was folded) from the
+    payload rows of ``tenant``'s events, stopping before the first row the fast path cannot
+    decode."""
     get, internal = registry.current_decoders().get, _INTERNAL_TYPES
     after: Position | None = None
     while True:
-        rows = await store.read_query_payloads(query, after)
+        rows = await store.read_query_payloads(query, after, READ_PAGE, tenant)
         last = None
         for row in rows:
             current = get(row[0])

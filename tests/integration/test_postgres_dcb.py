@@ -447,6 +447,7 @@ async def test_schema_3_is_migrated_to_the_latest_keeping_old_events_without_tag
             ("append_tagged", 14),
             ("append_tagged_one", 14),
             ("event_tenant", 0),  # schema 9: sets an event's tenant (store.postgres.tenancy)
+            ("tag_in_tenant", 2),  # schema 9: row-level security of event_tags
         ]
     finally:
         await conn.close()

@@ -40,21 +40,30 @@ async def _rows_visited(conn: asyncpg.Connection, s: str, sql: str, args: list[A
     return int(visited or 0)
 
 
-@pytest.mark.parametrize("shape", ["page", "backward", "payload rows"])
+@pytest.mark.parametrize(
+    "shape", ["page", "backward", "payload rows", "tenant rows", "tenant type rows"]
+)
 async def test_a_query_read_visits_what_it_matches_after_the_log_grew(
     postgres_url: str, shape: str
 ) -> None:
     """The statement run ten times on a near-empty log (its generic plan cached), then after
-    3,000 more events: it visits about as many events and stream rows as before, not the log."""
+    3,000 more events: it visits about as many events and stream rows as before, not the log.
+    Payload rows of a tenant: a tag's key probes its event once (the tenant checked there); a
+    type-only item of a tenant walks that tenant's events, not the default tenant's 3,000."""
     dsn, options = split_url(postgres_url)
     s = quote_schema(options["schema"])
+    tenant = "acme" if shape.startswith("tenant") else ""
     if shape == "payload rows":
         sql, args = query_payloads_sql(s, QUERY, None, 1000)
+    elif shape == "tenant rows":
+        sql, args = query_payloads_sql(s, QUERY, None, 1000, tenant)
+    elif shape == "tenant type rows":
+        sql, args = query_payloads_sql(s, Query.of(["student.subscribed"]), None, 1000, tenant)
     else:
         sql, args = query_page_sql(s, COLS, QUERY, None, 1000, shape == "backward")
     async with chronik.open_store(postgres_url) as store:
         mine = [EventData("student.subscribed", {"n": i}, tags=["course:c1"]) for i in range(3)]
-        await store.append_tagged(mine)
+        await store.append_tagged(mine, tenant=tenant)
         conn = await asyncpg.connect(dsn)
         try:
             for _ in range(10):  # custom plans, then the generic one, made on three events

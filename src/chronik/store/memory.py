@@ -287,6 +287,11 @@ class MemoryEventStore(MemoryRewrites, MemoryArchive, MemoryRetention, EventStor
     async def _read_query_page(
         self, query: Query, cursor: Position | None, limit: int, backward: bool
     ) -> list[RecordedEvent]:
+        return await self._read_query_tenant_page(query, None, cursor, limit, backward)
+
+    async def _read_query_tenant_page(
+        self, query: Query, tenant: str | None, cursor: Position | None, limit: int, backward: bool
+    ) -> list[RecordedEvent]:
         events = self._events
         if backward:
             hi = (
@@ -296,7 +301,8 @@ class MemoryEventStore(MemoryRewrites, MemoryArchive, MemoryRetention, EventStor
         else:
             lo = 0 if cursor is None else bisect.bisect_right(events, cursor, key=_position)
             found = sorted(self._matching(query, lo, len(events)))
-        return [events[i] for i in found[:limit]]
+        kept = found if tenant is None else [i for i in found if events[i].stream.tenant == tenant]
+        return [events[i] for i in kept[:limit]]
 
     def _matching(self, query: Query, lo: int, hi: int) -> set[int]:
         """Indexes in [lo, hi) of the events ``query`` matches."""

@@ -223,12 +223,12 @@ class StoreReader(TenantReads, StoreLifecycle):
         if after is not None and not isinstance(after, Position):
             raise ValidationError(f"after must be a Position, got {after!r}", field="after")
         await self._ready()
-        if tenant is not None:  # whole events of the tenant's page, as rows
-            page = self.read_query(query, after, limit, tenant=tenant)
-            return tenant_reads.payload_rows([e async for e in page])
         if (routed := self._through_archive()) is not None:
+            if tenant is not None:  # whole events of the tenant's page, as rows
+                page = self.read_query(query, after, limit, tenant=tenant)
+                return tenant_reads.payload_rows([e async for e in page])
             return await archived.read_query_payloads(routed, query, after, limit)
-        return await self._read_query_payloads(query, after, limit)
+        return await self._read_query_payloads(query, after, limit, tenant)
 
     async def list_streams(
         self,
@@ -345,10 +345,14 @@ class StoreReader(TenantReads, StoreLifecycle):
                 after = page[-1].position
 
     async def _read_query_payloads(
-        self, query: Query, after: Position | None, limit: int
+        self, query: Query, after: Position | None, limit: int, tenant: str | None = None
     ) -> list[QueryPayloadRow]:
-        """``read_query_payloads``' page; adapters that can select fewer columns override it."""
-        return tenant_reads.payload_rows(await self._read_query_page(query, after, limit, False))
+        """``read_query_payloads``' page, of ``tenant`` when given (adapters override it)."""
+        if tenant is None:
+            page = await self._read_query_page(query, after, limit, False)
+        else:
+            page = await self._read_query_tenant_page(query, tenant, after, limit, False)
+        return tenant_reads.payload_rows(page)
 
     @abc.abstractmethod
     async def _get_event(self, event_id: str) -> RecordedEvent | None: ...

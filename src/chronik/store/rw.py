@@ -348,9 +348,9 @@ class ReadWriteStore(WriterOperations, CompositeStore):
         return await self._read(lambda r: r._read_query_page(query, cursor, limit, backward), True)
 
     async def _read_query_payloads(
-        self, query: Query, after: Position | None, limit: int
+        self, query: Query, after: Position | None, limit: int, tenant: str | None = None
     ) -> list[Any]:
-        return await self._read(lambda r: r._read_query_payloads(query, after, limit), True)
+        return await self._read(lambda r: r._read_query_payloads(query, after, limit, tenant), True)
 
     async def _load_snapshot(self, stream: StreamId) -> Snapshot | None:
         return await self._read(lambda r: r._load_snapshot(stream), True)

@@ -9,7 +9,7 @@ import asyncio
 
 import pytest
 
-from chronik import AppendCondition, Query, QueryItem, StreamId
+from chronik import AppendCondition, Position, Query, QueryItem, StreamId
 from chronik.errors import AppendConditionFailed, ValidationError
 from chronik.messages import EventData, RecordedEvent
 from chronik.store.base import EventStore
@@ -96,6 +96,35 @@ class TenantConformance:
             assert back == got
         typed = Query([QueryItem(types=["ten.made"])])
         assert _tenants(await collect(store.read_query(typed, tenant="acme"))) == {"acme"}
+
+    async def test_query_payload_rows_of_one_tenant(self, store: EventStore) -> None:
+        """read_query_payloads(tenant=) gives the rows of read_query(tenant=)'s events for
+        every query shape, paged by after and limit past other tenants' matches."""
+        for n in range(4):  # acme's events between runs of beta's, every one tagged
+            for tenant in ("beta", "beta", "acme", ""):
+                data = EventData("pay.made", {"n": n}, tags=("pay:1", f"n:{n % 2}"))
+                await store.append_tagged([data], tenant=tenant, domain="pay")
+        await store.append_tagged([EventData("pay.other", {}, tags=("pay:1",))], tenant="acme")
+        shapes = [
+            Query([QueryItem(tags=["pay:1"])]),
+            Query([QueryItem(["pay.made"], ["pay:1", "n:1"])]),
+            Query([QueryItem(types=["pay.other"]), QueryItem(tags=["n:0"])]),
+            Query([QueryItem(types=["pay.made"])]),
+            Query([QueryItem()]),
+        ]
+        for query in shapes:
+            for tenant in ("acme", "", "gamma"):
+                got = await collect(store.read_query(query, tenant=tenant))
+                assert _tenants(got) <= {tenant}
+                want = [(e.type, 1, e.payload, e.position) for e in got]
+                rows = await store.read_query_payloads(query, tenant=tenant)
+                assert [(r[0], r[1], r[2], Position(r[3], r[4])) for r in rows] == want
+                after, paged = None, []
+                while page := await store.read_query_payloads(query, after, 2, tenant):
+                    paged += page
+                    after = Position(page[-1][3], page[-1][4])
+                assert [tuple(r) for r in paged] == [tuple(r) for r in rows], (query, tenant)
+        assert len(await store.read_query_payloads(shapes[0], tenant="acme")) == 5
 
     async def test_list_streams_keeps_one_tenant(self, store: EventStore) -> None:
         """list_streams(tenant=) lists that tenant's streams only, and honours its limit."""

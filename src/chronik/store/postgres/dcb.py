@@ -183,8 +183,7 @@ def _condition_args(cond: ConditionCheck | None) -> tuple[Any, ...]:
     joined by one space (NULL for none), and its ``after`` (NULLs: no condition, no after)."""
     if cond is None:
         return (None, None, None, None)
-    items = cond.query.items
-    after = cond.after
+    items, after = cond.query.items, cond.after
     return (
         [" ".join(i.types) or None for i in items],
         [" ".join(i.tags) or None for i in items],
@@ -245,27 +244,27 @@ def _item_sql(
     limit: str,
     horizon: bool,
     payload: bool = False,
+    tenant: str = "",
 ) -> str:
     """The (xid, id) of the events ``item`` matches past ``bound`` (op, position), in
     ``order``, at most ``limit`` (a parameter); below the safe horizon with ``horizon``; with
-    ``payload``, their payload rows (``_PAYLOAD_SELECT``) instead."""
-    where: list[str] = []
+    ``payload``, their payload rows (``_PAYLOAD_SELECT``) instead; with ``tenant`` (a
+    parameter), of that tenant only: in the probe of a tag's event, else by its index."""
+    where = [f"k.tenant = {tenant}"] if tenant and not item.tags else []
+    source = f"{s}.event_tags k" if item.tags else f"{s}.events k"
     if item.tags:
         args.append(item.tags[0])
         where.append(f"k.tag = ${len(args)}")
-        source = f"{s}.event_tags k"
-        if payload or item.types or len(item.tags) > 1:
+        if payload or item.types or len(item.tags) > 1 or tenant:
             # one index probe per key, whatever plan the statement caches (a generic plan
             # made while the tables were small could scan events for each key otherwise)
             wanted = "e.type, e.content_type, e.schema_version, e.payload" if payload else "e.type"
+            of_tenant = f" AND e.tenant = {tenant}" if tenant else ""
             source += (
                 f" CROSS JOIN LATERAL (SELECT {wanted}, e.tags FROM {s}.events e "
-                "WHERE e.xid = k.xid AND e.id = k.id LIMIT 1) AS e"
+                f"WHERE e.xid = k.xid AND e.id = k.id{of_tenant} LIMIT 1) AS e"
             )
-        cols = _PAYLOAD_SELECT.replace("{e}", "e") if payload else "k.xid, k.id"
-    else:
-        source = f"{s}.events k"
-        cols = _PAYLOAD_SELECT.replace("{e}", "k") if payload else "k.xid, k.id"
+    cols = _PAYLOAD_SELECT.replace("{e}", "e" if item.tags else "k") if payload else "k.xid, k.id"
     if horizon:
         where.append(f"k.xid < {_HORIZON}")
     if bound is not None:
@@ -349,25 +348,26 @@ _PAYLOAD_SELECT: Final = (
     "{e}.type AS type, CASE WHEN {e}.content_type IS NULL THEN {e}.schema_version ELSE -1 END "
     "AS v, {e}.payload AS payload, k.xid AS xid, k.id AS id"
 )
-_PAYLOAD_SQL: dict[tuple[str, tuple[tuple[bool, int], ...], bool], str] = {}
+_PAYLOAD_SQL: dict[tuple[str, tuple[tuple[bool, int], ...], bool, bool], str] = {}
 
 
 def query_payloads_sql(
-    s: str, query: Query, after: Position | None, limit: int
+    s: str, query: Query, after: Position | None, limit: int, tenant: str | None = None
 ) -> tuple[str, list[Any]]:
-    """Up to ``limit`` payload rows of the events ``query`` matches after ``after``, forward,
-    below the safe horizon (as ``query_page_sql`` reads them), with no streams and one visit
-    of each event: each item's rows in order, merged without repeats. The text depends only
-    on the query's shape, so it is built once per shape."""
+    """Up to ``limit`` payload rows of the events ``query`` matches after ``after`` (of
+    ``tenant``), forward, below the safe horizon (as ``query_page_sql`` reads them), with no
+    streams, one visit of each event: each item's rows in order, merged without repeats. The
+    text depends only on the query's shape, so it is built once per shape."""
     shape = tuple((bool(i.types), len(i.tags)) for i in query.items)
-    key = (s, shape, after is None)
+    key = (s, shape, after is None, tenant is None)
     sql = _PAYLOAD_SQL.get(key)
     if sql is not None:
-        return sql, _page_args(query, after, limit)
-    args: list[Any] = [limit]
+        return sql, _page_args(query, after, limit, tenant)
+    args: list[Any] = [limit] if tenant is None else [limit, tenant]
     bound = None if after is None else (">", after)
+    ref = "" if tenant is None else "$2"
     parts = [
-        _item_sql(s, item, args, bound, "ASC", "$1", horizon=True, payload=True)
+        _item_sql(s, item, args, bound, "ASC", "$1", horizon=True, payload=True, tenant=ref)
         for item in query.items
     ]
     if len(parts) == 1:
@@ -383,10 +383,10 @@ def query_payloads_sql(
     return sql, args
 
 
-def _page_args(query: Query, after: Position | None, limit: int) -> list[Any]:
-    """The arguments ``_item_sql`` binds for a forward page, in its order: the limit, then
-    per item its first tag, the bound, its types, its other tags."""
-    args: list[Any] = [limit]
+def _page_args(query: Query, after: Position | None, limit: int, tenant: str | None) -> list[Any]:
+    """The arguments ``query_payloads_sql`` binds, in its order: the limit, the tenant (if
+    any), then per item its first tag, the bound, its types, its other tags."""
+    args: list[Any] = [limit] if tenant is None else [limit, tenant]
     for item in query.items:
         tags = item.tags
         if tags:

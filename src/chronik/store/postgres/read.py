@@ -283,10 +283,10 @@ class PostgresReader:
         return _events([r[:12] for r in rows], streams)
 
     async def _read_query_payloads(
-        self, query: Query, after: Position | None, limit: int
+        self, query: Query, after: Position | None, limit: int, tenant: str | None = None
     ) -> list[Any]:
         # the keys of _read_query_page, then only what a fold needs: no streams, no objects
-        sql, args = query_payloads_sql(self._s, query, after, limit)
+        sql, args = query_payloads_sql(self._s, query, after, limit, tenant)
         return await self._fetch(sql, *args)
 
     async def _settled(self, after: Position | None) -> bool:

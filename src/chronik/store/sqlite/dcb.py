@@ -23,6 +23,8 @@ __all__ = [
     "check_unit",
     "first_match",
     "item_positions_sql",
+    "query_payloads",
+    "query_positions",
     "split_tags",
     "tag_rows",
 ]
@@ -33,6 +35,10 @@ _VERSION: Final = (
     "FROM chronik_streams WHERE tenant = ? AND domain = ? AND aggregate_id = ?"
 )
 _CHUNK: Final = 500
+#: a QueryPayloadRow (chronik.store.read): content_type is NULL for JSON, so one column says
+#: "JSON at version N" or the content type
+_PAYLOAD_COLS: Final = "type, ifnull(content_type, schema_version), payload, position, 0"
+Reader = Callable[[str, Sequence[Any]], list[Any]]
 
 
 def split_tags(text: str | None) -> tuple[str, ...]:
@@ -94,6 +100,50 @@ def item_positions_sql(
     clause = f" WHERE {' AND '.join(where)}" if where else ""
     params.append(limit)
     return f"SELECT {col} FROM {source}{clause} ORDER BY {col} {order} LIMIT ?", params
+
+
+def query_positions(
+    read: Reader,
+    query: Query,
+    after: Position | None,
+    before: Position | None,
+    backward: bool,
+    limit: int,
+    tenant: str | None = None,
+) -> list[int]:
+    """The positions of the first ``limit`` events (of ``tenant``, when given) some item of
+    ``query`` matches in (``after``, ``before``), in order (newest first with ``backward``);
+    ``query`` has no item that matches every event."""
+    lo = None if after is None else after.commit
+    hi = None if before is None else before.commit
+    found: set[int] = set()
+    for item in query.items:  # each item's first ``limit`` matches; the union's first count
+        sql, params = item_positions_sql(item, lo, hi, backward, limit, tenant)
+        found.update(row[0] for row in read(sql, params))
+    return sorted(found, reverse=backward)[:limit]
+
+
+def query_payloads(
+    read: Reader, query: Query, after: Position | None, limit: int, tenant: str | None
+) -> list[Any]:
+    """Up to ``limit`` payload rows (``QueryPayloadRow``) of the events (of ``tenant``, when
+    given) ``query`` matches after ``after``, in position order: the positions from the tag
+    index, then only the columns a fold needs."""
+    if any(not item.tags and not item.types for item in query.items):  # every event
+        of_tenant, params = ("tenant = ? AND ", [tenant]) if tenant is not None else ("", [])
+        return read(
+            f"SELECT {_PAYLOAD_COLS} FROM chronik_events WHERE {of_tenant}position > ? "
+            "ORDER BY position LIMIT ?",
+            [*params, -1 if after is None else after.commit, limit],
+        )
+    positions = query_positions(read, query, after, None, False, limit, tenant)
+    if not positions:
+        return []
+    return read(
+        f"SELECT {_PAYLOAD_COLS} FROM chronik_events WHERE position IN "
+        f"({','.join('?' * len(positions))}) ORDER BY position",
+        positions,
+    )
 
 
 def first_match(

@@ -18,22 +18,16 @@ from chronik.messages import (
     StreamInfo,
 )
 from chronik.store.base import FaultHook
-from chronik.store.sqlite.dcb import item_positions_sql
+from chronik.store.sqlite import rows as page_rows
+from chronik.store.sqlite.dcb import query_payloads, query_positions
 from chronik.store.sqlite.errors import read_error, table_read_error
 from chronik.store.table_query import order_sql, where_sql
 from chronik.store.tables import Condition
 
 __all__ = ["SQLiteReader"]
 
-_COLS: Final = (
-    "position, stream_id, sequence, event_id, type, schema_version, payload, metadata, "
-    "content_type, recorded_at, tags"
-)
-# a page of one event type: the type is known, so it is not read (one column less per row)
-_TYPED_COLS: Final = (
-    "position, stream_id, sequence, event_id, schema_version, payload, metadata, "
-    "content_type, recorded_at, tags"
-)
+# every column of an event (read_all pages choose theirs: chronik.store.sqlite.rows)
+_COLS: Final = page_rows.COLS
 # one stream's events: its id is known, so the row is unpacked straight into a RecordedEvent
 _STREAM_COLS: Final = (
     "event_id, sequence, type, schema_version, payload, position, recorded_at, metadata, "
@@ -65,6 +59,7 @@ class SQLiteReader:
     def _init_reader(self) -> None:
         self._stream_ids: dict[StreamId, int] = {}
         self._streams_by_id: dict[int, StreamId] = {}
+        self._wide_pages = False  # read_all pages wide while most rows have metadata or tags
 
     def _read(self, sql: str, params: Sequence[Any]) -> list[Any]:
         try:
@@ -239,18 +234,47 @@ class SQLiteReader:
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         params.append(limit)
         one = types[0] if types is not None and len(types) == 1 else None
-        rows = self._read(
-            f"SELECT {_COLS if one is None else _TYPED_COLS} FROM chronik_events {clause} "
-            f"ORDER BY position {'DESC' if backward else 'ASC'} LIMIT ?",
-            params,
+        rest = f"FROM chronik_events {clause} ORDER BY position {'DESC' if backward else 'ASC'}"
+        if not self._wide_pages:
+            return self._narrow_page(f"{rest} LIMIT ?", params, one)
+        found = self._read(
+            f"SELECT {page_rows.page_cols(one is not None, True)} {rest} LIMIT ?", params
         )
-        if one is None:
-            return self._recorded(rows)
+        self._wide_pages = not page_rows.plain_end(found, one is not None)
+        return self._recorded(found, one, True)
+
+    def _narrow_page(self, rest: str, params: list[Any], one: str | None) -> list[RecordedEvent]:
+        """A read_all page of narrow rows, the rows with metadata, a content type or tags
+        completed by a second read: both in one read transaction, so that a redaction or a
+        delete committed between them cannot mix into the page."""
+        begun = not self._rconn.in_transaction
+        if begun:
+            self._statement("BEGIN")
         try:
-            return self._typed(rows, one)
-        except KeyError:  # a stream not seen yet (as in _recorded)
-            self._resolve_streams({row[1] for row in rows})
-            return self._typed(rows, one)
+            found = self._read(
+                f"SELECT {page_rows.page_cols(one is not None, False)} {rest}", params
+            )
+            page = self._recorded(found, one, False)
+            flagged = page_rows.flagged(found)
+            self._wide_pages = len(flagged) > len(found) // 4  # more: wide rows are cheaper
+            for start in range(0, len(flagged), 500):
+                chunk = flagged[start : start + 500]
+                extras = self._read(f"{page_rows.EXTRAS}({','.join('?' * len(chunk))})", chunk)
+                page_rows.add_extras(page, extras)
+            return page
+        finally:
+            if begun and self._rconn.in_transaction:
+                self._statement("COMMIT")
+
+    def _statement(self, sql: str) -> None:
+        """Run a statement of the reader's own (no rows), driver errors translated."""
+        try:
+            self._rconn.execute(sql)
+        except sqlite3.Error as exc:
+            error = read_error(self.path, exc)
+            if error is exc:
+                raise
+            raise error from exc
 
     async def _read_tenant_page(
         self,
@@ -267,16 +291,15 @@ class SQLiteReader:
     async def _read_query_page(
         self, query: Query, cursor: Position | None, limit: int, backward: bool
     ) -> list[RecordedEvent]:
+        return await self._read_query_tenant_page(query, None, cursor, limit, backward)
+
+    async def _read_query_tenant_page(
+        self, query: Query, tenant: str | None, cursor: Position | None, limit: int, backward: bool
+    ) -> list[RecordedEvent]:
         after, before = (None, cursor) if backward else (cursor, None)
         if any(not item.tags and not item.types for item in query.items):
-            return await self._read_all_page(after, before, None, None, limit, backward)
-        lo = None if after is None else after.commit
-        hi = None if before is None else before.commit
-        found: set[int] = set()
-        for item in query.items:  # each item's first ``limit`` matches; the union's first count
-            sql, params = item_positions_sql(item, lo, hi, backward, limit)
-            found.update(row[0] for row in self._read(sql, params))
-        positions = sorted(found, reverse=backward)[:limit]
+            return await self._read_all_page(after, before, None, None, limit, backward, tenant)
+        positions = query_positions(self._read, query, after, before, backward, limit, tenant)
         if not positions:
             return []
         rows = self._read(
@@ -285,6 +308,11 @@ class SQLiteReader:
             positions,
         )
         return self._recorded(rows)
+
+    async def _read_query_payloads(
+        self, query: Query, after: Position | None, limit: int, tenant: str | None = None
+    ) -> list[Any]:
+        return query_payloads(self._read, query, after, limit, tenant)
 
     async def _read_table(
         self,
@@ -313,53 +341,15 @@ class SQLiteReader:
         except sqlite3.Error as exc:
             raise table_read_error(self.path, table, exc) from exc
 
-    def _recorded(self, rows: list[Any]) -> list[RecordedEvent]:
+    def _recorded(
+        self, found: list[Any], etype: str | None = None, wide: bool = True
+    ) -> list[RecordedEvent]:
+        """RecordedEvents of rows of ``page_rows.page_cols(etype is not None, wide)``."""
         try:
-            return self._events(rows)
+            return page_rows.events(found, self._streams_by_id, etype, wide)
         except KeyError:  # a stream not seen yet: resolve the page's streams once, then build
-            self._resolve_streams({row[1] for row in rows})
-            return self._events(rows)
-
-    def _events(self, rows: list[Any]) -> list[RecordedEvent]:
-        """RecordedEvents of ``_COLS`` rows (KeyError: a stream id not in the cache)."""
-        streams = self._streams_by_id
-        return [
-            RecordedEvent(
-                eid,
-                streams[sid],
-                seq,
-                etype,
-                sv,
-                payload,
-                Position(pos),
-                at,
-                md,
-                ct or JSON,
-                () if tg is None else tuple(tg.split(" ")),
-            )
-            for pos, sid, seq, eid, etype, sv, payload, md, ct, at, tg in rows
-        ]
-
-    def _typed(self, rows: list[Any], etype: str) -> list[RecordedEvent]:
-        """RecordedEvents of ``_TYPED_COLS`` rows, all of type ``etype`` (KeyError: a stream
-        id not in the cache)."""
-        streams = self._streams_by_id
-        return [
-            RecordedEvent(
-                eid,
-                streams[sid],
-                seq,
-                etype,
-                sv,
-                payload,
-                Position(pos),
-                at,
-                md,
-                ct or JSON,
-                () if tg is None else tuple(tg.split(" ")),
-            )
-            for pos, sid, seq, eid, sv, payload, md, ct, at, tg in rows
-        ]
+            self._resolve_streams({row[1] for row in found})
+            return page_rows.events(found, self._streams_by_id, etype, wide)
 
     async def _list_tenant_streams_page(
         self, tenant: str, domain: str | None, prefix: str | None, cursor: int | None, limit: int
