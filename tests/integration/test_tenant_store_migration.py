@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 import chronik
 from chronik import EventData, StreamId
@@ -41,7 +42,7 @@ async def test_sqlite_events_stored_before_schema_9_get_their_tenant(tmp_path: P
 
 async def test_postgres_events_stored_before_schema_9_get_their_tenant(postgres_url: str) -> None:
     """A schema rolled back to version 8 reads per tenant once migrated, and new appends get
-    their tenant from the trigger."""
+    their tenant from the append functions."""
     await _seed(postgres_url)
     dsn, options = split_url(postgres_url)
     s = f'"{options["schema"]}"'
@@ -54,7 +55,7 @@ async def test_postgres_events_stored_before_schema_9_get_their_tenant(postgres_
         await conn.execute(f"DROP TRIGGER events_tenant ON {s}.events")
         await conn.execute(f"DROP FUNCTION {s}.event_tenant()")
         await conn.execute(f"ALTER TABLE {s}.events DROP COLUMN tenant")
-        await conn.execute(f"DELETE FROM {s}.schema_migrations WHERE version = 9")
+        await conn.execute(f"DELETE FROM {s}.schema_migrations WHERE version >= 9")
     finally:
         await conn.close()
     assert await _tenants_read(postgres_url) == {
@@ -65,3 +66,33 @@ async def test_postgres_events_stored_before_schema_9_get_their_tenant(postgres_
     await _seed(postgres_url)
     got = await _tenants_read(postgres_url)
     assert got["acme"] == ["acme"] * 4 and got["beta"] == ["beta"] * 2
+
+
+async def test_postgres_append_functions_write_the_tenant_without_the_trigger(
+    postgres_url: str,
+) -> None:
+    """Schema 10: appends set each event's tenant themselves (a trigger that fails is never
+    reached), while an insert that leaves the tenant out still gets its stream's."""
+    await _seed(postgres_url)
+    dsn, options = split_url(postgres_url)
+    s = f'"{options["schema"]}"'
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            f"CREATE OR REPLACE FUNCTION {s}.event_tenant() RETURNS trigger LANGUAGE plpgsql "
+            "AS $$ BEGIN RAISE EXCEPTION 'trigger reached'; END $$"
+        )
+        async with chronik.open_store(postgres_url) as store:
+            await _seed(postgres_url)
+            await store.append_tagged([EventData("e", {"t": "acme"}, tags=["k:1"])])
+        got = await _tenants_read(postgres_url)
+        assert got["acme"] == ["acme"] * 4 and got["beta"] == ["beta"] * 2
+        with pytest.raises(asyncpg.RaiseError, match="trigger reached"):
+            await conn.execute(
+                f"INSERT INTO {s}.events (xid, stream_id, sequence, event_id, type, "
+                "schema_version, payload, content_type, recorded_at) "
+                f"SELECT 1, id, 99, 'raw', 'e', 1, '', 'application/json', 0 FROM {s}.streams "
+                "WHERE tenant = 'beta' LIMIT 1"
+            )
+    finally:
+        await conn.close()

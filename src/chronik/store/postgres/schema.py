@@ -27,7 +27,7 @@ from chronik.store.postgres.functions import (
     APPEND_TAGGED_ONE,
     DROP_V1_FUNCTIONS,
 )
-from chronik.store.postgres.tenancy import TENANT_MIGRATION
+from chronik.store.postgres.tenancy import TENANT_COLUMN_MIGRATION, TENANT_MIGRATION
 
 if TYPE_CHECKING:
     import asyncpg
@@ -47,7 +47,7 @@ __all__ = [
 DEFAULT_SCHEMA: Final = "chronik"
 _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
-SCHEMA_VERSION: Final = 9
+SCHEMA_VERSION: Final = 10
 MIGRATIONS: Final[dict[int, list[str]]] = {
     1: [
         """CREATE TABLE {s}.streams (
@@ -186,6 +186,9 @@ MIGRATIONS: Final[dict[int, list[str]]] = {
     # tenants (a separate step from 8): the events' tenant column and index, row-level
     # security, tagged appends' conditions per tenant (tenancy.py)
     9: TENANT_MIGRATION,
+    # the append functions write each event's tenant; the trigger of 9 runs only for an insert
+    # that leaves it out (tenancy.py)
+    10: TENANT_COLUMN_MIGRATION,
 }
 
 

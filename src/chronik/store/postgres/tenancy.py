@@ -15,18 +15,30 @@ condition counts its tenant's events only.
   ``tag_in_tenant`` (run as the owner, so it sees every event; a tag whose event is gone, as
   when retention deletes the event before its tags, stays writable).
 * ``append_tagged`` / ``append_tagged_one`` again, their condition filtered by ``p_tenant``.
+
+Schema version 10: the append functions write the tenant they are given (``p_tenant``, the
+stream's), so the trigger no longer runs for them (a plpgsql call and a ``streams`` lookup per
+event, about a tenth of a single-event append); it stays for any other insert, which leaves
+the column NULL (it has no default any more) and fires it.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-from chronik.store.postgres.functions import APPEND_TAGGED, APPEND_TAGGED_ONE, _derived
+from chronik.store.postgres.functions import (
+    APPEND_EVENT_V6,
+    APPEND_EVENTS_V6,
+    APPEND_TAGGED,
+    APPEND_TAGGED_ONE,
+    _derived,
+)
 
 __all__ = [
     "APPEND_TAGGED_ONE_V9",
     "APPEND_TAGGED_V9",
     "TAG_POLICY",
+    "TENANT_COLUMN_MIGRATION",
     "TENANT_MIGRATION",
     "TENANT_POLICY",
 ]
@@ -118,4 +130,36 @@ TENANT_MIGRATION: Final[list[str]] = [
     _TAG_IN_TENANT,
     "ALTER TABLE {s}.event_tags ENABLE ROW LEVEL SECURITY",
     f"CREATE POLICY event_tags_tenant ON {{s}}.event_tags USING ({TAG_POLICY})",
+]
+
+
+def _tenant_written(function: str) -> str:
+    """Schema version 10: ``function`` inserting its events with their tenant (``p_tenant``)."""
+    if "u.c, p_recorded_at, u.g" in function:  # append_tagged: one line per column list
+        values = ("u.c, p_recorded_at, u.g\n", "u.c, p_recorded_at, u.g, p_tenant\n")
+    elif "u.c, p_recorded_at,\n" in function:  # append_events
+        values = ("               u.g\n", "               u.g, p_tenant\n")
+    else:  # the single-event functions
+        values = (
+            "p_content_type, p_recorded_at, p_tags)",
+            "p_content_type, p_recorded_at, p_tags, p_tenant)",
+        )
+    return _derived(
+        function,
+        ("content_type, recorded_at, tags)", "content_type, recorded_at, tags, tenant)"),
+        values,
+    )
+
+
+#: Schema version 10: the append functions write the tenant; the trigger fills it in only for
+#: an insert that leaves it out (NULL: the column has no default any more).
+TENANT_COLUMN_MIGRATION: Final[list[str]] = [
+    "ALTER TABLE {s}.events ALTER COLUMN tenant DROP DEFAULT",
+    "DROP TRIGGER events_tenant ON {s}.events",
+    "CREATE TRIGGER events_tenant BEFORE INSERT ON {s}.events "
+    "FOR EACH ROW WHEN (NEW.tenant IS NULL) EXECUTE FUNCTION {s}.event_tenant()",
+    *(
+        _tenant_written(function)
+        for function in (APPEND_EVENTS_V6, APPEND_EVENT_V6, APPEND_TAGGED_V9, APPEND_TAGGED_ONE_V9)
+    ),
 ]
