@@ -65,6 +65,8 @@ class Repository:
         self.cache_size = cache_size
         self._cache: OrderedDict[StreamId, Loaded] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._fast_source: object = None  # the registry's decoders that _fast was made from
+        self._fast: Mapping[str, tuple[int, Callable[[bytes], Any]]] = {}
         for cls, name in INTERNAL_EVENTS.items():  # deadlines that aggregates schedule
             if name not in registry:
                 registry.register(cls, name)
@@ -169,29 +171,54 @@ class Repository:
         objects): (state, version, events folded, the sequence from which whole events must
         be read: one that needs an upcast, another content type or fails to decode; None when
         the stream ended; whether a folded event has personal fields)."""
-        replayed, cursor, get, internal = 0, from_sequence or 0, fast.get, _INTERNAL_TYPES
+        replayed, cursor, get, internal = (
+            0,
+            from_sequence or 0,
+            self._logic(fast).get,
+            _INTERNAL_TYPES,
+        )
         personal, carries = self._personal_types(), False
         while True:
             rows = await self.store.read_stream_payloads(stream, cursor, READ_PAGE)
             for sequence, type_, json_version, payload in rows:
-                if type_ not in internal:  # chronik's deadline events: not the logic's
-                    current = get(type_)
-                    if current is None or current[0] != json_version:  # (or not JSON)
-                        return state, version, replayed, sequence, carries
+                current = get(type_)
+                if current is None or current[0] != json_version:  # (or not JSON)
+                    if type_ not in internal:  # chronik's deadline events: not the logic's
+                        return state, version, *self._stop(rows, sequence, replayed, carries)
+                else:
                     try:
                         decoded = current[1](payload)
                     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-                        return state, version, replayed, sequence, carries
+                        return state, version, *self._stop(rows, sequence, replayed, carries)
                     except KeyNotLoaded:
                         decoded = await self._keyed(current[1], payload)
-                    if personal and type_ in personal:
-                        carries = True
                     state = evolve(state, decoded)
                 version = sequence
-                replayed += 1
+            replayed += len(rows)  # (a return above counts its own)
+            if personal and not carries:
+                carries = any(r[1] in personal for r in rows)
             if len(rows) < READ_PAGE:
                 return state, version, replayed, None, carries
             cursor = rows[-1][0] + 1
+
+    def _stop(
+        self, rows: list[Any], sequence: int, replayed: int, carries: bool
+    ) -> tuple[int, int, bool]:
+        """(events folded, ``sequence``, whether one has personal fields) when the fast fold
+        stops at the row of ``sequence`` of a page that began after ``replayed`` events."""
+        done = next(i for i, r in enumerate(rows) if r[0] == sequence)
+        personal = self._personal_types()
+        carries = carries or any(r[1] in personal for r in rows[:done])
+        return replayed + done, sequence, carries
+
+    def _logic(
+        self, fast: Mapping[str, tuple[int, Callable[[bytes], Any]]]
+    ) -> Mapping[str, tuple[int, Callable[[bytes], Any]]]:
+        """``fast`` without chronik's deadline events (registered, but never the logic's)."""
+        if self._fast_source is not fast:
+            self._fast = {k: v for k, v in fast.items() if k not in _INTERNAL_TYPES}
+            self._fast_source = fast
+        return self._fast
 
     def settle(self, model: DomainModel, state: Any, events: list[Any]) -> Any:
         """The state after the events a command decided (chronik's deadline events left out)."""

@@ -85,6 +85,18 @@ async def test_an_old_version_mid_stream_is_upcast_and_the_rest_folded(
     assert (loaded.version, loaded.replayed) == (5, 6)
 
 
+async def test_deadline_events_among_current_ones_are_skipped_on_the_row_path(
+    store: chronik.EventStore,
+) -> None:
+    """A deadline event between current events is counted but never folded, and the rows
+    after it still fold from payloads (the registry knows its type: chronik registers it)."""
+    one, two = (registry.to_event_data(DeadlineScheduled(d, 5.0, "Tick")) for d in ("d1", "d2"))
+    await store.append(STREAM, [current(1), one, current(2), two, current(3)])
+    loaded = await Repository(store, registry).load(model(), STREAM, use_cache=False)
+    assert loaded.state == [(1, ""), (2, ""), (3, "")]
+    assert (loaded.version, loaded.replayed) == (4, 5)
+
+
 async def test_a_payload_that_does_not_decode_names_the_event(store: chronik.EventStore) -> None:
     """A current-version payload that fails to decode raises UndecodableEvent naming it, as the
     whole-event path does; nothing is folded past it."""
