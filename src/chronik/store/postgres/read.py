@@ -36,6 +36,8 @@ COLS: Final = (
 )
 HORIZON: Final = "(SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint)"
 _STREAM_CACHE_LIMIT: Final = 200_000
+#: How many streams created after an unknown one a read resolves with it.
+_STREAMS_AHEAD: Final = 1024
 
 
 class HorizonLag(NamedTuple):
@@ -119,10 +121,15 @@ class PostgresReader:
     async def _resolve_streams(self, ids: set[int]) -> None:
         missing = [i for i in ids if i not in self._streams_by_id]
         if missing:
+            # and the streams created just after the first: ids grow with creation, and a read
+            # of the log meets new streams in about that order (one round trip, not one a page)
+            low = min(missing)
             rows = await self._fetch(
                 f"SELECT id, tenant, domain, aggregate_id FROM {self._s}.streams "
-                "WHERE id = ANY($1::bigint[])",
+                "WHERE id = ANY($1::bigint[]) OR (id > $2 AND id <= $3)",
                 missing,
+                low,
+                low + _STREAMS_AHEAD,
             )
             for sid, tenant, domain, aggregate_id in rows:
                 self._remember(sid, StreamId(domain, aggregate_id, tenant))
