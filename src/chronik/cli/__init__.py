@@ -83,4 +83,20 @@ def main() -> None:
     except ImportError:
         print("the chronik command needs: pip install 'chronik[cli]'", file=sys.stderr)
         raise SystemExit(2) from None
-    _build()()
+    if sys.argv[1:2] == ["serve"]:  # a long-lived server imports no other command's modules
+        _build_serve()()
+    else:
+        _build()()
+
+
+def _build_serve() -> typer.Typer:
+    """The ``chronik`` app with ``serve`` alone (its help and errors are the same)."""
+    import typer
+
+    from chronik.cli.common import root
+    from chronik.cli.serve import serve
+
+    app = typer.Typer(help="chronik: event sourcing for Python.", add_completion=False)
+    app.command()(serve)
+    app.callback()(root)
+    return app

@@ -13,13 +13,13 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
-from rich import box
-from rich.console import Console
-from rich.measure import Measurement
-from rich.table import Table
+
+if TYPE_CHECKING:  # rich is imported by the commands that print (not by ``serve``)
+    from rich.console import Console
+    from rich.table import Table
 
 from chronik.errors import ChronikError, ConfigurationError
 from chronik.messages import JSON, RecordedEvent
@@ -71,6 +71,8 @@ def root(
 
 def console() -> Console:
     """A console on stdout, made when a command prints (it reads the terminal's width)."""
+    from rich.console import Console
+
     return Console()
 
 
@@ -121,6 +123,8 @@ def print_json_lines(rows: Iterable[Any]) -> None:
 def table(*headers: str, text: Iterable[str] = ()) -> Table:
     """A table whose columns are never cut (names, ids, positions, types), except the free
     ``text`` columns (errors, payloads), which wrap. Print it with :func:`print_table`."""
+    from rich.table import Table
+
     wrapping = set(text)
     made = Table()
     for h in headers:
@@ -136,6 +140,8 @@ TEXT_MIN = 12  # the narrowest a wrapping column gets before the table outgrows 
 
 def _needed_width(console: Console, shown: Table) -> int:
     """The table's width with every identifier whole and the text columns narrow."""
+    from rich.measure import Measurement
+
     wide = console.options.update_width(10**5)
     for column in shown.columns:
         if column.no_wrap:
@@ -153,6 +159,8 @@ def _needed_width(console: Console, shown: Table) -> int:
 def print_table(console: Console, shown: Table) -> None:
     """Print a table whole: on a narrow terminal it drops its side borders first and then,
     rather than cut an identifier, prints lines wider than the terminal (which wraps them)."""
+    from rich import box
+
     need = _needed_width(console, shown)
     if need > console.width:
         shown.box, shown.show_edge, shown.pad_edge = box.SIMPLE_HEAD, False, False

@@ -16,6 +16,7 @@ names the subject (an id, never personal itself) and the counts, never a value.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 from pathlib import Path
@@ -37,7 +38,14 @@ from chronik.personal.keyring import KeyRing
 from chronik.store.base import EventStore, TableWrite
 from chronik.store.system_tables import DEAD_LETTERS, STATUS
 
-__all__ = ["FORGOTTEN_EVENT", "ForgetReport", "compact_sqlite", "forget_subject", "sqlite_path"]
+__all__ = [
+    "FORGOTTEN_EVENT",
+    "ForgetReport",
+    "compact_if_sqlite",
+    "compact_sqlite",
+    "forget_subject",
+    "sqlite_path",
+]
 
 log = logging.getLogger("chronik.gdpr")
 FORGOTTEN_EVENT: Final = "chronik.subject_forgotten"
@@ -163,3 +171,17 @@ def compact_sqlite(path: Path) -> None:
             conn.close()
     except sqlite3.Error as exc:
         raise StoreUnavailable(f"cannot compact {path}: {exc}") from exc
+
+
+async def compact_if_sqlite(url: str) -> bool:
+    """On a SQLite file, ``compact_sqlite`` in a worker thread (the old bytes leave the file);
+    False for other stores, or when the file stayed busy (logged: run it again later)."""
+    path = sqlite_path(url)
+    if path is None:
+        return False
+    try:
+        await asyncio.to_thread(compact_sqlite, path)
+    except StoreUnavailable as exc:  # busy writers: the redaction stands, compact later
+        log.warning("redacted, but %s was not compacted: %s", path, exc)
+        return False
+    return True

@@ -18,7 +18,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
@@ -29,7 +29,10 @@ from chronik.personal.envelope import is_envelope
 from chronik.store.base import EventStore
 from chronik.store.system_tables import SYSTEM_TABLES
 
-__all__ = ["TRANSPORT_TABLES", "Hit", "VerifyReport", "verify_subject"]
+#: The most canary values (and table names) one verification takes.
+MAX_CANARIES: Final = 32
+
+__all__ = ["MAX_CANARIES", "TRANSPORT_TABLES", "Hit", "VerifyReport", "verify_subject"]
 
 _dict = msgspec.json.Decoder(dict[str, Any])
 #: the PostgreSQL transport's tables (messages in flight and dead letters; its inbox), scanned

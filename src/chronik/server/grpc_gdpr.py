@@ -13,13 +13,12 @@ from __future__ import annotations
 from typing import Any
 
 from chronik.errors import ValidationError
-from chronik.lifecycle.forget import forget_subject, sqlite_path
+from chronik.lifecycle.forget import compact_if_sqlite, forget_subject, sqlite_path
 from chronik.lifecycle.redact import redact_event
 from chronik.lifecycle.subject_keys import StoreKeyStore
 from chronik.lifecycle.subjects import forgotten_subjects, key_ring_for
-from chronik.lifecycle.verify import verify_subject
+from chronik.lifecycle.verify import MAX_CANARIES, verify_subject
 from chronik.server.grpc_admin import Context, ProjectionsService
-from chronik.server.http_gdpr import MAX_CANARIES, compact_if_sqlite
 from chronik.v1 import chronik_pb2 as pb
 from chronik.v1 import chronik_pb2_grpc as rpc
 

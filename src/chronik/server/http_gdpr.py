@@ -16,21 +16,19 @@ Imports ``http_state``, ``http_params`` and chronik.lifecycle; the admin UI's Pe
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
-from typing import Final
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from chronik.errors import AuthenticationError, StoreUnavailable, ValidationError
-from chronik.lifecycle.forget import compact_sqlite, forget_subject, sqlite_path
+from chronik.errors import AuthenticationError, ValidationError
+from chronik.lifecycle.forget import compact_if_sqlite, forget_subject, sqlite_path
 from chronik.lifecycle.redact import redact_event
 from chronik.lifecycle.subject_keys import StoreKeyStore
 from chronik.lifecycle.subjects import forgotten_subjects, key_ring_for
-from chronik.lifecycle.verify import verify_subject
+from chronik.lifecycle.verify import MAX_CANARIES, verify_subject
 from chronik.server import http_params as params
 from chronik.server.auth import ApiKey
 from chronik.server.http_auth import HttpAuth
@@ -39,7 +37,6 @@ from chronik.server.http_state import read_body, state_of
 __all__ = ["forget", "forgotten", "principal_name", "redact", "verify"]
 
 log = logging.getLogger("chronik.gdpr")
-MAX_CANARIES: Final = 32
 
 
 class ForgetBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -138,20 +135,6 @@ async def redact(request: Request) -> Response:
     out = msgspec.to_builtins(report)
     out["compacted"] = await compact_if_sqlite(state.store.url)
     return JSONResponse(out)
-
-
-async def compact_if_sqlite(url: str) -> bool:
-    """On a SQLite file, ``compact_sqlite`` in a worker thread (the old bytes leave the file);
-    False for other stores, or when the file stayed busy (logged: run it again later)."""
-    path = sqlite_path(url)
-    if path is None:
-        return False
-    try:
-        await asyncio.to_thread(compact_sqlite, path)
-    except StoreUnavailable as exc:  # busy writers: the redaction stands, compact later
-        log.warning("redacted, but %s was not compacted: %s", path, exc)
-        return False
-    return True
 
 
 def _bounded(text: str, field: str, limit: int = 1024) -> str:

@@ -23,12 +23,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from chronik.errors import PayloadTooLarge
-from chronik.lifecycle.forget import forget_subject
+from chronik.lifecycle.forget import compact_if_sqlite, forget_subject
 from chronik.lifecycle.redact import redact_event
 from chronik.lifecycle.subjects import forgotten_subjects, key_ring_for
 from chronik.server.admin.security import credentials
 from chronik.server.admin.state import AdminState, render
-from chronik.server.http_gdpr import compact_if_sqlite, principal_name
+from chronik.server.http_gdpr import principal_name
 
 __all__ = ["forget_action", "personal_data", "redact_action"]
 
