@@ -171,12 +171,8 @@ class Repository:
         objects): (state, version, events folded, the sequence from which whole events must
         be read: one that needs an upcast, another content type or fails to decode; None when
         the stream ended; whether a folded event has personal fields)."""
-        replayed, cursor, get, internal = (
-            0,
-            from_sequence or 0,
-            self._logic(fast).get,
-            _INTERNAL_TYPES,
-        )
+        replayed, cursor, internal = 0, from_sequence or 0, _INTERNAL_TYPES
+        get = self._logic(fast).get
         personal, carries = self._personal_types(), False
         while True:
             rows = await self.store.read_stream_payloads(stream, cursor, READ_PAGE)
