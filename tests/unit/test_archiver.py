@@ -199,6 +199,28 @@ async def test_serve_attaches_the_archive_and_supervises_the_archiver(tmp_path: 
         assert app.health.tasks["archiver"].state != "running"
 
 
+async def test_serve_preloads_the_segment_indexes(tmp_path: Path) -> None:
+    """Started by serve, the archive loads every sealed segment's index in the background, so
+    the first read of an archived stream fetches blocks only."""
+    from chronik.server.archiving import ArchiveConfig, open_archiving
+
+    async with chronik.open_store(f"sqlite:///{tmp_path}/s.db") as store:
+        await _fill(store, 30)
+        sealed = Archive(open_blobs(str(tmp_path / "arc")))
+        await archive_log(store, sealed, retain_at_least=3, segment_events=5)
+        await sealed.close()
+        app = chronik.Chronik(store=store)
+        section = ArchiveConfig(url=str(tmp_path / "arc"), archiver=False)
+        archiving = await open_archiving(section, app)
+        assert len(archiving.archive._indexes) == 0
+        stop = archiving.start()
+        async with asyncio.timeout(5):
+            while len(archiving.archive._indexes) < len(archiving.archive._segments):
+                await asyncio.sleep(0.01)
+        assert len(archiving.archive._segments) >= 5
+        await stop()
+
+
 async def test_a_projection_builds_from_archived_and_hot_events(tmp_path: Path) -> None:
     """A projection started after archiving sees every event once, archived ones first."""
     from chronik.projections import Projection, ProjectionProcessor, ReadModel

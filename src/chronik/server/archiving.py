@@ -17,6 +17,9 @@ chronik's core, never the HTTP stack.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 
 import msgspec
@@ -29,6 +32,8 @@ from chronik.lifecycle.archiver import Archiver
 from chronik.store.retention import parse_duration
 
 __all__ = ["ArchiveConfig", "Archiving", "open_archiving"]
+
+log = logging.getLogger("chronik.server")
 
 
 class ArchiveConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -79,17 +84,29 @@ class Archiving:
 
     def start(self) -> Callable[[], Awaitable[None]]:
         """Start the archiver as the supervised task ``archiver`` (unless the section turns it
-        off); the step that stops it, lets its lease go and closes the archive."""
+        off) and load the segment indexes in the background (the first read of an archived
+        stream then fetches its blocks only); the step that stops it, lets its lease go and
+        closes the archive."""
         if self.config.archiver:
             self.app.health.supervise("archiver", self.archiver.run_forever, vital=False)
+        warming = asyncio.get_running_loop().create_task(self._warm_up())
 
         async def stop_archiver() -> None:
+            warming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await warming
             if self.config.archiver:
                 await self.app.health.stop_task("archiver")
                 await self.archiver.stop()
             await self.archive.close()
 
         return stop_archiver
+
+    async def _warm_up(self) -> None:
+        try:
+            await self.archive.warm_up()
+        except Exception as exc:  # only a cache: each read loads the indexes it needs
+            log.warning("archive indexes not preloaded: %s", exc)
 
 
 async def open_archiving(config: ArchiveConfig, app: Chronik) -> Archiving:
