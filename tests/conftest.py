@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -31,12 +32,40 @@ from chronik.testing.services import (
 
 _schemas = itertools.count(1)
 SCALE = max(1, int(os.environ.get("CHRONIK_SOAK", "1") or "1"))
+#: RabbitMQ boots in ~5 s: when a collected test needs it, it boots in the background from the
+#: end of collection on, while the tests before the first one that needs it run
+_RABBITMQ = RabbitMQService()
+_early_boots: list[threading.Thread] = []
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "drill: a fault drill or soak test, bounded in make test, long in make soak"
     )
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start booting RabbitMQ if a collected test needs it (a failure to boot is left to the
+    fixture, which starts it again and reports it)."""
+    needed = any("rabbitmq_server" in getattr(i, "fixturenames", ()) for i in session.items)
+    if needed and not session.config.option.collectonly:
+        boot = threading.Thread(target=_boot_quietly, args=(_RABBITMQ,), daemon=True)
+        boot.start()
+        _early_boots.append(boot)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop an early-booted server that no test used (the fixture stops a used one)."""
+    for boot in _early_boots:
+        boot.join()
+    _RABBITMQ.stop()
+
+
+def _boot_quietly(service: Service) -> None:
+    try:
+        service.start()
+    except Exception:  # the fixture's own start says what went wrong
+        service.stop()
 
 
 @pytest.fixture(scope="session")
@@ -150,7 +179,9 @@ def mysql_url(mariadb_server: MariaDBService) -> str:
 @pytest.fixture(scope="session")
 def rabbitmq_server() -> Iterator[RabbitMQService]:
     """A RabbitMQ node of our own for the whole session (tests use fresh queue names)."""
-    service = RabbitMQService()
+    service = _RABBITMQ
+    for boot in _early_boots:
+        boot.join()
     for _ in _session_service(service, "RabbitMQ"):
         yield service
 

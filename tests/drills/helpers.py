@@ -29,6 +29,16 @@ from chronik.testing.services import PostgresService, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOP_CONFIG = ROOT / "examples" / "shop" / "chronik.yaml"
+# A killed server's projections move once its leases expire: 3 s here instead of the default
+# 10 s, still six heartbeats, so a drill waits less for the takeover it checks
+LEASES = "projection_leases: {lease_ttl: 3, heartbeat: 0.5}\n"
+
+
+def shop_config(workdir: Path) -> Path:
+    """The example shop's config with the drills' short projection leases, in ``workdir``."""
+    path = workdir / "shop.yaml"
+    path.write_text(SHOP_CONFIG.read_text() + LEASES)
+    return path
 
 
 # --- processes --------------------------------------------------------------------------------

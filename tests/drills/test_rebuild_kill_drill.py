@@ -14,7 +14,17 @@ import pytest
 
 import chronik
 from chronik.projections import ProjectionAdmin, ProjectionStatus, query
-from tests.drills.helpers import Probe, Serve, cli, report, seconds, until, wait_quiet, writer
+from tests.drills.helpers import (
+    LEASES,
+    Probe,
+    Serve,
+    cli,
+    report,
+    seconds,
+    until,
+    wait_quiet,
+    writer,
+)
 
 pytestmark = pytest.mark.drill
 
@@ -26,7 +36,7 @@ def config(tmp_path: Path, port: int) -> Path:
     path.write_text(
         "grpc: {host: 127.0.0.1, port: 0}\n"
         f"http: {{host: 127.0.0.1, port: {port}}}\n"
-        "projections: tests.drills.apps:counts_projections\n"
+        "projections: tests.drills.apps:counts_projections\n" + LEASES
     )
     return path
 

@@ -16,13 +16,13 @@ import chronik
 from chronik.projections import ProjectionAdmin
 from chronik.saga_record import RECORD
 from tests.drills.helpers import (
-    SHOP_CONFIG,
     Probe,
     Serve,
     cli,
     gaps,
     report,
     seconds,
+    shop_config,
     wait_quiet,
 )
 from tests.drills.shop import (
@@ -38,7 +38,7 @@ from tests.drills.shop import (
 pytestmark = pytest.mark.drill
 
 PROJECTIONS = ["receipts", "customer_summary", "loyalty"]
-READY_BOUND = 30.0  # /readyz 200 for good this long after a restart (the lease TTL is 10 s)
+READY_BOUND = 30.0  # /readyz 200 for good this long after a restart (the lease TTL is 3 s)
 
 
 async def test_saga_sends_each_command_once_through_kill_9_and_a_rebuild(
@@ -49,7 +49,7 @@ async def test_saga_sends_each_command_once_through_kill_9_and_a_rebuild(
     exactly one LoyaltyPointsAdded, read models equal a fresh fold; `chronik projections
     rebuild loyalty` afterwards replays the saga from its record and sends nothing."""
     url = f"sqlite:///{tmp_path}/events.db"
-    serve = Serve(tmp_path, SHOP_CONFIG, url)
+    serve = Serve(tmp_path, shop_config(tmp_path), url)
     tally = Tally()
     probe = Probe(serve.base_url)
     kills: list[float] = []

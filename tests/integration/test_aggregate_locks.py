@@ -2,10 +2,11 @@
 
 Run as a script, this module is the command process the tests start:
 ``python test_aggregate_locks.py URL NAME COUNT LOCKED START SLEEP TTL``: it sends COUNT commands
-(ids NAME-0, NAME-1, ...) to the aggregate ``counter/hot`` from wall-clock time START, its logic
-taking SLEEP seconds, under a ``DurableLock(ttl=TTL)`` when LOCKED is 1; it prints ``decide ID``
-each time the logic runs, ``holding ID`` when a decision starts, ``ready`` before its first
-command and ``done ID SECONDS`` after each.
+(ids NAME-0, NAME-1, ...) to the aggregate ``counter/hot`` from wall-clock time START (a
+negative START: it prints ``up`` once open and reads the time from stdin), its logic taking
+SLEEP seconds, under a ``DurableLock(ttl=TTL)`` when LOCKED is 1; it prints ``decide ID`` each
+time the logic runs, ``holding ID`` when a decision starts, ``ready`` before its first command
+and ``done ID SECONDS`` after each.
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ async def child(
     app.add_decider("counter", decide, evolve, dict, lock=lock)
     app.use_handler(slow)
     async with app:
+        if start < 0:  # the start time comes once every process is up
+            print("up", flush=True)
+            start = float(await asyncio.to_thread(sys.stdin.readline))
         await asyncio.sleep(max(0.0, start - time.time()))
         print("ready", flush=True)
         for i in range(count):
@@ -87,6 +91,7 @@ def spawn(
     args = [url, name, str(count), "1" if locked else "0", str(start), str(sleep), str(ttl)]
     return subprocess.Popen(
         [sys.executable, __file__, *args],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -125,8 +130,14 @@ async def _finish(procs: list[subprocess.Popen[str]]) -> list[str]:
 async def _contend(url: str, locked: bool) -> tuple[collections.Counter[str], list[str]]:
     """Three processes send six commands each to one aggregate at the same moment; the decide
     calls per command id, and the authors of the stored events."""
-    start = time.time() + 3.0  # after every process imported and opened
-    procs = [spawn(url, f"p{k}", 6, locked, start, 0.02) for k in range(3)]
+    procs = [spawn(url, f"p{k}", 6, locked, -1, 0.02) for k in range(3)]
+    for proc in procs:  # every process imported and opened its store
+        assert await _line(proc) == "up", await asyncio.to_thread(proc.communicate, timeout=60)
+    start = time.time() + 0.2  # then all of them start at the same moment
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write(f"{start}\n")
+        proc.stdin.flush()
     lines = await _finish(procs)
     calls = collections.Counter(line.split()[1] for line in lines if line.startswith("decide"))
     async with chronik.open_store(url) as store:

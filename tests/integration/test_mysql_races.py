@@ -353,7 +353,9 @@ async def test_overlapping_conditions_serialise_no_match_slips_in(
     assert report.appended > 0 and report.conflicts > 0, report.summary()
     url = f"{mysql_url}_p"
     async with chronik.open_store(url) as shared:
-        attempts = await run_in_processes(url, writers=20, seconds=seconds, seed=2)
+        attempts = await run_in_processes(  # both start 1 s from now (spawned in ~0.2 s)
+            url, writers=20, seconds=seconds, seed=2, startup=1.0
+        )
         assert {a.writer[:2] for a in attempts} == {"p0", "p1"}
         report = await check_log(shared, attempts, seconds)
     print(report.summary())

@@ -34,7 +34,7 @@ from chronik.transports.partitions import DEFAULT_PARTITIONS, partition_of, part
 
 WORKER = textwrap.dedent(
     """
-    import asyncio, os, random, sys
+    import asyncio, os, random, sys, traceback
     from chronik.transports import FailurePolicy, open_transport
 
     async def main(url, who):
@@ -46,7 +46,7 @@ WORKER = textwrap.dedent(
         rng = random.Random(who)
         policy = FailurePolicy(retries=1000, backoff=0.01, backoff_max=0.05)
         async with open_transport(url) as transport:
-            consumer, fd = None, None
+            consumer, fd, stopping = None, None, set()
             print("up", flush=True)
             while line := await commands.readline():
                 command, *args = line.decode().split()
@@ -71,12 +71,19 @@ WORKER = textwrap.dedent(
                     else:
                         consumer = await transport.listen(topic, handle, **options)
                     print("subscribed", topic, flush=True)
-                elif command == "unsub":
-                    if consumer is not None:
-                        await consumer.stop(grace=10)
-                        os.close(fd)
-                        consumer = None
-                    print("unsubscribed", flush=True)
+                elif command == "unsub":  # stops in the background: the next sub need not wait
+                    async def stop(consumer=consumer, fd=fd):
+                        try:
+                            if consumer is not None:
+                                await consumer.stop(grace=10)
+                                os.close(fd)
+                        except Exception:  # as loud as before: the process ends
+                            traceback.print_exc()
+                            os._exit(70)
+                        print("unsubscribed", flush=True)
+
+                    stopping.add(asyncio.create_task(stop()))
+                    consumer = None
 
     asyncio.run(main(sys.argv[1], sys.argv[2]))
     """
@@ -220,12 +227,12 @@ async def _one_run(
             pytest.fail(f"run {run}: not every message was handled: {sorted(done)}")
         await asyncio.sleep(0.05)
     assert key_order_violations(events, published) == [], f"run {run} ({log})"
-    for worker in workers:
+    for worker in workers:  # each stops its consumer while the next run subscribes
         worker.command("unsub")
-    for worker in workers:
-        while (await worker.line()) != "unsubscribed":
-            pass
-    if broker == "rabbitmq":
+    if broker == "rabbitmq":  # the run's queues are deleted: once nobody consumes them
+        for worker in workers:
+            while (await worker.line()) != "unsubscribed":
+                pass
         await _drop_rabbitmq_queues(url, topic, join)
 
 
