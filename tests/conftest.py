@@ -205,7 +205,8 @@ def kafka_server() -> Iterator[KafkaService]:
 
 @pytest.fixture
 def kafka_url(kafka_server: KafkaService) -> str:
-    """The session's ``kafka://`` URL (the broker restarted if a test stopped it)."""
+    """The session's ``kafka://`` URL (the broker restarted if a test stopped it), with a 2 s
+    session timeout: the broker holds each group join for half of it (6 s by default)."""
     if not kafka_server.running:
         kafka_server.start()
-    return kafka_server.url()
+    return kafka_server.url() + "?session_timeout=2"

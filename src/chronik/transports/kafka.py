@@ -4,8 +4,11 @@
 ``client_id`` (default ``chronik``), ``partitions`` (default 8: the partition count of the
 topics this transport creates), ``replication_factor`` (default 1), ``topic_prefix`` (default
 ``chronik``), ``enable_idempotence`` (default false, see below), ``timeout`` (seconds a publish
-may take, default 10) and ``drain_timeout`` (seconds a member waits at a rebalance for its
-running handlers, default 30).
+may take, default 10), ``drain_timeout`` (seconds a member waits at a rebalance for its
+running handlers, default 30) and ``session_timeout`` (seconds without a heartbeat after which
+the group gives a dead member's partitions to the others, default 6; brokers refuse values
+outside their ``group.min/max.session.timeout.ms``, 6..1800 s on Apache Kafka; members join a
+group in about half of it).
 
 Names. A chronik topic ``orders.v1`` is the Kafka topic ``chronik.t.orders.v1``, a queue
 ``jobs`` is ``chronik.q.jobs``. Chronik names are lower case; ``_`` becomes ``U`` (Kafka
@@ -120,6 +123,7 @@ class KafkaTransport(Transport):
         enable_idempotence: bool = False,
         timeout: float = 10.0,
         drain_timeout: float = 30.0,
+        session_timeout: float = 6.0,
         **options: int,
     ) -> None:
         super().__init__(url, **options)
@@ -148,6 +152,8 @@ class KafkaTransport(Transport):
         self.timeout = _seconds(query.pop("timeout", timeout), "timeout", 0.1, 600)
         drain = query.pop("drain_timeout", drain_timeout)
         self.drain_timeout = _seconds(drain, "drain_timeout", 0, 600)
+        session = query.pop("session_timeout", session_timeout)
+        self.session_timeout = _seconds(session, "session_timeout", 1, 1800)
         if query:
             raise ConfigurationError(f"unknown Kafka URL options: {', '.join(sorted(query))}")
         self._producer: AIOKafkaProducer | None = None
@@ -278,8 +284,8 @@ class KafkaTransport(Transport):
             request_timeout_ms=max(ms, 5000),
             retry_backoff_ms=100,
             metadata_max_age_ms=3000,
-            heartbeat_interval_ms=500,
-            session_timeout_ms=6000,
+            heartbeat_interval_ms=min(500, int(self.session_timeout * 1000) // 3),
+            session_timeout_ms=int(self.session_timeout * 1000),
             rebalance_timeout_ms=int((self.drain_timeout + 10) * 1000),
             max_poll_interval_ms=max(300_000, int((self.drain_timeout + 10) * 1000)),
         )
