@@ -182,16 +182,21 @@ async def run_server(
     print("stopping: letting in-flight calls finish", flush=True)
     _exit_after(grace + SHUTDOWN_MARGIN)
     app.health.stopping("http server")
+    deadline = asyncio.get_running_loop().time() + grace  # one grace period for all the steps
+
+    def left() -> float:
+        return max(0.1, deadline - asyncio.get_running_loop().time())
+
     for stop_one in background:
         try:
-            await asyncio.wait_for(stop_one(), grace)
+            await asyncio.wait_for(stop_one(), left())
         except Exception as exc:  # never let one part hold the shutdown
             print(f"  {stop_one.__qualname__} did not stop cleanly: {exc!r}", flush=True)
     if http is not None:
-        await _bounded(http.stop(), grace)
+        await _bounded(http.stop(), left())
     if server.runner is not None:  # a handler that never returns is cancelled after grace
-        await server.runner.stop(grace)
-    await _bounded(server.stop(grace), grace + 2.0)
+        await server.runner.stop(left())
+    await _bounded(server.stop(left()), left() + 2.0)
     print("stopped", flush=True)
 
 
