@@ -18,7 +18,7 @@ from chronik.cli.common import fail, use_app_dir
 if TYPE_CHECKING:
     from chronik.server.http_server import HttpServer
 
-__all__ = ["add_serve", "run_server", "serve"]
+__all__ = ["run_server", "serve"]
 
 
 def serve(
@@ -43,11 +43,6 @@ def serve(
         raise
     except Exception as err:  # bad config, port taken, store down, app import error
         raise fail(err) from None
-
-
-def add_serve(app: typer.Typer) -> None:
-    """Register the ``serve`` command on the CLI app."""
-    app.command()(serve)
 
 
 async def run_server(
@@ -182,21 +177,17 @@ async def run_server(
     print("stopping: letting in-flight calls finish", flush=True)
     _exit_after(grace + SHUTDOWN_MARGIN)
     app.health.stopping("http server")
-    deadline = asyncio.get_running_loop().time() + grace  # one grace period for all the steps
-
-    def left() -> float:
-        return max(0.1, deadline - asyncio.get_running_loop().time())
-
+    end = loop.time() + grace  # one grace period for all the steps, not one each
     for stop_one in background:
         try:
-            await asyncio.wait_for(stop_one(), left())
+            await asyncio.wait_for(stop_one(), max(0.1, end - loop.time()))
         except Exception as exc:  # never let one part hold the shutdown
             print(f"  {stop_one.__qualname__} did not stop cleanly: {exc!r}", flush=True)
     if http is not None:
-        await _bounded(http.stop(), left())
+        await _bounded(http.stop(), max(0.1, end - loop.time()))
     if server.runner is not None:  # a handler that never returns is cancelled after grace
-        await server.runner.stop(left())
-    await _bounded(server.stop(left()), left() + 2.0)
+        await server.runner.stop(max(0.1, end - loop.time()))
+    await _bounded(server.stop(max(0.1, end - loop.time())), grace + 2.0)
     print("stopped", flush=True)
 
 
