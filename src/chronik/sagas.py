@@ -221,7 +221,7 @@ class Saga(Generic[S]):
             if row is None or row["due_us"] != fired["due_us"]:
                 return  # cancelled or moved since the scheduler saw it
             rm.delete(self.deadlines.name, **key)
-            await self._step(event, rm, recorder, clock, past, fired["name"])
+            await self._step(event, rm, recorder, clock, past, (key["instance_id"], key["name"]))
         finally:
             rm.tenant = tenant
 
@@ -232,12 +232,13 @@ class Saga(Generic[S]):
         recorder: Recorder,
         clock: Clock,
         past: bool,
-        deadline: str | None,
+        deadline: tuple[str, str] | None,
     ) -> None:
-        """Handle ``event`` (or fired ``deadline``) for its instance, in the scoped tenant."""
+        """Handle ``event`` (or the fired ``deadline``: instance id, name) for its instance,
+        in the scoped tenant."""
         if deadline is not None:
-            instance = event.json()["instance_id"]
-            handler = self.deadline_handlers.get(deadline)
+            instance, fired = deadline
+            handler = self.deadline_handlers.get(fired)
         else:
             found = self.associate(event)
             if found is None:

@@ -8,22 +8,9 @@ import re
 
 import pytest
 
-from chronik import Position, Query, QueryItem
+from chronik import Position, Query
 from chronik.store.postgres import dcb
-
-SHAPES = [
-    Query.of(tags=["course:c1"]),
-    Query.of(["course.defined"], ["course:c1"]),
-    Query.of(["course.defined", "student.subscribed"]),
-    Query([QueryItem(["a.b"], ["t:1", "t:2", "t:3"])]),
-    Query(
-        [
-            QueryItem(["course.defined", "student.subscribed"], ["course:c1"]),
-            QueryItem(["student.registered", "student.subscribed"], ["student:s1"]),
-            QueryItem(),
-        ]
-    ),
-]
+from tests.unit.test_dcb_payload_sql import SHAPES
 
 
 @pytest.mark.parametrize("query", SHAPES, ids=str)

@@ -313,11 +313,17 @@ class ReadModel:
         entry = self._fold().get((table, tuple(key[c] for c in t.primary_key)))
         if entry is not None and entry[0] != "patch":
             return None if entry[0] == "gone" else dict(entry[1])
-        rows = await self._store.read_table(self._physical[table], key, limit=1)
         if entry is None:
+            rows = await self._store.read_table(self._physical[table], key, limit=1)
             return rows[0] if rows else None
-        base = rows[0] if rows else {c: None for c, _ in t.columns}
-        return {**base, **entry[1]}
+        return await self._laid_over(t, table, key, entry[1])
+
+    async def _laid_over(
+        self, t: Table, table: str, key: dict[str, Any], patch: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """``patch`` laid over the stored row of ``key`` (NULLs where none is stored)."""
+        rows = await self._store.read_table(self._physical[table], key, limit=1)
+        return {**(rows[0] if rows else {c: None for c, _ in t.columns}), **patch}
 
     async def query(self, table: str, **where: Any) -> list[dict[str, Any]]:
         """Rows whose columns equal ``where``, as this batch has left them so far."""
@@ -338,10 +344,9 @@ class ReadModel:
             if kind == "gone":
                 by_key.pop(key, None)
                 continue
-            if kind == "patch":  # laid over the stored row (as ``get``)
+            if kind == "patch":
                 pk = dict(zip(t.primary_key, key, strict=True))
-                stored = await self._store.read_table(self._physical[table], pk, limit=1)
-                data = {**(stored[0] if stored else {c: None for c, _ in t.columns}), **data}
+                data = await self._laid_over(t, table, pk, data)
             if all(data.get(c) == v for c, v in where.items()):
                 by_key[key] = dict(data)
             else:

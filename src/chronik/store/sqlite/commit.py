@@ -165,14 +165,11 @@ class GroupCommit:
                 outcomes = self._write_batch(batch)
             except Busy:  # another process holds the lock: wait for it in the queue
                 pass
-            else:  # _deliver for one unit and no future
+            else:
+                self._deliver(batch, outcomes)  # a batch of one, without a future
                 outcome = outcomes[0]
                 if isinstance(outcome, BaseException):
-                    failed = outcome if isinstance(outcome, StoreUnavailable) else None
-                    self._on_batch(failed, False)
                     raise outcome
-                self._on_batch(None, True)
-                self._maybe_checkpoint(batch)
                 return outcome
         self._straight = 0
         loop = self._loop
