@@ -27,6 +27,7 @@ from chronik.store.postgres.functions import (
     APPEND_TAGGED_ONE,
     DROP_V1_FUNCTIONS,
 )
+from chronik.store.postgres.stream_append import APPEND_EVENT_V11, APPEND_EVENTS_V11
 from chronik.store.postgres.tenancy import TENANT_COLUMN_MIGRATION, TENANT_MIGRATION
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ __all__ = [
 DEFAULT_SCHEMA: Final = "chronik"
 _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
-SCHEMA_VERSION: Final = 10
+SCHEMA_VERSION: Final = 11
 MIGRATIONS: Final[dict[int, list[str]]] = {
     1: [
         """CREATE TABLE {s}.streams (
@@ -189,6 +190,9 @@ MIGRATIONS: Final[dict[int, list[str]]] = {
     # the append functions write each event's tenant; the trigger of 9 runs only for an insert
     # that leaves it out (tenancy.py)
     10: TENANT_COLUMN_MIGRATION,
+    # the stream append functions in fewer statements: one for an untagged append's locks, one
+    # UPDATE ... RETURNING for the stream row (stream_append.py)
+    11: [APPEND_EVENTS_V11, APPEND_EVENT_V11],
 }
 
 
