@@ -138,7 +138,8 @@ class HeldStatement:
         self.tx = self.conn.transaction()
         await self.tx.start()
         requests, check = self.store.prepare_tagged(self.events, self.condition)
-        args = tagged_args(requests, check, now_us())
+        sql = self.store.statements
+        args = tagged_args(requests, check, now_us(), (sql.lock_class, sql.dcb_lock_class))
         row = await self.conn.fetchrow(self.store.statements.append_tagged, *args)
         self.status = row["o_status"]
         self.positions = [Position(row["o_xid"], i) for i in row["o_ids"] or ()]
@@ -444,8 +445,8 @@ async def test_schema_3_is_migrated_to_the_latest_keeping_old_events_without_tag
         assert [tuple(f) for f in functions] == [
             ("append_event", 12),
             ("append_events", 12),
-            ("append_tagged", 14),
-            ("append_tagged_one", 14),
+            ("append_tagged", 17),  # schema 11: the caller's sorted lock keys (append_v11.py)
+            ("append_tagged_one", 17),
             ("event_tenant", 0),  # schema 9: sets an event's tenant (store.postgres.tenancy)
             ("tag_in_tenant", 2),  # schema 9: row-level security of event_tags
         ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import pytest
 
 from chronik import (
@@ -20,6 +21,8 @@ from chronik import (
 )
 from chronik.errors import StreamDeleted
 from chronik.store.postgres import PostgresEventStore
+from chronik.store.postgres.locks import lock_arrays
+from chronik.store.postgres.schema import split_url
 from tests.integration.test_postgres_dcb import HeldStatement, store, until_waiting
 
 __all__ = ["store"]  # the fixture, shared with the DCB tests
@@ -100,3 +103,43 @@ async def test_every_expectation_status_through_the_one_statement_update(
     with pytest.raises(WrongExpectedVersion):
         await store.append(StreamId("t", "new"), [sold(0)], 0)
     assert (await store.append(StreamId("t", "new"), [sold(0), sold(1)])).last_sequence == 1
+
+
+async def test_python_and_the_functions_sort_lock_keys_alike(store: PostgresEventStore) -> None:
+    """The order ``lock_arrays`` gives keys (Python's, by code point) is the order the stream
+    functions take them in (``COLLATE "C"``, UTF-8 bytes), whatever the database's collation:
+    one global order, no deadlocks between the two kinds of writers."""
+    keys = [
+        "y/b",
+        "t/Zeta",
+        "t/zeta",
+        "*",
+        "t/é",
+        "t/e",
+        "t/日本",
+        "t/😀",
+        "t/ÿ",
+        "y/B",
+        "t/10",
+        "t/9",
+    ]
+    classes, ordered, modes = lock_arrays([(2, k, False) for k in keys] + [(1, "a/b/c", True)])
+    assert classes[0] == 1 and ordered[0] == "a/b/c"
+    assert ordered[1:] == sorted(keys) and not any(modes[1:])
+    conn = await asyncpg.connect(split_url(store.url)[0])
+    try:
+        in_sql = await conn.fetchval(
+            'SELECT array_agg(k ORDER BY k COLLATE "C") FROM unnest($1::text[]) AS k', keys
+        )
+    finally:
+        await conn.close()
+    assert in_sql == sorted(keys)
+
+
+def test_each_key_is_locked_once_in_its_strongest_mode() -> None:
+    """A key both shared (an event's tag) and exclusive (the condition's) is taken once,
+    exclusive; classes come first in the order."""
+    classes, keys, modes = lock_arrays(
+        [(7, "t/a", False), (3, "s/x", True), (7, "t/a", True), (7, "*", False), (7, "*", False)]
+    )
+    assert (classes, keys, modes) == ([3, 7, 7], ["s/x", "*", "t/a"], [True, False, True])

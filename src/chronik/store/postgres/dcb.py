@@ -37,9 +37,9 @@ from chronik.store.base import (
     check_expected,
     is_retry,
 )
+from chronik.store.postgres.locks import tagged_locks
 
 __all__ = [
-    "LOCK_SQL",
     "check_unit",
     "event_arrays",
     "first_match_sql",
@@ -49,48 +49,9 @@ __all__ = [
     "tagged_args",
     "tagged_call",
     "tagged_run",
-    "unit_locks",
 ]
 
-#: Takes the advisory locks of (class, key, exclusive) triples in one global order, a key's
-#: strongest mode once.
-LOCK_SQL: Final = (
-    "SELECT CASE WHEN q.x THEN pg_advisory_xact_lock(q.c, q.h) "
-    "ELSE pg_advisory_xact_lock_shared(q.c, q.h) END "
-    "FROM (SELECT u.c, hashtext(u.k) AS h, bool_or(u.x) AS x "
-    "FROM unnest($1::int[], $2::text[], $3::bool[]) AS u(c, k, x) "
-    "GROUP BY 1, 2 ORDER BY 1, 2) AS q"
-)
 _HORIZON: Final = "(SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint)"
-
-
-def unit_locks(
-    unit: WriteUnit, resolved: dict[int, AppendResult], stream_class: int, dcb_class: int
-) -> tuple[list[int], list[str], list[bool]]:
-    """The (classes, keys, exclusive) arrays of LOCK_SQL for ``unit``: its streams and the
-    streams it expects exclusive, its events' DCB keys shared, its conditions' keys exclusive."""
-    locks: list[tuple[int, str, bool]] = []
-    for i, req in enumerate(unit.appends):
-        if i in resolved:
-            continue
-        st = req.stream
-        locks.append((stream_class, f"{st.tenant}/{st.domain}/{st.aggregate_id}", True))
-        locks.append((dcb_class, "*", False))
-        for e in req.events:
-            locks.append((dcb_class, f"y/{e.type}", False))
-            locks.extend((dcb_class, f"t/{tag}", False) for tag in e.tags)
-    for check in unit.expects:
-        st = check.stream
-        locks.append((stream_class, f"{st.tenant}/{st.domain}/{st.aggregate_id}", True))
-    for cond in unit.conditions:
-        for item in cond.query.items:
-            if item.tags:
-                locks.extend((dcb_class, f"t/{tag}", True) for tag in item.tags)
-            elif item.types:
-                locks.extend((dcb_class, f"y/{t}", True) for t in item.types)
-            else:
-                locks.append((dcb_class, "*", True))
-    return [c for c, _, _ in locks], [k for _, k, _ in locks], [x for _, _, x in locks]
 
 
 def tagged_run(
@@ -132,13 +93,23 @@ def one_statement(unit: WriteUnit, resolved: dict[int, AppendResult]) -> bool:
 
 
 def tagged_args(
-    requests: Sequence[AppendRequest], cond: ConditionCheck | None, now: int
+    requests: Sequence[AppendRequest],
+    cond: ConditionCheck | None,
+    now: int,
+    classes: tuple[int, int],
 ) -> tuple[Any, ...]:
     """The arguments of the ``append_tagged`` function for a run of tagged ``requests`` and
-    at most one condition (functions.py)."""
+    at most one condition (functions.py, append_v11.py)."""
     st = requests[0].stream
     events = [r.events[0] for r in requests]
-    return (st.tenant, st.domain, *event_arrays(events), now, *_condition_args(cond))
+    return (
+        st.tenant,
+        st.domain,
+        *event_arrays(events),
+        now,
+        *_condition_args(cond),
+        *tagged_locks(requests, cond, classes),
+    )
 
 
 _ONE_SQL: dict[str, str] = {}
@@ -150,17 +121,18 @@ def tagged_call(
     requests: Sequence[AppendRequest],
     cond: ConditionCheck | None,
     now: int,
+    classes: tuple[int, int],
 ) -> tuple[str, tuple[Any, ...]]:
     """The statement and arguments of a tagged append: ``append_tagged_one`` (scalar event
     arguments) for a single event, else ``append_tagged`` (functions.py); both answer
     (o_status, o_item, o_xid, o_ids)."""
     if len(requests) != 1:
-        return append_tagged, tagged_args(requests, cond, now)
+        return append_tagged, tagged_args(requests, cond, now, classes)
     sql = _ONE_SQL.get(s)
     if sql is None:
         sql = _ONE_SQL[s] = (
             f"SELECT o_status, o_item, o_xid, o_ids FROM {s}.append_tagged_one"
-            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
         )
     st, e = requests[0].stream, requests[0].events[0]
     return sql, (
@@ -175,6 +147,7 @@ def tagged_call(
         " ".join(e.tags) or None,
         now,
         *_condition_args(cond),
+        *tagged_locks(requests, cond, classes),
     )
 
 

@@ -14,9 +14,9 @@ writers queue in:
   excludes every writer of an event it could match, and unconditional writers never wait on each
   other.
 
-Every transaction takes its locks in one global order, (class, key hash), so there are no
-deadlocks between writers (the functions' IF on the two classes is constant: it picks that
-order).
+Every transaction takes its locks in one global order, so there are no deadlocks between
+writers (the functions' IF on the two classes is constant: it picks that order): (class, key
+hash) up to schema 10, (class, key text) from schema 11 (append_v11.py).
 
 ``append_tagged`` is a whole tagged append (``store.append_tagged``) in one autocommit
 statement: it takes every lock the unit needs (as ``dcb.LOCK_SQL`` does), then checks, then

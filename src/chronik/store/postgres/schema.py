@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from chronik.errors import ConfigurationError
+from chronik.store.postgres.append_v11 import MIGRATION_11
 from chronik.store.postgres.functions import (
     APPEND_EVENT,
     APPEND_EVENT_V6,
@@ -27,7 +28,6 @@ from chronik.store.postgres.functions import (
     APPEND_TAGGED_ONE,
     DROP_V1_FUNCTIONS,
 )
-from chronik.store.postgres.stream_append import APPEND_EVENT_V11, APPEND_EVENTS_V11
 from chronik.store.postgres.tenancy import TENANT_COLUMN_MIGRATION, TENANT_MIGRATION
 
 if TYPE_CHECKING:
@@ -190,9 +190,9 @@ MIGRATIONS: Final[dict[int, list[str]]] = {
     # the append functions write each event's tenant; the trigger of 9 runs only for an insert
     # that leaves it out (tenancy.py)
     10: TENANT_COLUMN_MIGRATION,
-    # the stream append functions in fewer statements: one for an untagged append's locks, one
-    # UPDATE ... RETURNING for the stream row (stream_append.py)
-    11: [APPEND_EVENTS_V11, APPEND_EVENT_V11],
+    # every advisory lock in (class, key text) order, a tagged append's keys sorted by the
+    # caller; the stream append functions in fewer statements (append_v11.py)
+    11: MIGRATION_11,
 }
 
 

@@ -35,7 +35,9 @@ from chronik.store.postgres.functions import (
 )
 
 __all__ = [
+    "APPEND_TAGGED_ONE_V10",
     "APPEND_TAGGED_ONE_V9",
+    "APPEND_TAGGED_V10",
     "APPEND_TAGGED_V9",
     "TAG_POLICY",
     "TENANT_COLUMN_MIGRATION",
@@ -151,6 +153,9 @@ def _tenant_written(function: str) -> str:
     )
 
 
+APPEND_TAGGED_V10: Final = _tenant_written(APPEND_TAGGED_V9)
+APPEND_TAGGED_ONE_V10: Final = _tenant_written(APPEND_TAGGED_ONE_V9)
+
 #: Schema version 10: the append functions write the tenant; the trigger fills it in only for
 #: an insert that leaves it out (NULL: the column has no default any more).
 TENANT_COLUMN_MIGRATION: Final[list[str]] = [
@@ -158,8 +163,8 @@ TENANT_COLUMN_MIGRATION: Final[list[str]] = [
     "DROP TRIGGER events_tenant ON {s}.events",
     "CREATE TRIGGER events_tenant BEFORE INSERT ON {s}.events "
     "FOR EACH ROW WHEN (NEW.tenant IS NULL) EXECUTE FUNCTION {s}.event_tenant()",
-    *(
-        _tenant_written(function)
-        for function in (APPEND_EVENTS_V6, APPEND_EVENT_V6, APPEND_TAGGED_V9, APPEND_TAGGED_ONE_V9)
-    ),
+    _tenant_written(APPEND_EVENTS_V6),
+    _tenant_written(APPEND_EVENT_V6),
+    APPEND_TAGGED_V10,
+    APPEND_TAGGED_ONE_V10,
 ]

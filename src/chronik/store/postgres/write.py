@@ -28,16 +28,15 @@ from chronik.store.base import (
     match_duplicate,
 )
 from chronik.store.postgres.dcb import (
-    LOCK_SQL,
     check_unit,
     event_arrays,
     one_statement,
     tagged_call,
     tagged_run,
-    unit_locks,
 )
 from chronik.store.postgres.deletion import apply_delete
 from chronik.store.postgres.leases import write_leases
+from chronik.store.postgres.locks import LOCK_SQL, unit_locks
 from chronik.store.postgres.schema import dcb_lock_class, lock_class, quote_schema
 from chronik.store.postgres.tables import write_tables
 
@@ -90,7 +89,7 @@ class Statements(NamedTuple):
             f"SELECT o_status, o_actual, o_xid, o_ids FROM {s}.append_events"
             "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             f"SELECT o_status, o_item, o_xid, o_ids FROM {s}.append_tagged"
-            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
             "SELECT e.event_id, e.type, e.schema_version, e.payload, e.metadata, "
             "e.content_type, s.tenant, s.domain, s.aggregate_id, e.sequence, e.xid, e.id, "
             "e.recorded_at, e.tags "
@@ -281,7 +280,8 @@ async def append_tagged_on(
     """Run the ``append_tagged`` function for a run of tagged ``requests`` (dcb.tagged_run)
     and at most one condition: their results, or None when an event or a stream of them is
     stored already (nothing written); raises AppendConditionFailed."""
-    statement, args = tagged_call(sql.s, sql.append_tagged, requests, cond, now)
+    classes = (sql.lock_class, sql.dcb_lock_class)
+    statement, args = tagged_call(sql.s, sql.append_tagged, requests, cond, now, classes)
     status, item, xid, ids = await conn.fetchrow(statement, *args)
     if status == 0:
         return [
