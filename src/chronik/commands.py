@@ -3,10 +3,11 @@
 One dispatch, step by step (``CommandBus._dispatch`` and ``_run`` read in this order):
 
 1. *route*: check the command (domain, type, payload schema, id, expected sequence) and find
-   its domain's model; the checked command travels as a ``_Routed``;
+   its domain's model; the checked command travels as a ``Routed``;
 2. take the stream's lock: in-process, and durable if the domain opted in (a store lease,
    ``chronik.aggregate_locks``);
-3. *dedupe*: return the earlier result if this command id was already handled;
+3. *dedupe*: return the earlier result if this command id was already handled (at once, or
+   after the decision: see below);
 4. *load* the state (cached, or snapshot + tail, ``chronik.repository``);
 5. *decide*: run the business logic through the handler middleware, turn its events into the
    events to append (``chronik.decisions``) and the state after them;
@@ -15,15 +16,21 @@ One dispatch, step by step (``CommandBus._dispatch`` and ``_run`` read in this o
 
 Event ids derive from the command id, so a retried command can never append twice: a
 concurrent duplicate loses the append race and then finds the winner's events.
+
+A command id this process has not appended lately skips the read of step 3 (*lazy dedupe*;
+not with outbox rules): the append's unique event ids find an earlier dispatch, and a command
+that fails, decides nothing or meets stored events of its id then looks for the earlier
+result, as step 3 would have. Only a dispatch of the id by another process, appended right
+after the version this process had cached, is then told ``duplicate=False`` (same events).
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import random
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import msgspec
 
@@ -31,6 +38,7 @@ from chronik import dcb_dispatch, decisions
 from chronik.aggregate_locks import DurableLock, StreamLocks
 from chronik.codec import EventRegistry
 from chronik.dcb_decider import DcbDecider
+from chronik.decisions import Decision, Routed
 from chronik.domain_model import DomainModel
 from chronik.emitter import Emitter
 from chronik.errors import (
@@ -43,7 +51,7 @@ from chronik.errors import (
     ValidationError,
     WrongExpectedVersion,
 )
-from chronik.ids import event_id_for, new_event_id
+from chronik.ids import event_id_for
 from chronik.messages import (
     NO_STREAM,
     TYPE_NAME_RE,
@@ -54,7 +62,7 @@ from chronik.messages import (
     RecordedEvent,
     StreamId,
 )
-from chronik.middleware import Chains
+from chronik.middleware import Chains, as_list
 from chronik.repository import Loaded, Repository
 from chronik.store.base import AppendRequest, EventStore, PreparedEvent
 
@@ -68,7 +76,7 @@ __all__ = [
     "event_id_for",
 ]
 
-MAX_COMMAND_ID: Final = 128
+RECENT_IDS: Final = 10_000  # command ids appended here that the bus remembers (lazy dedupe)
 
 
 class RetryPolicy(msgspec.Struct, frozen=True):
@@ -92,7 +100,8 @@ class CommandResult(msgspec.Struct, frozen=True):
 
     ``duplicate`` is true when the bus found that the command id had been handled before and
     appended nothing; ``events`` are then the ones the first dispatch appended. (Two dispatches
-    of one id that race may both report False: the store still appends the events only once.)
+    of one id that race may both report False, as may one on a state cached before another
+    process's dispatch of the id: the store still appends the events only once.)
     """
 
     command_id: str
@@ -115,29 +124,6 @@ HandlerFn = Callable[[Command, Any], Awaitable[list[Any]]]
 HandlerMiddleware = Callable[[Command, Any, HandlerFn], Awaitable[list[Any]]]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Routed:
-    """A checked command and what its dispatch needs: the model, stream, ids and metadata."""
-
-    model: DomainModel
-    command: Command
-    stream: StreamId
-    command_id: str
-    known_id: bool  # the caller gave the id: an earlier dispatch of it may exist
-    metadata: Metadata  # of the events: correlation and causation set
-    expected_sequence: int | None
-    first: str  # the id of the first event the command appends (derived once)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Decision:
-    """What the logic decided: its events, the append they make, the state after them."""
-
-    events: list[Any]
-    request: AppendRequest
-    state: Any
-
-
 class CommandBus:
     """Dispatches commands to in-process domain models over one event store."""
 
@@ -158,6 +144,9 @@ class CommandBus:
         self._locks = StreamLocks(store, self.repository.forget)  # durable ones load afresh
         self._outbox: list[OutboxRule] = []
         self.emitter = Emitter()  # after-commit handlers: committed results go there
+        self._encodings = decisions.Encodings(registry)
+        self._dcb: set[str] = set()  # the domains of DcbDeciders
+        self._appended_ids: OrderedDict[str, None] = OrderedDict()  # the latest, for dedupe
 
     # --- configuration ------------------------------------------------------------------------
 
@@ -168,6 +157,8 @@ class CommandBus:
             raise ConfigurationError(f"domain {model.domain!r} is already registered")
         self._locks.set(model, lock)
         self._models[model.domain] = model
+        if isinstance(model, DcbDecider):
+            self._dcb.add(model.domain)
         self._chains.add_model(model)
         return model
 
@@ -223,73 +214,82 @@ class CommandBus:
     async def _dispatch(self, command: Command) -> CommandResult:
         routed = self._route(command)
         async with self._locks.hold(routed.stream):
-            if isinstance(routed.model, DcbDecider):
-                return self.emitter.committed(await self._run_dcb(routed, routed.model))
+            if routed.stream.domain in self._dcb:
+                return self.emitter.committed(await self._run_dcb(routed))
             return self.emitter.committed(await self._run(routed))
 
-    def _route(self, command: Command) -> _Routed:
+    def _route(self, command: Command) -> Routed:
         """Step 1: the command checked, parsed by its domain's model, with ids and metadata."""
         stream = command.stream  # validates domain, aggregate id and tenant
         if not isinstance(command.type, str) or not TYPE_NAME_RE.fullmatch(command.type):
             raise ValidationError(f"invalid command type {command.type!r}", field="type")
         model = self.model(command.domain)
-        command = model.parse(command)
-        expected = command.expected_sequence
-        if expected is not None and (type(expected) is not int or expected < -1):
-            raise ValidationError(
-                f"invalid expected_sequence {expected!r}", field="expected_sequence"
-            )
-        command_id = command.command_id
-        known_id = command_id is not None
-        if command_id is None:
-            command_id = new_event_id()
-        elif not isinstance(command_id, str) or not 0 < len(command_id) <= MAX_COMMAND_ID:
-            raise ValidationError(f"invalid command id {command_id!r}", field="command_id")
-        metadata = Metadata.of(command.metadata).of_command(command_id)
-        first = "" if isinstance(model, DcbDecider) else event_id_for(command_id, 0)  # DCB: unused
-        return _Routed(model, command, stream, command_id, known_id, metadata, expected, first)
+        return decisions.route(model, command, stream, command.domain in self._dcb)
 
-    async def _run(self, r: _Routed) -> CommandResult:
+    async def _run(self, r: Routed) -> CommandResult:
         """Steps 3 to 7 under the stream's lock: dedupe, load, decide, append, retry."""
         last_error: WrongExpectedVersion | None = None
         for attempt in range(self.retry.attempts):
-            if r.known_id:
+            loaded = self.repository.cached(r.stream) if attempt == 0 else None
+            hit = loaded is not None  # lazy dedupe (module docstring): step 3 waits
+            lazy = attempt == 0 and r.known_id and not self._outbox
+            lazy = lazy and r.command_id not in self._appended_ids
+            if r.known_id and not lazy:
                 previous = await self._previous(r)
                 if previous is not None:
                     return previous
-            loaded = await self._load(r, use_cache=attempt == 0)
-            decision = await self._decide(r, loaded)
-            if decision is None:
-                return CommandResult(r.command_id, r.stream, [], loaded.version)
             try:
-                result = await self._append(r, decision)
-            except WrongExpectedVersion as exc:  # a concurrent write: load and decide again
-                last_error = exc
-                await asyncio.sleep(self.retry.delay(attempt))
-                continue
-            except DuplicateEventError:
-                previous = await self._previous(r)
-                if previous is None:
-                    raise
-                return previous
-            return await self._appended(r, loaded, decision, result)
+                if loaded is None:
+                    loaded = await self._load(r, use_cache=attempt == 0)
+                elif r.expected_sequence is not None:
+                    self._check_expected(r, loaded)
+                decision = await self._decide(r, loaded)
+            except Exception as exc:
+                if lazy:  # the earlier result, if the id had one, as a first check gives it
+                    return await self._previous_or(r, exc)
+                raise
+            if decision is None:
+                if lazy and (previous := await self._previous(r)) is not None:
+                    return previous
+                return CommandResult(r.command_id, r.stream, [], loaded.version)
+            try:  # step 6 (with the outbox rules' messages)
+                if self._outbox and r.model.typed_events:
+                    result = await decisions.append_with_outbox(self.store, self._outbox, decision)
+                else:
+                    result = await self.store.append_prepared(decision.request)
+            except BaseException as exc:
+                self.repository.forget(r.stream)  # whatever happened, the cache cannot tell
+                if isinstance(exc, WrongExpectedVersion):  # a concurrent write: decide again
+                    last_error = exc
+                    await asyncio.sleep(self.retry.delay(attempt))
+                    continue
+                if isinstance(exc, Exception) and (lazy or isinstance(exc, DuplicateEventError)):
+                    return await self._previous_or(r, exc)  # the id's events are not ours
+                raise
+            if result.first_sequence != (0 if loaded.version is None else loaded.version + 1):
+                return await self._made_before(r, decision, result, lazy)
+            recorded = decisions.recorded_now(decision.request, result)
+            if recorded is None:
+                recorded = await decisions.recorded(self.store, decision.request, result)
+            return self._appended(r, loaded, decision, result, recorded, hit)
         raise ConcurrencyError(
             f"{r.command.type} on {r.stream} lost the append race {self.retry.attempts} times"
         ) from last_error
 
-    async def _run_dcb(self, r: _Routed, model: DcbDecider) -> CommandResult:
+    async def _run_dcb(self, r: Routed) -> CommandResult:
         """Steps 3 to 7 for business logic over a query (``chronik.dcb_dispatch``)."""
+        model = cast(DcbDecider, r.model)
         if r.expected_sequence is not None:
             raise ValidationError(f"{r.command.domain} has no streams", field="expected_sequence")
-        run = dcb_dispatch.DcbRun(model, r.command, r.stream, r.command_id, r.known_id, r.metadata)
-        handler = self._chains.handler(model)
-        retry = self.retry
+        metadata = Metadata(r.metadata)
+        run = dcb_dispatch.DcbRun(model, r.command, r.stream, r.command_id, r.known_id, metadata)
+        handler, retry = self._chains.handler(model), self.retry
         events, again = await dcb_dispatch.run(
             run, self.store, self.registry, handler, self._outbox, retry.attempts, retry.delay
         )
         return CommandResult(r.command_id, r.stream, events, None, duplicate=again)
 
-    async def _load(self, r: _Routed, use_cache: bool) -> Loaded:
+    async def _load(self, r: Routed, use_cache: bool) -> Loaded:
         """Step 4: the stream's state, checked against the command's expected sequence."""
         try:
             loaded = await self.repository.load(r.model, r.stream, use_cache=use_cache)
@@ -297,103 +297,101 @@ class CommandBus:
             raise
         except Exception as exc:  # an evolve / apply method that fails on stored events
             raise HandlerError(r.command.domain, r.command.type, exc) from exc
+        self._check_expected(r, loaded)
+        return loaded
+
+    def _check_expected(self, r: Routed, loaded: Loaded) -> None:
         expected = r.expected_sequence
         if expected is not None and loaded.version != (None if expected == -1 else expected):
             self.repository.forget(r.stream)
             raise WrongExpectedVersion(r.stream, expected, loaded.version)
-        return loaded
 
-    async def _decide(self, r: _Routed, loaded: Loaded) -> _Decision | None:
+    async def _decide(self, r: Routed, loaded: Loaded) -> Decision | None:
         """Step 5: the logic's events as an append request and the state after them (None:
         no events). A failure drops the cached state, which may have been changed in place."""
         try:
-            decided = await self._call_logic(r, self._chains.handler(r.model), loaded.state)
+            try:
+                if self._chains.bare_handlers:  # no middleware: the chain's innermost call
+                    decided = r.model.decide(r.command, loaded.state)
+                    if type(decided) is not list:
+                        decided = await as_list(decided)
+                else:
+                    decided = await self._chains.handler(r.model)(r.command, loaded.state)
+            except ChronikError:
+                raise
+            except Exception as exc:
+                raise HandlerError(r.command.domain, r.command.type, exc) from exc
             if not decided:
                 return None
-            typed = r.model.typed_events
-            events = [decisions.typed(self.registry, e) for e in decided] if typed else decided
-            reg = self.registry if typed else None  # None: untyped logic returns EventData
-            if typed and self.registry.keys is not None:  # personal-data subject keys
-                await self.registry.load_keys(events)
-            data = decisions.event_data(reg, events, r.command, r.command_id, r.metadata, r.first)
             expected = NO_STREAM if loaded.version is None else loaded.version
-            request = self.store.prepare(r.stream, data, expected)
-            own = decisions.evolvable(typed, r.stream, loaded.version, events, request.events)
-            state = self._call_settle(r, loaded.state, own)
+            typed = r.model.typed_events  # registered classes (the common case): encoded now
+            prepared = self._encodings.prepared(r, decided, self.store) if typed else None
+            if prepared is not None:
+                events, request = decided, AppendRequest(r.stream, prepared, expected)
+            else:
+                events, request = await decisions.request(
+                    self.registry, self.store, r, decided, expected
+                )
+                decided = decisions.evolvable(
+                    typed, r.stream, loaded.version, events, request.events
+                )
+            try:
+                state = self.repository.settle(r.model, loaded.state, decided)
+            except ChronikError:
+                raise
+            except Exception as exc:
+                raise HandlerError(r.command.domain, r.command.type, exc) from exc
         except BaseException:
             self.repository.forget(r.stream)
             raise
-        return _Decision(events, request, state)
+        return Decision(events, request, state)
 
-    async def _call_logic(self, r: _Routed, call: HandlerFn, state: Any) -> list[Any]:
-        try:
-            return await call(r.command, state)
-        except ChronikError:
-            raise
-        except Exception as exc:
-            raise HandlerError(r.command.domain, r.command.type, exc) from exc
-
-    def _call_settle(self, r: _Routed, state: Any, events: list[Any]) -> Any:
-        try:
-            return self.repository.settle(r.model, state, events)
-        except ChronikError:
-            raise
-        except Exception as exc:
-            raise HandlerError(r.command.domain, r.command.type, exc) from exc
-
-    async def _append(self, r: _Routed, decision: _Decision) -> AppendResult:
-        """Step 6: append (with the outbox rules' messages); any failure drops the cache."""
-        try:
-            if self._outbox and r.model.typed_events:
-                return await self._append_with_outbox(decision.request, decision.events)
-            return await self.store.append_prepared(decision.request)
-        except BaseException:
-            self.repository.forget(r.stream)
-            raise
-
-    async def _append_with_outbox(self, request: AppendRequest, events: list[Any]) -> AppendResult:
-        async with self.store.transaction() as tx:
-            tx.append_prepared(request)
-            decided = zip(events, request.events, [request.stream] * len(events), strict=True)
-            decisions.record_outbox(tx, self._outbox, decided)
-        return tx.results[0]
-
-    async def _appended(
-        self, r: _Routed, loaded: Loaded, decision: _Decision, result: AppendResult
+    async def _made_before(
+        self, r: Routed, decision: Decision, result: AppendResult, lazy: bool
     ) -> CommandResult:
-        """The result of an append: the new state kept (and maybe snapshotted), unless the
-        store returned an earlier append of these events made by a concurrent dispatch."""
+        """The result of an append the store found made earlier, on another version."""
+        self.repository.forget(r.stream)
+        if lazy and (previous := await self._previous(r)) is not None:
+            return previous  # all of the earlier dispatch's events
         recorded = await decisions.recorded(self.store, decision.request, result)
-        if result.first_sequence != (0 if loaded.version is None else loaded.version + 1):
-            # made on another version than ours: our state is not the stream's
-            self.repository.forget(r.stream)
-            return CommandResult(
-                r.command_id, r.stream, recorded, result.last_sequence, duplicate=True
-            )
-        after = msgspec.structs.replace(loaded, state=decision.state, version=result.last_sequence)
-        after.personal = loaded.personal or self.repository.carries_personal(
-            decision.request.events
-        )
-        self.repository.remember(r.model, r.stream, after)
-        self.repository.maybe_snapshot(r.model, r.stream, after)
+        return CommandResult(r.command_id, r.stream, recorded, result.last_sequence, duplicate=True)
+
+    def _appended(
+        self,
+        r: Routed,
+        loaded: Loaded,
+        decision: Decision,
+        result: AppendResult,
+        recorded: list[RecordedEvent],
+        hit: bool,
+    ) -> CommandResult:
+        """The result of our append: the new state kept (cached already when ``hit``)."""
+        loaded.state, loaded.version = decision.state, result.last_sequence
+        if not loaded.personal and self.registry.keys is not None:
+            loaded.personal = self.repository.carries_personal(decision.request.events)
+        if not hit:
+            self.repository.remember(r.model, r.stream, loaded)
+        self.repository.maybe_snapshot(r.model, r.stream, loaded)
+        if r.known_id:
+            ids = self._appended_ids
+            ids[r.command_id] = None
+            if len(ids) > RECENT_IDS:
+                ids.popitem(last=False)
         return CommandResult(r.command_id, r.stream, recorded, result.last_sequence)
 
-    async def _previous(self, r: _Routed) -> CommandResult | None:
+    async def _previous(self, r: Routed) -> CommandResult | None:
         """Step 3: the result of an earlier dispatch of the command's id, if it appended events."""
-        first = await self.store.get_event(r.first)
-        if first is None:
+        events = await decisions.earlier(self.store, r.stream, r.command_id, r.first)
+        if events is None:
             return None
-        if first.stream != r.stream:
-            raise ValidationError(
-                f"command id {r.command_id!r} was already used for {first.stream}",
-                field="command_id",
-            )
-        events: list[RecordedEvent] = []
-        async for event in self.store.read_stream(r.stream, first.sequence):
-            if event.event_id != event_id_for(r.command_id, len(events)):
-                break
-            events.append(event)
         return CommandResult(r.command_id, r.stream, events, events[-1].sequence, duplicate=True)
+
+    async def _previous_or(self, r: Routed, exc: Exception) -> CommandResult:
+        """The earlier result of the command's id, else ``exc`` raised."""
+        previous = await self._previous(r)
+        if previous is None:
+            raise exc
+        return previous
 
     async def close(self) -> None:
         """Wait for background snapshot writes."""

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
         HandlerMiddleware,
     )
 
-__all__ = ["Chains"]
+__all__ = ["Chains", "as_list"]
 
 
 class Chains:
@@ -39,6 +39,8 @@ class Chains:
         self._handlers: dict[str, HandlerFn] = {}
         #: the dispatch wrapped in every dispatch middleware
         self.dispatch: Dispatch = dispatch
+        #: no handler middleware: the bus may call a model's ``decide`` itself
+        self.bare_handlers = True
 
     def use(self, middleware: DispatchMiddleware) -> None:
         """Add a dispatch middleware (innermost so far) and rebuild the dispatch chain."""
@@ -51,6 +53,7 @@ class Chains:
     def use_handler(self, middleware: HandlerMiddleware) -> None:
         """Add a handler middleware (innermost so far) and rebuild every domain's chain."""
         self._handler_middleware.append(middleware)
+        self.bare_handlers = False
         for model in self._models.values():
             self._handlers[model.domain] = self._handler_chain(model)
 
@@ -77,11 +80,16 @@ def _logic(model: DomainModel) -> HandlerFn:
         events: Any = model.decide(command, state)
         if type(events) is list:  # the common case (a Decider's): no awaitable check, no copy
             return events
-        if inspect.isawaitable(events):
-            events = await events
-        return list(events)
+        return await as_list(events)
 
     return decide
+
+
+async def as_list(events: Any) -> list[Any]:
+    """What a model's ``decide`` returned that is not a list, as one (awaited first)."""
+    if inspect.isawaitable(events):
+        events = await events
+    return list(events)
 
 
 def _bind_dispatch(mw: DispatchMiddleware, call_next: Dispatch) -> Dispatch:

@@ -74,9 +74,8 @@ class Repository:
     async def load(self, model: DomainModel, stream: StreamId, use_cache: bool = True) -> Loaded:
         """The stream's state: from the cache, else the latest usable snapshot plus the tail."""
         if use_cache:
-            hit = self._cache.get(stream)
+            hit = self.cached(stream)
             if hit is not None:
-                self._cache.move_to_end(stream)
                 return hit
         start = time.perf_counter()
         state: Any = None
@@ -138,6 +137,13 @@ class Repository:
             replayed += 1
         ms = (time.perf_counter() - start) * 1000
         return Loaded(state, version, snap_seq, replayed, ms, carries)
+
+    def cached(self, stream: StreamId) -> Loaded | None:
+        """The stream's cached state (now the most recently used), or None."""
+        hit = self._cache.get(stream)
+        if hit is not None:
+            self._cache.move_to_end(stream)
+        return hit
 
     def _personal_types(self) -> frozenset[str]:
         """The registry's personal types while a key ring is attached (else none)."""
@@ -218,7 +224,11 @@ class Repository:
 
     def settle(self, model: DomainModel, state: Any, events: list[Any]) -> Any:
         """The state after the events a command decided (chronik's deadline events left out)."""
-        return model.settle(state, [e for e in events if type(e) not in INTERNAL_EVENTS])
+        for event in events:
+            if type(event) in INTERNAL_EVENTS:
+                events = [e for e in events if type(e) not in INTERNAL_EVENTS]
+                break
+        return model.settle(state, events)
 
     def _decode(self, event: RecordedEvent) -> Any:
         """A registered event as its class; one of a type not registered (a raw EventData the
