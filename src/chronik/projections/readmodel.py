@@ -9,7 +9,6 @@ and column names are validated identifiers; values are always bound parameters.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from operator import itemgetter
 from typing import Any, Final
 
 from chronik.errors import ValidationError
@@ -162,9 +161,7 @@ class ReadModel:
         self._tables = tables
         self._physical = {name: physical_name(name, generation) for name in tables}
         self._logical = {v: tables[k] for k, v in self._physical.items()}
-        # table -> (width, itemgetter, physical name, columns, primary key) of its first upsert
-        # (None: the table had two shapes of one width)
-        self._fast: dict[str, tuple[int, Any, str, tuple[str, ...], tuple[str, ...]] | None] = {}
+        self._targets: dict[str, tuple[Table, str, tuple[str, ...]]] = {}
         self.generation = generation
         self.writes: list[TableWrite] = []
         self.mark = 0  # writes before this index belong to events that succeeded (begin)
@@ -233,39 +230,14 @@ class ReadModel:
             )
         return table
 
-    def upsert(
-        self, table: str = "", row: Mapping[str, Any] | None = None, /, **values: Any
-    ) -> None:
+    def upsert(self, table: str, row: Mapping[str, Any] | None = None, **values: Any) -> None:
         """Insert the row, or update the given columns of the row with the same primary key."""
-        # table and row are positional-only, so CPython binds the keyword arguments to
-        # ``values`` without comparing each with every parameter name (upsert(table=...,
-        # row=...) still work: _upsert); the columns of a table's first upsert, given again
-        # in any order, are taken out of ``values`` by one itemgetter (KeyError: another shape)
-        fast = self._fast.get(table)
-        if fast is not None and row is None:
-            width, cells, physical, columns, key = fast
-            if len(values) == width:
-                try:
-                    row_values = cells(values)
-                except KeyError:  # another shape of the same width: the general way from
-                    self._fast[table] = None  # now on (no exception per row of either)
-                else:
-                    # TableWrite("upsert", ...) without the NamedTuple __new__ call
-                    self.writes.append(
-                        _new(TableWrite, ("upsert", physical, columns, row_values, None, key))
-                    )
-                    return
-        self._upsert(table, row, values)
-
-    def _upsert(self, table: str, row: Mapping[str, Any] | None, values: dict[str, Any]) -> None:
-        """``upsert`` of what its fast path leaves: a first row of its columns, a mapping,
-        a per-tenant table, the keyword forms ``table=`` and ``row=``."""
-        if not table and "table" in values:
-            table = values.pop("table")
-        if row is None and "row" in values:
-            row = values.pop("row")
-        t = self._table(table)
-        physical, key = self._physical[table], t.primary_key
+        try:
+            t, physical, key = self._targets[table]
+        except KeyError:
+            t = self._table(table)
+            physical, key = self._physical[table], t.primary_key
+            self._targets[table] = (t, physical, key)
         if row is not None:
             values = {**row, **values}
         if t.per_tenant:
@@ -276,8 +248,7 @@ class ReadModel:
             t.shape(columns)  # ValidationError if they are not the table's
         else:
             columns = known
-        if table not in self._fast and not t.per_tenant and len(columns) > 1:
-            self._fast[table] = (len(columns), itemgetter(*columns), physical, columns, key)
+        # TableWrite("upsert", ...) without the NamedTuple __new__ call
         self.writes.append(
             _new(TableWrite, ("upsert", physical, columns, tuple(values.values()), None, key))
         )
