@@ -38,15 +38,13 @@ from chronik import dcb_dispatch, decisions
 from chronik.aggregate_locks import DurableLock, StreamLocks
 from chronik.codec import EventRegistry
 from chronik.dcb_decider import DcbDecider
-from chronik.decisions import Decision, Routed
+from chronik.decisions import Decision, LogicErrors, Routed
 from chronik.domain_model import DomainModel
 from chronik.emitter import Emitter
 from chronik.errors import (
-    ChronikError,
     ConcurrencyError,
     ConfigurationError,
     DuplicateEventError,
-    HandlerError,
     UnknownDomain,
     ValidationError,
     WrongExpectedVersion,
@@ -291,12 +289,8 @@ class CommandBus:
 
     async def _load(self, r: Routed, use_cache: bool) -> Loaded:
         """Step 4: the stream's state, checked against the command's expected sequence."""
-        try:
+        with LogicErrors(r.command):  # an evolve / apply method that fails on stored events
             loaded = await self.repository.load(r.model, r.stream, use_cache=use_cache)
-        except ChronikError:
-            raise
-        except Exception as exc:  # an evolve / apply method that fails on stored events
-            raise HandlerError(r.command.domain, r.command.type, exc) from exc
         self._check_expected(r, loaded)
         return loaded
 
@@ -310,17 +304,13 @@ class CommandBus:
         """Step 5: the logic's events as an append request and the state after them (None:
         no events). A failure drops the cached state, which may have been changed in place."""
         try:
-            try:
+            with LogicErrors(r.command):
                 if self._chains.bare_handlers:  # no middleware: the chain's innermost call
                     decided = r.model.decide(r.command, loaded.state)
                     if type(decided) is not list:
                         decided = await as_list(decided)
                 else:
                     decided = await self._chains.handler(r.model)(r.command, loaded.state)
-            except ChronikError:
-                raise
-            except Exception as exc:
-                raise HandlerError(r.command.domain, r.command.type, exc) from exc
             if not decided:
                 return None
             expected = NO_STREAM if loaded.version is None else loaded.version
@@ -335,12 +325,8 @@ class CommandBus:
                 decided = decisions.evolvable(
                     typed, r.stream, loaded.version, events, request.events
                 )
-            try:
+            with LogicErrors(r.command):
                 state = self.repository.settle(r.model, loaded.state, decided)
-            except ChronikError:
-                raise
-            except Exception as exc:
-                raise HandlerError(r.command.domain, r.command.type, exc) from exc
         except BaseException:
             self.repository.forget(r.stream)
             raise

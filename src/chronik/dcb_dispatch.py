@@ -21,12 +21,11 @@ from chronik.codec import EventRegistry
 from chronik.dcb import AppendCondition, Query
 from chronik.dcb_decider import DcbDecider
 from chronik.deadline_events import INTERNAL_EVENTS, is_deadline_event
+from chronik.decisions import LogicErrors
 from chronik.errors import (
     AppendConditionFailed,
-    ChronikError,
     ConcurrencyError,
     DuplicateEventError,
-    HandlerError,
     ValidationError,
 )
 from chronik.ids import event_id_for
@@ -78,10 +77,10 @@ async def run(
             earlier = await previous(store, r.model.domain, r.command_id, r.stream.tenant)
             if earlier:
                 return earlier, True
-        with _LogicErrors(r.command):
+        with LogicErrors(r.command):
             query = r.model.query(r.command)
         state, after = await _fold(r, store, registry, query)
-        with _LogicErrors(r.command):
+        with LogicErrors(r.command):
             decided = await handler(r.command, state)
         if not decided:
             return [], False
@@ -89,7 +88,7 @@ async def run(
         if registry.keys is not None:  # personal-data subject keys
             await registry.load_keys(events)
         data = decisions.event_data(registry, events, r.command, r.command_id, r.metadata)
-        with _LogicErrors(r.command):
+        with LogicErrors(r.command):
             data = [_tagged(r.model, e, d) for e, d in zip(events, data, strict=True)]
         requests, check = store.prepare_tagged(
             data, AppendCondition(query, after), r.model.domain, r.stream.tenant
@@ -132,23 +131,6 @@ async def previous(
         events.append(event)
 
 
-class _LogicErrors:
-    """Turns a failure of the business logic (any exception but a ChronikError) into the
-    command's HandlerError, as the stream path does."""
-
-    __slots__ = ("command",)
-
-    def __init__(self, command: Command) -> None:
-        self.command = command
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, tp: object, exc: BaseException | None, tb: object) -> None:
-        if isinstance(exc, Exception) and not isinstance(exc, ChronikError):
-            raise HandlerError(self.command.domain, self.command.type, exc) from exc
-
-
 async def _fold(
     r: DcbRun, store: EventStore, registry: EventRegistry, query: Query
 ) -> tuple[Any, Position | None]:
@@ -163,7 +145,7 @@ async def _fold(
     while personal-data keys are attached."""
     model, tenant = r.model, r.stream.tenant
     after: Position | None = None
-    with _LogicErrors(r.command):
+    with LogicErrors(r.command):
         state = model.initial(r.stream.aggregate_id)
         evolve = model.evolver()
         if registry.keys is None:

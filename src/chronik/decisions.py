@@ -25,6 +25,7 @@ import msgspec
 from chronik.codec import EventRegistry
 from chronik.domain_model import DomainModel
 from chronik.errors import (
+    ChronikError,
     HandlerError,
     PayloadTooLarge,
     SerializationError,
@@ -51,6 +52,7 @@ __all__ = [
     "MAX_COMMAND_ID",
     "Decision",
     "Encodings",
+    "LogicErrors",
     "Routed",
     "append_with_outbox",
     "command_metadata",
@@ -368,3 +370,20 @@ def record_outbox(
             if out is not None:
                 message, kind = out if isinstance(out, tuple) else (out, "publish")
                 record(tx, message, kind, stream.tenant)
+
+
+class LogicErrors:
+    """``with LogicErrors(command):`` a failure of the business logic (any exception but a
+    ChronikError) becomes the command's HandlerError (both dispatch paths)."""
+
+    __slots__ = ("command",)
+
+    def __init__(self, command: Command) -> None:
+        self.command = command
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, tp: object, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, Exception) and not isinstance(exc, ChronikError):
+            raise HandlerError(self.command.domain, self.command.type, exc) from exc
