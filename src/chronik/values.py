@@ -181,6 +181,26 @@ def decode_json(data: bytes | bytearray | memoryview | str, field: str = "") -> 
 
 def encode_json(value: Any, field: str = "") -> bytes:
     """``value`` (builtins, dataclass, Struct) as JSON bytes, after the value rule checked it."""
+    if type(value) is dict:
+        # the common payload, a flat dict of ASCII keys and plain scalars, is settled here
+        # without the copy to builtins and the walk (same bytes: msgspec encodes it as is)
+        for key, item in value.items():
+            if type(key) is not str or not key.isascii():
+                break
+            t = type(item)  # _plain, inline
+            if t is str:
+                if not item.isascii():
+                    break
+            elif t is int:
+                if not INT64_MIN <= item <= INT64_MAX:
+                    break
+            elif t is float:
+                if not math.isfinite(item):
+                    break
+            elif item is not None and t is not bool:
+                break
+        else:
+            return _encoder.encode(value)
     try:
         plain = msgspec.to_builtins(value)
     except (TypeError, ValueError, OverflowError, RecursionError) as exc:

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import chronik
 from chronik.codec import (
@@ -140,3 +142,45 @@ async def test_store_append_refuses_values_out_of_the_rule_in_sqlite(tmp_path: P
     """An embedded append (SQLite) refuses them the same way; the store keeps working."""
     async with chronik.open_store(f"sqlite:///{tmp_path / 'v.db'}") as store:
         await _refused_appends(store)
+
+
+class _Dict(dict[str, Any]):
+    """A dict subclass: encode_json takes its general path (copy to builtins, then the walk)."""
+
+
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=INT64_MIN - 2, max_value=INT64_MAX + 2),
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(),
+    st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF),  # lone surrogates
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.one_of(st.text(), st.integers()), _SCALARS, max_size=6))
+def test_a_flat_dict_encodes_as_the_general_path_encodes_it(value: dict[Any, Any]) -> None:
+    """encode_json's flat-dict fast path gives the general path's bytes, or its refusal
+    naming the same field with the same reason."""
+
+    def outcome(v: Any) -> tuple[str, Any]:
+        try:
+            return "ok", encode_json(v, "payload")
+        except chronik.ValidationError as exc:
+            return type(exc).__name__, (exc.field, str(exc))
+
+    assert outcome(value) == outcome(_Dict(value))
+
+
+def test_event_type_names_are_checked_after_valid_ones_were_remembered() -> None:
+    """Valid type names are remembered (cheap to check again); a bad name, or a valid name
+    given as a non-str, is still refused naming ``type``."""
+    store = chronik.open_store("memory://")
+    for good in ("order.placed", "order.placed"):
+        store.prepare(chronik.StreamId("o", "1"), [chronik.EventData(good, {})], chronik.ANY)
+    for bad in ("order placed", "", "9lives", b"order.placed"):
+        with pytest.raises(chronik.InvalidEventType) as caught:
+            store.prepare(chronik.StreamId("o", "1"), [chronik.EventData(bad, {})], chronik.ANY)  # type: ignore[arg-type]
+        assert caught.value.field == "type"

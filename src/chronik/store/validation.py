@@ -81,6 +81,22 @@ def prepare_append(
     )
 
 
+#: event type names that passed TYPE_NAME_RE (most applications have a few dozen; bounded)
+_TYPE_NAMES: Final[set[str]] = set()
+_MAX_TYPE_NAMES: Final = 4096
+
+
+def _check_type_name(etype: object) -> None:
+    """InvalidEventType unless ``etype`` is a valid type name; remember the ones that are."""
+    if not isinstance(etype, str) or not TYPE_NAME_RE.fullmatch(etype):
+        raise InvalidEventType(
+            f"invalid event type {etype!r}: expected [A-Za-z][A-Za-z0-9_.:-]{{0,127}}",
+            field="type",
+        )
+    if type(etype) is str and len(_TYPE_NAMES) < _MAX_TYPE_NAMES:
+        _TYPE_NAMES.add(etype)
+
+
 def prepare_events(
     events: Iterable[EventData], max_payload_bytes: int, max_append_events: int
 ) -> list[PreparedEvent]:
@@ -103,28 +119,19 @@ def prepare_event(event: EventData, max_payload_bytes: int) -> PreparedEvent:
     if type(event) is not EventData:
         raise ValidationError(f"expected EventData, got {event!r}", field="events")
     etype = event.type
-    if not isinstance(etype, str) or not TYPE_NAME_RE.fullmatch(etype):
-        raise InvalidEventType(
-            f"invalid event type {etype!r}: expected [A-Za-z][A-Za-z0-9_.:-]{{0,127}}",
-            field="type",
-        )
+    if type(etype) is not str or etype not in _TYPE_NAMES:
+        _check_type_name(etype)
     version = event.schema_version
     if type(version) is not int or not 1 <= version <= 1_000_000:
         raise ValidationError(
             f"schema_version must be an int >= 1, got {version!r}", field="schema_version"
         )
-    event_id = check_event_id(event.event_id)
+    event_id = event.event_id
+    if type(event_id) is not str or not 0 < len(event_id) <= 64:
+        check_event_id(event_id)  # raises the ValidationError (a str subclass passes)
     content_type = event.content_type
     payload = event.payload
-    if isinstance(payload, bytes | bytearray | memoryview):
-        data = bytes(payload)
-        if len(data) > max_payload_bytes:  # before any parsing
-            raise PayloadTooLarge(len(data), max_payload_bytes)
-        if content_type == JSON:
-            decode_json(data, "payload")  # the value rule of chronik.codec
-        elif not isinstance(content_type, str) or not _CONTENT_TYPE_RE.fullmatch(content_type):
-            raise ValidationError(f"invalid content type {content_type!r}", field="content_type")
-    else:
+    if type(payload) is dict or not isinstance(payload, bytes | bytearray | memoryview):
         if content_type != JSON:
             raise ValidationError(
                 "content_type applies to bytes payloads only", field="content_type"
@@ -132,6 +139,14 @@ def prepare_event(event: EventData, max_payload_bytes: int) -> PreparedEvent:
         data = encode_json(payload, "payload")  # the value rule of chronik.codec
         if len(data) > max_payload_bytes:
             raise PayloadTooLarge(len(data), max_payload_bytes)
+    else:
+        data = bytes(payload)
+        if len(data) > max_payload_bytes:  # before any parsing
+            raise PayloadTooLarge(len(data), max_payload_bytes)
+        if content_type == JSON:
+            decode_json(data, "payload")  # the value rule of chronik.codec
+        elif not isinstance(content_type, str) or not _CONTENT_TYPE_RE.fullmatch(content_type):
+            raise ValidationError(f"invalid content type {content_type!r}", field="content_type")
     md = event.metadata
     if md is None or (isinstance(md, Metadata) and not md):
         meta = None
