@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -13,7 +14,7 @@ import pytest
 import chronik
 from chronik.cluster import ClusterConfig, Membership, members, read_view
 from chronik.cluster.store_backend import MEMBERS, StoreMembershipBackend
-from chronik.errors import ConfigurationError, ValidationError
+from chronik.errors import ConfigurationError, TransportUnavailable, ValidationError
 from chronik.health import Supervisor
 from chronik.store.base import EventStore
 
@@ -234,3 +235,28 @@ def test_the_docs_cluster_config_is_valid() -> None:
     cluster = load_config(path).cluster.check()
     assert cluster.enabled and cluster.node_id == "node-a" and cluster.ttl == 10
     assert cluster.advertise.grpc == "node-a.internal:50051"
+
+
+async def test_stop_leaves_even_when_the_last_round_fails_as_it_is_cancelled(
+    store: EventStore,
+) -> None:
+    """A heartbeat round that turns its cancellation into an error (a read that times out as
+    it is cancelled) does not make stop() raise: the node still leaves."""
+    m = node(store, "node-a")
+    await m.start()
+    entered = asyncio.Event()
+
+    async def failing_read(*args: object) -> Any:
+        entered.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            raise TransportUnavailable("reading the members timed out") from None
+        raise AssertionError("not reached")
+
+    m.backend.read = failing_read  # type: ignore[method-assign]
+    async with asyncio.timeout(5):
+        await entered.wait()  # the next round is inside the read
+    await m.stop()
+    [a] = await members(store)
+    assert a.state == "left" and not m.joined

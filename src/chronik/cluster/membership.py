@@ -202,8 +202,13 @@ class Membership:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except asyncio.CancelledError:
+                pass
+            except Exception as exc:  # a round that failed as it was stopped (a read timing
+                # out as the cancellation came): stopping goes on and the node still leaves
+                log.warning("cluster: %s stopped during a failing round: %r", self.node_id, exc)
         await self.leave()
 
     async def __aenter__(self) -> Membership:
