@@ -132,7 +132,8 @@ class MembershipConformance:
         await one.heartbeat(info("node-k"))
         await asyncio.sleep(_PAST)
         now = await one.heartbeat(info("node-b"))
-        assert [m.state for m in (await one.read(60.0, now))[0]] == ["alive", "dead"]
+        listed = (await one.read(60.0, now))[0]
+        assert [m.state for m in listed] == ["alive", "dead"], (now, listed)
         assert [m.node_id for m in (await one.read(0.05, now))[0]] == ["node-b"]
         assert await one.prune(0.05, now) == 1
         assert [m.node_id for m in (await backends().read(60.0))[0]] == ["node-b"]
