@@ -48,7 +48,6 @@ TENANT_RE: Final = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 TYPE_NAME_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,127}")
 MAX_AGGREGATE_ID = 256
 _POSITION_MAX: Final = 2**63 - 1  # int64: SQLite rowids, PostgreSQL bigint/xid8 columns
-_DOMAINS: Final[set[str]] = set()  # domains that passed DOMAIN_RE (an application has a few)
 
 # --- streams and positions --------------------------------------------------------------------
 
@@ -61,16 +60,11 @@ class StreamId(msgspec.Struct, frozen=True, order=True):
     tenant: str = ""
 
     def __post_init__(self) -> None:
-        domain = self.domain
-        if type(domain) is str and domain in _DOMAINS:  # a domain seen valid before
-            pass
-        elif not isinstance(domain, str) or not DOMAIN_RE.fullmatch(domain):
+        if not isinstance(self.domain, str) or not DOMAIN_RE.fullmatch(self.domain):
             raise InvalidStreamId(
                 f"invalid domain {self.domain!r}: expected [a-z][a-z0-9_.-]{{0,63}}",
                 field="domain",
             )
-        elif type(domain) is str and len(_DOMAINS) < 1024:
-            _DOMAINS.add(domain)
         aid = self.aggregate_id
         if (
             not isinstance(aid, str)
