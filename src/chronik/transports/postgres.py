@@ -12,6 +12,7 @@ A consumer claims rows with ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP
 setting a lease; a crashed consumer's rows come back when the lease ends. A row whose key has an
 older row in the same group is not claimable, so per-key order holds even across competing
 consumers. Acks are batched: a flusher deletes acknowledged rows (retrying across outages).
+A publish NOTIFYs after its commit, coalesced (``feed.Notifier``: commits that NOTIFY serialise).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import asyncpg
 import msgspec
@@ -31,6 +32,7 @@ from chronik.errors import (
     TransportUnavailable,
 )
 from chronik.store.postgres.errors import DRIVER_ERRORS, transport_unavailable
+from chronik.store.postgres.feed import Notifier
 from chronik.store.postgres.pool import ConnectionPool, timeout_settings
 from chronik.store.postgres.schema import migrate, quote_schema, split_url
 from chronik.transports.base import Delivery, Incoming, Message, Source, Transport
@@ -45,6 +47,9 @@ _OPTIONS: dict[str, Callable[[str], Any]] = {
     "lease": float,
     "dedup_window": float,
 }
+#: Seconds from a claim that came back short (not empty) to the next (a full one: at once): a
+#: busy consumer claims batches, not a row per NOTIFY (W11: ~1 claim a message before).
+CLAIM_LINGER: Final = 0.005
 _json = msgspec.json.Encoder()
 _headers = msgspec.json.Decoder(dict[str, str])
 
@@ -95,22 +100,18 @@ class PostgresTransport(Transport):
         # the store's server-side timeouts (URL options), on every connection but LISTEN's
         self.dsn, self.server_settings = timeout_settings(dsn, {})
         self.schema = query.get("schema", schema)
-        if not isinstance(self.schema, str) or not self.schema.isidentifier():
-            raise ConfigurationError(f"invalid schema name {self.schema!r}")
-        if self.schema != self.schema.lower():
-            raise ConfigurationError(f"schema name {self.schema!r} must be lower case")
-        quote_schema(self.schema)  # the store's rule: [a-z_][a-z0-9_]{0,62}
         self.pool_max_size = int(query.get("pool_max_size", pool_max_size))
         self.lease = float(query.get("lease", lease))
         self.dedup_window = float(query.get("dedup_window", dedup_window))
         if not 1 <= self.pool_max_size <= 1000 or self.lease <= 0 or self.dedup_window < 0:
             raise ConfigurationError("need pool_max_size 1..1000, lease > 0, dedup_window >= 0")
-        s = f'"{self.schema}"'
+        s = quote_schema(self.schema)  # the store's rule: [a-z_][a-z0-9_]{0,62}
         self.notify_channel = f"chronik_transport_{self.schema}"
         self._pool: ConnectionPool | None = None
         self._consumer_pool: ConnectionPool | None = None
         self._listener: asyncpg.Connection | None = None
         self._wakers: dict[str, set[asyncio.Event]] = {}
+        self._consuming = asyncio.Event()  # set by the first source: LISTEN from then on
         self._watch: asyncio.Task[None] | None = None
         # A published id is remembered for dedup_window (until the next purge after it);
         # dedup_window=0 turns deduplication off.
@@ -125,15 +126,13 @@ class PostgresTransport(Transport):
             "(channel, message_id, topic, key, headers, body) "
             "SELECT 't:' || g.topic || '/' || g.grp, $2, $1, $3, $4, $5 "
             f"FROM {s}.transport_groups g WHERE g.topic = $1 AND EXISTS (SELECT 1 FROM fresh) "
-            "RETURNING channel) "
-            f"SELECT pg_notify('{self.notify_channel}', c) FROM (SELECT DISTINCT channel c "
-            "FROM ins) n"
+            "RETURNING channel) SELECT DISTINCT channel FROM ins"
         )
         self._send_sql = fresh + (
             f"ins AS (INSERT INTO {s}.transport_messages "
             "(channel, message_id, topic, key, headers, body) "
             "SELECT $6, $2, $1, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM fresh) RETURNING channel) "
-            f"SELECT pg_notify('{self.notify_channel}', channel) FROM ins"
+            "SELECT channel FROM ins"
         )
         self._claim_sql = (
             f"UPDATE {s}.transport_messages m SET attempts = m.attempts + 1, "
@@ -172,6 +171,7 @@ class PostgresTransport(Transport):
     async def _open(self) -> None:
         pool = ConnectionPool(self.dsn, 1, self.pool_max_size, server_settings=self.server_settings)
         self._pool = pool
+        self._notifier = Notifier(self.notify_channel, pool.execute)
         try:
             await pool.open()
             async with pool.connection() as conn:
@@ -188,6 +188,7 @@ class PostgresTransport(Transport):
         self._watch = asyncio.get_running_loop().create_task(self._keep_listening())
 
     async def _close(self) -> None:
+        await self._notifier.close()
         if self._watch is not None:
             self._watch.cancel()
             with contextlib.suppress(BaseException):
@@ -203,21 +204,24 @@ class PostgresTransport(Transport):
                     pool.terminate()
 
     async def _keep_listening(self) -> None:
-        """One LISTEN connection; reconnects after an outage and wakes every consumer."""
+        """Purge old published ids; once a source starts, LISTEN too (reconnects after outages)."""
+        purge_every = max(1.0, self.dedup_window / 4)
         while True:
             try:
-                conn = await asyncpg.connect(self.dsn)
-                self._listener = conn
-                lost = asyncio.Event()
-                conn.add_termination_listener(_setter(lost))
-                await conn.add_listener(self.notify_channel, self._notified)
-                self._wake_all()
-                purge_every = max(1.0, self.dedup_window / 4)
-                while not lost.is_set():
+                until = self._consuming  # publishing only: purge until a source starts
+                if until.is_set():
+                    self._listener = conn = await asyncpg.connect(self.dsn)
+                    until = asyncio.Event()
+                    conn.add_termination_listener(lambda _conn, lost=until: lost.set())
+                    await conn.add_listener(self.notify_channel, self._notified)
+                    self._wake_all()
+                while not until.is_set():
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(lost.wait(), purge_every)
-                    if not lost.is_set():
+                        await asyncio.wait_for(until.wait(), purge_every)
+                    if not until.is_set():
                         await self._pool_execute(self._purge_sql)
+                if self._listener is None:
+                    continue  # a source started: LISTEN now
             except asyncio.CancelledError:
                 raise
             except (*DRIVER_ERRORS, TransportUnavailable):
@@ -241,9 +245,8 @@ class PostgresTransport(Transport):
         return self._pool
 
     async def _pool_execute(self, sql: str, *args: Any, consumer: bool = False) -> Any:
-        pool = self.pool()
-        if consumer and self._consumer_pool is not None:
-            pool = self._consumer_pool
+        pool = self.pool()  # raises TransportClosed once closed
+        pool = self._consumer_pool if consumer and self._consumer_pool is not None else pool
         try:
             return await pool.fetch(sql, *args)
         except DRIVER_ERRORS as exc:
@@ -259,7 +262,8 @@ class PostgresTransport(Transport):
 
     async def _put(self, sql: str, m: Message, dest: str) -> None:
         headers = _json.encode(m.headers).decode()
-        await self._pool_execute(sql, m.topic, m.id, m.key, headers, m.body, dest)
+        rows = await self._pool_execute(sql, m.topic, m.id, m.key, headers, m.body, dest)
+        self._notifier.add([r[0] for r in rows])  # its channels, NOTIFYed after the commit
 
     async def _source(
         self, kind: Literal["topic", "queue"], name: str, group: str, prefetch: int
@@ -267,12 +271,9 @@ class PostgresTransport(Transport):
         if self._consumer_pool is None:
             # Claims, acks and releases commit without waiting for the WAL flush: one lost in
             # a crash only means a redelivery. Publishes stay synchronous.
-            pool = ConnectionPool(
-                self.dsn,
-                1,
-                max(2, self.pool_max_size // 2),
-                server_settings={**self.server_settings, "synchronous_commit": "off"},
-            )
+            unsynced = {**self.server_settings, "synchronous_commit": "off"}
+            size = max(2, self.pool_max_size // 2)
+            pool = ConnectionPool(self.dsn, 1, size, server_settings=unsynced)
             try:
                 await pool.open()
             except DRIVER_ERRORS as exc:
@@ -290,8 +291,10 @@ class PostgresTransport(Transport):
         return _PostgresSource(self, channel, group)
 
 
-def _setter(event: asyncio.Event) -> Callable[[Any], None]:
-    return lambda _conn: event.set()
+def _incoming(r: Any) -> Incoming:
+    """A claimed row as a delivery (its token: the row id)."""
+    m = Message(topic=r[2], body=r[5], id=r[1], headers=_headers.decode(r[4]), key=r[3])
+    return Incoming(m, r[6], r[0])
 
 
 class _PostgresSource(Source):
@@ -300,10 +303,12 @@ class _PostgresSource(Source):
         self.channel = channel
         self.wake = asyncio.Event()
         self.t._wakers.setdefault(channel, set()).add(self.wake)
+        self.t._consuming.set()
         self.acks: list[int] = []
         self.touch_interval = transport.lease / 3
         self.keyed = False
         self.flusher: asyncio.Task[None] | None = None
+        self.next_claim = 0.0  # loop time before which no claim runs (CLAIM_LINGER)
 
     async def fetch(self, limit: int, wait: float) -> list[Incoming]:
         loop = asyncio.get_running_loop()
@@ -313,22 +318,17 @@ class _PostgresSource(Source):
             if flusher is not None and not flusher.done():
                 # claim once the acks are written: fewer, larger claims (as a plain loop does)
                 await asyncio.wait({flusher}, timeout=max(0.0, deadline - loop.time()))
+            if (linger := min(self.next_claim, deadline) - loop.time()) > 0:
+                await asyncio.sleep(linger)
             self.wake.clear()
+            start = loop.time()
             rows = await self.t._pool_execute(
                 self.t._claim_sql, self.channel, limit, self.t.lease, consumer=True
             )
+            self.next_claim = start + CLAIM_LINGER if 0 < len(rows) < limit else 0.0
             if rows:
                 rows.sort(key=lambda r: r[0])
-                return [
-                    Incoming(
-                        Message(
-                            topic=r[2], body=r[5], id=r[1], headers=_headers.decode(r[4]), key=r[3]
-                        ),
-                        r[6],
-                        r[0],
-                    )
-                    for r in rows
-                ]
+                return [_incoming(r) for r in rows]
             left = deadline - loop.time()
             if left <= 0:
                 return []

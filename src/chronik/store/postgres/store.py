@@ -46,7 +46,7 @@ from chronik.store.postgres.archive import PostgresArchive
 from chronik.store.postgres.errors import DRIVER_ERRORS, unavailable, write_error
 from chronik.store.postgres.failover import replay_state
 from chronik.store.postgres.feed import ChangeFeed
-from chronik.store.postgres.pool import TIMEOUTS, ConnectionPool, timeout_settings
+from chronik.store.postgres.pool import TIMEOUTS, ConnectionPool, timeout_settings, warm_appends
 from chronik.store.postgres.read import HORIZON, HorizonLag, PostgresReader
 from chronik.store.postgres.retention import PostgresRetention
 from chronik.store.postgres.schema import (
@@ -172,6 +172,12 @@ class PostgresEventStore(PostgresReader, PostgresArchive, PostgresRetention, Eve
         if self.standby:  # LISTEN is refused in recovery: _poll watches WAL replay instead
             self._health = StoreHealth(True, "hot standby: read-only")
             return
+        try:
+            sql = self.statements
+            await self._pool.initialize(warm_appends(sql.append_one, sql.append_many))
+        except DRIVER_ERRORS as exc:
+            self._pool.terminate()
+            raise unavailable("connecting", self.url, exc) from exc
         self._feed = ChangeFeed(
             self.dsn, f"chronik.{self.schema}", self._notify, self.server_settings
         )
