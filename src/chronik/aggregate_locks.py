@@ -1,7 +1,11 @@
 """Per-stream locks of the command bus: in-process always, durable for domains that opt in.
 
-Every command holds its stream's in-process ``asyncio.Lock`` while it is loaded, decided and
-appended, so one bus never races itself. A domain registered with a ``DurableLock`` (opt-in,
+Every command holds its stream's in-process lock while it is loaded, decided and appended,
+so one bus never races itself. A command that finds its stream free (nobody holds or waits for
+it, no durable lock) takes it at once without a lock object (``StreamLocks.take``); an
+``asyncio.Lock`` is made only when a second command comes for the stream (``StreamLocks.hold``)
+and is then taken on behalf of the first one. An entry lives while a command holds or waits
+for its stream. A domain registered with a ``DurableLock`` (opt-in,
 e.g. ``app.add_aggregate(Order, lock=chronik.DurableLock(ttl=30, wait=10))``) also holds a
 lease on its aggregate in the store (``chronik.store.leases``), so commands on one aggregate
 queue across buses and processes that share the store, on every adapter with leases (memory,
@@ -222,15 +226,21 @@ class _Entry:
     """A stream's in-process lock, how many dispatches hold or wait for it, and the durable
     hold of the one that holds it; ``async with`` it (``StreamLocks.hold``) once per user."""
 
-    __slots__ = ("durable", "lock", "locks", "stream", "users")
+    __slots__ = ("durable", "lock", "locks", "stream", "taker", "users")
 
-    def __init__(self, locks: StreamLocks, stream: StreamId) -> None:
+    def __init__(self, locks: StreamLocks, stream: StreamId, taker: bool = False) -> None:
         self.locks, self.stream = locks, stream
         self.lock = asyncio.Lock()
-        self.users = 0
+        #: the stream was taken (``StreamLocks.take``) by a user counted here, whose hold of
+        #: ``lock`` the next entering user acquires first
+        self.taker = taker
+        self.users = 1 if taker else 0
         self.durable: DurableHold | None = None
 
     async def __aenter__(self) -> None:
+        if self.taker:  # a free lock, no waiters: acquired at once, for the one that took it
+            self.taker = False
+            await self.lock.acquire()
         try:
             await self.lock.acquire()
         except BaseException:
@@ -269,6 +279,10 @@ class _Entry:
             del self.locks._entries[self.stream]
 
 
+#: the entry of a stream taken by ``StreamLocks.take`` while nobody waits for it
+_TAKEN: Final = _Entry.__new__(_Entry)
+
+
 class StreamLocks:
     """The bus's per-stream locks; ``len()`` counts the streams held or waited for."""
 
@@ -281,6 +295,7 @@ class StreamLocks:
         self.forget = forget
         #: domain -> its durable lock policy (the domains that opted in)
         self.policies: dict[str, DurableLock] = {}
+        #: the streams held or waited for: an entry, or _TAKEN (held by ``take``, no waiter)
         self._entries: dict[StreamId, _Entry] = {}
 
     def set(self, model: DomainModel, policy: DurableLock | None) -> None:
@@ -306,10 +321,28 @@ class StreamLocks:
         """``async with locks.hold(stream):`` the stream's locks for one command (counted as
         a user of them from this call: enter it at once)."""
         entry = self._entries.get(stream)
-        if entry is None:
-            entry = self._entries[stream] = _Entry(self, stream)
+        if entry is None or entry is _TAKEN:
+            entry = self._entries[stream] = _Entry(self, stream, entry is _TAKEN)
         entry.users += 1
         return entry
+
+    def take(self, stream: StreamId) -> bool:
+        """Hold the stream's lock at once if nobody holds or waits for it and its domain has
+        no durable lock (then ``give`` it back in a ``finally``); False: use ``hold``."""
+        entries = self._entries
+        if stream in entries or stream.domain in self.policies:
+            return False
+        entries[stream] = _TAKEN
+        return True
+
+    def give(self, stream: StreamId) -> None:
+        """Release what ``take`` held (to the next waiter, if one came meanwhile)."""
+        entry = self._entries[stream]
+        if entry is _TAKEN:
+            del self._entries[stream]
+        else:  # a waiter made the entry, and acquired its lock for us when it entered
+            entry._leave(not entry.taker)
+            entry.taker = False
 
     def __len__(self) -> int:
         return len(self._entries)

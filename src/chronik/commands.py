@@ -4,8 +4,8 @@ One dispatch, step by step (``CommandBus._dispatch`` and ``_run`` read in this o
 
 1. *route*: check the command (domain, type, payload schema, id, expected sequence) and find
    its domain's model; the checked command travels as a ``Routed``;
-2. take the stream's lock: in-process, and durable if the domain opted in (a store lease,
-   ``chronik.aggregate_locks``);
+2. take the stream's lock: in-process (no lock object while nobody waits), and durable if the
+   domain opted in (a store lease, ``chronik.aggregate_locks``);
 3. *dedupe*: return the earlier result if this command id was already handled (at once, or
    after the decision: see below);
 4. *load* the state (cached, or snapshot + tail, ``chronik.repository``);
@@ -14,8 +14,8 @@ One dispatch, step by step (``CommandBus._dispatch`` and ``_run`` read in this o
 6. *append* with the loaded version as expectation (with the outbox rules' messages);
 7. *retry on conflict*: on a concurrent write reload and decide again (bounded, jittered).
 
-Event ids derive from the command id, so a retried command can never append twice: a
-concurrent duplicate loses the append race and then finds the winner's events.
+Event ids derive from the command id, so a retried command never appends twice: a concurrent
+duplicate loses the append race and then finds the winner's events.
 
 A command id this process has not appended lately skips the read of step 3 (*lazy dedupe*;
 not with outbox rules): the append's unique event ids find an earlier dispatch, and a command
@@ -38,7 +38,7 @@ from chronik import dcb_dispatch, decisions
 from chronik.aggregate_locks import DurableLock, StreamLocks
 from chronik.codec import EventRegistry
 from chronik.dcb_decider import DcbDecider
-from chronik.decisions import Decision, LogicErrors, Routed
+from chronik.decisions import Decision, LogicErrors, Routed, logic_failed
 from chronik.domain_model import DomainModel
 from chronik.emitter import Emitter
 from chronik.errors import (
@@ -211,17 +211,26 @@ class CommandBus:
 
     async def _dispatch(self, command: Command) -> CommandResult:
         routed = self._route(command)
-        async with self._locks.hold(routed.stream):
-            if routed.stream.domain in self._dcb:
-                return self.emitter.committed(await self._run_dcb(routed))
+        stream, locks = routed.stream, self._locks
+        if stream.domain in self._dcb or not locks.take(stream):  # queue for the lock
+            async with locks.hold(stream):
+                return await self._handle(routed)
+        try:  # free (nobody holds or waits for it, no durable lock): held at once
             return self.emitter.committed(await self._run(routed))
+        finally:
+            locks.give(stream)
+
+    async def _handle(self, routed: Routed) -> CommandResult:  # steps 3 to 7, under the lock
+        if routed.stream.domain in self._dcb:
+            return self.emitter.committed(await self._run_dcb(routed))
+        return self.emitter.committed(await self._run(routed))
 
     def _route(self, command: Command) -> Routed:
         """Step 1: the command checked, parsed by its domain's model, with ids and metadata."""
-        stream = command.stream  # validates domain, aggregate id and tenant
+        stream = self.repository.stream_of(command)  # validates the names
         if not isinstance(command.type, str) or not TYPE_NAME_RE.fullmatch(command.type):
             raise ValidationError(f"invalid command type {command.type!r}", field="type")
-        model = self.model(command.domain)
+        model = self._models.get(command.domain) or self.model(command.domain)  # UnknownDomain
         return decisions.route(model, command, stream, command.domain in self._dcb)
 
     async def _run(self, r: Routed) -> CommandResult:
@@ -304,13 +313,16 @@ class CommandBus:
         """Step 5: the logic's events as an append request and the state after them (None:
         no events). A failure drops the cached state, which may have been changed in place."""
         try:
-            with LogicErrors(r.command):
+            try:  # as ``with LogicErrors(r.command)``, without its object on the hot path
                 if self._chains.bare_handlers:  # no middleware: the chain's innermost call
                     decided = r.model.decide(r.command, loaded.state)
                     if type(decided) is not list:
                         decided = await as_list(decided)
                 else:
                     decided = await self._chains.handler(r.model)(r.command, loaded.state)
+            except Exception as exc:
+                logic_failed(r.command, exc)
+                raise
             if not decided:
                 return None
             expected = NO_STREAM if loaded.version is None else loaded.version
@@ -325,8 +337,11 @@ class CommandBus:
                 decided = decisions.evolvable(
                     typed, r.stream, loaded.version, events, request.events
                 )
-            with LogicErrors(r.command):
+            try:
                 state = self.repository.settle(r.model, loaded.state, decided)
+            except Exception as exc:
+                logic_failed(r.command, exc)
+                raise
         except BaseException:
             self.repository.forget(r.stream)
             raise

@@ -6,12 +6,13 @@ events into the ``EventData`` to append (the command's metadata, ids derived fro
 id), ``evolvable`` gives the events as the state evolves with them right after the command (as
 a later load gives them), and ``recorded`` the ``RecordedEvent``s the append stored.
 
-``route`` checks a command first (a ``Routed`` command, its ids derived once); a
-``Decision`` carries what the logic decided to the append. The common case takes a shorter
-way with the same checks and bytes: ``Encodings.prepared`` encodes instances of registered
-classes straight into the ``PreparedEvent``s that ``EventData`` + ``store.prepare`` would
-make, with the metadata encoded once per command (``command_metadata``,
-``encoded_metadata``). ``earlier`` finds what an earlier dispatch of a command id appended.
+``route`` checks a command first (a ``Routed`` command, its ids derived once); a ``Decision``
+carries what the logic decided to the append. The common case takes a shorter way with the
+same checks and bytes: ``Encodings.prepared`` encodes instances of registered classes straight
+into the ``PreparedEvent``s that ``EventData`` + ``store.prepare`` would make, the metadata
+encoded once per command (``command_metadata``, ``encoded_metadata``). ``earlier`` finds what
+an earlier dispatch of a command id appended; ``logic_failed`` (``LogicErrors``) turns a failure
+of the business logic into its HandlerError.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ __all__ = [
     "encoded_metadata",
     "event_data",
     "evolvable",
+    "logic_failed",
     "record_outbox",
     "recorded",
     "recorded_now",
@@ -299,25 +301,21 @@ async def recorded(
 
 def recorded_now(request: AppendRequest, result: AppendResult) -> list[RecordedEvent] | None:
     """The events an append stored, when the adapter reported their positions (else None)."""
-    events = request.events
-    if len(result.positions) != len(events) or not result.recorded_at_us:
+    events, stream, first = request.events, request.stream, result.first_sequence
+    positions, at = result.positions, result.recorded_at_us
+    if len(positions) != len(events) or not at:
         return None
-    return [
-        RecordedEvent(
-            p.event_id,
-            request.stream,
-            result.first_sequence + i,
-            p.type,
-            p.schema_version,
-            p.payload,
-            result.positions[i],
-            result.recorded_at_us,
-            p.metadata,
-            p.content_type,
-            p.tags,
-        )
-        for i, p in enumerate(events)
-    ]
+    if len(events) == 1:  # the common case, without a comprehension's frame
+        return [_recorded(events[0], stream, first, positions[0], at)]
+    return [_recorded(p, stream, first + i, positions[i], at) for i, p in enumerate(events)]
+
+
+def _recorded(
+    p: PreparedEvent, stream: StreamId, sequence: int, position: Position, at: int
+) -> RecordedEvent:
+    event_id, etype, version, payload, metadata, content_type, tags = p
+    args = (stream, sequence, etype, version, payload, position, at, metadata, content_type)
+    return RecordedEvent(event_id, *args, tags)
 
 
 async def earlier(
@@ -385,5 +383,12 @@ class LogicErrors:
         return None
 
     def __exit__(self, tp: object, exc: BaseException | None, tb: object) -> None:
-        if isinstance(exc, Exception) and not isinstance(exc, ChronikError):
-            raise HandlerError(self.command.domain, self.command.type, exc) from exc
+        if exc is not None:
+            logic_failed(self.command, exc)
+
+
+def logic_failed(command: Command, exc: BaseException) -> None:
+    """Raise ``command``'s HandlerError from ``exc`` when it is a failure of the business
+    logic (any exception but a ChronikError); return otherwise (``LogicErrors`` inline)."""
+    if isinstance(exc, Exception) and not isinstance(exc, ChronikError):
+        raise HandlerError(command.domain, command.type, exc) from exc

@@ -32,7 +32,7 @@ from chronik.codec import EventRegistry
 from chronik.deadline_events import INTERNAL_EVENTS, is_deadline_event
 from chronik.domain_model import DomainModel
 from chronik.errors import KeyNotLoaded
-from chronik.messages import JSON, RecordedEvent, Snapshot, StreamId
+from chronik.messages import JSON, Command, RecordedEvent, Snapshot, StreamId
 from chronik.store.base import EventStore
 from chronik.store.read import READ_PAGE
 
@@ -67,6 +67,7 @@ class Repository:
         self._tasks: set[asyncio.Task[None]] = set()
         self._fast_source: object = None  # the registry's decoders that _fast was made from
         self._fast: Mapping[str, tuple[int, Callable[[bytes], Any]]] = {}
+        self._streams: dict[tuple[str, str, str], StreamId] = {}  # checked lately: stream_of
         for cls, name in INTERNAL_EVENTS.items():  # deadlines that aggregates schedule
             if name not in registry:
                 registry.register(cls, name)
@@ -137,6 +138,19 @@ class Repository:
             replayed += 1
         ms = (time.perf_counter() - start) * 1000
         return Loaded(state, version, snap_seq, replayed, ms, carries)
+
+    def stream_of(self, command: Command) -> StreamId:
+        """``command.stream`` (InvalidStreamId for bad names), kept for the next commands of
+        the same names (at most ``cache_size`` names, then forgotten at once)."""
+        key = (command.domain, command.aggregate_id, command.tenant)
+        try:
+            return self._streams[key]
+        except (KeyError, TypeError):  # TypeError: a name that is not a string
+            stream = command.stream
+        if len(self._streams) >= max(self.cache_size, 1):
+            self._streams.clear()
+        self._streams[key] = stream
+        return stream
 
     def cached(self, stream: StreamId) -> Loaded | None:
         """The stream's cached state (now the most recently used), or None."""

@@ -29,7 +29,7 @@ from chronik.messages import AppendResult
 from chronik.store.base import FaultHook, WriteUnit
 from chronik.store.sqlite.errors import Busy, batch_failed, is_busy, locked
 from chronik.store.sqlite.schema import migrate
-from chronik.store.sqlite.write import Outcome, Pending, write_units
+from chronik.store.sqlite.write import Outcome, Pending, StreamIds, write_units
 
 __all__ = [
     "CHECKPOINT_BYTES",
@@ -90,6 +90,7 @@ class GroupCommit:
         self._ready: Sized = _UNKNOWN
         self._busy_since: float | None = None
         self._wconn: sqlite3.Connection | None = None  # None: to be (re)opened
+        self._stream_ids: StreamIds = {}  # the writer's, for the short append (write.py)
         self._checkpoint_bytes = 0
         self._checkpoint_future: asyncio.Future[int] | None = None
         self._hold = False  # writes paused while a checkpoint catches up
@@ -166,10 +167,14 @@ class GroupCommit:
             except Busy:  # another process holds the lock: wait for it in the queue
                 pass
             else:
-                self._deliver(batch, outcomes)  # a batch of one, without a future
                 outcome = outcomes[0]
                 if isinstance(outcome, BaseException):
+                    self._deliver(batch, outcomes)  # a batch of one, without a future
                     raise outcome
+                # committed: what _deliver does for it (the queue stayed empty and idle set,
+                # as nothing else ran meanwhile)
+                self._on_batch(None, True)
+                self._count_written(unit)
                 return outcome
         self._straight = 0
         loop = self._loop
@@ -290,7 +295,7 @@ class GroupCommit:
                 if is_busy(exc):
                     raise Busy from exc
                 raise
-            outcomes = write_units(conn, batch, self.path, hook)
+            outcomes = write_units(conn, batch, self.path, hook, self._stream_ids)
             for o in outcomes:
                 if not isinstance(o, BaseException):
                     break
@@ -339,10 +344,15 @@ class GroupCommit:
 
     def _maybe_checkpoint(self, batch: list[Pending]) -> None:
         for unit, _ in batch:
-            for req in unit.appends:
-                for e in req.events:
-                    self._checkpoint_bytes += len(e.payload) + 200
-            self._checkpoint_bytes += 100 * len(unit.tables)
+            self._count_written(unit)
+
+    def _count_written(self, unit: WriteUnit) -> None:
+        """Count what a committed unit added to the WAL; start a checkpoint when due."""
+        added = 100 * len(unit.tables)
+        for req in unit.appends:
+            for e in req.events:
+                added += len(e.payload) + 200
+        self._checkpoint_bytes += added
         if self._checkpoint_future is None:
             if self._checkpoint_bytes >= CHECKPOINT_BYTES:
                 self._start_checkpoint()

@@ -30,9 +30,13 @@ from chronik.store.sqlite.leases import write_leases
 from chronik.store.sqlite.read import SELECT_STREAM
 from chronik.store.sqlite.tables import write_tables
 
-__all__ = ["Outcome", "Pending", "find_duplicate", "write_unit", "write_units"]
+__all__ = ["Outcome", "Pending", "StreamIds", "find_duplicate", "write_unit", "write_units"]
 
 Outcome = list[AppendResult] | BaseException
+#: the writer's stream ids by (tenant, domain, aggregate id), as it last saw them: a hint that
+#: the short append checks (the row of the id must still be the stream's), never trusted alone
+StreamIds = dict[tuple[str, str, str], int]
+_MAX_STREAM_IDS: Final = 100_000  # then forgotten at once (a stale or missing id costs a read)
 # a unit and its caller's future (None: written straight through, on the caller's task)
 Pending = tuple[WriteUnit, "asyncio.Future[list[AppendResult]] | None"]
 
@@ -44,6 +48,27 @@ _NEW_STREAM: Final = (
     "INSERT INTO chronik_streams (tenant, domain, aggregate_id, version) VALUES (?, ?, ?, ?)"
 )
 _SET_VERSION: Final = "UPDATE chronik_streams SET version = ? WHERE id = ?"
+# the common append (one untagged event, an exact expectation, a stream id the writer saw):
+# the version checked and moved by one statement on the row of that id if it is still the
+# stream's, the event inserted by the next; no row moved (another version, a deleted stream,
+# an id gone stale): the general way finds out why, in the same transaction
+_MOVE_VERSION: Final = (
+    "UPDATE chronik_streams SET version = ? WHERE id = ? AND tenant = ? AND domain = ? "
+    "AND aggregate_id = ? AND version = ? AND truncate_before <= ? AND tombstone = 0"
+)
+# sqlite3 binds int, float, str and bytearray straight, and looks for an adapter for anything
+# else (bytes, None: two failed attribute lookups each); so the blobs go as bytearray (the same
+# BLOB) and a missing metadata or content type as NULL in the statement: (no md, no ct) -> SQL
+_INSERT_MOVED: Final = {
+    (no_md, no_ct): "INSERT INTO chronik_events (stream_id, sequence, event_id, type, "
+    "schema_version, payload, metadata, content_type, recorded_at, tags, tenant) VALUES ("
+    f"?, ?, ?, ?, ?, ?, {'NULL' if no_md else '?'}, {'NULL' if no_ct else '?'}, ?, NULL, ?)"
+    for no_md in (False, True)
+    for no_ct in (False, True)
+}
+# a WriteUnit's fields after ``appends`` when it holds nothing else (as made by the store's
+# append methods; any other empty sequences take the general way, to the same effect)
+_APPENDS_ONLY: Final[tuple[object, ...]] = ([], [], (), (), (), (), ())
 _CHECKPOINT_EPOCH: Final = "SELECT epoch FROM chronik_checkpoints WHERE name = ? AND partition = ?"
 _CHECKPOINT: Final = (
     "INSERT OR REPLACE INTO chronik_checkpoints (name, partition, commit_pos, "
@@ -60,41 +85,59 @@ _SNAPSHOT: Final = (
 
 
 def write_units(
-    conn: sqlite3.Connection, batch: Sequence[Pending], path: str, hook: FaultHook | None
+    conn: sqlite3.Connection,
+    batch: Sequence[Pending],
+    path: str,
+    hook: FaultHook | None,
+    ids: StreamIds | None = None,
 ) -> list[Outcome]:
     """Write each unit of ``batch`` (in the caller's transaction): its results or its error.
 
     A unit whose caller gave up is skipped. With one unit and no savepoint, its error is the
-    only outcome and the caller rolls back.
+    only outcome and the caller rolls back. ``ids``: the writer's stream ids (``StreamIds``).
     """
     now = time.time_ns() // 1000
-    outcomes: list[Outcome] = []
-    savepoints = len(batch) > 1
-    for unit, fut in batch:
-        if fut is not None and fut.cancelled():  # its caller gave up before it was written: skip it
-            outcomes.append(asyncio.CancelledError())
-            continue
-        if savepoints:
-            conn.execute("SAVEPOINT unit")
+    if len(batch) == 1:  # no savepoint: its error is the only outcome, the caller rolls back
+        unit, fut = batch[0]
+        if fut is not None and fut.cancelled():  # its caller gave up: skip it
+            return [asyncio.CancelledError()]
         try:
-            outcomes.append(write_unit(conn, unit, now, hook))
+            return [write_unit(conn, unit, now, hook, ids)]
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:
-            if not savepoints:
-                return [unit_failed(path, exc)]  # the caller rolls back
+            return [unit_failed(path, exc)]
+    outcomes: list[Outcome] = []
+    for unit, fut in batch:  # each in a savepoint: whatever it raises fails it alone
+        if fut is not None and fut.cancelled():  # its caller gave up before it was written: skip it
+            outcomes.append(asyncio.CancelledError())
+            continue
+        conn.execute("SAVEPOINT unit")
+        try:
+            outcomes.append(write_unit(conn, unit, now, hook, ids))
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
             conn.execute("ROLLBACK TO unit")
             outcomes.append(unit_failed(path, exc))
-        if savepoints:
-            conn.execute("RELEASE unit")
+        conn.execute("RELEASE unit")
     return outcomes
 
 
 def write_unit(
-    conn: sqlite3.Connection, unit: WriteUnit, now: int, hook: FaultHook | None = None
+    conn: sqlite3.Connection,
+    unit: WriteUnit,
+    now: int,
+    hook: FaultHook | None = None,
+    ids: StreamIds | None = None,
 ) -> list[AppendResult]:
     """Write one unit's checkpoints, tables, snapshots and appends, after its checks (stream
     expectations, DCB conditions); raises what refuses it."""
+    if hook is None and unit[1:] == _APPENDS_ONLY:  # the common unit: nothing but appends
+        appends = unit.appends
+        if len(appends) == 1:
+            return [_append(conn, appends[0], now, ids)]
+        return [_append(conn, req, now, ids) for req in appends]
     if hook is not None and unit.checkpoints:
         hook("checkpoint", unit)
     for cp in unit.checkpoints:
@@ -140,7 +183,7 @@ def write_unit(
     for i, req in enumerate(unit.appends):
         if hook is not None:
             hook("append", unit)
-        results.append(_append(conn, req, now))
+        results.append(_append(conn, req, now, ids))
         if deleting is not None and i in deleting:
             _delete(conn, results[-1], deleting[i])
     return results
@@ -169,11 +212,19 @@ def _delete(conn: sqlite3.Connection, done: AppendResult, hard: bool) -> None:
         )
 
 
-def _append(conn: sqlite3.Connection, req: AppendRequest, now: int) -> AppendResult:
+def _append(
+    conn: sqlite3.Connection, req: AppendRequest, now: int, ids: StreamIds | None = None
+) -> AppendResult:
     stream = req.stream
     expected = req.expected
     last = len(req.events) - 1
     key = (stream.tenant, stream.domain, stream.aggregate_id)
+    if ids is not None and type(expected) is int and not last and not req.events[0].tags:
+        stream_id = ids.get(key)
+        if stream_id is not None:
+            done = _append_one(conn, req, now, stream_id, key, expected)
+            if done is not None:
+                return done
     row = conn.execute(SELECT_STREAM, key).fetchone()
     if row is not None and row[3]:
         raise StreamDeleted(stream)
@@ -185,11 +236,64 @@ def _append(conn: sqlite3.Connection, req: AppendRequest, now: int) -> AppendRes
             raise WrongExpectedVersion(stream, expected, actual)
         return dup
     if stored is None:
-        stream_id = conn.execute(_NEW_STREAM, (*key, last)).lastrowid
-        assert stream_id is not None
-        return _insert(conn, req, now, stream_id, 0, None)
+        new_id = conn.execute(_NEW_STREAM, (*key, last)).lastrowid
+        assert new_id is not None
+        _remember(ids, key, new_id)
+        return _insert(conn, req, now, new_id, 0, None)
+    _remember(ids, key, row[0])
     conn.execute(_SET_VERSION, (stored + 1 + last, row[0]))
     return _insert(conn, req, now, row[0], stored + 1, stored)
+
+
+def _remember(ids: StreamIds | None, key: tuple[str, str, str], stream_id: int) -> None:
+    if ids is not None:
+        if len(ids) >= _MAX_STREAM_IDS:
+            ids.clear()
+        ids[key] = stream_id
+
+
+def _append_one(
+    conn: sqlite3.Connection,
+    req: AppendRequest,
+    now: int,
+    stream_id: int,
+    key: tuple[str, str, str],
+    expected: int,
+) -> AppendResult | None:
+    """The common append (one untagged event, exact expectation) in two statements; None
+    (nothing written) unless the row of ``stream_id`` is the stream's and shows ``expected``
+    as its last event."""
+    seq = expected + 1
+    if conn.execute(_MOVE_VERSION, (seq, stream_id, *key, expected, expected)).rowcount != 1:
+        return None
+    e = req.events[0]
+    row: tuple[object, ...] = (
+        stream_id,
+        seq,
+        e.event_id,
+        e.type,
+        e.schema_version,
+        bytearray(e.payload),
+    )
+    md, json = e.metadata, e.content_type == JSON
+    if md is not None:
+        row += (bytearray(md),)
+    if not json:
+        row += (e.content_type,)
+    try:
+        pos = conn.execute(_INSERT_MOVED[md is None, json], (*row, now, key[0])).lastrowid
+    except sqlite3.IntegrityError as exc:
+        if "event_id" not in str(exc):
+            raise
+        # the event id is stored: undo the version, then a retry's result or a real duplicate
+        conn.execute(_SET_VERSION, (expected, stream_id))
+        dup = find_duplicate(conn, req)
+        if dup is None:  # pragma: no cover - the index said it exists
+            raise
+        return dup
+    assert pos is not None
+    position = Position(pos)
+    return AppendResult(req.stream, seq, seq, position, (position,), now)
 
 
 def _insert(
