@@ -24,27 +24,47 @@ __all__ = ["event_id_for", "new_event_id"]
 _uuid_lock = threading.Lock()
 _last_ms = 0
 _counter = 0
+_prefix = ""  # the canonical text of _last_ms and the version: "hhhhhhhh-hhhh-7"
+# random bytes drawn 4 KiB at a time (one system call per ~400 ids, not one per id); a forked
+# child drops what it inherited, so no two processes hand out the same bytes
+_POOL_BYTES: Final = 4096
+_pool = b""
+_taken = 0
+
+
+def _forget_pool() -> None:
+    global _pool, _taken
+    _pool, _taken = b"", 0
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 def new_event_id() -> str:
     """A new UUIDv7 as canonical text; ids from one process sort in creation order."""
-    global _last_ms, _counter
+    global _last_ms, _counter, _prefix, _pool, _taken
     ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10))
     with _uuid_lock:
+        at = _taken
+        if at + 10 > len(_pool):
+            _pool, at = os.urandom(_POOL_BYTES), 0
+        _taken = at + 10
         if ms > _last_ms:
             _last_ms = ms
-            _counter = rand >> 70  # a random start in the lower half leaves room to count up
+            # a random start in the lower half of the 12-bit counter leaves room to count up
+            _counter = int.from_bytes(_pool[at + 8 : at + 10]) >> 6
+            h = f"{ms:012x}"
+            _prefix = f"{h[:8]}-{h[8:]}-7"
         else:
             _counter += 1
             if _counter > 0xFFF:  # counter exhausted within one ms: borrow the next ms
                 _last_ms += 1
                 _counter = 0
-            ms = _last_ms
-        counter = _counter
-    n = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | (rand & 0x3FFF_FFFF_FFFF_FFFF)
-    h = f"{n:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+                h = f"{_last_ms:012x}"
+                _prefix = f"{h[:8]}-{h[8:]}-7"
+        counter, prefix = _counter, _prefix
+        r = _pool[at : at + 8].hex()  # 62 random bits once the variant takes the top two
+    return f"{prefix}{counter:03x}-{_VARIANT[r[0]]}{r[1:4]}-{r[4:]}"
 
 
 # --- ids derived from a command id (the same on every retry) ----------------------------------
