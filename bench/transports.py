@@ -6,9 +6,9 @@ keeps WINDOW publishes in flight (each one confirmed: a commit, a JetStream PubA
 confirm) while a consumer of a durable group handles and acks them. Throughput is N over the
 time from the first publish to the last handled message; latency is per message, from the
 start of its publish to its handler. The raw loop does the same with the bare client: asyncpg
-(insert + NOTIFY, claim with FOR UPDATE SKIP LOCKED, delete), nats-py (JetStream publish with a
-message id, durable pull consumer, ack) and aio-pika (topic exchange to a quorum queue,
-publisher confirms, manual ack).
+(insert, a NOTIFY per 5 ms after the commits, claim with FOR UPDATE SKIP LOCKED, delete),
+nats-py (JetStream publish with a message id, durable pull consumer, ack) and aio-pika (topic
+exchange to a quorum queue, publisher confirms, manual ack).
 
 One JSON line per figure: ``W11-<backend>`` (messages/s), ``W11-<backend>-p50`` and ``-p99``
 (ms; ratio = raw / value). Run alone with ``python -m bench.transports [--quick]``.
@@ -208,10 +208,17 @@ async def raw_postgres(url: str, n: int) -> Result:
         "topic text NOT NULL, body bytea NOT NULL, "
         "locked_until timestamptz NOT NULL DEFAULT '-infinity')"
     )
-    insert = (
-        f"WITH ins AS (INSERT INTO {table} (message_id, topic, body) VALUES ($1, 'w11', $2) "
-        f"RETURNING 1) SELECT pg_notify('{table}', 'w11') FROM ins"
-    )
+    # NOTIFY after the commit, at most one per 5 ms for every publish meanwhile (a NOTIFY
+    # inside each insert's transaction makes those commits take turns in PostgreSQL)
+    insert = f"INSERT INTO {table} (message_id, topic, body) VALUES ($1, 'w11', $2)"
+    notifying: list[asyncio.Task[None]] = []  # the NOTIFY to come (empty: none planned)
+    notifies: list[asyncio.Task[None]] = []
+
+    async def notify() -> None:
+        await asyncio.sleep(0.005)
+        notifying.clear()  # publishes from now on need the next one
+        await pool.execute(f"NOTIFY {table}, 'w11'")
+
     claim = (
         f"UPDATE {table} m SET locked_until = now() + interval '30 seconds' WHERE m.id IN ("
         f"SELECT id FROM {table} WHERE locked_until <= now() ORDER BY id LIMIT 256 "
@@ -237,12 +244,16 @@ async def raw_postgres(url: str, n: int) -> Result:
 
     async def publish(i: int) -> None:
         await pool.execute(insert, str(i), body())
+        if not notifying:
+            notifying.append(asyncio.create_task(notify()))
+            notifies.append(notifying[0])
 
     consumer = asyncio.create_task(consume())
     try:
         return await measure(n, sink, publish)
     finally:
         await consumer
+        await asyncio.gather(*notifies)
         await pool.execute(f"DROP TABLE {table}")
         await listener.close()
         await pool.close()
