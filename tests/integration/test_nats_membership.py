@@ -8,6 +8,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -164,3 +165,45 @@ def test_cluster_status_reads_a_nats_bucket(nats_url: str, tmp_path: Path) -> No
     assert as_json.exit_code == 0, as_json.output
     [member] = json.loads(as_json.output)["members"]
     assert member["node_id"] == "node-cli"
+
+
+class _MarkerFirst:
+    """A KV watcher whose first update is the caught-up marker (None), as nats-py's watcher
+    sometimes gives it before entries its consumer was already sent."""
+
+    def __init__(self, watcher: Any) -> None:
+        self.watcher, self.first = watcher, True
+
+    def __aiter__(self) -> _MarkerFirst:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self.first:
+            self.first = False
+            return None
+        return await self.watcher.__anext__()
+
+    async def stop(self) -> None:
+        await self.watcher.stop()
+
+
+async def test_an_early_caught_up_marker_does_not_hide_the_members(
+    opened: Callable[..., NatsMembershipBackend],
+) -> None:
+    """A read whose watcher says "caught up" before any entry, while the bucket holds values,
+    reads again instead of answering that nobody is there."""
+    await node(opened(), "node-a").join()
+    backend = opened()
+    assert [m.node_id for m in (await backend.read(60.0))[0]] == ["node-a"]
+    kv = backend.kv._kv
+    assert kv is not None
+    real_watch, watches = kv.watch, []
+
+    async def watch(*args: Any, **kwargs: Any) -> Any:
+        watches.append(args)
+        watcher = await real_watch(*args, **kwargs)
+        return _MarkerFirst(watcher) if len(watches) == 1 else watcher
+
+    kv.watch = watch  # type: ignore[method-assign]
+    assert [m.node_id for m in (await backend.read(60.0))[0]] == ["node-a"]
+    assert len(watches) == 2  # the empty first read was not believed

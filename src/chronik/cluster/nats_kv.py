@@ -35,6 +35,8 @@ __all__ = ["KvBucket", "NATS_ERRORS"]
 NATS_ERRORS: Final = (nats.errors.Error, TimeoutError, OSError)
 _WRONG_LAST: Final = (10071, 10164)  # JetStream: wrong last (subject) sequence
 _EXPECTED: Final = "Nats-Expected-Last-Subject-Sequence"
+#: watches of a prefix that saw nothing, while the bucket holds values, before empty is believed
+EMPTY_READS: Final = 3
 
 
 def _us(when: datetime.datetime) -> int:
@@ -185,26 +187,41 @@ class KvBucket:
 
     async def entries(self, prefix: str) -> list[tuple[str, int, bytes, int]]:
         """(key, revision, value, server time) of the last revision of every key under
-        ``prefix`` that is not deleted."""
+        ``prefix`` that is not deleted.
+
+        nats-py's watcher may say "caught up" before the entries its consumer has already
+        been sent (it compares the consumer's pending count, 0 once they are sent, with what
+        it has handed out): a read that saw nothing while the bucket holds values reads again.
+        """
         assert self._kv is not None, "call exists() first"
-        out = []
         try:
-            watcher = await self._call(self._kv.watch(f"{prefix}>"))
-            try:
-                async with asyncio.timeout(self.timeout):
-                    async for entry in watcher:
-                        if entry is None:  # caught up: every key's last revision seen
-                            break
-                        if entry.operation not in (KV_DEL, KV_PURGE):
-                            value = entry.value or b""
-                            out.append((entry.key, entry.revision or 0, value, _us(entry.created)))
-            finally:
-                await watcher.stop()
+            for _ in range(EMPTY_READS):
+                seen, out = await self._watch_once(prefix)
+                if seen or not (await self._call(self._kv.status())).values:
+                    break
         except TimeoutError as exc:
             raise TransportUnavailable(f"NATS membership: reading {self.bucket} timed out") from exc
         except NATS_ERRORS as exc:
             raise TransportUnavailable(f"NATS membership: {exc!r}") from exc
         return out
+
+    async def _watch_once(self, prefix: str) -> tuple[int, list[tuple[str, int, bytes, int]]]:
+        """One watch of ``prefix``: how many entries it gave (deletions too), and the live ones."""
+        assert self._kv is not None
+        seen, out = 0, []
+        watcher = await self._call(self._kv.watch(f"{prefix}>"))
+        try:
+            async with asyncio.timeout(self.timeout):
+                async for entry in watcher:
+                    if entry is None:  # caught up: every key's last revision seen
+                        break
+                    seen += 1
+                    if entry.operation not in (KV_DEL, KV_PURGE):
+                        value = entry.value or b""
+                        out.append((entry.key, entry.revision or 0, value, _us(entry.created)))
+        finally:
+            await watcher.stop()
+        return seen, out
 
     async def close(self) -> None:
         """Close the connection (idempotent)."""
