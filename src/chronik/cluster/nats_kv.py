@@ -11,11 +11,11 @@ None (another writer came first) instead of raising.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from chronik.bounded_close import close_within
 from chronik.cluster.config import MAX_TTL, check_bucket, check_nats_url, check_seconds
 from chronik.errors import MissingExtraError, TransportUnavailable, ValidationError
 
@@ -228,8 +228,7 @@ class KvBucket:
         self.closed = True
         nc, self._nc, self._js, self._kv = self._nc, None, None, None
         if nc is not None:
-            with contextlib.suppress(*NATS_ERRORS):
-                await asyncio.wait_for(nc.close(), 5)
+            await close_within(nc.close(), 5, f"NATS membership at {self.where()}", *NATS_ERRORS)
 
     @property
     def connected(self) -> bool:

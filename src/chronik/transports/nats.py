@@ -48,6 +48,7 @@ from nats.js.api import (
     StorageType,
 )
 
+from chronik.bounded_close import close_within
 from chronik.errors import ConfigurationError, TransportClosed, TransportUnavailable
 from chronik.transports.base import Message, Transport
 from chronik.transports.partitions import (
@@ -126,7 +127,7 @@ class NatsTransport(Transport):
             await self._stream(self.queues_stream, f"{self._queues}>", RetentionPolicy.WORK_QUEUE)
         except NATS_ERRORS as exc:
             if self._nc is not None:
-                await self._nc.close()
+                await close_within(self._nc.close(), 5, f"NATS at {self.server}", *NATS_ERRORS)
             raise TransportUnavailable(f"NATS transport at {self.server}: {exc!r}") from exc
 
     async def _disconnected(self) -> None:
@@ -161,10 +162,9 @@ class NatsTransport(Transport):
 
     async def _close(self) -> None:
         if self._nc is not None:
-            try:
-                await asyncio.wait_for(self._nc.drain(), 5)
-            except (*NATS_ERRORS, asyncio.CancelledError):
-                await self._nc.close()
+            where = f"NATS transport at {self.server}"
+            if not await close_within(self._nc.drain(), 5, where, *NATS_ERRORS):
+                await close_within(self._nc.close(), 5, where, *NATS_ERRORS)
 
     def js(self) -> JetStreamContext:
         """The JetStream context (raises TransportClosed after close)."""
