@@ -1,12 +1,12 @@
 """W8 projection catch-up and W9 append-to-read-model latency, beside raw sqlite3 loops.
 
 W8: 100,000 stored events (1,000 streams) projected into a SQLite read model, one upsert per
-event, checkpoint committed with the rows; raw = a plain sqlite3 loop that reads the same pages,
-decodes the payloads (``bench.raw.loads``) and runs the same upserts (one ``executemany`` per
-page) and checkpoint writes in transactions of the same size. W9: one event appended at a time
-while the projection runs live; the time from the append call until ``wait_for`` sees it
-applied (p50 and p99); raw = a sqlite3 append transaction followed by the upsert transaction,
-per event.
+event (a whole row as a tuple, ``ReadModel.upsert_row``), checkpoint committed with the rows;
+raw = a plain sqlite3 loop that reads the same pages, decodes the payloads (``bench.raw.loads``)
+and runs the same upserts (one ``executemany`` per page) and checkpoint writes in transactions
+of the same size. W9: one event appended at a time while the projection runs live; the time
+from the append call until ``wait_for`` sees it applied (p50 and p99); raw = a sqlite3 append
+transaction followed by the upsert transaction, per event.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from bench.__main__ import PAYLOAD, Scale, emit, fill, log, run_many, store_url
 from bench.raw import append as raw_append
 from bench.raw import connect as raw_connect
 from bench.raw import loads as raw_loads
-from chronik.projections import Projection, ProjectionProcessor, Table
+from chronik.projections import Projection, ProjectionProcessor, ReadModel, Table
 
 BATCH = 500
 TABLE = "w8_totals"
@@ -34,7 +34,9 @@ class Sizes:
         self.w9 = 2_000 // d
 
 
-def projection() -> Projection:
+def projection(keywords: bool = False) -> Projection:
+    """The W8 projection: one upsert per event, a whole row given as a tuple
+    (``ReadModel.upsert_row``), or as keyword arguments (``upsert``) with ``keywords``."""
     p = Projection(
         "w8",
         tables=[
@@ -47,8 +49,11 @@ def projection() -> Projection:
         batch_size=BATCH,
     )
 
-    @p.on("bench.event")
-    def on_event(e: chronik.RecordedEvent, rm: Any) -> None:
+    def on_event(e: chronik.RecordedEvent, rm: ReadModel) -> None:
+        d = e.json()
+        rm.upsert_row(TABLE, (e.stream.aggregate_id, d["customer"], d["amount"], e.sequence))
+
+    def on_event_keywords(e: chronik.RecordedEvent, rm: ReadModel) -> None:
         d = e.json()
         rm.upsert(
             TABLE,
@@ -58,6 +63,7 @@ def projection() -> Projection:
             seq=e.sequence,
         )
 
+    p.on("bench.event")(on_event_keywords if keywords else on_event)
     return p
 
 
@@ -72,13 +78,13 @@ def _setup(sz: Sizes) -> Any:
 # --- W8 ----------------------------------------------------------------------------------------
 
 
-def w8_chronik(sz: Sizes) -> Any:
+def w8_chronik(sz: Sizes, keywords: bool = False) -> Any:
     async def run(path: str, _sc: Scale) -> float:
         async with chronik.open_store(store_url(path)) as store:
             head = await store.head()
             assert head is not None
             start = time.perf_counter()
-            async with ProjectionProcessor(store, projection()) as proc:
+            async with ProjectionProcessor(store, projection(keywords)) as proc:
                 await proc.wait_for(head)
             rate = sz.w8 / (time.perf_counter() - start)
             rows = await store.read_table(TABLE + "__g1")
@@ -217,8 +223,16 @@ def run(runs: int, quick: bool, only: set[str] | None = None) -> None:
             "events/s",
             run_many(runs, w8_chronik(sz), sc, _setup(sz)),
             raw_runs,
-            note=f"projection catch-up: {sz.w8} events into a SQLite read model, one upsert "
+            note=f"projection catch-up: {sz.w8} events into a SQLite read model, one upsert_row "
             f"per event, checkpoint with the rows every {BATCH}; target ratio >= 0.75",
+        )
+        emit(
+            "W8-upsert",
+            "events/s",
+            run_many(runs, w8_chronik(sz, keywords=True), sc, _setup(sz)),
+            raw_runs,
+            note="W8 with the handler writing its row by keywords (rm.upsert(table, id=..., "
+            "...)), the same raw baseline",
         )
     if only is None or "W9" in only:
         log("W9 append-to-read-model latency ...")

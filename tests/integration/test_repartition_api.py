@@ -21,6 +21,7 @@ from chronik.projections.bookkeeping import load_plan
 from chronik.server.grpc import GrpcServer
 from chronik.server.http import create_http_app
 from chronik.server.http_server import HttpServer
+from chronik.store.tables import DEAD_LETTERS, LEASES, PLANS
 from chronik.testing.takeover import NAME, drill_projection, expected_rows
 from chronik.v1 import chronik_pb2 as pb
 from chronik.v1 import chronik_pb2_grpc as rpc
@@ -34,15 +35,24 @@ async def _ticks(store: chronik.EventStore, n: int) -> None:
 
 
 async def _split(store: chronik.EventStore, partitions: int) -> None:
-    """Wait until the plan serves ``partitions`` and the rows equal the fold."""
-    async with asyncio.timeout(15):
-        while True:
-            plan = await load_plan(store, NAME)
-            if plan is not None and plan.partitions == partitions:
-                rows = await query(store, NAME, "takeover_rows", order_by=("id",))
-                if rows == await expected_rows(store):
-                    return
-            await asyncio.sleep(0.02)
+    """Wait until the plan serves ``partitions`` and the rows equal the fold (on a timeout, the
+    failure shows the plan, the rows and the bookkeeping tables)."""
+    plan = rows = None
+    try:
+        async with asyncio.timeout(15):
+            while True:
+                plan = await load_plan(store, NAME)
+                if plan is not None and plan.partitions == partitions:
+                    rows = await query(store, NAME, "takeover_rows", order_by=("id",))
+                    if rows == await expected_rows(store):
+                        return
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        tables = {t.name: await store.read_table(t.name) for t in (DEAD_LETTERS, LEASES, PLANS)}
+        raise AssertionError(
+            f"not {partitions} partitions with the fold's rows in 15 s: plan {plan}, rows "
+            f"{rows}, expected {await expected_rows(store)}, {tables}"
+        ) from None
 
 
 @pytest.fixture

@@ -1,138 +1,24 @@
-"""The read-model helper: declared tables, and writes staged into a projection's transaction.
+"""The read-model helper: writes staged into a projection's transaction.
 
-A projection declares its tables (name, columns, primary key). Handlers receive a ``ReadModel``
-and call ``upsert`` / ``delete`` (staged, committed with the checkpoint in one unit of work) and
-``get`` / ``query`` (the committed rows with this batch's staged writes laid over them). Table
-and column names are validated identifiers; values are always bound parameters.
+A projection declares its tables (name, columns, primary key: ``chronik.projections.table``).
+Handlers receive a ``ReadModel`` and call ``upsert`` / ``upsert_row`` /
+``delete`` (staged, committed with the checkpoint in one unit of work) and ``get`` / ``query``
+(the committed rows with this batch's staged writes laid over them). Table and column names are
+validated identifiers; values are always bound parameters.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final
+from collections.abc import Mapping, Sequence
+from operator import itemgetter
+from typing import Any
 
 from chronik.errors import ValidationError
 from chronik.messages import RecordedEvent
-from chronik.store.base import EventStore, TableSpec, TableWrite, check_identifier
+from chronik.projections.table import TENANT, Table, physical_name
+from chronik.store.base import EventStore, TableWrite
 
 __all__ = ["TENANT", "ReadModel", "Table", "physical_name"]
-
-#: The column a ``per_tenant`` table keys its rows by (first in its primary key).
-TENANT: Final = "tenant"
-
-_SQL_TYPES: Final[dict[object, str]] = {
-    int: "INTEGER",
-    bool: "INTEGER",
-    str: "TEXT",
-    float: "REAL",
-    bytes: "BLOB",
-    "integer": "INTEGER",
-    "text": "TEXT",
-    "real": "REAL",
-    "blob": "BLOB",
-}
-MAX_TABLE_NAME: Final = 48
-
-
-def physical_name(table: str, generation: int) -> str:
-    """The name of a table's generation in the database (``receipts`` gen 2: ``receipts__g2``)."""
-    return f"{table}__g{generation}"
-
-
-class Table:
-    """A read-model table: ``Table("receipts", {"id": str, "amount": int}, primary_key="id")``.
-
-    Column types are ``int``, ``str``, ``float``, ``bytes``, ``bool`` (or their SQL names).
-    Every generation of a projection gets its own physical table (see ``physical_name``).
-    ``per_tenant=True`` adds a TEXT column ``tenant`` as the first column of the primary key
-    (and of each index): a handler's writes and reads are then scoped to the tenant of the
-    event it handles, with no change to its code.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        columns: Mapping[str, object],
-        primary_key: str | Sequence[str],
-        indexes: Iterable[Sequence[str]] = (),
-        *,
-        per_tenant: bool = False,
-    ) -> None:
-        check_identifier(name)
-        if len(name) > MAX_TABLE_NAME or name.startswith("chronik_"):
-            raise ValidationError(
-                f"invalid table name {name!r}: at most {MAX_TABLE_NAME} characters, "
-                "and the chronik_ prefix is reserved",
-                field="table",
-            )
-        if not columns:
-            raise ValidationError(f"table {name!r} needs columns", field="columns")
-        if per_tenant:
-            if TENANT in columns:
-                raise ValidationError(
-                    f"table {name!r} is per tenant: chronik adds its {TENANT!r} column",
-                    field="columns",
-                )
-            columns = {TENANT: str, **columns}
-        cols: list[tuple[str, str]] = []
-        for column, kind in columns.items():
-            check_identifier(column, "column")
-            sql = _SQL_TYPES.get(kind.lower() if isinstance(kind, str) else kind)
-            if sql is None:
-                raise ValidationError(
-                    f"column {name}.{column} has type {kind!r}: use int, str, float, bytes or bool",
-                    field="columns",
-                )
-            cols.append((column, sql))
-        pk = (primary_key,) if isinstance(primary_key, str) else tuple(primary_key)
-        index_list = tuple(tuple(i) for i in indexes)
-        if per_tenant:
-            pk = (TENANT, *pk)
-            index_list = tuple((TENANT, *i) for i in index_list)
-        for key in (pk, *index_list):
-            if not key or not set(key) <= set(columns):
-                raise ValidationError(
-                    f"key {key!r} of table {name!r} names unknown columns", field="primary_key"
-                )
-        self.name = name
-        self.per_tenant = per_tenant
-        # column tuple of an upsert -> (positions of the primary key in it, whether it is full)
-        self.shapes: dict[tuple[str, ...], tuple[tuple[int, ...], bool]] = {}
-        # a checked column tuple -> its first copy: the writes of a shape share one tuple (no
-        # new tuple kept per row, and runs of equal writes compare by identity)
-        self.checked: dict[tuple[str, ...], tuple[str, ...]] = {}
-        self.columns: tuple[tuple[str, str], ...] = tuple(cols)
-        self.column_names = frozenset(columns)
-        self.primary_key = pk
-        self.indexes = index_list
-
-    def shape(self, columns: tuple[str, ...]) -> tuple[tuple[int, ...], bool]:
-        """Check the columns of an upsert once; where the primary key sits in them."""
-        unknown = set(columns) - self.column_names
-        if unknown:
-            raise ValidationError(f"table {self.name!r} has no column(s) {sorted(unknown)}")
-        if not set(self.primary_key) <= set(columns):
-            raise ValidationError(
-                f"an upsert into {self.name!r} needs its primary key {self.primary_key}"
-            )
-        shape = (
-            tuple(columns.index(c) for c in self.primary_key),
-            len(set(columns)) == len(self.columns),
-        )
-        if len(self.shapes) < 256:
-            self.shapes[columns] = shape
-            self.checked[columns] = columns
-        return shape
-
-    def spec(self, generation: int) -> TableSpec:
-        """The TableSpec of one generation of this table."""
-        return TableSpec(
-            physical_name(self.name, generation), self.columns, self.primary_key, self.indexes
-        )
-
-    def __repr__(self) -> str:
-        return f"<Table {self.name} pk={','.join(self.primary_key)}>"
-
 
 _new = tuple.__new__
 _Key = tuple[str, tuple[Any, ...]]
@@ -161,7 +47,11 @@ class ReadModel:
         self._tables = tables
         self._physical = {name: physical_name(name, generation) for name in tables}
         self._logical = {v: tables[k] for k, v in self._physical.items()}
-        self._targets: dict[str, tuple[Table, str, tuple[str, ...]]] = {}
+        # table -> (width, itemgetter, physical name, columns, primary key) of its first upsert
+        # (None: the table had two shapes of one width)
+        self._fast: dict[str, tuple[int, Any, str, tuple[str, ...], tuple[str, ...]] | None] = {}
+        # table -> (physical name, columns, primary key) of upsert_row
+        self._rows: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {}
         self.generation = generation
         self.writes: list[TableWrite] = []
         self.mark = 0  # writes before this index belong to events that succeeded (begin)
@@ -230,14 +120,39 @@ class ReadModel:
             )
         return table
 
-    def upsert(self, table: str, row: Mapping[str, Any] | None = None, **values: Any) -> None:
+    def upsert(
+        self, table: str = "", row: Mapping[str, Any] | None = None, /, **values: Any
+    ) -> None:
         """Insert the row, or update the given columns of the row with the same primary key."""
-        try:
-            t, physical, key = self._targets[table]
-        except KeyError:
-            t = self._table(table)
-            physical, key = self._physical[table], t.primary_key
-            self._targets[table] = (t, physical, key)
+        # table and row are positional-only, so CPython binds the keyword arguments to
+        # ``values`` without comparing each with every parameter name (upsert(table=...,
+        # row=...) still work: _upsert); the columns of a table's first upsert, given again
+        # in any order, are taken out of ``values`` by one itemgetter (KeyError: another shape)
+        fast = self._fast.get(table)
+        if fast is not None and row is None:
+            width, cells, physical, columns, key = fast
+            if len(values) == width:
+                try:
+                    row_values = cells(values)
+                except KeyError:  # another shape of the same width: the general way from
+                    self._fast[table] = None  # now on (no exception per row of either)
+                else:
+                    # TableWrite("upsert", ...) without the NamedTuple __new__ call
+                    self.writes.append(
+                        _new(TableWrite, ("upsert", physical, columns, row_values, None, key))
+                    )
+                    return
+        self._upsert(table, row, values)
+
+    def _upsert(self, table: str, row: Mapping[str, Any] | None, values: dict[str, Any]) -> None:
+        """``upsert`` of what its fast path leaves: a first row of its columns, a mapping,
+        a per-tenant table, the keyword forms ``table=`` and ``row=``."""
+        if not table and "table" in values:
+            table = values.pop("table")
+        if row is None and "row" in values:
+            row = values.pop("row")
+        t = self._table(table)
+        physical, key = self._physical[table], t.primary_key
         if row is not None:
             values = {**row, **values}
         if t.per_tenant:
@@ -248,10 +163,54 @@ class ReadModel:
             t.shape(columns)  # ValidationError if they are not the table's
         else:
             columns = known
-        # TableWrite("upsert", ...) without the NamedTuple __new__ call
+        if table not in self._fast and not t.per_tenant and len(columns) > 1:
+            self._fast[table] = (len(columns), itemgetter(*columns), physical, columns, key)
         self.writes.append(
             _new(TableWrite, ("upsert", physical, columns, tuple(values.values()), None, key))
         )
+
+    def upsert_row(self, table: str, values: Sequence[Any], /) -> None:
+        """Insert or replace a whole row: ``values`` (a tuple or list) in the order of the
+        table's declared columns, a per-tenant table's tenant column left out. The same write
+        as ``upsert`` with every column, and the cheapest: no keyword arguments to gather."""
+        try:
+            physical, columns, key = self._rows[table]
+        except KeyError:
+            t = self._table(table)
+            if t.per_tenant:  # the tenant column goes first: the general way
+                tenanted = [c for c, _ in t.columns[1:]]
+                row = dict(zip(tenanted, self._row_values(t, values), strict=True))
+                self._upsert(table, None, row)
+                return
+            names = tuple(c for c, _ in t.columns)
+            if names not in t.checked:
+                t.shape(names)
+            physical, columns, key = (
+                self._physical[table],
+                t.checked.get(names, names),
+                t.primary_key,
+            )
+            self._rows[table] = (physical, columns, key)
+        if type(values) is not tuple or len(values) != len(columns):
+            values = self._row_values(self._tables[table], values)
+        self.writes.append(_new(TableWrite, ("upsert", physical, columns, values, None, key)))
+
+    def _row_values(self, t: Table, values: object) -> tuple[Any, ...]:
+        """``values`` of ``upsert_row`` as a tuple (ValidationError: not a tuple or list of
+        one value per declared column)."""
+        names = tuple(c for c, _ in t.columns)[1 if t.per_tenant else 0 :]
+        if not isinstance(values, (tuple, list)) or len(values) != len(names):
+            got = (
+                f"{len(values)} values"
+                if isinstance(values, (tuple, list))
+                else type(values).__name__
+            )
+            raise ValidationError(
+                f"upsert_row into {t.name!r} needs a tuple of one value per column {names}, "
+                f"in that order; got {got}",
+                field="values",
+            )
+        return tuple(values)
 
     def delete(self, table: str, **key: Any) -> None:
         """Delete the row with this primary key (no error if there is none)."""

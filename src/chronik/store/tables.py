@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from math import isnan
-from operator import attrgetter
+from operator import itemgetter
 from typing import Any, Final
 
 from chronik.errors import ReadModelError, ValidationError
@@ -176,7 +176,7 @@ def check_values(w: TableWrite) -> TableWrite:
 
 
 _PLAIN: Final = frozenset({str, int, float, bool, bytes, type(None)})
-_row = attrgetter("row")
+_row = itemgetter(3)  # TableWrite.row, by index (cheaper than by name)
 _is_str = str.__instancecheck__
 _is_int = int.__instancecheck__
 _is_float = float.__instancecheck__

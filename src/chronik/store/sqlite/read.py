@@ -255,7 +255,7 @@ class SQLiteReader:
                 f"SELECT {page_rows.page_cols(one is not None, False)} {rest}", params
             )
             page = self._recorded(found, one, False)
-            flagged = page_rows.flagged(found)
+            flagged = page_rows.flagged(page)
             self._wide_pages = len(flagged) > len(found) // 4  # more: wide rows are cheaper
             for start in range(0, len(flagged), 500):
                 chunk = flagged[start : start + 500]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 
 from chronik.store.table_query import write_sql
 from chronik.store.tables import TableWrite
@@ -12,6 +12,17 @@ from chronik.store.tables import TableWrite
 __all__ = ["write_tables"]
 
 _row = attrgetter("row")
+_shape = itemgetter(0, 1, 2, 5)  # a TableWrite's op, table, columns, key: one statement
+
+
+def _block_end(writes: Sequence[TableWrite]) -> int:
+    """Where the writes like the first end, if they make one block up to the last write of
+    its shape (a projection's page, then its bookkeeping): settled in C, in one pass over the
+    writes and two over their shapes; else 1 (the caller goes on write by write)."""
+    shapes = list(map(_shape, writes))
+    first = shapes[0]
+    end = len(shapes) - shapes[::-1].index(first)
+    return end if end > 2 and shapes[:end].count(first) == end else 1
 
 
 def _table_statement(w: TableWrite) -> str:
@@ -44,7 +55,7 @@ def write_tables(conn: sqlite3.Connection, writes: Sequence[TableWrite]) -> None
             i += 1
             continue
         sql = _table_statement(w)
-        j = i + 1
+        j = _block_end(writes) if i == 0 else i + 1
         op, table, columns, key = w.op, w.table, w.columns, w.key
         while j < n:
             x = writes[j]
