@@ -25,16 +25,21 @@ _uuid_lock = threading.Lock()
 _last_ms = 0
 _counter = 0
 _prefix = ""  # the canonical text of _last_ms and the version: "hhhhhhhh-hhhh-7"
-# random bytes drawn 4 KiB at a time (one system call per ~400 ids, not one per id); a forked
-# child drops what it inherited, so no two processes hand out the same bytes
+# random bytes drawn 4 KiB at a time (one system call per ~400 ids, not one per id) and kept
+# as hex text, 20 digits (10 bytes) per id; a forked child drops what it inherited, so no two
+# processes hand out the same bytes
 _POOL_BYTES: Final = 4096
-_pool = b""
-_taken = 0
+_POOL_END: Final = 2 * _POOL_BYTES - 20  # the last offset with 20 digits left
+_pool = ""
+_taken = _POOL_END + 1
+_time_ns: Final = time.time_ns
+# the 12-bit counter as text (an index, not a format call per id)
+_HEX3: Final = tuple(f"{n:03x}" for n in range(4096))
 
 
 def _forget_pool() -> None:
     global _pool, _taken
-    _pool, _taken = b"", 0
+    _pool, _taken = "", _POOL_END + 1
 
 
 os.register_at_fork(after_in_child=_forget_pool)
@@ -43,28 +48,31 @@ os.register_at_fork(after_in_child=_forget_pool)
 def new_event_id() -> str:
     """A new UUIDv7 as canonical text; ids from one process sort in creation order."""
     global _last_ms, _counter, _prefix, _pool, _taken
-    ms = time.time_ns() // 1_000_000
+    ms = _time_ns() // 1_000_000
     with _uuid_lock:
         at = _taken
-        if at + 10 > len(_pool):
-            _pool, at = os.urandom(_POOL_BYTES), 0
-        _taken = at + 10
+        if at > _POOL_END:
+            _pool, at = os.urandom(_POOL_BYTES).hex(), 0
+        _taken = at + 20
+        pool = _pool
         if ms > _last_ms:
             _last_ms = ms
-            # a random start in the lower half of the 12-bit counter leaves room to count up
-            _counter = int.from_bytes(_pool[at + 8 : at + 10]) >> 6
+            # a random start in the lower quarter of the 12-bit counter leaves room to count up
+            _counter = counter = int(pool[at + 16 : at + 20], 16) >> 6
             h = f"{ms:012x}"
             _prefix = f"{h[:8]}-{h[8:]}-7"
         else:
-            _counter += 1
-            if _counter > 0xFFF:  # counter exhausted within one ms: borrow the next ms
+            _counter = counter = _counter + 1
+            if counter > 0xFFF:  # counter exhausted within one ms: borrow the next ms
                 _last_ms += 1
-                _counter = 0
+                _counter = counter = 0
                 h = f"{_last_ms:012x}"
                 _prefix = f"{h[:8]}-{h[8:]}-7"
-        counter, prefix = _counter, _prefix
-        r = _pool[at : at + 8].hex()  # 62 random bits once the variant takes the top two
-    return f"{prefix}{counter:03x}-{_VARIANT[r[0]]}{r[1:4]}-{r[4:]}"
+        # 62 random bits once the variant takes the top two of digit 17
+        return (
+            f"{_prefix}{_HEX3[counter]}-{_VARIANT[pool[at]]}{pool[at + 1 : at + 4]}-"
+            f"{pool[at + 4 : at + 16]}"
+        )
 
 
 # --- ids derived from a command id (the same on every retry) ----------------------------------

@@ -162,7 +162,7 @@ async def test_postgres_schema_at_the_previous_version_is_migrated_on_open(
             assert [(r["id"], r["body"]) for r in rows] == [("old-1", "{}")]
             assert await leases.acquire(store, "outbox", "me", 5.0) == 1
         version = await conn.fetchval(f"SELECT max(version) FROM {s}.schema_migrations")
-        assert version == postgres_schema.SCHEMA_VERSION == 11
+        assert version == postgres_schema.SCHEMA_VERSION == 12
         for spec in SYSTEM_TABLES:
             assert await _pg_columns(conn, schema, spec.name) == _want(spec, _PG_TYPES), spec.name
     finally:

@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from chronik.errors import ConfigurationError
 from chronik.store.postgres.append_v11 import MIGRATION_11
+from chronik.store.postgres.append_v12 import MIGRATION_12
 from chronik.store.postgres.functions import (
     APPEND_EVENT,
     APPEND_EVENT_V6,
@@ -48,7 +49,7 @@ __all__ = [
 DEFAULT_SCHEMA: Final = "chronik"
 _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
-SCHEMA_VERSION: Final = 11
+SCHEMA_VERSION: Final = 12
 MIGRATIONS: Final[dict[int, list[str]]] = {
     1: [
         """CREATE TABLE {s}.streams (
@@ -193,6 +194,9 @@ MIGRATIONS: Final[dict[int, list[str]]] = {
     # every advisory lock in (class, key text) order, a tagged append's keys sorted by the
     # caller; the stream append functions in fewer statements (append_v11.py)
     11: MIGRATION_11,
+    # the stream append functions: a NO_STREAM append looks for its stream row before any
+    # update, an untagged batch skips the tag insert (append_v12.py)
+    12: MIGRATION_12,
 }
 
 

@@ -7,7 +7,7 @@ store calls them and nothing here calls back into the store.
 from __future__ import annotations
 
 import time
-from typing import Any, Final, NamedTuple
+from typing import Final
 
 import asyncpg
 
@@ -17,7 +17,7 @@ from chronik.errors import (
     StreamDeleted,
     WrongExpectedVersion,
 )
-from chronik.messages import ANY, JSON, NO_STREAM, STREAM_EXISTS, AppendResult, Position, StreamId
+from chronik.messages import JSON, AppendResult, Position, StreamId
 from chronik.store.base import (
     AppendRequest,
     ConditionCheck,
@@ -27,17 +27,11 @@ from chronik.store.base import (
     WriteUnit,
     match_duplicate,
 )
-from chronik.store.postgres.dcb import (
-    check_unit,
-    event_arrays,
-    one_statement,
-    tagged_call,
-    tagged_run,
-)
+from chronik.store.postgres.dcb import check_unit, one_statement, tagged_call, tagged_run
 from chronik.store.postgres.deletion import apply_delete
 from chronik.store.postgres.leases import write_leases
 from chronik.store.postgres.locks import LOCK_SQL, unit_locks
-from chronik.store.postgres.schema import dcb_lock_class, lock_class, quote_schema
+from chronik.store.postgres.statements import Statements, append_call
 from chronik.store.postgres.tables import write_tables
 
 __all__ = [
@@ -51,7 +45,6 @@ __all__ = [
 ]
 
 EVENT_ID_KEY: Final = "events_event_id_key"
-_EXPECT: Final = {ANY: -1, NO_STREAM: -2, STREAM_EXISTS: -3}
 
 
 class Retry(Exception):
@@ -59,58 +52,6 @@ class Retry(Exception):
 
     def __init__(self, resolved: dict[int, AppendResult] | None = None) -> None:
         self.resolved = resolved
-
-
-class Statements(NamedTuple):
-    """The write path's SQL for one schema, built once per store."""
-
-    s: str  # the quoted schema name
-    lock_class: int  # the first key of the streams' advisory locks
-    dcb_lock_class: int  # the first key of the DCB keys' advisory locks
-    append_one: str
-    append_many: str
-    append_tagged: str
-    duplicates: str
-    version: str
-    checkpoint: str
-    checkpoint_epoch: str
-    snapshot: str
-
-    @classmethod
-    def for_schema(cls, schema: str) -> Statements:
-        """The statements of ``schema`` (validated and quoted here)."""
-        s = quote_schema(schema)
-        return cls(
-            s,
-            lock_class(schema),
-            dcb_lock_class(schema),
-            f"SELECT o_status, o_actual, o_xid, o_id FROM {s}.append_event"
-            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-            f"SELECT o_status, o_actual, o_xid, o_ids FROM {s}.append_events"
-            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-            f"SELECT o_status, o_item, o_xid, o_ids FROM {s}.append_tagged"
-            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
-            "SELECT e.event_id, e.type, e.schema_version, e.payload, e.metadata, "
-            "e.content_type, s.tenant, s.domain, s.aggregate_id, e.sequence, e.xid, e.id, "
-            "e.recorded_at, e.tags "
-            f"FROM {s}.events e JOIN {s}.streams s ON s.id = e.stream_id "
-            "WHERE e.event_id = ANY($1::text[])",
-            # the version the stream shows: -1 below its truncation point (a soft delete)
-            "SELECT CASE WHEN truncate_before > version THEN -1 ELSE version END "
-            f"FROM {s}.streams WHERE tenant = $1 AND domain = $2 AND aggregate_id = $3",
-            f"INSERT INTO {s}.checkpoints AS c (name, partition, commit_pos, index_pos, epoch, "
-            "updated_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name, partition) DO UPDATE "
-            "SET commit_pos = excluded.commit_pos, index_pos = excluded.index_pos, "
-            "epoch = excluded.epoch, updated_at = excluded.updated_at "
-            "WHERE c.epoch <= excluded.epoch RETURNING 1",
-            f"SELECT epoch FROM {s}.checkpoints WHERE name = $1 AND partition = $2",
-            f"INSERT INTO {s}.snapshots AS x (tenant, domain, aggregate_id, sequence, type, "
-            "schema_version, state, taken_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
-            "ON CONFLICT (tenant, domain, aggregate_id) DO UPDATE SET "
-            "sequence = excluded.sequence, type = excluded.type, "
-            "schema_version = excluded.schema_version, state = excluded.state, "
-            "taken_at = excluded.taken_at WHERE excluded.sequence >= x.sequence",
-        )
 
 
 def now_us() -> int:
@@ -199,37 +140,6 @@ async def write_unit(
         raise WrongExpectedVersion(st, appends[0].expected, found) from exc
     except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
         raise Retry() from exc
-
-
-def append_call(sql: Statements, req: AppendRequest, now: int) -> tuple[str, tuple[Any, ...]]:
-    """The statement (append_event for one event, append_events for more) and its args."""
-    st, events = req.stream, req.events
-    expected = req.expected
-    code = _EXPECT[expected] if not isinstance(expected, int) else expected
-    if len(events) == 1:
-        e = events[0]
-        return sql.append_one, (
-            st.tenant,
-            st.domain,
-            st.aggregate_id,
-            code,
-            e.event_id,
-            e.type,
-            e.schema_version,
-            e.payload,
-            e.metadata,
-            None if e.content_type == JSON else e.content_type,
-            " ".join(e.tags) or None,
-            now,
-        )
-    return sql.append_many, (
-        st.tenant,
-        st.domain,
-        st.aggregate_id,
-        code,
-        *event_arrays(events),
-        now,
-    )
 
 
 async def _append_all(
