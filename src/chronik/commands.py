@@ -75,6 +75,7 @@ __all__ = [
 ]
 
 RECENT_IDS: Final = 10_000  # command ids appended here that the bus remembers (lazy dedupe)
+_new: Final = tuple.__new__  # a NamedTuple made without its Python __new__
 
 
 class RetryPolicy(msgspec.Struct, frozen=True):
@@ -329,7 +330,7 @@ class CommandBus:
             typed = r.model.typed_events  # registered classes (the common case): encoded now
             prepared = self._encodings.prepared(r, decided, self.store) if typed else None
             if prepared is not None:
-                events, request = decided, AppendRequest(r.stream, prepared, expected)
+                events, request = decided, _new(AppendRequest, (r.stream, prepared, expected))
             else:
                 events, request = await decisions.request(
                     self.registry, self.store, r, decided, expected

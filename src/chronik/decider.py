@@ -18,13 +18,14 @@ from chronik.messages import Command, Snapshot
 __all__ = ["Decider", "events_of"]
 
 _encoder = msgspec.json.Encoder()
+_MANY = (list, tuple)  # a tuple of types: ``list | tuple`` would make a union at each call
 
 
 def events_of(result: Any) -> list[Any]:
     """What ``decide`` returned as a list: None is no event, one event a list of one."""
     if result is None:
         return []
-    if isinstance(result, list | tuple):
+    if isinstance(result, _MANY):
         return list(result)
     return [result]
 
@@ -75,7 +76,7 @@ class Decider(DomainModel):
 
     def decide(self, command: Command, state: Any) -> list[Any]:
         result = self._decide(command, state)
-        if result is None or isinstance(result, list | tuple):
+        if result is None or isinstance(result, _MANY):
             return events_of(result)
         return [result]  # one event (the common case): as events_of makes it, one call less
 

@@ -23,7 +23,8 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from operator import itemgetter
 from typing import Any
 
 import msgspec
@@ -35,8 +36,10 @@ from chronik.errors import KeyNotLoaded
 from chronik.messages import JSON, Command, RecordedEvent, Snapshot, StreamId
 from chronik.store.base import EventStore
 from chronik.store.read import READ_PAGE
+from chronik.store.runs import RunKeys, key_type, skip
 
 _INTERNAL_TYPES: frozenset[str] = frozenset(INTERNAL_EVENTS.values())
+_NO_OWN_SNAPSHOTS: Any = DomainModel.snapshot_after  # a model that does not override it
 
 __all__ = ["Loaded", "Repository"]
 
@@ -67,7 +70,12 @@ class Repository:
         self._tasks: set[asyncio.Task[None]] = set()
         self._fast_source: object = None  # the registry's decoders that _fast was made from
         self._fast: Mapping[str, tuple[int, Callable[[bytes], Any]]] = {}
+        self._keys = RunKeys({})  # the keys of the store's runs, made from _fast
         self._streams: dict[tuple[str, str, str], StreamId] = {}  # checked lately: stream_of
+        # the store's runs (chronik.store.runs), if it reads them
+        self._run: Callable[[StreamId, int, int, int], Awaitable[Any]] | None = getattr(
+            store, "read_stream_run", None
+        )
         for cls, name in INTERNAL_EVENTS.items():  # deadlines that aggregates schedule
             if name not in registry:
                 registry.register(cls, name)
@@ -190,11 +198,40 @@ class Repository:
         """Fold the stream's current-version JSON events straight from payload rows (no event
         objects): (state, version, events folded, the sequence from which whole events must
         be read: one that needs an upcast, another content type or fails to decode; None when
-        the stream ended; whether a folded event has personal fields)."""
-        replayed, cursor, internal = 0, from_sequence or 0, _INTERNAL_TYPES
+        the stream ended; whether a folded event has personal fields). A store that reads runs
+        (``chronik.store.runs``: pages without sequences, each row's key naming its decoder)
+        is read in runs; a page that is not one is read as payload rows."""
+        replayed, cursor, internal, carries = 0, from_sequence or 0, _INTERNAL_TYPES, False
         get = self._logic(fast).get
-        personal, carries = self._personal_types(), False
+        run, keys = self._run, self._keys
         while True:
+            page = None if run is None else await run(stream, cursor, READ_PAGE, keys.version)
+            if page is not None:  # (key, payload) rows of sequences first, first + 1, ...
+                first, ended, rows = page
+                known = keys.known.get
+                for key, payload in rows:
+                    decode = known(key)
+                    if decode is None:
+                        decode = keys.odd(key)
+                        if decode is None:
+                            return state, *self._run_stop(page, payload, version, replayed, carries)
+                        if decode is skip:  # chronik's deadline events: not the logic's
+                            continue
+                    try:
+                        decoded = decode(payload)
+                    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+                        return state, *self._run_stop(page, payload, version, replayed, carries)
+                    except KeyNotLoaded:
+                        decoded = await self._keyed(decode, payload)
+                    state = evolve(state, decoded)
+                if rows:
+                    version = first + len(rows) - 1
+                    replayed += len(rows)
+                    carries = self._carries(rows, carries, _run_type)
+                if ended:
+                    return state, version, replayed, None, carries
+                cursor = first + len(rows)
+                continue
             rows = await self.store.read_stream_payloads(stream, cursor, READ_PAGE)
             for sequence, type_, json_version, payload in rows:
                 current = get(type_)
@@ -211,8 +248,7 @@ class Repository:
                     state = evolve(state, decoded)
                 version = sequence
             replayed += len(rows)  # (a return above counts its own)
-            if personal and not carries:
-                carries = any(r[1] in personal for r in rows)
+            carries = self._carries(rows, carries, _second)
             if len(rows) < READ_PAGE:
                 return state, version, replayed, None, carries
             cursor = rows[-1][0] + 1
@@ -223,9 +259,32 @@ class Repository:
         """(events folded, ``sequence``, whether one has personal fields) when the fast fold
         stops at the row of ``sequence`` of a page that began after ``replayed`` events."""
         done = next(i for i, r in enumerate(rows) if r[0] == sequence)
+        return replayed + done, sequence, self._carries(rows[:done], carries, _second)
+
+    def _run_stop(
+        self,
+        page: tuple[int, bool, list[Any]],
+        payload: bytes,
+        version: int | None,
+        replayed: int,
+        carries: bool,
+    ) -> tuple[int | None, int, int, bool]:
+        """(version, events folded, the sequence to read whole events from, whether a folded
+        one has personal fields) when the fast fold stops at the run row of ``payload`` (that
+        object: equal rows may repeat) of a page that began after ``replayed`` events."""
+        first, _, rows = page
+        done = next(i for i, r in enumerate(rows) if r[1] is payload)
+        folded = rows[:done]
+        version = first + done - 1 if done else version
+        return version, replayed + done, first + done, self._carries(folded, carries, _run_type)
+
+    def _carries(self, rows: list[Any], carries: bool, type_of: Callable[[Any], str]) -> bool:
+        """Whether an event folded has personal fields: ``carries``, or one of ``rows`` (the
+        type of a row: ``type_of(row)``) is of a personal type."""
+        if carries:
+            return True
         personal = self._personal_types()
-        carries = carries or any(r[1] in personal for r in rows[:done])
-        return replayed + done, sequence, carries
+        return bool(personal) and any(type_of(r) in personal for r in rows)
 
     def _logic(
         self, fast: Mapping[str, tuple[int, Callable[[bytes], Any]]]
@@ -233,6 +292,7 @@ class Repository:
         """``fast`` without chronik's deadline events (registered, but never the logic's)."""
         if self._fast_source is not fast:
             self._fast = {k: v for k, v in fast.items() if k not in _INTERNAL_TYPES}
+            self._keys = RunKeys(self._fast, _INTERNAL_TYPES)
             self._fast_source = fast
         return self._fast
 
@@ -271,7 +331,7 @@ class Repository:
         stream with personal fields: see the module docstring)."""
         if loaded.personal:
             return
-        if loaded.version is not None:
+        if loaded.version is not None and type(model).snapshot_after is not _NO_OWN_SNAPSHOTS:
             own = model.snapshot_after(loaded.state, stream, loaded.version)
             if own is not None:
                 self._spawn(own)
@@ -311,3 +371,11 @@ class Repository:
         """Wait for pending snapshot writes."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+_second = itemgetter(1)  # the type of a payload row
+
+
+def _run_type(row: Any) -> str:
+    """The type of a run row."""
+    return key_type(row[0])

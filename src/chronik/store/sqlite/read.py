@@ -21,6 +21,7 @@ from chronik.store.base import FaultHook
 from chronik.store.sqlite import rows as page_rows
 from chronik.store.sqlite.dcb import query_payloads, query_positions
 from chronik.store.sqlite.errors import read_error, table_read_error
+from chronik.store.sqlite.runs import SQLiteRuns
 from chronik.store.table_query import order_sql, where_sql
 from chronik.store.tables import Condition
 
@@ -47,7 +48,7 @@ _SHOWN_FROM: Final = (
 _STREAM_CACHE_LIMIT: Final = 200_000
 
 
-class SQLiteReader:
+class SQLiteReader(SQLiteRuns):
     """Reads pages of events and streams; caches stream ids (they never change)."""
 
     native_tenant_conditions = True  # dcb.check_unit counts a condition's tenant only
