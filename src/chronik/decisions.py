@@ -72,6 +72,7 @@ __all__ = [
 
 MAX_COMMAND_ID: Final = 128
 
+_new: Final = tuple.__new__
 _metadata_encoder: Final = msgspec.json.Encoder(order="sorted")  # as store.prepare: same bytes
 
 
@@ -175,7 +176,10 @@ class Encodings:
             if len(payload) > limit:
                 raise PayloadTooLarge(len(payload), limit)
             event_id = r.first if i == 0 else event_id_for(r.command_id, i)
-            out.append(PreparedEvent(event_id, found[0], found[1], payload, metadata, JSON))
+            # PreparedEvent(...) without the NamedTuple's Python __new__ (every field given)
+            out.append(
+                _new(PreparedEvent, (event_id, found[0], found[1], payload, metadata, JSON, ()))
+            )
         if len(out) > store.max_append_events:
             raise TooManyEvents(len(out), store.max_append_events)
         return out

@@ -42,6 +42,7 @@ INT64_MAX: Final = 2**63 - 1
 MAX_JSON_DEPTH: Final = 64
 _NAMED_DEPTH: Final = 200  # parsed (safely) to name the deep field; deeper: refused unparsed
 _encoder = msgspec.json.Encoder()
+_SEQUENCES: Final = (list, tuple)  # a tuple: ``list | tuple`` makes a union per call
 _any_decoder = msgspec.json.Decoder()
 _STRING_RE = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 # bracket bytes -> +1 / -1 (as signed bytes), every other byte deleted
@@ -82,7 +83,7 @@ def _walk(value: Any, depth: int) -> None:
             except _Bad as bad:
                 bad.path.append(str(key))
                 raise
-    elif isinstance(value, list | tuple):
+    elif isinstance(value, _SEQUENCES):
         if depth >= MAX_JSON_DEPTH:
             raise _Bad(f"nested deeper than {MAX_JSON_DEPTH} levels")
         for index, item in enumerate(value):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from chronik.dcb import AppendCondition, Query
 from chronik.errors import ConfigurationError, LeaseHeld, NotSupported, ValidationError
@@ -101,6 +101,8 @@ __all__ = [
     "unit_error",
 ]
 
+_new: Final = tuple.__new__  # a NamedTuple made without its Python __new__
+
 if TYPE_CHECKING:
     from chronik.store.subscription import Subscription
 
@@ -143,7 +145,8 @@ class EventStore(StoreReader, Rewrites, RetentionOps, StreamStartOps, ArchiveOps
         )
         if self._state != "open":
             await self.open()
-        return (await self._commit(WriteUnit([request], [], [])))[0]
+        # WriteUnit([request], [], []) without the NamedTuple's Python __new__
+        return (await self._commit(_new(WriteUnit, ([request], [], [], (), (), (), (), ()))))[0]
 
     async def append_tagged(
         self,

@@ -82,6 +82,7 @@ def prepare_append(
 
 
 #: event type names that passed TYPE_NAME_RE (most applications have a few dozen; bounded)
+_BINARY: Final = (bytes, bytearray, memoryview)  # a tuple: ``A | B`` makes a union per call
 _TYPE_NAMES: Final[set[str]] = set()
 _MAX_TYPE_NAMES: Final = 4096
 
@@ -131,7 +132,7 @@ def prepare_event(event: EventData, max_payload_bytes: int) -> PreparedEvent:
         check_event_id(event_id)  # raises the ValidationError (a str subclass passes)
     content_type = event.content_type
     payload = event.payload
-    if type(payload) is dict or not isinstance(payload, bytes | bytearray | memoryview):
+    if type(payload) is dict or not isinstance(payload, _BINARY):
         if content_type != JSON:
             raise ValidationError(
                 "content_type applies to bytes payloads only", field="content_type"
