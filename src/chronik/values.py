@@ -180,28 +180,31 @@ def decode_json(data: bytes | bytearray | memoryview | str, field: str = "") -> 
     return value
 
 
+def _flat(value: dict[Any, Any]) -> bool:
+    """Whether a dict is flat: ASCII string keys and plain scalars that pass the rule (the
+    common payload, settled without the walk: msgspec encodes it as it is)."""
+    for key, item in value.items():
+        if type(key) is not str or not key.isascii():
+            return False
+        t = type(item)  # _plain, inline
+        if t is str:
+            if not item.isascii():
+                return False
+        elif t is int:
+            if not INT64_MIN <= item <= INT64_MAX:
+                return False
+        elif t is float:
+            if not math.isfinite(item):
+                return False
+        elif item is not None and t is not bool:
+            return False
+    return True
+
+
 def encode_json(value: Any, field: str = "") -> bytes:
     """``value`` (builtins, dataclass, Struct) as JSON bytes, after the value rule checked it."""
-    if type(value) is dict:
-        # the common payload, a flat dict of ASCII keys and plain scalars, is settled here
-        # without the copy to builtins and the walk (same bytes: msgspec encodes it as is)
-        for key, item in value.items():
-            if type(key) is not str or not key.isascii():
-                break
-            t = type(item)  # _plain, inline
-            if t is str:
-                if not item.isascii():
-                    break
-            elif t is int:
-                if not INT64_MIN <= item <= INT64_MAX:
-                    break
-            elif t is float:
-                if not math.isfinite(item):
-                    break
-            elif item is not None and t is not bool:
-                break
-        else:
-            return _encoder.encode(value)
+    if type(value) is dict and _flat(value):  # no copy to builtins, no walk
+        return _encoder.encode(value)
     try:
         plain = msgspec.to_builtins(value)
     except (TypeError, ValueError, OverflowError, RecursionError) as exc:
@@ -209,5 +212,6 @@ def encode_json(value: Any, field: str = "") -> bytes:
         raise SerializationError(
             f"{where}cannot be encoded as JSON: {exc}", field=field or None
         ) from None
-    check_json_value(plain, field)
+    if type(plain) is not dict or not _flat(plain):  # a Struct of plain fields: no walk
+        check_json_value(plain, field)
     return _encoder.encode(plain)

@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -144,10 +145,6 @@ async def test_store_append_refuses_values_out_of_the_rule_in_sqlite(tmp_path: P
         await _refused_appends(store)
 
 
-class _Dict(dict[str, Any]):
-    """A dict subclass: encode_json takes its general path (copy to builtins, then the walk)."""
-
-
 _SCALARS = st.one_of(
     st.none(),
     st.booleans(),
@@ -159,19 +156,39 @@ _SCALARS = st.one_of(
 )
 
 
+def _outcome(encode: Any, v: Any) -> tuple[str, Any]:
+    try:
+        return "ok", encode(v, "payload")
+    except chronik.ValidationError as exc:
+        return type(exc).__name__, (exc.field, str(exc))
+
+
+def _general(v: Any, field: str) -> bytes:
+    """encode_json without its fast paths: the copy to builtins, the walk, then the bytes."""
+    plain = msgspec.to_builtins(v)
+    check_json_value(plain, field)
+    return msgspec.json.encode(plain)
+
+
 @settings(max_examples=400, deadline=None)
 @given(st.dictionaries(st.one_of(st.text(), st.integers()), _SCALARS, max_size=6))
 def test_a_flat_dict_encodes_as_the_general_path_encodes_it(value: dict[Any, Any]) -> None:
     """encode_json's flat-dict fast path gives the general path's bytes, or its refusal
     naming the same field with the same reason."""
+    assert _outcome(encode_json, value) == _outcome(_general, value)
 
-    def outcome(v: Any) -> tuple[str, Any]:
-        try:
-            return "ok", encode_json(v, "payload")
-        except chronik.ValidationError as exc:
-            return type(exc).__name__, (exc.field, str(exc))
 
-    assert outcome(value) == outcome(_Dict(value))
+class _Row(msgspec.Struct):
+    a: Any
+    b: Any
+
+
+@settings(max_examples=400, deadline=None)
+@given(_SCALARS, _SCALARS)
+def test_a_struct_of_scalars_encodes_as_the_general_path_encodes_it(a: Any, b: Any) -> None:
+    """A Struct whose fields are scalars (no walk once it is a flat dict) gives the general
+    path's bytes, or its refusal naming the same field with the same reason."""
+    assert _outcome(encode_json, _Row(a, b)) == _outcome(_general, _Row(a, b))
 
 
 def test_event_type_names_are_checked_after_valid_ones_were_remembered() -> None:
