@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -192,10 +193,10 @@ async def subscriber(url: str, total: int) -> None:
 # statements prepared before timing, as chronik's pool is opened before timing) --------------
 
 
-async def w1_raw(path: str, sc: Scale) -> float:
+async def w1_raw(path: str, sc: Scale, kind: type[raw_pg.Writer] = raw_pg.Writer) -> float:
     schema = schema_for(path)
     conn = await raw_pg.connect(dsn(), schema)
-    writer = await raw_pg.Writer.prepare(conn, schema)
+    writer = await kind.prepare(conn, schema)
     versions = [0] * sc.w1_streams
     start = time.perf_counter()
     for i in range(sc.w1):
@@ -207,10 +208,10 @@ async def w1_raw(path: str, sc: Scale) -> float:
     return rate
 
 
-async def w2_raw(path: str, sc: Scale) -> float:
+async def w2_raw(path: str, sc: Scale, kind: type[raw_pg.Writer] = raw_pg.Writer) -> float:
     schema = schema_for(path)
     conn = await raw_pg.connect(dsn(), schema)
-    writer = await raw_pg.Writer.prepare(conn, schema)
+    writer = await kind.prepare(conn, schema)
     start = time.perf_counter()
     for i in range(sc.w2 // 10):
         await writer.append(i, 0, [PAYLOAD] * 10)
@@ -245,12 +246,12 @@ async def w4_raw(path: str, sc: Scale) -> float:
     return rate
 
 
-def w5_raw(tasks: int) -> Callable[[str, Scale], Any]:
+def w5_raw(tasks: int, kind: type[raw_pg.Writer] = raw_pg.Writer) -> Callable[[str, Scale], Any]:
     async def run(path: str, sc: Scale) -> float:
         schema = schema_for(path)
         per_task = sc.w5 // tasks
         conns = [await raw_pg.connect(dsn(), schema) for _ in range(tasks)]
-        writers = [await raw_pg.Writer.prepare(c, schema) for c in conns]
+        writers = [await kind.prepare(c, schema) for c in conns]
 
         async def worker(k: int) -> None:
             for i in range(per_task):
@@ -308,6 +309,37 @@ def pair(
     return a, b
 
 
+def writes(
+    runs: int,
+    workload: str,
+    mine: Callable[[str, Scale], Any],
+    theirs: Callable[[type[raw_pg.Writer]], Callable[[str, Scale], Any]],
+    sc: Scale,
+    note: str,
+) -> None:
+    """An append workload beside two raw clients, all three alternated: ``workload`` beside
+    plain inserts (``note``: what they are) and ``workload-checked`` beside inserts behind the
+    same optimistic concurrency check as chronik's (raw_pg.CheckedWriter)."""
+    a: list[float] = []
+    b: list[float] = []
+    c: list[float] = []
+    for _ in range(runs):
+        b += run_many(1, theirs(raw_pg.Writer), sc, None)
+        c += run_many(1, theirs(raw_pg.CheckedWriter), sc, None)
+        a += run_many(1, mine, sc, None)
+    put(workload, "events/s", a, b, note=note)
+    put(
+        f"{workload}-checked",
+        "events/s",
+        a,
+        c,
+        note=f"{workload} beside a raw client that checks the expectation as chronik does: "
+        "one prepared statement per call whose CTE moves the stream's version row only from "
+        "the expected version (a new stream: inserts it unless it exists), then inserts the "
+        "events, autocommit",
+    )
+
+
 def put(workload: str, unit: str, runs: list[float], raw: list[float], **kw: Any) -> None:
     """bench's emit, relabelled for this backend."""
     out = io.StringIO()
@@ -345,23 +377,23 @@ def _workloads(sc: Scale, runs: int, want: set[str]) -> None:
         _w9(sc, runs)
     if "W1" in want:
         log("postgres W1 append-1 ...")
-        mine, raw = pair(runs, w1_chronik, w1_raw, sc)
-        put(
+        writes(
+            runs,
             "W1",
-            "events/s",
-            mine,
-            raw,
+            w1_chronik,
+            lambda kind: functools.partial(w1_raw, kind=kind),
+            sc,
             note=f"append-1: {sc.w1} events over {sc.w1_streams} streams, exact expectation; "
             "raw = asyncpg, one prepared one-row INSERT, autocommit, no expectation check",
         )
     if "W2" in want:
         log("postgres W2 append-batch10 ...")
-        mine, raw = pair(runs, w2_chronik, w2_raw, sc)
-        put(
+        writes(
+            runs,
             "W2",
-            "events/s",
-            mine,
-            raw,
+            w2_chronik,
+            lambda kind: functools.partial(w2_raw, kind=kind),
+            sc,
             note=f"append-batch10: {sc.w2} events, 10 per call, new stream each; raw = asyncpg, "
             "one prepared 10-row INSERT ... VALUES per call, autocommit",
         )
@@ -396,12 +428,12 @@ def _workloads(sc: Scale, runs: int, want: set[str]) -> None:
     if "W5" in want:
         for tasks in (8, 16, 32):
             log(f"postgres W5 concurrent-append x{tasks} ...")
-            mine, raw = pair(runs, w5_chronik(tasks), w5_raw(tasks), sc)
-            put(
+            writes(
+                runs,
                 f"W5-{tasks}",
-                "events/s",
-                mine,
-                raw,
+                w5_chronik(tasks),
+                functools.partial(w5_raw, tasks),
+                sc,
                 note=f"{tasks} appenders (pool of {tasks}), 1 event per call, distinct streams, "
                 f"{sc.w5} events; raw = asyncpg with {tasks} connections",
             )

@@ -144,3 +144,73 @@ class Reader:
                 decode(r[7])
             count += len(rows)
             commit, index = rows[-1][0], rows[-1][1]
+
+
+STREAMS = (
+    "CREATE TABLE IF NOT EXISTS {s}.raw_streams (id bigint PRIMARY KEY, version bigint NOT NULL)"
+)
+
+
+class ExpectationFailed(Exception):
+    """A checked append whose stream was not at the expected version (nothing written)."""
+
+
+class CheckedWriter(Writer):
+    """The same appends with chronik's optimistic concurrency check, the fastest way a raw
+    client does it: one prepared statement per call, autocommit, whose CTE moves the stream's
+    version only if it is the expected one (a first append inserts the stream's row, refused
+    if it exists) and inserts the events only if it moved."""
+
+    def __init__(self, conn: asyncpg.Connection, schema: str) -> None:
+        super().__init__(conn, schema)
+        self.schema = f'"{schema}"'
+        self.checked_statements: dict[tuple[int, bool], Any] = {}
+
+    @classmethod
+    async def prepare(cls, conn: asyncpg.Connection, schema: str, *sizes: int) -> CheckedWriter:
+        """A writer with both forms (new stream, existing stream) of ``sizes`` prepared."""
+        await conn.execute(STREAMS.replace("{s}", f'"{schema}"'))
+        writer = cls(conn, schema)
+        for n in sizes or (1, 10):
+            await writer.checked(n, True)
+            await writer.checked(n, False)
+        return writer
+
+    async def checked(self, n: int, new: bool) -> Any:
+        """The prepared statement of ``n`` events: $1 the stream, $2 its version before (-1
+        for a new stream), then (sequence, event id, payload) per event, then the time."""
+        stmt = self.checked_statements.get((n, new))
+        if stmt is None:
+            s = self.schema
+            if new:
+                head = (
+                    f"WITH s AS (INSERT INTO {s}.raw_streams (id, version) "
+                    f"VALUES ($1, $2::bigint + {n}) ON CONFLICT (id) DO NOTHING RETURNING id) "
+                )
+            else:
+                head = (
+                    f"WITH s AS (UPDATE {s}.raw_streams SET version = version + {n} "
+                    "WHERE id = $1 AND version = $2 RETURNING id) "
+                )
+            rows = ", ".join(
+                f"(${3 * k + 3}::bigint, ${3 * k + 4}::text, ${3 * k + 5}::bytea)" for k in range(n)
+            )
+            stmt = self.checked_statements[(n, new)] = await self.conn.prepare(
+                head
+                + self.into
+                + f"SELECT s.id, v.q, v.e, 'bench.event', 1, v.p, NULL, NULL, ${3 * n + 3} "
+                + f"FROM s, (VALUES {rows}) AS v(q, e, p)"
+            )
+        return stmt
+
+    async def append(self, stream_id: int, first: int, payloads: list[Any]) -> None:
+        """One checked append of events ``first``, ``first + 1``, ... (``first`` 0: a new
+        stream); ExpectationFailed when the stream is not at ``first - 1``."""
+        n = len(payloads)
+        stmt = self.checked_statements.get((n, first == 0)) or await self.checked(n, first == 0)
+        args: list[Any] = [stream_id, first - 1]
+        for k, p in enumerate(payloads):
+            args += (first + k, os.urandom(16).hex(), orjson.dumps(p))
+        await stmt.fetch(*args, time.time_ns() // 1000)
+        if stmt.get_statusmsg() != f"INSERT 0 {n}":
+            raise ExpectationFailed(f"stream {stream_id} is not at version {first - 1}")
