@@ -184,19 +184,7 @@ def _flat(value: dict[Any, Any]) -> bool:
     """Whether a dict is flat: ASCII string keys and plain scalars that pass the rule (the
     common payload, settled without the walk: msgspec encodes it as it is)."""
     for key, item in value.items():
-        if type(key) is not str or not key.isascii():
-            return False
-        t = type(item)  # _plain, inline
-        if t is str:
-            if not item.isascii():
-                return False
-        elif t is int:
-            if not INT64_MIN <= item <= INT64_MAX:
-                return False
-        elif t is float:
-            if not math.isfinite(item):
-                return False
-        elif item is not None and t is not bool:
+        if type(key) is not str or not key.isascii() or not _plain(item):
             return False
     return True
 

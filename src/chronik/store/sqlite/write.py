@@ -287,10 +287,7 @@ def _append_one(
             raise
         # the event id is stored: undo the version, then a retry's result or a real duplicate
         conn.execute(_SET_VERSION, (expected, stream_id))
-        dup = find_duplicate(conn, req)
-        if dup is None:  # pragma: no cover - the index said it exists
-            raise
-        return dup
+        return _stored(conn, req, exc)
     assert pos is not None
     position = Position(pos)
     return AppendResult(req.stream, seq, seq, position, (position,), now)
@@ -332,10 +329,7 @@ def _insert(
             conn.execute("DELETE FROM chronik_streams WHERE id = ?", (stream_id,))
         else:
             conn.execute(_SET_VERSION, (before, stream_id))
-        dup = find_duplicate(conn, req)
-        if dup is None:  # pragma: no cover - the index said it exists
-            raise
-        return dup
+        return _stored(conn, req, exc)
     assert last_pos is not None
     if len(events) == 1:
         if events[0].tags:  # indexed in the same transaction as the event
@@ -348,6 +342,16 @@ def _insert(
         conn.executemany(INSERT_TAG, tag_rows(events, first_pos))
     positions = tuple(Position(p) for p in range(first_pos, last_pos + 1))
     return AppendResult(stream, first, first + len(events) - 1, positions[-1], positions, now)
+
+
+def _stored(conn: sqlite3.Connection, req: AppendRequest, exc: Exception) -> AppendResult:
+    """After an insert refused for a stored event id (its writes undone): the stored append's
+    result if ``req`` retries it (``find_duplicate``: DuplicateEventError if it only partly
+    matches); ``exc`` raised again if no event of ``req`` is found."""
+    dup = find_duplicate(conn, req)
+    if dup is None:  # pragma: no cover - the index said it exists
+        raise exc
+    return dup
 
 
 def _row(
