@@ -21,7 +21,7 @@ from chronik.projections.bookkeeping import load_plan
 from chronik.server.grpc import GrpcServer
 from chronik.server.http import create_http_app
 from chronik.server.http_server import HttpServer
-from chronik.store.tables import DEAD_LETTERS, LEASES, PLANS
+from chronik.store.tables import DEAD_LETTERS, LEASES, PLANS, REQUESTS, STATUS
 from chronik.testing.takeover import NAME, drill_projection, expected_rows
 from chronik.v1 import chronik_pb2 as pb
 from chronik.v1 import chronik_pb2_grpc as rpc
@@ -48,7 +48,8 @@ async def _split(store: chronik.EventStore, partitions: int) -> None:
                         return
                 await asyncio.sleep(0.02)
     except TimeoutError:
-        tables = {t.name: await store.read_table(t.name) for t in (DEAD_LETTERS, LEASES, PLANS)}
+        shown = (DEAD_LETTERS, LEASES, PLANS, REQUESTS, STATUS)
+        tables = {t.name: await store.read_table(t.name) for t in shown}
         raise AssertionError(
             f"not {partitions} partitions with the fold's rows in 15 s: plan {plan}, rows "
             f"{rows}, expected {await expected_rows(store)}, {tables}"

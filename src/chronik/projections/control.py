@@ -67,8 +67,9 @@ async def requests(store: EventStore, key: str) -> list[dict[str, Any]]:
     return await store.read_table(REQUESTS.name, {"projection": key}, order_by=("id",))
 
 
-async def decide(store: EventStore, view: View, r: dict[str, Any]) -> Step:
-    """The step that carries out request ``r`` (and deletes it)."""
+async def decide(store: EventStore, view: View, r: dict[str, Any]) -> Step | None:
+    """The step that carries out request ``r`` (and deletes it); None leaves it queued for
+    another processor (a repartition: for the leader of the split that serves)."""
     done = [TableWrite.delete(REQUESTS.name, {"id": r["id"]})]
     action, arg = r["action"], r["arg"] or ""
     p = view.projection
@@ -79,7 +80,10 @@ async def decide(store: EventStore, view: View, r: dict[str, Any]) -> Step:
     if action == "repartition":  # the leader starts it (chronik.projections.repartition)
         if view.partition != 0 or p.partitions < 2:
             return Step(done)
-        writes, refused = await repartition.request(store, view, arg)
+        answer = await repartition.request(store, view, arg)
+        if answer is None:
+            return None
+        writes, refused = answer
         return Step(writes + done, error=refused, clear_error=refused is None)
     if p.partitions > 1 and (action == "rebuild" or (action == "reset" and not arg)):
         # a new generation for every partition: partition 0 leads, the others follow

@@ -71,8 +71,7 @@ class ProjectionProcessor(Loop):
         super().__init__(store, f"projection {self.key}", f"projection-{projection.name}")
         self.partition, self.projection = partition, projection
         self.heartbeat, self.lease_ttl = heartbeat, lease_ttl
-        self.wanted = wanted  # whether to claim the lease (a PartitionWorker decides)
-        self._release = False
+        self.wanted, self._release = wanted, False  # whether to claim the lease (worker decides)
         self.epoch: int | None = None  # the lease epoch while this processor holds the lease
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         self.state = "new"
@@ -170,7 +169,8 @@ class ProjectionProcessor(Loop):
         if self.projection.partitions > 1:
             await self._follow()
         for r in await control.requests(self.store, self.key):
-            await self._apply(await control.decide(self.store, self._view(), r))
+            if (step := await control.decide(self.store, self._view(), r)) is not None:
+                await self._apply(step)  # None: left queued for another processor
 
     async def _apply(self, step: control.Step) -> None:
         """Carry out a decision of chronik.projections.control and commit it."""

@@ -3,11 +3,12 @@
 The steps (all state is in the store; each step is one unit of work of one partition's
 processor, so a worker killed at any point leaves a state the next owner carries on from):
 
-1. request: ``ProjectionAdmin.repartition`` queues a request to partition 0 (the leader), which
-   checks it can be done (see ``refusal``) and publishes a pending repartition, the row
-   ``{name}.repartition`` of ``chronik_projection_plans`` (the serving generation and version,
-   the split it runs, ``building_partitions``, and the one it asks for, ``partitions``) with a
-   ``nonce`` of its own in ``retired``.
+1. request: ``ProjectionAdmin.repartition`` queues a request to partition 0 (the leader of
+   the split the plan serves; a leader of an old split, not yet replaced by its worker, leaves
+   the request queued for it), which checks it can be done (see ``refusal``) and publishes a
+   pending repartition, the row ``{name}.repartition`` of ``chronik_projection_plans`` (the
+   serving generation and version, the split it runs, ``building_partitions``, and the one it
+   asks for, ``partitions``) with a ``nonce`` of its own in ``retired``.
 2. stop: every partition of that generation and split stops its serving lane where it is and
    notes the position (checkpoint ``projection:{name}:rp{nonce}:stop`` of its partition).
 3. the common position: once every partition noted, the leader publishes P = the highest note
@@ -180,21 +181,24 @@ async def refusal(store: EventStore, name: str, partitions: int) -> str | None:
     return None
 
 
-async def request(store: EventStore, view: View, arg: str) -> tuple[list[TableWrite], str | None]:
-    """The leader's answer to a repartition request: the pending row to write, or why not."""
+async def request(
+    store: EventStore, view: View, arg: str
+) -> tuple[list[TableWrite], str | None] | None:
+    """The leader's answer to a repartition request: the pending row to write, or why not;
+    None when this leader does not run the version and split the plan serves (a leader of an
+    old split, not yet replaced by its worker, or of another version): the request waits for
+    the one that does."""
     p = view.projection
+    plan = await load_plan(store, p.name)
+    if plan is not None and (plan.version, plan.partitions) != (p.version, p.partitions):
+        return None
     try:
         target = check_count(int(arg) if arg.isdigit() else arg)
     except ValidationError as exc:
         return [], f"repartition refused: {exc}"
     why = await refusal(store, p.name, target)
-    plan = view.plan
     if why is None and p.replay == "refuse":
         why = f"projection {p.name} declared replay='refuse': its replay marks are per partition"
-    if why is None and (
-        plan is None or (plan.version, plan.partitions) != (p.version, p.partitions)
-    ):
-        why = f"this process does not run what serves ({p.name} v{p.version}, {p.partitions})"
     if why is not None or plan is None:
         return [], f"repartition refused: {why}"
     pending = Pending(uuid.uuid4().hex, plan.generation, plan.version, plan.partitions, target)
