@@ -21,7 +21,7 @@ from chronik.aggregate import (
 from chronik.aggregate_locks import DurableLock
 from chronik.app import Chronik
 from chronik.codec import EventRegistry
-from chronik.commands import CommandBus, CommandResult, OutboxRule, RetryPolicy
+from chronik.commands import CommandBus, CommandResult, RetryPolicy
 from chronik.dcb import AppendCondition, Query, QueryItem
 from chronik.dcb_decider import DcbDecider
 from chronik.errors import (
@@ -97,6 +97,7 @@ from chronik.messages import (
     StreamInfo,
     new_event_id,
 )
+from chronik.outbox_rules import OutboxRule
 from chronik.store import EventStore, UnitOfWork, open_store
 from chronik.store.deletion import STREAM_DELETED, StreamDeletion, deletion_of
 from chronik.store.records import PreparedEvent

@@ -21,7 +21,6 @@ from chronik.commands import (
     CommandResult,
     DispatchMiddleware,
     HandlerMiddleware,
-    OutboxRule,
     RetryPolicy,
 )
 from chronik.decider import Decider
@@ -30,6 +29,7 @@ from chronik.emitter import CommittedHandler, Handler, Matcher, parse_matcher
 from chronik.errors import ConfigurationError
 from chronik.health import Supervisor
 from chronik.messages import Command, Position, StreamId
+from chronik.outbox_rules import OutboxRule
 
 if TYPE_CHECKING:
     from chronik.aggregate_lock_sweep import LockSweeper

@@ -17,24 +17,24 @@ One dispatch, step by step (``CommandBus._dispatch`` and ``_run`` read in this o
 Event ids derive from the command id, so a retried command never appends twice: a concurrent
 duplicate loses the append race and then finds the winner's events.
 
-A command id this process has not appended lately skips the read of step 3 (*lazy dedupe*;
-not with outbox rules): the append's unique event ids find an earlier dispatch, and a command
-that fails, decides nothing or meets stored events of its id then looks for the earlier
-result, as step 3 would have. Only a dispatch of the id by another process, appended right
-after the version this process had cached, is then told ``duplicate=False`` (same events).
+A command id this process has not appended lately skips the read of step 3 (*lazy dedupe*):
+the append's unique event ids find an earlier dispatch, and a command that fails, decides
+nothing or meets stored events of its id then looks for the earlier result, as step 3 would
+have. A decision that makes outbox messages (recorded once only) reads it before its append.
+Only a dispatch of the id by another process, appended right after the version this process
+had cached, is then told ``duplicate=False`` (same events).
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, cast
 
 import msgspec
 
-from chronik import dcb_dispatch, decisions
+from chronik import dcb_dispatch, decisions, outbox_rules
 from chronik.aggregate_locks import DurableLock, StreamLocks
 from chronik.codec import EventRegistry
 from chronik.dcb_decider import DcbDecider
@@ -61,8 +61,10 @@ from chronik.messages import (
     StreamId,
 )
 from chronik.middleware import Chains, as_list
+from chronik.outbox_rules import OutboxRule
 from chronik.repository import Loaded, Repository
-from chronik.store.base import AppendRequest, EventStore, PreparedEvent
+from chronik.retry_policy import RetryPolicy
+from chronik.store.base import AppendRequest, EventStore
 
 __all__ = [
     "CommandBus",
@@ -76,22 +78,6 @@ __all__ = [
 
 RECENT_IDS: Final = 10_000  # command ids appended here that the bus remembers (lazy dedupe)
 _new: Final = tuple.__new__  # a NamedTuple made without its Python __new__
-
-
-class RetryPolicy(msgspec.Struct, frozen=True):
-    """How often a command is decided again after losing an append race, and the pauses."""
-
-    attempts: int = 10
-    base_delay: float = 0.002
-    max_delay: float = 0.2
-
-    def __post_init__(self) -> None:
-        if type(self.attempts) is not int or self.attempts < 1:
-            raise ConfigurationError("RetryPolicy.attempts must be an int >= 1")
-
-    def delay(self, attempt: int) -> float:
-        """The jittered pause before retry number ``attempt`` (0-based)."""
-        return min(self.max_delay, self.base_delay * 2.0**attempt) * random.uniform(0.5, 1.5)
 
 
 class CommandResult(msgspec.Struct, frozen=True):
@@ -116,8 +102,6 @@ class CommandResult(msgspec.Struct, frozen=True):
 
 
 Dispatch = Callable[[Command], Awaitable[CommandResult]]
-#: An outbox rule: (decided event, its PreparedEvent, stream) -> Message(s) or None (add_outbox)
-OutboxRule = Callable[[Any, PreparedEvent, StreamId], Any]
 DispatchMiddleware = Callable[[Command, Dispatch], Awaitable[CommandResult]]
 HandlerFn = Callable[[Command, Any], Awaitable[list[Any]]]
 HandlerMiddleware = Callable[[Command, Any, HandlerFn], Awaitable[list[Any]]]
@@ -240,8 +224,7 @@ class CommandBus:
         for attempt in range(self.retry.attempts):
             loaded = self.repository.cached(r.stream) if attempt == 0 else None
             hit = loaded is not None  # lazy dedupe (module docstring): step 3 waits
-            lazy = attempt == 0 and r.known_id and not self._outbox
-            lazy = lazy and r.command_id not in self._appended_ids
+            lazy = attempt == 0 and r.known_id and r.command_id not in self._appended_ids
             if r.known_id and not lazy:
                 previous = await self._previous(r)
                 if previous is not None:
@@ -262,7 +245,14 @@ class CommandBus:
                 return CommandResult(r.command_id, r.stream, [], loaded.version)
             try:  # step 6 (with the outbox rules' messages)
                 if self._outbox and r.model.typed_events:
-                    result = await decisions.append_with_outbox(self.store, self._outbox, decision)
+                    messages = outbox_rules.decision_messages(self._outbox, decision)
+                    if messages and lazy:  # recorded once only: step 3 first, after all
+                        lazy = False
+                        if (previous := await self._previous(r)) is not None:
+                            self.repository.forget(r.stream)  # decided on: may have changed
+                            return previous
+                    req = decision.request
+                    result = await outbox_rules.append_with_outbox(self.store, messages, req)
                 else:
                     result = await self.store.append_prepared(decision.request)
             except BaseException as exc:

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from chronik import decisions
+from chronik import decisions, outbox_rules
 from chronik.codec import EventRegistry
 from chronik.dcb import AppendCondition, Query
 from chronik.dcb_decider import DcbDecider
@@ -38,14 +38,13 @@ from chronik.messages import (
     RecordedEvent,
     StreamId,
 )
-from chronik.store.base import AppendRequest, ConditionCheck, EventStore, PreparedEvent
+from chronik.outbox_rules import OutboxRule
+from chronik.store.base import AppendRequest, ConditionCheck, EventStore
 from chronik.store.read import READ_PAGE
 
 __all__ = ["DcbRun", "previous", "run"]
 
 HandlerFn = Callable[[Command, Any], Awaitable[list[Any]]]
-#: (decided event, its prepared event, its stream) -> messages; ``chronik.OutboxRule``
-OutboxRule = Callable[[Any, PreparedEvent, StreamId], Any]
 _INTERNAL_TYPES: frozenset[str] = frozenset(INTERNAL_EVENTS.values())
 
 
@@ -218,7 +217,7 @@ async def _append_with_outbox(
     async with store.transaction() as tx:
         tx.append_tagged_prepared(requests, check)
         decided = [(e, r.events[0], r.stream) for e, r in zip(events, requests, strict=True)]
-        decisions.record_outbox(tx, outbox, decided)
+        outbox_rules.record_outbox(tx, outbox_rules.outbox_messages(outbox, decided))
     return tx.results[0]
 
 

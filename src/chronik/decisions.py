@@ -18,7 +18,7 @@ of the business logic into its HandlerError.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Final
 
 import msgspec
@@ -46,7 +46,7 @@ from chronik.messages import (
     RecordedEvent,
     StreamId,
 )
-from chronik.store.base import AppendRequest, EventStore, PreparedEvent, UnitOfWork
+from chronik.store.base import AppendRequest, EventStore, PreparedEvent
 from chronik.values import check_json_value, encode_json
 
 __all__ = [
@@ -55,14 +55,12 @@ __all__ = [
     "Encodings",
     "LogicErrors",
     "Routed",
-    "append_with_outbox",
     "command_metadata",
     "earlier",
     "encoded_metadata",
     "event_data",
     "evolvable",
     "logic_failed",
-    "record_outbox",
     "recorded",
     "recorded_now",
     "request",
@@ -340,37 +338,6 @@ async def earlier(
             break
         events.append(event)
     return events
-
-
-async def append_with_outbox(
-    store: EventStore,
-    rules: Sequence[Callable[[Any, PreparedEvent, StreamId], Any]],
-    decision: Decision,
-) -> AppendResult:
-    """Append ``decision`` with the messages the outbox rules make of it, in one unit."""
-    request, events = decision.request, decision.events
-    async with store.transaction() as tx:
-        tx.append_prepared(request)
-        streams = [request.stream] * len(events)
-        record_outbox(tx, rules, zip(events, request.events, streams, strict=True))
-    return tx.results[0]
-
-
-def record_outbox(
-    tx: UnitOfWork,
-    rules: Sequence[Callable[[Any, PreparedEvent, StreamId], Any]],
-    decided: Iterable[tuple[Any, PreparedEvent, StreamId]],
-) -> None:
-    """Record in ``tx`` the messages the outbox rules make of each decided event (the event,
-    its prepared form and its stream): a Message, a (Message, kind) pair, or None."""
-    from chronik.outbox import record
-
-    for event, prepared, stream in decided:
-        for rule in rules:
-            out = rule(event, prepared, stream)
-            if out is not None:
-                message, kind = out if isinstance(out, tuple) else (out, "publish")
-                record(tx, message, kind, stream.tenant)
 
 
 class LogicErrors:

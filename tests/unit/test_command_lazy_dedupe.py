@@ -174,3 +174,44 @@ async def test_with_outbox_rules_a_duplicate_records_no_message_again(tmp_path: 
         assert again.duplicate and again.events == first.events
         rows = await OutboxAdmin(one.store).messages()
         assert sorted(r["id"] for r in rows) == ["m-0", "m-1", "m-2"]  # one per event
+
+
+async def test_with_outbox_rules_only_a_decision_with_messages_reads_by_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A decision the rules make no message of is deduped lazily (no read by command id) and a
+    duplicate of it still gets the earlier result; one with a message reads first."""
+    from chronik import decisions
+    from chronik.outbox import OutboxAdmin
+    from chronik.transports.message import Message
+
+    reads: list[str] = []
+    earlier = decisions.earlier
+
+    async def counted(store: Any, stream: StreamId, command_id: str, first: Any) -> Any:
+        reads.append(command_id)
+        return await earlier(store, stream, command_id, first)
+
+    monkeypatch.setattr(decisions, "earlier", counted)
+
+    def rule(event: Any, data: chronik.PreparedEvent, stream: StreamId) -> Message | None:
+        if not isinstance(event, Opened):
+            return None
+        return Message(topic="account.opened", id=data.event_id, body=data.payload)
+
+    url = f"sqlite:///{tmp_path}/lazy-outbox.db"
+    async with make_app(url) as one, make_app(url) as two:
+        for app in (one, two):
+            app.add_outbox(rule)
+        await two.dispatch(cmd("Open", {"owner": "ada"}, command_id="open"))
+        assert reads == ["open"]
+        first = await two.dispatch(cmd("Deposit", {"amount": 5}, command_id="d-5"))
+        await one.dispatch(cmd("Deposit", {"amount": 1}, command_id="d-1"))  # one caches v2
+        assert reads == ["open"]
+        again = await one.dispatch(cmd("Deposit", {"amount": 5}, command_id="d-5"))
+        assert again.duplicate and again.events == first.events
+        assert reads == ["open", "d-5"]  # after its append met the stored event id
+        assert len(await stored(one)) == 3
+        assert [r["id"] for r in await OutboxAdmin(one.store).messages()] == [
+            event_id_for("open", 0)
+        ]

@@ -203,7 +203,7 @@ def test_every_folder_says_what_lives_there_and_what_it_may_import() -> None:
 #: The layers of src/chronik, bottom first: a module imports only its own layer and those below
 #: (the README's architecture section draws the same picture).
 LAYERS: list[set[str]] = [
-    {"errors", "error_data", "bounded_close", "values", "ids", "adapters", "v1"},
+    {"errors", "error_data", "bounded_close", "values", "ids", "adapters", "v1", "retry_policy"},
     {"messages", "dcb", "codec", "observability", "personal"},
     {"archive"},
     {"store"},
@@ -220,6 +220,7 @@ LAYERS: list[set[str]] = [
         "outbox_tenants",
         "repository",
         "decisions",
+        "outbox_rules",
         "saga_record",
     },
     {"commands", "dcb_dispatch", "aggregate", "deadlines"},
