@@ -111,6 +111,25 @@ class Lane:
             return kept, stop
         return kept, bound
 
+    def quiet_until(self, store: EventStore, types: tuple[str, ...]) -> Position | None:
+        """How far this lane may move without a read: every event after its position up to
+        there was appended by ``store`` itself, none of ``types`` (``committed_types``);
+        None: read. Not while a repartition or an isolated event holds the lane."""
+        if self.position is None or self.stop_at is not None or self.isolate_until is not None:
+            return None
+        known = store.committed_types(self.position)
+        return None if known is None or not known[1].isdisjoint(types) else known[0]
+
+    def scanned(self, bound: Position | None) -> bool:
+        """Nothing of this lane's up to ``bound`` (its read came back empty): caught up, and
+        moved there; True when it moved (its waiters may go on)."""
+        self.caught_up = True
+        if bound is None or (self.position is not None and bound <= self.position):
+            return False
+        self.position = self.applied = bound
+        self.dirty = True
+        return True
+
     def __repr__(self) -> str:
         return f"<Lane g{self.generation} v{self.version} at {self.position}>"
 

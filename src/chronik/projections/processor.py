@@ -291,14 +291,14 @@ class ProjectionProcessor(Loop):
     async def _step(self, lane: Lane) -> bool:
         """Process one page of ``lane``; False when there was nothing to do."""
         store, p = self.store, self.projection
-        self.head = await store.head()
         limit = 1 if lane.isolate_until is not None else p.batch_size
-        page, bound = lane.cut(await p.read_page(store, lane.position, limit, self._types))
+        page: list[RecordedEvent] = []
+        bound = self.head = lane.quiet_until(store, self._types)  # this process wrote them
+        if bound is None:
+            self.head = await store.head()
+            page, bound = lane.cut(await p.read_page(store, lane.position, limit, self._types))
         if not page:
-            lane.caught_up = True
-            if bound is not None and (lane.position is None or bound > lane.position):
-                lane.position = lane.applied = bound  # scanned: none of ours up to there
-                lane.dirty = True
+            if lane.scanned(bound):  # none of ours up to there
                 self._waiters.resolve(self.active)
             return False
         lane.caught_up = False

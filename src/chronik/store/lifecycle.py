@@ -15,6 +15,8 @@ from types import TracebackType
 from typing import Self
 
 from chronik.errors import StoreClosed
+from chronik.messages import Position
+from chronik.store.commit_log import CommitLog
 from chronik.store.records import HEALTHY, FaultHook, StoreHealth
 
 __all__ = ["StoreLifecycle"]
@@ -30,6 +32,8 @@ class StoreLifecycle(abc.ABC):
         self._state = "new"
         self._open_lock: asyncio.Lock | None = None
         self._change: asyncio.Event | None = None
+        #: this object's own appends lately, where positions follow commit order (SQLite)
+        self.commit_log: CommitLog | None = None
         #: Set by ``chronik.testing.faults`` only; adapters call it at each step when set.
         self.fault_hook: FaultHook | None = None
         self._health = HEALTHY
@@ -119,6 +123,13 @@ class StoreLifecycle(abc.ABC):
     def wake_readers(self) -> None:
         """Set the current change signal now (a reader that closes wakes its own wait)."""
         self._notify()
+
+    def committed_types(self, after: Position) -> tuple[Position, frozenset[str]] | None:
+        """(a position P, the types of the events committed after ``after`` up to P) when this
+        store object appended every one of them itself (a reader that follows none of those
+        types may move its bound to P without a read); None when it cannot tell."""
+        log = self.commit_log
+        return None if log is None else log.types_after(after)
 
     @contextlib.contextmanager
     def watching(self) -> Iterator[None]:

@@ -21,6 +21,7 @@ import sqlite3
 from chronik.errors import ConfigurationError, StoreUnavailable
 from chronik.messages import AppendResult, RecordedEvent, StreamId
 from chronik.store.base import EventStore, WriteUnit
+from chronik.store.commit_log import CommitLog
 from chronik.store.sqlite import rewrite
 from chronik.store.sqlite.archive import SQLiteArchive
 from chronik.store.sqlite.commit import WAL_LIMIT, GroupCommit, connect
@@ -59,6 +60,7 @@ class SQLiteEventStore(SQLiteReader, SQLiteArchive, SQLiteRetention, EventStore)
         self.busy_timeout_ms = busy_timeout_ms
         self.poll_interval = poll_interval
         self._writer = GroupCommit(self.path, synchronous, busy_timeout_ms, self._batch_done)
+        self.commit_log = CommitLog()  # positions follow commit order: one writer at a time
         self._init_reader()
         self._watchers = 0
         self._poll_task: asyncio.Task[None] | None = None
@@ -89,7 +91,10 @@ class SQLiteEventStore(SQLiteReader, SQLiteArchive, SQLiteRetention, EventStore)
 
     async def _write(self, unit: WriteUnit) -> list[AppendResult]:
         self._writer.fault_hook = self.fault_hook
-        return await self._writer.write(unit)
+        results = await self._writer.write(unit)
+        if unit.appends and self.commit_log is not None:
+            self.commit_log.add(unit, results)
+        return results
 
     def _batch_done(self, failed: BaseException | None, wrote: bool) -> None:
         """After each batch: health, and a wake-up for readers when something committed."""
