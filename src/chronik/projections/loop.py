@@ -11,6 +11,7 @@ import time
 
 from chronik.errors import ProjectionStopped
 from chronik.store.base import EventStore
+from chronik.store.lifecycle import ChangeSignal
 
 __all__ = ["Loop"]
 
@@ -24,7 +25,8 @@ class Loop:
         self._task_name = task_name
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        self._wake = asyncio.Event()
+        self._woken = False  # woken during a round: the next idle returns at once
+        self._waiting: asyncio.Future[None] | None = None  # the idle wait in progress
         self._busy_since: float | None = None
         self._next_poll = 0.0  # the monotonic time the loop's next round is due by
 
@@ -44,7 +46,7 @@ class Loop:
     async def _halt(self, grace: float | None) -> None:
         """End the loop after its current round; cancel it if that takes over ``grace`` s."""
         self._stopping = True
-        self._wake.set()
+        self._wake()
         task = self._task
         if task is not None and not task.done():
             done, _ = await asyncio.wait([task], timeout=grace)
@@ -71,16 +73,40 @@ class Loop:
         """Seconds the current round has been running, 0 when idle."""
         return 0.0 if self._busy_since is None else time.monotonic() - self._busy_since
 
+    def _wake(self) -> None:
+        """End the idle wait now, or the next one at once."""
+        self._woken = True
+        waiting = self._waiting
+        if waiting is not None and not waiting.done():
+            waiting.set_result(None)
+
     async def _idle(self, signal: asyncio.Event) -> None:
         """Wait for a change in the store (``signal``), a wake-up or the next round's time."""
         timeout = max(0.0, self._next_poll - time.monotonic())
-        if self._stopping:
+        if self._stopping or self._woken:
+            self._woken = False
             return
-        waits = [asyncio.ensure_future(signal.wait()), asyncio.ensure_future(self._wake.wait())]
+        loop = asyncio.get_running_loop()
+        waiting = self._waiting = loop.create_future()
+        timer = loop.call_later(timeout, _resolve, waiting)
+        task = None
+        if isinstance(signal, ChangeSignal):
+            signal.resolve_on_set(waiting)
+        else:  # another kind of event: a task waits on it
+            task = asyncio.ensure_future(signal.wait())
+            task.add_done_callback(lambda _: _resolve(waiting))
         try:
             with self.store.watching():
-                await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                await waiting
         finally:
-            for w in waits:
-                w.cancel()
-            self._wake.clear()
+            timer.cancel()
+            if task is not None:
+                task.cancel()
+            elif isinstance(signal, ChangeSignal):
+                signal.forget(waiting)
+            self._waiting, self._woken = None, False
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

@@ -124,7 +124,7 @@ class ProjectionProcessor(Loop):
     def release(self) -> None:
         """Give the lease up after the current batch and stand by (a PartitionWorker calls it)."""
         self.wanted, self._release = False, True
-        self._wake.set()
+        self._wake()
 
     async def _acquire(self) -> bool:
         """Claim the projection's lease; on success load everything from the database."""

@@ -22,6 +22,35 @@ from chronik.store.records import HEALTHY, FaultHook, StoreHealth
 __all__ = ["StoreLifecycle"]
 
 
+class ChangeSignal(asyncio.Event):
+    """A store's change signal: an asyncio.Event that also resolves the futures handed to
+    ``resolve_on_set`` when it is set (a waiter without a task of its own)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._futures: list[asyncio.Future[None]] = []
+
+    def set(self) -> None:
+        super().set()
+        futures, self._futures = self._futures, []
+        for fut in futures:
+            if not fut.done():
+                fut.set_result(None)
+
+    def resolve_on_set(self, fut: asyncio.Future[None]) -> None:
+        """Resolve ``fut`` when this signal is set (now, if it is)."""
+        if self.is_set():
+            if not fut.done():
+                fut.set_result(None)
+        else:
+            self._futures.append(fut)
+
+    def forget(self, fut: asyncio.Future[None]) -> None:
+        """No longer resolve ``fut`` (its waiter stopped waiting)."""
+        with contextlib.suppress(ValueError):
+            self._futures.remove(fut)
+
+
 class StoreLifecycle(abc.ABC):
     """An async context manager with an explicit state (new, open, closed), the writer's health
     and a change signal set at each commit."""
@@ -31,7 +60,7 @@ class StoreLifecycle(abc.ABC):
     def __init__(self) -> None:
         self._state = "new"
         self._open_lock: asyncio.Lock | None = None
-        self._change: asyncio.Event | None = None
+        self._change: ChangeSignal | None = None
         #: this object's own appends lately, where positions follow commit order (SQLite)
         self.commit_log: CommitLog | None = None
         #: Set by ``chronik.testing.faults`` only; adapters call it at each step when set.
@@ -114,10 +143,10 @@ class StoreLifecycle(abc.ABC):
 
     # --- change notification (for subscriptions) ----------------------------------------------
 
-    def change_signal(self) -> asyncio.Event:
+    def change_signal(self) -> ChangeSignal:
         """An event that is set at the next commit; take it before reading, then wait on it."""
         if self._change is None:
-            self._change = asyncio.Event()
+            self._change = ChangeSignal()
         return self._change
 
     def wake_readers(self) -> None:
