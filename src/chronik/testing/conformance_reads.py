@@ -169,3 +169,24 @@ class ReadConformance:
         few = [i async for i in store.list_streams(domain="few", prefix="id-0")]
         assert [(i.stream.aggregate_id, i.version) for i in few] == [("id-0", 1)]
         assert len([i async for i in store.list_streams(domain="many", limit=10)]) == 10
+
+    # --- committed_types ------------------------------------------------------------------------
+
+    async def test_committed_types_never_hide_an_event(self, store: EventStore) -> None:
+        """Where a store answers ``committed_types(after)`` (None: it cannot tell), the answer
+        covers every event after ``after`` up to the position it names, which is stored."""
+        types = ["kind.a", "kind.b", "kind.c"]
+        for i in range(12):
+            s = StreamId("typed", f"t{i % 4}")
+            batch = [ev(i, types[(i + k) % 3]) for k in range(1 + i % 3)]
+            await store.append(s, batch, expected=chronik.ANY)
+        events = await collect(store.read_all())
+        for e in [None, *events]:
+            after = chronik.Position(0) if e is None else e.position
+            known = store.committed_types(after)
+            if known is None:
+                continue
+            upto, found = known
+            assert any(x.position == upto for x in events)
+            between = {x.type for x in events if after < x.position <= upto}
+            assert between <= found, (after, upto, between, found)
