@@ -142,3 +142,26 @@ async def test_after_another_process_appended_this_one_reads_again(
                 await proc.wait_for(await _append(store, etype))
         expected = 2 if etype == "a" else 1
         assert await query(store, "only_a", "seen") == [{"id": "a", "n": expected}]
+
+
+async def test_a_live_processor_takes_the_head_from_its_short_pages(tmp_path: Path) -> None:
+    """Following its own type live (short pages), the processor asks the store for the head
+    only through the page read, which saw it: no head query of its own; its lag is 0."""
+    async with chronik.open_store(f"sqlite:///{tmp_path}/head.db") as store:
+        await _append(store, "a")
+        async with ProjectionProcessor(store, _projection(), heartbeat=30, lease_ttl=100) as proc:
+            async with asyncio.timeout(10):
+                await proc.wait_for(await _append(store, "a"))
+                heads = 0
+                head = store.head
+
+                async def counted() -> Any:
+                    nonlocal heads
+                    heads += 1
+                    return await head()
+
+                store.head = counted  # type: ignore[method-assign]
+                for _ in range(10):
+                    last = await _append(store, "a")
+                    await proc.wait_for(last)
+                assert heads == 0 and proc.head == last

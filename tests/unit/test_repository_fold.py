@@ -68,6 +68,7 @@ async def test_an_old_version_mid_stream_is_upcast_and_the_rest_folded(
 ) -> None:
     """A v1 event after current ones goes through the upcaster; the events around it fold in
     order, as do an unregistered type, another content type and a deadline event."""
+    repository = Repository(store, registry)  # registers chronik's deadline event types
     scheduled = registry.to_event_data(DeadlineScheduled("d1", 5.0, "Tick"))
     await store.append(
         STREAM,
@@ -80,7 +81,7 @@ async def test_an_old_version_mid_stream_is_upcast_and_the_rest_folded(
             current(3),
         ],
     )
-    loaded = await Repository(store, registry).load(model(), STREAM, use_cache=False)
+    loaded = await repository.load(model(), STREAM, use_cache=False)
     assert loaded.state == [(1, ""), (70, "upcast"), (2, ""), ("raw", "tally.other"), (3, "")]
     assert (loaded.version, loaded.replayed) == (5, 6)
 
@@ -90,9 +91,10 @@ async def test_deadline_events_among_current_ones_are_skipped_on_the_row_path(
 ) -> None:
     """A deadline event between current events is counted but never folded, and the rows
     after it still fold from payloads (the registry knows its type: chronik registers it)."""
+    repository = Repository(store, registry)  # registers chronik's deadline event types
     one, two = (registry.to_event_data(DeadlineScheduled(d, 5.0, "Tick")) for d in ("d1", "d2"))
     await store.append(STREAM, [current(1), one, current(2), two, current(3)])
-    loaded = await Repository(store, registry).load(model(), STREAM, use_cache=False)
+    loaded = await repository.load(model(), STREAM, use_cache=False)
     assert loaded.state == [(1, ""), (2, ""), (3, "")]
     assert (loaded.version, loaded.replayed) == (4, 5)
 

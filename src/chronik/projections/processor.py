@@ -81,8 +81,7 @@ class ProjectionProcessor(Loop):
         self.building: Lane | None = None
         self.plan: Plan | None = None  # the plan of a partitioned projection the lanes follow
         self.outdated = False  # the plan serves a newer version than this process runs
-        self._types, self._waiters = projection.types, Waiters()
-        self.rate = RateMeter()
+        self._types, self._waiters, self.rate = projection.types, Waiters(), RateMeter()
         self.head: Position | None = None
         self.last_event_us = 0
         self._last_status = self._next_claim = 0.0
@@ -295,8 +294,9 @@ class ProjectionProcessor(Loop):
         page: list[RecordedEvent] = []
         bound = self.head = lane.quiet_until(store, self._types)  # this process wrote them
         if bound is None:
-            self.head = await store.head()
-            page, bound = lane.cut(await p.read_page(store, lane.position, limit, self._types))
+            read = await p.read_page(store, lane.position, limit, self._types)
+            self.head = read.scanned or await store.head()  # a short page's read saw the head
+            page, bound = lane.cut(read)
         if not page:
             if lane.scanned(bound):  # none of ours up to there
                 self._waiters.resolve(self.active)
