@@ -27,6 +27,7 @@ from chronik.messages import (
     StreamInfo,
 )
 from chronik.store.base import EventStore
+from chronik.store.commit_log import CommitLog
 from chronik.store.memory_archive import MemoryArchive
 from chronik.store.memory_retention import MemoryRetention
 from chronik.store.memory_rewrite import MemoryRewrites
@@ -74,16 +75,13 @@ class MemoryEventStore(MemoryRewrites, MemoryArchive, MemoryRetention, EventStor
         self._snapshots: dict[StreamId, Snapshot] = {}
         self._checkpoints: dict[tuple[str, int], Checkpoint] = {}
         self._init_retention()  # deletes and retention: chronik.store.memory_retention
-        self._tables: Tables = {
-            spec.name: (spec, {})
-            for spec in SYSTEM_TABLES  # as the other adapters' migrations
-        }
+        # the system tables, as the other adapters' migrations make them
+        self._tables: Tables = {spec.name: (spec, {}) for spec in SYSTEM_TABLES}
+        self.commit_log = CommitLog()  # positions follow commit order: one write at a time
 
-    async def _open(self) -> None:
-        pass
+    async def _open(self) -> None: ...
 
-    async def _close(self) -> None:
-        pass
+    async def _close(self) -> None: ...
 
     async def _write(self, unit: WriteUnit) -> list[AppendResult]:
         # Everything that can fail (checks, fault-injection steps) runs before the first change;
@@ -97,6 +95,8 @@ class MemoryEventStore(MemoryRewrites, MemoryArchive, MemoryRetention, EventStor
             raise error from exc
         results = self._apply(unit, plan)
         self._apply_deletes(deletes)
+        if unit.appends and self.commit_log is not None:
+            self.commit_log.add(unit, results)
         return results
 
     def _plan(
