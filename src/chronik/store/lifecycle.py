@@ -61,7 +61,7 @@ class StoreLifecycle(abc.ABC):
         self._state = "new"
         self._open_lock: asyncio.Lock | None = None
         self._change: ChangeSignal | None = None
-        #: this object's own appends lately, where positions follow commit order (SQLite)
+        #: this object's own appends lately, where positions follow commit order (SQLite, memory)
         self.commit_log: CommitLog | None = None
         #: Set by ``chronik.testing.faults`` only; adapters call it at each step when set.
         self.fault_hook: FaultHook | None = None
