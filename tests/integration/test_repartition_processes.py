@@ -24,6 +24,7 @@ from chronik.projections import ProjectionAdmin, query
 from chronik.projections.bookkeeping import load_plan
 from chronik.projections.lanes import checkpoint_name
 from chronik.projections.repartition import load_pending
+from chronik.store.tables import LEASES, PLANS, REQUESTS, STATUS
 from chronik.testing.takeover import NAME, append_forever, expected_rows, owners, start_worker
 
 TTL = 1.5
@@ -59,14 +60,24 @@ async def _pending(url: str) -> bool:
 
 
 async def _leader_once_pending(url: str) -> int:
-    """The pid that holds partition 0 (the leader) once a repartition is in progress."""
-    async with chronik.open_store(url) as store, asyncio.timeout(20):
-        while True:
-            if await load_pending(store, NAME) is not None:
-                leader = (await owners(store)).get(0)
-                if leader is not None:
-                    return leader
-            await asyncio.sleep(0.01)
+    """The pid that holds partition 0 (the leader) once a repartition is in progress (on a
+    timeout, the failure shows the plan and the requests, status, lease and plan tables)."""
+    async with chronik.open_store(url) as store:
+        try:
+            async with asyncio.timeout(20):
+                while True:
+                    if await load_pending(store, NAME) is not None:
+                        leader = (await owners(store)).get(0)
+                        if leader is not None:
+                            return leader
+                    await asyncio.sleep(0.01)
+        except TimeoutError:
+            shown = (REQUESTS, STATUS, LEASES, PLANS)
+            tables = {t.name: await store.read_table(t.name) for t in shown}
+            plan = await load_plan(store, NAME)
+            raise AssertionError(
+                f"no repartition in progress in 20 s: plan {plan}, {tables}"
+            ) from None
 
 
 async def _rows(url: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
