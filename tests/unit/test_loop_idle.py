@@ -11,7 +11,7 @@ from chronik.projections.loop import Loop
 from chronik.store.lifecycle import ChangeSignal
 
 
-async def _idle_for(loop: Loop, signal: asyncio.Event, seconds: float) -> float:
+async def _idle_for(loop: Loop, signal: ChangeSignal, seconds: float) -> float:
     loop._next_poll = time.monotonic() + seconds
     start = time.monotonic()
     await loop._idle(signal)
@@ -49,15 +49,6 @@ async def test_waits_that_time_out_leave_nothing_on_the_signal() -> None:
         for _ in range(20):
             await _idle_for(loop, signal, 0)
         assert signal._futures == []
-
-
-async def test_another_kind_of_event_is_waited_for_too() -> None:
-    """A plain asyncio.Event (a store's own signal type) still ends the wait when set."""
-    async with chronik.open_store("memory://") as store:
-        loop = Loop(store, "test", "test")
-        plain = asyncio.Event()
-        asyncio.get_running_loop().call_later(0.01, plain.set)
-        assert await _idle_for(loop, plain, 5) < 1
 
 
 def test_a_change_signal_resolves_what_it_was_given_once_set() -> None:

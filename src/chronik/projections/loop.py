@@ -76,11 +76,10 @@ class Loop:
     def _wake(self) -> None:
         """End the idle wait now, or the next one at once."""
         self._woken = True
-        waiting = self._waiting
-        if waiting is not None and not waiting.done():
-            waiting.set_result(None)
+        if self._waiting is not None:
+            _resolve(self._waiting)
 
-    async def _idle(self, signal: asyncio.Event) -> None:
+    async def _idle(self, signal: ChangeSignal) -> None:
         """Wait for a change in the store (``signal``), a wake-up or the next round's time."""
         timeout = max(0.0, self._next_poll - time.monotonic())
         if self._stopping or self._woken:
@@ -89,21 +88,13 @@ class Loop:
         loop = asyncio.get_running_loop()
         waiting = self._waiting = loop.create_future()
         timer = loop.call_later(timeout, _resolve, waiting)
-        task = None
-        if isinstance(signal, ChangeSignal):
-            signal.resolve_on_set(waiting)
-        else:  # another kind of event: a task waits on it
-            task = asyncio.ensure_future(signal.wait())
-            task.add_done_callback(lambda _: _resolve(waiting))
+        signal.resolve_on_set(waiting)
         try:
             with self.store.watching():
                 await waiting
         finally:
             timer.cancel()
-            if task is not None:
-                task.cancel()
-            elif isinstance(signal, ChangeSignal):
-                signal.forget(waiting)
+            signal.forget(waiting)
             self._waiting, self._woken = None, False
 
 
