@@ -24,6 +24,7 @@ from chronik.projections import (
 )
 from chronik.server.admin import create_admin_routes
 from chronik.server.http import create_http_app
+from chronik.store.lifecycle import ChangeSignal, Wanted
 from chronik.testing.faults import inject, sqlite_error
 
 
@@ -209,12 +210,12 @@ async def test_a_projection_task_killed_by_an_injected_exception_is_restarted(
     original = proc._idle
     killed = False
 
-    async def idle(signal: asyncio.Event) -> None:
+    async def idle(signal: ChangeSignal, wanted: Wanted | None = None) -> None:
         nonlocal killed
         if not killed:
             killed = True
             raise Boom("injected")
-        await original(signal)
+        await original(signal, wanted)
 
     proc._idle = idle  # type: ignore[method-assign]
     runner.health.max_backoff = 0.5

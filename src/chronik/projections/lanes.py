@@ -33,6 +33,7 @@ __all__ = [
     "load_lane",
     "partition_key",
     "specs",
+    "wants_commit",
 ]
 
 START = Position(0)
@@ -220,3 +221,12 @@ class Waiters:
         for _, fut in self.waiting:
             if not fut.done():
                 fut.set_exception(exc)
+
+
+def wants_commit(
+    waiters: Waiters, lanes: list[Lane], store: EventStore, types: tuple[str, ...]
+) -> bool:
+    """Whether a processor idle between rounds wakes for a commit of ``store`` (the object it
+    reads) itself: unless every one of its ``lanes`` may move past it unread (none of its
+    ``types``: ``Lane.quiet_until``) and nobody ``waiters`` for a position."""
+    return bool(waiters.waiting) or any(lane.quiet_until(store, types) is None for lane in lanes)

@@ -2,6 +2,9 @@
 
 ``Loop`` owns one asyncio task and nothing of a projection: a subclass provides ``_acquire``
 (what to claim before the task starts) and ``_run`` (the loop, which checks ``_stopping``).
+An idle wait may ask, at each commit of the store object itself, whether it is ``wanted``
+(``ChangeSignal``); ``quiet_wake`` then tells the round that follows that the commit log
+covers what woke it (a round woken by its time or another process's commit reads).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import time
 
 from chronik.errors import ProjectionStopped
 from chronik.store.base import EventStore
-from chronik.store.lifecycle import ChangeSignal
+from chronik.store.lifecycle import ChangeSignal, Wanted
 
 __all__ = ["Loop"]
 
@@ -26,7 +29,10 @@ class Loop:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._woken = False  # woken during a round: the next idle returns at once
-        self._waiting: asyncio.Future[None] | None = None  # the idle wait in progress
+        self._woken_quiet = False  # ... by ``_wake(quiet=True)`` only
+        #: the last idle wait ended by a commit of the store object itself (or a quiet wake-up)
+        self.quiet_wake = False
+        self._waiting: asyncio.Future[bool] | None = None  # the idle wait in progress
         self._busy_since: float | None = None
         self._next_poll = 0.0  # the monotonic time the loop's next round is due by
 
@@ -73,31 +79,36 @@ class Loop:
         """Seconds the current round has been running, 0 when idle."""
         return 0.0 if self._busy_since is None else time.monotonic() - self._busy_since
 
-    def _wake(self) -> None:
-        """End the idle wait now, or the next one at once."""
+    def _wake(self, quiet: bool = False) -> None:
+        """End the idle wait now, or the next one at once (``quiet``: as an own commit would:
+        for a reader waiting for a position, not for anything the commit log cannot tell)."""
+        self._woken_quiet = quiet and (self._woken_quiet or not self._woken)
         self._woken = True
         if self._waiting is not None:
-            _resolve(self._waiting)
+            _resolve(self._waiting, quiet)
 
-    async def _idle(self, signal: ChangeSignal) -> None:
-        """Wait for a change in the store (``signal``), a wake-up or the next round's time."""
+    async def _idle(self, signal: ChangeSignal, wanted: Wanted | None = None) -> None:
+        """Wait for a change in the store (``signal``; at its own commits, only a ``wanted``
+        one), a wake-up or the next round's time; sets ``quiet_wake``."""
         timeout = max(0.0, self._next_poll - time.monotonic())
         if self._stopping or self._woken:
-            self._woken = False
+            self.quiet_wake = self._woken_quiet and not self._stopping
+            self._woken = self._woken_quiet = False
             return
         loop = asyncio.get_running_loop()
         waiting = self._waiting = loop.create_future()
-        timer = loop.call_later(timeout, _resolve, waiting)
-        signal.resolve_on_set(waiting)
+        timer = loop.call_later(timeout, _resolve, waiting, False)
+        signal.resolve_on_set(waiting, wanted)
+        self.quiet_wake = False
         try:
             with self.store.watching():
-                await waiting
+                self.quiet_wake = await waiting
         finally:
             timer.cancel()
             signal.forget(waiting)
-            self._waiting, self._woken = None, False
+            self._waiting, self._woken, self._woken_quiet = None, False, False
 
 
-def _resolve(fut: asyncio.Future[None]) -> None:
+def _resolve(fut: asyncio.Future[bool], quiet: bool) -> None:
     if not fut.done():
-        fut.set_result(None)
+        fut.set_result(quiet)

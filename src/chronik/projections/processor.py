@@ -31,7 +31,7 @@ from chronik.errors import (
 from chronik.messages import Position, RecordedEvent
 from chronik.projections import batch, control, dead_letters, plan
 from chronik.projections.bookkeeping import Plan, RateMeter, status_row
-from chronik.projections.lanes import START, Lane, View, Waiters, partition_key
+from chronik.projections.lanes import START, Lane, View, Waiters, partition_key, wants_commit
 from chronik.projections.loop import Loop
 from chronik.projections.projection import Projection
 from chronik.projections.readmodel import ReadModel
@@ -74,17 +74,15 @@ class ProjectionProcessor(Loop):
         self.wanted, self._release = wanted, False  # whether to claim the lease (worker decides)
         self.epoch: int | None = None  # the lease epoch while this processor holds the lease
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
-        self.state = "new"
+        self.state, self.processed = "new", 0
         self.last_error: str | None = None
-        self.processed = 0
         self.active = Lane(1, projection.version)
         self.building: Lane | None = None
         self.plan: Plan | None = None  # the plan of a partitioned projection the lanes follow
         self.outdated = False  # the plan serves a newer version than this process runs
         self._types, self._waiters, self.rate = projection.types, Waiters(), RateMeter()
         self.head: Position | None = None
-        self.last_event_us = 0
-        self._last_status = self._next_claim = 0.0
+        self.last_event_us, self._last_status, self._next_claim = 0, 0.0, 0.0
 
     async def stop(self, grace: float | None = None) -> None:
         """Finish the current batch, record state ``stopped`` and end the loop; a batch still
@@ -118,6 +116,7 @@ class ProjectionProcessor(Loop):
         if self.state == "stopped":
             raise ProjectionStopped(f"projection {self.projection.name} is stopped")
         if not Waiters.reached(self.active, position):
+            self._wake(quiet=True)  # an idle wait may have let this store's commits pass
             await self._waiters.wait(position)
 
     def release(self) -> None:
@@ -151,17 +150,18 @@ class ProjectionProcessor(Loop):
             await self._apply(start.step)
         return True
 
+    def _wants_commit(self) -> bool:  # an idle wait's question at this store object's commits
+        return wants_commit(self._waiters, self._lanes(False), self.store, self._types)
+
     def _lanes(self, include_frozen: bool = True) -> list[Lane]:
         lanes = [self.active] if include_frozen or not self.active.frozen else []
         return lanes + ([self.building] if self.building is not None else [])
 
     def _view(self) -> View:
         """This processor as values, for control and plan to decide from."""
-        p, k, active = self.projection, self.partition, self.active.view()
-        building = None if self.building is None else self.building.view()
-        return View(
-            p, k, self.key, self.state, self.last_error, self.plan, self.outdated, active, building
-        )
+        p, k, a = self.projection, self.partition, self.active.view()
+        b = None if self.building is None else self.building.view()
+        return View(p, k, self.key, self.state, self.last_error, self.plan, self.outdated, a, b)
 
     async def _poll(self) -> None:
         """Follow a partitioned projection's plan; carry out the pending requests, oldest first."""
@@ -265,7 +265,7 @@ class ProjectionProcessor(Loop):
                 if not progressed:
                     if recovered or time.monotonic() - self._last_status >= self.heartbeat:
                         await self._commit([])
-                    await self._idle(signal)
+                    await self._idle(signal, self._wants_commit)
                 errors = 0
             except (StoreClosed, asyncio.CancelledError):
                 return
@@ -292,7 +292,7 @@ class ProjectionProcessor(Loop):
         store, p = self.store, self.projection
         limit = 1 if lane.isolate_until is not None else p.batch_size
         page: list[RecordedEvent] = []
-        bound = self.head = lane.quiet_until(store, self._types)  # this process wrote them
+        bound = self.head = lane.quiet_until(store, self._types) if self.quiet_wake else None
         if bound is None:
             read = await p.read_page(store, lane.position, limit, self._types)
             self.head = read.scanned or await store.head()  # a short page's read saw the head

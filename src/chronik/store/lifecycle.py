@@ -10,7 +10,7 @@ import abc
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Self
 
@@ -19,36 +19,71 @@ from chronik.messages import Position
 from chronik.store.commit_log import CommitLog
 from chronik.store.records import HEALTHY, FaultHook, StoreHealth
 
-__all__ = ["StoreLifecycle"]
+__all__ = ["ChangeSignal", "StoreLifecycle", "Wanted"]
+
+
+#: a waiter's question at a commit: does it want to wake for it (it may ask ``committed_types``)?
+Wanted = Callable[[], bool]
+Waiting = list[tuple[asyncio.Future[bool], Wanted | None]]
 
 
 class ChangeSignal(asyncio.Event):
     """A store's change signal: an asyncio.Event that also resolves the futures handed to
-    ``resolve_on_set`` when it is set (a waiter without a task of its own)."""
+    ``resolve_on_set`` when it is set (a waiter without a task of its own).
 
-    def __init__(self) -> None:
+    At a commit of the store object itself (``set_for_own_commit``), a future handed with
+    ``wanted`` is resolved only if ``wanted()`` says so (or raises); else it stays registered
+    for the next change. The registrations are the store's, shared by its successive signals:
+    ``forget`` works on any of them. Any other change (another process's commit seen by a poll,
+    a close, ``wake_readers``) resolves them all."""
+
+    def __init__(self, waiting: Waiting | None = None) -> None:
         super().__init__()
-        self._futures: list[asyncio.Future[None]] = []
+        self._futures: Waiting = [] if waiting is None else waiting
 
     def set(self) -> None:
-        super().set()
-        futures, self._futures = self._futures, []
-        for fut in futures:
-            if not fut.done():
-                fut.set_result(None)
+        self._set(filtered=False)
 
-    def resolve_on_set(self, fut: asyncio.Future[None]) -> None:
-        """Resolve ``fut`` when this signal is set (now, if it is)."""
+    def set_for_own_commit(self) -> None:
+        """Set for a commit of the store object itself: ask each ``wanted``."""
+        self._set(filtered=True)
+
+    def _set(self, filtered: bool) -> None:
+        super().set()
+        futures = self._futures
+        futures[:] = [entry for entry in futures if not _resolve(*entry, filtered)]
+
+    def resolve_on_set(self, fut: asyncio.Future[bool], wanted: Wanted | None = None) -> None:
+        """Resolve ``fut`` when this signal is set (now, if it is), and the commit is
+        ``wanted`` (None: any commit); its result: whether an own commit resolved it."""
         if self.is_set():
             if not fut.done():
-                fut.set_result(None)
+                fut.set_result(False)
         else:
-            self._futures.append(fut)
+            self._futures.append((fut, wanted))
 
-    def forget(self, fut: asyncio.Future[None]) -> None:
+    def forget(self, fut: asyncio.Future[bool]) -> None:
         """No longer resolve ``fut`` (its waiter stopped waiting)."""
-        with contextlib.suppress(ValueError):
-            self._futures.remove(fut)
+        futures = self._futures
+        for i, (registered, _) in enumerate(futures):
+            if registered is fut:
+                del futures[i]
+                return
+
+
+def _resolve(fut: asyncio.Future[bool], wanted: Wanted | None, filtered: bool) -> bool:
+    """Resolve ``fut`` (with ``filtered``: an own commit) unless ``filtered`` and ``wanted``
+    says no; True when it is done with (resolved, or resolved before)."""
+    if fut.done():
+        return True
+    if filtered and wanted is not None:
+        try:
+            if not wanted():
+                return False
+        except Exception:  # a question that fails wakes its waiter, who finds out itself
+            pass
+    fut.set_result(filtered)
+    return True
 
 
 class StoreLifecycle(abc.ABC):
@@ -61,6 +96,7 @@ class StoreLifecycle(abc.ABC):
         self._state = "new"
         self._open_lock: asyncio.Lock | None = None
         self._change: ChangeSignal | None = None
+        self._waiting: Waiting = []  # the futures on this store's change signals
         #: this object's own appends lately, where positions follow commit order (SQLite, memory)
         self.commit_log: CommitLog | None = None
         #: Set by ``chronik.testing.faults`` only; adapters call it at each step when set.
@@ -146,7 +182,7 @@ class StoreLifecycle(abc.ABC):
     def change_signal(self) -> ChangeSignal:
         """An event that is set at the next commit; take it before reading, then wait on it."""
         if self._change is None:
-            self._change = ChangeSignal()
+            self._change = ChangeSignal(self._waiting)
         return self._change
 
     def wake_readers(self) -> None:
@@ -172,10 +208,18 @@ class StoreLifecycle(abc.ABC):
         finally:
             self._watch(-1)
 
-    def _notify(self) -> None:
+    def _notify(self, own_commit: bool = False) -> None:
+        """Set the change signal: for a commit of this object (``own_commit``: the waiters'
+        ``wanted`` is asked, after the commit log noted it) or any other change."""
         change = self._change
-        if change is not None:
-            self._change = None
+        if change is None:
+            if not self._waiting:
+                return
+            change = ChangeSignal(self._waiting)  # for the futures an earlier commit kept
+        self._change = None
+        if own_commit:
+            change.set_for_own_commit()
+        else:
             change.set()
 
     def _watch(self, delta: int) -> None:  # noqa: B027 - optional hook

@@ -95,8 +95,6 @@ class MemoryEventStore(MemoryRewrites, MemoryArchive, MemoryRetention, EventStor
             raise error from exc
         results = self._apply(unit, plan)
         self._apply_deletes(deletes)
-        if unit.appends and self.commit_log is not None:
-            self.commit_log.add(unit, results)
         return results
 
     def _plan(
@@ -222,7 +220,9 @@ class MemoryEventStore(MemoryRewrites, MemoryArchive, MemoryRetention, EventStor
         for op in unit.leases:
             apply_lease(self._tables[LEASES.name][1], op)
         if requests:
-            self._notify()
+            if self.commit_log is not None:  # before the wake-up: waiters consult it
+                self.commit_log.add(unit, results)
+            self._notify(own_commit=True)
         return results
 
     async def _read_table(

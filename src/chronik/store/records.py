@@ -45,6 +45,7 @@ __all__ = [
     "TableSpec",
     "TableWrite",
     "WriteUnit",
+    "Written",
     "cancelled_by_caller",
     "check_expected",
     "is_retry",
@@ -213,6 +214,10 @@ class WriteUnit(NamedTuple):
     conditions: Sequence[ConditionCheck] = ()
     expects: Sequence[StreamCheck] = ()
     deletes: Sequence[StreamDelete] = ()
+
+
+#: units that committed, each with its results (one per append)
+Written = list[tuple[WriteUnit, list[AppendResult]]]
 
 
 class StoredEvent(NamedTuple):

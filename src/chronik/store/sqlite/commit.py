@@ -26,7 +26,7 @@ from typing import Final
 
 from chronik.errors import ConfigurationError, StoreUnavailable
 from chronik.messages import AppendResult
-from chronik.store.base import FaultHook, WriteUnit
+from chronik.store.records import FaultHook, WriteUnit, Written
 from chronik.store.sqlite.errors import Busy, batch_failed, is_busy, locked
 from chronik.store.sqlite.schema import migrate
 from chronik.store.sqlite.write import Outcome, Pending, StreamIds, write_units
@@ -64,8 +64,8 @@ def connect(
 class GroupCommit:
     """Owns the writer connection; ``write`` queues a unit and returns its results.
 
-    ``on_batch(failed, wrote)`` runs after each batch: ``failed`` is a StoreUnavailable one of
-    its units failed with (the store's own trouble), ``wrote`` whether any unit committed.
+    ``on_batch(failed, written)`` runs after each batch: ``failed`` is a StoreUnavailable one
+    of its units failed with (the store's own trouble), ``written`` the units that committed.
     """
 
     def __init__(
@@ -73,7 +73,7 @@ class GroupCommit:
         path: str,
         synchronous: str,
         busy_timeout_ms: int,
-        on_batch: Callable[[BaseException | None, bool], None],
+        on_batch: Callable[[BaseException | None, Written], None],
     ) -> None:
         self.path = path
         self.synchronous = synchronous
@@ -173,7 +173,7 @@ class GroupCommit:
                     raise outcome
                 # committed: what _deliver does for it (the queue stayed empty and idle set,
                 # as nothing else ran meanwhile)
-                self._on_batch(None, True)
+                self._on_batch(None, [(unit, outcome)])
                 self._count_written(unit)
                 return outcome
         self._straight = 0
@@ -252,20 +252,20 @@ class GroupCommit:
             self._idle.set()
 
     def _deliver(self, batch: list[Pending], outcomes: Sequence[Outcome]) -> None:
-        wrote = False
+        written: Written = []
         failed: BaseException | None = None
-        for (_unit, fut), outcome in zip(batch, outcomes, strict=True):
+        for (unit, fut), outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 if isinstance(outcome, StoreUnavailable):
                     failed = outcome
                 if fut is not None and not fut.done():
                     fut.set_exception(outcome)
             else:
-                wrote = True
+                written.append((unit, outcome))
                 if fut is not None and not fut.done():
                     fut.set_result(outcome)
-        self._on_batch(failed, wrote)
-        if wrote:
+        self._on_batch(failed, written)
+        if written:
             self._maybe_checkpoint(batch)
         if not self._queue:
             self._idle.set()

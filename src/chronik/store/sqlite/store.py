@@ -22,6 +22,7 @@ from chronik.errors import ConfigurationError, StoreUnavailable
 from chronik.messages import AppendResult, RecordedEvent, StreamId
 from chronik.store.base import EventStore, WriteUnit
 from chronik.store.commit_log import CommitLog
+from chronik.store.records import Written
 from chronik.store.sqlite import rewrite
 from chronik.store.sqlite.archive import SQLiteArchive
 from chronik.store.sqlite.commit import WAL_LIMIT, GroupCommit, connect
@@ -91,19 +92,22 @@ class SQLiteEventStore(SQLiteReader, SQLiteArchive, SQLiteRetention, EventStore)
 
     async def _write(self, unit: WriteUnit) -> list[AppendResult]:
         self._writer.fault_hook = self.fault_hook
-        results = await self._writer.write(unit)
-        if unit.appends and self.commit_log is not None:
-            self.commit_log.add(unit, results)
-        return results
+        return await self._writer.write(unit)
 
-    def _batch_done(self, failed: BaseException | None, wrote: bool) -> None:
-        """After each batch: health, and a wake-up for readers when something committed."""
+    def _batch_done(self, failed: BaseException | None, written: Written) -> None:
+        """After each batch: health, and when something committed, its appends noted in the
+        commit log, then a wake-up for readers (which may consult the log)."""
         if failed is not None:
             self._write_failed(failed)
-        elif wrote:
+        elif written:
             self._write_succeeded()
-        if wrote:
-            self._notify()
+        if written:
+            log = self.commit_log
+            if log is not None:
+                for unit, results in written:
+                    if unit.appends:
+                        log.add(unit, results)
+            self._notify(own_commit=True)
 
     # --- in-place rewrites (chronik.store.sqlite.rewrite) ------------------------------------
 
