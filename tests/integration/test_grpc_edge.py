@@ -364,3 +364,30 @@ async def test_a_taken_http_port_is_a_typed_error() -> None:
 
         with pytest.raises(errors.PortInUse, match=f"HTTP port 127.0.0.1:{port} is in use"):
             await HttpServer(asgi, "127.0.0.1", port).start()
+
+
+async def test_the_guarded_handler_of_a_method_is_made_once() -> None:
+    """The interceptor wraps a method's handler once and hands the same wrapper out while the
+    server hands out the same handler (no closures per call); a new handler is wrapped anew."""
+    from chronik.server.grpc_edge import EdgeInterceptor
+
+    async def handle(request: Any, context: Any) -> Any:
+        return request
+
+    first = grpc.unary_unary_rpc_method_handler(handle, bytes, bytes)
+    second = grpc.unary_unary_rpc_method_handler(handle, bytes, bytes)
+    current = first
+
+    async def continuation(details: Any) -> Any:
+        return current
+
+    class Details:
+        method = "/chronik.v1.CommandGateway/Handle"
+
+    edge = EdgeInterceptor()
+    made = await edge.intercept_service(continuation, Details())  # type: ignore[arg-type]
+    assert made is not first and made.unary_unary is not handle
+    assert await edge.intercept_service(continuation, Details()) is made  # type: ignore[arg-type]
+    current = second
+    again = await edge.intercept_service(continuation, Details())  # type: ignore[arg-type]
+    assert again is not made

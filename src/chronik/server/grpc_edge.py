@@ -88,10 +88,14 @@ if TYPE_CHECKING:
 
 
 class EdgeInterceptor(grpc.aio.ServerInterceptor):
-    """Hands the servicers parsed requests; a malformed one is INVALID_ARGUMENT, not UNKNOWN."""
+    """Hands the servicers parsed requests; a malformed one is INVALID_ARGUMENT, not UNKNOWN.
+
+    The guarded handler of a method is made once, for as long as the server hands out the same
+    handler for it."""
 
     def __init__(self, limiter: LogLimiter | None = None) -> None:
         self.limiter = limiter or LogLimiter()
+        self._guarded: dict[str, tuple[Handler, Handler]] = {}
 
     async def intercept_service(
         self,
@@ -101,7 +105,11 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler.request_deserializer is None:
             return handler
-        return _guard(handler, handler_call_details.method, self.limiter)
+        method = handler_call_details.method
+        made = self._guarded.get(method)
+        if made is None or made[0] is not handler:
+            made = self._guarded[method] = (handler, _guard(handler, method, self.limiter))
+        return made[1]
 
 
 def _guard(handler: Any, method: str, limiter: LogLimiter) -> Handler:

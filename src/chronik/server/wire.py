@@ -61,6 +61,7 @@ ERROR_KEY: Final = "chronik-error"  # trailing metadata: the chronik error class
 ERROR_DATA_KEY: Final = "chronik-error-data"  # trailing metadata: its fields, as JSON
 MAX_ERROR_DATA: Final = 4096  # characters; larger field sets are left out (headers are small)
 _metadata_encoder = msgspec.json.Encoder(order="sorted")  # as the stores encode metadata
+_metadata_decoder = msgspec.json.Decoder(dict[str, str])
 _EXPECTED_STATES = {
     pb.EXPECTED_ANY: ANY,
     pb.EXPECTED_NO_STREAM: NO_STREAM,
@@ -70,9 +71,7 @@ _EXPECTED_STATES = {
 
 def event_to_wire(event: RecordedEvent) -> pb.Event:
     """A stored event as a wire Event."""
-    at = Timestamp()
-    at.FromMicroseconds(event.recorded_at_us)
-    s = event.stream
+    s, at, md = event.stream, event.recorded_at_us, event.raw_metadata
     return pb.Event(
         event_id=event.event_id,
         domain=s.domain,
@@ -82,8 +81,8 @@ def event_to_wire(event: RecordedEvent) -> pb.Event:
         type=event.type,
         schema_version=event.schema_version,
         payload=event.payload,
-        metadata=dict(event.metadata),
-        recorded_at=at,
+        metadata=_metadata_decoder.decode(md) if md else None,  # as RecordedEvent.metadata
+        recorded_at=Timestamp(seconds=at // 1_000_000, nanos=at % 1_000_000 * 1000),
         position=str(event.position),
         content_type="" if event.content_type == JSON else event.content_type,
         tags=event.tags,

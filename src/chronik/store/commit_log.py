@@ -53,6 +53,11 @@ class CommitLog:
         else:
             ranges.append((first, last, types))
 
+    @property
+    def last(self) -> int | None:
+        """The last position noted (None: none since the log started over)."""
+        return self._ranges[-1][1] if self._ranges else None
+
     def types_after(self, after: Position) -> tuple[Position, frozenset[str]] | None:
         """(the last position noted, the types of the events after ``after`` up to it) when
         every one of them was noted; None when the log cannot tell."""

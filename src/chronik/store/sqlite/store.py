@@ -143,4 +143,17 @@ class SQLiteEventStore(SQLiteReader, SQLiteArchive, SQLiteRetention, EventStore)
                 continue
             if version != self._data_version:
                 self._data_version = version
-                self._notify()
+                self._notify(own_commit=self._all_noted())
+
+    def _all_noted(self) -> bool:
+        """Whether the newest event in the file is the last one the commit log noted: the
+        change a poll saw added no other process's event (it was this object's own commit, or
+        no append), so idle waiters may be asked whether they want it."""
+        last = None if self.commit_log is None else self.commit_log.last
+        if last is None:
+            return False
+        try:
+            row = self._rconn.execute("SELECT max(position) FROM chronik_events").fetchone()
+        except sqlite3.Error:
+            return False
+        return bool(row[0] == last)
