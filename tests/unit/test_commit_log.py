@@ -32,6 +32,7 @@ def _unit(first: int, types: list[str]) -> tuple[WriteUnit, list[AppendResult]]:
 
 def _log(*units: tuple[int, list[str]]) -> CommitLog:
     log = CommitLog()
+    log.asked = True  # as once a reader has asked
     for first, types in units:
         log.add(*_unit(first, types))
     return log
@@ -43,6 +44,17 @@ def test_the_types_after_a_position_inside_a_gapless_run() -> None:
     assert log.types_after(Position(0)) == (Position(5), frozenset("abc"))
     assert log.types_after(Position(3)) == (Position(5), frozenset("ac"))
     assert log.types_after(Position(4)) == (Position(5), frozenset("ac"))
+
+
+def test_nothing_is_noted_until_a_reader_asks() -> None:
+    """A store nobody asks pays nothing: appends before the first question are not noted, so
+    that question (and any about them later) has no answer; appends after it are."""
+    log = CommitLog()
+    log.add(*_unit(1, ["a"]))
+    assert log.types_after(Position(0)) is None and log.last is None
+    log.add(*_unit(2, ["b"]))
+    assert log.types_after(Position(0)) is None
+    assert log.types_after(Position(1)) == (Position(2), frozenset("b"))
 
 
 def test_no_answer_at_or_past_the_end_or_before_the_log() -> None:
@@ -68,6 +80,7 @@ def test_an_idempotent_retry_notes_nothing_and_ranges_merge() -> None:
     """A result without positions (nothing written) is skipped; a range of known types extends
     the one before it, so the log reaches back further."""
     log = CommitLog(size=2)
+    log.asked = True
     unit, _ = _unit(1, ["a"])
     log.add(unit, [AppendResult(S, 0, 0, Position(1))])
     assert log.types_after(Position(0)) is None

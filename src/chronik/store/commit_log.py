@@ -25,33 +25,50 @@ _EMPTY: Final[frozenset[str]] = frozenset()
 
 class CommitLog:
     """Ranges of positions (first, last) with the types of their events, oldest first,
-    without a gap between one range and the next."""
+    without a gap between one range and the next. It notes nothing until first asked
+    (``types_after``): a store without readers that ask pays nothing."""
 
-    __slots__ = ("_ranges",)
+    __slots__ = ("_ranges", "_single", "asked")
 
     def __init__(self, size: int = 256) -> None:
         self._ranges: deque[tuple[int, int, frozenset[str]]] = deque(maxlen=size)
+        self._single: dict[str, frozenset[str]] = {}  # {type} of each one-type append
+        self.asked = False
 
     def add(self, unit: WriteUnit, results: Sequence[AppendResult]) -> None:
         """Note the events a committed ``unit`` appended (``results``: one per append)."""
+        if not self.asked:
+            return
         for req, res in zip(unit.appends, results, strict=False):
-            positions = res.positions
-            if not positions or len(positions) != len(req.events):
+            positions, events = res.positions, req.events
+            count = len(events)
+            if not positions or len(positions) != count:
                 continue  # nothing new (an idempotent retry), or not known: a gap, if any
             first, last = positions[0], positions[-1]
-            if first.index or last.index or last.commit - first.commit + 1 != len(positions):
+            if first.index or last.index or last.commit - first.commit + 1 != count:
                 self._ranges.clear()
                 continue
-            self._note(first.commit, last.commit, frozenset(e.type for e in req.events))
+            if count == 1:
+                etype = events[0].type
+                types = self._single.get(etype)
+                if types is None:
+                    if len(self._single) >= 1024:
+                        self._single.clear()
+                    types = self._single[etype] = frozenset((etype,))
+            else:
+                types = frozenset(e.type for e in events)
+            self._note(first.commit, last.commit, types)
 
     def _note(self, first: int, last: int, types: frozenset[str]) -> None:
         ranges = self._ranges
-        if ranges and ranges[-1][1] + 1 != first:
-            ranges.clear()  # a gap: what lies between was not noted here
-        if ranges and types <= ranges[-1][2]:
-            ranges[-1] = (ranges[-1][0], last, ranges[-1][2])
-        else:
-            ranges.append((first, last, types))
+        if ranges:
+            start, end, known = ranges[-1]
+            if end + 1 != first:
+                ranges.clear()  # a gap: what lies between was not noted here
+            elif types is known or types <= known:
+                ranges[-1] = (start, last, known)
+                return
+        ranges.append((first, last, types))
 
     @property
     def last(self) -> int | None:
@@ -61,6 +78,7 @@ class CommitLog:
     def types_after(self, after: Position) -> tuple[Position, frozenset[str]] | None:
         """(the last position noted, the types of the events after ``after`` up to it) when
         every one of them was noted; None when the log cannot tell."""
+        self.asked = True
         ranges = self._ranges
         if not ranges or after.index or after.commit >= ranges[-1][1]:
             return None
