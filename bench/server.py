@@ -39,7 +39,7 @@ def start(args: list[str], pattern: str, cwd: str) -> tuple[subprocess.Popen[str
     """Start a process and wait for the line that names its port."""
     # this checkout's chronik, whichever one the virtualenv has installed
     path = f"{ROOT / 'src'}{os.pathsep}{ROOT}"
-    env = {**os.environ, "PYTHONPATH": path + os.environ.get("EXTRA_PYTHONPATH", ""), "CHRONIK_STORE": ""}
+    env = {**os.environ, "PYTHONPATH": path, "CHRONIK_STORE": ""}
     proc = subprocess.Popen(
         [sys.executable, *args], cwd=cwd, env=env, stdout=subprocess.PIPE, text=True
     )

@@ -68,3 +68,30 @@ def test_rate_limits_are_per_key() -> None:
     clock.now += 0.25
     limiter.check_rate("a")
     assert limiter.rated and limiter.refused == {"auth.api_keys[a].rate": 1}
+
+
+async def test_the_limited_handler_of_a_method_is_made_once() -> None:
+    """The limit interceptor wraps a method's handler once and hands the same wrapper out
+    while the server hands out the same handler; a new handler is wrapped anew."""
+    import grpc
+
+    from chronik.server.grpc_limits import COMMAND_METHOD, LimitInterceptor
+
+    async def handle(request: object, context: object) -> object:
+        return request
+
+    first: object = grpc.unary_unary_rpc_method_handler(handle)
+    current = first
+
+    async def continuation(details: object) -> object:
+        return current
+
+    class Details:
+        method = COMMAND_METHOD
+
+    limits = LimitInterceptor(Limiter(LimitsConfig(max_inflight_commands=2)))
+    made = await limits.intercept_service(continuation, Details())  # type: ignore[arg-type]
+    assert made is not first
+    assert await limits.intercept_service(continuation, Details()) is made  # type: ignore[arg-type]
+    current = grpc.unary_unary_rpc_method_handler(handle)
+    assert await limits.intercept_service(continuation, Details()) is not made  # type: ignore[arg-type]

@@ -45,6 +45,7 @@ class LimitInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, limiter: Limiter, auth: Auth | None = None) -> None:
         self.limiter = limiter
         self.auth = auth
+        self._wrapped: dict[str, tuple[Any, Any]] = {}  # method: (handler, its wrapper)
 
     async def intercept_service(
         self,
@@ -64,7 +65,10 @@ class LimitInterceptor(grpc.aio.ServerInterceptor):
             slot = nullcontext
         if slot is nullcontext and (self.auth is None or not limiter.rated):
             return handler
-        return _wrap(handler, self._admit, slot)
+        made = self._wrapped.get(method)  # made once per method, as the edge's guard
+        if made is None or made[0] is not handler:
+            made = self._wrapped[method] = (handler, _wrap(handler, self._admit, slot))
+        return made[1]
 
     def _admit(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         """Take a token of the caller's API key, if it has a rate (RateLimited if none is left)."""

@@ -34,8 +34,8 @@ class ChangeSignal(asyncio.Event):
     At a commit of the store object itself (``set_for_own_commit``), a future handed with
     ``wanted`` is resolved only if ``wanted()`` says so (or raises); else it stays registered
     for the next change. The registrations are the store's, shared by its successive signals:
-    ``forget`` works on any of them. Any other change (another process's commit seen by a poll,
-    a close, ``wake_readers``) resolves them all."""
+    ``forget`` works on any of them. Any other change (another process's commit, a close,
+    ``wake_readers``) resolves them all."""
 
     def __init__(self, waiting: Waiting | None = None) -> None:
         super().__init__()
