@@ -178,3 +178,26 @@ async def test_a_store_notify_reaches_futures_an_earlier_commit_kept() -> None:
         assert not fut.done()
         store.wake_readers()
         assert fut.result() is False
+
+
+async def test_a_poll_that_sees_another_process_s_append_after_a_quiet_wake_is_not_lost(
+    tmp_path: Path,
+) -> None:
+    """A quiet wake-up (a reader's ``wait_for``), then a poll that sees another process's
+    append before the woken processor runs: its round reads (the poll made the commit log
+    forget), so the append is applied long before the 30 s heartbeat."""
+    from chronik.store.sqlite import SQLiteEventStore
+
+    url = f"sqlite:///{tmp_path}/race.db"
+    store = SQLiteEventStore(url, poll_interval=3600)  # only the poll the test runs by hand
+    async with store, chronik.open_store(url) as other:
+        await _append(store, "a")
+        async with ProjectionProcessor(store, _projection(), heartbeat=30, lease_ttl=100) as proc:
+            await proc.wait_for(await _append(store, "a"))
+            await _settled(proc)
+            mine = await _append(store, "b")  # slept through
+            await _append(other, "a")
+            proc._wake(quiet=True)  # as wait_for(mine) does
+            store._changed()  # the poll, before the processor's task runs
+            await proc.wait_for(mine)
+            await _seen(store, 3)

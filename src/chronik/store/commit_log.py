@@ -70,6 +70,10 @@ class CommitLog:
                 return
         ranges.append((first, last, types))
 
+    def clear(self) -> None:
+        """Forget every range (positions after them may not be this object's)."""
+        self._ranges.clear()
+
     @property
     def last(self) -> int | None:
         """The last position noted (None: none since the log started over)."""

@@ -143,7 +143,17 @@ class SQLiteEventStore(SQLiteReader, SQLiteArchive, SQLiteRetention, EventStore)
                 continue
             if version != self._data_version:
                 self._data_version = version
-                self._notify(own_commit=self._all_noted())
+                self._changed()
+
+    def _changed(self) -> None:
+        """A poll saw the file change: when all of it may be this object's own appends, idle
+        waiters are asked; otherwise another process appended after what the commit log
+        noted, so the log is forgotten (a round woken by an own commit just before would
+        otherwise move on unread past it) and every waiter wakes."""
+        own = self._all_noted()
+        if not own and self.commit_log is not None:
+            self.commit_log.clear()
+        self._notify(own_commit=own)
 
     def _all_noted(self) -> bool:
         """Whether the newest event in the file is the last one the commit log noted: the
