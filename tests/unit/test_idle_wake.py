@@ -14,28 +14,13 @@ from typing import Any
 import pytest
 
 import chronik
-from chronik.messages import Position
-from chronik.projections import Projection, ProjectionProcessor, ReadModel, Table, query
+from chronik.projections import ProjectionProcessor, query
 from chronik.store.lifecycle import ChangeSignal
-
-S = chronik.StreamId("wake", "s")
-ROWS = Table("seen", {"id": str, "n": int}, primary_key="id")
+from tests.unit.test_commit_log import _append, _projection
 
 
-def _projection() -> Projection:
-    p = Projection("only_a", tables=[ROWS])
-
-    @p.on("a")
-    async def on_a(e: chronik.RecordedEvent, rm: ReadModel) -> None:
-        row = await rm.get("seen", id="a")
-        rm.upsert("seen", id="a", n=(row["n"] if row else 0) + 1)
-
-    return p
-
-
-async def _append(store: Any, etype: str) -> Position:
-    r = await store.append(S, [chronik.EventData(etype, {})])
-    return r.position  # type: ignore[no-any-return]
+def _url(tmp_path: Path, kind: str) -> str:
+    return f"sqlite:///{tmp_path}/events.db" if kind == "sqlite" else "memory://"
 
 
 def _count_rounds(proc: ProjectionProcessor) -> list[int]:
@@ -72,8 +57,7 @@ async def test_a_processor_sleeps_through_its_own_store_s_other_types(
 ) -> None:
     """Twenty appends of a type the projection does not follow run no round at all; an
     append of its type wakes it at once (its heartbeat is 30 s)."""
-    store_url = f"sqlite:///{tmp_path}/sleep.db" if url == "sqlite" else "memory://"
-    async with chronik.open_store(store_url) as store:
+    async with chronik.open_store(_url(tmp_path, url)) as store:
         await _append(store, "a")
         async with ProjectionProcessor(store, _projection(), heartbeat=30, lease_ttl=100) as proc:
             await proc.wait_for(await _append(store, "a"))
@@ -109,8 +93,7 @@ async def test_another_process_s_append_is_read_after_own_commits_were_slept_thr
 async def test_wait_for_a_position_it_slept_past_returns_at_once(tmp_path: Path, url: str) -> None:
     """A reader waiting for the position of an append the processor slept through gets it
     without waiting for the heartbeat (the memory store has no poll to wake it)."""
-    store_url = f"sqlite:///{tmp_path}/wait.db" if url == "sqlite" else "memory://"
-    async with chronik.open_store(store_url) as store:
+    async with chronik.open_store(_url(tmp_path, url)) as store:
         await _append(store, "a")
         async with ProjectionProcessor(store, _projection(), heartbeat=30, lease_ttl=100) as proc:
             await proc.wait_for(await _append(store, "a"))
