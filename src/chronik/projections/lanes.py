@@ -227,6 +227,6 @@ def wants_commit(
     waiters: Waiters, lanes: list[Lane], store: EventStore, types: tuple[str, ...]
 ) -> bool:
     """Whether a processor idle between rounds wakes for a commit of ``store`` (the object it
-    reads) itself: unless every one of its ``lanes`` may move past it unread (none of its
-    ``types``: ``Lane.quiet_until``) and nobody ``waiters`` for a position."""
+    reads) itself: yes unless every one of its ``lanes`` may move past it unread (none of its
+    ``types``: ``Lane.quiet_until``) and none of its ``waiters`` waits for a position."""
     return bool(waiters.waiting) or any(lane.quiet_until(store, types) is None for lane in lanes)

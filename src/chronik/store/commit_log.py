@@ -28,11 +28,10 @@ class CommitLog:
     without a gap between one range and the next. It notes nothing until first asked
     (``types_after``): a store without readers that ask pays nothing."""
 
-    __slots__ = ("_ranges", "_single", "asked")
+    __slots__ = ("_ranges", "asked")
 
     def __init__(self, size: int = 256) -> None:
         self._ranges: deque[tuple[int, int, frozenset[str]]] = deque(maxlen=size)
-        self._single: dict[str, frozenset[str]] = {}  # {type} of each one-type append
         self.asked = False
 
     def add(self, unit: WriteUnit, results: Sequence[AppendResult]) -> None:
@@ -48,16 +47,7 @@ class CommitLog:
             if first.index or last.index or last.commit - first.commit + 1 != count:
                 self._ranges.clear()
                 continue
-            if count == 1:
-                etype = events[0].type
-                types = self._single.get(etype)
-                if types is None:
-                    if len(self._single) >= 1024:
-                        self._single.clear()
-                    types = self._single[etype] = frozenset((etype,))
-            else:
-                types = frozenset(e.type for e in events)
-            self._note(first.commit, last.commit, types)
+            self._note(first.commit, last.commit, frozenset(e.type for e in events))
 
     def _note(self, first: int, last: int, types: frozenset[str]) -> None:
         ranges = self._ranges
@@ -65,7 +55,7 @@ class CommitLog:
             start, end, known = ranges[-1]
             if end + 1 != first:
                 ranges.clear()  # a gap: what lies between was not noted here
-            elif types is known or types <= known:
+            elif types <= known:
                 ranges[-1] = (start, last, known)
                 return
         ranges.append((first, last, types))
