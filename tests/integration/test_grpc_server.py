@@ -340,3 +340,10 @@ async def test_stop_lets_in_flight_commands_finish() -> None:
                 await follower
         with pytest.raises(chronik.ChronikError):
             await c.dispatch(customer("late"))
+
+
+async def test_only_the_gateway_registers_its_methods(server: GrpcServer) -> None:
+    """grpc.aio waits on one task per registered method at every call: only Handle has one."""
+    tasks = [repr(t) for t in asyncio.all_tasks()]
+    assert any("AioServer._request_call" in t for t in tasks), tasks  # (the look works)
+    assert sum("AioServer._request_registered_call" in t for t in tasks) == 1
